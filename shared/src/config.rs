@@ -1,0 +1,225 @@
+//! Typed, layered configuration: defaults, then an optional TOML file, then environment
+//! variables. Secrets are held in [`SecretString`] so `Debug` never prints them, and a bad
+//! value names the key it came from.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables read without the `NONGSAN_` prefix, as the wider ecosystem names them.
+const UNPREFIXED: &[&str] = &["DATABASE_URL", "REDIS_URL", "MEILI_URL", "MEILI_KEY"];
+
+/// Every setting of a nongsan process. The README lists each one with its variable.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Folder for the embedded PostgreSQL cluster, the embedded search index and generated secrets.
+    pub data_dir: PathBuf,
+    /// Address the HTTP server binds.
+    pub host: IpAddr,
+    /// Port the HTTP server binds; 0 picks a free one.
+    pub port: u16,
+    /// PostgreSQL connection URL; without it `nongsan up` starts a private cluster.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub database_url: Option<SecretString>,
+    /// Largest number of connections each service's pool opens.
+    pub database_max_connections: u32,
+    /// Redis URL for cache, rate limits and event streams; without it these run in-process.
+    pub redis_url: Option<String>,
+    /// Meilisearch URL; without it search runs on the embedded engine.
+    pub meili_url: Option<String>,
+    /// Meilisearch API key.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub meili_key: Option<SecretString>,
+    /// HMAC key that signs access tokens, shared by all services. Generated into the data
+    /// folder by `nongsan up` when absent.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub auth_secret: Option<SecretString>,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Base URL of the listing service (split shape); `nongsan up` uses its own address.
+    pub listing_url: Option<String>,
+    /// Base URL of the order service (split shape).
+    pub order_url: Option<String>,
+    /// Base URL of the payment service (split shape).
+    pub payment_url: Option<String>,
+    /// Log format: `text` for people, `json` for machines.
+    pub log_format: LogFormat,
+    /// Attempts a consumer makes at one event before it goes to the dead-letter list.
+    pub events_max_attempts: u32,
+    /// First retry delay of a failing event, in milliseconds; it doubles on each attempt.
+    pub events_retry_base_ms: u64,
+    /// How often the outbox relay and inbox workers look for work when not woken, in milliseconds.
+    pub events_poll_ms: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    match v {
+        Some(v) => s.serialize_some(v.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".nongsan"),
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            database_url: None,
+            database_max_connections: 10,
+            redis_url: None,
+            meili_url: None,
+            meili_key: None,
+            auth_secret: None,
+            access_token_ttl_secs: 900,
+            listing_url: None,
+            order_url: None,
+            payment_url: None,
+            log_format: LogFormat::Text,
+            events_max_attempts: 8,
+            events_retry_base_ms: 500,
+            events_poll_ms: 500,
+        }
+    }
+}
+
+/// A configuration value that could not be read; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads defaults, then the TOML file named by `NONGSAN_CONFIG` (if any), then the
+    /// environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os("NONGSAN_CONFIG").map(PathBuf::from);
+        let prefixed = Env::prefixed("NONGSAN_").ignore(&["CONFIG"]);
+        let plain = Env::raw().filter(|k| {
+            UNPREFIXED
+                .iter()
+                .any(|u| k.as_str().eq_ignore_ascii_case(u))
+        });
+        Self::base(file.as_deref())
+            .merge(prefixed)
+            .merge(plain)
+            .extract()
+            .map_err(describe)
+    }
+
+    /// Loads from the given file and environment pairs instead of the process environment;
+    /// tests use it.
+    pub fn load_from(
+        file: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> Result<Self, ConfigError> {
+        let mut fig = Self::base(file);
+        for (k, v) in env {
+            let key = k.strip_prefix("NONGSAN_").unwrap_or(k).to_ascii_lowercase();
+            if key == "config" {
+                continue;
+            }
+            fig = fig.merge((
+                key,
+                v.parse::<figment::value::Value>()
+                    .unwrap_or_else(|_| (*v).into()),
+            ));
+        }
+        fig.extract().map_err(describe)
+    }
+
+    fn base(file: Option<&std::path::Path>) -> Figment {
+        let fig = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(file) => fig.merge(Toml::file_exact(file)),
+            None => fig,
+        }
+    }
+
+    /// The socket address to bind.
+    pub fn bind_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.host, self.port)
+    }
+}
+
+/// Turns a figment error into one line naming the key and, when it came from the
+/// environment, the variable.
+fn describe(err: figment::Error) -> ConfigError {
+    let key = err.path.join(".");
+    let var = if UNPREFIXED.iter().any(|u| u.eq_ignore_ascii_case(&key)) {
+        key.to_ascii_uppercase()
+    } else {
+        format!("NONGSAN_{}", key.to_ascii_uppercase())
+    };
+    let what = match &err.kind {
+        figment::error::Kind::UnknownField(f, _) => format!("unknown key `{f}`"),
+        other => other.to_string(),
+    };
+    if key.is_empty() {
+        ConfigError(what)
+    } else {
+        ConfigError(format!("`{key}` ({var}): {what}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("nongsan-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("nongsan.toml");
+        std::fs::write(&file, "port = 9000\nhost = \"0.0.0.0\"\n").unwrap();
+        let s = Settings::load_from(Some(&file), &[("NONGSAN_PORT", "9100")]).unwrap();
+        assert_eq!(s.port, 9100);
+        assert_eq!(s.host.to_string(), "0.0.0.0");
+        assert_eq!(s.events_max_attempts, 8);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Settings::load_from(None, &[("NONGSAN_PORT", "eighty")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("NONGSAN_PORT"), "{text}");
+        assert!(text.contains("`port`"), "{text}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Settings::load_from(
+            None,
+            &[
+                ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+                ("NONGSAN_AUTH_SECRET", "s3cr3t-value"),
+            ],
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert_eq!(
+            s.database_url.unwrap().expose_secret(),
+            "postgres://u:hunter2@db/x"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! PostgreSQL: one pool per service, each pinned to its own schema through `search_path`,
+//! and migrations that start with the shared event tables.
+
+use std::{borrow::Cow, str::FromStr, time::Duration};
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{
+    PgPool,
+    migrate::{Migration, MigrationType, Migrator},
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::http::{Mode, Readiness};
+
+/// The event tables every service schema holds: outbox, inbox, and their indexes.
+const EVENTS_SQL: &str = include_str!("../migrations/events.sql");
+
+/// Parses a database URL. The error never repeats the URL, which may hold a password.
+pub fn parse_url(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url.expose_secret()).map_err(|e| {
+        anyhow::anyhow!(
+            "DATABASE_URL is not a valid PostgreSQL URL ({})",
+            redact_error(&e)
+        )
+    })
+}
+
+fn redact_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(_) => "bad format".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// "host:port" of a connection, for messages that must not show credentials.
+pub fn describe(opts: &PgConnectOptions) -> String {
+    format!("{}:{}", opts.get_host(), opts.get_port())
+}
+
+/// Opens a pool whose connections use `schema`, creating the schema when missing. A server
+/// that cannot be reached gives one line naming host and port.
+pub async fn connect(
+    opts: &PgConnectOptions,
+    schema: &str,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    assert!(
+        schema.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        "schema names are plain identifiers"
+    );
+    let where_ = describe(opts);
+    // Create the schema first through a plain connection: search_path cannot name a schema
+    // that does not exist yet for migrations to land in it.
+    let setup = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts.clone())
+        .await
+        .map_err(|e| unreachable_error(&where_, &e))?;
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .execute(&setup)
+        .await
+        .or_else(|e| match &e {
+            // Two services creating their schemas at once may race on the catalog.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => {
+                Ok(Default::default())
+            }
+            _ => Err(e),
+        })
+        .with_context(|| format!("creating schema {schema}"))?;
+    setup.close().await;
+    let opts = opts.clone().options([("search_path", schema)]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+        .map_err(|e| unreachable_error(&where_, &e))
+}
+
+fn unreachable_error(where_: &str, e: &sqlx::Error) -> anyhow::Error {
+    let why = match e {
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "timed out".to_owned(),
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::Tls(t) => t.to_string(),
+        other => other.to_string(),
+    };
+    anyhow::anyhow!("cannot reach PostgreSQL at {where_}: {why}")
+}
+
+/// A service's migrator: the shared event tables first (version 1), then the service's own
+/// migrations, which must use later versions.
+pub fn migrator(service: &Migrator) -> Migrator {
+    let mut migrations = vec![Migration::new(
+        1,
+        Cow::Borrowed("events outbox and inbox"),
+        MigrationType::Simple,
+        Cow::Borrowed(EVENTS_SQL),
+        false,
+    )];
+    migrations.extend(service.migrations.iter().cloned());
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// Runs a service's migrations into its schema (the pool's `search_path`).
+pub async fn migrate(pool: &PgPool, service: &Migrator, schema: &str) -> anyhow::Result<()> {
+    migrator(service)
+        .run(pool)
+        .await
+        .with_context(|| format!("migrating schema {schema}"))
+}
+
+/// Readiness of a PostgreSQL pool.
+#[derive(Debug)]
+pub struct PgReadiness {
+    /// The pool to ping.
+    pub pool: PgPool,
+    /// Whether nongsan started the server itself.
+    pub mode: Mode,
+}
+
+#[async_trait::async_trait]
+impl Readiness for PgReadiness {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,365 @@
+//! A private PostgreSQL cluster in the data folder, for `nongsan up` with no `DATABASE_URL`
+//! and for the test harness.
+//!
+//! The cluster is made once with `initdb` (a generated password, TCP on loopback only, no
+//! Unix socket) and reused on every later start. PostgreSQL refuses to run as root, so when
+//! nongsan runs as root the cluster is owned by and run as the unprivileged `nobody`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use anyhow::{Context, bail};
+use rand::{Rng, distr::Alphanumeric};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+/// What was missing, said in one line, with how to fix it.
+pub const NO_BINARIES: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found in NONGSAN_POSTGRES_BIN, PATH, `pg_config --bindir` or /usr/lib/postgresql/*/bin: install PostgreSQL (for example `apt-get install postgresql`) or set DATABASE_URL to a running server";
+
+/// How the cluster is tuned.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// `max_connections` of the server.
+    pub max_connections: u32,
+    /// Whether commits are made durable (fsync). The test harness turns it off for speed.
+    pub durable: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_connections: 100,
+            durable: true,
+        }
+    }
+}
+
+/// How to connect to the cluster; kept in `<data>/postgres.json`, readable by its owner only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnInfo {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Superuser name.
+    pub user: String,
+    /// Superuser password.
+    pub password: String,
+    /// Database nongsan uses.
+    pub database: String,
+}
+
+impl ConnInfo {
+    /// The connection URL.
+    pub fn url(&self) -> SecretString {
+        SecretString::from(format!(
+            "postgres://{}:{}@127.0.0.1:{}/{}",
+            self.user, self.password, self.port, self.database
+        ))
+    }
+}
+
+/// A running private cluster.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    bindir: PathBuf,
+    cluster: PathBuf,
+    run_as: Option<(u32, u32)>,
+    /// How to connect.
+    pub info: ConnInfo,
+    /// Whether this start made a new cluster (false: existing data was reused).
+    pub created: bool,
+}
+
+/// Finds the directory holding `initdb` and `pg_ctl`.
+pub async fn find_bindir() -> Option<PathBuf> {
+    let has = |d: &Path| {
+        d.join("initdb").is_file() && d.join("pg_ctl").is_file() && d.join("postgres").is_file()
+    };
+    if let Some(explicit) = std::env::var_os("NONGSAN_POSTGRES_BIN") {
+        let d = PathBuf::from(explicit);
+        return has(&d).then_some(d);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            if has(&d) {
+                // Resolve symlinks such as /usr/local/bin/initdb → /usr/lib/postgresql/15/bin.
+                let real = std::fs::canonicalize(d.join("initdb"))
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf));
+                return Some(real.filter(|r| has(r)).unwrap_or(d));
+            }
+        }
+    }
+    if let Ok(out) = Command::new("pg_config")
+        .arg("--bindir")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        && out.status.success()
+    {
+        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has(&d) {
+            return Some(d);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, d): &(u32, PathBuf)| has(d))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, d)| d)
+}
+
+/// The uid and gid of `nobody`, which runs the cluster when nongsan runs as root.
+fn unprivileged_user() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&"nobody"))
+                .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+        })
+        .unwrap_or((65534, 65534))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl EmbeddedPostgres {
+    /// Starts the cluster in `<data_dir>/postgres`, making it first if needed, or adopts one
+    /// already running there (left by a process that was killed).
+    pub async fn start(data_dir: &Path, opts: Options) -> anyhow::Result<Self> {
+        let bindir = find_bindir()
+            .await
+            .ok_or_else(|| anyhow::anyhow!(NO_BINARIES))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data folder {}", data_dir.display()))?;
+        let data_dir = std::fs::canonicalize(data_dir)?;
+        let cluster = data_dir.join("postgres");
+        let info_path = data_dir.join("postgres.json");
+        let run_as = rustix::process::geteuid().is_root().then(unprivileged_user);
+        let mut pg = Self {
+            bindir,
+            cluster,
+            run_as,
+            info: ConnInfo {
+                port: 0,
+                user: "nongsan".into(),
+                password: String::new(),
+                database: "nongsan".into(),
+            },
+            created: false,
+        };
+        let initialised = pg.cluster.join("PG_VERSION").is_file() && info_path.is_file();
+        if initialised {
+            pg.info = serde_json::from_slice(&std::fs::read(&info_path)?)
+                .context("reading postgres.json")?;
+        } else {
+            pg.init(&info_path, opts).await?;
+            pg.created = true;
+        }
+        if !pg.is_running().await {
+            pg.pg_ctl_start().await?;
+        }
+        pg.ensure_database().await?;
+        Ok(pg)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join(program));
+        cmd.current_dir(&self.cluster)
+            .stdin(Stdio::null())
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA");
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    async fn init(&mut self, info_path: &Path, opts: Options) -> anyhow::Result<()> {
+        if self.cluster.exists() {
+            // A half-made cluster from an interrupted first start: make it again.
+            std::fs::remove_dir_all(&self.cluster)?;
+        }
+        create_private_dir(&self.cluster)?;
+        let password: String = rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        let pwfile = self.cluster.with_extension("pwfile");
+        write_private(&pwfile, password.as_bytes())?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&self.cluster, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))?;
+        }
+        let out = self
+            .command("initdb")
+            .arg("-D")
+            .arg(&self.cluster)
+            .args([
+                "-U",
+                "nongsan",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth=scram-sha-256",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .await
+            .context("running initdb")?;
+        let _ = std::fs::remove_file(&pwfile);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("no output");
+            let hint = if self.run_as.is_some() {
+                format!(
+                    " (as root, the cluster runs as `nobody`, who must be able to reach {})",
+                    self.cluster.display()
+                )
+            } else {
+                String::new()
+            };
+            bail!("initdb failed: {last}{hint}");
+        }
+        let port = free_port()?;
+        let mut conf = format!(
+            "\n# nongsan: a private cluster on loopback only\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\nmax_connections = {}\n",
+            opts.max_connections
+        );
+        if !opts.durable {
+            conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
+        let conf_path = self.cluster.join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf_path)?;
+        existing.push_str(&conf);
+        std::fs::write(&conf_path, existing)?;
+        self.info.port = port;
+        self.info.password = password;
+        write_private(info_path, &serde_json::to_vec_pretty(&self.info)?)?;
+        Ok(())
+    }
+
+    async fn is_running(&self) -> bool {
+        self.command("pg_ctl")
+            .arg("status")
+            .arg("-D")
+            .arg(&self.cluster)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success())
+    }
+
+    async fn pg_ctl_start(&self) -> anyhow::Result<()> {
+        let log = self.cluster.join("server.log");
+        let status = self
+            .command("pg_ctl")
+            .arg("start")
+            .arg("-D")
+            .arg(&self.cluster)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .context("running pg_ctl start")?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = text
+                .lines()
+                .rfind(|l| l.contains("FATAL") || l.contains("ERROR"))
+                .unwrap_or("see server.log");
+            bail!(
+                "PostgreSQL in {} did not start: {}",
+                self.cluster.display(),
+                last.trim()
+            );
+        }
+        Ok(())
+    }
+
+    async fn ensure_database(&self) -> anyhow::Result<()> {
+        use sqlx::{Connection, postgres::PgConnection};
+        let admin = format!(
+            "postgres://{}:{}@127.0.0.1:{}/postgres",
+            self.info.user, self.info.password, self.info.port
+        );
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .context("connecting to the private PostgreSQL")?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&self.info.database)
+                .fetch_one(&mut conn)
+                .await?;
+        if !exists {
+            sqlx::query(&format!("CREATE DATABASE \"{}\"", self.info.database))
+                .execute(&mut conn)
+                .await?;
+        }
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// Stops the server cleanly (fast shutdown: open transactions roll back, data is flushed).
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        let status = self
+            .command("pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.cluster)
+            .args(["-m", "fast", "-w", "-t", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .context("running pg_ctl stop")?;
+        if !status.success() {
+            bail!("pg_ctl stop failed for {}", self.cluster.display());
+        }
+        Ok(())
+    }
+
+    /// The cluster's folder.
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster
+    }
+}
+
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(path)?;
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Event transports: Redis Streams with consumer groups, or in-process delivery.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use redis::{
+    AsyncCommands,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::{
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+    },
+};
+use tokio::sync::RwLock;
+
+use super::{Envelope, Inbox, relay::backoff, stream_name};
+use crate::http::Mode;
+
+/// Carries events from a relay to the inboxes of the services that subscribe to them.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync {
+    /// Publishes events of `source`, at least once, in order. `Ok` means they are durable in
+    /// the transport (or already in every subscriber's inbox).
+    async fn publish(&self, source: &str, events: &[Envelope]) -> anyhow::Result<()>;
+    /// Subscribes an inbox to the events of `source`; returns the task that feeds it, if any.
+    async fn subscribe(
+        &self,
+        source: &str,
+        inbox: Arc<Inbox>,
+    ) -> Option<tokio::task::JoinHandle<()>>;
+    /// How it runs.
+    fn mode(&self) -> Mode;
+    /// Whether the transport answers now.
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+/// Delivery inside one process (`nongsan up` without Redis): publishing writes straight into
+/// every subscribed inbox, so an event is durable in the consumer's table before the relay
+/// marks it published.
+#[derive(Default)]
+pub struct InProcessBus {
+    subscribers: RwLock<HashMap<String, Vec<Arc<Inbox>>>>,
+}
+
+impl std::fmt::Debug for InProcessBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InProcessBus")
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for InProcessBus {
+    async fn publish(&self, source: &str, events: &[Envelope]) -> anyhow::Result<()> {
+        let subs = self
+            .subscribers
+            .read()
+            .await
+            .get(source)
+            .cloned()
+            .unwrap_or_default();
+        for inbox in subs {
+            for e in events {
+                inbox.ingest(e).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        source: &str,
+        inbox: Arc<Inbox>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.subscribers
+            .write()
+            .await
+            .entry(source.to_owned())
+            .or_default()
+            .push(inbox);
+        None
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::InProcess
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Redis Streams: one stream per producing service, one consumer group per consuming
+/// service. A message is acknowledged only after it is committed to the inbox.
+#[derive(Clone)]
+pub struct RedisBus {
+    client: redis::Client,
+    publisher: ConnectionManager,
+    consumer_name: String,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("consumer", &self.consumer_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(3))
+        .set_response_timeout(Duration::from_secs(10))
+        .set_number_of_retries(2)
+        .set_max_delay(1_000)
+}
+
+/// How long a blocking read waits for new messages.
+const BLOCK_MS: usize = 2_000;
+/// A message pending this long with a consumer that is gone is claimed by another.
+const CLAIM_IDLE_MS: usize = 30_000;
+
+impl RedisBus {
+    /// Connects to Redis. The error names the server, not its password.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+        let addr = client.get_connection_info().addr.to_string();
+        let publisher = client
+            .get_connection_manager_with_config(manager_config())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach Redis at {addr}: {e}"))?;
+        let consumer_name = format!("{}-{}", hostname(), std::process::id());
+        Ok(Self {
+            client,
+            publisher,
+            consumer_name,
+        })
+    }
+
+    /// The connection, for the cache and rate limits.
+    pub fn connection(&self) -> ConnectionManager {
+        self.publisher.clone()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "nongsan".to_owned())
+}
+
+#[async_trait::async_trait]
+impl Bus for RedisBus {
+    async fn publish(&self, source: &str, events: &[Envelope]) -> anyhow::Result<()> {
+        let stream = stream_name(source);
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.xadd(&stream, "*", &[("event", serde_json::to_string(e)?)])
+                .ignore();
+        }
+        let mut con = self.publisher.clone();
+        let () = pipe
+            .query_async(&mut con)
+            .await
+            .context("publishing to Redis")?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        source: &str,
+        inbox: Arc<Inbox>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let consumer = StreamConsumer {
+            client: self.client.clone(),
+            stream: stream_name(source),
+            group: inbox.service().to_owned(),
+            name: self.consumer_name.clone(),
+            inbox,
+        };
+        Some(tokio::spawn(consumer.run()))
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::External
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        let mut con = self.publisher.clone();
+        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        Ok(())
+    }
+}
+
+/// Reads one stream in one consumer group into an inbox.
+struct StreamConsumer {
+    client: redis::Client,
+    stream: String,
+    group: String,
+    name: String,
+    inbox: Arc<Inbox>,
+}
+
+impl StreamConsumer {
+    async fn run(self) {
+        let mut failures = 0u32;
+        loop {
+            match self.consume().await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(stream = %self.stream, group = %self.group, failures, error = format!("{e:#}"), "event consumer cannot read; retrying");
+                    }
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    /// Connects, makes sure the group exists, and reads until an error.
+    async fn consume(&self) -> anyhow::Result<()> {
+        let mut con = self
+            .client
+            .get_connection_manager_with_config(manager_config())
+            .await?;
+        // From id 0: a group made again after Redis lost it re-reads the whole stream; the
+        // inbox drops what it already has.
+        let created: redis::RedisResult<()> = con
+            .xgroup_create_mkstream(&self.stream, &self.group, "0")
+            .await;
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(e.into());
+        }
+        // First what this consumer was given but did not acknowledge, then new messages.
+        let mut cursor = "0".to_owned();
+        let mut last_claim = tokio::time::Instant::now();
+        loop {
+            let opts = StreamReadOptions::default()
+                .group(&self.group, &self.name)
+                .count(100)
+                .block(BLOCK_MS);
+            let reply: StreamReadReply = con
+                .xread_options(&[&self.stream], &[&cursor], &opts)
+                .await?;
+            let messages: Vec<StreamId> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+            if cursor == "0" && messages.is_empty() {
+                cursor = ">".to_owned();
+            }
+            self.ingest_all(&mut con, &messages).await?;
+            if last_claim.elapsed() > Duration::from_millis(CLAIM_IDLE_MS as u64 / 3) {
+                last_claim = tokio::time::Instant::now();
+                let claimed: StreamAutoClaimReply = con
+                    .xautoclaim_options(
+                        &self.stream,
+                        &self.group,
+                        &self.name,
+                        CLAIM_IDLE_MS,
+                        "0-0",
+                        StreamAutoClaimOptions::default().count(100),
+                    )
+                    .await?;
+                self.ingest_all(&mut con, &claimed.claimed).await?;
+            }
+        }
+    }
+
+    async fn ingest_all(
+        &self,
+        con: &mut ConnectionManager,
+        messages: &[StreamId],
+    ) -> anyhow::Result<()> {
+        for m in messages {
+            let parsed = m
+                .get::<String>("event")
+                .ok_or_else(|| anyhow::anyhow!("no `event` field"))
+                .and_then(|raw| {
+                    serde_json::from_str::<Envelope>(&raw).map_err(anyhow::Error::from)
+                });
+            match parsed {
+                Ok(envelope) => {
+                    self.inbox.ingest(&envelope).await?;
+                }
+                Err(e) => {
+                    tracing::error!(stream = %self.stream, message = %m.id, error = %e, "dropping an unreadable stream message")
+                }
+            }
+            let _: i64 = con.xack(&self.stream, &self.group, &[&m.id]).await?;
+        }
+        Ok(())
+    }
+}

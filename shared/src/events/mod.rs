@@ -1,0 +1,100 @@
+//! Events between services: a transactional outbox per service schema, a relay that
+//! publishes it to a bus (Redis Streams, or in-process without Redis), and an inbox per
+//! consuming service that handles each event id once, retries with backoff, and keeps the
+//! events that keep failing on a dead-letter list an operator can read.
+//!
+//! Delivery is at least once from outbox to inbox (the relay may publish again after a
+//! crash, Redis may redeliver); the inbox's primary key on the event id makes the effect
+//! exactly once.
+
+mod bus;
+mod inbox;
+mod ops;
+mod relay;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+
+pub use bus::{Bus, InProcessBus, RedisBus};
+pub use inbox::{Handler, Inbox};
+pub use ops::{DeadLetter, ops_router};
+pub use relay::Relay;
+
+use crate::ids::EventId;
+
+/// An event as it travels: the envelope around the payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Envelope {
+    /// UUIDv7 of the event.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: EventId,
+    /// What happened, e.g. `order.paid`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The service that emitted it.
+    pub source: String,
+    /// Id of the aggregate it is about (a listing, an order...).
+    pub aggregate_id: String,
+    /// Version of the aggregate after the change.
+    pub version: i64,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// The event's own fields.
+    pub data: serde_json::Value,
+}
+
+/// How consumers retry.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Attempts before an event goes to the dead-letter list.
+    pub max_attempts: u32,
+    /// First retry delay; doubles on each attempt, capped at five minutes.
+    pub retry_base: std::time::Duration,
+    /// How often idle workers look for work without being woken.
+    pub poll: std::time::Duration,
+}
+
+impl Settings {
+    /// From the process settings.
+    pub fn from_config(c: &crate::config::Settings) -> Self {
+        Self {
+            max_attempts: c.events_max_attempts.max(1),
+            retry_base: std::time::Duration::from_millis(c.events_retry_base_ms),
+            poll: std::time::Duration::from_millis(c.events_poll_ms.max(10)),
+        }
+    }
+}
+
+/// Writes an event to the outbox of the schema `conn` is on. Call it inside the transaction
+/// that makes the change, so the event exists exactly when the change does; the relay is
+/// woken when that transaction commits.
+pub async fn emit(
+    conn: &mut PgConnection,
+    event_type: &str,
+    aggregate_id: &str,
+    version: i64,
+    data: &impl Serialize,
+) -> anyhow::Result<EventId> {
+    let id = EventId::new();
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, aggregate_id, version, payload) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(event_type)
+    .bind(aggregate_id)
+    .bind(version)
+    .bind(serde_json::to_value(data)?)
+    .execute(&mut *conn)
+    .await?;
+    // Delivered to listeners only when the transaction commits.
+    sqlx::query("SELECT pg_notify('nongsan_outbox_' || current_schema(), '')")
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
+}
+
+/// Name of the Redis stream a service publishes to.
+pub fn stream_name(source: &str) -> String {
+    format!("nongsan:events:{source}")
+}

@@ -1,0 +1,135 @@
+//! The outbox relay: publishes unpublished outbox rows in id order, then marks them.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, postgres::PgListener};
+
+use super::{Bus, Envelope};
+use crate::{failpoint, ids::EventId};
+
+/// Publishes one service's outbox.
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    source: String,
+    bus: Arc<dyn Bus>,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+type Row = (
+    EventId,
+    String,
+    String,
+    i64,
+    serde_json::Value,
+    DateTime<Utc>,
+);
+
+impl Relay {
+    /// A relay for the outbox in `pool`'s schema, published as `source`.
+    pub fn new(pool: PgPool, source: &str, bus: Arc<dyn Bus>, poll: Duration) -> Self {
+        Self {
+            pool,
+            source: source.to_owned(),
+            bus,
+            poll,
+        }
+    }
+
+    /// Publishes up to 100 unpublished events and marks them published. If it stops between
+    /// the two (crash, error), the events are published again later: consumers de-duplicate.
+    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, event_type, aggregate_id, version, payload, occurred_at FROM outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let events: Vec<Envelope> = rows
+            .into_iter()
+            .map(
+                |(id, event_type, aggregate_id, version, data, occurred_at)| Envelope {
+                    id,
+                    event_type,
+                    source: self.source.clone(),
+                    aggregate_id,
+                    version,
+                    occurred_at,
+                    data,
+                },
+            )
+            .collect();
+        self.bus.publish(&self.source, &events).await?;
+        failpoint::hit("relay.after_publish")?;
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id.0).collect();
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("events_published_total", "source" => self.source.clone())
+            .increment(events.len() as u64);
+        Ok(events.len())
+    }
+
+    /// Runs until the task is aborted: woken by each commit that wrote to the outbox
+    /// (LISTEN/NOTIFY), and every poll interval in case a notification was missed.
+    pub async fn run(self) {
+        let channel = format!("nongsan_outbox_{}", self.source);
+        let mut listener = None;
+        let mut failures = 0u32;
+        loop {
+            if listener.is_none() {
+                listener = match PgListener::connect_with(&self.pool).await {
+                    Ok(mut l) => l.listen(&channel).await.ok().map(|()| l),
+                    Err(_) => None,
+                };
+            }
+            match self.relay_once().await {
+                Ok(n) => {
+                    if failures > 0 {
+                        tracing::info!(source = %self.source, "event relay recovered");
+                    }
+                    failures = 0;
+                    if n > 0 {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    // Log the first failure and then every tenth, not every retry.
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(source = %self.source, failures, error = format!("{e:#}"), "event relay cannot publish; retrying");
+                    }
+                    tokio::time::sleep(backoff(failures)).await;
+                    continue;
+                }
+            }
+            match listener.as_mut() {
+                Some(l) => match tokio::time::timeout(self.poll, l.recv()).await {
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(_)) => listener = None,
+                },
+                None => tokio::time::sleep(self.poll).await,
+            }
+        }
+    }
+}
+
+/// 100 ms doubling to at most 5 s.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)).min(5_000))
+}

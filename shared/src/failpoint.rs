@@ -1,0 +1,87 @@
+//! Named fail points, so tests can stop a process at the worst moment (between publishing
+//! an event and marking it published, between reserving stock and storing a checkout).
+//!
+//! Off unless `NONGSAN_FAILPOINTS` names them (`relay.after_publish=abort,x=error`) or a test
+//! sets one in-process with [`set`]. A fail point that is off costs one map lookup under a
+//! read lock.
+
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, RwLock},
+};
+
+/// What a fail point does when reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Kill the process on the spot, as SIGKILL would.
+    Abort,
+    /// Return an error from the step, `times` times, then turn off.
+    Error {
+        /// How many more times to fail.
+        times: u32,
+    },
+}
+
+static POINTS: LazyLock<RwLock<HashMap<String, Action>>> = LazyLock::new(|| {
+    let mut map = HashMap::new();
+    if let Ok(spec) = std::env::var("NONGSAN_FAILPOINTS") {
+        for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+            let (name, action) = part.split_once('=').unwrap_or((part, "abort"));
+            let action = match action.trim() {
+                "abort" => Action::Abort,
+                other => {
+                    let times = other
+                        .strip_prefix("error")
+                        .map(|n| n.trim_start_matches(':').parse().unwrap_or(1));
+                    match times {
+                        Some(times) => Action::Error { times },
+                        None => continue,
+                    }
+                }
+            };
+            map.insert(name.trim().to_owned(), action);
+        }
+    }
+    RwLock::new(map)
+});
+
+/// Turns a fail point on in this process.
+pub fn set(name: &str, action: Action) {
+    POINTS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_owned(), action);
+}
+
+/// Turns a fail point off.
+pub fn clear(name: &str) {
+    POINTS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(name);
+}
+
+/// Reached a fail point: aborts, fails, or (normally) does nothing.
+pub fn hit(name: &str) -> anyhow::Result<()> {
+    let action = POINTS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .copied();
+    match action {
+        None => Ok(()),
+        Some(Action::Abort) => {
+            tracing::error!(failpoint = name, "fail point reached: aborting the process");
+            std::process::abort()
+        }
+        Some(Action::Error { times }) => {
+            let mut points = POINTS.write().unwrap_or_else(|e| e.into_inner());
+            if times <= 1 {
+                points.remove(name);
+            } else {
+                points.insert(name.to_owned(), Action::Error { times: times - 1 });
+            }
+            anyhow::bail!("fail point {name} reached")
+        }
+    }
+}

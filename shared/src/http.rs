@@ -1,0 +1,330 @@
+//! The HTTP edge every service shares: the JSON extractor that answers 400/422 as
+//! problem+json, the middleware stack, the 404 fallback, and the health, readiness and
+//! metrics endpoints.
+
+use std::{any::Any, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{FromRequest, Request, State},
+    http::{HeaderName, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    error::{ApiError, FieldError, Text, problem_layer},
+    invalid,
+    telemetry::{MakeRequestUuidV7, REQUEST_ID_HEADER, metrics_handle, observe},
+};
+
+/// Largest JSON body accepted: 1 MiB.
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// A JSON request body parsed into `T`, or a problem+json answer: 415 without a JSON content
+/// type, 400 `malformed_json` when it is not JSON, 422 naming the field when it does not fit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                Text::new(
+                    "Send the body as JSON with Content-Type: application/json.",
+                    "Hãy gửi nội dung dạng JSON với Content-Type: application/json.",
+                ),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                Text::new(
+                    "The request body is too large or was cut off.",
+                    "Nội dung yêu cầu quá lớn hoặc bị cắt ngang.",
+                ),
+            )
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Parses a JSON body the way [`Json`] does.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    invalid::clear();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let result = serde_path_to_error::deserialize(&mut de)
+        .map_err(|err| (err.path().to_string(), err.into_inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| (String::new(), e)));
+    match result {
+        Ok(v) => Ok(v),
+        Err((path, inner)) => match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { String::new() } else { path };
+                let fe = match invalid::take_last() {
+                    Some(reason) => reason.at(field),
+                    None => describe_data_error(field, &inner),
+                };
+                Err(ApiError::validation(vec![fe]))
+            }
+            _ => Err(ApiError::bad_request(
+                "malformed_json",
+                Text::new(
+                    format!("The body is not valid JSON: {inner}"),
+                    format!("Nội dung không phải JSON hợp lệ: {inner}"),
+                ),
+            )),
+        },
+    }
+}
+
+/// A field error from serde's own message (missing field, wrong type, unknown variant).
+fn describe_data_error(field: String, err: &serde_json::Error) -> FieldError {
+    let msg = err.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+    if let Some(name) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        let full = if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        };
+        return FieldError::new(full, "required", Text::new("is required", "là bắt buộc"));
+    }
+    if let Some(name) = msg
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        let full = if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        };
+        return FieldError::new(
+            full,
+            "unknown_field",
+            Text::new("is not a known field", "không phải trường hợp lệ"),
+        );
+    }
+    FieldError::new(
+        field,
+        "invalid",
+        Text::new(msg.clone(), format!("giá trị không hợp lệ ({msg})")),
+    )
+}
+
+/// The answer to a route that does not exist.
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        Text::new("There is no such route.", "Không có đường dẫn này."),
+    )
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    ApiError::internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
+}
+
+/// Wraps a finished router with the shared middleware: request id (kept from the caller or
+/// made), tracing span, metrics, problem+json rendering, panic catching, and the 404
+/// fallback.
+pub fn with_common_layers(router: Router) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    router
+        .fallback(not_found)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(problem_layer))
+        .layer(middleware::from_fn(observe))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(
+                    |res: &Response, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "served");
+                    },
+                ),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuidV7))
+}
+
+/// Whether a dependency is part of this process or a separate server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Started by nongsan itself (private PostgreSQL cluster, embedded index).
+    Embedded,
+    /// Runs inside this process (event bus, cache).
+    InProcess,
+    /// A server configured by URL.
+    External,
+}
+
+/// A dependency `/readyz` checks.
+#[async_trait::async_trait]
+pub trait Readiness: Send + Sync {
+    /// Short name, e.g. `postgres`.
+    fn name(&self) -> &str;
+    /// How it runs.
+    fn mode(&self) -> Mode;
+    /// `Ok` when reachable now.
+    async fn check(&self) -> anyhow::Result<()>;
+}
+
+/// The dependencies one process checks for `/readyz`.
+pub type ReadinessChecks = Arc<Vec<Arc<dyn Readiness>>>;
+
+/// One line of the `/readyz` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckResult {
+    /// Dependency name.
+    pub name: String,
+    /// How it runs.
+    pub mode: Mode,
+    /// Whether it answered.
+    pub ok: bool,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The `/readyz` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReadyReport {
+    /// `ready` or `not-ready`.
+    pub status: &'static str,
+    /// Each dependency.
+    pub checks: Vec<CheckResult>,
+}
+
+/// Alive: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is alive")))]
+pub async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready: every dependency is reachable.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "Every dependency answered", body = ReadyReport),
+    (status = 503, description = "A dependency did not answer", body = ReadyReport),
+))]
+pub async fn readyz(State(checks): State<ReadinessChecks>) -> impl IntoResponse {
+    let runs = checks.iter().map(|c| async move {
+        let res = tokio::time::timeout(Duration::from_secs(3), c.check()).await;
+        let error = match res {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(_) => Some("timed out after 3 s".to_owned()),
+        };
+        CheckResult {
+            name: c.name().to_owned(),
+            mode: c.mode(),
+            ok: error.is_none(),
+            error,
+        }
+    });
+    let results: Vec<CheckResult> = futures_util::future::join_all(runs).await;
+    let ok = results.iter().all(|r| r.ok);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(ReadyReport {
+            status: if ok { "ready" } else { "not-ready" },
+            checks: results,
+        }),
+    )
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_handle().render(),
+    )
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn ops_router(checks: ReadinessChecks) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(checks)
+}
+
+/// `/openapi.json` and a docs page at `/docs` for a document.
+pub fn docs_router(doc: utoipa::openapi::OpenApi) -> Router {
+    let json = Arc::new(
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serializes"),
+    );
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        (*json).clone(),
+                    )
+                }
+            }),
+        )
+        .route("/docs", get(|| async { axum::response::Html(DOCS_PAGE) }))
+}
+
+/// The docs page: Scalar's API reference reading `/openapi.json`.
+const DOCS_PAGE: &str = r#"<!doctype html>
+<html lang="vi">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>nongsan API</title>
+</head>
+<body>
+  <noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+  <script id="api-reference" data-url="/openapi.json"></script>
+  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+</body>
+</html>
+"#;

@@ -1,0 +1,27 @@
+//! The common crate of nongsan: configuration, errors, ids, money and quantities, phone
+//! numbers, auth, the database, events, calls between services, and telemetry.
+//!
+//! Every service depends on it; it depends on none of them.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod embedded_pg;
+pub mod error;
+pub mod events;
+pub mod failpoint;
+pub mod http;
+pub mod ids;
+pub mod invalid;
+pub mod money;
+pub mod phone;
+pub mod quantity;
+pub mod runtime;
+pub mod telemetry;
+
+pub use error::{ApiError, FieldError, Text};
+pub use ids::*;
+pub use money::Vnd;
+pub use phone::PhoneNumber;
+pub use quantity::Quantity;

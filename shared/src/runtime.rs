@@ -1,0 +1,279 @@
+//! What a service needs from the process it runs in ([`Platform`]: database, token keys,
+//! event bus, peers), and what it gives back ([`Service`]: router, OpenAPI, readiness
+//! checks, relay, workers). The `nongsan` binary composes one or three services from these.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Context;
+use axum::Router;
+use secrecy::SecretString;
+use sqlx::{PgPool, migrate::Migrator, postgres::PgConnectOptions};
+
+use crate::{
+    auth::TokenKeys,
+    client::ServiceClient,
+    config::Settings,
+    db,
+    embedded_pg::{self, EmbeddedPostgres},
+    events::{self, Bus, InProcessBus, Inbox, RedisBus, Relay},
+    http::{Mode, Readiness},
+};
+
+/// The other services, as HTTP clients.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    /// The listing service.
+    pub listing: ServiceClient,
+    /// The order service.
+    pub order: ServiceClient,
+    /// The payment service.
+    pub payment: ServiceClient,
+}
+
+/// Everything a process provides to the services it runs.
+pub struct Platform {
+    /// The settings it was started with.
+    pub settings: Arc<Settings>,
+    /// Where PostgreSQL is.
+    pub db: PgConnectOptions,
+    /// Whether PostgreSQL is the private cluster.
+    pub db_mode: Mode,
+    /// Signs and verifies access tokens.
+    pub keys: TokenKeys,
+    /// Carries events between services.
+    pub bus: Arc<dyn Bus>,
+    /// Retry policy of inboxes.
+    pub events: events::Settings,
+    /// Clients for the other services.
+    pub peers: Peers,
+    /// The private cluster, when nongsan started one.
+    pub embedded: Option<EmbeddedPostgres>,
+    admin: PgPool,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("db", &db::describe(&self.db))
+            .field("db_mode", &self.db_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Platform {
+    /// Connects to (or starts) PostgreSQL, connects to Redis when configured, and loads the
+    /// token key. `self_url` is this process's own address, used for peers that are not
+    /// configured (all three services in one process).
+    pub async fn start(settings: Settings, self_url: &str) -> anyhow::Result<Self> {
+        let (db, db_mode, embedded) = match &settings.database_url {
+            Some(url) => (db::parse_url(url)?, Mode::External, None),
+            None => {
+                let pg =
+                    EmbeddedPostgres::start(&settings.data_dir, embedded_pg::Options::default())
+                        .await?;
+                tracing::info!(
+                    cluster = %pg.cluster_dir().display(),
+                    port = pg.info.port,
+                    "{} the private PostgreSQL cluster",
+                    if pg.created { "created and started" } else { "reusing" }
+                );
+                (db::parse_url(&pg.info.url())?, Mode::Embedded, Some(pg))
+            }
+        };
+        let admin = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(db.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach PostgreSQL at {}: {}",
+                    db::describe(&db),
+                    short(&e)
+                )
+            })?;
+        let bus: Arc<dyn Bus> = match &settings.redis_url {
+            Some(url) => Arc::new(RedisBus::connect(url).await?),
+            None => Arc::new(InProcessBus::default()),
+        };
+        let secret = match &settings.auth_secret {
+            Some(s) => s.clone(),
+            None => load_or_make_secret(&settings.data_dir)?,
+        };
+        let keys = TokenKeys::new(secret, settings.access_token_ttl_secs);
+        let peer = |name: &'static str, url: &Option<String>| {
+            ServiceClient::new(name, url.as_deref().unwrap_or(self_url), keys.clone())
+        };
+        let peers = Peers {
+            listing: peer("listing", &settings.listing_url),
+            order: peer("order", &settings.order_url),
+            payment: peer("payment", &settings.payment_url),
+        };
+        Ok(Self {
+            events: events::Settings::from_config(&settings),
+            settings: Arc::new(settings),
+            db,
+            db_mode,
+            keys,
+            bus,
+            peers,
+            embedded,
+            admin,
+        })
+    }
+
+    /// Opens a service's pool on its own schema and brings the schema up to date.
+    pub async fn open_schema(&self, schema: &str, migrator: &Migrator) -> anyhow::Result<PgPool> {
+        let pool = db::connect(&self.db, schema, self.settings.database_max_connections).await?;
+        db::migrate(&pool, migrator, schema).await?;
+        Ok(pool)
+    }
+
+    /// The checks `/readyz` makes for what the platform provides.
+    pub fn readiness(&self) -> Vec<Arc<dyn Readiness>> {
+        vec![
+            Arc::new(db::PgReadiness {
+                pool: self.admin.clone(),
+                mode: self.db_mode,
+            }),
+            Arc::new(BusReadiness(self.bus.clone())),
+        ]
+    }
+
+    /// Closes pools and stops the private cluster cleanly.
+    pub async fn shutdown(self) {
+        self.admin.close().await;
+        if let Some(pg) = &self.embedded {
+            match pg.stop().await {
+                Ok(()) => tracing::info!("stopped the private PostgreSQL cluster"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "could not stop the private PostgreSQL cluster"
+                ),
+            }
+        }
+    }
+}
+
+fn short(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::PoolTimedOut => "timed out".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The token key in `<data>/auth.secret`, made on first use.
+fn load_or_make_secret(data_dir: &Path) -> anyhow::Result<SecretString> {
+    use rand::Rng;
+    let path = data_dir.join("auth.secret");
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && !s.trim().is_empty()
+    {
+        return Ok(SecretString::from(s.trim().to_owned()));
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data folder {}", data_dir.display()))?;
+    let secret: String = rand::rng()
+        .sample_iter(&rand::distr::Alphanumeric)
+        .take(48)
+        .map(char::from)
+        .collect();
+    {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(secret.as_bytes())?;
+    }
+    tracing::info!(path = %path.display(), "generated a token signing key (set NONGSAN_AUTH_SECRET to share one between processes)");
+    Ok(SecretString::from(secret))
+}
+
+struct BusReadiness(Arc<dyn Bus>);
+
+#[async_trait::async_trait]
+impl Readiness for BusReadiness {
+    fn name(&self) -> &str {
+        "events"
+    }
+
+    fn mode(&self) -> Mode {
+        self.0.mode()
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.0.ping().await
+    }
+}
+
+/// One service, ready to be served.
+pub struct Service {
+    /// Its name, which is also its schema.
+    pub name: &'static str,
+    /// Its routes (`/v1/...`), without the shared layers.
+    pub router: Router,
+    /// Its part of the OpenAPI document.
+    pub openapi: utoipa::openapi::OpenApi,
+    /// Checks of its own dependencies, beyond the platform's.
+    pub readiness: Vec<Arc<dyn Readiness>>,
+    /// Its outbox relay, started once every service in the process has subscribed.
+    pub relay: Relay,
+    /// Its background workers (inbox worker, sweepers), already running.
+    pub workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Its pool.
+    pub pool: PgPool,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service with its relay, its dead-letter routes, and its inbox subscribed to `sources`.
+    pub async fn new(
+        platform: &Platform,
+        name: &'static str,
+        pool: PgPool,
+        router: Router,
+        openapi: utoipa::openapi::OpenApi,
+        inbox: Option<(Inbox, &[&str])>,
+    ) -> Self {
+        let mut workers = Vec::new();
+        if let Some((inbox, sources)) = inbox {
+            let inbox = Arc::new(inbox);
+            for source in sources {
+                workers.extend(platform.bus.subscribe(source, inbox.clone()).await);
+            }
+            workers.push(tokio::spawn(inbox.run()));
+        }
+        let router = router.merge(events::ops_router(
+            name,
+            pool.clone(),
+            platform.keys.clone(),
+        ));
+        let relay = Relay::new(
+            pool.clone(),
+            name,
+            platform.bus.clone(),
+            platform.events.poll,
+        );
+        Self {
+            name,
+            router,
+            openapi,
+            readiness: Vec::new(),
+            relay,
+            workers,
+            pool,
+        }
+    }
+}

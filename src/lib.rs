@@ -1,0 +1,219 @@
+//! nongsan: the backend of a rural e-commerce marketplace for Vietnamese farm produce.
+//!
+//! This crate composes the three services into one process (`nongsan up`) or runs one of
+//! them alone (`nongsan serve listing|order|payment`). `main.rs` only parses the command
+//! line and calls [`build`]; the tests call the same [`build`] on port 0.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use axum::Router;
+use nongsan_shared::{
+    client::PeerReadiness,
+    config::Settings,
+    http::{self, Readiness},
+    runtime::{Platform, Service},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use utoipa::OpenApi;
+
+/// One of the three services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceName {
+    /// Identity, sellers, catalog, inventory, search, traceability.
+    Listing,
+    /// Checkout, orders, the reservation saga.
+    Order,
+    /// Payments, webhooks, refunds, ledger, payouts.
+    Payment,
+}
+
+impl ServiceName {
+    /// All three, in start order.
+    pub const ALL: [ServiceName; 3] = [
+        ServiceName::Listing,
+        ServiceName::Order,
+        ServiceName::Payment,
+    ];
+
+    async fn start(self, platform: &Platform) -> anyhow::Result<Service> {
+        match self {
+            ServiceName::Listing => nongsan_listing::start(platform).await,
+            ServiceName::Order => nongsan_order::start(platform).await,
+            ServiceName::Payment => nongsan_payment::start(platform).await,
+        }
+        .with_context(|| format!("starting the {self:?} service"))
+    }
+
+    fn openapi(self) -> utoipa::openapi::OpenApi {
+        match self {
+            ServiceName::Listing => nongsan_listing::ApiDoc::openapi(),
+            ServiceName::Order => nongsan_order::ApiDoc::openapi(),
+            ServiceName::Payment => nongsan_payment::ApiDoc::openapi(),
+        }
+    }
+
+    /// Runs this service's migrations.
+    async fn migrate(self, platform: &Platform) -> anyhow::Result<()> {
+        let (name, migrator) = match self {
+            ServiceName::Listing => (nongsan_listing::NAME, &nongsan_listing::MIGRATOR),
+            ServiceName::Order => (nongsan_order::NAME, &nongsan_order::MIGRATOR),
+            ServiceName::Payment => (nongsan_payment::NAME, &nongsan_payment::MIGRATOR),
+        };
+        platform.open_schema(name, migrator).await?.close().await;
+        Ok(())
+    }
+}
+
+/// The part of the OpenAPI document that every process serves.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "nongsan",
+        description = "Backend of a rural e-commerce marketplace for Vietnamese farm produce. Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`; `Accept-Language: vi` or `en` picks the language of `detail`.",
+        license(name = "AGPL-3.0-or-later")
+    ),
+    paths(http::healthz, http::readyz, http::metrics),
+    components(schemas(nongsan_shared::error::ProblemSchema, nongsan_shared::error::ProblemFieldSchema, nongsan_shared::events::DeadLetter)),
+    tags((name = "ops", description = "Health, readiness, metrics and the dead-letter lists"))
+)]
+struct BaseDoc;
+
+/// The OpenAPI document of the given services.
+pub fn openapi(services: &[ServiceName]) -> utoipa::openapi::OpenApi {
+    let mut doc = BaseDoc::openapi();
+    for s in services {
+        doc.merge(s.openapi());
+    }
+    doc
+}
+
+/// A running nongsan process (or an in-process app in tests).
+pub struct Running {
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    platform: Platform,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The platform (database, bus, keys) the services run on.
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Stops serving (open requests finish), stops the workers, and stops the private
+    /// PostgreSQL cluster if this process started it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server failed"),
+            Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.platform.shutdown().await;
+    }
+}
+
+/// Binds the port, starts the platform and the given services, and serves them.
+pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(settings.bind_addr())
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.bind_addr()))?;
+    let addr = listener.local_addr()?;
+    let self_url = match addr {
+        a if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+        a => format!("http://{a}"),
+    };
+    let platform = Platform::start(settings, &self_url).await?;
+    let mut checks: Vec<Arc<dyn Readiness>> = platform.readiness();
+    let mut router = Router::new();
+    let mut tasks = Vec::new();
+    let mut relays = Vec::new();
+    let mut started = Vec::new();
+    for name in services {
+        let service = match name.start(&platform).await {
+            Ok(s) => s,
+            Err(e) => {
+                platform.shutdown().await;
+                return Err(e);
+            }
+        };
+        checks.extend(service.readiness);
+        router = router.merge(service.router);
+        tasks.extend(service.workers);
+        relays.push(service.relay);
+        started.push(*name);
+    }
+    // In the split shape, the services this process does not run are peers it must reach.
+    if services.len() < ServiceName::ALL.len() {
+        for peer in ServiceName::ALL.iter().filter(|s| !services.contains(s)) {
+            let client = match peer {
+                ServiceName::Listing => platform.peers.listing.clone(),
+                ServiceName::Order => platform.peers.order.clone(),
+                ServiceName::Payment => platform.peers.payment.clone(),
+            };
+            if client.base() != self_url {
+                checks.push(Arc::new(PeerReadiness(client)));
+            }
+        }
+    }
+    // Relays start only now, when every inbox in this process is subscribed.
+    tasks.extend(relays.into_iter().map(|r| tokio::spawn(r.run())));
+    let router = http::with_common_layers(
+        router
+            .merge(http::ops_router(Arc::new(checks)))
+            .merge(http::docs_router(openapi(&started))),
+    );
+    let (stop, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, services = ?started, "nongsan is serving");
+    Ok(Running {
+        addr,
+        stop,
+        server,
+        tasks,
+        platform,
+    })
+}
+
+/// Runs every service's migrations and exits.
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
+    let mut result = Ok(());
+    for s in ServiceName::ALL {
+        result = s.migrate(&platform).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    platform.shutdown().await;
+    result
+}

@@ -45,12 +45,15 @@ impl ServiceName {
         .with_context(|| format!("starting the {self:?} service"))
     }
 
+    /// The service's part of the OpenAPI document, with its dead-letter routes.
     fn openapi(self) -> utoipa::openapi::OpenApi {
-        match self {
-            ServiceName::Listing => nongsan_listing::ApiDoc::openapi(),
-            ServiceName::Order => nongsan_order::ApiDoc::openapi(),
-            ServiceName::Payment => nongsan_payment::ApiDoc::openapi(),
-        }
+        let (name, mut doc) = match self {
+            ServiceName::Listing => (nongsan_listing::NAME, nongsan_listing::ApiDoc::openapi()),
+            ServiceName::Order => (nongsan_order::NAME, nongsan_order::ApiDoc::openapi()),
+            ServiceName::Payment => (nongsan_payment::NAME, nongsan_payment::ApiDoc::openapi()),
+        };
+        doc.merge(nongsan_shared::events::ops_openapi(name));
+        doc
     }
 
     /// Runs this service's migrations.

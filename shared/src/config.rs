@@ -27,10 +27,15 @@ pub struct Settings {
     /// PostgreSQL connection URL; without it `nongsan up` starts a private cluster.
     #[serde(serialize_with = "ser_secret_opt")]
     pub database_url: Option<SecretString>,
+    /// Folder of the PostgreSQL server binaries (initdb, pg_ctl, postgres) for the private
+    /// cluster; searched for in PATH, `pg_config --bindir` and /usr/lib/postgresql when unset.
+    pub postgres_bin: Option<PathBuf>,
     /// Largest number of connections each service's pool opens.
     pub database_max_connections: u32,
     /// Redis URL for cache, rate limits and event streams; without it these run in-process.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and stream nongsan uses, so environments can share a server.
+    pub redis_prefix: String,
     /// Meilisearch URL; without it search runs on the embedded engine.
     pub meili_url: Option<String>,
     /// Meilisearch API key.
@@ -83,8 +88,10 @@ impl Default for Settings {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 8080,
             database_url: None,
+            postgres_bin: None,
             database_max_connections: 10,
             redis_url: None,
+            redis_prefix: "nongsan".to_owned(),
             meili_url: None,
             meili_key: None,
             auth_secret: None,

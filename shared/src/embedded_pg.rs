@@ -20,12 +20,14 @@ use tokio::process::Command;
 pub const NO_BINARIES: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found in NONGSAN_POSTGRES_BIN, PATH, `pg_config --bindir` or /usr/lib/postgresql/*/bin: install PostgreSQL (for example `apt-get install postgresql`) or set DATABASE_URL to a running server";
 
 /// How the cluster is tuned.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// `max_connections` of the server.
     pub max_connections: u32,
     /// Whether commits are made durable (fsync). The test harness turns it off for speed.
     pub durable: bool,
+    /// Where the binaries are; searched for when `None`.
+    pub bindir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -33,6 +35,7 @@ impl Default for Options {
         Self {
             max_connections: 100,
             durable: true,
+            bindir: None,
         }
     }
 }
@@ -70,16 +73,18 @@ pub struct EmbeddedPostgres {
     pub info: ConnInfo,
     /// Whether this start made a new cluster (false: existing data was reused).
     pub created: bool,
+    /// Whether this start started the server (false: it was already running and was adopted).
+    pub started: bool,
 }
 
-/// Finds the directory holding `initdb` and `pg_ctl`.
-pub async fn find_bindir() -> Option<PathBuf> {
+/// Finds the directory holding `initdb` and `pg_ctl`: `explicit` when given, else PATH,
+/// `pg_config --bindir`, and the newest /usr/lib/postgresql/*/bin.
+pub async fn find_bindir(explicit: Option<&Path>) -> Option<PathBuf> {
     let has = |d: &Path| {
         d.join("initdb").is_file() && d.join("pg_ctl").is_file() && d.join("postgres").is_file()
     };
-    if let Some(explicit) = std::env::var_os("NONGSAN_POSTGRES_BIN") {
-        let d = PathBuf::from(explicit);
-        return has(&d).then_some(d);
+    if let Some(d) = explicit {
+        return has(d).then(|| d.to_owned());
     }
     if let Some(path) = std::env::var_os("PATH") {
         for d in std::env::split_paths(&path) {
@@ -137,7 +142,7 @@ impl EmbeddedPostgres {
     /// Starts the cluster in `<data_dir>/postgres`, making it first if needed, or adopts one
     /// already running there (left by a process that was killed).
     pub async fn start(data_dir: &Path, opts: Options) -> anyhow::Result<Self> {
-        let bindir = find_bindir()
+        let bindir = find_bindir(opts.bindir.as_deref())
             .await
             .ok_or_else(|| anyhow::anyhow!(NO_BINARIES))?;
         std::fs::create_dir_all(data_dir)
@@ -157,6 +162,7 @@ impl EmbeddedPostgres {
                 database: "nongsan".into(),
             },
             created: false,
+            started: false,
         };
         let initialised = pg.cluster.join("PG_VERSION").is_file() && info_path.is_file();
         if initialised {
@@ -168,6 +174,7 @@ impl EmbeddedPostgres {
         }
         if !pg.is_running().await {
             pg.pg_ctl_start().await?;
+            pg.started = true;
         }
         pg.ensure_database().await?;
         Ok(pg)

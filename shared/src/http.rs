@@ -159,6 +159,8 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 /// made), tracing span, metrics, problem+json rendering, panic catching, and the 404
 /// fallback.
 pub fn with_common_layers(router: Router) -> Router {
+    // The recorder must exist before the first request is counted.
+    let _ = metrics_handle();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     router
         .fallback(not_found)

@@ -80,9 +80,12 @@ impl Quantity {
     pub fn checked_sub(self, other: Quantity) -> Option<Quantity> {
         Quantity::new(self.0.checked_sub(other.0)?).ok()
     }
+}
 
-    /// The negated quantity.
-    pub fn neg(self) -> Quantity {
+impl std::ops::Neg for Quantity {
+    type Output = Quantity;
+
+    fn neg(self) -> Quantity {
         Quantity(-self.0)
     }
 }

@@ -68,9 +68,14 @@ impl Platform {
         let (db, db_mode, embedded) = match &settings.database_url {
             Some(url) => (db::parse_url(url)?, Mode::External, None),
             None => {
-                let pg =
-                    EmbeddedPostgres::start(&settings.data_dir, embedded_pg::Options::default())
-                        .await?;
+                let pg = EmbeddedPostgres::start(
+                    &settings.data_dir,
+                    embedded_pg::Options {
+                        bindir: settings.postgres_bin.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
                 tracing::info!(
                     cluster = %pg.cluster_dir().display(),
                     port = pg.info.port,
@@ -93,7 +98,7 @@ impl Platform {
                 )
             })?;
         let bus: Arc<dyn Bus> = match &settings.redis_url {
-            Some(url) => Arc::new(RedisBus::connect(url).await?),
+            Some(url) => Arc::new(RedisBus::connect(url, &settings.redis_prefix).await?),
             None => Arc::new(InProcessBus::default()),
         };
         let secret = match &settings.auth_secret {
@@ -217,8 +222,6 @@ pub struct Service {
     pub name: &'static str,
     /// Its routes (`/v1/...`), without the shared layers.
     pub router: Router,
-    /// Its part of the OpenAPI document.
-    pub openapi: utoipa::openapi::OpenApi,
     /// Checks of its own dependencies, beyond the platform's.
     pub readiness: Vec<Arc<dyn Readiness>>,
     /// Its outbox relay, started once every service in the process has subscribed.
@@ -244,7 +247,6 @@ impl Service {
         name: &'static str,
         pool: PgPool,
         router: Router,
-        openapi: utoipa::openapi::OpenApi,
         inbox: Option<(Inbox, &[&str])>,
     ) -> Self {
         let mut workers = Vec::new();
@@ -269,7 +271,6 @@ impl Service {
         Self {
             name,
             router,
-            openapi,
             readiness: Vec::new(),
             relay,
             workers,

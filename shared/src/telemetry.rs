@@ -103,3 +103,9 @@ pub async fn observe(req: Request, next: Next) -> Response {
         .record(start.elapsed().as_secs_f64());
     res
 }
+
+/// Whether the `failures`-th failure in a row of a retrying loop should be logged: the first
+/// and then every tenth, so a long outage does not flood the log.
+pub fn worth_logging(failures: u32) -> bool {
+    failures == 1 || failures.is_multiple_of(10)
+}

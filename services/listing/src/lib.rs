@@ -5,7 +5,6 @@
 
 use nongsan_shared::runtime::{Platform, Service};
 use sqlx::migrate::Migrator;
-use utoipa::OpenApi;
 
 /// The service's name, which is also its schema and its event stream.
 pub const NAME: &str = "listing";
@@ -14,7 +13,7 @@ pub const NAME: &str = "listing";
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/listing");
 
 /// The service's part of the OpenAPI document.
-#[derive(Debug, OpenApi)]
+#[derive(Debug, utoipa::OpenApi)]
 #[openapi(tags((name = "listing", description = "identity, sellers, catalog, inventory and reservations, search, traceability")))]
 pub struct ApiDoc;
 
@@ -22,5 +21,5 @@ pub struct ApiDoc;
 pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     let pool = platform.open_schema(NAME, &MIGRATOR).await?;
     let router = axum::Router::new();
-    Ok(Service::new(platform, NAME, pool, router, ApiDoc::openapi(), None).await)
+    Ok(Service::new(platform, NAME, pool, router, None).await)
 }

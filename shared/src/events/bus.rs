@@ -95,6 +95,7 @@ pub struct RedisBus {
     client: redis::Client,
     publisher: ConnectionManager,
     consumer_name: String,
+    prefix: String,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -119,8 +120,9 @@ const BLOCK_MS: usize = 2_000;
 const CLAIM_IDLE_MS: usize = 30_000;
 
 impl RedisBus {
-    /// Connects to Redis. The error names the server, not its password.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    /// Connects to Redis; streams are named `<prefix>:events:<service>`. The error names the
+    /// server, not its password.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
         let addr = client.get_connection_info().addr.to_string();
         let publisher = client
@@ -132,6 +134,7 @@ impl RedisBus {
             client,
             publisher,
             consumer_name,
+            prefix: prefix.to_owned(),
         })
     }
 
@@ -150,7 +153,7 @@ fn hostname() -> String {
 #[async_trait::async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, source: &str, events: &[Envelope]) -> anyhow::Result<()> {
-        let stream = stream_name(source);
+        let stream = stream_name(&self.prefix, source);
         let mut pipe = redis::pipe();
         for e in events {
             pipe.xadd(&stream, "*", &[("event", serde_json::to_string(e)?)])
@@ -171,7 +174,7 @@ impl Bus for RedisBus {
     ) -> Option<tokio::task::JoinHandle<()>> {
         let consumer = StreamConsumer {
             client: self.client.clone(),
-            stream: stream_name(source),
+            stream: stream_name(&self.prefix, source),
             group: inbox.service().to_owned(),
             name: self.consumer_name.clone(),
             inbox,
@@ -207,7 +210,7 @@ impl StreamConsumer {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures % 10 == 0 {
+                    if crate::telemetry::worth_logging(failures) {
                         tracing::warn!(stream = %self.stream, group = %self.group, failures, error = format!("{e:#}"), "event consumer cannot read; retrying");
                     }
                     tokio::time::sleep(backoff(failures)).await;

@@ -162,7 +162,7 @@ impl Inbox {
                 Ok(false) => failures = 0,
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures % 10 == 0 {
+                    if crate::telemetry::worth_logging(failures) {
                         tracing::warn!(consumer = %self.service, error = format!("{e:#}"), "inbox worker cannot reach the database; retrying");
                     }
                 }

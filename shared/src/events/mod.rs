@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 
 pub use bus::{Bus, InProcessBus, RedisBus};
 pub use inbox::{Handler, Inbox};
-pub use ops::{DeadLetter, ops_router};
+pub use ops::{DeadLetter, ops_openapi, ops_router};
 pub use relay::Relay;
 
 use crate::ids::EventId;
@@ -95,6 +95,6 @@ pub async fn emit(
 }
 
 /// Name of the Redis stream a service publishes to.
-pub fn stream_name(source: &str) -> String {
-    format!("nongsan:events:{source}")
+pub fn stream_name(prefix: &str, source: &str) -> String {
+    format!("{prefix}:events:{source}")
 }

@@ -96,3 +96,76 @@ pub fn ops_router(service: &str, pool: PgPool, keys: TokenKeys) -> Router {
         )
         .with_state(OpsState { pool, keys })
 }
+
+/// The OpenAPI description of a service's dead-letter routes (their paths carry the
+/// service's name, so they are described here rather than by a `#[utoipa::path]`).
+pub fn ops_openapi(service: &str) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{
+        ArrayBuilder, Content, HttpMethod, OpenApiBuilder, PathItem, PathsBuilder, Ref,
+        ResponseBuilder,
+        path::{OperationBuilder, ParameterBuilder, ParameterIn},
+        security::SecurityRequirement,
+    };
+    let problem = |d: &str| {
+        ResponseBuilder::new()
+            .description(d)
+            .content(
+                crate::error::PROBLEM_JSON,
+                Content::new(Some(Ref::from_schema_name("Problem"))),
+            )
+            .build()
+    };
+    let list = OperationBuilder::new()
+        .tag("ops")
+        .operation_id(Some(format!("list_{service}_dead_letters")))
+        .summary(Some(format!(
+            "Events the {service} service gave up on (operators)"
+        )))
+        .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("Oldest first, at most 500")
+                .content(
+                    "application/json",
+                    Content::new(Some(
+                        ArrayBuilder::new().items(Ref::from_schema_name("DeadLetter")),
+                    )),
+                )
+                .build(),
+        )
+        .response("401", problem("Not signed in"))
+        .response("403", problem("Not an operator"))
+        .build();
+    let retry = OperationBuilder::new()
+        .tag("ops")
+        .operation_id(Some(format!("retry_{service}_dead_letter")))
+        .summary(Some(format!(
+            "Puts a dead event of the {service} service back in its queue (operators)"
+        )))
+        .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+        .parameter(
+            ParameterBuilder::new()
+                .name("id")
+                .parameter_in(ParameterIn::Path)
+                .required(utoipa::openapi::Required::True)
+                .description(Some("The event id")),
+        )
+        .response(
+            "202",
+            ResponseBuilder::new().description("Queued again").build(),
+        )
+        .response("404", problem("No dead event with this id"))
+        .build();
+    let paths = PathsBuilder::new()
+        .path(
+            format!("/v1/ops/{service}/dead-letters"),
+            PathItem::new(HttpMethod::Get, list),
+        )
+        .path(
+            format!("/v1/ops/{service}/dead-letters/{{id}}/retry"),
+            PathItem::new(HttpMethod::Post, retry),
+        )
+        .build();
+    OpenApiBuilder::new().paths(paths).build()
+}

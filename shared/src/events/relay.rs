@@ -110,8 +110,7 @@ impl Relay {
                 }
                 Err(e) => {
                     failures += 1;
-                    // Log the first failure and then every tenth, not every retry.
-                    if failures == 1 || failures % 10 == 0 {
+                    if crate::telemetry::worth_logging(failures) {
                         tracing::warn!(source = %self.source, failures, error = format!("{e:#}"), "event relay cannot publish; retrying");
                     }
                     tokio::time::sleep(backoff(failures)).await;

@@ -1,0 +1,189 @@
+//! `nongsan up` with nothing configured, and the one-line failures.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::{Connection, PgConnection};
+
+use crate::support::{
+    free_port,
+    process::{NongsanProcess, nongsan},
+};
+
+fn conn_url(data_dir: &std::path::Path) -> String {
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("postgres.json")).unwrap()).unwrap();
+    format!(
+        "postgres://{}:{}@127.0.0.1:{}/{}",
+        info["user"].as_str().unwrap(),
+        info["password"].as_str().unwrap(),
+        info["port"],
+        info["database"].as_str().unwrap()
+    )
+}
+
+#[tokio::test]
+async fn up_with_nothing_configured_runs_on_a_private_postgres_and_reuses_it() {
+    let data_dir =
+        std::env::temp_dir().join(format!("nongsan-up-{}", uuid::Uuid::now_v7().simple()));
+    let env = [("NONGSAN_DATA_DIR", data_dir.display().to_string())];
+    let http = reqwest::Client::new();
+
+    let first = NongsanProcess::start(&["up"], &env).await;
+    let ready = http
+        .get(format!("{}/readyz", first.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    let check = |name: &str| {
+        ready["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(check("postgres")["mode"], "embedded");
+    assert_eq!(check("postgres")["ok"], true);
+    assert_eq!(check("events")["mode"], "in-process");
+
+    let doc: Value = http
+        .get(format!("{}/openapi.json", first.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    for service in ["listing", "order", "payment"] {
+        assert!(
+            paths.iter().any(|p| p.contains(&format!("/{service}/"))),
+            "no path of the {service} service in {paths:?}"
+        );
+    }
+    let docs_page = http
+        .get(format!("{}/docs", first.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs_page.status(), 200);
+    assert!(docs_page.text().await.unwrap().contains("/openapi.json"));
+
+    // Something written now must be there after a restart.
+    let url = conn_url(&data_dir);
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE public.survives_restart (v int); INSERT INTO public.survives_restart VALUES (42)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let first_log = first.log_text();
+    assert!(
+        first_log.contains("created and started the private PostgreSQL cluster"),
+        "{first_log}"
+    );
+
+    let status = first.terminate().await;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    // A clean stop removes postmaster.pid; a crash would leave it.
+    assert!(
+        !data_dir.join("postgres/postmaster.pid").exists(),
+        "PostgreSQL was not stopped"
+    );
+    let server_log = std::fs::read_to_string(data_dir.join("postgres/server.log")).unwrap();
+    assert!(
+        server_log.contains("database system is shut down"),
+        "{server_log}"
+    );
+
+    let second = NongsanProcess::start(&["up"], &env).await;
+    assert!(
+        second
+            .log_text()
+            .contains("reusing the private PostgreSQL cluster"),
+        "{}",
+        second.log_text()
+    );
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let v: i32 = sqlx::query_scalar("SELECT v FROM public.survives_restart")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(v, 42);
+    conn.close().await.unwrap();
+    assert!(second.terminate().await.success());
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Runs `nongsan up` to completion and returns (exit code, stderr).
+async fn run_to_exit(env: &[(&str, String)]) -> (Option<i32>, String) {
+    let mut cmd = nongsan();
+    cmd.arg("up").env("NONGSAN_PORT", free_port().to_string());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::from(cmd).output(),
+    )
+    .await
+    .expect("nongsan exits within 60 s")
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_one_clean_line(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_database_url_on_a_closed_port_gives_one_line_naming_host_and_port() {
+    let port = free_port(); // nothing listens there once the probe listener is gone
+    let (code, stderr) = run_to_exit(&[(
+        "DATABASE_URL",
+        format!("postgres://nongsan:hunter2-secret@127.0.0.1:{port}/nongsan"),
+    )])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_clean_line(&stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password was shown: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn without_postgres_binaries_or_database_url_it_says_how_to_get_one() {
+    let empty =
+        std::env::temp_dir().join(format!("nongsan-nobin-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, stderr) = run_to_exit(&[
+        ("NONGSAN_POSTGRES_BIN", empty.display().to_string()),
+        ("NONGSAN_DATA_DIR", empty.join("data").display().to_string()),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_clean_line(&stderr);
+    assert!(stderr.contains("install PostgreSQL"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_setting_names_its_variable() {
+    let (code, stderr) = run_to_exit(&[("NONGSAN_EVENTS_MAX_ATTEMPTS", "many".to_owned())]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_clean_line(&stderr);
+    assert!(stderr.contains("NONGSAN_EVENTS_MAX_ATTEMPTS"), "{stderr}");
+}

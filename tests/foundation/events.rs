@@ -1,0 +1,345 @@
+//! Events from an outbox to an inbox: exactly once in effect, through a relay that stops at
+//! the worst moment, through a Redis restart, and onto the dead-letter list when a handler
+//! keeps failing.
+
+use std::{sync::Arc, time::Duration};
+
+use nongsan_shared::{
+    auth::Role,
+    db,
+    events::{self, Bus, Envelope, Handler, InProcessBus, Inbox, RedisBus, Relay},
+    failpoint,
+};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool, migrate::Migrator};
+
+use crate::support::{RedisServer, TestDb, eventually, keys, servers, token};
+
+/// A service schema with only the shared event tables.
+static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
+
+/// The producing schema ("listing") and a consuming schema ("probe") with a table the
+/// handler writes one row to per handling.
+struct Fixture {
+    producer: PgPool,
+    consumer: PgPool,
+}
+
+impl Fixture {
+    async fn new(db: &TestDb) -> Self {
+        let opts = db.url.parse().unwrap();
+        let producer = db::connect(&opts, "listing", 5).await.unwrap();
+        db::migrate(&producer, &NO_MIGRATIONS, "listing")
+            .await
+            .unwrap();
+        let consumer = db::connect(&opts, "probe", 5).await.unwrap();
+        db::migrate(&consumer, &NO_MIGRATIONS, "probe")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE effects (event_id uuid NOT NULL, seq int NOT NULL)")
+            .execute(&consumer)
+            .await
+            .unwrap();
+        Self { producer, consumer }
+    }
+
+    /// Writes `n` events in one transaction, numbered from `from`.
+    async fn emit(&self, from: i32, n: i32) {
+        let mut tx = self.producer.begin().await.unwrap();
+        for i in from..from + n {
+            events::emit(
+                &mut tx,
+                "probe.happened",
+                &format!("agg-{i}"),
+                1,
+                &json!({ "seq": i }),
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    /// Waits until `n` distinct events took effect, then checks none took effect twice.
+    async fn assert_each_handled_once(&self, n: i64) {
+        eventually(
+            Duration::from_secs(20),
+            "every event to be handled",
+            || async {
+                let c: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+                    .fetch_one(&self.consumer)
+                    .await
+                    .unwrap();
+                (c >= n).then_some(())
+            },
+        )
+        .await;
+        // Give any duplicate a chance to show up.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (total, distinct, seqs): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT event_id), count(DISTINCT seq) FROM effects",
+        )
+        .fetch_one(&self.consumer)
+        .await
+        .unwrap();
+        assert_eq!(
+            (total, distinct, seqs),
+            (n, n, n),
+            "each event must take effect exactly once"
+        );
+        let unpublished: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.producer)
+                .await
+                .unwrap();
+        assert_eq!(unpublished, 0);
+    }
+
+    fn inbox(&self, settings: events::Settings) -> Arc<Inbox> {
+        Arc::new(
+            Inbox::new("probe", self.consumer.clone(), settings).on("probe.happened", Recorder),
+        )
+    }
+}
+
+/// Records each handling; fails for no one.
+struct Recorder;
+
+#[async_trait::async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, tx: &mut PgConnection, e: &Envelope) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO effects (event_id, seq) VALUES ($1, $2)")
+            .bind(e.id)
+            .bind(i32::try_from(e.data["seq"].as_i64().unwrap())?)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Writes, then always fails: its writes must be undone.
+struct AlwaysFails;
+
+#[async_trait::async_trait]
+impl Handler for AlwaysFails {
+    async fn handle(&self, tx: &mut PgConnection, e: &Envelope) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO effects (event_id, seq) VALUES ($1, 0)")
+            .bind(e.id)
+            .execute(tx)
+            .await?;
+        anyhow::bail!("the warehouse API said no")
+    }
+}
+
+fn fast() -> events::Settings {
+    events::Settings {
+        max_attempts: 3,
+        retry_base: Duration::from_millis(10),
+        poll: Duration::from_millis(50),
+    }
+}
+
+async fn start(
+    bus: Arc<dyn Bus>,
+    fx: &Fixture,
+    inbox: Arc<Inbox>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks: Vec<_> = bus
+        .subscribe("listing", inbox.clone())
+        .await
+        .into_iter()
+        .collect();
+    tasks.push(tokio::spawn(inbox.run()));
+    tasks.push(tokio::spawn(
+        Relay::new(
+            fx.producer.clone(),
+            "listing",
+            bus,
+            Duration::from_millis(50),
+        )
+        .run(),
+    ));
+    tasks
+}
+
+async fn xlen(url: &str, stream: &str) -> i64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_outbox_event_reaches_a_consumer_exactly_once_through_redis() {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    let bus = Arc::new(
+        RedisBus::connect(&servers().await.redis, &db.name)
+            .await
+            .unwrap(),
+    );
+    let tasks = start(bus, &fx, fx.inbox(fast())).await;
+    fx.emit(0, 25).await;
+    fx.assert_each_handled_once(25).await;
+    tasks.iter().for_each(|t| t.abort());
+}
+
+#[tokio::test]
+async fn an_outbox_event_reaches_a_consumer_exactly_once_in_process() {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    let tasks = start(Arc::new(InProcessBus::default()), &fx, fx.inbox(fast())).await;
+    fx.emit(0, 25).await;
+    fx.assert_each_handled_once(25).await;
+    tasks.iter().for_each(|t| t.abort());
+}
+
+#[tokio::test]
+async fn a_relay_stopped_between_publishing_and_marking_publishes_again_and_the_inbox_drops_the_copies()
+ {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    let redis_url = servers().await.redis.clone();
+    let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis_url, &db.name).await.unwrap());
+    let inbox = fx.inbox(fast());
+    let consumer = bus.subscribe("listing", inbox.clone()).await;
+    let worker = tokio::spawn(inbox.run());
+    fx.emit(0, 10).await;
+
+    // The first relay publishes and then dies before it marks anything published.
+    let first = Relay::new(
+        fx.producer.clone(),
+        "listing",
+        bus.clone(),
+        Duration::from_millis(50),
+    );
+    failpoint::set("relay.after_publish", failpoint::Action::Error { times: 1 });
+    assert!(first.relay_once().await.is_err());
+    drop(first);
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&fx.producer)
+            .await
+            .unwrap();
+    assert_eq!(unpublished, 10, "nothing may be marked published");
+
+    // The next relay publishes the same events again.
+    let second = Relay::new(
+        fx.producer.clone(),
+        "listing",
+        bus.clone(),
+        Duration::from_millis(50),
+    );
+    assert_eq!(second.relay_once().await.unwrap(), 10);
+    assert_eq!(
+        xlen(&redis_url, &events::stream_name(&db.name, "listing")).await,
+        20,
+        "each event was published twice"
+    );
+    fx.assert_each_handled_once(10).await;
+    consumer.into_iter().for_each(|t| t.abort());
+    worker.abort();
+}
+
+#[tokio::test]
+async fn events_keep_flowing_exactly_once_when_redis_restarts_in_the_middle() {
+    let redis = RedisServer::start_private().await;
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    let bus = Arc::new(RedisBus::connect(&redis.url(), &db.name).await.unwrap());
+    let tasks = start(bus, &fx, fx.inbox(fast())).await;
+
+    fx.emit(0, 10).await;
+    fx.assert_each_handled_once(10).await;
+
+    redis.kill().await;
+    // Written while Redis is down: they wait in the outbox.
+    fx.emit(10, 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&fx.producer)
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting, 10,
+        "events written while Redis is down stay in the outbox"
+    );
+
+    redis.restart().await;
+    fx.emit(20, 10).await;
+    fx.assert_each_handled_once(30).await;
+    tasks.iter().for_each(|t| t.abort());
+}
+
+#[tokio::test]
+async fn an_event_whose_handler_keeps_failing_ends_on_the_dead_letter_list() {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    let inbox = Arc::new(
+        Inbox::new("probe", fx.consumer.clone(), fast()).on("probe.happened", AlwaysFails),
+    );
+    let tasks = start(Arc::new(InProcessBus::default()), &fx, inbox).await;
+    fx.emit(0, 1).await;
+
+    let (attempts, last_error): (i32, String) =
+        eventually(Duration::from_secs(20), "the event to be dead", || async {
+            sqlx::query_as("SELECT attempts, last_error FROM inbox WHERE status = 'dead'")
+                .fetch_optional(&fx.consumer)
+                .await
+                .unwrap()
+        })
+        .await;
+    assert_eq!(attempts, 3);
+    assert!(
+        last_error.contains("the warehouse API said no"),
+        "{last_error}"
+    );
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(&fx.consumer)
+        .await
+        .unwrap();
+    assert_eq!(effects, 0, "a failed handler's writes are rolled back");
+    tasks.iter().for_each(|t| t.abort());
+
+    // An operator reads the list and queues the event again.
+    let router = nongsan_shared::http::with_common_layers(events::ops_router(
+        "probe",
+        fx.consumer.clone(),
+        keys(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (_, operator) = token(Role::Operator);
+    let http = reqwest::Client::new();
+    let list: Value = http
+        .get(format!("{base}/v1/ops/probe/dead-letters"))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["event_type"], "probe.happened");
+    assert_eq!(list[0]["attempts"], 3);
+    let id = list[0]["event_id"].as_str().unwrap();
+    let res = http
+        .post(format!("{base}/v1/ops/probe/dead-letters/{id}/retry"))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM inbox WHERE event_id = $1::uuid")
+            .bind(id)
+            .fetch_one(&fx.consumer)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("pending", 0));
+}

@@ -1,0 +1,6 @@
+//! The foundation: the binary on embedded defaults, the HTTP edge, events, the split shape.
+
+mod cli;
+mod events;
+mod http_edge;
+mod split;

@@ -1,0 +1,47 @@
+//! The split shape: three `nongsan serve` processes that call each other.
+
+use serde_json::Value;
+
+use crate::support::process::SplitApp;
+
+#[tokio::test]
+async fn three_serve_processes_answer_and_call_each_other_carrying_the_request_id() {
+    let app = SplitApp::spawn().await;
+    let http = reqwest::Client::new();
+    for p in [&app.listing, &app.order, &app.payment] {
+        let res = http.get(format!("{}/healthz", p.url)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    // The order service's readiness asks listing and payment over HTTP.
+    let request_id = format!("split-{}", uuid::Uuid::now_v7().simple());
+    let res = http
+        .get(format!("{}/readyz", app.order.url))
+        .header("x-request-id", &request_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], request_id.as_str());
+    let body: Value = res.json().await.unwrap();
+    let checks = body["checks"].as_array().unwrap();
+    for peer in ["listing", "payment"] {
+        let c = checks
+            .iter()
+            .find(|c| c["name"] == peer)
+            .unwrap_or_else(|| panic!("no {peer} check in {body}"));
+        assert_eq!(c["ok"], true, "{body}");
+    }
+    let events = checks.iter().find(|c| c["name"] == "events").unwrap();
+    assert_eq!(events["mode"], "external");
+
+    // The callee saw the caller's request id.
+    for callee in [&app.listing, &app.payment] {
+        let log = callee.log_text();
+        assert!(
+            log.contains(&request_id),
+            "the request id did not reach {}:\n{log}",
+            callee.url
+        );
+    }
+}

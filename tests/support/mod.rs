@@ -1,0 +1,398 @@
+//! The test harness: real PostgreSQL and real Redis, a fresh database per test, and the app
+//! in both shapes (all-in-one in-process on port 0, and three `nongsan serve` processes).
+//!
+//! With `DATABASE_URL` (a role that may create databases) and `REDIS_URL` set, those servers
+//! are used. Otherwise the harness starts a private PostgreSQL cluster and a `redis-server`
+//! under the temp folder, shared by all test processes (a file lock makes the first one
+//! start them), and leaves them running for the next run.
+
+#![allow(
+    dead_code,
+    reason = "each test module uses a different part of the harness"
+)]
+
+pub mod process;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use nongsan::{Running, ServiceName};
+use nongsan_shared::{
+    auth::{Role, TokenKeys},
+    config::Settings,
+    embedded_pg::{EmbeddedPostgres, Options},
+    ids::AccountId,
+};
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::OnceCell;
+
+/// The token key every test app and process shares.
+pub const AUTH_SECRET: &str = "test-auth-secret-0123456789abcdef";
+
+/// Where the test servers are.
+#[derive(Debug, Clone)]
+pub struct Servers {
+    /// A URL to the `postgres` database with a role that can create databases.
+    pub pg_admin: String,
+    /// Redis.
+    pub redis: String,
+}
+
+static SERVERS: OnceCell<Servers> = OnceCell::const_new();
+
+/// The shared servers, started on first use.
+pub async fn servers() -> &'static Servers {
+    SERVERS.get_or_init(start_servers).await
+}
+
+fn state_dir() -> PathBuf {
+    // Under the temp folder, not target/: as root the cluster runs as `nobody`, who must be
+    // able to reach it.
+    let uid = rustix::process::geteuid().as_raw();
+    std::env::temp_dir().join(format!("nongsan-test-services-{uid}"))
+}
+
+async fn start_servers() -> Servers {
+    let dir = state_dir();
+    std::fs::create_dir_all(&dir).expect("create the test services folder");
+    let lock = std::fs::File::create(dir.join("lock")).expect("create the lock file");
+    lock.lock().expect("lock the test services folder");
+    let pg_admin = match std::env::var("DATABASE_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            let pg = EmbeddedPostgres::start(
+                &dir,
+                Options {
+                    max_connections: 800,
+                    durable: false,
+                    bindir: None,
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("test PostgreSQL: {e:#}"));
+            format!(
+                "postgres://{}:{}@127.0.0.1:{}/postgres",
+                pg.info.user, pg.info.password, pg.info.port
+            )
+        }
+    };
+    let redis = match std::env::var("REDIS_URL") {
+        Ok(url) => url,
+        Err(_) => shared_redis(&dir).await,
+    };
+    drop(lock);
+    Servers { pg_admin, redis }
+}
+
+async fn drop_test_databases(admin_url: &str) {
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .expect("connect to the test PostgreSQL");
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'")
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    for name in names {
+        let _ = sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+/// The shared `redis-server`, started if it is not answering.
+async fn shared_redis(dir: &Path) -> String {
+    let port_file = dir.join("redis.port");
+    if let Ok(port) = std::fs::read_to_string(&port_file) {
+        let url = format!("redis://127.0.0.1:{}", port.trim());
+        if redis_answers(&url).await {
+            return url;
+        }
+    }
+    let port = free_port();
+    let redis = RedisServer::start_at(dir, port, false).await;
+    std::mem::forget(redis); // left running for later test processes
+    std::fs::write(&port_file, port.to_string()).expect("write redis.port");
+    format!("redis://127.0.0.1:{port}")
+}
+
+async fn redis_answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(Ok(mut con)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut con)
+        .await
+        .is_ok()
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` this test owns (to stop and restart it), or the shared one.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    appendonly: bool,
+}
+
+impl RedisServer {
+    /// Starts a private `redis-server` with append-only persistence in a temp folder.
+    pub async fn start_private() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("nongsan-redis-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_at(&dir, free_port(), true).await
+    }
+
+    async fn start_at(dir: &Path, port: u16, appendonly: bool) -> Self {
+        let server = Self {
+            port,
+            dir: dir.to_owned(),
+            appendonly,
+        };
+        server.launch().await;
+        server
+    }
+
+    async fn launch(&self) {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .arg("--pidfile")
+        .arg(self.dir.join(format!("redis-{}.pid", self.port)))
+        .arg("--logfile")
+        .arg(self.dir.join(format!("redis-{}.log", self.port)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if self.appendonly {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        }
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run redis-server ({e}): install it (apt-get install redis-server) or set REDIS_URL"));
+        assert!(status.success(), "redis-server did not start");
+        for _ in 0..100 {
+            if redis_answers(&self.url()).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {} did not answer", self.port);
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL): whatever it had not written to disk is lost.
+    pub async fn kill(&self) {
+        let pid: i32 = std::fs::read_to_string(self.dir.join(format!("redis-{}.pid", self.port)))
+            .expect("redis pid file")
+            .trim()
+            .parse()
+            .unwrap();
+        process::signal(pid, rustix::process::Signal::KILL);
+        for _ in 0..100 {
+            if !redis_answers(&self.url()).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not die");
+    }
+
+    /// Starts it again on the same port and folder.
+    pub async fn restart(&self) {
+        self.launch().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("redis-{}.pid", self.port)))
+            && let Ok(pid) = pid.trim().parse()
+        {
+            process::signal(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// A database of its own for one test.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    /// Its URL.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// Creates a fresh, empty database.
+    pub async fn new() -> Self {
+        let servers = servers().await;
+        let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect(&servers.pg_admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let base = servers
+            .pg_admin
+            .rsplit_once('/')
+            .expect("a database URL has a path")
+            .0;
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    /// A connection pool on one service's schema.
+    pub async fn pool(&self, schema: &str) -> sqlx::PgPool {
+        let opts: sqlx::postgres::PgConnectOptions = self.url.parse().unwrap();
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(5)
+            .connect_with(opts.options([("search_path", schema)]))
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+/// Settings of a test app on `db`: port 0, real Redis with a key prefix of its own, fast
+/// event polling.
+pub async fn test_settings(db: &TestDb) -> Settings {
+    let servers = servers().await;
+    let data_dir =
+        std::env::temp_dir().join(format!("nongsan-app-{}", uuid::Uuid::now_v7().simple()));
+    Settings {
+        port: 0,
+        data_dir,
+        database_url: Some(SecretString::from(db.url.clone())),
+        database_max_connections: 10,
+        redis_url: Some(servers.redis.clone()),
+        redis_prefix: db.name.clone(),
+        auth_secret: Some(SecretString::from(AUTH_SECRET)),
+        events_poll_ms: 50,
+        events_retry_base_ms: 20,
+        ..Settings::default()
+    }
+}
+
+/// The keys test apps sign with.
+pub fn keys() -> TokenKeys {
+    TokenKeys::new(SecretString::from(AUTH_SECRET), 3600)
+}
+
+/// A token for a new account with `role`.
+pub fn token(role: Role) -> (AccountId, String) {
+    let id = AccountId::new();
+    (id, keys().issue(id, role))
+}
+
+/// The whole app in this process, on a port of its own.
+pub struct TestApp {
+    /// Its base URL.
+    pub url: String,
+    /// Its database.
+    pub db: TestDb,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    /// Starts all three services in-process on a fresh database with Redis.
+    pub async fn spawn() -> Self {
+        let db = TestDb::new().await;
+        Self::spawn_with(test_settings(&db).await, db).await
+    }
+
+    /// Starts all three services with the given settings.
+    pub async fn spawn_with(settings: Settings, db: TestDb) -> Self {
+        init_test_tracing();
+        let running = nongsan::build(settings, &ServiceName::ALL)
+            .await
+            .expect("the app starts");
+        Self {
+            url: running.url(),
+            db,
+            http: reqwest::Client::new(),
+            running: Some(running),
+        }
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Stops it.
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+fn init_test_tracing() {
+    nongsan_shared::telemetry::init_tracing(nongsan_shared::config::LogFormat::Text);
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Shared so that helpers can hand out cheap clones.
+pub type Shared<T> = Arc<T>;

@@ -1,0 +1,187 @@
+//! `nongsan` as real processes: one command, or the three services of the split shape.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use super::{AUTH_SECRET, TestDb, free_port, servers};
+
+/// Sends a signal to a process.
+pub fn signal(pid: i32, sig: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// The `nongsan` binary with an environment cleared of nongsan's own variables.
+pub fn nongsan() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nongsan"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NONGSAN_")
+            || [
+                "DATABASE_URL",
+                "REDIS_URL",
+                "MEILI_URL",
+                "MEILI_KEY",
+                "RUST_LOG",
+            ]
+            .contains(&k.as_str())
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A `nongsan` process that is killed when dropped; its stderr goes to a file.
+#[derive(Debug)]
+pub struct NongsanProcess {
+    /// The child.
+    pub child: Child,
+    /// Its base URL.
+    pub url: String,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl NongsanProcess {
+    /// Starts `nongsan <args>` on a free port with `env`, and waits until `/healthz` answers.
+    pub async fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+        Self::start_on(args, free_port(), env).await
+    }
+
+    async fn wait_healthy(&mut self) {
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "nongsan exited with {status} before answering:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(r) = http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "nongsan did not answer /healthz in 30 s:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// What it has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for it to exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.child.id() as i32, rustix::process::Signal::TERM);
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "nongsan did not stop within 30 s of SIGTERM:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for NongsanProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The split shape: `nongsan serve listing|order|payment` as three processes on one
+/// database and one Redis, each knowing the others' addresses.
+#[derive(Debug)]
+pub struct SplitApp {
+    /// The listing process.
+    pub listing: NongsanProcess,
+    /// The order process.
+    pub order: NongsanProcess,
+    /// The payment process.
+    pub payment: NongsanProcess,
+    /// Their database.
+    pub db: TestDb,
+}
+
+impl SplitApp {
+    /// Starts the three processes on a fresh database.
+    pub async fn spawn() -> Self {
+        let db = TestDb::new().await;
+        let servers = servers().await;
+        let ports = [free_port(), free_port(), free_port()];
+        let urls = ports.map(|p| format!("http://127.0.0.1:{p}"));
+        let env = |port: u16| {
+            vec![
+                ("NONGSAN_PORT", port.to_string()),
+                ("DATABASE_URL", db.url.clone()),
+                ("REDIS_URL", servers.redis.clone()),
+                ("NONGSAN_REDIS_PREFIX", db.name.clone()),
+                ("NONGSAN_AUTH_SECRET", AUTH_SECRET.to_owned()),
+                ("NONGSAN_LISTING_URL", urls[0].clone()),
+                ("NONGSAN_ORDER_URL", urls[1].clone()),
+                ("NONGSAN_PAYMENT_URL", urls[2].clone()),
+                ("NONGSAN_EVENTS_POLL_MS", "50".to_owned()),
+                (
+                    "NONGSAN_DATA_DIR",
+                    std::env::temp_dir()
+                        .join(format!("nongsan-split-{}", db.name))
+                        .display()
+                        .to_string(),
+                ),
+            ]
+        };
+        // Started one after another: each runs its own migrations.
+        let listing =
+            NongsanProcess::start_on(&["serve", "listing"], ports[0], &env(ports[0])).await;
+        let order = NongsanProcess::start_on(&["serve", "order"], ports[1], &env(ports[1])).await;
+        let payment =
+            NongsanProcess::start_on(&["serve", "payment"], ports[2], &env(ports[2])).await;
+        Self {
+            listing,
+            order,
+            payment,
+            db,
+        }
+    }
+}
+
+impl NongsanProcess {
+    /// Like [`NongsanProcess::start`] on a given port.
+    pub async fn start_on(args: &[&str], port: u16, env: &[(&str, String)]) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "nongsan-proc-{}.log",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let mut cmd = nongsan();
+        cmd.args(args)
+            .env("NONGSAN_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.env("NONGSAN_PORT", port.to_string());
+        let child = cmd.spawn().expect("spawn nongsan");
+        let mut p = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        p.wait_healthy().await;
+        p
+    }
+}

@@ -78,9 +78,29 @@ impl ServiceName {
     ),
     paths(http::healthz, http::readyz, http::metrics),
     components(schemas(nongsan_shared::error::ProblemSchema, nongsan_shared::error::ProblemFieldSchema, nongsan_shared::events::DeadLetter)),
-    tags((name = "ops", description = "Health, readiness, metrics and the dead-letter lists"))
+    tags((name = "ops", description = "Health, readiness, metrics and the dead-letter lists")),
+    modifiers(&BearerAuth)
 )]
 struct BaseDoc;
+
+/// Declares the `bearer` security scheme the operations refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The OpenAPI document of the given services.
 pub fn openapi(services: &[ServiceName]) -> utoipa::openapi::OpenApi {

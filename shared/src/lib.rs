@@ -17,6 +17,7 @@ pub mod invalid;
 pub mod money;
 pub mod phone;
 pub mod quantity;
+pub mod ratelimit;
 pub mod runtime;
 pub mod telemetry;
 

@@ -46,6 +46,8 @@ pub struct Platform {
     pub events: events::Settings,
     /// Clients for the other services.
     pub peers: Peers,
+    /// Rate limits: in Redis when configured, else in this process.
+    pub limiter: Arc<dyn crate::ratelimit::RateLimiter>,
     /// The private cluster, when nongsan started one.
     pub embedded: Option<EmbeddedPostgres>,
     admin: PgPool,
@@ -97,9 +99,19 @@ impl Platform {
                     short(&e)
                 )
             })?;
-        let bus: Arc<dyn Bus> = match &settings.redis_url {
-            Some(url) => Arc::new(RedisBus::connect(url, &settings.redis_prefix).await?),
-            None => Arc::new(InProcessBus::default()),
+        let (bus, limiter): (Arc<dyn Bus>, Arc<dyn crate::ratelimit::RateLimiter>) = match &settings
+            .redis_url
+        {
+            Some(url) => {
+                let bus = RedisBus::connect(url, &settings.redis_prefix).await?;
+                let limiter =
+                    crate::ratelimit::RedisLimiter::new(bus.connection(), &settings.redis_prefix);
+                (Arc::new(bus), Arc::new(limiter))
+            }
+            None => (
+                Arc::new(InProcessBus::default()),
+                Arc::new(crate::ratelimit::MemoryLimiter::default()),
+            ),
         };
         let secret = match &settings.auth_secret {
             Some(s) => s.clone(),
@@ -122,6 +134,7 @@ impl Platform {
             keys,
             bus,
             peers,
+            limiter,
             embedded,
             admin,
         })

@@ -149,7 +149,14 @@ pub fn ops_openapi(service: &str) -> utoipa::openapi::OpenApi {
                 .name("id")
                 .parameter_in(ParameterIn::Path)
                 .required(utoipa::openapi::Required::True)
-                .description(Some("The event id")),
+                .description(Some("The event id"))
+                .schema(Some(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::String)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Uuid,
+                        ))),
+                )),
         )
         .response(
             "202",

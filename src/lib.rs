@@ -240,3 +240,87 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     platform.shutdown().await;
     result
 }
+
+/// What `nongsan seed` should create.
+#[derive(Debug, Clone, Default)]
+pub struct SeedRequest {
+    /// The demo catalog: households, a cooperative and the 50 demo products.
+    pub demo: bool,
+    /// An operator account with this phone number and password.
+    pub operator: Option<(nongsan_shared::PhoneNumber, String)>,
+}
+
+/// Creates demo data and/or an operator account; says what it did.
+pub async fn seed(settings: Settings, request: SeedRequest) -> anyhow::Result<Vec<String>> {
+    let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
+    let result = async {
+        let pool = platform.open_schema(nongsan_listing::NAME, &nongsan_listing::MIGRATOR).await?;
+        let mut said = Vec::new();
+        if request.demo {
+            let n = nongsan_listing::seed::seed_demo(&pool).await?;
+            said.push(if n == 0 { "demo data is already there".to_owned() } else { format!("created {n} demo listings") });
+        }
+        if let Some((phone, password)) = request.operator {
+            let id = nongsan_listing::identity::upsert_operator(&pool, &phone, password)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the operator: {e}"))?;
+            said.push(format!("operator {} is account {id}", phone.masked()));
+        }
+        // Relays are not running here; the events wait in the outbox for the next start.
+        pool.close().await;
+        anyhow::Ok(said)
+    }
+    .await;
+    platform.shutdown().await;
+    result
+}
+
+/// Imports a cooperative's stock from a CSV or XLSX file as its manager, all rows or none;
+/// `progress` is told the number of rows, then each row done.
+pub async fn import_stock(
+    settings: Settings,
+    cooperative: nongsan_shared::CooperativeId,
+    file: &std::path::Path,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> anyhow::Result<usize> {
+    use nongsan_listing::coop;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let is_xlsx = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
+    let rows = if is_xlsx { coop::read_xlsx(&bytes) } else { coop::read_csv(&bytes) }.map_err(describe_listing_error)?;
+    let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
+    let result = async {
+        let pool = platform.open_schema(nongsan_listing::NAME, &nongsan_listing::MIGRATOR).await?;
+        let manager: nongsan_shared::AccountId = sqlx::query_scalar("SELECT manager_id FROM cooperatives WHERE id = $1")
+            .bind(cooperative)
+            .fetch_optional(&pool)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("there is no cooperative {cooperative}"))?;
+        let actor = nongsan_shared::auth::Actor {
+            account_id: manager,
+            role: nongsan_shared::auth::Role::CooperativeManager,
+            on_behalf_of: None,
+        };
+        let mut tx = pool.begin().await?;
+        progress(rows.len(), 0);
+        let report = coop::import_rows(&mut tx, &actor, cooperative, &rows, &|n| progress(rows.len(), n))
+            .await
+            .map_err(describe_listing_error)?;
+        tx.commit().await?;
+        pool.close().await;
+        anyhow::Ok(report.imported)
+    }
+    .await;
+    platform.shutdown().await;
+    result
+}
+
+/// A listing error as lines for a terminal: each bad field or row on its own line.
+fn describe_listing_error(e: nongsan_listing::error::ListingError) -> anyhow::Error {
+    match e {
+        nongsan_listing::error::ListingError::Invalid(errors) => {
+            let lines: Vec<String> = errors.iter().map(|f| format!("{}: {}", f.field, f.text.en)).collect();
+            anyhow::anyhow!("nothing was imported:\n{}", lines.join("\n"))
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}

@@ -27,6 +27,25 @@ enum Command {
     },
     /// Brings every service's schema up to date and exits.
     Migrate,
+    /// Creates demo data (--demo) and/or an operator account (--operator PHONE, with the
+    /// password in NONGSAN_OPERATOR_PASSWORD).
+    Seed {
+        /// Households, a cooperative and the 50 demo products, with stock.
+        #[arg(long)]
+        demo: bool,
+        /// Phone number of an operator account to create (or whose password to reset).
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Imports a cooperative's stock from a CSV or XLSX file (columns listing, lot_code,
+    /// household, quantity, harvest_date): every row, or none when one is bad.
+    Import {
+        /// The cooperative's id.
+        #[arg(long)]
+        cooperative: nongsan_shared::CooperativeId,
+        /// The file (.csv or .xlsx).
+        file: std::path::PathBuf,
+    },
     /// Prints the OpenAPI document of all three services.
     Openapi,
     /// Exits 0 when the URL answers 2xx: a health check for containers without curl.
@@ -70,6 +89,42 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let settings = Settings::load()?;
             telemetry::init_tracing(settings.log_format);
             nongsan::migrate(settings).await
+        }
+        Command::Seed { demo, operator } => {
+            let settings = Settings::load()?;
+            telemetry::init_tracing(settings.log_format);
+            let operator = match operator {
+                None => None,
+                Some(phone) => {
+                    let phone = nongsan_shared::PhoneNumber::parse(&phone).map_err(|e| anyhow::anyhow!("--operator {e}"))?;
+                    let password = std::env::var("NONGSAN_OPERATOR_PASSWORD")
+                        .ok()
+                        .filter(|p| p.chars().count() >= 8)
+                        .ok_or_else(|| anyhow::anyhow!("set NONGSAN_OPERATOR_PASSWORD (8 characters or more) for --operator"))?;
+                    Some((phone, password))
+                }
+            };
+            anyhow::ensure!(demo || operator.is_some(), "say what to seed: --demo and/or --operator PHONE");
+            for line in nongsan::seed(settings, nongsan::SeedRequest { demo, operator }).await? {
+                writeln!(std::io::stdout(), "{line}")?;
+            }
+            Ok(())
+        }
+        Command::Import { cooperative, file } => {
+            let settings = Settings::load()?;
+            telemetry::init_tracing(settings.log_format);
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let n = nongsan::import_stock(settings, cooperative, &file, &|total, done| {
+                bar.set_length(u64::try_from(total).unwrap_or(0));
+                bar.set_position(u64::try_from(done).unwrap_or(0));
+            })
+            .await;
+            bar.finish_and_clear();
+            writeln!(std::io::stdout(), "imported {} rows", n?)?;
+            Ok(())
         }
         Command::Up => serve(&ServiceName::ALL).await,
         Command::Serve { service } => serve(&[service]).await,

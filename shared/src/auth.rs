@@ -129,6 +129,11 @@ impl TokenKeys {
             .expect("HMAC takes keys of any length")
     }
 
+    /// Lifetime of an access token, in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        u64::try_from(self.ttl_secs).unwrap_or(0)
+    }
+
     /// Issues an access token for an account.
     pub fn issue(&self, sub: AccountId, role: Role) -> String {
         let now = chrono::Utc::now().timestamp();

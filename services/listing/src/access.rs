@@ -1,0 +1,160 @@
+//! Who may act on what, and the audit trail of every write.
+//!
+//! A household acts for itself; a helper acts for the households assigned to it, saying so
+//! with `X-On-Behalf-Of`; a cooperative manager acts for the cooperative and its current
+//! members; an operator may act for anyone. Every write is recorded with the actor and the
+//! household it was done for.
+
+use std::{ops::Deref, sync::Arc};
+
+use axum::extract::FromRef;
+use nongsan_shared::{
+    AccountId, CooperativeId,
+    auth::{Actor, Role, TokenKeys},
+    ratelimit::RateLimiter,
+};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+use crate::error::{ListingError, Result};
+
+/// What every handler of the service shares.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+/// The service's dependencies.
+#[expect(missing_debug_implementations, reason = "holds a trait object; AppState prints as a name")]
+pub struct App {
+    /// The `listing` schema.
+    pub pool: PgPool,
+    /// Token keys.
+    pub keys: TokenKeys,
+    /// Login rate limits.
+    pub limiter: Arc<dyn RateLimiter>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppState")
+    }
+}
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for TokenKeys {
+    fn from_ref(s: &AppState) -> Self {
+        s.keys.clone()
+    }
+}
+
+/// Who sells a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A farm household.
+    Household(AccountId),
+    /// A cooperative, selling pooled stock.
+    Cooperative(CooperativeId),
+}
+
+/// The household an actor is acting as when it creates something for a household: itself,
+/// or the household named in `X-On-Behalf-Of` if it may act for it.
+pub async fn acting_household(conn: &mut PgConnection, actor: &Actor) -> Result<AccountId> {
+    let household = match actor.role {
+        Role::Household if actor.on_behalf_of.is_none() => actor.account_id,
+        Role::Helper | Role::CooperativeManager | Role::Operator => {
+            actor.on_behalf_of.ok_or(ListingError::Forbidden)?
+        }
+        _ => return Err(ListingError::Forbidden),
+    };
+    may_manage(conn, actor, Owner::Household(household)).await?;
+    Ok(household)
+}
+
+/// `Ok` when the actor may change things `owner` owns, else 403.
+pub async fn may_manage(conn: &mut PgConnection, actor: &Actor, owner: Owner) -> Result<()> {
+    let allowed = match (actor.role, owner) {
+        (Role::Operator, _) => true,
+        (Role::Household, Owner::Household(h)) => actor.account_id == h && actor.on_behalf_of.is_none(),
+        (Role::Helper, Owner::Household(h)) => {
+            actor.on_behalf_of == Some(h) && is_assigned(conn, actor.account_id, h).await?
+        }
+        (Role::CooperativeManager, Owner::Household(h)) => {
+            actor.on_behalf_of.is_none_or(|b| b == h) && manages_member(conn, actor.account_id, h).await?
+        }
+        (Role::CooperativeManager, Owner::Cooperative(c)) => manages(conn, actor.account_id, c).await?,
+        _ => false,
+    };
+    if allowed { Ok(()) } else { Err(ListingError::Forbidden) }
+}
+
+async fn is_assigned(conn: &mut PgConnection, helper: AccountId, household: AccountId) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM helper_assignments WHERE helper_id = $1 AND household_id = $2)")
+        .bind(helper)
+        .bind(household)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Whether `manager` manages cooperative `coop`.
+pub async fn manages(conn: &mut PgConnection, manager: AccountId, coop: CooperativeId) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1 AND manager_id = $2)")
+        .bind(coop)
+        .bind(manager)
+        .fetch_one(conn)
+        .await?)
+}
+
+async fn manages_member(conn: &mut PgConnection, manager: AccountId, household: AccountId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM cooperative_members m JOIN cooperatives c ON c.id = m.cooperative_id
+         WHERE c.manager_id = $1 AND m.household_id = $2 AND m.left_at IS NULL)",
+    )
+    .bind(manager)
+    .bind(household)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Whether `household` is a current member of `coop`.
+pub async fn is_member(conn: &mut PgConnection, coop: CooperativeId, household: AccountId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM cooperative_members WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL)",
+    )
+    .bind(coop)
+    .bind(household)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Records a write: `actor` did `action` to `subject`, for `household` when that is not the
+/// actor itself.
+pub async fn audit(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    household: Option<AccountId>,
+    action: &str,
+    subject: (&str, String),
+    details: &impl Serialize,
+) -> Result<()> {
+    let on_behalf_of = household.filter(|h| *h != actor.account_id).or(actor.on_behalf_of);
+    sqlx::query(
+        "INSERT INTO audit_log (id, actor_id, actor_role, on_behalf_of, action, subject_type, subject_id, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(actor.account_id)
+    .bind(actor.role.as_str())
+    .bind(on_behalf_of)
+    .bind(action)
+    .bind(subject.0)
+    .bind(subject.1)
+    .bind(serde_json::to_value(details).map_err(anyhow::Error::from)?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

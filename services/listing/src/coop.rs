@@ -1,0 +1,332 @@
+//! Cooperative inventory: the manager's view of the stock of all member and pooled
+//! listings, taking member lots into a pooled listing (each lot stays traceable to the
+//! household that grew it), and stock imports from CSV or XLSX, all rows or none.
+
+use axum::{
+    Json as AxumJson,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, header},
+};
+use chrono::NaiveDate;
+use nongsan_shared::{
+    AccountId, CooperativeId, ListingId, PhoneNumber, Quantity,
+    auth::Actor,
+    http::{Json, Path},
+    invalid::Invalid,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use crate::{
+    access::{AppState, Owner, audit, is_member, may_manage},
+    error::{ListingError, Problems, Result},
+    inventory::{self, LotIntake, Movement, StockLevels, apply, parse_lot_code},
+    listings::owner_of,
+    sellers::load_cooperative,
+};
+
+/// One listing in the cooperative's stock view.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CoopStockLine {
+    /// The listing.
+    pub listing_id: ListingId,
+    /// Its title.
+    pub title: String,
+    /// Its unit.
+    pub unit: String,
+    /// `pooled` (the cooperative's own) or `member`.
+    pub kind: &'static str,
+    /// The member household, for a member listing.
+    pub household_id: Option<AccountId>,
+    /// Its stock.
+    pub stock: StockLevels,
+}
+
+/// Stock of the cooperative's pooled listings and its members' listings (the manager).
+#[utoipa::path(get, path = "/v1/cooperatives/{id}/stock", tag = "cooperatives", params(("id" = String, Path)),
+    responses((status = 200, body = [CoopStockLine]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn get_cooperative_stock(State(app): State<AppState>, actor: Actor, Path(id): Path<CooperativeId>) -> Result<AxumJson<Vec<CoopStockLine>>> {
+    let mut conn = app.pool.acquire().await?;
+    load_cooperative(&mut conn, id).await?;
+    may_manage(&mut conn, &actor, Owner::Cooperative(id)).await?;
+    let rows: Vec<(ListingId, String, String, Option<AccountId>, Quantity, Quantity, Option<Quantity>)> = sqlx::query_as(
+        "SELECT l.id, l.title, l.unit_code, l.household_id, s.on_hand, s.reserved, l.low_stock_threshold
+         FROM listings l JOIN stock s ON s.listing_id = l.id
+         WHERE l.cooperative_id = $1
+            OR l.household_id IN (SELECT household_id FROM cooperative_members WHERE cooperative_id = $1 AND left_at IS NULL)
+         ORDER BY l.cooperative_id IS NULL, l.title, l.id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(AxumJson(
+        rows.into_iter()
+            .map(|(listing_id, title, unit, household_id, on_hand, reserved, threshold)| CoopStockLine {
+                listing_id,
+                title,
+                unit,
+                kind: if household_id.is_some() { "member" } else { "pooled" },
+                household_id,
+                stock: StockLevels::new(on_hand, reserved, threshold),
+            })
+            .collect(),
+    ))
+}
+
+/// Moving part of a member's lot into a pooled listing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRequest {
+    /// The member's listing.
+    pub from_listing_id: ListingId,
+    /// The member's lot.
+    pub lot_code: String,
+    /// How much to move.
+    pub quantity: Quantity,
+    /// The cooperative's pooled listing (same unit).
+    pub to_listing_id: ListingId,
+}
+
+/// Take (part of) a member household's lot into a pooled listing of the cooperative. The lot
+/// keeps its code, harvest date and household.
+#[utoipa::path(post, path = "/v1/cooperatives/{id}/pooling", tag = "cooperatives", params(("id" = String, Path)), request_body = PoolRequest,
+    responses((status = 200, body = StockLevels), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn pool_lot(State(app): State<AppState>, actor: Actor, Path(id): Path<CooperativeId>, Json(r): Json<PoolRequest>) -> Result<AxumJson<StockLevels>> {
+    let mut p = Problems::default();
+    p.check(!r.quantity.is_positive(), "quantity", "not_positive", "must be more than 0", "phải lớn hơn 0");
+    if let Err(e) = parse_lot_code(&r.lot_code) {
+        p.push("lot_code", e);
+    }
+    p.finish()?;
+    let mut tx = app.pool.begin().await?;
+    load_cooperative(&mut tx, id).await?;
+    may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
+    if owner_of(&mut tx, r.to_listing_id).await? != Owner::Cooperative(id) {
+        return Err(ListingError::field("to_listing_id", Invalid::new("not_pooled", "is not a listing of this cooperative", "không phải tin của hợp tác xã này")));
+    }
+    let Owner::Household(member) = owner_of(&mut tx, r.from_listing_id).await? else {
+        return Err(ListingError::field("from_listing_id", Invalid::new("not_member_listing", "is not a member household's listing", "không phải tin của hộ thành viên")));
+    };
+    if !is_member(&mut tx, id, member).await? {
+        return Err(ListingError::Forbidden);
+    }
+    let units: Vec<String> = sqlx::query_scalar("SELECT unit_code FROM listings WHERE id = ANY($1)")
+        .bind([r.from_listing_id.0, r.to_listing_id.0])
+        .fetch_all(&mut *tx)
+        .await?;
+    if units.len() != 2 || units[0] != units[1] {
+        return Err(ListingError::field("to_listing_id", Invalid::new("unit_mismatch", "is sold in another unit", "bán theo đơn vị tính khác")));
+    }
+    let (lot, harvest): (uuid::Uuid, NaiveDate) = sqlx::query_as("SELECT id, harvest_date FROM lots WHERE listing_id = $1 AND lot_code = $2")
+        .bind(r.from_listing_id)
+        .bind(&r.lot_code)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ListingError::field("lot_code", Invalid::new("unknown_lot", "is not a lot of that listing", "không phải lô của tin đó")))?;
+    let reason = format!("pooled into {}", r.to_listing_id);
+    apply(&mut tx, r.from_listing_id, &[Movement {
+        listing: r.from_listing_id,
+        lot: Some(lot),
+        kind: "adjustment",
+        on_hand: -r.quantity,
+        reserved: Quantity::ZERO,
+        reason: Some(&reason),
+        reservation: None,
+        actor: Some(&actor),
+    }])
+    .await?;
+    let intake = LotIntake { lot_code: r.lot_code.clone(), harvest_date: harvest, quantity: r.quantity, household_id: Some(member) };
+    inventory::intake(&mut tx, &actor, r.to_listing_id, Owner::Cooperative(id), &intake, None).await?;
+    audit(&mut tx, &actor, Some(member), "stock.pooled", ("listing", r.to_listing_id.to_string()), &serde_json::json!({ "from": r.from_listing_id, "lot_code": r.lot_code, "quantity": r.quantity })).await?;
+    let levels = inventory::stock_view(&mut tx, r.to_listing_id).await?.stock;
+    tx.commit().await?;
+    Ok(AxumJson(levels))
+}
+
+/// One row of a stock import, as read from the file.
+#[derive(Debug, Clone, Default)]
+pub struct ImportRow {
+    /// Listing id.
+    pub listing: String,
+    /// Lot code.
+    pub lot_code: String,
+    /// Household account id or phone number.
+    pub household: String,
+    /// Quantity.
+    pub quantity: String,
+    /// Harvest date, YYYY-MM-DD (or DD/MM/YYYY).
+    pub harvest_date: String,
+}
+
+/// What an import did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportReport {
+    /// Rows imported.
+    pub imported: usize,
+}
+
+const COLUMNS: [&str; 5] = ["listing", "lot_code", "household", "quantity", "harvest_date"];
+
+/// Reads rows from CSV text with a header naming the five columns (in any order).
+pub fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
+    let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
+        .map_err(|_| ListingError::field("file", Invalid::new("not_utf8", "must be UTF-8 text", "phải là văn bản UTF-8")))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| ListingError::field("file", Invalid::new("bad_csv", format!("is not CSV: {e}"), format!("không phải CSV: {e}"))))?
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let mut records = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| ListingError::field("file", Invalid::new("bad_csv", format!("is not CSV: {e}"), format!("không phải CSV: {e}"))))?;
+        records.push(rec.iter().map(str::to_owned).collect::<Vec<_>>());
+    }
+    to_rows(&headers, records)
+}
+
+/// Reads rows from the first sheet of an XLSX workbook.
+pub fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
+    use calamine::{Data, Reader, Xlsx};
+    let bad = |e: String| ListingError::field("file", Invalid::new("bad_xlsx", format!("is not an XLSX workbook: {e}"), format!("không phải tệp XLSX: {e}")));
+    let mut book: Xlsx<_> = Xlsx::new(std::io::Cursor::new(bytes.to_vec())).map_err(|e| bad(e.to_string()))?;
+    let range = book.worksheet_range_at(0).ok_or_else(|| bad("no sheet".to_owned()))?.map_err(|e| bad(e.to_string()))?;
+    let cell = |c: &Data| match c {
+        // Excel counts days from 1899-12-30.
+        Data::DateTime(d) => NaiveDate::from_ymd_opt(1899, 12, 30)
+            .and_then(|epoch| epoch.checked_add_days(chrono::Days::new(d.as_f64().trunc() as u64)))
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        Data::Float(f) if f.fract() == 0.0 => format!("{f:.0}"),
+        other => other.to_string().trim().to_owned(),
+    };
+    let mut rows = range.rows();
+    let headers: Vec<String> = rows.next().map(|r| r.iter().map(|c| cell(c).to_ascii_lowercase()).collect()).unwrap_or_default();
+    let records = rows.map(|r| r.iter().map(cell).collect()).collect();
+    to_rows(&headers, records)
+}
+
+fn to_rows(headers: &[String], records: Vec<Vec<String>>) -> Result<Vec<ImportRow>> {
+    let mut idx = [0usize; 5];
+    let mut p = Problems::default();
+    for (k, col) in COLUMNS.iter().enumerate() {
+        match headers.iter().position(|h| h == col) {
+            Some(i) => idx[k] = i,
+            None => p.check(true, "file", "missing_column", &format!("has no `{col}` column"), &format!("thiếu cột `{col}`")),
+        }
+    }
+    p.finish()?;
+    let get = |r: &Vec<String>, k: usize| r.get(idx[k]).cloned().unwrap_or_default();
+    Ok(records
+        .into_iter()
+        .filter(|r| r.iter().any(|c| !c.trim().is_empty()))
+        .map(|r| ImportRow { listing: get(&r, 0), lot_code: get(&r, 1), household: get(&r, 2), quantity: get(&r, 3), harvest_date: get(&r, 4) })
+        .collect())
+}
+
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").or_else(|_| NaiveDate::parse_from_str(s.trim(), "%d/%m/%Y")).ok()
+}
+
+/// Imports rows into the cooperative's listings (pooled or members'), in one transaction:
+/// if any row is bad, nothing is imported and every bad row is reported as `rows[N]`, N
+/// being its line in the file (the header is line 1). `progress` is called after each row.
+pub async fn import_rows(conn: &mut PgConnection, actor: &Actor, coop: CooperativeId, rows: &[ImportRow], progress: &(dyn Fn(usize) + Sync)) -> Result<ImportReport> {
+    let mut p = Problems::default();
+    p.check(rows.is_empty(), "file", "empty", "has no rows", "không có dòng nào");
+    p.check(rows.len() > 10_000, "file", "too_many_rows", "has more than 10,000 rows", "có hơn 10.000 dòng");
+    p.finish()?;
+    let mut p = Problems::default();
+    let mut parsed = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let line = i + 2;
+        let f = |x: &str| format!("rows[{line}].{x}");
+        let listing = r.listing.trim().parse::<ListingId>().ok();
+        let owner = match listing {
+            Some(l) => match owner_of(conn, l).await {
+                Ok(o) => Some(o),
+                Err(ListingError::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let allowed = match owner {
+            Some(Owner::Cooperative(c)) => c == coop,
+            Some(Owner::Household(h)) => is_member(conn, coop, h).await?,
+            None => false,
+        };
+        p.check(!allowed, &f("listing"), "unknown_listing", "is not a listing of this cooperative or its members", "không phải tin của hợp tác xã hoặc thành viên");
+        let household = match r.household.trim() {
+            "" => None,
+            h => match h.parse::<AccountId>() {
+                Ok(id) => Some(id),
+                Err(_) => match PhoneNumber::parse(h) {
+                    Ok(phone) => sqlx::query_scalar("SELECT h.account_id FROM households h JOIN accounts a ON a.id = h.account_id WHERE a.phone = $1")
+                        .bind(phone.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                    Err(_) => None,
+                },
+            },
+        };
+        p.check(household.is_none(), &f("household"), "unknown_household", "is not a household id or phone number", "không phải mã hoặc số điện thoại của hộ");
+        if let Err(e) = parse_lot_code(r.lot_code.trim()) {
+            p.push(f("lot_code"), e);
+        }
+        let quantity = r.quantity.trim().replace(',', ".").parse::<Quantity>();
+        match &quantity {
+            Err(e) => p.push(f("quantity"), e.clone()),
+            Ok(q) => p.check(!q.is_positive(), &f("quantity"), "not_positive", "must be more than 0", "phải lớn hơn 0"),
+        }
+        let date = parse_date(&r.harvest_date);
+        p.check(date.is_none(), &f("harvest_date"), "invalid_date", "must be a date (YYYY-MM-DD or DD/MM/YYYY)", "phải là ngày (YYYY-MM-DD hoặc DD/MM/YYYY)");
+        if let (Some(l), Some(o), Some(h), Ok(q), Some(d)) = (listing, owner, household, quantity, date)
+            && allowed
+        {
+            parsed.push((line, l, o, LotIntake { lot_code: r.lot_code.trim().to_owned(), harvest_date: d, quantity: q, household_id: Some(h) }));
+        }
+    }
+    p.finish()?;
+    // Every row is readable; the intake checks (membership, lot clashes) may still reject
+    // one, and then the whole transaction is rolled back by the caller.
+    let mut problems = Problems::default();
+    for (n, (line, listing, owner, intake)) in parsed.iter().enumerate() {
+        match inventory::intake(conn, actor, *listing, *owner, intake, Some(*line)).await {
+            Ok(_) => {}
+            Err(ListingError::Invalid(errs)) => problems.0.extend(errs),
+            Err(e) => return Err(e),
+        }
+        progress(n + 1);
+        if !problems.0.is_empty() {
+            break;
+        }
+    }
+    problems.finish()?;
+    audit(conn, actor, None, "stock.imported", ("cooperative", coop.to_string()), &serde_json::json!({ "rows": parsed.len() })).await?;
+    Ok(ImportReport { imported: parsed.len() })
+}
+
+/// Import stock from a CSV (`text/csv`) or XLSX file: columns listing, lot_code, household,
+/// quantity, harvest_date. One bad row and nothing is imported; every bad row is reported.
+#[utoipa::path(post, path = "/v1/cooperatives/{id}/imports", tag = "cooperatives", params(("id" = String, Path)),
+    request_body(content = String, content_type = "text/csv", description = "CSV, or an XLSX workbook as application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    responses((status = 200, body = ImportReport), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn import_stock(State(app): State<AppState>, actor: Actor, Path(id): Path<CooperativeId>, headers: HeaderMap, body: Bytes) -> Result<AxumJson<ImportReport>> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let rows = if ct.starts_with("text/csv") {
+        read_csv(&body)?
+    } else if ct.starts_with("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet") {
+        read_xlsx(&body)?
+    } else {
+        return Err(ListingError::field("content-type", Invalid::new("unsupported_media_type", "must be text/csv or an XLSX type", "phải là text/csv hoặc XLSX")));
+    };
+    let mut tx = app.pool.begin().await?;
+    load_cooperative(&mut tx, id).await?;
+    may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
+    let report = import_rows(&mut tx, &actor, id, &rows, &|_| {}).await?;
+    tx.commit().await?;
+    Ok(AxumJson(report))
+}

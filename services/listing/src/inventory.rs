@@ -1,0 +1,356 @@
+//! Inventory: stock held as lots, and every change a stock movement. A listing's on-hand is
+//! the sum of its movements' on-hand deltas (and of its lots), its reserved quantity the sum
+//! of their reserved deltas, and available is on-hand minus reserved. Changes to one
+//! listing are serialised by locking its `stock` row.
+
+use axum::{Json as AxumJson, extract::State, http::StatusCode};
+use chrono::{DateTime, NaiveDate, Utc};
+use nongsan_shared::{
+    AccountId, ListingId, Quantity, ReservationId,
+    auth::Actor,
+    events,
+    http::{Json, Path},
+    invalid::Invalid,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use crate::{
+    access::{AppState, Owner, audit, is_member, may_manage},
+    error::{ListingError, Problems, Result},
+    listings::{household_of, owner_of},
+};
+
+/// Stock of a listing.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
+pub struct StockLevels {
+    /// In the seller's hands.
+    pub on_hand: Quantity,
+    /// Held for buyers' checkouts.
+    pub reserved: Quantity,
+    /// What can still be ordered.
+    pub available: Quantity,
+    /// Available is at or below the seller's low-stock threshold.
+    pub low_stock: bool,
+}
+
+impl StockLevels {
+    /// From on-hand and reserved.
+    pub fn new(on_hand: Quantity, reserved: Quantity, threshold: Option<Quantity>) -> Self {
+        let available = on_hand.checked_sub(reserved).unwrap_or(Quantity::ZERO);
+        Self { on_hand, reserved, available, low_stock: threshold.is_some_and(|t| available <= t) }
+    }
+}
+
+/// A lot code: GS1 AI 10, printable ASCII without spaces, 1 to 20 characters.
+pub fn parse_lot_code(code: &str) -> std::result::Result<String, Invalid> {
+    let ok = !code.is_empty() && code.len() <= 20 && code.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok {
+        Ok(code.to_owned())
+    } else {
+        Err(Invalid::new(
+            "invalid_lot_code",
+            "must be 1 to 20 printable ASCII characters, without diacritics or spaces",
+            "phải gồm 1 đến 20 ký tự ASCII, không dấu, không khoảng trắng",
+        ))
+    }
+}
+
+/// One stock movement to apply.
+#[derive(Debug, Clone)]
+pub struct Movement<'a> {
+    /// The listing.
+    pub listing: ListingId,
+    /// The lot, for on-hand changes.
+    pub lot: Option<uuid::Uuid>,
+    /// intake, adjustment, reservation, sale, release or return.
+    pub kind: &'static str,
+    /// Change of on-hand.
+    pub on_hand: Quantity,
+    /// Change of reserved.
+    pub reserved: Quantity,
+    /// Why (adjustments).
+    pub reason: Option<&'a str>,
+    /// The reservation it belongs to.
+    pub reservation: Option<ReservationId>,
+    /// Who.
+    pub actor: Option<&'a Actor>,
+}
+
+/// Locks a listing's stock row and returns (on-hand, reserved, low-stock threshold).
+pub async fn lock_stock(conn: &mut PgConnection, listing: ListingId) -> Result<(Quantity, Quantity, Option<Quantity>)> {
+    sqlx::query_as(
+        "SELECT s.on_hand, s.reserved, l.low_stock_threshold FROM stock s JOIN listings l ON l.id = s.listing_id WHERE s.listing_id = $1 FOR UPDATE OF s",
+    )
+    .bind(listing)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ListingError::NotFound("listing"))
+}
+
+/// Applies movements to one listing whose stock row the caller has locked with
+/// [`lock_stock`]; fails with `insufficient_stock` (and changes nothing) when on-hand or
+/// reserved would leave their bounds. Emits one `stock.changed`.
+pub async fn apply(conn: &mut PgConnection, listing: ListingId, moves: &[Movement<'_>]) -> Result<StockLevels> {
+    let (mut on_hand, mut reserved, threshold) = lock_stock(conn, listing).await?;
+    for m in moves {
+        on_hand = on_hand.checked_add(m.on_hand).ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
+        reserved = reserved.checked_add(m.reserved).ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
+    }
+    if on_hand < Quantity::ZERO || reserved < Quantity::ZERO || reserved > on_hand {
+        let (h, r, _) = lock_stock(conn, listing).await?;
+        return Err(ListingError::InsufficientStock { listing, available: h.checked_sub(r).unwrap_or(Quantity::ZERO) });
+    }
+    for m in moves {
+        if let Some(lot) = m.lot {
+            let left: Option<Quantity> = sqlx::query_scalar("UPDATE lots SET on_hand = on_hand + $2 WHERE id = $1 AND on_hand + $2 >= 0 RETURNING on_hand")
+                .bind(lot)
+                .bind(m.on_hand)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if left.is_none() {
+                let (h, r, _) = lock_stock(conn, listing).await?;
+                return Err(ListingError::InsufficientStock { listing, available: h.checked_sub(r).unwrap_or(Quantity::ZERO) });
+            }
+        }
+        sqlx::query(
+            "INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(m.listing)
+        .bind(m.lot)
+        .bind(m.kind)
+        .bind(m.on_hand)
+        .bind(m.reserved)
+        .bind(m.reason)
+        .bind(m.reservation)
+        .bind(m.actor.map(|a| a.account_id))
+        .bind(m.actor.and_then(|a| a.on_behalf_of))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE stock SET on_hand = $2, reserved = $3 WHERE listing_id = $1")
+        .bind(listing)
+        .bind(on_hand)
+        .bind(reserved)
+        .execute(&mut *conn)
+        .await?;
+    let levels = StockLevels::new(on_hand, reserved, threshold);
+    events::emit(conn, "stock.changed", &listing.to_string(), 1, &serde_json::json!({ "listing_id": listing, "stock": levels })).await?;
+    Ok(levels)
+}
+
+/// A lot taken into stock.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LotIntake {
+    /// Lot code (GS1 AI 10): at most 20 ASCII characters.
+    pub lot_code: String,
+    /// Harvest date.
+    pub harvest_date: NaiveDate,
+    /// Quantity in the listing's unit, above 0.
+    pub quantity: Quantity,
+    /// For a cooperative listing: the member household that grew it.
+    pub household_id: Option<AccountId>,
+}
+
+/// A lot.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct LotView {
+    /// Lot id.
+    pub id: uuid::Uuid,
+    /// Lot code.
+    pub lot_code: String,
+    /// Harvest date.
+    pub harvest_date: NaiveDate,
+    /// The household that grew it.
+    pub household_id: Option<AccountId>,
+    /// On hand.
+    pub on_hand: Quantity,
+}
+
+/// Takes a lot into a listing's stock (adding to the lot when its code exists with the
+/// same harvest date). The caller has checked the actor may.
+pub async fn intake(conn: &mut PgConnection, actor: &Actor, listing: ListingId, owner: Owner, i: &LotIntake, row: Option<usize>) -> Result<LotView> {
+    let field = |f: &str| match row {
+        Some(n) => format!("rows[{n}].{f}"),
+        None => f.to_owned(),
+    };
+    let mut p = Problems::default();
+    if let Err(e) = parse_lot_code(&i.lot_code) {
+        p.push(field("lot_code"), e);
+    }
+    p.check(!i.quantity.is_positive(), &field("quantity"), "not_positive", "must be more than 0", "phải lớn hơn 0");
+    p.check(i.harvest_date > Utc::now().date_naive() + chrono::Days::new(1), &field("harvest_date"), "in_future", "must not be in the future", "không được ở tương lai");
+    let household = match owner {
+        Owner::Household(h) => {
+            p.check(i.household_id.is_some_and(|x| x != h), &field("household_id"), "not_owner", "must be the listing's household", "phải là hộ sở hữu tin");
+            h
+        }
+        Owner::Cooperative(c) => match i.household_id {
+            None => {
+                p.check(true, &field("household_id"), "required", "is required for a cooperative listing", "là bắt buộc với tin của hợp tác xã");
+                AccountId(uuid::Uuid::nil())
+            }
+            Some(h) => {
+                p.check(!is_member(conn, c, h).await?, &field("household_id"), "not_a_member", "is not a member of the cooperative", "không phải thành viên của hợp tác xã");
+                h
+            }
+        },
+    };
+    p.finish()?;
+    lock_stock(conn, listing).await?;
+    let lot: LotView = sqlx::query_as(
+        "INSERT INTO lots (id, listing_id, lot_code, harvest_date, household_id) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (listing_id, lot_code) DO UPDATE SET lot_code = EXCLUDED.lot_code
+         RETURNING id, lot_code, harvest_date, household_id, on_hand",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(listing)
+    .bind(&i.lot_code)
+    .bind(i.harvest_date)
+    .bind(household)
+    .fetch_one(&mut *conn)
+    .await?;
+    if lot.harvest_date != i.harvest_date || lot.household_id != Some(household) {
+        return Err(ListingError::field(field("lot_code"), Invalid::new(
+            "lot_exists",
+            "exists on this listing with another harvest date or household",
+            "đã có trong tin này với ngày thu hoạch hoặc hộ khác",
+        )));
+    }
+    apply(conn, listing, &[Movement { listing, lot: Some(lot.id), kind: "intake", on_hand: i.quantity, reserved: Quantity::ZERO, reason: None, reservation: None, actor: Some(actor) }]).await?;
+    audit(conn, actor, Some(household), "stock.intake", ("listing", listing.to_string()), &serde_json::json!({ "lot_code": i.lot_code, "quantity": i.quantity })).await?;
+    Ok(LotView { on_hand: lot.on_hand.checked_add(i.quantity).unwrap_or(lot.on_hand), ..lot })
+}
+
+/// Take a lot into stock.
+#[utoipa::path(post, path = "/v1/listings/{id}/lots", tag = "inventory", params(("id" = String, Path)), request_body = LotIntake,
+    responses((status = 201, body = LotView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn create_lot(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>, Json(i): Json<LotIntake>) -> Result<(StatusCode, AxumJson<LotView>)> {
+    let mut tx = app.pool.begin().await?;
+    let owner = owner_of(&mut tx, id).await?;
+    may_manage(&mut tx, &actor, owner).await?;
+    let lot = intake(&mut tx, &actor, id, owner, &i, None).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, AxumJson(lot)))
+}
+
+/// A correction of a lot's stock.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adjustment {
+    /// The lot.
+    pub lot_code: String,
+    /// Signed change, not 0: −2.5 for 2.5 kg spoiled.
+    pub quantity: Quantity,
+    /// Why: spoilage, recount...
+    pub reason: String,
+}
+
+/// Adjust a lot's stock with a reason.
+#[utoipa::path(post, path = "/v1/listings/{id}/adjustments", tag = "inventory", params(("id" = String, Path)), request_body = Adjustment,
+    responses((status = 200, body = StockLevels), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn adjust_stock(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>, Json(a): Json<Adjustment>) -> Result<AxumJson<StockLevels>> {
+    let mut p = Problems::default();
+    p.check(a.quantity == Quantity::ZERO, "quantity", "zero", "must not be 0", "không được bằng 0");
+    p.check(a.reason.trim().is_empty(), "reason", "required", "must not be empty", "không được để trống");
+    if let Err(e) = parse_lot_code(&a.lot_code) {
+        p.push("lot_code", e);
+    }
+    p.finish()?;
+    let mut tx = app.pool.begin().await?;
+    let owner = owner_of(&mut tx, id).await?;
+    may_manage(&mut tx, &actor, owner).await?;
+    let lot: uuid::Uuid = sqlx::query_scalar("SELECT id FROM lots WHERE listing_id = $1 AND lot_code = $2")
+        .bind(id)
+        .bind(&a.lot_code)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ListingError::field("lot_code", Invalid::new("unknown_lot", "is not a lot of this listing", "không phải lô của tin này")))?;
+    let levels = apply(&mut tx, id, &[Movement { listing: id, lot: Some(lot), kind: "adjustment", on_hand: a.quantity, reserved: Quantity::ZERO, reason: Some(a.reason.trim()), reservation: None, actor: Some(&actor) }]).await?;
+    audit(&mut tx, &actor, household_of(owner), "stock.adjusted", ("listing", id.to_string()), &serde_json::json!({ "lot_code": a.lot_code, "quantity": a.quantity, "reason": a.reason })).await?;
+    tx.commit().await?;
+    Ok(AxumJson(levels))
+}
+
+/// A listing's stock with its lots.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockView {
+    /// The listing.
+    pub listing_id: ListingId,
+    /// Levels.
+    pub stock: StockLevels,
+    /// Lots with stock, oldest harvest first.
+    pub lots: Vec<LotView>,
+}
+
+/// Loads a listing's stock and lots.
+pub async fn stock_view(conn: &mut PgConnection, id: ListingId) -> Result<StockView> {
+    let (on_hand, reserved, threshold): (Quantity, Quantity, Option<Quantity>) = sqlx::query_as(
+        "SELECT s.on_hand, s.reserved, l.low_stock_threshold FROM stock s JOIN listings l ON l.id = s.listing_id WHERE s.listing_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(ListingError::NotFound("listing"))?;
+    let lots = sqlx::query_as::<_, LotView>(
+        "SELECT id, lot_code, harvest_date, household_id, on_hand FROM lots WHERE listing_id = $1 AND on_hand > 0 ORDER BY harvest_date, created_at",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    Ok(StockView { listing_id: id, stock: StockLevels::new(on_hand, reserved, threshold), lots })
+}
+
+/// A listing's stock and lots (those who manage it).
+#[utoipa::path(get, path = "/v1/listings/{id}/stock", tag = "inventory", params(("id" = String, Path)),
+    responses((status = 200, body = StockView), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn get_stock(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>) -> Result<AxumJson<StockView>> {
+    let mut conn = app.pool.acquire().await?;
+    let owner = owner_of(&mut conn, id).await?;
+    may_manage(&mut conn, &actor, owner).await?;
+    Ok(AxumJson(stock_view(&mut conn, id).await?))
+}
+
+/// One stock movement.
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+pub struct MovementView {
+    /// Kind.
+    pub kind: String,
+    /// Lot code, for on-hand changes.
+    pub lot_code: Option<String>,
+    /// Change of on-hand.
+    pub on_hand_delta: Quantity,
+    /// Change of reserved.
+    pub reserved_delta: Quantity,
+    /// Why.
+    pub reason: Option<String>,
+    /// The reservation.
+    pub reservation_id: Option<ReservationId>,
+    /// Who.
+    pub actor_id: Option<AccountId>,
+    /// For whom.
+    pub on_behalf_of: Option<AccountId>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A listing's stock movements, oldest first (those who manage it).
+#[utoipa::path(get, path = "/v1/listings/{id}/movements", tag = "inventory", params(("id" = String, Path)),
+    responses((status = 200, body = [MovementView]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn list_movements(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>) -> Result<AxumJson<Vec<MovementView>>> {
+    let mut conn = app.pool.acquire().await?;
+    let owner = owner_of(&mut conn, id).await?;
+    may_manage(&mut conn, &actor, owner).await?;
+    let rows = sqlx::query_as::<_, MovementView>(
+        "SELECT m.kind, l.lot_code, m.on_hand_delta, m.reserved_delta, m.reason, m.reservation_id, m.actor_id, m.on_behalf_of, m.at
+         FROM stock_movements m LEFT JOIN lots l ON l.id = m.lot_id WHERE m.listing_id = $1 ORDER BY m.at, m.id LIMIT 10000",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(AxumJson(rows))
+}

@@ -11,6 +11,7 @@ COPY src/ src/
 COPY shared/ shared/
 COPY services/ services/
 COPY migrations/ migrations/
+COPY data/ data/
 # Cargo.toml declares the `integration` test target at tests/main.rs; keep the
 # manifest's paths valid even though the test is not built here.
 COPY tests/ tests/

@@ -254,11 +254,17 @@ pub struct SeedRequest {
 pub async fn seed(settings: Settings, request: SeedRequest) -> anyhow::Result<Vec<String>> {
     let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
     let result = async {
-        let pool = platform.open_schema(nongsan_listing::NAME, &nongsan_listing::MIGRATOR).await?;
+        let pool = platform
+            .open_schema(nongsan_listing::NAME, &nongsan_listing::MIGRATOR)
+            .await?;
         let mut said = Vec::new();
         if request.demo {
             let n = nongsan_listing::seed::seed_demo(&pool).await?;
-            said.push(if n == 0 { "demo data is already there".to_owned() } else { format!("created {n} demo listings") });
+            said.push(if n == 0 {
+                "demo data is already there".to_owned()
+            } else {
+                format!("created {n} demo listings")
+            });
         }
         if let Some((phone, password)) = request.operator {
             let id = nongsan_listing::identity::upsert_operator(&pool, &phone, password)
@@ -285,16 +291,26 @@ pub async fn import_stock(
 ) -> anyhow::Result<usize> {
     use nongsan_listing::coop;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let is_xlsx = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
-    let rows = if is_xlsx { coop::read_xlsx(&bytes) } else { coop::read_csv(&bytes) }.map_err(describe_listing_error)?;
+    let is_xlsx = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
+    let rows = if is_xlsx {
+        coop::read_xlsx(&bytes)
+    } else {
+        coop::read_csv(&bytes)
+    }
+    .map_err(describe_listing_error)?;
     let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
     let result = async {
-        let pool = platform.open_schema(nongsan_listing::NAME, &nongsan_listing::MIGRATOR).await?;
-        let manager: nongsan_shared::AccountId = sqlx::query_scalar("SELECT manager_id FROM cooperatives WHERE id = $1")
-            .bind(cooperative)
-            .fetch_optional(&pool)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("there is no cooperative {cooperative}"))?;
+        let pool = platform
+            .open_schema(nongsan_listing::NAME, &nongsan_listing::MIGRATOR)
+            .await?;
+        let manager: nongsan_shared::AccountId =
+            sqlx::query_scalar("SELECT manager_id FROM cooperatives WHERE id = $1")
+                .bind(cooperative)
+                .fetch_optional(&pool)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("there is no cooperative {cooperative}"))?;
         let actor = nongsan_shared::auth::Actor {
             account_id: manager,
             role: nongsan_shared::auth::Role::CooperativeManager,
@@ -302,9 +318,11 @@ pub async fn import_stock(
         };
         let mut tx = pool.begin().await?;
         progress(rows.len(), 0);
-        let report = coop::import_rows(&mut tx, &actor, cooperative, &rows, &|n| progress(rows.len(), n))
-            .await
-            .map_err(describe_listing_error)?;
+        let report = coop::import_rows(&mut tx, &actor, cooperative, &rows, &|n| {
+            progress(rows.len(), n)
+        })
+        .await
+        .map_err(describe_listing_error)?;
         tx.commit().await?;
         pool.close().await;
         anyhow::Ok(report.imported)
@@ -318,7 +336,10 @@ pub async fn import_stock(
 fn describe_listing_error(e: nongsan_listing::error::ListingError) -> anyhow::Error {
     match e {
         nongsan_listing::error::ListingError::Invalid(errors) => {
-            let lines: Vec<String> = errors.iter().map(|f| format!("{}: {}", f.field, f.text.en)).collect();
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.text.en))
+                .collect();
             anyhow::anyhow!("nothing was imported:\n{}", lines.join("\n"))
         }
         other => anyhow::anyhow!("{other}"),

@@ -96,7 +96,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let operator = match operator {
                 None => None,
                 Some(phone) => {
-                    let phone = nongsan_shared::PhoneNumber::parse(&phone).map_err(|e| anyhow::anyhow!("--operator {e}"))?;
+                    let phone = nongsan_shared::PhoneNumber::parse(&phone)
+                        .map_err(|e| anyhow::anyhow!("--operator {e}"))?;
                     let password = std::env::var("NONGSAN_OPERATOR_PASSWORD")
                         .ok()
                         .filter(|p| p.chars().count() >= 8)
@@ -104,7 +105,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     Some((phone, password))
                 }
             };
-            anyhow::ensure!(demo || operator.is_some(), "say what to seed: --demo and/or --operator PHONE");
+            anyhow::ensure!(
+                demo || operator.is_some(),
+                "say what to seed: --demo and/or --operator PHONE"
+            );
             for line in nongsan::seed(settings, nongsan::SeedRequest { demo, operator }).await? {
                 writeln!(std::io::stdout(), "{line}")?;
             }

@@ -2,4 +2,5 @@
 //! binary, so the harness and the build are shared.
 
 mod foundation;
+mod listing;
 mod support;

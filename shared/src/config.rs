@@ -117,7 +117,8 @@ impl Settings {
     /// environment.
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var_os("NONGSAN_CONFIG").map(PathBuf::from);
-        let prefixed = Env::prefixed("NONGSAN_").ignore(&["CONFIG", "FAILPOINTS", "OPERATOR_PASSWORD"]);
+        let prefixed =
+            Env::prefixed("NONGSAN_").ignore(&["CONFIG", "FAILPOINTS", "OPERATOR_PASSWORD"]);
         let plain = Env::raw().filter(|k| {
             UNPREFIXED
                 .iter()

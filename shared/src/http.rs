@@ -108,7 +108,9 @@ fn describe_data_error(field: String, err: &serde_json::Error) -> FieldError {
 
 fn describe_message(field: String, msg: &str) -> FieldError {
     let (field, msg) = match (field.is_empty(), field_of(msg)) {
-        (true, Some(f)) if !msg.starts_with("missing field") && !msg.starts_with("unknown field") => {
+        (true, Some(f))
+            if !msg.starts_with("missing field") && !msg.starts_with("unknown field") =>
+        {
             let rest = msg[f.len() + 2..].to_owned();
             (f, rest)
         }
@@ -348,13 +350,18 @@ pub struct Query<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         invalid::clear();
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
             Err(rejection) => {
                 let text = rejection.body_text();
-                let msg = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+                let msg = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
                 let fe = match invalid::take_last() {
                     Some(reason) => reason.at(field_of(msg).unwrap_or_default()),
                     None => describe_message(String::new(), msg),
@@ -367,7 +374,9 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
 
 /// The parameter a serde message names ("q: invalid digit" or "missing field `q`").
 fn field_of(msg: &str) -> Option<String> {
-    msg.split_once(": ").map(|(f, _)| f.to_owned()).filter(|f| !f.contains(' '))
+    msg.split_once(": ")
+        .map(|(f, _)| f.to_owned())
+        .filter(|f| !f.contains(' '))
 }
 
 /// Path parameters parsed into `T`; a malformed id is 404, since nothing can have it.
@@ -377,13 +386,19 @@ pub struct Path<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
             Err(_) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                Text::new("Nothing exists at this address.", "Không có gì ở địa chỉ này."),
+                Text::new(
+                    "Nothing exists at this address.",
+                    "Không có gì ở địa chỉ này.",
+                ),
             )),
         }
     }

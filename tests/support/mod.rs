@@ -11,6 +11,7 @@
     reason = "each test module uses a different part of the harness"
 )]
 
+pub mod actors;
 pub mod process;
 
 use std::{

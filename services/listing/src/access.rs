@@ -23,7 +23,10 @@ use crate::error::{ListingError, Result};
 pub struct AppState(pub Arc<App>);
 
 /// The service's dependencies.
-#[expect(missing_debug_implementations, reason = "holds a trait object; AppState prints as a name")]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds a trait object; AppState prints as a name"
+)]
 pub struct App {
     /// The `listing` schema.
     pub pool: PgPool,
@@ -79,20 +82,33 @@ pub async fn acting_household(conn: &mut PgConnection, actor: &Actor) -> Result<
 pub async fn may_manage(conn: &mut PgConnection, actor: &Actor, owner: Owner) -> Result<()> {
     let allowed = match (actor.role, owner) {
         (Role::Operator, _) => true,
-        (Role::Household, Owner::Household(h)) => actor.account_id == h && actor.on_behalf_of.is_none(),
+        (Role::Household, Owner::Household(h)) => {
+            actor.account_id == h && actor.on_behalf_of.is_none()
+        }
         (Role::Helper, Owner::Household(h)) => {
             actor.on_behalf_of == Some(h) && is_assigned(conn, actor.account_id, h).await?
         }
         (Role::CooperativeManager, Owner::Household(h)) => {
-            actor.on_behalf_of.is_none_or(|b| b == h) && manages_member(conn, actor.account_id, h).await?
+            actor.on_behalf_of.is_none_or(|b| b == h)
+                && manages_member(conn, actor.account_id, h).await?
         }
-        (Role::CooperativeManager, Owner::Cooperative(c)) => manages(conn, actor.account_id, c).await?,
+        (Role::CooperativeManager, Owner::Cooperative(c)) => {
+            manages(conn, actor.account_id, c).await?
+        }
         _ => false,
     };
-    if allowed { Ok(()) } else { Err(ListingError::Forbidden) }
+    if allowed {
+        Ok(())
+    } else {
+        Err(ListingError::Forbidden)
+    }
 }
 
-async fn is_assigned(conn: &mut PgConnection, helper: AccountId, household: AccountId) -> Result<bool> {
+async fn is_assigned(
+    conn: &mut PgConnection,
+    helper: AccountId,
+    household: AccountId,
+) -> Result<bool> {
     Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM helper_assignments WHERE helper_id = $1 AND household_id = $2)")
         .bind(helper)
         .bind(household)
@@ -101,15 +117,25 @@ async fn is_assigned(conn: &mut PgConnection, helper: AccountId, household: Acco
 }
 
 /// Whether `manager` manages cooperative `coop`.
-pub async fn manages(conn: &mut PgConnection, manager: AccountId, coop: CooperativeId) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1 AND manager_id = $2)")
-        .bind(coop)
-        .bind(manager)
-        .fetch_one(conn)
-        .await?)
+pub async fn manages(
+    conn: &mut PgConnection,
+    manager: AccountId,
+    coop: CooperativeId,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1 AND manager_id = $2)",
+    )
+    .bind(coop)
+    .bind(manager)
+    .fetch_one(conn)
+    .await?)
 }
 
-async fn manages_member(conn: &mut PgConnection, manager: AccountId, household: AccountId) -> Result<bool> {
+async fn manages_member(
+    conn: &mut PgConnection,
+    manager: AccountId,
+    household: AccountId,
+) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM cooperative_members m JOIN cooperatives c ON c.id = m.cooperative_id
          WHERE c.manager_id = $1 AND m.household_id = $2 AND m.left_at IS NULL)",
@@ -121,7 +147,11 @@ async fn manages_member(conn: &mut PgConnection, manager: AccountId, household: 
 }
 
 /// Whether `household` is a current member of `coop`.
-pub async fn is_member(conn: &mut PgConnection, coop: CooperativeId, household: AccountId) -> Result<bool> {
+pub async fn is_member(
+    conn: &mut PgConnection,
+    coop: CooperativeId,
+    household: AccountId,
+) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM cooperative_members WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL)",
     )
@@ -141,7 +171,9 @@ pub async fn audit(
     subject: (&str, String),
     details: &impl Serialize,
 ) -> Result<()> {
-    let on_behalf_of = household.filter(|h| *h != actor.account_id).or(actor.on_behalf_of);
+    let on_behalf_of = household
+        .filter(|h| *h != actor.account_id)
+        .or(actor.on_behalf_of);
     sqlx::query(
         "INSERT INTO audit_log (id, actor_id, actor_role, on_behalf_of, action, subject_type, subject_id, details)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -47,11 +47,16 @@ pub struct CoopStockLine {
 /// Stock of the cooperative's pooled listings and its members' listings (the manager).
 #[utoipa::path(get, path = "/v1/cooperatives/{id}/stock", tag = "cooperatives", params(("id" = String, Path)),
     responses((status = 200, body = [CoopStockLine]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn get_cooperative_stock(State(app): State<AppState>, actor: Actor, Path(id): Path<CooperativeId>) -> Result<AxumJson<Vec<CoopStockLine>>> {
+pub async fn get_cooperative_stock(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<CooperativeId>,
+) -> Result<AxumJson<Vec<CoopStockLine>>> {
     let mut conn = app.pool.acquire().await?;
     load_cooperative(&mut conn, id).await?;
     may_manage(&mut conn, &actor, Owner::Cooperative(id)).await?;
-    let rows: Vec<(ListingId, String, String, Option<AccountId>, Quantity, Quantity, Option<Quantity>)> = sqlx::query_as(
+    type Row = (ListingId, String, String, Option<AccountId>, Quantity, Quantity, Option<Quantity>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT l.id, l.title, l.unit_code, l.household_id, s.on_hand, s.reserved, l.low_stock_threshold
          FROM listings l JOIN stock s ON s.listing_id = l.id
          WHERE l.cooperative_id = $1
@@ -63,14 +68,22 @@ pub async fn get_cooperative_stock(State(app): State<AppState>, actor: Actor, Pa
     .await?;
     Ok(AxumJson(
         rows.into_iter()
-            .map(|(listing_id, title, unit, household_id, on_hand, reserved, threshold)| CoopStockLine {
-                listing_id,
-                title,
-                unit,
-                kind: if household_id.is_some() { "member" } else { "pooled" },
-                household_id,
-                stock: StockLevels::new(on_hand, reserved, threshold),
-            })
+            .map(
+                |(listing_id, title, unit, household_id, on_hand, reserved, threshold)| {
+                    CoopStockLine {
+                        listing_id,
+                        title,
+                        unit,
+                        kind: if household_id.is_some() {
+                            "member"
+                        } else {
+                            "pooled"
+                        },
+                        household_id,
+                        stock: StockLevels::new(on_hand, reserved, threshold),
+                    }
+                },
+            )
             .collect(),
     ))
 }
@@ -93,9 +106,20 @@ pub struct PoolRequest {
 /// keeps its code, harvest date and household.
 #[utoipa::path(post, path = "/v1/cooperatives/{id}/pooling", tag = "cooperatives", params(("id" = String, Path)), request_body = PoolRequest,
     responses((status = 200, body = StockLevels), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn pool_lot(State(app): State<AppState>, actor: Actor, Path(id): Path<CooperativeId>, Json(r): Json<PoolRequest>) -> Result<AxumJson<StockLevels>> {
+pub async fn pool_lot(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<CooperativeId>,
+    Json(r): Json<PoolRequest>,
+) -> Result<AxumJson<StockLevels>> {
     let mut p = Problems::default();
-    p.check(!r.quantity.is_positive(), "quantity", "not_positive", "must be more than 0", "phải lớn hơn 0");
+    p.check(
+        !r.quantity.is_positive(),
+        "quantity",
+        "not_positive",
+        "must be more than 0",
+        "phải lớn hơn 0",
+    );
     if let Err(e) = parse_lot_code(&r.lot_code) {
         p.push("lot_code", e);
     }
@@ -104,41 +128,90 @@ pub async fn pool_lot(State(app): State<AppState>, actor: Actor, Path(id): Path<
     load_cooperative(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
     if owner_of(&mut tx, r.to_listing_id).await? != Owner::Cooperative(id) {
-        return Err(ListingError::field("to_listing_id", Invalid::new("not_pooled", "is not a listing of this cooperative", "không phải tin của hợp tác xã này")));
+        return Err(ListingError::field(
+            "to_listing_id",
+            Invalid::new(
+                "not_pooled",
+                "is not a listing of this cooperative",
+                "không phải tin của hợp tác xã này",
+            ),
+        ));
     }
     let Owner::Household(member) = owner_of(&mut tx, r.from_listing_id).await? else {
-        return Err(ListingError::field("from_listing_id", Invalid::new("not_member_listing", "is not a member household's listing", "không phải tin của hộ thành viên")));
+        return Err(ListingError::field(
+            "from_listing_id",
+            Invalid::new(
+                "not_member_listing",
+                "is not a member household's listing",
+                "không phải tin của hộ thành viên",
+            ),
+        ));
     };
     if !is_member(&mut tx, id, member).await? {
         return Err(ListingError::Forbidden);
     }
-    let units: Vec<String> = sqlx::query_scalar("SELECT unit_code FROM listings WHERE id = ANY($1)")
-        .bind([r.from_listing_id.0, r.to_listing_id.0])
-        .fetch_all(&mut *tx)
-        .await?;
+    let units: Vec<String> =
+        sqlx::query_scalar("SELECT unit_code FROM listings WHERE id = ANY($1)")
+            .bind([r.from_listing_id.0, r.to_listing_id.0])
+            .fetch_all(&mut *tx)
+            .await?;
     if units.len() != 2 || units[0] != units[1] {
-        return Err(ListingError::field("to_listing_id", Invalid::new("unit_mismatch", "is sold in another unit", "bán theo đơn vị tính khác")));
+        return Err(ListingError::field(
+            "to_listing_id",
+            Invalid::new(
+                "unit_mismatch",
+                "is sold in another unit",
+                "bán theo đơn vị tính khác",
+            ),
+        ));
     }
-    let (lot, harvest): (uuid::Uuid, NaiveDate) = sqlx::query_as("SELECT id, harvest_date FROM lots WHERE listing_id = $1 AND lot_code = $2")
-        .bind(r.from_listing_id)
-        .bind(&r.lot_code)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ListingError::field("lot_code", Invalid::new("unknown_lot", "is not a lot of that listing", "không phải lô của tin đó")))?;
+    let (lot, harvest): (uuid::Uuid, NaiveDate) =
+        sqlx::query_as("SELECT id, harvest_date FROM lots WHERE listing_id = $1 AND lot_code = $2")
+            .bind(r.from_listing_id)
+            .bind(&r.lot_code)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                ListingError::field(
+                    "lot_code",
+                    Invalid::new(
+                        "unknown_lot",
+                        "is not a lot of that listing",
+                        "không phải lô của tin đó",
+                    ),
+                )
+            })?;
     let reason = format!("pooled into {}", r.to_listing_id);
-    apply(&mut tx, r.from_listing_id, &[Movement {
-        listing: r.from_listing_id,
-        lot: Some(lot),
-        kind: "adjustment",
-        on_hand: -r.quantity,
-        reserved: Quantity::ZERO,
-        reason: Some(&reason),
-        reservation: None,
-        actor: Some(&actor),
-    }])
+    apply(
+        &mut tx,
+        r.from_listing_id,
+        &[Movement {
+            listing: r.from_listing_id,
+            lot: Some(lot),
+            kind: "adjustment",
+            on_hand: -r.quantity,
+            reserved: Quantity::ZERO,
+            reason: Some(&reason),
+            reservation: None,
+            actor: Some(&actor),
+        }],
+    )
     .await?;
-    let intake = LotIntake { lot_code: r.lot_code.clone(), harvest_date: harvest, quantity: r.quantity, household_id: Some(member) };
-    inventory::intake(&mut tx, &actor, r.to_listing_id, Owner::Cooperative(id), &intake, None).await?;
+    let intake = LotIntake {
+        lot_code: r.lot_code.clone(),
+        harvest_date: harvest,
+        quantity: r.quantity,
+        household_id: Some(member),
+    };
+    inventory::intake(
+        &mut tx,
+        &actor,
+        r.to_listing_id,
+        Owner::Cooperative(id),
+        &intake,
+        None,
+    )
+    .await?;
     audit(&mut tx, &actor, Some(member), "stock.pooled", ("listing", r.to_listing_id.to_string()), &serde_json::json!({ "from": r.from_listing_id, "lot_code": r.lot_code, "quantity": r.quantity })).await?;
     let levels = inventory::stock_view(&mut tx, r.to_listing_id).await?.stock;
     tx.commit().await?;
@@ -167,22 +240,55 @@ pub struct ImportReport {
     pub imported: usize,
 }
 
-const COLUMNS: [&str; 5] = ["listing", "lot_code", "household", "quantity", "harvest_date"];
+const COLUMNS: [&str; 5] = [
+    "listing",
+    "lot_code",
+    "household",
+    "quantity",
+    "harvest_date",
+];
 
 /// Reads rows from CSV text with a header naming the five columns (in any order).
 pub fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
-    let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
-        .map_err(|_| ListingError::field("file", Invalid::new("not_utf8", "must be UTF-8 text", "phải là văn bản UTF-8")))?;
-    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)).map_err(
+        |_| {
+            ListingError::field(
+                "file",
+                Invalid::new("not_utf8", "must be UTF-8 text", "phải là văn bản UTF-8"),
+            )
+        },
+    )?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let headers: Vec<String> = reader
         .headers()
-        .map_err(|e| ListingError::field("file", Invalid::new("bad_csv", format!("is not CSV: {e}"), format!("không phải CSV: {e}"))))?
+        .map_err(|e| {
+            ListingError::field(
+                "file",
+                Invalid::new(
+                    "bad_csv",
+                    format!("is not CSV: {e}"),
+                    format!("không phải CSV: {e}"),
+                ),
+            )
+        })?
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
     let mut records = Vec::new();
     for rec in reader.records() {
-        let rec = rec.map_err(|e| ListingError::field("file", Invalid::new("bad_csv", format!("is not CSV: {e}"), format!("không phải CSV: {e}"))))?;
+        let rec = rec.map_err(|e| {
+            ListingError::field(
+                "file",
+                Invalid::new(
+                    "bad_csv",
+                    format!("is not CSV: {e}"),
+                    format!("không phải CSV: {e}"),
+                ),
+            )
+        })?;
         records.push(rec.iter().map(str::to_owned).collect::<Vec<_>>());
     }
     to_rows(&headers, records)
@@ -191,9 +297,22 @@ pub fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
 /// Reads rows from the first sheet of an XLSX workbook.
 pub fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
     use calamine::{Data, Reader, Xlsx};
-    let bad = |e: String| ListingError::field("file", Invalid::new("bad_xlsx", format!("is not an XLSX workbook: {e}"), format!("không phải tệp XLSX: {e}")));
-    let mut book: Xlsx<_> = Xlsx::new(std::io::Cursor::new(bytes.to_vec())).map_err(|e| bad(e.to_string()))?;
-    let range = book.worksheet_range_at(0).ok_or_else(|| bad("no sheet".to_owned()))?.map_err(|e| bad(e.to_string()))?;
+    let bad = |e: String| {
+        ListingError::field(
+            "file",
+            Invalid::new(
+                "bad_xlsx",
+                format!("is not an XLSX workbook: {e}"),
+                format!("không phải tệp XLSX: {e}"),
+            ),
+        )
+    };
+    let mut book: Xlsx<_> =
+        Xlsx::new(std::io::Cursor::new(bytes.to_vec())).map_err(|e| bad(e.to_string()))?;
+    let range = book
+        .worksheet_range_at(0)
+        .ok_or_else(|| bad("no sheet".to_owned()))?
+        .map_err(|e| bad(e.to_string()))?;
     let cell = |c: &Data| match c {
         // Excel counts days from 1899-12-30.
         Data::DateTime(d) => NaiveDate::from_ymd_opt(1899, 12, 30)
@@ -204,7 +323,10 @@ pub fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
         other => other.to_string().trim().to_owned(),
     };
     let mut rows = range.rows();
-    let headers: Vec<String> = rows.next().map(|r| r.iter().map(|c| cell(c).to_ascii_lowercase()).collect()).unwrap_or_default();
+    let headers: Vec<String> = rows
+        .next()
+        .map(|r| r.iter().map(|c| cell(c).to_ascii_lowercase()).collect())
+        .unwrap_or_default();
     let records = rows.map(|r| r.iter().map(cell).collect()).collect();
     to_rows(&headers, records)
 }
@@ -215,7 +337,13 @@ fn to_rows(headers: &[String], records: Vec<Vec<String>>) -> Result<Vec<ImportRo
     for (k, col) in COLUMNS.iter().enumerate() {
         match headers.iter().position(|h| h == col) {
             Some(i) => idx[k] = i,
-            None => p.check(true, "file", "missing_column", &format!("has no `{col}` column"), &format!("thiếu cột `{col}`")),
+            None => p.check(
+                true,
+                "file",
+                "missing_column",
+                &format!("has no `{col}` column"),
+                &format!("thiếu cột `{col}`"),
+            ),
         }
     }
     p.finish()?;
@@ -223,21 +351,47 @@ fn to_rows(headers: &[String], records: Vec<Vec<String>>) -> Result<Vec<ImportRo
     Ok(records
         .into_iter()
         .filter(|r| r.iter().any(|c| !c.trim().is_empty()))
-        .map(|r| ImportRow { listing: get(&r, 0), lot_code: get(&r, 1), household: get(&r, 2), quantity: get(&r, 3), harvest_date: get(&r, 4) })
+        .map(|r| ImportRow {
+            listing: get(&r, 0),
+            lot_code: get(&r, 1),
+            household: get(&r, 2),
+            quantity: get(&r, 3),
+            harvest_date: get(&r, 4),
+        })
         .collect())
 }
 
 fn parse_date(s: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").or_else(|_| NaiveDate::parse_from_str(s.trim(), "%d/%m/%Y")).ok()
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .or_else(|_| NaiveDate::parse_from_str(s.trim(), "%d/%m/%Y"))
+        .ok()
 }
 
 /// Imports rows into the cooperative's listings (pooled or members'), in one transaction:
 /// if any row is bad, nothing is imported and every bad row is reported as `rows[N]`, N
 /// being its line in the file (the header is line 1). `progress` is called after each row.
-pub async fn import_rows(conn: &mut PgConnection, actor: &Actor, coop: CooperativeId, rows: &[ImportRow], progress: &(dyn Fn(usize) + Sync)) -> Result<ImportReport> {
+pub async fn import_rows(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    coop: CooperativeId,
+    rows: &[ImportRow],
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<ImportReport> {
     let mut p = Problems::default();
-    p.check(rows.is_empty(), "file", "empty", "has no rows", "không có dòng nào");
-    p.check(rows.len() > 10_000, "file", "too_many_rows", "has more than 10,000 rows", "có hơn 10.000 dòng");
+    p.check(
+        rows.is_empty(),
+        "file",
+        "empty",
+        "has no rows",
+        "không có dòng nào",
+    );
+    p.check(
+        rows.len() > 10_000,
+        "file",
+        "too_many_rows",
+        "has more than 10,000 rows",
+        "có hơn 10.000 dòng",
+    );
     p.finish()?;
     let mut p = Problems::default();
     let mut parsed = Vec::new();
@@ -258,7 +412,13 @@ pub async fn import_rows(conn: &mut PgConnection, actor: &Actor, coop: Cooperati
             Some(Owner::Household(h)) => is_member(conn, coop, h).await?,
             None => false,
         };
-        p.check(!allowed, &f("listing"), "unknown_listing", "is not a listing of this cooperative or its members", "không phải tin của hợp tác xã hoặc thành viên");
+        p.check(
+            !allowed,
+            &f("listing"),
+            "unknown_listing",
+            "is not a listing of this cooperative or its members",
+            "không phải tin của hợp tác xã hoặc thành viên",
+        );
         let household = match r.household.trim() {
             "" => None,
             h => match h.parse::<AccountId>() {
@@ -272,21 +432,50 @@ pub async fn import_rows(conn: &mut PgConnection, actor: &Actor, coop: Cooperati
                 },
             },
         };
-        p.check(household.is_none(), &f("household"), "unknown_household", "is not a household id or phone number", "không phải mã hoặc số điện thoại của hộ");
+        p.check(
+            household.is_none(),
+            &f("household"),
+            "unknown_household",
+            "is not a household id or phone number",
+            "không phải mã hoặc số điện thoại của hộ",
+        );
         if let Err(e) = parse_lot_code(r.lot_code.trim()) {
             p.push(f("lot_code"), e);
         }
         let quantity = r.quantity.trim().replace(',', ".").parse::<Quantity>();
         match &quantity {
             Err(e) => p.push(f("quantity"), e.clone()),
-            Ok(q) => p.check(!q.is_positive(), &f("quantity"), "not_positive", "must be more than 0", "phải lớn hơn 0"),
+            Ok(q) => p.check(
+                !q.is_positive(),
+                &f("quantity"),
+                "not_positive",
+                "must be more than 0",
+                "phải lớn hơn 0",
+            ),
         }
         let date = parse_date(&r.harvest_date);
-        p.check(date.is_none(), &f("harvest_date"), "invalid_date", "must be a date (YYYY-MM-DD or DD/MM/YYYY)", "phải là ngày (YYYY-MM-DD hoặc DD/MM/YYYY)");
-        if let (Some(l), Some(o), Some(h), Ok(q), Some(d)) = (listing, owner, household, quantity, date)
+        p.check(
+            date.is_none(),
+            &f("harvest_date"),
+            "invalid_date",
+            "must be a date (YYYY-MM-DD or DD/MM/YYYY)",
+            "phải là ngày (YYYY-MM-DD hoặc DD/MM/YYYY)",
+        );
+        if let (Some(l), Some(o), Some(h), Ok(q), Some(d)) =
+            (listing, owner, household, quantity, date)
             && allowed
         {
-            parsed.push((line, l, o, LotIntake { lot_code: r.lot_code.trim().to_owned(), harvest_date: d, quantity: q, household_id: Some(h) }));
+            parsed.push((
+                line,
+                l,
+                o,
+                LotIntake {
+                    lot_code: r.lot_code.trim().to_owned(),
+                    harvest_date: d,
+                    quantity: q,
+                    household_id: Some(h),
+                },
+            ));
         }
     }
     p.finish()?;
@@ -305,8 +494,18 @@ pub async fn import_rows(conn: &mut PgConnection, actor: &Actor, coop: Cooperati
         }
     }
     problems.finish()?;
-    audit(conn, actor, None, "stock.imported", ("cooperative", coop.to_string()), &serde_json::json!({ "rows": parsed.len() })).await?;
-    Ok(ImportReport { imported: parsed.len() })
+    audit(
+        conn,
+        actor,
+        None,
+        "stock.imported",
+        ("cooperative", coop.to_string()),
+        &serde_json::json!({ "rows": parsed.len() }),
+    )
+    .await?;
+    Ok(ImportReport {
+        imported: parsed.len(),
+    })
 }
 
 /// Import stock from a CSV (`text/csv`) or XLSX file: columns listing, lot_code, household,
@@ -314,14 +513,31 @@ pub async fn import_rows(conn: &mut PgConnection, actor: &Actor, coop: Cooperati
 #[utoipa::path(post, path = "/v1/cooperatives/{id}/imports", tag = "cooperatives", params(("id" = String, Path)),
     request_body(content = String, content_type = "text/csv", description = "CSV, or an XLSX workbook as application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
     responses((status = 200, body = ImportReport), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn import_stock(State(app): State<AppState>, actor: Actor, Path(id): Path<CooperativeId>, headers: HeaderMap, body: Bytes) -> Result<AxumJson<ImportReport>> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+pub async fn import_stock(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<CooperativeId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<AxumJson<ImportReport>> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let rows = if ct.starts_with("text/csv") {
         read_csv(&body)?
     } else if ct.starts_with("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet") {
         read_xlsx(&body)?
     } else {
-        return Err(ListingError::field("content-type", Invalid::new("unsupported_media_type", "must be text/csv or an XLSX type", "phải là text/csv hoặc XLSX")));
+        return Err(ListingError::field(
+            "content-type",
+            Invalid::new(
+                "unsupported_media_type",
+                "must be text/csv or an XLSX type",
+                "phải là text/csv hoặc XLSX",
+            ),
+        ));
     };
     let mut tx = app.pool.begin().await?;
     load_cooperative(&mut tx, id).await?;

@@ -48,7 +48,10 @@ pub enum ListingError {
 impl ListingError {
     /// A 409 with its own code.
     pub fn conflict(code: &'static str, en: impl Into<String>, vi: impl Into<String>) -> Self {
-        Self::Conflict { code, text: Text::new(en, vi) }
+        Self::Conflict {
+            code,
+            text: Text::new(en, vi),
+        }
     }
 
     /// A 422 for one field.
@@ -82,7 +85,10 @@ impl From<ListingError> for ApiError {
             ListingError::BadCredentials => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_credentials",
-                Text::new("Wrong phone number or password.", "Sai số điện thoại hoặc mật khẩu."),
+                Text::new(
+                    "Wrong phone number or password.",
+                    "Sai số điện thoại hoặc mật khẩu.",
+                ),
             ),
             ListingError::Db(e) => e.into(),
             ListingError::Other(e) => ApiError::internal(e),
@@ -128,6 +134,10 @@ impl Problems {
 
     /// `Ok` when nothing was recorded.
     pub fn finish(self) -> Result<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(ListingError::Invalid(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ListingError::Invalid(self.0))
+        }
     }
 }

@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
-    password_hash::SaltString,
-};
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 use axum::{
     Json as AxumJson,
     extract::{Path, State},
@@ -153,8 +150,20 @@ pub struct Registered {
 
 fn check_password(p: &mut Problems, field: &str, password: &str) {
     let n = password.chars().count();
-    p.check(n < 8, field, "too_short", "must be at least 8 characters", "phải có ít nhất 8 ký tự");
-    p.check(n > 256, field, "too_long", "must be at most 256 characters", "tối đa 256 ký tự");
+    p.check(
+        n < 8,
+        field,
+        "too_short",
+        "must be at least 8 characters",
+        "phải có ít nhất 8 ký tự",
+    );
+    p.check(
+        n > 256,
+        field,
+        "too_long",
+        "must be at most 256 characters",
+        "tối đa 256 ký tự",
+    );
 }
 
 /// Hashes a password with argon2id (off the async threads: it is slow on purpose).
@@ -177,7 +186,11 @@ async fn verify_password(password: String, hash: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || {
         // An unknown account still costs one verification, so timing does not tell.
         let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        PasswordHash::new(&hash).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
     })
     .await
     .unwrap_or(false)
@@ -204,7 +217,11 @@ pub async fn insert_account(
     display_name: &str,
     created_by: Option<AccountId>,
 ) -> Result<AccountView> {
-    let status = if password_hash.is_some() { "active" } else { "pending_activation" };
+    let status = if password_hash.is_some() {
+        "active"
+    } else {
+        "pending_activation"
+    };
     let res = sqlx::query_as::<_, AccountView>(
         "INSERT INTO accounts (id, phone, password_hash, role, display_name, status, created_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -220,16 +237,22 @@ pub async fn insert_account(
     .fetch_one(conn)
     .await;
     match res {
-        Err(sqlx::Error::Database(d)) if d.constraint() == Some("accounts_phone_key") => Err(ListingError::conflict(
-            "phone_taken",
-            "An account with this phone number already exists.",
-            "Số điện thoại này đã được đăng ký.",
-        )),
+        Err(sqlx::Error::Database(d)) if d.constraint() == Some("accounts_phone_key") => {
+            Err(ListingError::conflict(
+                "phone_taken",
+                "An account with this phone number already exists.",
+                "Số điện thoại này đã được đăng ký.",
+            ))
+        }
         other => Ok(other?),
     }
 }
 
-async fn issue_session(conn: &mut PgConnection, app: &AppState, account: AccountView) -> Result<Session> {
+async fn issue_session(
+    conn: &mut PgConnection,
+    app: &AppState,
+    account: AccountView,
+) -> Result<Session> {
     let refresh = random_token();
     sqlx::query("INSERT INTO refresh_tokens (id, account_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + make_interval(days => $4))")
         .bind(uuid::Uuid::now_v7())
@@ -250,7 +273,10 @@ async fn issue_session(conn: &mut PgConnection, app: &AppState, account: Account
 /// Register a buyer or a household.
 #[utoipa::path(post, path = "/v1/accounts", tag = "identity", request_body = Registration,
     responses((status = 201, body = Registered), (status = 409, description = "Phone number taken", body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn register_account(State(app): State<AppState>, Json(r): Json<Registration>) -> Result<(StatusCode, AxumJson<Registered>)> {
+pub async fn register_account(
+    State(app): State<AppState>,
+    Json(r): Json<Registration>,
+) -> Result<(StatusCode, AxumJson<Registered>)> {
     let mut p = Problems::default();
     check_password(&mut p, "password", &r.password);
     sellers::check_name(&mut p, "display_name", &r.display_name);
@@ -262,29 +288,67 @@ pub async fn register_account(State(app): State<AppState>, Json(r): Json<Registr
         "phải là buyer hoặc household; các vai trò khác do quản trị viên cấp",
     );
     match (&r.role, &r.household) {
-        (Role::Household, None) => p.check(true, "household", "required", "is required for a household", "là bắt buộc với hộ sản xuất"),
+        (Role::Household, None) => p.check(
+            true,
+            "household",
+            "required",
+            "is required for a household",
+            "là bắt buộc với hộ sản xuất",
+        ),
         (Role::Household, Some(h)) => sellers::check_household(&mut p, "household", h),
-        (_, Some(_)) => p.check(true, "household", "not_allowed", "is only for a household", "chỉ dành cho hộ sản xuất"),
+        (_, Some(_)) => p.check(
+            true,
+            "household",
+            "not_allowed",
+            "is only for a household",
+            "chỉ dành cho hộ sản xuất",
+        ),
         _ => {}
     }
     p.finish()?;
     let hash = hash_password(r.password).await?;
     let mut tx = app.pool.begin().await?;
-    let account = insert_account(&mut tx, &r.phone, Some(&hash), r.role, &r.display_name, None).await?;
+    let account = insert_account(
+        &mut tx,
+        &r.phone,
+        Some(&hash),
+        r.role,
+        &r.display_name,
+        None,
+    )
+    .await?;
     let household = match &r.household {
         Some(h) => Some(sellers::insert_household(&mut tx, account.id, h).await?),
         None => None,
     };
-    let actor = Actor { account_id: account.id, role: account.role, on_behalf_of: None };
-    audit(&mut tx, &actor, None, "account.registered", ("account", account.id.to_string()), &serde_json::json!({ "role": account.role })).await?;
+    let actor = Actor {
+        account_id: account.id,
+        role: account.role,
+        on_behalf_of: None,
+    };
+    audit(
+        &mut tx,
+        &actor,
+        None,
+        "account.registered",
+        ("account", account.id.to_string()),
+        &serde_json::json!({ "role": account.role }),
+    )
+    .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, AxumJson(Registered { account, household })))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(Registered { account, household }),
+    ))
 }
 
 /// Sign in with phone and password.
 #[utoipa::path(post, path = "/v1/sessions", tag = "identity", request_body = Credentials,
     responses((status = 200, body = Session), (status = 401, body = nongsan_shared::error::ProblemSchema), (status = 429, description = "Too many attempts", body = nongsan_shared::error::ProblemSchema)))]
-pub async fn create_session(State(app): State<AppState>, Json(c): Json<Credentials>) -> Result<AxumJson<Session>> {
+pub async fn create_session(
+    State(app): State<AppState>,
+    Json(c): Json<Credentials>,
+) -> Result<AxumJson<Session>> {
     let key = format!("login:{}", c.phone.as_str());
     let (hits, left) = app.limiter.hit(&key, LOGIN_WINDOW).await?;
     if hits > LOGIN_ATTEMPTS {
@@ -315,7 +379,10 @@ pub async fn create_session(State(app): State<AppState>, Json(c): Json<Credentia
 /// Exchange a refresh token for new tokens; the old refresh token stops working.
 #[utoipa::path(post, path = "/v1/sessions/refresh", tag = "identity", request_body = RefreshRequest,
     responses((status = 200, body = Session), (status = 401, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn refresh_session(State(app): State<AppState>, Json(r): Json<RefreshRequest>) -> Result<AxumJson<Session>> {
+pub async fn refresh_session(
+    State(app): State<AppState>,
+    Json(r): Json<RefreshRequest>,
+) -> Result<AxumJson<Session>> {
     let mut tx = app.pool.begin().await?;
     let account = sqlx::query_as::<_, AccountView>(
         "UPDATE refresh_tokens t SET revoked_at = now() FROM accounts a
@@ -334,11 +401,16 @@ pub async fn refresh_session(State(app): State<AppState>, Json(r): Json<RefreshR
 /// Sign out: the refresh token stops working.
 #[utoipa::path(post, path = "/v1/sessions/logout", tag = "identity", request_body = RefreshRequest,
     responses((status = 204, description = "Signed out")))]
-pub async fn delete_session(State(app): State<AppState>, Json(r): Json<RefreshRequest>) -> Result<StatusCode> {
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL")
-        .bind(sha256(&r.refresh_token))
-        .execute(&app.pool)
-        .await?;
+pub async fn delete_session(
+    State(app): State<AppState>,
+    Json(r): Json<RefreshRequest>,
+) -> Result<StatusCode> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(sha256(&r.refresh_token))
+    .execute(&app.pool)
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -362,7 +434,10 @@ pub async fn new_activation_code(conn: &mut PgConnection, account: AccountId) ->
 /// A household registered by a helper sets its own password with its one-time code.
 #[utoipa::path(post, path = "/v1/accounts/activate", tag = "identity", request_body = Activation,
     responses((status = 200, body = Session), (status = 401, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn activate_account(State(app): State<AppState>, Json(a): Json<Activation>) -> Result<AxumJson<Session>> {
+pub async fn activate_account(
+    State(app): State<AppState>,
+    Json(a): Json<Activation>,
+) -> Result<AxumJson<Session>> {
     let mut p = Problems::default();
     check_password(&mut p, "password", &a.password);
     p.finish()?;
@@ -385,9 +460,24 @@ pub async fn activate_account(State(app): State<AppState>, Json(a): Json<Activat
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ListingError::BadCredentials)?;
-    sqlx::query("DELETE FROM activation_codes WHERE account_id = $1").bind(account.id).execute(&mut *tx).await?;
-    let actor = Actor { account_id: account.id, role: account.role, on_behalf_of: None };
-    audit(&mut tx, &actor, None, "account.activated", ("account", account.id.to_string()), &()).await?;
+    sqlx::query("DELETE FROM activation_codes WHERE account_id = $1")
+        .bind(account.id)
+        .execute(&mut *tx)
+        .await?;
+    let actor = Actor {
+        account_id: account.id,
+        role: account.role,
+        on_behalf_of: None,
+    };
+    audit(
+        &mut tx,
+        &actor,
+        None,
+        "account.activated",
+        ("account", account.id.to_string()),
+        &(),
+    )
+    .await?;
     let session = issue_session(&mut tx, &app, account).await?;
     tx.commit().await?;
     app.limiter.reset(&key).await?;
@@ -397,11 +487,13 @@ pub async fn activate_account(State(app): State<AppState>, Json(a): Json<Activat
 /// The signed-in account.
 #[utoipa::path(get, path = "/v1/me", tag = "identity", responses((status = 200, body = AccountView), (status = 401, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn get_me(State(app): State<AppState>, actor: Actor) -> Result<AxumJson<AccountView>> {
-    let account = sqlx::query_as::<_, AccountView>("SELECT id, phone, role, display_name, status, created_at FROM accounts WHERE id = $1")
-        .bind(actor.account_id)
-        .fetch_optional(&app.pool)
-        .await?
-        .ok_or(ListingError::NotFound("account"))?;
+    let account = sqlx::query_as::<_, AccountView>(
+        "SELECT id, phone, role, display_name, status, created_at FROM accounts WHERE id = $1",
+    )
+    .bind(actor.account_id)
+    .fetch_optional(&app.pool)
+    .await?
+    .ok_or(ListingError::NotFound("account"))?;
     Ok(AxumJson(account))
 }
 
@@ -409,7 +501,12 @@ pub async fn get_me(State(app): State<AppState>, actor: Actor) -> Result<AxumJso
 #[utoipa::path(put, path = "/v1/accounts/{id}/role", tag = "identity", request_body = RoleGrant,
     params(("id" = String, Path, description = "Account id")),
     responses((status = 200, body = AccountView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn grant_role(State(app): State<AppState>, actor: Actor, Path(id): Path<AccountId>, Json(g): Json<RoleGrant>) -> Result<AxumJson<AccountView>> {
+pub async fn grant_role(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<AccountId>,
+    Json(g): Json<RoleGrant>,
+) -> Result<AxumJson<AccountView>> {
     if actor.role != Role::Operator {
         return Err(ListingError::Forbidden);
     }
@@ -432,13 +529,25 @@ pub async fn grant_role(State(app): State<AppState>, actor: Actor, Path(id): Pat
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ListingError::NotFound("account"))?;
-    audit(&mut tx, &actor, None, "account.role_granted", ("account", id.to_string()), &serde_json::json!({ "role": g.role })).await?;
+    audit(
+        &mut tx,
+        &actor,
+        None,
+        "account.role_granted",
+        ("account", id.to_string()),
+        &serde_json::json!({ "role": g.role }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(AxumJson(account))
 }
 
 /// Creates (or resets the password of) an operator account; for `nongsan seed --operator`.
-pub async fn upsert_operator(pool: &sqlx::PgPool, phone: &PhoneNumber, password: String) -> Result<AccountId> {
+pub async fn upsert_operator(
+    pool: &sqlx::PgPool,
+    phone: &PhoneNumber,
+    password: String,
+) -> Result<AccountId> {
     let hash = hash_password(password).await?;
     let id: AccountId = sqlx::query_scalar(
         "INSERT INTO accounts (id, phone, password_hash, role, display_name) VALUES ($1, $2, $3, 'operator', 'Operator')

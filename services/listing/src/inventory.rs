@@ -39,13 +39,19 @@ impl StockLevels {
     /// From on-hand and reserved.
     pub fn new(on_hand: Quantity, reserved: Quantity, threshold: Option<Quantity>) -> Self {
         let available = on_hand.checked_sub(reserved).unwrap_or(Quantity::ZERO);
-        Self { on_hand, reserved, available, low_stock: threshold.is_some_and(|t| available <= t) }
+        Self {
+            on_hand,
+            reserved,
+            available,
+            low_stock: threshold.is_some_and(|t| available <= t),
+        }
     }
 }
 
 /// A lot code: GS1 AI 10, printable ASCII without spaces, 1 to 20 characters.
 pub fn parse_lot_code(code: &str) -> std::result::Result<String, Invalid> {
-    let ok = !code.is_empty() && code.len() <= 20 && code.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    let ok =
+        !code.is_empty() && code.len() <= 20 && code.bytes().all(|b| (0x21..=0x7e).contains(&b));
     if ok {
         Ok(code.to_owned())
     } else {
@@ -79,7 +85,10 @@ pub struct Movement<'a> {
 }
 
 /// Locks a listing's stock row and returns (on-hand, reserved, low-stock threshold).
-pub async fn lock_stock(conn: &mut PgConnection, listing: ListingId) -> Result<(Quantity, Quantity, Option<Quantity>)> {
+pub async fn lock_stock(
+    conn: &mut PgConnection,
+    listing: ListingId,
+) -> Result<(Quantity, Quantity, Option<Quantity>)> {
     sqlx::query_as(
         "SELECT s.on_hand, s.reserved, l.low_stock_threshold FROM stock s JOIN listings l ON l.id = s.listing_id WHERE s.listing_id = $1 FOR UPDATE OF s",
     )
@@ -92,15 +101,26 @@ pub async fn lock_stock(conn: &mut PgConnection, listing: ListingId) -> Result<(
 /// Applies movements to one listing whose stock row the caller has locked with
 /// [`lock_stock`]; fails with `insufficient_stock` (and changes nothing) when on-hand or
 /// reserved would leave their bounds. Emits one `stock.changed`.
-pub async fn apply(conn: &mut PgConnection, listing: ListingId, moves: &[Movement<'_>]) -> Result<StockLevels> {
+pub async fn apply(
+    conn: &mut PgConnection,
+    listing: ListingId,
+    moves: &[Movement<'_>],
+) -> Result<StockLevels> {
     let (mut on_hand, mut reserved, threshold) = lock_stock(conn, listing).await?;
     for m in moves {
-        on_hand = on_hand.checked_add(m.on_hand).ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
-        reserved = reserved.checked_add(m.reserved).ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
+        on_hand = on_hand
+            .checked_add(m.on_hand)
+            .ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
+        reserved = reserved
+            .checked_add(m.reserved)
+            .ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
     }
     if on_hand < Quantity::ZERO || reserved < Quantity::ZERO || reserved > on_hand {
         let (h, r, _) = lock_stock(conn, listing).await?;
-        return Err(ListingError::InsufficientStock { listing, available: h.checked_sub(r).unwrap_or(Quantity::ZERO) });
+        return Err(ListingError::InsufficientStock {
+            listing,
+            available: h.checked_sub(r).unwrap_or(Quantity::ZERO),
+        });
     }
     for m in moves {
         if let Some(lot) = m.lot {
@@ -111,7 +131,10 @@ pub async fn apply(conn: &mut PgConnection, listing: ListingId, moves: &[Movemen
                 .await?;
             if left.is_none() {
                 let (h, r, _) = lock_stock(conn, listing).await?;
-                return Err(ListingError::InsufficientStock { listing, available: h.checked_sub(r).unwrap_or(Quantity::ZERO) });
+                return Err(ListingError::InsufficientStock {
+                    listing,
+                    available: h.checked_sub(r).unwrap_or(Quantity::ZERO),
+                });
             }
         }
         sqlx::query(
@@ -138,7 +161,14 @@ pub async fn apply(conn: &mut PgConnection, listing: ListingId, moves: &[Movemen
         .execute(&mut *conn)
         .await?;
     let levels = StockLevels::new(on_hand, reserved, threshold);
-    events::emit(conn, "stock.changed", &listing.to_string(), 1, &serde_json::json!({ "listing_id": listing, "stock": levels })).await?;
+    events::emit(
+        conn,
+        "stock.changed",
+        &listing.to_string(),
+        1,
+        &serde_json::json!({ "listing_id": listing, "stock": levels }),
+    )
+    .await?;
     Ok(levels)
 }
 
@@ -173,7 +203,14 @@ pub struct LotView {
 
 /// Takes a lot into a listing's stock (adding to the lot when its code exists with the
 /// same harvest date). The caller has checked the actor may.
-pub async fn intake(conn: &mut PgConnection, actor: &Actor, listing: ListingId, owner: Owner, i: &LotIntake, row: Option<usize>) -> Result<LotView> {
+pub async fn intake(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    listing: ListingId,
+    owner: Owner,
+    i: &LotIntake,
+    row: Option<usize>,
+) -> Result<LotView> {
     let field = |f: &str| match row {
         Some(n) => format!("rows[{n}].{f}"),
         None => f.to_owned(),
@@ -182,20 +219,50 @@ pub async fn intake(conn: &mut PgConnection, actor: &Actor, listing: ListingId, 
     if let Err(e) = parse_lot_code(&i.lot_code) {
         p.push(field("lot_code"), e);
     }
-    p.check(!i.quantity.is_positive(), &field("quantity"), "not_positive", "must be more than 0", "phải lớn hơn 0");
-    p.check(i.harvest_date > Utc::now().date_naive() + chrono::Days::new(1), &field("harvest_date"), "in_future", "must not be in the future", "không được ở tương lai");
+    p.check(
+        !i.quantity.is_positive(),
+        &field("quantity"),
+        "not_positive",
+        "must be more than 0",
+        "phải lớn hơn 0",
+    );
+    p.check(
+        i.harvest_date > Utc::now().date_naive() + chrono::Days::new(1),
+        &field("harvest_date"),
+        "in_future",
+        "must not be in the future",
+        "không được ở tương lai",
+    );
     let household = match owner {
         Owner::Household(h) => {
-            p.check(i.household_id.is_some_and(|x| x != h), &field("household_id"), "not_owner", "must be the listing's household", "phải là hộ sở hữu tin");
+            p.check(
+                i.household_id.is_some_and(|x| x != h),
+                &field("household_id"),
+                "not_owner",
+                "must be the listing's household",
+                "phải là hộ sở hữu tin",
+            );
             h
         }
         Owner::Cooperative(c) => match i.household_id {
             None => {
-                p.check(true, &field("household_id"), "required", "is required for a cooperative listing", "là bắt buộc với tin của hợp tác xã");
+                p.check(
+                    true,
+                    &field("household_id"),
+                    "required",
+                    "is required for a cooperative listing",
+                    "là bắt buộc với tin của hợp tác xã",
+                );
                 AccountId(uuid::Uuid::nil())
             }
             Some(h) => {
-                p.check(!is_member(conn, c, h).await?, &field("household_id"), "not_a_member", "is not a member of the cooperative", "không phải thành viên của hợp tác xã");
+                p.check(
+                    !is_member(conn, c, h).await?,
+                    &field("household_id"),
+                    "not_a_member",
+                    "is not a member of the cooperative",
+                    "không phải thành viên của hợp tác xã",
+                );
                 h
             }
         },
@@ -215,21 +282,54 @@ pub async fn intake(conn: &mut PgConnection, actor: &Actor, listing: ListingId, 
     .fetch_one(&mut *conn)
     .await?;
     if lot.harvest_date != i.harvest_date || lot.household_id != Some(household) {
-        return Err(ListingError::field(field("lot_code"), Invalid::new(
-            "lot_exists",
-            "exists on this listing with another harvest date or household",
-            "đã có trong tin này với ngày thu hoạch hoặc hộ khác",
-        )));
+        return Err(ListingError::field(
+            field("lot_code"),
+            Invalid::new(
+                "lot_exists",
+                "exists on this listing with another harvest date or household",
+                "đã có trong tin này với ngày thu hoạch hoặc hộ khác",
+            ),
+        ));
     }
-    apply(conn, listing, &[Movement { listing, lot: Some(lot.id), kind: "intake", on_hand: i.quantity, reserved: Quantity::ZERO, reason: None, reservation: None, actor: Some(actor) }]).await?;
-    audit(conn, actor, Some(household), "stock.intake", ("listing", listing.to_string()), &serde_json::json!({ "lot_code": i.lot_code, "quantity": i.quantity })).await?;
-    Ok(LotView { on_hand: lot.on_hand.checked_add(i.quantity).unwrap_or(lot.on_hand), ..lot })
+    apply(
+        conn,
+        listing,
+        &[Movement {
+            listing,
+            lot: Some(lot.id),
+            kind: "intake",
+            on_hand: i.quantity,
+            reserved: Quantity::ZERO,
+            reason: None,
+            reservation: None,
+            actor: Some(actor),
+        }],
+    )
+    .await?;
+    audit(
+        conn,
+        actor,
+        Some(household),
+        "stock.intake",
+        ("listing", listing.to_string()),
+        &serde_json::json!({ "lot_code": i.lot_code, "quantity": i.quantity }),
+    )
+    .await?;
+    Ok(LotView {
+        on_hand: lot.on_hand.checked_add(i.quantity).unwrap_or(lot.on_hand),
+        ..lot
+    })
 }
 
 /// Take a lot into stock.
 #[utoipa::path(post, path = "/v1/listings/{id}/lots", tag = "inventory", params(("id" = String, Path)), request_body = LotIntake,
     responses((status = 201, body = LotView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn create_lot(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>, Json(i): Json<LotIntake>) -> Result<(StatusCode, AxumJson<LotView>)> {
+pub async fn create_lot(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ListingId>,
+    Json(i): Json<LotIntake>,
+) -> Result<(StatusCode, AxumJson<LotView>)> {
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
     may_manage(&mut tx, &actor, owner).await?;
@@ -253,10 +353,27 @@ pub struct Adjustment {
 /// Adjust a lot's stock with a reason.
 #[utoipa::path(post, path = "/v1/listings/{id}/adjustments", tag = "inventory", params(("id" = String, Path)), request_body = Adjustment,
     responses((status = 200, body = StockLevels), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn adjust_stock(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>, Json(a): Json<Adjustment>) -> Result<AxumJson<StockLevels>> {
+pub async fn adjust_stock(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ListingId>,
+    Json(a): Json<Adjustment>,
+) -> Result<AxumJson<StockLevels>> {
     let mut p = Problems::default();
-    p.check(a.quantity == Quantity::ZERO, "quantity", "zero", "must not be 0", "không được bằng 0");
-    p.check(a.reason.trim().is_empty(), "reason", "required", "must not be empty", "không được để trống");
+    p.check(
+        a.quantity == Quantity::ZERO,
+        "quantity",
+        "zero",
+        "must not be 0",
+        "không được bằng 0",
+    );
+    p.check(
+        a.reason.trim().is_empty(),
+        "reason",
+        "required",
+        "must not be empty",
+        "không được để trống",
+    );
     if let Err(e) = parse_lot_code(&a.lot_code) {
         p.push("lot_code", e);
     }
@@ -264,14 +381,46 @@ pub async fn adjust_stock(State(app): State<AppState>, actor: Actor, Path(id): P
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
     may_manage(&mut tx, &actor, owner).await?;
-    let lot: uuid::Uuid = sqlx::query_scalar("SELECT id FROM lots WHERE listing_id = $1 AND lot_code = $2")
-        .bind(id)
-        .bind(&a.lot_code)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ListingError::field("lot_code", Invalid::new("unknown_lot", "is not a lot of this listing", "không phải lô của tin này")))?;
-    let levels = apply(&mut tx, id, &[Movement { listing: id, lot: Some(lot), kind: "adjustment", on_hand: a.quantity, reserved: Quantity::ZERO, reason: Some(a.reason.trim()), reservation: None, actor: Some(&actor) }]).await?;
-    audit(&mut tx, &actor, household_of(owner), "stock.adjusted", ("listing", id.to_string()), &serde_json::json!({ "lot_code": a.lot_code, "quantity": a.quantity, "reason": a.reason })).await?;
+    let lot: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM lots WHERE listing_id = $1 AND lot_code = $2")
+            .bind(id)
+            .bind(&a.lot_code)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                ListingError::field(
+                    "lot_code",
+                    Invalid::new(
+                        "unknown_lot",
+                        "is not a lot of this listing",
+                        "không phải lô của tin này",
+                    ),
+                )
+            })?;
+    let levels = apply(
+        &mut tx,
+        id,
+        &[Movement {
+            listing: id,
+            lot: Some(lot),
+            kind: "adjustment",
+            on_hand: a.quantity,
+            reserved: Quantity::ZERO,
+            reason: Some(a.reason.trim()),
+            reservation: None,
+            actor: Some(&actor),
+        }],
+    )
+    .await?;
+    audit(
+        &mut tx,
+        &actor,
+        household_of(owner),
+        "stock.adjusted",
+        ("listing", id.to_string()),
+        &serde_json::json!({ "lot_code": a.lot_code, "quantity": a.quantity, "reason": a.reason }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(AxumJson(levels))
 }
@@ -302,13 +451,21 @@ pub async fn stock_view(conn: &mut PgConnection, id: ListingId) -> Result<StockV
     .bind(id)
     .fetch_all(conn)
     .await?;
-    Ok(StockView { listing_id: id, stock: StockLevels::new(on_hand, reserved, threshold), lots })
+    Ok(StockView {
+        listing_id: id,
+        stock: StockLevels::new(on_hand, reserved, threshold),
+        lots,
+    })
 }
 
 /// A listing's stock and lots (those who manage it).
 #[utoipa::path(get, path = "/v1/listings/{id}/stock", tag = "inventory", params(("id" = String, Path)),
     responses((status = 200, body = StockView), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn get_stock(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>) -> Result<AxumJson<StockView>> {
+pub async fn get_stock(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ListingId>,
+) -> Result<AxumJson<StockView>> {
     let mut conn = app.pool.acquire().await?;
     let owner = owner_of(&mut conn, id).await?;
     may_manage(&mut conn, &actor, owner).await?;
@@ -341,7 +498,11 @@ pub struct MovementView {
 /// A listing's stock movements, oldest first (those who manage it).
 #[utoipa::path(get, path = "/v1/listings/{id}/movements", tag = "inventory", params(("id" = String, Path)),
     responses((status = 200, body = [MovementView]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn list_movements(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>) -> Result<AxumJson<Vec<MovementView>>> {
+pub async fn list_movements(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ListingId>,
+) -> Result<AxumJson<Vec<MovementView>>> {
     let mut conn = app.pool.acquire().await?;
     let owner = owner_of(&mut conn, id).await?;
     may_manage(&mut conn, &actor, owner).await?;

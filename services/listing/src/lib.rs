@@ -74,34 +74,79 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/logout", post(identity::delete_session))
         .route("/v1/me", get(identity::get_me))
         .route("/v1/households", post(sellers::register_household))
-        .route("/v1/households/{id}", get(sellers::get_household).patch(sellers::update_household))
-        .route("/v1/households/{id}/audit", get(sellers::list_household_audit))
+        .route(
+            "/v1/households/{id}",
+            get(sellers::get_household).patch(sellers::update_household),
+        )
+        .route(
+            "/v1/households/{id}/audit",
+            get(sellers::list_household_audit),
+        )
         .route("/v1/cooperatives", post(sellers::create_cooperative))
         .route("/v1/cooperatives/{id}", get(sellers::get_cooperative))
         .route("/v1/cooperatives/{id}/members", post(sellers::add_member))
-        .route("/v1/cooperatives/{id}/members/{household_id}", delete(sellers::remove_member))
-        .route("/v1/cooperatives/{id}/stock", get(coop::get_cooperative_stock))
+        .route(
+            "/v1/cooperatives/{id}/members/{household_id}",
+            delete(sellers::remove_member),
+        )
+        .route(
+            "/v1/cooperatives/{id}/stock",
+            get(coop::get_cooperative_stock),
+        )
         .route("/v1/cooperatives/{id}/pooling", post(coop::pool_lot))
         .route("/v1/cooperatives/{id}/imports", post(coop::import_stock))
         .route("/v1/regions/provinces", get(regions::list_provinces))
-        .route("/v1/regions/provinces/{code}/communes", get(regions::list_province_communes))
+        .route(
+            "/v1/regions/provinces/{code}/communes",
+            get(regions::list_province_communes),
+        )
         .route("/v1/regions/communes", get(regions::search_communes))
         .route("/v1/regions/communes/{code}", get(regions::get_commune))
-        .route("/v1/regions/legacy-communes/{code}", get(regions::convert_legacy_commune))
+        .route(
+            "/v1/regions/legacy-communes/{code}",
+            get(regions::convert_legacy_commune),
+        )
         .route("/v1/categories", get(regions::list_categories))
         .route("/v1/units", get(regions::list_units))
         .route("/v1/certifications", get(regions::list_certifications))
-        .route("/v1/listings", post(listings::create_listing).get(listings::list_listings))
-        .route("/v1/listings/{id}", get(listings::get_listing).patch(listings::update_listing))
-        .route("/v1/listings/{id}/status", post(listings::change_listing_status))
+        .route(
+            "/v1/listings",
+            post(listings::create_listing).get(listings::list_listings),
+        )
+        .route(
+            "/v1/listings/{id}",
+            get(listings::get_listing).patch(listings::update_listing),
+        )
+        .route(
+            "/v1/listings/{id}/status",
+            post(listings::change_listing_status),
+        )
         .route("/v1/listings/{id}/lots", post(inventory::create_lot))
-        .route("/v1/listings/{id}/adjustments", post(inventory::adjust_stock))
+        .route(
+            "/v1/listings/{id}/adjustments",
+            post(inventory::adjust_stock),
+        )
         .route("/v1/listings/{id}/stock", get(inventory::get_stock))
-        .route("/v1/listings/{id}/movements", get(inventory::list_movements))
-        .route("/v1/internal/reservations", post(reservations::create_reservation))
-        .route("/v1/internal/reservations/{id}", get(reservations::get_reservation))
-        .route("/v1/internal/reservations/{id}/commit", post(reservations::commit_reservation))
-        .route("/v1/internal/reservations/{id}/release", post(reservations::release_reservation))
+        .route(
+            "/v1/listings/{id}/movements",
+            get(inventory::list_movements),
+        )
+        .route(
+            "/v1/internal/reservations",
+            post(reservations::create_reservation),
+        )
+        .route(
+            "/v1/internal/reservations/{id}",
+            get(reservations::get_reservation),
+        )
+        .route(
+            "/v1/internal/reservations/{id}/commit",
+            post(reservations::commit_reservation),
+        )
+        .route(
+            "/v1/internal/reservations/{id}/release",
+            post(reservations::release_reservation),
+        )
         .with_state(state)
 }
 
@@ -111,8 +156,14 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     let pool = platform.open_schema(NAME, &MIGRATOR).await?;
     // Parse the embedded reference data now, not on the first request.
     reference::reference();
-    let state = AppState(Arc::new(App { pool: pool.clone(), keys: platform.keys.clone(), limiter: platform.limiter.clone() }));
+    let state = AppState(Arc::new(App {
+        pool: pool.clone(),
+        keys: platform.keys.clone(),
+        limiter: platform.limiter.clone(),
+    }));
     let mut service = Service::new(platform, NAME, pool.clone(), router(state), None).await;
-    service.workers.push(tokio::spawn(reservations::run_sweeper(pool, SWEEP_EVERY)));
+    service
+        .workers
+        .push(tokio::spawn(reservations::run_sweeper(pool, SWEEP_EVERY)));
     Ok(service)
 }

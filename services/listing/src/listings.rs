@@ -181,30 +181,118 @@ const PHOTO_LIMIT: usize = 10;
 fn check_listing(p: &mut Problems, l: &ListingInput) {
     let r = reference();
     let title = l.title.trim().chars().count();
-    p.check(title == 0, "title", "required", "must not be empty", "không được để trống");
-    p.check(title > 200, "title", "too_long", "must be at most 200 characters", "tối đa 200 ký tự");
-    p.check(l.description.chars().count() > 5000, "description", "too_long", "must be at most 5000 characters", "tối đa 5000 ký tự");
-    p.check(!r.has_category(&l.category), "category", "unknown_category", "is not a category code", "không phải mã danh mục");
-    p.check(!r.has_unit(&l.unit), "unit", "unknown_unit", "is not a unit code", "không phải mã đơn vị tính");
-    p.check(l.price_vnd.get() <= 0, "price_vnd", "not_positive", "must be more than 0 đồng", "phải lớn hơn 0 đồng");
-    for (field, q) in [("min_order", l.min_order), ("step", l.step), ("low_stock_threshold", l.low_stock_threshold)] {
+    p.check(
+        title == 0,
+        "title",
+        "required",
+        "must not be empty",
+        "không được để trống",
+    );
+    p.check(
+        title > 200,
+        "title",
+        "too_long",
+        "must be at most 200 characters",
+        "tối đa 200 ký tự",
+    );
+    p.check(
+        l.description.chars().count() > 5000,
+        "description",
+        "too_long",
+        "must be at most 5000 characters",
+        "tối đa 5000 ký tự",
+    );
+    p.check(
+        !r.has_category(&l.category),
+        "category",
+        "unknown_category",
+        "is not a category code",
+        "không phải mã danh mục",
+    );
+    p.check(
+        !r.has_unit(&l.unit),
+        "unit",
+        "unknown_unit",
+        "is not a unit code",
+        "không phải mã đơn vị tính",
+    );
+    p.check(
+        l.price_vnd.get() <= 0,
+        "price_vnd",
+        "not_positive",
+        "must be more than 0 đồng",
+        "phải lớn hơn 0 đồng",
+    );
+    for (field, q) in [
+        ("min_order", l.min_order),
+        ("step", l.step),
+        ("low_stock_threshold", l.low_stock_threshold),
+    ] {
         if let Some(q) = q {
-            let bad = if field == "low_stock_threshold" { q.as_decimal().is_sign_negative() } else { !q.is_positive() };
-            p.check(bad, field, "not_positive", "must be more than 0", "phải lớn hơn 0");
+            let bad = if field == "low_stock_threshold" {
+                q.as_decimal().is_sign_negative()
+            } else {
+                !q.is_positive()
+            };
+            p.check(
+                bad,
+                field,
+                "not_positive",
+                "must be more than 0",
+                "phải lớn hơn 0",
+            );
         }
     }
-    p.check(l.photos.len() > PHOTO_LIMIT, "photos", "too_many", "must have at most 10 photos", "tối đa 10 ảnh");
+    p.check(
+        l.photos.len() > PHOTO_LIMIT,
+        "photos",
+        "too_many",
+        "must have at most 10 photos",
+        "tối đa 10 ảnh",
+    );
     for (i, url) in l.photos.iter().enumerate() {
-        let ok = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 2000 && !url.contains(char::is_whitespace);
-        p.check(!ok, &format!("photos[{i}]"), "invalid_url", "must be an http(s) URL", "phải là địa chỉ http(s)");
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.len() <= 2000
+            && !url.contains(char::is_whitespace);
+        p.check(
+            !ok,
+            &format!("photos[{i}]"),
+            "invalid_url",
+            "must be an http(s) URL",
+            "phải là địa chỉ http(s)",
+        );
     }
-    p.check(r.commune(&l.origin_commune).is_none(), "origin_commune", "unknown_commune", "is not a 2025 commune code", "không phải mã xã/phường (2025)");
+    p.check(
+        r.commune(&l.origin_commune).is_none(),
+        "origin_commune",
+        "unknown_commune",
+        "is not a 2025 commune code",
+        "không phải mã xã/phường (2025)",
+    );
     check_point(p, "origin_point", l.origin_point);
     for (i, c) in l.certifications.iter().enumerate() {
         let f = |x: &str| format!("certifications[{i}].{x}");
-        p.check(!r.has_certification(&c.kind), &f("kind"), "unknown_certification", "is not a certification code", "không phải mã chứng nhận");
-        p.check(c.number.trim().is_empty(), &f("number"), "required", "must not be empty", "không được để trống");
-        p.check(c.issuer.trim().is_empty(), &f("issuer"), "required", "must not be empty", "không được để trống");
+        p.check(
+            !r.has_certification(&c.kind),
+            &f("kind"),
+            "unknown_certification",
+            "is not a certification code",
+            "không phải mã chứng nhận",
+        );
+        p.check(
+            c.number.trim().is_empty(),
+            &f("number"),
+            "required",
+            "must not be empty",
+            "không được để trống",
+        );
+        p.check(
+            c.issuer.trim().is_empty(),
+            &f("issuer"),
+            "required",
+            "must not be empty",
+            "không được để trống",
+        );
         p.check(
             c.valid_until < c.valid_from,
             &f("valid_until"),
@@ -214,10 +302,22 @@ fn check_listing(p: &mut Problems, l: &ListingInput) {
         );
     }
     if let Some(stars) = l.ocop_stars {
-        p.check(!(3..=5).contains(&stars), "ocop_stars", "out_of_range", "must be 3, 4 or 5", "phải là 3, 4 hoặc 5");
+        p.check(
+            !(3..=5).contains(&stars),
+            "ocop_stars",
+            "out_of_range",
+            "must be 3, 4 or 5",
+            "phải là 3, 4 hoặc 5",
+        );
     }
     if let Some(s) = &l.status {
-        p.check(!matches!(s.as_str(), "draft" | "active"), "status", "invalid_status", "must be draft or active", "phải là draft hoặc active");
+        p.check(
+            !matches!(s.as_str(), "draft" | "active"),
+            "status",
+            "invalid_status",
+            "must be draft or active",
+            "phải là draft hoặc active",
+        );
     }
 }
 
@@ -230,12 +330,19 @@ fn default_step() -> Quantity {
 }
 
 /// Writes a new listing for `owner`; the caller has checked the actor may.
-pub async fn insert_listing(conn: &mut PgConnection, actor: &Actor, owner: Owner, l: &ListingInput) -> Result<ListingView> {
+pub async fn insert_listing(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    owner: Owner,
+    l: &ListingInput,
+) -> Result<ListingView> {
     let mut p = Problems::default();
     check_listing(&mut p, l);
     p.finish()?;
     let id = ListingId::new();
-    let commune = reference().commune(&l.origin_commune).expect("checked above");
+    let commune = reference()
+        .commune(&l.origin_commune)
+        .expect("checked above");
     let (household, coop) = match owner {
         Owner::Household(h) => (Some(h), None),
         Owner::Cooperative(c) => (None, Some(c)),
@@ -268,15 +375,33 @@ pub async fn insert_listing(conn: &mut PgConnection, actor: &Actor, owner: Owner
     .execute(&mut *conn)
     .await?;
     write_certifications(conn, id, &l.certifications).await?;
-    sqlx::query("INSERT INTO stock (listing_id) VALUES ($1)").bind(id).execute(&mut *conn).await?;
+    sqlx::query("INSERT INTO stock (listing_id) VALUES ($1)")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     let view = load_listing(conn, id).await?;
-    audit(conn, actor, household, "listing.created", ("listing", id.to_string()), &serde_json::json!({ "title": view.title, "price_vnd": view.price_vnd })).await?;
+    audit(
+        conn,
+        actor,
+        household,
+        "listing.created",
+        ("listing", id.to_string()),
+        &serde_json::json!({ "title": view.title, "price_vnd": view.price_vnd }),
+    )
+    .await?;
     emit_changed(conn, &view).await?;
     Ok(view)
 }
 
-async fn write_certifications(conn: &mut PgConnection, id: ListingId, certs: &[Certification]) -> Result<()> {
-    sqlx::query("DELETE FROM listing_certifications WHERE listing_id = $1").bind(id).execute(&mut *conn).await?;
+async fn write_certifications(
+    conn: &mut PgConnection,
+    id: ListingId,
+    certs: &[Certification],
+) -> Result<()> {
+    sqlx::query("DELETE FROM listing_certifications WHERE listing_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     for (i, c) in certs.iter().enumerate() {
         sqlx::query("INSERT INTO listing_certifications (listing_id, position, kind, number, issuer, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(id)
@@ -294,7 +419,14 @@ async fn write_certifications(conn: &mut PgConnection, id: ListingId, certs: &[C
 
 /// `listing.changed` with the whole listing, for search and other readers.
 pub async fn emit_changed(conn: &mut PgConnection, view: &ListingView) -> Result<()> {
-    events::emit(conn, "listing.changed", &view.id.to_string(), view.version, view).await?;
+    events::emit(
+        conn,
+        "listing.changed",
+        &view.id.to_string(),
+        view.version,
+        view,
+    )
+    .await?;
     Ok(())
 }
 
@@ -344,8 +476,14 @@ async fn views(conn: &mut PgConnection, rows: Vec<ListingRow>) -> Result<Vec<Lis
     Ok(rows
         .into_iter()
         .map(|row| {
-            let province_name = r.province(&row.origin_province).map(|p| p.name.clone()).unwrap_or_default();
-            let commune_name = r.commune(&row.origin_commune).map(|c| c.full_name.clone()).unwrap_or_default();
+            let province_name = r
+                .province(&row.origin_province)
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            let commune_name = r
+                .commune(&row.origin_commune)
+                .map(|c| c.full_name.clone())
+                .unwrap_or_default();
             let (kind, id) = match (row.household_id, row.cooperative_id) {
                 (Some(h), _) => ("household", h.0),
                 (_, Some(c)) => ("cooperative", c.0),
@@ -353,7 +491,11 @@ async fn views(conn: &mut PgConnection, rows: Vec<ListingRow>) -> Result<Vec<Lis
             };
             ListingView {
                 id: row.id,
-                seller: SellerView { kind, id, name: row.seller_name },
+                seller: SellerView {
+                    kind,
+                    id,
+                    name: row.seller_name,
+                },
                 title: row.title,
                 description: row.description,
                 category: row.category_code,
@@ -372,7 +514,13 @@ async fn views(conn: &mut PgConnection, rows: Vec<ListingRow>) -> Result<Vec<Lis
                 certifications: certs
                     .iter()
                     .filter(|c| c.0 == row.id)
-                    .map(|c| Certification { kind: c.1.clone(), number: c.2.clone(), issuer: c.3.clone(), valid_from: c.4, valid_until: c.5 })
+                    .map(|c| Certification {
+                        kind: c.1.clone(),
+                        number: c.2.clone(),
+                        issuer: c.3.clone(),
+                        valid_from: c.4,
+                        valid_until: c.5,
+                    })
                     .collect(),
                 ocop_stars: row.ocop_stars,
                 status: row.status,
@@ -397,11 +545,12 @@ pub async fn load_listing(conn: &mut PgConnection, id: ListingId) -> Result<List
 
 /// Who owns a listing.
 pub async fn owner_of(conn: &mut PgConnection, id: ListingId) -> Result<Owner> {
-    let row: (Option<AccountId>, Option<CooperativeId>) = sqlx::query_as("SELECT household_id, cooperative_id FROM listings WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(ListingError::NotFound("listing"))?;
+    let row: (Option<AccountId>, Option<CooperativeId>) =
+        sqlx::query_as("SELECT household_id, cooperative_id FROM listings WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .ok_or(ListingError::NotFound("listing"))?;
     Ok(match row {
         (Some(h), _) => Owner::Household(h),
         (_, Some(c)) => Owner::Cooperative(c),
@@ -421,16 +570,22 @@ pub fn household_of(owner: Owner) -> Option<AccountId> {
 /// manager for the cooperative.
 #[utoipa::path(post, path = "/v1/listings", tag = "catalog", request_body = ListingInput,
     responses((status = 201, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn create_listing(State(app): State<AppState>, actor: Actor, Json(l): Json<ListingInput>) -> Result<(StatusCode, AxumJson<ListingView>)> {
+pub async fn create_listing(
+    State(app): State<AppState>,
+    actor: Actor,
+    Json(l): Json<ListingInput>,
+) -> Result<(StatusCode, AxumJson<ListingView>)> {
     let mut tx = app.pool.begin().await?;
     let owner = match l.cooperative_id {
         Some(c) => {
-            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1)")
-                .bind(c)
-                .fetch_one(&mut *tx)
-                .await?
-                .then_some(())
-                .ok_or(ListingError::NotFound("cooperative"))?;
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1)",
+            )
+            .bind(c)
+            .fetch_one(&mut *tx)
+            .await?
+            .then_some(())
+            .ok_or(ListingError::NotFound("cooperative"))?;
             may_manage(&mut tx, &actor, Owner::Cooperative(c)).await?;
             Owner::Cooperative(c)
         }
@@ -443,7 +598,11 @@ pub async fn create_listing(State(app): State<AppState>, actor: Actor, Json(l): 
 
 /// One listing. Hidden, draft and paused listings are shown to those who manage them only.
 #[utoipa::path(get, path = "/v1/listings/{id}", tag = "catalog", params(("id" = String, Path)), responses((status = 200, body = ListingView), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn get_listing(State(app): State<AppState>, actor: Option<Actor>, Path(id): Path<ListingId>) -> Result<AxumJson<ListingView>> {
+pub async fn get_listing(
+    State(app): State<AppState>,
+    actor: Option<Actor>,
+    Path(id): Path<ListingId>,
+) -> Result<AxumJson<ListingView>> {
     let mut conn = app.pool.acquire().await?;
     let view = load_listing(&mut conn, id).await?;
     if view.status != "active" {
@@ -489,12 +648,28 @@ pub struct ListingPage {
 
 /// The catalog: active listings, newest last, filtered and paged.
 #[utoipa::path(get, path = "/v1/listings", tag = "catalog", params(ListingFilter), responses((status = 200, body = ListingPage), (status = 422, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn list_listings(State(app): State<AppState>, actor: Option<Actor>, Query(f): Query<ListingFilter>) -> Result<AxumJson<ListingPage>> {
+pub async fn list_listings(
+    State(app): State<AppState>,
+    actor: Option<Actor>,
+    Query(f): Query<ListingFilter>,
+) -> Result<AxumJson<ListingPage>> {
     let limit = f.limit.unwrap_or(20);
     let mut p = Problems::default();
-    p.check(!(1..=100).contains(&limit), "limit", "out_of_range", "must be 1 to 100", "phải từ 1 đến 100");
+    p.check(
+        !(1..=100).contains(&limit),
+        "limit",
+        "out_of_range",
+        "must be 1 to 100",
+        "phải từ 1 đến 100",
+    );
     if let Some(c) = &f.category {
-        p.check(!reference().has_category(c), "category", "unknown_category", "is not a category code", "không phải mã danh mục");
+        p.check(
+            !reference().has_category(c),
+            "category",
+            "unknown_category",
+            "is not a category code",
+            "không phải mã danh mục",
+        );
     }
     p.finish()?;
     let mut conn = app.pool.acquire().await?;
@@ -502,8 +677,16 @@ pub async fn list_listings(State(app): State<AppState>, actor: Option<Actor>, Qu
         let owner = match (f.household_id, f.cooperative_id) {
             (Some(h), None) => Owner::Household(h),
             (None, Some(c)) => Owner::Cooperative(c),
-            _ => return Err(ListingError::field("all_statuses", nongsan_shared::invalid::Invalid::new(
-                "needs_one_seller", "needs exactly one of household_id and cooperative_id", "cần đúng một trong household_id và cooperative_id"))),
+            _ => {
+                return Err(ListingError::field(
+                    "all_statuses",
+                    nongsan_shared::invalid::Invalid::new(
+                        "needs_one_seller",
+                        "needs exactly one of household_id and cooperative_id",
+                        "cần đúng một trong household_id và cooperative_id",
+                    ),
+                ));
+            }
         };
         may_manage(&mut conn, &actor.ok_or(ListingError::Forbidden)?, owner).await?;
     }
@@ -524,26 +707,42 @@ pub async fn list_listings(State(app): State<AppState>, actor: Option<Actor>, Qu
     .fetch_all(&mut *conn)
     .await?;
     let mut items = views(&mut conn, rows).await?;
-    let next_after = (items.len() > usize::try_from(limit).unwrap_or(0)).then(|| {
-        items.truncate(usize::try_from(limit).unwrap_or(0));
-        items.last().map(|l| l.id)
-    }).flatten();
+    let next_after = (items.len() > usize::try_from(limit).unwrap_or(0))
+        .then(|| {
+            items.truncate(usize::try_from(limit).unwrap_or(0));
+            items.last().map(|l| l.id)
+        })
+        .flatten();
     Ok(AxumJson(ListingPage { items, next_after }))
 }
 
 fn subcategories(code: &str) -> Vec<String> {
-    reference().categories.iter().filter(|c| c.parent.as_deref() == Some(code)).map(|c| c.code.clone()).collect()
+    reference()
+        .categories
+        .iter()
+        .filter(|c| c.parent.as_deref() == Some(code))
+        .map(|c| c.code.clone())
+        .collect()
 }
 
 /// Change a listing (its owner, or one acting for it).
 #[utoipa::path(patch, path = "/v1/listings/{id}", tag = "catalog", params(("id" = String, Path)), request_body = ListingPatch,
     responses((status = 200, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn update_listing(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>, Json(patch): Json<ListingPatch>) -> Result<AxumJson<ListingView>> {
+pub async fn update_listing(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ListingId>,
+    Json(patch): Json<ListingPatch>,
+) -> Result<AxumJson<ListingView>> {
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
     may_manage(&mut tx, &actor, owner).await?;
     let cur = load_listing(&mut tx, id).await?;
-    let threshold: Option<Quantity> = sqlx::query_scalar("SELECT low_stock_threshold FROM listings WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+    let threshold: Option<Quantity> =
+        sqlx::query_scalar("SELECT low_stock_threshold FROM listings WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
     let next = ListingInput {
         title: patch.title.unwrap_or(cur.title),
         description: patch.description.unwrap_or(cur.description),
@@ -564,7 +763,9 @@ pub async fn update_listing(State(app): State<AppState>, actor: Actor, Path(id):
     let mut p = Problems::default();
     check_listing(&mut p, &next);
     p.finish()?;
-    let commune = reference().commune(&next.origin_commune).expect("checked above");
+    let commune = reference()
+        .commune(&next.origin_commune)
+        .expect("checked above");
     sqlx::query(
         "UPDATE listings SET title = $2, description = $3, category_code = $4, unit_code = $5, price_vnd = $6, min_order = $7, step = $8,
             photos = $9, origin_province = $10, origin_commune = $11, lat = $12, lon = $13, ocop_stars = $14, low_stock_threshold = $15,
@@ -590,7 +791,15 @@ pub async fn update_listing(State(app): State<AppState>, actor: Actor, Path(id):
     .await?;
     write_certifications(&mut tx, id, &next.certifications).await?;
     let view = load_listing(&mut tx, id).await?;
-    audit(&mut tx, &actor, household_of(owner), "listing.updated", ("listing", id.to_string()), &serde_json::json!({ "version": view.version, "price_vnd": view.price_vnd })).await?;
+    audit(
+        &mut tx,
+        &actor,
+        household_of(owner),
+        "listing.updated",
+        ("listing", id.to_string()),
+        &serde_json::json!({ "version": view.version, "price_vnd": view.price_vnd }),
+    )
+    .await?;
     emit_changed(&mut tx, &view).await?;
     tx.commit().await?;
     Ok(AxumJson(view))
@@ -610,13 +819,28 @@ pub struct StatusChange {
 /// operator only.
 #[utoipa::path(post, path = "/v1/listings/{id}/status", tag = "catalog", params(("id" = String, Path)), request_body = StatusChange,
     responses((status = 200, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn change_listing_status(State(app): State<AppState>, actor: Actor, Path(id): Path<ListingId>, Json(c): Json<StatusChange>) -> Result<AxumJson<ListingView>> {
+pub async fn change_listing_status(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ListingId>,
+    Json(c): Json<StatusChange>,
+) -> Result<AxumJson<ListingView>> {
     let mut p = Problems::default();
-    p.check(!matches!(c.status.as_str(), "active" | "paused" | "hidden"), "status", "invalid_status", "must be active, paused or hidden", "phải là active, paused hoặc hidden");
+    p.check(
+        !matches!(c.status.as_str(), "active" | "paused" | "hidden"),
+        "status",
+        "invalid_status",
+        "must be active, paused or hidden",
+        "phải là active, paused hoặc hidden",
+    );
     p.finish()?;
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
-    let current: String = sqlx::query_scalar("SELECT status FROM listings WHERE id = $1 FOR UPDATE").bind(id).fetch_one(&mut *tx).await?;
+    let current: String =
+        sqlx::query_scalar("SELECT status FROM listings WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
     let operator = actor.role == Role::Operator;
     if !operator {
         may_manage(&mut tx, &actor, owner).await?;
@@ -625,7 +849,14 @@ pub async fn change_listing_status(State(app): State<AppState>, actor: Actor, Pa
         }
     }
     if c.status == "hidden" && c.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        return Err(ListingError::field("reason", nongsan_shared::invalid::Invalid::new("required", "is required to hide a listing", "là bắt buộc khi ẩn tin")));
+        return Err(ListingError::field(
+            "reason",
+            nongsan_shared::invalid::Invalid::new(
+                "required",
+                "is required to hide a listing",
+                "là bắt buộc khi ẩn tin",
+            ),
+        ));
     }
     sqlx::query("UPDATE listings SET status = $2, hidden_reason = $3, version = version + 1, updated_at = now() WHERE id = $1")
         .bind(id)
@@ -634,7 +865,15 @@ pub async fn change_listing_status(State(app): State<AppState>, actor: Actor, Pa
         .execute(&mut *tx)
         .await?;
     let view = load_listing(&mut tx, id).await?;
-    audit(&mut tx, &actor, household_of(owner), "listing.status_changed", ("listing", id.to_string()), &serde_json::json!({ "from": current, "to": c.status, "reason": c.reason })).await?;
+    audit(
+        &mut tx,
+        &actor,
+        household_of(owner),
+        "listing.status_changed",
+        ("listing", id.to_string()),
+        &serde_json::json!({ "from": current, "to": c.status, "reason": c.reason }),
+    )
+    .await?;
     emit_changed(&mut tx, &view).await?;
     tx.commit().await?;
     Ok(AxumJson(view))

@@ -12,7 +12,8 @@ pub const ADMIN_VERSION: &str = "2025";
 
 const PROVINCES_CSV: &str = include_str!("../../../data/vn/admin/2025/provinces.csv");
 const WARDS_CSV: &str = include_str!("../../../data/vn/admin/2025/wards.csv");
-const CONVERSION_CSV: &str = include_str!("../../../data/vn/admin/conversion/ward_old_to_new_2025.csv");
+const CONVERSION_CSV: &str =
+    include_str!("../../../data/vn/admin/conversion/ward_old_to_new_2025.csv");
 const CATEGORIES_CSV: &str = include_str!("../../../data/vn/catalog/categories.csv");
 const UNITS_CSV: &str = include_str!("../../../data/vn/catalog/units.csv");
 const CERTIFICATIONS_CSV: &str = include_str!("../../../data/vn/catalog/certifications.csv");
@@ -141,7 +142,11 @@ fn rows(csv_text: &str) -> Vec<HashMap<String, String>> {
     r.records()
         .map(|rec| {
             let rec = rec.expect("embedded CSV is well-formed");
-            headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_owned(), v.to_owned())).collect()
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_owned(), v.to_owned()))
+                .collect()
         })
         .collect()
 }
@@ -182,15 +187,22 @@ impl Reference {
                 lon: num(&r["lon"]),
             })
             .collect();
-        let by_commune = communes.iter().enumerate().map(|(i, c)| (c.code.clone(), i)).collect();
+        let by_commune = communes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.code.clone(), i))
+            .collect();
         let folded_communes = communes.iter().map(|c| fold(&c.full_name)).collect();
         let mut conversions: HashMap<String, Vec<(String, bool, String)>> = HashMap::new();
         for r in rows(CONVERSION_CSV) {
-            conversions.entry(r["old_ward_code"].clone()).or_default().push((
-                r["new_ward_code"].clone(),
-                r["note"] != "Nhập một phần",
-                r["old_ward_name"].clone(),
-            ));
+            conversions
+                .entry(r["old_ward_code"].clone())
+                .or_default()
+                .push((
+                    r["new_ward_code"].clone(),
+                    r["note"] != "Nhập một phần",
+                    r["old_ward_name"].clone(),
+                ));
         }
         let categories = rows(CATEGORIES_CSV)
             .into_iter()
@@ -212,9 +224,21 @@ impl Reference {
             .collect();
         let certifications = rows(CERTIFICATIONS_CSV)
             .into_iter()
-            .map(|r| CertificationKind { code: r["code"].clone(), name: r["name"].clone() })
+            .map(|r| CertificationKind {
+                code: r["code"].clone(),
+                name: r["name"].clone(),
+            })
             .collect();
-        Self { provinces, communes, by_commune, folded_communes, conversions, categories, units, certifications }
+        Self {
+            provinces,
+            communes,
+            by_commune,
+            folded_communes,
+            conversions,
+            categories,
+            units,
+            certifications,
+        }
     }
 
     /// A province by code.
@@ -229,12 +253,19 @@ impl Reference {
 
     /// The communes of a province.
     pub fn communes_of(&self, province: &str) -> impl Iterator<Item = &Commune> {
-        self.communes.iter().filter(move |c| c.province_code == province)
+        self.communes
+            .iter()
+            .filter(move |c| c.province_code == province)
     }
 
     /// Communes whose name contains every word of `query`, with or without diacritics; a
     /// query typed with diacritics must match them exactly ("Hòa" does not find "Hóa").
-    pub fn search_communes(&self, query: &str, province: Option<&str>, limit: usize) -> Vec<&Commune> {
+    pub fn search_communes(
+        &self,
+        query: &str,
+        province: Option<&str>,
+        limit: usize,
+    ) -> Vec<&Commune> {
         let exact: String = query.nfc().collect::<String>().to_lowercase();
         let folded = fold(query);
         let has_marks = exact != folded;
@@ -257,7 +288,13 @@ impl Reference {
             })
             .map(|(c, _)| {
                 let name_folded = fold(&c.name);
-                let rank = if name_folded == folded { 0 } else if name_folded.starts_with(&folded) { 1 } else { 2 };
+                let rank = if name_folded == folded {
+                    0
+                } else if name_folded.starts_with(&folded) {
+                    1
+                } else {
+                    2
+                };
                 (rank, c)
             })
             .collect();
@@ -271,7 +308,12 @@ impl Reference {
         let old_name = rows.first().map(|r| r.2.clone()).unwrap_or_default();
         let list = rows
             .iter()
-            .filter_map(|(code, whole, _)| Some(Conversion { commune: self.commune(code)?.clone(), whole: *whole }))
+            .filter_map(|(code, whole, _)| {
+                Some(Conversion {
+                    commune: self.commune(code)?.clone(),
+                    whole: *whole,
+                })
+            })
             .collect();
         Some((old_name, list))
     }
@@ -302,7 +344,11 @@ mod tests {
         assert_eq!(r.provinces.len(), 34);
         assert_eq!(r.communes.len(), 3321);
         assert_eq!(r.province("01").unwrap().name, "Hà Nội");
-        assert!(r.communes.iter().all(|c| r.province(&c.province_code).is_some()));
+        assert!(
+            r.communes
+                .iter()
+                .all(|c| r.province(&c.province_code).is_some())
+        );
     }
 
     #[test]
@@ -321,8 +367,16 @@ mod tests {
         let without = r.search_communes("don duong", None, 5);
         assert_eq!(with[0].code, "24931");
         assert_eq!(without[0].code, "24931");
-        assert!(r.search_communes("ba dinh", Some("01"), 5).iter().any(|c| c.code == "00004"));
-        assert!(r.search_communes("ba dinh", Some("79"), 5).iter().all(|c| c.province_code == "79"));
+        assert!(
+            r.search_communes("ba dinh", Some("01"), 5)
+                .iter()
+                .any(|c| c.code == "00004")
+        );
+        assert!(
+            r.search_communes("ba dinh", Some("79"), 5)
+                .iter()
+                .all(|c| c.province_code == "79")
+        );
     }
 
     #[test]
@@ -331,6 +385,9 @@ mod tests {
         let (old_name, list) = r.convert_legacy("00016").unwrap();
         assert_eq!(old_name, "Phường Ngọc Hà");
         assert!(list.iter().any(|c| c.commune.code == "00004" && !c.whole));
-        assert!(list.len() >= 2, "a partly merged commune has several candidates");
+        assert!(
+            list.len() >= 2,
+            "a partly merged commune has several candidates"
+        );
     }
 }

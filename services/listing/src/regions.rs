@@ -22,9 +22,12 @@ pub async fn list_provinces() -> Json<&'static [Province]> {
 /// The communes of a province.
 #[utoipa::path(get, path = "/v1/regions/provinces/{code}/communes", tag = "regions", params(("code" = String, Path, description = "Province code")),
     responses((status = 200, body = [Commune]), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn list_province_communes(Path(code): Path<String>) -> Result<Json<Vec<&'static Commune>>> {
+pub async fn list_province_communes(
+    Path(code): Path<String>,
+) -> Result<Json<Vec<&'static Commune>>> {
     let r = reference();
-    r.province(&code).ok_or(ListingError::NotFound("province"))?;
+    r.province(&code)
+        .ok_or(ListingError::NotFound("province"))?;
     Ok(Json(r.communes_of(&code).collect()))
 }
 
@@ -41,23 +44,50 @@ pub struct CommuneSearch {
 
 /// Communes by name.
 #[utoipa::path(get, path = "/v1/regions/communes", tag = "regions", params(CommuneSearch), responses((status = 200, body = [Commune]), (status = 422, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn search_communes(Query(s): Query<CommuneSearch>) -> Result<Json<Vec<&'static Commune>>> {
+pub async fn search_communes(
+    Query(s): Query<CommuneSearch>,
+) -> Result<Json<Vec<&'static Commune>>> {
     let mut p = Problems::default();
     let q_len = s.q.trim().chars().count();
-    p.check(q_len == 0 || q_len > 100, "q", "invalid_length", "must have 1 to 100 characters", "phải có từ 1 đến 100 ký tự");
+    p.check(
+        q_len == 0 || q_len > 100,
+        "q",
+        "invalid_length",
+        "must have 1 to 100 characters",
+        "phải có từ 1 đến 100 ký tự",
+    );
     if let Some(code) = &s.province {
-        p.check(reference().province(code).is_none(), "province", "unknown_province", "is not a 2025 province code", "không phải mã tỉnh/thành (2025)");
+        p.check(
+            reference().province(code).is_none(),
+            "province",
+            "unknown_province",
+            "is not a 2025 province code",
+            "không phải mã tỉnh/thành (2025)",
+        );
     }
     let limit = s.limit.unwrap_or(20);
-    p.check(!(1..=100).contains(&limit), "limit", "out_of_range", "must be 1 to 100", "phải từ 1 đến 100");
+    p.check(
+        !(1..=100).contains(&limit),
+        "limit",
+        "out_of_range",
+        "must be 1 to 100",
+        "phải từ 1 đến 100",
+    );
     p.finish()?;
-    Ok(Json(reference().search_communes(&s.q, s.province.as_deref(), limit)))
+    Ok(Json(reference().search_communes(
+        &s.q,
+        s.province.as_deref(),
+        limit,
+    )))
 }
 
 /// A commune by code.
 #[utoipa::path(get, path = "/v1/regions/communes/{code}", tag = "regions", params(("code" = String, Path)), responses((status = 200, body = Commune), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
 pub async fn get_commune(Path(code): Path<String>) -> Result<Json<&'static Commune>> {
-    reference().commune(&code).map(Json).ok_or(ListingError::NotFound("commune"))
+    reference()
+        .commune(&code)
+        .map(Json)
+        .ok_or(ListingError::NotFound("commune"))
 }
 
 /// What an old commune code became.
@@ -75,8 +105,14 @@ pub struct LegacyConversion {
 #[utoipa::path(get, path = "/v1/regions/legacy-communes/{code}", tag = "regions", params(("code" = String, Path, description = "Pre-2025 commune code")),
     responses((status = 200, body = LegacyConversion), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
 pub async fn convert_legacy_commune(Path(code): Path<String>) -> Result<Json<LegacyConversion>> {
-    let (old_name, candidates) = reference().convert_legacy(&code).ok_or(ListingError::NotFound("pre-2025 commune"))?;
-    Ok(Json(LegacyConversion { old_code: code, old_name, candidates }))
+    let (old_name, candidates) = reference()
+        .convert_legacy(&code)
+        .ok_or(ListingError::NotFound("pre-2025 commune"))?;
+    Ok(Json(LegacyConversion {
+        old_code: code,
+        old_name,
+        candidates,
+    }))
 }
 
 /// Produce categories.

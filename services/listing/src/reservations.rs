@@ -100,18 +100,46 @@ pub struct ReservationView {
 }
 
 fn require_service(actor: &Actor) -> Result<()> {
-    if matches!(actor.role, Role::Service | Role::Operator) { Ok(()) } else { Err(ListingError::Forbidden) }
+    if matches!(actor.role, Role::Service | Role::Operator) {
+        Ok(())
+    } else {
+        Err(ListingError::Forbidden)
+    }
 }
 
 fn check_request(r: &ReservationRequest) -> Result<()> {
     let mut p = Problems::default();
-    p.check(r.lines.is_empty(), "lines", "empty", "must have at least one line", "phải có ít nhất một dòng");
-    p.check(r.lines.len() > 100, "lines", "too_many", "must have at most 100 lines", "tối đa 100 dòng");
+    p.check(
+        r.lines.is_empty(),
+        "lines",
+        "empty",
+        "must have at least one line",
+        "phải có ít nhất một dòng",
+    );
+    p.check(
+        r.lines.len() > 100,
+        "lines",
+        "too_many",
+        "must have at most 100 lines",
+        "tối đa 100 dòng",
+    );
     if let Some(ttl) = r.ttl_secs {
-        p.check(!(1..=MAX_TTL_SECS).contains(&ttl), "ttl_secs", "out_of_range", "must be 1 to 3600", "phải từ 1 đến 3600");
+        p.check(
+            !(1..=MAX_TTL_SECS).contains(&ttl),
+            "ttl_secs",
+            "out_of_range",
+            "must be 1 to 3600",
+            "phải từ 1 đến 3600",
+        );
     }
     for (i, l) in r.lines.iter().enumerate() {
-        p.check(!l.quantity.is_positive(), &format!("lines[{i}].quantity"), "not_positive", "must be more than 0", "phải lớn hơn 0");
+        p.check(
+            !l.quantity.is_positive(),
+            &format!("lines[{i}].quantity"),
+            "not_positive",
+            "must be more than 0",
+            "phải lớn hơn 0",
+        );
         p.check(
             r.lines[..i].iter().any(|o| o.listing_id == l.listing_id),
             &format!("lines[{i}].listing_id"),
@@ -125,12 +153,23 @@ fn check_request(r: &ReservationRequest) -> Result<()> {
 
 /// Loads a reservation with its lines, sellers and allocations.
 pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<ReservationView> {
-    let (status, expires_at): (String, DateTime<Utc>) = sqlx::query_as("SELECT status, expires_at FROM reservations WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(ListingError::NotFound("reservation"))?;
-    type Row = (i32, ListingId, String, String, Quantity, Vnd, Option<AccountId>, Option<uuid::Uuid>, String);
+    let (status, expires_at): (String, DateTime<Utc>) =
+        sqlx::query_as("SELECT status, expires_at FROM reservations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(ListingError::NotFound("reservation"))?;
+    type Row = (
+        i32,
+        ListingId,
+        String,
+        String,
+        Quantity,
+        Vnd,
+        Option<AccountId>,
+        Option<uuid::Uuid>,
+        String,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT r.line_no, r.listing_id, l.title, l.unit_code, r.quantity, r.unit_price, l.household_id, l.cooperative_id, COALESCE(h.name, c.name)
          FROM reservation_lines r JOIN listings l ON l.id = r.listing_id
@@ -149,26 +188,48 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
     .await?;
     let lines = rows
         .into_iter()
-        .map(|(line_no, listing_id, title, unit, quantity, unit_price, household, coop, name)| ReservedLine {
-            line_no,
-            listing_id,
-            title,
-            unit,
-            quantity,
-            unit_price,
-            line_total: unit_price.times(quantity).unwrap_or(Vnd(i64::MAX)),
-            seller: match (household, coop) {
-                (Some(h), _) => SellerView { kind: "household", id: h.0, name },
-                (_, c) => SellerView { kind: "cooperative", id: c.unwrap_or_default(), name },
+        .map(
+            |(line_no, listing_id, title, unit, quantity, unit_price, household, coop, name)| {
+                ReservedLine {
+                    line_no,
+                    listing_id,
+                    title,
+                    unit,
+                    quantity,
+                    unit_price,
+                    line_total: unit_price.times(quantity).unwrap_or(Vnd(i64::MAX)),
+                    seller: match (household, coop) {
+                        (Some(h), _) => SellerView {
+                            kind: "household",
+                            id: h.0,
+                            name,
+                        },
+                        (_, c) => SellerView {
+                            kind: "cooperative",
+                            id: c.unwrap_or_default(),
+                            name,
+                        },
+                    },
+                    allocations: allocations
+                        .iter()
+                        .filter(|a| a.0 == line_no)
+                        .map(|a| Allocation {
+                            lot_code: a.1.clone(),
+                            harvest_date: a.2,
+                            household_id: a.3,
+                            quantity: a.4,
+                        })
+                        .collect(),
+                }
             },
-            allocations: allocations
-                .iter()
-                .filter(|a| a.0 == line_no)
-                .map(|a| Allocation { lot_code: a.1.clone(), harvest_date: a.2, household_id: a.3, quantity: a.4 })
-                .collect(),
-        })
+        )
         .collect();
-    Ok(ReservationView { id, status, expires_at, lines })
+    Ok(ReservationView {
+        id,
+        status,
+        expires_at,
+        lines,
+    })
 }
 
 /// Reserve lines all or nothing. The same id again answers the same reservation (200); the
@@ -177,7 +238,11 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
     responses((status = 201, body = ReservationView), (status = 200, description = "Already made with this id", body = ReservationView),
         (status = 409, description = "insufficient_stock or listing_unavailable", body = nongsan_shared::error::ProblemSchema),
         (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn create_reservation(State(app): State<AppState>, actor: Actor, Json(r): Json<ReservationRequest>) -> Result<(StatusCode, AxumJson<ReservationView>)> {
+pub async fn create_reservation(
+    State(app): State<AppState>,
+    actor: Actor,
+    Json(r): Json<ReservationRequest>,
+) -> Result<(StatusCode, AxumJson<ReservationView>)> {
     require_service(&actor)?;
     check_request(&r)?;
     let ttl = r.ttl_secs.unwrap_or(900);
@@ -195,13 +260,20 @@ pub async fn create_reservation(State(app): State<AppState>, actor: Actor, Json(
     .rows_affected()
         == 1;
     if !inserted {
-        let earlier: serde_json::Value = sqlx::query_scalar("SELECT request FROM reservations WHERE id = $1").bind(r.id).fetch_one(&mut *tx).await?;
+        let earlier: serde_json::Value =
+            sqlx::query_scalar("SELECT request FROM reservations WHERE id = $1")
+                .bind(r.id)
+                .fetch_one(&mut *tx)
+                .await?;
         if earlier != request {
-            return Err(ListingError::field("id", Invalid::new(
-                "reservation_id_reused",
-                "was used for a reservation with other lines",
-                "đã được dùng cho một lần giữ hàng khác",
-            )));
+            return Err(ListingError::field(
+                "id",
+                Invalid::new(
+                    "reservation_id_reused",
+                    "was used for a reservation with other lines",
+                    "đã được dùng cho một lần giữ hàng khác",
+                ),
+            ));
         }
         return Ok((StatusCode::OK, AxumJson(load(&mut tx, r.id).await?)));
     }
@@ -210,13 +282,21 @@ pub async fn create_reservation(State(app): State<AppState>, actor: Actor, Json(
     order.sort_by_key(|&i| r.lines[i].listing_id);
     for i in order {
         let line = &r.lines[i];
-        let listing: Option<(String, Quantity, Quantity, Vnd)> = sqlx::query_as("SELECT status, min_order, step, price_vnd FROM listings WHERE id = $1")
-            .bind(line.listing_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let listing: Option<(String, Quantity, Quantity, Vnd)> =
+            sqlx::query_as("SELECT status, min_order, step, price_vnd FROM listings WHERE id = $1")
+                .bind(line.listing_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let field = |f: &str| format!("lines[{i}].{f}");
         let Some((status, min_order, step, price)) = listing else {
-            return Err(ListingError::field(field("listing_id"), Invalid::new("unknown_listing", "is not a listing", "không phải tin đăng bán")));
+            return Err(ListingError::field(
+                field("listing_id"),
+                Invalid::new(
+                    "unknown_listing",
+                    "is not a listing",
+                    "không phải tin đăng bán",
+                ),
+            ));
         };
         if status != "active" {
             return Err(ListingError::conflict(
@@ -226,19 +306,35 @@ pub async fn create_reservation(State(app): State<AppState>, actor: Actor, Json(
             ));
         }
         let mut p = Problems::default();
-        p.check(line.quantity < min_order, &field("quantity"), "below_minimum", &format!("must be at least the minimum order {min_order}"), &format!("phải ít nhất bằng số lượng tối thiểu {min_order}"));
-        p.check(!line.quantity.is_multiple_of(step), &field("quantity"), "off_step", &format!("must be a multiple of {step}"), &format!("phải là bội số của {step}"));
+        p.check(
+            line.quantity < min_order,
+            &field("quantity"),
+            "below_minimum",
+            &format!("must be at least the minimum order {min_order}"),
+            &format!("phải ít nhất bằng số lượng tối thiểu {min_order}"),
+        );
+        p.check(
+            !line.quantity.is_multiple_of(step),
+            &field("quantity"),
+            "off_step",
+            &format!("must be a multiple of {step}"),
+            &format!("phải là bội số của {step}"),
+        );
         p.finish()?;
-        apply(&mut tx, line.listing_id, &[Movement {
-            listing: line.listing_id,
-            lot: None,
-            kind: "reservation",
-            on_hand: Quantity::ZERO,
-            reserved: line.quantity,
-            reason: None,
-            reservation: Some(r.id),
-            actor: Some(&actor),
-        }])
+        apply(
+            &mut tx,
+            line.listing_id,
+            &[Movement {
+                listing: line.listing_id,
+                lot: None,
+                kind: "reservation",
+                on_hand: Quantity::ZERO,
+                reserved: line.quantity,
+                reason: None,
+                reservation: Some(r.id),
+                actor: Some(&actor),
+            }],
+        )
         .await?;
         sqlx::query("INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)")
             .bind(r.id)
@@ -257,7 +353,11 @@ pub async fn create_reservation(State(app): State<AppState>, actor: Actor, Json(
 /// A reservation.
 #[utoipa::path(get, path = "/v1/internal/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = ReservationView), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn get_reservation(State(app): State<AppState>, actor: Actor, Path(id): Path<ReservationId>) -> Result<AxumJson<ReservationView>> {
+pub async fn get_reservation(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ReservationId>,
+) -> Result<AxumJson<ReservationView>> {
     require_service(&actor)?;
     let mut conn = app.pool.acquire().await?;
     Ok(AxumJson(load(&mut conn, id).await?))
@@ -271,7 +371,10 @@ async fn lock_reservation(conn: &mut PgConnection, id: ReservationId) -> Result<
         .ok_or(ListingError::NotFound("reservation"))
 }
 
-async fn lines_of(conn: &mut PgConnection, id: ReservationId) -> Result<Vec<(i32, ListingId, Quantity)>> {
+async fn lines_of(
+    conn: &mut PgConnection,
+    id: ReservationId,
+) -> Result<Vec<(i32, ListingId, Quantity)>> {
     Ok(sqlx::query_as("SELECT line_no, listing_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY listing_id")
         .bind(id)
         .fetch_all(conn)
@@ -280,7 +383,11 @@ async fn lines_of(conn: &mut PgConnection, id: ReservationId) -> Result<Vec<(i32
 
 /// Turns an active reservation into a sale, filling each line from the listing's lots
 /// oldest harvest first. Committing again answers the same.
-pub async fn commit(conn: &mut PgConnection, id: ReservationId, actor: Option<&Actor>) -> Result<()> {
+pub async fn commit(
+    conn: &mut PgConnection,
+    id: ReservationId,
+    actor: Option<&Actor>,
+) -> Result<()> {
     match lock_reservation(conn, id).await?.as_str() {
         "committed" => return Ok(()),
         "active" => {}
@@ -308,7 +415,16 @@ pub async fn commit(conn: &mut PgConnection, id: ReservationId, actor: Option<&A
             }
             let take = left.min(on_hand);
             left = left.checked_sub(take).unwrap_or(Quantity::ZERO);
-            moves.push(Movement { listing, lot: Some(lot), kind: "sale", on_hand: -take, reserved: -take, reason: None, reservation: Some(id), actor });
+            moves.push(Movement {
+                listing,
+                lot: Some(lot),
+                kind: "sale",
+                on_hand: -take,
+                reserved: -take,
+                reason: None,
+                reservation: Some(id),
+                actor,
+            });
             sqlx::query("INSERT INTO allocations (reservation_id, line_no, lot_id, quantity) VALUES ($1, $2, $3, $4)")
                 .bind(id)
                 .bind(line_no)
@@ -319,17 +435,28 @@ pub async fn commit(conn: &mut PgConnection, id: ReservationId, actor: Option<&A
         }
         if left.is_positive() {
             // Lots always sum to on-hand, and on-hand covers what is reserved.
-            return Err(anyhow::anyhow!("lots of listing {listing} do not cover its reserved stock").into());
+            return Err(anyhow::anyhow!(
+                "lots of listing {listing} do not cover its reserved stock"
+            )
+            .into());
         }
         apply(conn, listing, &moves).await?;
     }
-    sqlx::query("UPDATE reservations SET status = 'committed', closed_at = now() WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    sqlx::query("UPDATE reservations SET status = 'committed', closed_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Gives a reservation's stock back; `status` is `released` or `expired`. Releasing again
 /// answers the same; a committed reservation cannot be released.
-pub async fn release(conn: &mut PgConnection, id: ReservationId, status: &'static str, actor: Option<&Actor>) -> Result<()> {
+pub async fn release(
+    conn: &mut PgConnection,
+    id: ReservationId,
+    status: &'static str,
+    actor: Option<&Actor>,
+) -> Result<()> {
     match lock_reservation(conn, id).await?.as_str() {
         "released" | "expired" => return Ok(()),
         "active" => {}
@@ -342,16 +469,38 @@ pub async fn release(conn: &mut PgConnection, id: ReservationId, status: &'stati
         }
     }
     for (_, listing, quantity) in lines_of(conn, id).await? {
-        apply(conn, listing, &[Movement { listing, lot: None, kind: "release", on_hand: Quantity::ZERO, reserved: -quantity, reason: Some(status), reservation: Some(id), actor }]).await?;
+        apply(
+            conn,
+            listing,
+            &[Movement {
+                listing,
+                lot: None,
+                kind: "release",
+                on_hand: Quantity::ZERO,
+                reserved: -quantity,
+                reason: Some(status),
+                reservation: Some(id),
+                actor,
+            }],
+        )
+        .await?;
     }
-    sqlx::query("UPDATE reservations SET status = $2, closed_at = now() WHERE id = $1").bind(id).bind(status).execute(&mut *conn).await?;
+    sqlx::query("UPDATE reservations SET status = $2, closed_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Commit a reservation: the stock is sold.
 #[utoipa::path(post, path = "/v1/internal/reservations/{id}/commit", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = ReservationView), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn commit_reservation(State(app): State<AppState>, actor: Actor, Path(id): Path<ReservationId>) -> Result<AxumJson<ReservationView>> {
+pub async fn commit_reservation(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ReservationId>,
+) -> Result<AxumJson<ReservationView>> {
     require_service(&actor)?;
     let mut tx = app.pool.begin().await?;
     commit(&mut tx, id, Some(&actor)).await?;
@@ -363,7 +512,11 @@ pub async fn commit_reservation(State(app): State<AppState>, actor: Actor, Path(
 /// Release a reservation: the stock is available again.
 #[utoipa::path(post, path = "/v1/internal/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
     responses((status = 200, body = ReservationView), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn release_reservation(State(app): State<AppState>, actor: Actor, Path(id): Path<ReservationId>) -> Result<AxumJson<ReservationView>> {
+pub async fn release_reservation(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ReservationId>,
+) -> Result<AxumJson<ReservationView>> {
     require_service(&actor)?;
     let mut tx = app.pool.begin().await?;
     release(&mut tx, id, "released", Some(&actor)).await?;

@@ -49,18 +49,42 @@ pub struct AddressInput {
 /// Checks a display or household name.
 pub fn check_name(p: &mut Problems, field: &str, name: &str) {
     let n = name.trim().chars().count();
-    p.check(n == 0, field, "required", "must not be empty", "không được để trống");
-    p.check(n > 200, field, "too_long", "must be at most 200 characters", "tối đa 200 ký tự");
+    p.check(
+        n == 0,
+        field,
+        "required",
+        "must not be empty",
+        "không được để trống",
+    );
+    p.check(
+        n > 200,
+        field,
+        "too_long",
+        "must be at most 200 characters",
+        "tối đa 200 ký tự",
+    );
 }
 
 /// Checks an address against the 2025 units.
 pub fn check_address(p: &mut Problems, field: &str, a: &AddressInput) {
     let r = reference();
     if r.province(&a.province_code).is_none() {
-        p.check(true, &format!("{field}.province_code"), "unknown_province", "is not a 2025 province code", "không phải mã tỉnh/thành (2025)");
+        p.check(
+            true,
+            &format!("{field}.province_code"),
+            "unknown_province",
+            "is not a 2025 province code",
+            "không phải mã tỉnh/thành (2025)",
+        );
     }
     match r.commune(&a.commune_code) {
-        None => p.check(true, &format!("{field}.commune_code"), "unknown_commune", "is not a 2025 commune code", "không phải mã xã/phường (2025)"),
+        None => p.check(
+            true,
+            &format!("{field}.commune_code"),
+            "unknown_commune",
+            "is not a 2025 commune code",
+            "không phải mã xã/phường (2025)",
+        ),
         Some(c) => p.check(
             c.province_code != a.province_code,
             &format!("{field}.commune_code"),
@@ -69,14 +93,26 @@ pub fn check_address(p: &mut Problems, field: &str, a: &AddressInput) {
             "không thuộc tỉnh/thành đã chọn",
         ),
     }
-    p.check(a.street.chars().count() > 300, &format!("{field}.street"), "too_long", "must be at most 300 characters", "tối đa 300 ký tự");
+    p.check(
+        a.street.chars().count() > 300,
+        &format!("{field}.street"),
+        "too_long",
+        "must be at most 300 characters",
+        "tối đa 300 ký tự",
+    );
 }
 
 /// Checks a point.
 pub fn check_point(p: &mut Problems, field: &str, pt: Option<Point>) {
     if let Some(pt) = pt {
         let bad = !(-90.0..=90.0).contains(&pt.lat) || !(-180.0..=180.0).contains(&pt.lon);
-        p.check(bad, field, "out_of_range", "must have lat in −90..90 and lon in −180..180", "vĩ độ phải trong −90..90 và kinh độ trong −180..180");
+        p.check(
+            bad,
+            field,
+            "out_of_range",
+            "must have lat in −90..90 and lon in −180..180",
+            "vĩ độ phải trong −90..90 và kinh độ trong −180..180",
+        );
     }
 }
 
@@ -102,23 +138,41 @@ pub struct HouseholdView {
     pub created_at: DateTime<Utc>,
 }
 
-type HouseholdRow = (AccountId, String, String, String, String, Option<f64>, Option<f64>, DateTime<Utc>);
+type HouseholdRow = (
+    AccountId,
+    String,
+    String,
+    String,
+    String,
+    Option<f64>,
+    Option<f64>,
+    DateTime<Utc>,
+);
 
 fn household_view(r: HouseholdRow) -> HouseholdView {
     let (id, name, province_code, commune_code, street, lat, lon, created_at) = r;
     HouseholdView {
         id,
         name,
-        address: AddressInput { province_code, commune_code, street },
+        address: AddressInput {
+            province_code,
+            commune_code,
+            street,
+        },
         farm_location: lat.zip(lon).map(|(lat, lon)| Point { lat, lon }),
         created_at,
     }
 }
 
-const HOUSEHOLD_COLUMNS: &str = "account_id, name, province_code, commune_code, street, lat, lon, created_at";
+const HOUSEHOLD_COLUMNS: &str =
+    "account_id, name, province_code, commune_code, street, lat, lon, created_at";
 
 /// Inserts a household profile for an account.
-pub async fn insert_household(conn: &mut PgConnection, id: AccountId, h: &HouseholdInput) -> Result<HouseholdView> {
+pub async fn insert_household(
+    conn: &mut PgConnection,
+    id: AccountId,
+    h: &HouseholdInput,
+) -> Result<HouseholdView> {
     let row: HouseholdRow = sqlx::query_as(&format!(
         "INSERT INTO households (account_id, name, province_code, commune_code, admin_version, street, lat, lon)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {HOUSEHOLD_COLUMNS}"
@@ -162,7 +216,11 @@ pub struct RegisteredHousehold {
 /// A helper registers a household, which is then assigned to it.
 #[utoipa::path(post, path = "/v1/households", tag = "sellers", request_body = HouseholdRegistration,
     responses((status = 201, body = RegisteredHousehold), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn register_household(State(app): State<AppState>, actor: Actor, Json(r): Json<HouseholdRegistration>) -> Result<(StatusCode, AxumJson<RegisteredHousehold>)> {
+pub async fn register_household(
+    State(app): State<AppState>,
+    actor: Actor,
+    Json(r): Json<HouseholdRegistration>,
+) -> Result<(StatusCode, AxumJson<RegisteredHousehold>)> {
     if !matches!(actor.role, Role::Helper | Role::Operator) {
         return Err(ListingError::Forbidden);
     }
@@ -171,7 +229,15 @@ pub async fn register_household(State(app): State<AppState>, actor: Actor, Json(
     check_household(&mut p, "household", &r.household);
     p.finish()?;
     let mut tx = app.pool.begin().await?;
-    let account = identity::insert_account(&mut tx, &r.phone, None, Role::Household, &r.display_name, Some(actor.account_id)).await?;
+    let account = identity::insert_account(
+        &mut tx,
+        &r.phone,
+        None,
+        Role::Household,
+        &r.display_name,
+        Some(actor.account_id),
+    )
+    .await?;
     let household = insert_household(&mut tx, account.id, &r.household).await?;
     if actor.role == Role::Helper {
         sqlx::query("INSERT INTO helper_assignments (helper_id, household_id) VALUES ($1, $2)")
@@ -181,24 +247,43 @@ pub async fn register_household(State(app): State<AppState>, actor: Actor, Json(
             .await?;
     }
     let activation_code = identity::new_activation_code(&mut tx, account.id).await?;
-    audit(&mut tx, &actor, Some(account.id), "household.registered", ("household", account.id.to_string()), &serde_json::json!({ "name": household.name })).await?;
+    audit(
+        &mut tx,
+        &actor,
+        Some(account.id),
+        "household.registered",
+        ("household", account.id.to_string()),
+        &serde_json::json!({ "name": household.name }),
+    )
+    .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, AxumJson(RegisteredHousehold { household, activation_code })))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(RegisteredHousehold {
+            household,
+            activation_code,
+        }),
+    ))
 }
 
 /// Loads a household.
 pub async fn load_household(conn: &mut PgConnection, id: AccountId) -> Result<HouseholdView> {
-    let row: HouseholdRow = sqlx::query_as(&format!("SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE account_id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(ListingError::NotFound("household"))?;
+    let row: HouseholdRow = sqlx::query_as(&format!(
+        "SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE account_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ListingError::NotFound("household"))?;
     Ok(household_view(row))
 }
 
 /// A household's public profile.
 #[utoipa::path(get, path = "/v1/households/{id}", tag = "sellers", params(("id" = String, Path)), responses((status = 200, body = HouseholdView), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn get_household(State(app): State<AppState>, Path(id): Path<AccountId>) -> Result<AxumJson<HouseholdView>> {
+pub async fn get_household(
+    State(app): State<AppState>,
+    Path(id): Path<AccountId>,
+) -> Result<AxumJson<HouseholdView>> {
     let mut conn = app.pool.acquire().await?;
     Ok(AxumJson(load_household(&mut conn, id).await?))
 }
@@ -218,7 +303,12 @@ pub struct HouseholdPatch {
 /// The household (or one acting for it) updates its profile.
 #[utoipa::path(patch, path = "/v1/households/{id}", tag = "sellers", params(("id" = String, Path)), request_body = HouseholdPatch,
     responses((status = 200, body = HouseholdView), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn update_household(State(app): State<AppState>, actor: Actor, Path(id): Path<AccountId>, Json(patch): Json<HouseholdPatch>) -> Result<AxumJson<HouseholdView>> {
+pub async fn update_household(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<AccountId>,
+    Json(patch): Json<HouseholdPatch>,
+) -> Result<AxumJson<HouseholdView>> {
     let mut tx = app.pool.begin().await?;
     let current = load_household(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Household(id)).await?;
@@ -229,7 +319,15 @@ pub async fn update_household(State(app): State<AppState>, actor: Actor, Path(id
     };
     let mut p = Problems::default();
     check_household(&mut p, "", &next);
-    Problems(p.0.into_iter().map(|mut e| { e.field = e.field.trim_start_matches('.').to_owned(); e }).collect()).finish()?;
+    Problems(
+        p.0.into_iter()
+            .map(|mut e| {
+                e.field = e.field.trim_start_matches('.').to_owned();
+                e
+            })
+            .collect(),
+    )
+    .finish()?;
     sqlx::query("UPDATE households SET name = $2, province_code = $3, commune_code = $4, street = $5, lat = $6, lon = $7, updated_at = now() WHERE account_id = $1")
         .bind(id)
         .bind(next.name.trim())
@@ -240,7 +338,15 @@ pub async fn update_household(State(app): State<AppState>, actor: Actor, Path(id
         .bind(next.farm_location.map(|p| p.lon))
         .execute(&mut *tx)
         .await?;
-    audit(&mut tx, &actor, Some(id), "household.updated", ("household", id.to_string()), &serde_json::json!({ "name": next.name })).await?;
+    audit(
+        &mut tx,
+        &actor,
+        Some(id),
+        "household.updated",
+        ("household", id.to_string()),
+        &serde_json::json!({ "name": next.name }),
+    )
+    .await?;
     let view = load_household(&mut tx, id).await?;
     tx.commit().await?;
     Ok(AxumJson(view))
@@ -271,8 +377,13 @@ pub struct AuditEntry {
 /// operator).
 #[utoipa::path(get, path = "/v1/households/{id}/audit", tag = "sellers", params(("id" = String, Path)),
     responses((status = 200, body = [AuditEntry]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn list_household_audit(State(app): State<AppState>, actor: Actor, Path(id): Path<AccountId>) -> Result<AxumJson<Vec<AuditEntry>>> {
-    let own = actor.role == Role::Household && actor.account_id == id && actor.on_behalf_of.is_none();
+pub async fn list_household_audit(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<AccountId>,
+) -> Result<AxumJson<Vec<AuditEntry>>> {
+    let own =
+        actor.role == Role::Household && actor.account_id == id && actor.on_behalf_of.is_none();
     if !own && actor.role != Role::Operator {
         return Err(ListingError::Forbidden);
     }
@@ -317,11 +428,17 @@ pub struct CooperativeView {
 
 fn valid_tax_code(t: &str) -> bool {
     let (main, branch) = t.split_once('-').unwrap_or((t, ""));
-    main.len() == 10 && main.bytes().all(|b| b.is_ascii_digit()) && (branch.is_empty() && !t.contains('-') || branch.len() == 3 && branch.bytes().all(|b| b.is_ascii_digit()))
+    main.len() == 10
+        && main.bytes().all(|b| b.is_ascii_digit())
+        && (branch.is_empty() && !t.contains('-')
+            || branch.len() == 3 && branch.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Loads a cooperative with its current members.
-pub async fn load_cooperative(conn: &mut PgConnection, id: CooperativeId) -> Result<CooperativeView> {
+pub async fn load_cooperative(
+    conn: &mut PgConnection,
+    id: CooperativeId,
+) -> Result<CooperativeView> {
     let row: (CooperativeId, String, Option<String>, String, String, String, AccountId) = sqlx::query_as(
         "SELECT id, name, tax_code, province_code, commune_code, street, manager_id FROM cooperatives WHERE id = $1",
     )
@@ -334,13 +451,28 @@ pub async fn load_cooperative(conn: &mut PgConnection, id: CooperativeId) -> Res
         .fetch_all(&mut *conn)
         .await?;
     let (id, name, tax_code, province_code, commune_code, street, manager_id) = row;
-    Ok(CooperativeView { id, name, tax_code, address: AddressInput { province_code, commune_code, street }, manager_id, members })
+    Ok(CooperativeView {
+        id,
+        name,
+        tax_code,
+        address: AddressInput {
+            province_code,
+            commune_code,
+            street,
+        },
+        manager_id,
+        members,
+    })
 }
 
 /// A cooperative manager creates a cooperative.
 #[utoipa::path(post, path = "/v1/cooperatives", tag = "sellers", request_body = CooperativeInput,
     responses((status = 201, body = CooperativeView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn create_cooperative(State(app): State<AppState>, actor: Actor, Json(c): Json<CooperativeInput>) -> Result<(StatusCode, AxumJson<CooperativeView>)> {
+pub async fn create_cooperative(
+    State(app): State<AppState>,
+    actor: Actor,
+    Json(c): Json<CooperativeInput>,
+) -> Result<(StatusCode, AxumJson<CooperativeView>)> {
     if actor.role != Role::CooperativeManager {
         return Err(ListingError::Forbidden);
     }
@@ -348,7 +480,13 @@ pub async fn create_cooperative(State(app): State<AppState>, actor: Actor, Json(
     check_name(&mut p, "name", &c.name);
     check_address(&mut p, "address", &c.address);
     if let Some(t) = &c.tax_code {
-        p.check(!valid_tax_code(t.trim()), "tax_code", "invalid_tax_code", "must be 10 digits, or 10 digits, a dash and 3 digits", "phải gồm 10 chữ số, hoặc 10 chữ số, dấu gạch và 3 chữ số");
+        p.check(
+            !valid_tax_code(t.trim()),
+            "tax_code",
+            "invalid_tax_code",
+            "must be 10 digits, or 10 digits, a dash and 3 digits",
+            "phải gồm 10 chữ số, hoặc 10 chữ số, dấu gạch và 3 chữ số",
+        );
     }
     p.finish()?;
     let id = CooperativeId::new();
@@ -369,10 +507,22 @@ pub async fn create_cooperative(State(app): State<AppState>, actor: Actor, Json(
     if let Err(sqlx::Error::Database(d)) = &res
         && d.constraint() == Some("cooperatives_tax_code_key")
     {
-        return Err(ListingError::conflict("tax_code_taken", "A cooperative with this tax code exists.", "Đã có hợp tác xã với mã số thuế này."));
+        return Err(ListingError::conflict(
+            "tax_code_taken",
+            "A cooperative with this tax code exists.",
+            "Đã có hợp tác xã với mã số thuế này.",
+        ));
     }
     res?;
-    audit(&mut tx, &actor, None, "cooperative.created", ("cooperative", id.to_string()), &serde_json::json!({ "name": c.name })).await?;
+    audit(
+        &mut tx,
+        &actor,
+        None,
+        "cooperative.created",
+        ("cooperative", id.to_string()),
+        &serde_json::json!({ "name": c.name }),
+    )
+    .await?;
     let view = load_cooperative(&mut tx, id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, AxumJson(view)))
@@ -380,7 +530,10 @@ pub async fn create_cooperative(State(app): State<AppState>, actor: Actor, Json(
 
 /// A cooperative and its members.
 #[utoipa::path(get, path = "/v1/cooperatives/{id}", tag = "sellers", params(("id" = String, Path)), responses((status = 200, body = CooperativeView), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
-pub async fn get_cooperative(State(app): State<AppState>, Path(id): Path<CooperativeId>) -> Result<AxumJson<CooperativeView>> {
+pub async fn get_cooperative(
+    State(app): State<AppState>,
+    Path(id): Path<CooperativeId>,
+) -> Result<AxumJson<CooperativeView>> {
     let mut conn = app.pool.acquire().await?;
     Ok(AxumJson(load_cooperative(&mut conn, id).await?))
 }
@@ -396,13 +549,29 @@ pub struct MemberInput {
 /// The manager adds a member household.
 #[utoipa::path(post, path = "/v1/cooperatives/{id}/members", tag = "sellers", params(("id" = String, Path)), request_body = MemberInput,
     responses((status = 200, body = CooperativeView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn add_member(State(app): State<AppState>, actor: Actor, Path(id): Path<CooperativeId>, Json(m): Json<MemberInput>) -> Result<AxumJson<CooperativeView>> {
+pub async fn add_member(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<CooperativeId>,
+    Json(m): Json<MemberInput>,
+) -> Result<AxumJson<CooperativeView>> {
     let mut tx = app.pool.begin().await?;
     load_cooperative(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM households WHERE account_id = $1)").bind(m.household_id).fetch_one(&mut *tx).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM households WHERE account_id = $1)")
+            .bind(m.household_id)
+            .fetch_one(&mut *tx)
+            .await?;
     if !exists {
-        return Err(ListingError::field("household_id", nongsan_shared::invalid::Invalid::new("unknown_household", "is not a household", "không phải hộ sản xuất")));
+        return Err(ListingError::field(
+            "household_id",
+            nongsan_shared::invalid::Invalid::new(
+                "unknown_household",
+                "is not a household",
+                "không phải hộ sản xuất",
+            ),
+        ));
     }
     sqlx::query(
         "INSERT INTO cooperative_members (cooperative_id, household_id) VALUES ($1, $2)
@@ -412,7 +581,15 @@ pub async fn add_member(State(app): State<AppState>, actor: Actor, Path(id): Pat
     .bind(m.household_id)
     .execute(&mut *tx)
     .await?;
-    audit(&mut tx, &actor, Some(m.household_id), "cooperative.member_added", ("cooperative", id.to_string()), &serde_json::json!({ "household_id": m.household_id })).await?;
+    audit(
+        &mut tx,
+        &actor,
+        Some(m.household_id),
+        "cooperative.member_added",
+        ("cooperative", id.to_string()),
+        &serde_json::json!({ "household_id": m.household_id }),
+    )
+    .await?;
     let view = load_cooperative(&mut tx, id).await?;
     tx.commit().await?;
     Ok(AxumJson(view))
@@ -421,7 +598,11 @@ pub async fn add_member(State(app): State<AppState>, actor: Actor, Path(id): Pat
 /// The manager removes a member household.
 #[utoipa::path(delete, path = "/v1/cooperatives/{id}/members/{household_id}", tag = "sellers", params(("id" = String, Path), ("household_id" = String, Path)),
     responses((status = 204, description = "Removed"), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
-pub async fn remove_member(State(app): State<AppState>, actor: Actor, Path((id, household)): Path<(CooperativeId, AccountId)>) -> Result<StatusCode> {
+pub async fn remove_member(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path((id, household)): Path<(CooperativeId, AccountId)>,
+) -> Result<StatusCode> {
     let mut tx = app.pool.begin().await?;
     load_cooperative(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
@@ -434,7 +615,15 @@ pub async fn remove_member(State(app): State<AppState>, actor: Actor, Path((id, 
     if n == 0 {
         return Err(ListingError::NotFound("member"));
     }
-    audit(&mut tx, &actor, Some(household), "cooperative.member_removed", ("cooperative", id.to_string()), &serde_json::json!({ "household_id": household })).await?;
+    audit(
+        &mut tx,
+        &actor,
+        Some(household),
+        "cooperative.member_removed",
+        ("cooperative", id.to_string()),
+        &serde_json::json!({ "household_id": household }),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

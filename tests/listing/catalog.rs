@@ -1,0 +1,220 @@
+//! The catalog: validation, statuses, reference data, and the demo seed.
+
+use nongsan_shared::auth::Role;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, actors::listing_body, process::nongsan, token};
+
+fn with(field: &str, value: Value) -> Value {
+    let mut body = listing_body();
+    body[field] = value;
+    body
+}
+
+#[tokio::test]
+async fn bad_listing_input_is_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("household").await;
+    let mut bad_cert = listing_body();
+    bad_cert["certifications"][0]["valid_until"] = json!("2024-12-31");
+    let cases = [
+        (
+            with("origin_commune", json!("99999")),
+            "origin_commune",
+            "unknown_commune",
+        ),
+        (with("price_vnd", json!(0)), "price_vnd", "not_positive"),
+        (with("price_vnd", json!(-5000)), "price_vnd", "negative"),
+        (
+            with("min_order", json!("1.2345")),
+            "min_order",
+            "too_many_decimals",
+        ),
+        (with("unit", json!("bushel")), "unit", "unknown_unit"),
+        (
+            with("category", json!("spaceships")),
+            "category",
+            "unknown_category",
+        ),
+        (
+            bad_cert,
+            "certifications[0].valid_until",
+            "ends_before_start",
+        ),
+        (with("ocop_stars", json!(2)), "ocop_stars", "out_of_range"),
+    ];
+    for (body, field, code) in cases {
+        let (status, res) = app.post("/v1/listings", Some(&seller.token), &body).await;
+        assert_eq!(status, 422, "{field}: {res}");
+        assert_eq!(res["errors"][0]["field"], field, "{res}");
+        assert_eq!(res["errors"][0]["code"], code, "{res}");
+    }
+    let listing = app.listing_with_stock(&seller, "0").await;
+    let lots = [
+        (
+            json!({ "lot_code": "LÔ-01", "harvest_date": "2026-11-20", "quantity": "5" }),
+            "lot_code",
+            "invalid_lot_code",
+        ),
+        (
+            json!({ "lot_code": "A".repeat(21), "harvest_date": "2026-11-20", "quantity": "5" }),
+            "lot_code",
+            "invalid_lot_code",
+        ),
+        (
+            json!({ "lot_code": "OK-1", "harvest_date": "2026-11-20", "quantity": "1.0005" }),
+            "quantity",
+            "too_many_decimals",
+        ),
+    ];
+    for (body, field, code) in lots {
+        let (status, res) = app
+            .post(
+                &format!("/v1/listings/{listing}/lots"),
+                Some(&seller.token),
+                &body,
+            )
+            .await;
+        assert_eq!(status, 422, "{res}");
+        assert_eq!(
+            (
+                res["errors"][0]["field"].as_str(),
+                res["errors"][0]["code"].as_str()
+            ),
+            (Some(field), Some(code)),
+            "{res}"
+        );
+    }
+    // Nothing half-written: no listing was made by the refused requests.
+    let pool = app.db.pool("listing").await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM listings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_hidden_listing_leaves_the_catalog_and_only_an_operator_brings_it_back() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("household").await;
+    let listing = app.listing_with_stock(&seller, "5").await;
+    let (_, page) = app.get("/v1/listings", None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let (_, operator) = token(Role::Operator);
+    let (status, _) = app
+        .post(
+            &format!("/v1/listings/{listing}/status"),
+            Some(&operator),
+            &json!({ "status": "hidden" }),
+        )
+        .await;
+    assert_eq!(status, 422, "hiding needs a reason");
+    let (status, hidden) = app
+        .post(
+            &format!("/v1/listings/{listing}/status"),
+            Some(&operator),
+            &json!({ "status": "hidden", "reason": "ảnh không đúng sản phẩm" }),
+        )
+        .await;
+    assert_eq!((status, hidden["status"].as_str()), (200, Some("hidden")));
+    let (_, page) = app.get("/v1/listings", None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        app.get(&format!("/v1/listings/{listing}"), None).await.0,
+        404
+    );
+    assert_eq!(
+        app.get(&format!("/v1/listings/{listing}"), Some(&seller.token))
+            .await
+            .0,
+        200,
+        "the seller still sees it"
+    );
+    let (status, _) = app
+        .post(
+            &format!("/v1/listings/{listing}/status"),
+            Some(&seller.token),
+            &json!({ "status": "active" }),
+        )
+        .await;
+    assert_eq!(status, 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn regions_are_found_with_or_without_diacritics_and_old_codes_convert() {
+    let app = TestApp::spawn().await;
+    let (_, provinces) = app.get("/v1/regions/provinces", None).await;
+    assert_eq!(provinces.as_array().unwrap().len(), 34);
+    let (_, communes) = app.get("/v1/regions/provinces/68/communes", None).await;
+    assert!(
+        communes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["province_code"] == "68")
+    );
+    for q in ["don duong", "Đơn Dương"] {
+        let (status, found) = app
+            .get(&format!("/v1/regions/communes?q={q}&province=68"), None)
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(found[0]["code"], "24931", "{q}: {found}");
+    }
+    let (status, body) = app
+        .get("/v1/regions/communes?q=don&province=99", None)
+        .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("province"))
+    );
+    let (status, conv) = app.get("/v1/regions/legacy-communes/00016", None).await;
+    assert_eq!(status, 200);
+    assert!(conv["candidates"].as_array().unwrap().len() >= 2, "{conv}");
+    assert_eq!(
+        app.get("/v1/regions/legacy-communes/xyz", None).await.0,
+        404
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn seeding_the_demo_on_a_fresh_database_lists_the_fifty_products() {
+    let app = TestApp::spawn().await;
+    let out = tokio::process::Command::from({
+        let mut c = nongsan();
+        c.args(["seed", "--demo"]).env("DATABASE_URL", &app.db.url);
+        c
+    })
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created 50 demo listings"));
+    let (status, page) = app.get("/v1/listings?limit=100", None).await;
+    assert_eq!(status, 200);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 50);
+    let titles: Vec<&str> = items.iter().map(|l| l["title"].as_str().unwrap()).collect();
+    for t in ["Rau muống", "Xoài cát Hòa Lộc"] {
+        assert!(titles.contains(&t), "{t} missing");
+    }
+    assert!(
+        items.iter().all(|l| l["stock"]["available"] != "0"),
+        "every demo product has stock"
+    );
+    // A second run changes nothing.
+    let out = nongsan()
+        .args(["seed", "--demo"])
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already there"));
+    app.stop().await;
+}

@@ -1,0 +1,189 @@
+//! Cooperative stock: pooling member lots, and imports that are all or nothing.
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    TestApp,
+    actors::{User, listing_body},
+};
+
+struct Coop {
+    id: String,
+    manager: User,
+    member: User,
+    member_listing: String,
+    pooled: String,
+}
+
+async fn coop(app: &TestApp) -> Coop {
+    let manager = app.staff("cooperative_manager").await;
+    let member = app.register("household").await;
+    let (status, c) = app.post("/v1/cooperatives", Some(&manager.token), &json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } })).await;
+    assert_eq!(status, 201, "{c}");
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.post(
+            &format!("/v1/cooperatives/{id}/members"),
+            Some(&manager.token),
+            &json!({ "household_id": member.id })
+        )
+        .await
+        .0,
+        200
+    );
+    let member_listing = app.listing_with_stock(&member, "30").await;
+    let mut body = listing_body();
+    body["cooperative_id"] = json!(id);
+    let (status, pooled) = app.post("/v1/listings", Some(&manager.token), &body).await;
+    assert_eq!(status, 201, "{pooled}");
+    Coop {
+        id,
+        manager,
+        member,
+        member_listing,
+        pooled: pooled["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn import(app: &TestApp, c: &Coop, csv: String) -> (u16, Value) {
+    let res = app
+        .http
+        .post(app.at(&format!("/v1/cooperatives/{}/imports", c.id)))
+        .bearer_auth(&c.manager.token)
+        .header("content-type", "text/csv")
+        .header("accept-language", "en")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_csv_with_one_bad_row_imports_nothing_and_reports_that_row() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{p},IMP-1,{m},10,2026-11-20\n{p},IMP-2,{m},12.5,20/11/2026\n{p},IMP-3,{m},1.23456,2026-11-21\n{l},IMP-4,{phone},4,2026-11-22\n",
+        p = c.pooled,
+        m = c.member.id,
+        l = c.member_listing,
+        phone = c.member.phone,
+    );
+    let (status, body) = import(&app, &c, csv.clone()).await;
+    assert_eq!(status, 422, "{body}");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["field"], "rows[4].quantity");
+    assert_eq!(errors[0]["code"], "too_many_decimals");
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{}/stock", c.pooled),
+            Some(&c.manager.token),
+        )
+        .await;
+    assert_eq!(stock["stock"]["on_hand"], "0", "nothing was imported");
+
+    // Fixed, the same file imports every row.
+    let (status, body) = import(&app, &c, csv.replace("1.23456", "1.5")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["imported"], 4);
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{}/stock", c.pooled),
+            Some(&c.manager.token),
+        )
+        .await;
+    assert_eq!(stock["stock"]["on_hand"], "24");
+    assert!(
+        stock["lots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["household_id"] == c.member.id.as_str()),
+        "{stock}"
+    );
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{}/stock", c.member_listing),
+            Some(&c.manager.token),
+        )
+        .await;
+    assert_eq!(stock["stock"]["on_hand"], "34");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_row_is_reported_with_its_line_number() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{p},LÔ-1,{m},10,2026-11-20\nnot-a-listing,OK-2,{m},1,2026-11-20\n{p},OK-3,nobody,1,yesterday\n",
+        p = c.pooled,
+        m = c.member.id,
+    );
+    let (status, body) = import(&app, &c, csv).await;
+    assert_eq!(status, 422);
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            "rows[2].lot_code",
+            "rows[3].listing",
+            "rows[4].household",
+            "rows[4].harvest_date"
+        ],
+        "{body}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_lot_taken_into_pooled_stock_stays_traceable_to_its_household() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let (status, body) = app
+        .post(&format!("/v1/cooperatives/{}/pooling", c.id), Some(&c.manager.token), &json!({ "from_listing_id": c.member_listing, "lot_code": "LOT-A", "quantity": "12", "to_listing_id": c.pooled }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["on_hand"], "12");
+    let (_, overview) = app
+        .get(
+            &format!("/v1/cooperatives/{}/stock", c.id),
+            Some(&c.manager.token),
+        )
+        .await;
+    let by_id = |id: &str| {
+        overview
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["listing_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id(&c.pooled)["kind"], "pooled");
+    assert_eq!(by_id(&c.member_listing)["stock"]["on_hand"], "18");
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{}/stock", c.pooled),
+            Some(&c.manager.token),
+        )
+        .await;
+    assert_eq!(stock["lots"][0]["lot_code"], "LOT-A");
+    assert_eq!(stock["lots"][0]["household_id"], c.member.id.as_str());
+    // More than the lot holds is refused and changes nothing.
+    let (status, body) = app
+        .post(&format!("/v1/cooperatives/{}/pooling", c.id), Some(&c.manager.token), &json!({ "from_listing_id": c.member_listing, "lot_code": "LOT-A", "quantity": "100", "to_listing_id": c.pooled }))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("insufficient_stock"))
+    );
+    app.stop().await;
+}

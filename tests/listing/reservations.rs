@@ -1,0 +1,329 @@
+//! Reservations: all or nothing under contention, idempotent, expiring, committed to lots.
+
+use std::sync::Arc;
+
+use nongsan_shared::auth::Role;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::support::{TestApp, token};
+
+async fn reserve(app: &TestApp, service: &str, id: &str, lines: Value, ttl: u32) -> (u16, Value) {
+    app.post(
+        "/v1/internal/reservations",
+        Some(service),
+        &json!({ "id": id, "ttl_secs": ttl, "lines": lines }),
+    )
+    .await
+}
+
+/// Checks that the cached stock row equals the sums of the movements, and the lots.
+async fn assert_stock_agrees(app: &TestApp, listing: &str) -> (String, String) {
+    let pool = app.db.pool("listing").await;
+    let row = sqlx::query(
+        "SELECT s.on_hand::text, s.reserved::text,
+                (SELECT COALESCE(sum(on_hand_delta), 0)::text FROM stock_movements WHERE listing_id = s.listing_id),
+                (SELECT COALESCE(sum(reserved_delta), 0)::text FROM stock_movements WHERE listing_id = s.listing_id),
+                (SELECT COALESCE(sum(on_hand), 0)::text FROM lots WHERE listing_id = s.listing_id)
+         FROM stock s WHERE s.listing_id = $1::uuid",
+    )
+    .bind(listing)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (on_hand, reserved, moved_on_hand, moved_reserved, lots): (
+        String,
+        String,
+        String,
+        String,
+        String,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let n = |s: &str| s.parse::<f64>().unwrap();
+    assert_eq!(
+        n(&on_hand),
+        n(&moved_on_hand),
+        "on-hand must be the sum of movements"
+    );
+    assert_eq!(
+        n(&reserved),
+        n(&moved_reserved),
+        "reserved must be the sum of movements"
+    );
+    assert_eq!(n(&on_hand), n(&lots), "on-hand must be the sum of lots");
+    (on_hand, reserved)
+}
+
+#[tokio::test]
+async fn a_thousand_buyers_race_for_a_hundred_kilograms_and_exactly_a_hundred_win() {
+    let app = Arc::new(TestApp::spawn().await);
+    let seller = app.register("household").await;
+    let listing = app.listing_with_stock(&seller, "100").await;
+    let (_, service) = token(Role::Service);
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (app, service, listing) = (app.clone(), service.clone(), listing.clone());
+            tokio::spawn(async move {
+                let id = uuid::Uuid::now_v7().to_string();
+                reserve(
+                    &app,
+                    &service,
+                    &id,
+                    json!([{ "listing_id": listing, "quantity": "1" }]),
+                    600,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    let mut lost = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            201 => won += 1,
+            409 => {
+                assert_eq!(body["code"], "insufficient_stock", "{body}");
+                lost += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((won, lost), (100, 900));
+    let (on_hand, reserved) = assert_stock_agrees(&app, &listing).await;
+    assert_eq!(
+        (
+            on_hand.parse::<f64>().unwrap(),
+            reserved.parse::<f64>().unwrap()
+        ),
+        (100.0, 100.0)
+    );
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{listing}/stock"),
+            Some(&seller.token),
+        )
+        .await;
+    assert_eq!(stock["stock"]["available"], "0");
+}
+
+#[tokio::test]
+async fn the_same_reservation_id_twice_reserves_once_and_answers_the_same() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("household").await;
+    let listing = app.listing_with_stock(&seller, "10").await;
+    let (_, service) = token(Role::Service);
+    let id = uuid::Uuid::now_v7().to_string();
+    let lines = json!([{ "listing_id": listing, "quantity": "2.5" }]);
+    let (s1, first) = reserve(&app, &service, &id, lines.clone(), 600).await;
+    let (s2, second) = reserve(&app, &service, &id, lines, 600).await;
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(first, second);
+    assert_eq!(first["lines"][0]["unit_price"], 65000);
+    assert_eq!(first["lines"][0]["line_total"], 162500);
+    assert_eq!(first["lines"][0]["seller"]["id"], seller.id.as_str());
+    let (_, reserved) = assert_stock_agrees(&app, &listing).await;
+    assert_eq!(reserved.parse::<f64>().unwrap(), 2.5);
+    // The same id with other lines is refused.
+    let (status, body) = reserve(
+        &app,
+        &service,
+        &id,
+        json!([{ "listing_id": listing, "quantity": "3" }]),
+        600,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["code"], "reservation_id_reused");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_reservation_gives_its_stock_back() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("household").await;
+    let listing = app.listing_with_stock(&seller, "10").await;
+    let (_, service) = token(Role::Service);
+    let id = uuid::Uuid::now_v7().to_string();
+    let (status, _) = reserve(
+        &app,
+        &service,
+        &id,
+        json!([{ "listing_id": listing, "quantity": "4" }]),
+        1,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{listing}/stock"),
+            Some(&seller.token),
+        )
+        .await;
+    assert_eq!(stock["stock"]["available"], "6");
+    let r = crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the reservation to expire",
+        || async {
+            let (_, r) = app
+                .get(&format!("/v1/internal/reservations/{id}"), Some(&service))
+                .await;
+            (r["status"] == "expired").then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(r["status"], "expired");
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{listing}/stock"),
+            Some(&seller.token),
+        )
+        .await;
+    assert_eq!(stock["stock"]["available"], "10");
+    assert_eq!(stock["stock"]["reserved"], "0");
+    assert_stock_agrees(&app, &listing).await;
+    // Too late to commit.
+    let (status, body) = app
+        .post(
+            &format!("/v1/internal/reservations/{id}/commit"),
+            Some(&service),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_commit_fills_a_line_from_two_lots_oldest_harvest_first() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("household").await;
+    let listing = app.listing_with_stock(&seller, "0").await;
+    for (code, date, qty) in [
+        ("NEWER-B", "2026-11-25", "10"),
+        ("OLDER-A", "2026-11-18", "3"),
+    ] {
+        let (status, body) = app
+            .post(
+                &format!("/v1/listings/{listing}/lots"),
+                Some(&seller.token),
+                &json!({ "lot_code": code, "harvest_date": date, "quantity": qty }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, service) = token(Role::Service);
+    let id = uuid::Uuid::now_v7().to_string();
+    let (status, _) = reserve(
+        &app,
+        &service,
+        &id,
+        json!([{ "listing_id": listing, "quantity": "5" }]),
+        600,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, committed) = app
+        .post(
+            &format!("/v1/internal/reservations/{id}/commit"),
+            Some(&service),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{committed}");
+    assert_eq!(committed["status"], "committed");
+    let allocations = committed["lines"][0]["allocations"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = allocations
+        .iter()
+        .map(|a| {
+            (
+                a["lot_code"].as_str().unwrap(),
+                a["quantity"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("OLDER-A", "3"), ("NEWER-B", "2")]);
+    // Committing again changes nothing.
+    let (status, again) = app
+        .post(
+            &format!("/v1/internal/reservations/{id}/commit"),
+            Some(&service),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again, committed);
+    let (on_hand, reserved) = assert_stock_agrees(&app, &listing).await;
+    assert_eq!(
+        (
+            on_hand.parse::<f64>().unwrap(),
+            reserved.parse::<f64>().unwrap()
+        ),
+        (8.0, 0.0)
+    );
+    let (status, _) = app
+        .post(
+            &format!("/v1/internal/reservations/{id}/release"),
+            Some(&service),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "a sale cannot be released");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reservation_is_all_or_nothing_and_checks_minimum_and_step() {
+    let app = TestApp::spawn().await;
+    let seller = app.register("household").await;
+    let plenty = app.listing_with_stock(&seller, "50").await;
+    let scarce = app.listing_with_stock(&seller, "1").await;
+    let (_, service) = token(Role::Service);
+    let id = uuid::Uuid::now_v7().to_string();
+    let (status, body) = reserve(&app, &service, &id, json!([{ "listing_id": plenty, "quantity": "5" }, { "listing_id": scarce, "quantity": "2" }]), 600).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, stock) = app
+        .get(&format!("/v1/listings/{plenty}/stock"), Some(&seller.token))
+        .await;
+    assert_eq!(
+        stock["stock"]["reserved"], "0",
+        "nothing of a failed reservation stays reserved"
+    );
+    let (status, body) = reserve(
+        &app,
+        &service,
+        &uuid::Uuid::now_v7().to_string(),
+        json!([{ "listing_id": plenty, "quantity": "1.3" }]),
+        600,
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        (
+            body["errors"][0]["field"].as_str(),
+            body["errors"][0]["code"].as_str()
+        ),
+        (Some("lines[0].quantity"), Some("off_step"))
+    );
+    let (status, body) = reserve(
+        &app,
+        &service,
+        &uuid::Uuid::now_v7().to_string(),
+        json!([{ "listing_id": plenty, "quantity": "0.5" }]),
+        600,
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["errors"][0]["code"], "below_minimum");
+    // Only services reserve.
+    let buyer = app.register("buyer").await;
+    let (status, _) = reserve(
+        &app,
+        &buyer.token,
+        &uuid::Uuid::now_v7().to_string(),
+        json!([{ "listing_id": plenty, "quantity": "1" }]),
+        600,
+    )
+    .await;
+    assert_eq!(status, 403);
+    app.stop().await;
+}

@@ -55,7 +55,15 @@ pub async fn get_cooperative_stock(
     let mut conn = app.pool.acquire().await?;
     load_cooperative(&mut conn, id).await?;
     may_manage(&mut conn, &actor, Owner::Cooperative(id)).await?;
-    type Row = (ListingId, String, String, Option<AccountId>, Quantity, Quantity, Option<Quantity>);
+    type Row = (
+        ListingId,
+        String,
+        String,
+        Option<AccountId>,
+        Quantity,
+        Quantity,
+        Option<Quantity>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT l.id, l.title, l.unit_code, l.household_id, s.on_hand, s.reserved, l.low_stock_threshold
          FROM listings l JOIN stock s ON s.listing_id = l.id

@@ -345,3 +345,23 @@ fn describe_listing_error(e: nongsan_listing::error::ListingError) -> anyhow::Er
         other => anyhow::anyhow!("{other}"),
     }
 }
+
+/// Rebuilds the search index from PostgreSQL; `progress(total, done)` after each batch.
+pub async fn reindex(
+    settings: Settings,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> anyhow::Result<usize> {
+    let engine = nongsan_listing::search::engine_for(&settings).await?;
+    let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
+    let result = async {
+        let pool = platform
+            .open_schema(nongsan_listing::NAME, &nongsan_listing::MIGRATOR)
+            .await?;
+        let n = nongsan_listing::search::indexer::reindex(&pool, engine.as_ref(), progress).await?;
+        pool.close().await;
+        anyhow::Ok(n)
+    }
+    .await;
+    platform.shutdown().await;
+    result
+}

@@ -46,6 +46,9 @@ enum Command {
         /// The file (.csv or .xlsx).
         file: std::path::PathBuf,
     },
+    /// Rebuilds the search index (Meilisearch, or the embedded index in the data folder)
+    /// from PostgreSQL.
+    Reindex,
     /// Prints the OpenAPI document of all three services.
     Openapi,
     /// Exits 0 when the URL answers 2xx: a health check for containers without curl.
@@ -117,10 +120,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Import { cooperative, file } => {
             let settings = Settings::load()?;
             telemetry::init_tracing(settings.log_format);
-            let bar = indicatif::ProgressBar::new(0).with_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = progress_bar("rows");
             let n = nongsan::import_stock(settings, cooperative, &file, &|total, done| {
                 bar.set_length(u64::try_from(total).unwrap_or(0));
                 bar.set_position(u64::try_from(done).unwrap_or(0));
@@ -128,6 +128,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await;
             bar.finish_and_clear();
             writeln!(std::io::stdout(), "imported {} rows", n?)?;
+            Ok(())
+        }
+        Command::Reindex => {
+            let settings = Settings::load()?;
+            telemetry::init_tracing(settings.log_format);
+            let bar = progress_bar("listings");
+            let n = nongsan::reindex(settings, &|total, done| {
+                bar.set_length(u64::try_from(total).unwrap_or(0));
+                bar.set_position(u64::try_from(done).unwrap_or(0));
+            })
+            .await;
+            bar.finish_and_clear();
+            writeln!(std::io::stdout(), "indexed {} listings", n?)?;
             Ok(())
         }
         Command::Up => serve(&ServiceName::ALL).await,
@@ -158,4 +171,12 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// A progress bar on stderr counting `what`.
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what}"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
 }

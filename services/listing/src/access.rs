@@ -34,6 +34,8 @@ pub struct App {
     pub keys: TokenKeys,
     /// Login rate limits.
     pub limiter: Arc<dyn RateLimiter>,
+    /// The search engine.
+    pub search: Arc<dyn crate::search::SearchEngine>,
 }
 
 impl std::fmt::Debug for AppState {

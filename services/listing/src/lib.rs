@@ -13,6 +13,7 @@ pub mod listings;
 pub mod reference;
 pub mod regions;
 pub mod reservations;
+pub mod search;
 pub mod seed;
 pub mod sellers;
 
@@ -22,7 +23,11 @@ use axum::{
     Router,
     routing::{delete, get, post, put},
 };
-use nongsan_shared::runtime::{Platform, Service};
+use nongsan_shared::{
+    events::Inbox,
+    http::{Mode, Readiness},
+    runtime::{Platform, Service},
+};
 use sqlx::migrate::Migrator;
 
 use crate::access::{App, AppState};
@@ -50,6 +55,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
         inventory::create_lot, inventory::adjust_stock, inventory::get_stock, inventory::list_movements,
         reservations::create_reservation, reservations::get_reservation, reservations::commit_reservation, reservations::release_reservation,
         coop::get_cooperative_stock, coop::pool_lot, coop::import_stock,
+        search::search_listings,
     ),
     tags(
         (name = "identity", description = "Accounts, sessions, roles"),
@@ -59,6 +65,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
         (name = "inventory", description = "Lots and stock movements"),
         (name = "reservations", description = "Internal: stock held for checkouts"),
         (name = "cooperatives", description = "Cooperative stock, pooling and imports"),
+        (name = "search", description = "Search the catalog in Vietnamese, with or without diacritics"),
     )
 )]
 pub struct ApiDoc;
@@ -156,14 +163,58 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     let pool = platform.open_schema(NAME, &MIGRATOR).await?;
     // Parse the embedded reference data now, not on the first request.
     reference::reference();
+    let search = search::engine_for(&platform.settings).await?;
+    if let Err(e) = search::indexer::backfill_if_empty(&pool, search.as_ref()).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot tell whether the search index is empty; not backfilling now"
+        );
+    }
     let state = AppState(Arc::new(App {
         pool: pool.clone(),
         keys: platform.keys.clone(),
         limiter: platform.limiter.clone(),
+        search: search.clone(),
     }));
-    let mut service = Service::new(platform, NAME, pool.clone(), router(state), None).await;
+    // The service follows its own events to keep the search index current.
+    let inbox = Inbox::new(NAME, pool.clone(), platform.events)
+        .on("listing.changed", search::indexer::MarkDirty)
+        .on("stock.changed", search::indexer::MarkDirty);
+    let mut service = Service::new(
+        platform,
+        NAME,
+        pool.clone(),
+        router(state),
+        Some((inbox, &[NAME])),
+    )
+    .await;
+    service
+        .readiness
+        .push(Arc::new(SearchReadiness(search.clone())));
+    service
+        .workers
+        .push(tokio::spawn(search::indexer::run(pool.clone(), search)));
     service
         .workers
         .push(tokio::spawn(reservations::run_sweeper(pool, SWEEP_EVERY)));
     Ok(service)
+}
+
+/// Readiness of the search engine.
+struct SearchReadiness(Arc<dyn search::SearchEngine>);
+
+#[async_trait::async_trait]
+impl Readiness for SearchReadiness {
+    fn name(&self) -> &str {
+        "search"
+    }
+
+    fn mode(&self) -> Mode {
+        self.0.mode()
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.0.count().await?;
+        Ok(())
+    }
 }

@@ -620,6 +620,7 @@ pub async fn get_listing(
 
 /// Catalog filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListingFilter {
     /// Only this household's listings.

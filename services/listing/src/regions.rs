@@ -33,6 +33,7 @@ pub async fn list_province_communes(
 
 /// Search parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CommuneSearch {
     /// Words of the name, with or without diacritics ("don duong", "Đơn Dương").
     pub q: String,

@@ -1,0 +1,314 @@
+//! The Meilisearch engine, through meilisearch-sdk. Index settings (searchable, filterable and
+//! sortable attributes, synonyms, typo tolerance tuned for Vietnamese syllables, ranking
+//! rules) are applied before the first write or search, and every write waits for its task.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use meilisearch_sdk::{
+    client::Client,
+    errors::Error as MeiliError,
+    search::Selectors,
+    settings::{MinWordSizeForTypos, PaginationSetting, Settings, TypoToleranceSettings},
+    tasks::Task,
+};
+use nongsan_shared::http::Mode;
+use tokio::sync::OnceCell;
+
+use super::{
+    EngineError, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery, SearchResults, Sort,
+    distance_km, synonym_groups,
+};
+
+/// How long a write waits for Meilisearch to process it.
+const TASK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Meilisearch behind the search contract.
+pub struct MeiliEngine {
+    client: Client,
+    index_uid: String,
+    prepared: Arc<OnceCell<()>>,
+}
+
+impl std::fmt::Debug for MeiliEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeiliEngine")
+            .field("index", &self.index_uid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The index settings nongsan needs.
+pub fn index_settings() -> Settings {
+    let mut synonyms: HashMap<String, Vec<String>> = HashMap::new();
+    for group in synonym_groups() {
+        for term in group {
+            let others: Vec<String> = group.iter().filter(|t| *t != term).cloned().collect();
+            synonyms.entry(term.clone()).or_default().extend(others);
+        }
+    }
+    Settings::new()
+        .with_searchable_attributes([
+            "title",
+            "description",
+            "seller_name",
+            "category_name",
+            "commune_name",
+            "province_name",
+        ])
+        .with_filterable_attributes([
+            "visible",
+            "in_stock",
+            "category",
+            "category_parent",
+            "province_code",
+            "commune_code",
+            "certifications",
+            "ocop_stars",
+            "price_vnd",
+            "_geo",
+        ])
+        .with_sortable_attributes(["price_vnd", "created_at", "_geo"])
+        .with_ranking_rules([
+            "words",
+            "typo",
+            "proximity",
+            "attribute",
+            "sort",
+            "exactness",
+        ])
+        .with_typo_tolerance(TypoToleranceSettings {
+            enabled: Some(true),
+            min_word_size_for_typos: Some(MinWordSizeForTypos {
+                one_typo: Some(4),
+                two_typos: Some(8),
+            }),
+            ..Default::default()
+        })
+        .with_synonyms(synonyms)
+        .with_pagination(PaginationSetting {
+            max_total_hits: 10_000,
+        })
+}
+
+fn quoted(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// The Meilisearch filter expression of a query.
+#[expect(
+    clippy::float_arithmetic,
+    reason = "the radius is given in km and Meilisearch wants metres"
+)]
+pub fn filter_expression(q: &SearchQuery) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !q.include_hidden {
+        parts.push("visible = true".to_owned());
+    }
+    if q.in_stock_only {
+        parts.push("in_stock = true".to_owned());
+    }
+    if let Some(c) = &q.category {
+        parts.push(format!(
+            "(category = {0} OR category_parent = {0})",
+            quoted(c)
+        ));
+    }
+    if let Some(p) = &q.province {
+        parts.push(format!("province_code = {}", quoted(p)));
+    }
+    if let Some(c) = &q.commune {
+        parts.push(format!("commune_code = {}", quoted(c)));
+    }
+    if let Some(c) = &q.certification {
+        parts.push(format!("certifications = {}", quoted(c)));
+    }
+    if let Some(s) = q.min_ocop {
+        parts.push(format!("ocop_stars >= {s}"));
+    }
+    if let Some(p) = q.price_min {
+        parts.push(format!("price_vnd >= {p}"));
+    }
+    if let Some(p) = q.price_max {
+        parts.push(format!("price_vnd <= {p}"));
+    }
+    if let Some((point, Some(radius))) = q.near {
+        parts.push(format!(
+            "_geoRadius({}, {}, {})",
+            point.lat,
+            point.lng,
+            (radius * 1000.0).round()
+        ));
+    }
+    parts.join(" AND ")
+}
+
+/// The Meilisearch sort of a query.
+pub fn sort_expression(q: &SearchQuery) -> Vec<String> {
+    match (q.sort, q.near) {
+        (Sort::PriceAsc, _) => vec!["price_vnd:asc".to_owned()],
+        (Sort::PriceDesc, _) => vec!["price_vnd:desc".to_owned()],
+        (Sort::Newest, _) => vec!["created_at:desc".to_owned()],
+        (Sort::Distance, Some((p, _))) => vec![format!("_geoPoint({}, {}):asc", p.lat, p.lng)],
+        _ => Vec::new(),
+    }
+}
+
+fn classify(e: MeiliError) -> EngineError {
+    match e {
+        MeiliError::HttpError(_) | MeiliError::Timeout => EngineError::Unavailable(e.to_string()),
+        MeiliError::MeilisearchCommunication(_) => EngineError::Unavailable(e.to_string()),
+        other => EngineError::Other(anyhow::anyhow!("meilisearch: {other}")),
+    }
+}
+
+impl MeiliEngine {
+    /// A client for the index `index_uid` at `url`.
+    pub fn new(url: &str, key: Option<String>, index_uid: &str) -> anyhow::Result<Self> {
+        let client = Client::new(url.trim_end_matches('/'), key)
+            .map_err(|e| anyhow::anyhow!("MEILI_URL: {e}"))?;
+        Ok(Self {
+            client,
+            index_uid: index_uid.to_owned(),
+            prepared: Arc::new(OnceCell::new()),
+        })
+    }
+
+    async fn wait(&self, task: meilisearch_sdk::task_info::TaskInfo) -> Result<(), EngineError> {
+        match task
+            .wait_for_completion(
+                &self.client,
+                Some(Duration::from_millis(50)),
+                Some(TASK_TIMEOUT),
+            )
+            .await
+            .map_err(classify)?
+        {
+            Task::Succeeded { .. } => Ok(()),
+            Task::Failed { content } => Err(EngineError::Other(anyhow::anyhow!(
+                "meilisearch task failed: {}",
+                content.error
+            ))),
+            _ => Err(EngineError::Unavailable(
+                "meilisearch task did not finish".to_owned(),
+            )),
+        }
+    }
+
+    /// Applies the index settings once per process.
+    async fn prepare(&self) -> Result<(), EngineError> {
+        self.prepared
+            .get_or_try_init(|| async {
+                let index = self.client.index(&self.index_uid);
+                let task = index
+                    .set_settings(&index_settings())
+                    .await
+                    .map_err(classify)?;
+                self.wait(task).await
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+#[async_trait::async_trait]
+impl SearchEngine for MeiliEngine {
+    fn mode(&self) -> Mode {
+        Mode::External
+    }
+
+    async fn upsert(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
+        self.prepare().await?;
+        let task = self
+            .client
+            .index(&self.index_uid)
+            .add_or_replace(docs, Some("id"))
+            .await
+            .map_err(classify)?;
+        self.wait(task).await
+    }
+
+    async fn clear(&self) -> Result<(), EngineError> {
+        self.prepare().await?;
+        let task = self
+            .client
+            .index(&self.index_uid)
+            .delete_all_documents()
+            .await
+            .map_err(classify)?;
+        self.wait(task).await
+    }
+
+    async fn count(&self) -> Result<u64, EngineError> {
+        let stats = self
+            .client
+            .index(&self.index_uid)
+            .get_stats()
+            .await
+            .map_err(classify)?;
+        Ok(u64::try_from(stats.number_of_documents).unwrap_or(0))
+    }
+
+    async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
+        self.prepare().await?;
+        let index = self.client.index(&self.index_uid);
+        let filter = filter_expression(q);
+        let sort = sort_expression(q);
+        let sort_refs: Vec<&str> = sort.iter().map(String::as_str).collect();
+        let mut search = index.search();
+        search
+            .with_query(&q.q)
+            .with_facets(Selectors::Some(&FACETS))
+            .with_page(q.page)
+            .with_hits_per_page(q.per_page)
+            .with_attributes_to_highlight(Selectors::Some(&["title"]))
+            .with_highlight_pre_tag("<em>")
+            .with_highlight_post_tag("</em>");
+        if !filter.is_empty() {
+            search.with_filter(&filter);
+        }
+        if !sort_refs.is_empty() {
+            search.with_sort(&sort_refs);
+        }
+        let res = search.execute::<SearchDoc>().await.map_err(classify)?;
+        let mut facets: Facets = FACETS
+            .iter()
+            .map(|f| ((*f).to_owned(), Default::default()))
+            .collect();
+        for (facet, counts) in res.facet_distribution.unwrap_or_default() {
+            let entry = facets.entry(facet).or_default();
+            for (value, n) in counts {
+                entry.insert(value, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        let hits = res
+            .hits
+            .into_iter()
+            .map(|h| {
+                let title_highlighted = h
+                    .formatted_result
+                    .as_ref()
+                    .and_then(|f| f.get("title"))
+                    .and_then(|t| t.as_str())
+                    .map_or_else(|| h.result.title.clone(), str::to_owned);
+                let distance_km = q
+                    .near
+                    .and_then(|(p, _)| h.result.geo.map(|g| distance_km(p, g)));
+                Hit {
+                    doc: h.result,
+                    title_highlighted,
+                    distance_km,
+                }
+            })
+            .collect();
+        Ok(SearchResults {
+            hits,
+            facets,
+            total: u64::try_from(res.total_hits.or(res.estimated_total_hits).unwrap_or(0))
+                .unwrap_or(0),
+            processing_time_ms: u64::try_from(res.processing_time_ms).unwrap_or(0),
+            page: q.page,
+            per_page: q.per_page,
+            engine: Mode::External,
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! Words: typo budgets, regional synonyms, and highlighting.
+
+use std::sync::LazyLock;
+
+use crate::reference::{SEARCH_SYNONYMS_CSV, fold};
+
+/// Typos a word of this many letters may have: one from 4, two from 8 (Vietnamese
+/// syllables are short: "xoai" must forgive "xaoi").
+pub fn typo_budget(word: &str) -> u8 {
+    match word.chars().count() {
+        0..=3 => 0,
+        4..=7 => 1,
+        _ => 2,
+    }
+}
+
+/// The synonym groups, each a list of terms with diacritics ("thịt heo", "thịt lợn", ...).
+pub fn synonym_groups() -> &'static [Vec<String>] {
+    static GROUPS: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
+        let mut r = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(SEARCH_SYNONYMS_CSV.as_bytes());
+        r.records()
+            .filter_map(Result::ok)
+            .filter_map(|rec| {
+                rec.get(1).map(|terms| {
+                    terms
+                        .split('|')
+                        .map(|t| t.trim().to_owned())
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                })
+            })
+            .collect()
+    });
+    &GROUPS
+}
+
+/// A query as word lists: the folded words as typed, then the alternatives the synonyms
+/// give ("thit lon" → "thit heo", "heo", ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expanded {
+    /// Each alternative, folded words. The first is the query itself.
+    pub alternatives: Vec<Vec<String>>,
+    /// Whether the last word is still being typed (no trailing space): match it as a prefix.
+    pub last_is_prefix: bool,
+}
+
+/// Folds a query and expands it with synonyms (at most 8 alternatives).
+pub fn expand_query(q: &str) -> Expanded {
+    let words: Vec<String> = fold(q)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let last_is_prefix = !q.ends_with(char::is_whitespace);
+    let mut alternatives = vec![words.clone()];
+    for group in synonym_groups() {
+        let folded: Vec<Vec<String>> = group
+            .iter()
+            .map(|t| fold(t).split_whitespace().map(str::to_owned).collect())
+            .collect();
+        for term in &folded {
+            if term.is_empty() || term.len() > words.len() {
+                continue;
+            }
+            let Some(at) =
+                (0..=words.len() - term.len()).find(|&i| words[i..i + term.len()] == term[..])
+            else {
+                continue;
+            };
+            for other in folded.iter().filter(|o| *o != term) {
+                let mut alt = words[..at].to_vec();
+                alt.extend(other.iter().cloned());
+                alt.extend(words[at + term.len()..].iter().cloned());
+                if !alternatives.contains(&alt) && alternatives.len() < 8 {
+                    alternatives.push(alt);
+                }
+            }
+        }
+    }
+    Expanded {
+        alternatives,
+        last_is_prefix,
+    }
+}
+
+/// Optimal-string-alignment distance (a swap of two neighbours is one edit), or `None` when
+/// above `max`.
+pub fn edit_distance(a: &str, b: &str, max: u8) -> Option<u8> {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > usize::from(max) {
+        return None;
+    }
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    u8::try_from(d[a.len()][b.len()]).ok().filter(|&v| v <= max)
+}
+
+/// Whether a folded word of a document matches a folded query word.
+pub fn word_matches(doc_word: &str, query_word: &str, prefix: bool) -> bool {
+    let budget = typo_budget(query_word);
+    if prefix {
+        let n = query_word.chars().count();
+        let head: String = doc_word.chars().take(n).collect();
+        if head == query_word || edit_distance(&head, query_word, budget).is_some() {
+            return true;
+        }
+    }
+    doc_word == query_word || edit_distance(doc_word, query_word, budget).is_some()
+}
+
+/// Wraps the words of `title` that match the query in `<em>`.
+pub fn highlight(title: &str, query: &Expanded) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.is_empty() {
+            return;
+        }
+        let f = fold(word);
+        let hit = query.alternatives.iter().any(|alt| {
+            alt.iter()
+                .enumerate()
+                .any(|(i, q)| word_matches(&f, q, query.last_is_prefix && i + 1 == alt.len()))
+        });
+        if hit {
+            out.push_str("<em>");
+            out.push_str(word);
+            out.push_str("</em>");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in title.chars() {
+        if c.is_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_budgets_suit_short_syllables() {
+        assert_eq!(typo_budget("bo"), 0);
+        assert_eq!(typo_budget("xoai"), 1);
+        assert_eq!(typo_budget("thieu"), 1);
+        assert_eq!(typo_budget("dauphong"), 2);
+    }
+
+    #[test]
+    fn every_synonym_row_is_read() {
+        let rows = crate::reference::SEARCH_SYNONYMS_CSV
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+            - 1;
+        assert_eq!(synonym_groups().len(), rows);
+    }
+
+    #[test]
+    fn a_swap_is_one_typo() {
+        assert_eq!(edit_distance("xaoi", "xoai", 1), Some(1));
+        assert_eq!(edit_distance("xoai", "xoai", 0), Some(0));
+        assert_eq!(edit_distance("xaoi", "buoi", 1), None);
+    }
+
+    #[test]
+    fn regional_words_expand() {
+        let e = expand_query("thit lon");
+        assert!(
+            e.alternatives
+                .contains(&vec!["thit".to_owned(), "heo".to_owned()]),
+            "{e:?}"
+        );
+        let e = expand_query("dứa");
+        assert!(e.alternatives.contains(&vec!["thom".to_owned()]), "{e:?}");
+    }
+
+    #[test]
+    fn matched_words_are_highlighted() {
+        let q = expand_query("xoai cat");
+        assert_eq!(
+            highlight("Xoài cát Hòa Lộc", &q),
+            "<em>Xoài</em> <em>cát</em> Hòa Lộc"
+        );
+    }
+}

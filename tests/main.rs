@@ -3,4 +3,5 @@
 
 mod foundation;
 mod listing;
+mod search;
 mod support;

@@ -12,6 +12,7 @@
 )]
 
 pub mod actors;
+pub mod fake_meili;
 pub mod process;
 
 use std::{
@@ -335,6 +336,8 @@ pub struct TestApp {
     pub db: TestDb,
     /// An HTTP client.
     pub http: reqwest::Client,
+    /// Its data folder (the embedded search index).
+    pub data_dir: std::path::PathBuf,
     running: Option<Running>,
 }
 
@@ -348,6 +351,7 @@ impl TestApp {
     /// Starts all three services with the given settings.
     pub async fn spawn_with(settings: Settings, db: TestDb) -> Self {
         init_test_tracing();
+        let data_dir = settings.data_dir.clone();
         let running = nongsan::build(settings, &ServiceName::ALL)
             .await
             .expect("the app starts");
@@ -355,6 +359,7 @@ impl TestApp {
             url: running.url(),
             db,
             http: reqwest::Client::new(),
+            data_dir,
             running: Some(running),
         }
     }

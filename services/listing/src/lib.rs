@@ -57,6 +57,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
         coop::get_cooperative_stock, coop::pool_lot, coop::import_stock,
         search::search_listings,
     ),
+    components(schemas(search::Sort)),
     tags(
         (name = "identity", description = "Accounts, sessions, roles"),
         (name = "sellers", description = "Households, cooperatives, helpers, the audit trail"),
@@ -138,6 +139,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/listings/{id}/movements",
             get(inventory::list_movements),
         )
+        .route("/v1/search", get(search::search_listings))
         .route(
             "/v1/internal/reservations",
             post(reservations::create_reservation),

@@ -55,27 +55,45 @@ pub fn expand_query(q: &str) -> Expanded {
         .collect();
     let last_is_prefix = !q.ends_with(char::is_whitespace);
     let mut alternatives = vec![words.clone()];
+    // Every place a synonym term occurs, longest terms first; a shorter term inside a longer
+    // one ("lon" inside "thit lon") is not expanded again.
+    let mut found: Vec<(usize, Vec<String>, Vec<Vec<String>>)> = Vec::new();
     for group in synonym_groups() {
         let folded: Vec<Vec<String>> = group
             .iter()
             .map(|t| fold(t).split_whitespace().map(str::to_owned).collect())
             .collect();
-        for term in &folded {
-            if term.is_empty() || term.len() > words.len() {
-                continue;
+        for term in folded
+            .iter()
+            .filter(|t| !t.is_empty() && t.len() <= words.len())
+        {
+            for at in
+                (0..=words.len() - term.len()).filter(|&i| words[i..i + term.len()] == term[..])
+            {
+                // Replace only by terms at least as specific: "thit lon" → "thit heo", not "heo".
+                let others = folded
+                    .iter()
+                    .filter(|o| *o != term && o.len() >= term.len())
+                    .cloned()
+                    .collect();
+                found.push((at, term.clone(), others));
             }
-            let Some(at) =
-                (0..=words.len() - term.len()).find(|&i| words[i..i + term.len()] == term[..])
-            else {
-                continue;
-            };
-            for other in folded.iter().filter(|o| *o != term) {
-                let mut alt = words[..at].to_vec();
-                alt.extend(other.iter().cloned());
-                alt.extend(words[at + term.len()..].iter().cloned());
-                if !alternatives.contains(&alt) && alternatives.len() < 8 {
-                    alternatives.push(alt);
-                }
+        }
+    }
+    found.sort_by_key(|f| std::cmp::Reverse(f.1.len()));
+    let mut taken: Vec<(usize, usize)> = Vec::new();
+    for (at, term, others) in found {
+        let end = at + term.len();
+        if taken.iter().any(|&(s, e)| at < e && s < end) {
+            continue;
+        }
+        taken.push((at, end));
+        for other in others {
+            let mut alt = words[..at].to_vec();
+            alt.extend(other);
+            alt.extend(words[end..].iter().cloned());
+            if !alternatives.contains(&alt) && alternatives.len() < 8 {
+                alternatives.push(alt);
             }
         }
     }
@@ -97,8 +115,8 @@ pub fn edit_distance(a: &str, b: &str, max: u8) -> Option<u8> {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -200,6 +218,7 @@ mod tests {
                 .contains(&vec!["thit".to_owned(), "heo".to_owned()]),
             "{e:?}"
         );
+        assert!(!e.alternatives.contains(&vec!["lon".to_owned()]), "{e:?}");
         let e = expand_query("dứa");
         assert!(e.alternatives.contains(&vec!["thom".to_owned()]), "{e:?}");
     }

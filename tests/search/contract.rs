@@ -1,0 +1,249 @@
+//! The search contract, run on the demo catalog: the embedded engine in CI, Meilisearch when
+//! `MEILI_URL` is set.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{TestApp, TestDb, eventually, test_settings};
+
+/// Seeds the demo catalog and waits until all 50 products are searchable.
+pub async fn seeded(app: &TestApp) {
+    let pool = app.db.pool("listing").await;
+    assert_eq!(nongsan_listing::seed::seed_demo(&pool).await.unwrap(), 50);
+    eventually(
+        Duration::from_secs(60),
+        "the demo catalog to be indexed",
+        || async {
+            let (status, r) = app.get("/v1/search?per_page=1", None).await;
+            (status == 200 && r["total"] == 50).then_some(())
+        },
+    )
+    .await;
+}
+
+async fn search(app: &TestApp, query: &str) -> Value {
+    let (status, r) = app.get(&format!("/v1/search?{query}"), None).await;
+    assert_eq!(status, 200, "{query}: {r}");
+    r
+}
+
+fn titles(r: &Value) -> Vec<String> {
+    r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["title"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn fold(s: &str) -> String {
+    nongsan_listing::reference::fold(s)
+}
+
+/// Every search until a page is empty.
+async fn all_hits(app: &TestApp, query: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for page in 1.. {
+        let r = search(app, &format!("{query}&per_page=100&page={page}")).await;
+        let hits = r["hits"].as_array().unwrap().clone();
+        if hits.is_empty() {
+            break;
+        }
+        out.extend(hits);
+    }
+    out
+}
+
+/// The contract.
+pub async fn contract(app: &TestApp) {
+    seeded(app).await;
+
+    // Without diacritics.
+    let r = search(app, "q=rau%20muong").await;
+    assert_eq!(
+        titles(&r).first().map(String::as_str),
+        Some("Rau muống"),
+        "{r}"
+    );
+    let r = search(app, "q=xoai%20cat%20hoa%20loc").await;
+    assert_eq!(
+        titles(&r).first().map(String::as_str),
+        Some("Xoài cát Hòa Lộc"),
+        "{r}"
+    );
+    assert!(
+        r["hits"][0]["title_highlighted"]
+            .as_str()
+            .unwrap()
+            .contains("<em>"),
+        "{r}"
+    );
+    // A typo (two letters swapped).
+    let r = search(app, "q=xaoi").await;
+    assert!(
+        titles(&r).iter().any(|t| fold(t).contains("xoai")),
+        "xaoi: {r}"
+    );
+    // A regional synonym.
+    let r = search(app, "q=thit%20lon").await;
+    let t = titles(&r);
+    assert!(
+        t.first().is_some_and(|t| fold(t).contains("thit heo")),
+        "thit lon: {t:?}"
+    );
+    assert_eq!(
+        t.iter()
+            .take(2)
+            .filter(|t| fold(t).contains("thit heo"))
+            .count(),
+        2,
+        "both pork products first: {t:?}"
+    );
+    // Being typed.
+    let r = search(app, "q=vai%20thi").await;
+    assert!(
+        titles(&r).iter().any(|t| fold(t).contains("vai thieu")),
+        "vai thi: {r}"
+    );
+    // The exact diacritics first: bơ before bò.
+    let r = search(app, "q=b%C6%A1").await;
+    let t = titles(&r);
+    let avocado = t
+        .iter()
+        .position(|t| t.starts_with("Bơ"))
+        .expect("Bơ sáp is found");
+    if let Some(beef) = t.iter().position(|t| t.contains("bò")) {
+        assert!(avocado < beef, "{t:?}");
+    }
+
+    // Province 01 returns only Hà Nội products, all four of them.
+    let hits = all_hits(app, "province=01").await;
+    assert_eq!(hits.len(), 4);
+    assert!(hits.iter().all(|h| h["province_code"] == "01"));
+
+    // Facet counts are the numbers of matching listings.
+    for query in ["q=", "q=rau", "province=68"] {
+        let r = search(app, &format!("{query}&per_page=1")).await;
+        let hits = all_hits(app, query).await;
+        assert_eq!(r["total"], hits.len(), "{query}");
+        for (value, count) in r["facets"]["category"].as_object().unwrap() {
+            let n = hits
+                .iter()
+                .filter(|h| h["category"] == value.as_str())
+                .count();
+            assert_eq!(
+                count.as_u64().unwrap(),
+                n as u64,
+                "{query}: category {value}"
+            );
+        }
+        for (value, count) in r["facets"]["province_code"].as_object().unwrap() {
+            let n = hits
+                .iter()
+                .filter(|h| h["province_code"] == value.as_str())
+                .count();
+            assert_eq!(
+                count.as_u64().unwrap(),
+                n as u64,
+                "{query}: province {value}"
+            );
+        }
+        let sum: u64 = r["facets"]["category"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, hits.len() as u64);
+    }
+
+    // 50 km around Đà Lạt: Lâm Đồng, never Hà Nội.
+    let hits = all_hits(app, "lat=11.9404&lon=108.4583&radius_km=50").await;
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| h["province_code"] == "68"), "{hits:?}");
+    assert!(
+        hits.iter()
+            .all(|h| h["distance_km"].as_f64().unwrap() <= 50.0)
+    );
+    let by_distance = search(app, "lat=11.9404&lon=108.4583&sort=distance&per_page=100").await;
+    let d: Vec<f64> = by_distance["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["distance_km"].as_f64().unwrap())
+        .collect();
+    assert!(d.windows(2).all(|w| w[0] <= w[1]), "{d:?}");
+
+    // Price sorts are ordered.
+    for (sort, asc) in [("price_asc", true), ("price_desc", false)] {
+        let r = search(app, &format!("sort={sort}&per_page=100")).await;
+        let p: Vec<i64> = r["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["price_vnd"].as_i64().unwrap())
+            .collect();
+        assert_eq!(p.len(), 50);
+        assert!(
+            p.windows(2)
+                .all(|w| if asc { w[0] <= w[1] } else { w[0] >= w[1] }),
+            "{sort}: {p:?}"
+        );
+    }
+    // Filters combine.
+    let hits = all_hits(app, "certification=vietgap&price_max=50000").await;
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| {
+        h["price_vnd"].as_i64().unwrap() <= 50_000
+            && h["certifications"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("vietgap"))
+    }));
+}
+
+#[tokio::test]
+async fn the_embedded_engine_keeps_the_search_contract() {
+    let app = TestApp::spawn().await;
+    contract(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Meilisearch server: MEILI_URL=http://127.0.0.1:7700 MEILI_KEY=... cargo nextest run --run-ignored only -E 'test(meilisearch_keeps)'"]
+async fn meilisearch_keeps_the_search_contract() {
+    let url = std::env::var("MEILI_URL").expect("this test needs MEILI_URL");
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db).await;
+    settings.meili_url = Some(url);
+    settings.meili_key = std::env::var("MEILI_KEY")
+        .ok()
+        .map(secrecy::SecretString::from);
+    let app = TestApp::spawn_with(settings, db).await;
+    contract(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_search_input_is_422_naming_the_parameter() {
+    let app = TestApp::spawn().await;
+    let long = "a".repeat(513);
+    let cases = [
+        ("category=spaceships".to_owned(), "category"),
+        ("province=99".to_owned(), "province"),
+        ("price_min=-1".to_owned(), "price_min"),
+        ("radius_km=10".to_owned(), "radius_km"),
+        (format!("q={long}"), "q"),
+        ("sort=distance".to_owned(), "sort"),
+        ("per_page=1000".to_owned(), "per_page"),
+    ];
+    for (query, field) in cases {
+        let (status, r) = app.get(&format!("/v1/search?{query}"), None).await;
+        assert_eq!(status, 422, "{query}: {r}");
+        assert_eq!(r["errors"][0]["field"], field, "{query}: {r}");
+    }
+    let (status, _) = app.get("/v1/search?include_hidden=true", None).await;
+    assert_eq!(status, 403, "only operators see hidden listings");
+    app.stop().await;
+}

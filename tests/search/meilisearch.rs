@@ -1,0 +1,202 @@
+//! The Meilisearch adapter, checked request by request against a recorded stand-in, and its
+//! behaviour when Meilisearch is away.
+
+use std::time::Duration;
+
+use nongsan_listing::search::{Geo, SearchEngine, SearchQuery, Sort, meili::MeiliEngine};
+use serde_json::{Value, json};
+
+use crate::support::{
+    TestApp, TestDb, eventually, fake_meili::FakeMeili, free_port, test_settings,
+};
+
+#[tokio::test]
+async fn the_adapter_applies_the_vietnamese_settings_before_anything_else() {
+    let fake = FakeMeili::start().await;
+    let engine = MeiliEngine::new(&fake.url, Some("master-key".into()), "test_listings").unwrap();
+    engine.search(&SearchQuery::default()).await.unwrap();
+    let exchanges = fake.state.lock().unwrap().exchanges.clone();
+    assert_eq!(exchanges[0].method, "PATCH");
+    assert_eq!(exchanges[0].path, "/indexes/test_listings/settings");
+    let s = &exchanges[0].body;
+    assert_eq!(
+        s["typoTolerance"]["minWordSizeForTypos"],
+        json!({ "oneTypo": 4, "twoTypos": 8 })
+    );
+    assert_eq!(s["typoTolerance"]["enabled"], true);
+    let list = |k: &str| -> Vec<String> {
+        s[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    for f in [
+        "visible",
+        "in_stock",
+        "category",
+        "category_parent",
+        "province_code",
+        "commune_code",
+        "certifications",
+        "ocop_stars",
+        "price_vnd",
+        "_geo",
+    ] {
+        assert!(
+            list("filterableAttributes").contains(&f.to_owned()),
+            "{f} must be filterable: {s}"
+        );
+    }
+    for f in ["price_vnd", "created_at", "_geo"] {
+        assert!(
+            list("sortableAttributes").contains(&f.to_owned()),
+            "{f} must be sortable"
+        );
+    }
+    assert_eq!(
+        list("searchableAttributes")[0],
+        "title",
+        "the title ranks first"
+    );
+    assert_eq!(
+        list("rankingRules"),
+        [
+            "words",
+            "typo",
+            "proximity",
+            "attribute",
+            "sort",
+            "exactness"
+        ]
+    );
+    let pork: Vec<&str> = s["synonyms"]["thịt lợn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(pork.contains(&"thịt heo"), "{pork:?}");
+    assert!(
+        s["synonyms"]["khóm"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("dứa"))
+    );
+    // The settings task was awaited before the search went out.
+    let paths: Vec<String> = exchanges
+        .iter()
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect();
+    let task_poll = paths
+        .iter()
+        .position(|p| p == "GET /tasks/1")
+        .expect("the settings task is awaited");
+    let search = paths
+        .iter()
+        .position(|p| p.ends_with("/search"))
+        .expect("the search is sent");
+    assert!(task_poll < search, "{paths:?}");
+    // Settings are sent once per process.
+    engine.search(&SearchQuery::default()).await.unwrap();
+    assert_eq!(fake.requests("PATCH", "/settings").len(), 1);
+}
+
+#[tokio::test]
+async fn the_adapter_sends_exactly_the_recorded_search_request() {
+    let fake = FakeMeili::start().await;
+    let engine = MeiliEngine::new(&fake.url, None::<String>, "test_listings").unwrap();
+    let query = SearchQuery {
+        q: "xoài".into(),
+        category: Some("trai-cay".into()),
+        province: Some("68".into()),
+        certification: Some("vietgap".into()),
+        min_ocop: Some(4),
+        price_min: Some(10_000),
+        price_max: Some(100_000),
+        near: Some((
+            Geo {
+                lat: 11.9404,
+                lng: 108.4583,
+            },
+            Some(50.0),
+        )),
+        sort: Sort::PriceAsc,
+        page: 2,
+        per_page: 10,
+        ..Default::default()
+    };
+    engine.search(&query).await.unwrap();
+    let sent = fake.requests("POST", "/search").pop().unwrap().body;
+    let recorded: Value =
+        serde_json::from_str(include_str!("../fixtures/meili/search_request.json")).unwrap();
+    assert_eq!(sent, recorded, "the request differs from the recorded one");
+
+    let by_distance = SearchQuery {
+        near: Some((
+            Geo {
+                lat: 11.9404,
+                lng: 108.4583,
+            },
+            None,
+        )),
+        sort: Sort::Distance,
+        in_stock_only: false,
+        ..Default::default()
+    };
+    engine.search(&by_distance).await.unwrap();
+    let sent = fake.requests("POST", "/search").pop().unwrap().body;
+    assert_eq!(sent["filter"], "visible = true");
+    assert_eq!(sent["sort"], json!(["_geoPoint(11.9404, 108.4583):asc"]));
+}
+
+#[tokio::test]
+async fn without_meilisearch_search_is_503_writes_succeed_and_the_index_catches_up() {
+    let port = free_port();
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db).await;
+    settings.meili_url = Some(format!("http://127.0.0.1:{port}"));
+    let app = TestApp::spawn_with(settings, db).await;
+    let (status, r) = app.get("/v1/search?q=xoai", None).await;
+    assert_eq!(status, 503, "{r}");
+    assert_eq!(r["code"], "search_unavailable");
+
+    let seller = app.register("household").await;
+    let listing = app.listing_with_stock(&seller, "10").await;
+
+    // Meilisearch comes back: the listing reaches it without anyone asking.
+    let fake = FakeMeili::start_on(port).await;
+    eventually(
+        Duration::from_secs(30),
+        "the listing to reach Meilisearch",
+        || async {
+            fake.state
+                .lock()
+                .unwrap()
+                .documents
+                .iter()
+                .any(|d| d["id"] == listing.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+    let doc = fake
+        .state
+        .lock()
+        .unwrap()
+        .documents
+        .iter()
+        .rev()
+        .find(|d| d["id"] == listing.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(doc["title"], "Xoài cát Hòa Lộc");
+    assert_eq!(
+        doc["available"], "10",
+        "the latest stock, not the first event's"
+    );
+    let (status, r) = app.get("/v1/search?q=xoai", None).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["engine"], "external");
+    app.stop().await;
+}

@@ -3,5 +3,6 @@
 
 mod foundation;
 mod listing;
+mod order;
 mod search;
 mod support;

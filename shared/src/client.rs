@@ -58,6 +58,43 @@ impl From<CallError> for ApiError {
                 ),
             )
             .with_cause(e.into()),
+            CallError::Status {
+                status, code, body, ..
+            } if status.is_client_error() && !code.is_empty() => {
+                // The peer's answer about the caller's input is the caller's answer.
+                let detail = body
+                    .get("detail")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or_default();
+                let errors = body
+                    .get("errors")
+                    .and_then(|e| e.as_array())
+                    .map(|list| {
+                        list.iter()
+                            .map(|f| {
+                                let text =
+                                    f.get("detail").and_then(|d| d.as_str()).unwrap_or_default();
+                                crate::error::FieldError::new(
+                                    f.get("field")
+                                        .and_then(|v| v.as_str())
+                                        .unwrap_or_default()
+                                        .to_owned(),
+                                    f.get("code")
+                                        .and_then(|v| v.as_str())
+                                        .unwrap_or_default()
+                                        .to_owned(),
+                                    Text::new(text, text),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                let mut err = ApiError::new(*status, code.clone(), Text::new(detail, detail));
+                if !errors.is_empty() {
+                    err = ApiError::validation(errors);
+                }
+                err
+            }
             CallError::Status { .. } => ApiError::internal(e.into()),
         }
     }
@@ -92,6 +129,9 @@ impl ServiceClient {
             .bearer_auth(token);
         if let Some(id) = current_request_id().filter(|id| !id.is_empty()) {
             req = req.header(REQUEST_ID_HEADER, id);
+        }
+        if let Some(lang) = crate::telemetry::current_language() {
+            req = req.header(reqwest::header::ACCEPT_LANGUAGE, lang);
         }
         req
     }
@@ -132,6 +172,16 @@ impl ServiceClient {
     /// `GET path`, answered as JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
         self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// `GET path` with query parameters, answered as JSON.
+    pub async fn get_query<Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, CallError> {
+        self.send(self.request(reqwest::Method::GET, path).query(query))
+            .await
     }
 
     /// `POST path` with a JSON body, answered as JSON.

@@ -55,6 +55,12 @@ pub struct Settings {
     pub payment_url: Option<String>,
     /// Log format: `text` for people, `json` for machines.
     pub log_format: LogFormat,
+    /// Delivery fee each seller's order adds to a checkout, in đồng.
+    pub delivery_fee_vnd: i64,
+    /// How long an online payment may take before the checkout expires, in seconds.
+    pub checkout_ttl_secs: u64,
+    /// How long a cash-on-delivery order waits for its seller to confirm, in seconds.
+    pub cod_confirm_ttl_secs: u64,
     /// Attempts a consumer makes at one event before it goes to the dead-letter list.
     pub events_max_attempts: u32,
     /// First retry delay of a failing event, in milliseconds; it doubles on each attempt.
@@ -100,6 +106,9 @@ impl Default for Settings {
             order_url: None,
             payment_url: None,
             log_format: LogFormat::Text,
+            delivery_fee_vnd: 30_000,
+            checkout_ttl_secs: 900,
+            cod_confirm_ttl_secs: 48 * 3600,
             events_max_attempts: 8,
             events_retry_base_ms: 500,
             events_poll_ms: 500,

@@ -124,6 +124,12 @@ impl ApiError {
         Self::validation(vec![FieldError::new(field, code, text)])
     }
 
+    /// The same error with another top-level code (a 422 whose one field problem is the point).
+    pub fn into_coded(mut self, code: impl Into<Cow<'static, str>>) -> Self {
+        self.code = code.into();
+        self
+    }
+
     /// 401: no valid credentials.
     pub fn unauthorized() -> Self {
         Self::new(

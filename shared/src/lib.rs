@@ -18,6 +18,7 @@ pub mod money;
 pub mod phone;
 pub mod quantity;
 pub mod ratelimit;
+pub mod reference;
 pub mod runtime;
 pub mod telemetry;
 

@@ -68,6 +68,13 @@ impl MakeRequestId for MakeRequestUuidV7 {
 
 tokio::task_local! {
     static CURRENT_REQUEST_ID: String;
+    static CURRENT_LANGUAGE: Option<String>;
+}
+
+/// The `Accept-Language` of the request being served by this task, if any: calls to other
+/// services carry it, so their answers come back in the caller's language.
+pub fn current_language() -> Option<String> {
+    CURRENT_LANGUAGE.try_with(Clone::clone).ok().flatten()
 }
 
 /// The id of the request being served by this task, if any.
@@ -95,7 +102,14 @@ pub async fn observe(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let res = CURRENT_REQUEST_ID.scope(id, next.run(req)).await;
+    let lang = req
+        .headers()
+        .get(axum::http::header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let res = CURRENT_REQUEST_ID
+        .scope(id, CURRENT_LANGUAGE.scope(lang, next.run(req)))
+        .await;
     let status = res.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);

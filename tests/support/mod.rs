@@ -14,6 +14,7 @@
 pub mod actors;
 pub mod fake_meili;
 pub mod process;
+pub mod shop;
 
 use std::{
     path::{Path, PathBuf},

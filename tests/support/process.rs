@@ -120,6 +120,11 @@ pub struct SplitApp {
 impl SplitApp {
     /// Starts the three processes on a fresh database.
     pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Like [`SplitApp::spawn`], with more environment for the order process.
+    pub async fn spawn_with(order_env: &[(&str, String)]) -> Self {
         let db = TestDb::new().await;
         let servers = servers().await;
         let ports = [free_port(), free_port(), free_port()];
@@ -147,7 +152,9 @@ impl SplitApp {
         // Started one after another: each runs its own migrations.
         let listing =
             NongsanProcess::start_on(&["serve", "listing"], ports[0], &env(ports[0])).await;
-        let order = NongsanProcess::start_on(&["serve", "order"], ports[1], &env(ports[1])).await;
+        let mut order_vars = env(ports[1]);
+        order_vars.extend(order_env.iter().cloned());
+        let order = NongsanProcess::start_on(&["serve", "order"], ports[1], &order_vars).await;
         let payment =
             NongsanProcess::start_on(&["serve", "payment"], ports[2], &env(ports[2])).await;
         Self {

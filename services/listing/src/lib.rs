@@ -55,7 +55,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
         inventory::create_lot, inventory::adjust_stock, inventory::get_stock, inventory::list_movements,
         reservations::create_reservation, reservations::get_reservation, reservations::commit_reservation, reservations::release_reservation,
         coop::get_cooperative_stock, coop::pool_lot, coop::import_stock,
-        search::search_listings,
+        search::search_listings, access::check_seller_access,
     ),
     components(schemas(search::Sort)),
     tags(
@@ -141,6 +141,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/search", get(search::search_listings))
         .route(
+            "/v1/internal/seller-access",
+            get(access::check_seller_access),
+        )
+        .route(
             "/v1/internal/reservations",
             post(reservations::create_reservation),
         )
@@ -181,13 +185,17 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     // The service follows its own events to keep the search index current.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
         .on("listing.changed", search::indexer::MarkDirty)
-        .on("stock.changed", search::indexer::MarkDirty);
+        .on("stock.changed", search::indexer::MarkDirty)
+        .on("order.paid", reservations::CommitOrderLines)
+        .on("order.confirmed", reservations::CommitOrderLines)
+        .on("order.cancelled", reservations::GiveBackOrderLines)
+        .on("order.returned", reservations::GiveBackOrderLines);
     let mut service = Service::new(
         platform,
         NAME,
         pool.clone(),
         router(state),
-        Some((inbox, &[NAME])),
+        Some((inbox, &[NAME, "order"])),
     )
     .await;
     service

@@ -25,8 +25,9 @@ use crate::{
     listings::SellerView,
 };
 
-/// Longest a reservation may be held: one hour.
-const MAX_TTL_SECS: u32 = 3600;
+/// Longest a reservation may be held: three days (a cash-on-delivery order waiting for its
+/// seller to confirm).
+const MAX_TTL_SECS: u32 = 3 * 24 * 3600;
 
 /// One line to reserve.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -44,7 +45,7 @@ pub struct LineRequest {
 pub struct ReservationRequest {
     /// Chosen by the caller; sending the same id again returns the same reservation.
     pub id: ReservationId,
-    /// Seconds to hold the stock, 1–3600 (default 900).
+    /// Seconds to hold the stock, 1–259200 (3 days; default 900).
     pub ttl_secs: Option<u32>,
     /// The lines, at most 100, one per listing.
     pub lines: Vec<LineRequest>,
@@ -371,35 +372,83 @@ async fn lock_reservation(conn: &mut PgConnection, id: ReservationId) -> Result<
         .ok_or(ListingError::NotFound("reservation"))
 }
 
+/// The lines of a reservation in `state`, within `only` when given, in listing order.
 async fn lines_of(
     conn: &mut PgConnection,
     id: ReservationId,
+    state: &str,
+    only: Option<&[ListingId]>,
 ) -> Result<Vec<(i32, ListingId, Quantity)>> {
-    Ok(sqlx::query_as("SELECT line_no, listing_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY listing_id")
-        .bind(id)
-        .fetch_all(conn)
-        .await?)
+    let only: Option<Vec<uuid::Uuid>> = only.map(|o| o.iter().map(|l| l.0).collect());
+    Ok(sqlx::query_as(
+        "SELECT line_no, listing_id, quantity FROM reservation_lines
+         WHERE reservation_id = $1 AND state = $2 AND ($3::uuid[] IS NULL OR listing_id = ANY($3))
+         ORDER BY listing_id",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(only)
+    .fetch_all(conn)
+    .await?)
 }
 
-/// Turns an active reservation into a sale, filling each line from the listing's lots
-/// oldest harvest first. Committing again answers the same.
+async fn set_line_state(
+    conn: &mut PgConnection,
+    id: ReservationId,
+    line_no: i32,
+    state: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE reservation_lines SET state = $3 WHERE reservation_id = $1 AND line_no = $2",
+    )
+    .bind(id)
+    .bind(line_no)
+    .bind(state)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The reservation's status follows its lines: active while any is reserved, committed once
+/// none is and some were sold, else `closed_as` (released or expired).
+async fn refresh_status(conn: &mut PgConnection, id: ReservationId, closed_as: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE reservations SET
+            status = CASE
+                WHEN EXISTS (SELECT 1 FROM reservation_lines WHERE reservation_id = $1 AND state = 'reserved') THEN 'active'
+                WHEN EXISTS (SELECT 1 FROM reservation_lines WHERE reservation_id = $1 AND state IN ('committed', 'returned')) THEN 'committed'
+                ELSE $2 END,
+            closed_at = CASE
+                WHEN EXISTS (SELECT 1 FROM reservation_lines WHERE reservation_id = $1 AND state = 'reserved') THEN NULL
+                ELSE COALESCE(closed_at, now()) END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(closed_as)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Turns reserved lines (all, or those of `only`'s listings) into a sale, filling each from
+/// the listing's lots oldest harvest first. Committing again answers the same; lines that
+/// were released or expired cannot be committed.
 pub async fn commit(
     conn: &mut PgConnection,
     id: ReservationId,
+    only: Option<&[ListingId]>,
     actor: Option<&Actor>,
 ) -> Result<()> {
-    match lock_reservation(conn, id).await?.as_str() {
-        "committed" => return Ok(()),
-        "active" => {}
-        other => {
-            return Err(ListingError::conflict(
-                "reservation_closed",
-                format!("The reservation is {other}; it cannot be committed."),
-                format!("Lượt giữ hàng đã {other}; không thể chốt."),
-            ));
-        }
+    lock_reservation(conn, id).await?;
+    let closed = lines_of(conn, id, "released", only).await?;
+    if !closed.is_empty() {
+        return Err(ListingError::conflict(
+            "reservation_closed",
+            "The reservation was released or expired; it cannot be committed.",
+            "Lượt giữ hàng đã hủy hoặc hết hạn; không thể chốt.",
+        ));
     }
-    for (line_no, listing, quantity) in lines_of(conn, id).await? {
+    for (line_no, listing, quantity) in lines_of(conn, id, "reserved", only).await? {
         lock_stock(conn, listing).await?;
         let lots: Vec<(uuid::Uuid, Quantity)> = sqlx::query_as(
             "SELECT id, on_hand FROM lots WHERE listing_id = $1 AND on_hand > 0 ORDER BY harvest_date, created_at FOR UPDATE",
@@ -441,34 +490,30 @@ pub async fn commit(
             .into());
         }
         apply(conn, listing, &moves).await?;
+        set_line_state(conn, id, line_no, "committed").await?;
     }
-    sqlx::query("UPDATE reservations SET status = 'committed', closed_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    refresh_status(conn, id, "released").await
 }
 
-/// Gives a reservation's stock back; `status` is `released` or `expired`. Releasing again
-/// answers the same; a committed reservation cannot be released.
+/// Gives reserved stock back (all lines, or those of `only`'s listings); `closed_as` is
+/// `released` or `expired`. Releasing again answers the same. Sold lines stay sold: without
+/// `only`, a reservation with sold lines cannot be released.
 pub async fn release(
     conn: &mut PgConnection,
     id: ReservationId,
-    status: &'static str,
+    closed_as: &'static str,
+    only: Option<&[ListingId]>,
     actor: Option<&Actor>,
 ) -> Result<()> {
-    match lock_reservation(conn, id).await?.as_str() {
-        "released" | "expired" => return Ok(()),
-        "active" => {}
-        _ => {
-            return Err(ListingError::conflict(
-                "invalid_transition",
-                "A committed reservation cannot be released; return the goods instead.",
-                "Lượt giữ hàng đã chốt không thể hủy giữ; hãy trả hàng.",
-            ));
-        }
+    lock_reservation(conn, id).await?;
+    if only.is_none() && !lines_of(conn, id, "committed", None).await?.is_empty() {
+        return Err(ListingError::conflict(
+            "invalid_transition",
+            "A committed reservation cannot be released; return the goods instead.",
+            "Lượt giữ hàng đã chốt không thể hủy giữ; hãy trả hàng.",
+        ));
     }
-    for (_, listing, quantity) in lines_of(conn, id).await? {
+    for (line_no, listing, quantity) in lines_of(conn, id, "reserved", only).await? {
         apply(
             conn,
             listing,
@@ -478,19 +523,52 @@ pub async fn release(
                 kind: "release",
                 on_hand: Quantity::ZERO,
                 reserved: -quantity,
-                reason: Some(status),
+                reason: Some(closed_as),
                 reservation: Some(id),
                 actor,
             }],
         )
         .await?;
+        set_line_state(conn, id, line_no, "released").await?;
     }
-    sqlx::query("UPDATE reservations SET status = $2, closed_at = now() WHERE id = $1")
+    refresh_status(conn, id, closed_as).await
+}
+
+/// Gives back the stock of `only`'s listings whatever happened to it: reserved lines are
+/// released, sold lines are returned to the lots they came from.
+pub async fn give_back(
+    conn: &mut PgConnection,
+    id: ReservationId,
+    only: &[ListingId],
+    reason: &str,
+    actor: Option<&Actor>,
+) -> Result<()> {
+    release(conn, id, "released", Some(only), actor).await?;
+    for (line_no, listing, _) in lines_of(conn, id, "committed", Some(only)).await? {
+        let lots: Vec<(uuid::Uuid, Quantity)> = sqlx::query_as(
+            "SELECT lot_id, quantity FROM allocations WHERE reservation_id = $1 AND line_no = $2",
+        )
         .bind(id)
-        .bind(status)
-        .execute(&mut *conn)
+        .bind(line_no)
+        .fetch_all(&mut *conn)
         .await?;
-    Ok(())
+        let moves: Vec<Movement> = lots
+            .into_iter()
+            .map(|(lot, q)| Movement {
+                listing,
+                lot: Some(lot),
+                kind: "return",
+                on_hand: q,
+                reserved: Quantity::ZERO,
+                reason: Some(reason),
+                reservation: Some(id),
+                actor,
+            })
+            .collect();
+        apply(conn, listing, &moves).await?;
+        set_line_state(conn, id, line_no, "returned").await?;
+    }
+    refresh_status(conn, id, "released").await
 }
 
 /// Commit a reservation: the stock is sold.
@@ -503,7 +581,7 @@ pub async fn commit_reservation(
 ) -> Result<AxumJson<ReservationView>> {
     require_service(&actor)?;
     let mut tx = app.pool.begin().await?;
-    commit(&mut tx, id, Some(&actor)).await?;
+    commit(&mut tx, id, None, Some(&actor)).await?;
     let view = load(&mut tx, id).await?;
     tx.commit().await?;
     Ok(AxumJson(view))
@@ -519,7 +597,7 @@ pub async fn release_reservation(
 ) -> Result<AxumJson<ReservationView>> {
     require_service(&actor)?;
     let mut tx = app.pool.begin().await?;
-    release(&mut tx, id, "released", Some(&actor)).await?;
+    release(&mut tx, id, "released", None, Some(&actor)).await?;
     let view = load(&mut tx, id).await?;
     tx.commit().await?;
     Ok(AxumJson(view))
@@ -540,7 +618,12 @@ pub async fn sweep_once(pool: &PgPool) -> Result<usize> {
             .await?
             .unwrap_or(false);
         if still_due {
-            release(&mut tx, id, "expired", None).await?;
+            let reserved: Vec<ListingId> = lines_of(&mut tx, id, "reserved", None)
+                .await?
+                .into_iter()
+                .map(|l| l.1)
+                .collect();
+            release(&mut tx, id, "expired", Some(&reserved), None).await?;
             n += 1;
         }
         tx.commit().await?;
@@ -567,5 +650,55 @@ pub async fn run_sweeper(pool: PgPool, every: Duration) {
             }
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// The part of an order event the listing service acts on.
+#[derive(Debug, Deserialize)]
+struct OrderStock {
+    reservation_id: ReservationId,
+    listing_ids: Vec<ListingId>,
+}
+
+/// `order.paid` and a cash-on-delivery `order.confirmed`: the order's lines are sold.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitOrderLines;
+
+#[async_trait::async_trait]
+impl nongsan_shared::events::Handler for CommitOrderLines {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &nongsan_shared::events::Envelope,
+    ) -> anyhow::Result<()> {
+        let o: OrderStock = serde_json::from_value(event.data.clone())?;
+        commit(tx, o.reservation_id, Some(&o.listing_ids), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// `order.cancelled` (cancelled, declined, expired) and `order.returned`: the order's stock
+/// comes back, released if it was only reserved, returned to its lots if it was sold.
+#[derive(Debug, Clone, Copy)]
+pub struct GiveBackOrderLines;
+
+#[async_trait::async_trait]
+impl nongsan_shared::events::Handler for GiveBackOrderLines {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &nongsan_shared::events::Envelope,
+    ) -> anyhow::Result<()> {
+        let o: OrderStock = serde_json::from_value(event.data.clone())?;
+        give_back(
+            tx,
+            o.reservation_id,
+            &o.listing_ids,
+            &event.event_type,
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
     }
 }

@@ -1,0 +1,329 @@
+//! Orders after checkout: buyers and sellers read them; sellers confirm, ship, deliver or
+//! decline; buyers cancel before shipping; payment events mark them paid. Every change is
+//! recorded with who made it and told as an event, on which the listing service sells or
+//! gives back the stock.
+
+use axum::{Json as AxumJson, body::Bytes, extract::State};
+use nongsan_shared::{
+    CheckoutId, OrderId, ReservationId,
+    auth::{Actor, Role},
+    events::{self, Envelope, Handler},
+    http::{Path, Query},
+};
+use serde::Deserialize;
+use sqlx::PgConnection;
+use utoipa::IntoParams;
+
+use crate::{
+    AppState,
+    error::{OrderError, Result},
+    lifecycle::{Action, Party},
+    views::{OrderFilter, OrderView, Reservation, load_order, load_orders},
+};
+
+/// Applies an action to an order (in the caller's transaction): checks the transition,
+/// records it, and emits its event. `actor` is `None` for nongsan itself.
+pub async fn transition(
+    conn: &mut PgConnection,
+    id: OrderId,
+    action: Action,
+    actor: Option<&Actor>,
+    reason: Option<&str>,
+) -> Result<OrderView> {
+    let (status, checkout, method, version): (String, CheckoutId, String, i64) = sqlx::query_as(
+        "SELECT o.status, o.checkout_id, c.payment_method, o.version FROM orders o JOIN checkouts c ON c.id = o.checkout_id WHERE o.id = $1 FOR UPDATE OF o",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(OrderError::NotFound("order"))?;
+    let next = action
+        .next(&status)
+        .ok_or_else(|| OrderError::InvalidTransition(status.clone()))?;
+    let cash_collected = action == Action::Deliver && method == "cod";
+    sqlx::query(
+        "UPDATE orders SET status = $2, cash_collected = cash_collected OR $3, reason = COALESCE($4, reason), version = version + 1, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(next)
+    .bind(cash_collected)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO order_transitions (id, order_id, from_status, to_status, actor_id, actor_role, on_behalf_of, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(id)
+    .bind(&status)
+    .bind(next)
+    .bind(actor.map(|a| a.account_id))
+    .bind(actor.map(|a| a.role.as_str()).unwrap_or("system"))
+    .bind(actor.and_then(|a| a.on_behalf_of))
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    let view = load_order(conn, id).await?;
+    if let Some(event) = action.event() {
+        let reservation: ReservationId =
+            sqlx::query_scalar("SELECT reservation_id FROM checkouts WHERE id = $1")
+                .bind(checkout)
+                .fetch_one(&mut *conn)
+                .await?;
+        let listing_ids: Vec<_> = view.lines.iter().map(|l| l.listing_id).collect();
+        events::emit(conn, event, &id.to_string(), version + 1, &serde_json::json!({
+            "order_id": id, "checkout_id": checkout, "reservation_id": reservation, "listing_ids": listing_ids,
+            "buyer_id": view.buyer_id, "seller": view.seller, "from": status, "status": next, "action": action,
+            "reason": reason, "payment_method": method, "total_vnd": view.total, "cash_collected": view.cash_collected,
+            // A paid online order that is cancelled is refunded by the payment service.
+            "refund_due": matches!(action, Action::Cancel | Action::Decline) && method != "cod" && status != "pending_payment",
+        }))
+        .await?;
+    }
+    Ok(view)
+}
+
+/// Whether the actor may act for a seller, as the listing service (which knows households,
+/// cooperatives and helpers) decides.
+async fn may_act_for_seller(
+    app: &AppState,
+    actor: &Actor,
+    kind: &str,
+    id: uuid::Uuid,
+) -> Result<bool> {
+    if actor.role == Role::Operator {
+        return Ok(true);
+    }
+    if !matches!(
+        actor.role,
+        Role::Household | Role::Helper | Role::CooperativeManager
+    ) {
+        return Ok(false);
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        allowed: bool,
+    }
+    let mut query = vec![
+        ("actor_id", actor.account_id.to_string()),
+        ("role", actor.role.as_str().to_owned()),
+        ("seller_kind", kind.to_owned()),
+        ("seller_id", id.to_string()),
+    ];
+    if let Some(b) = actor.on_behalf_of {
+        query.push(("on_behalf_of", b.to_string()));
+    }
+    let a: Answer = app
+        .peers
+        .listing
+        .get_query("/v1/internal/seller-access", &query)
+        .await?;
+    Ok(a.allowed)
+}
+
+/// How the actor relates to an order: its buyer, its seller, or a stranger (who gets 404,
+/// so order ids cannot be probed).
+async fn relation(app: &AppState, actor: &Actor, order: &OrderView) -> Result<Party> {
+    if actor.account_id == order.buyer_id && actor.on_behalf_of.is_none() {
+        return Ok(Party::Buyer);
+    }
+    if may_act_for_seller(app, actor, &order.seller.kind, order.seller.id).await? {
+        return Ok(Party::Seller);
+    }
+    Err(OrderError::NotFound("order"))
+}
+
+/// Adds the lots that filled each line, once the stock is sold. Best effort: without the
+/// listing service the lines are shown without lots.
+pub async fn attach_lots(app: &AppState, order: &mut OrderView) {
+    if !matches!(
+        order.status.as_str(),
+        "paid" | "confirmed" | "shipped" | "delivered" | "delivery_failed" | "returned"
+    ) {
+        return;
+    }
+    let path = format!("/v1/internal/reservations/{}", order.checkout_id);
+    match app.peers.listing.get::<Reservation>(&path).await {
+        Ok(r) => {
+            for line in &mut order.lines {
+                if let Some(reserved) = r.lines.iter().find(|l| l.listing_id == line.listing_id)
+                    && !reserved.allocations.is_empty()
+                {
+                    line.lots = Some(reserved.allocations.clone());
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(order.id = %order.id, error = %e, "cannot read the lots of an order now")
+        }
+    }
+}
+
+/// One order: its buyer or its seller (anyone else gets 404). Lines show their lots once
+/// the stock is sold.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "order", params(("id" = String, Path)),
+    responses((status = 200, body = OrderView), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn get_order(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<OrderId>,
+) -> Result<AxumJson<OrderView>> {
+    let mut conn = app.pool.acquire().await?;
+    let mut order = load_order(&mut conn, id).await?;
+    drop(conn);
+    relation(&app, &actor, &order).await?;
+    attach_lots(&app, &mut order).await;
+    Ok(AxumJson(order))
+}
+
+/// Which orders to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct OrderQuery {
+    /// Only in this status.
+    pub status: Option<String>,
+    /// A seller's orders instead of the caller's purchases: `household` or `cooperative`.
+    pub seller_kind: Option<String>,
+    /// The seller's id (a household's account id, a cooperative's id).
+    pub seller_id: Option<uuid::Uuid>,
+}
+
+/// The caller's purchases, or (with `seller_kind` and `seller_id`) a seller's orders for
+/// those who may act for it; newest first.
+#[utoipa::path(get, path = "/v1/orders", tag = "order", params(OrderQuery),
+    responses((status = 200, body = [OrderView]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn list_orders(
+    State(app): State<AppState>,
+    actor: Actor,
+    Query(q): Query<OrderQuery>,
+) -> Result<AxumJson<Vec<OrderView>>> {
+    let filter = match (q.seller_kind, q.seller_id) {
+        (Some(kind), Some(id)) => {
+            if !may_act_for_seller(&app, &actor, &kind, id).await? {
+                return Err(OrderError::Forbidden);
+            }
+            OrderFilter {
+                seller: Some((kind, id)),
+                status: q.status,
+                ..Default::default()
+            }
+        }
+        (None, None) => OrderFilter {
+            buyer: Some(actor.account_id),
+            status: q.status,
+            ..Default::default()
+        },
+        _ => {
+            return Err(OrderError::Invalid(vec![nongsan_shared::FieldError::new(
+                "seller_id",
+                "needs_both",
+                nongsan_shared::Text::new(
+                    "seller_kind and seller_id go together",
+                    "seller_kind và seller_id phải đi cùng nhau",
+                ),
+            )]));
+        }
+    };
+    let mut conn = app.pool.acquire().await?;
+    Ok(AxumJson(load_orders(&mut conn, &filter).await?))
+}
+
+/// A reason, for declining or cancelling.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// Act on an order: `confirm`, `ship`, `deliver`, `fail_delivery`, `return`, `decline` (the
+/// seller; decline needs a reason) or `cancel` (the buyer, before shipping).
+#[utoipa::path(post, path = "/v1/orders/{id}/{action}", tag = "order",
+    params(("id" = String, Path), ("action" = crate::lifecycle::Action, Path)), request_body(content = ActionBody, description = "Optional"),
+    responses((status = 200, body = OrderView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, body = nongsan_shared::error::ProblemSchema),
+        (status = 409, description = "invalid_transition", body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn act_on_order(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path((id, action)): Path<(OrderId, Action)>,
+    body: Bytes,
+) -> Result<AxumJson<OrderView>> {
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        nongsan_shared::http::parse_json(&body)?
+    };
+    let reason = body
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    let order = {
+        let mut conn = app.pool.acquire().await?;
+        load_order(&mut conn, id).await?
+    };
+    let party = relation(&app, &actor, &order).await?;
+    if action.party() != party {
+        return Err(OrderError::Forbidden);
+    }
+    if action == Action::Decline && reason.is_none() {
+        return Err(OrderError::Invalid(vec![nongsan_shared::FieldError::new(
+            "reason",
+            "required",
+            nongsan_shared::Text::new(
+                "is required to decline an order",
+                "là bắt buộc khi từ chối đơn",
+            ),
+        )]));
+    }
+    let mut tx = app.pool.begin().await?;
+    let mut view = transition(&mut tx, id, action, Some(&actor), reason).await?;
+    tx.commit().await?;
+    attach_lots(&app, &mut view).await;
+    Ok(AxumJson(view))
+}
+
+impl From<nongsan_shared::ApiError> for OrderError {
+    fn from(e: nongsan_shared::ApiError) -> Self {
+        OrderError::Invalid(e.field_errors().to_vec())
+    }
+}
+
+/// `payment.succeeded`: the checkout's orders are paid. If the checkout is not stored yet
+/// (the event overtook it), the handler fails and the inbox retries it later.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkPaid;
+
+#[async_trait::async_trait]
+impl Handler for MarkPaid {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
+        #[derive(Deserialize)]
+        struct Paid {
+            checkout_id: CheckoutId,
+        }
+        let paid: Paid = serde_json::from_value(event.data.clone())?;
+        let orders: Vec<(OrderId, String)> =
+            sqlx::query_as("SELECT id, status FROM orders WHERE checkout_id = $1")
+                .bind(paid.checkout_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        anyhow::ensure!(
+            !orders.is_empty(),
+            "checkout {} is not stored yet",
+            paid.checkout_id
+        );
+        for (id, status) in orders {
+            if status == "pending_payment" {
+                transition(tx, id, Action::MarkPaid, None, None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        sqlx::query("UPDATE checkouts SET status = 'paid', updated_at = now() WHERE id = $1 AND status = 'pending_payment'")
+            .bind(paid.checkout_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}

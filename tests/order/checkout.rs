@@ -1,0 +1,257 @@
+//! One checkout across sellers, in both shapes; idempotency; bad input.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    TestApp, eventually,
+    process::SplitApp,
+    shop::{Api, basket},
+};
+
+/// A two-seller cash-on-delivery basket, from checkout to delivery.
+async fn two_seller_basket_end_to_end(api: &Api) {
+    let (a, b) = (
+        api.register("household").await,
+        api.register("household").await,
+    );
+    let buyer = api.register("buyer").await;
+    let la = api.listing(&a, 65_000, 10).await;
+    let lb = api.listing(&b, 45_500, 20).await;
+
+    let (status, c) = api
+        .checkout(
+            &buyer,
+            "basket-1",
+            &basket(&[(&la, "3"), (&lb, "1.5")], "cod"),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let orders = c["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 2, "one order per seller");
+    let order_of = |seller: &str| {
+        orders
+            .iter()
+            .find(|o| o["seller"]["id"] == seller)
+            .cloned()
+            .unwrap()
+    };
+    let (oa, ob) = (order_of(&a.id), order_of(&b.id));
+    assert_eq!(
+        (
+            oa["items_total"].as_i64(),
+            oa["delivery_fee"].as_i64(),
+            oa["total"].as_i64()
+        ),
+        (Some(195_000), Some(30_000), Some(225_000))
+    );
+    // 45,500 × 1.5 = 68,250
+    assert_eq!(
+        (ob["items_total"].as_i64(), ob["total"].as_i64()),
+        (Some(68_250), Some(98_250))
+    );
+    assert_eq!(c["items_total"], 263_250);
+    assert_eq!(c["delivery_total"], 60_000);
+    assert_eq!(c["grand_total"], 323_250);
+    assert_eq!(oa["status"], "placed");
+    assert_eq!(api.stock(&a, &la).await["reserved"], "3");
+    assert_eq!(api.stock(&b, &lb).await["reserved"], "1.5");
+
+    // Each seller sees its own order and confirms it: the stock is sold.
+    for (seller, order, listing, left) in [(&a, &oa, &la, "7"), (&b, &ob, &lb, "18.5")] {
+        let (status, list) = api
+            .order_get(
+                &format!("/v1/orders?seller_kind=household&seller_id={}", seller.id),
+                &seller.token,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        let id = order["id"].as_str().unwrap();
+        let (status, confirmed) = api
+            .order_post(
+                &format!("/v1/orders/{id}/confirm"),
+                &seller.token,
+                &[],
+                &json!({}),
+            )
+            .await;
+        assert_eq!(
+            (status, confirmed["status"].as_str()),
+            (200, Some("confirmed")),
+            "{confirmed}"
+        );
+        eventually(
+            Duration::from_secs(10),
+            "the confirmed order's stock to be sold",
+            || async {
+                let s = api.stock(seller, listing).await;
+                (s["on_hand"] == left && s["reserved"] == "0").then_some(())
+            },
+        )
+        .await;
+    }
+    // The lines show the lots that filled them, oldest harvest first.
+    let id = oa["id"].as_str().unwrap();
+    let (_, read) = api
+        .order_get(&format!("/v1/orders/{id}"), &buyer.token)
+        .await;
+    let lots = read["lines"][0]["lots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no lots: {read}"));
+    let got: Vec<(&str, &str)> = lots
+        .iter()
+        .map(|l| {
+            (
+                l["lot_code"].as_str().unwrap(),
+                l["quantity"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("OLD-1", "2"), ("NEW-1", "1")]);
+
+    for step in ["ship", "deliver"] {
+        let (status, o) = api
+            .order_post(
+                &format!("/v1/orders/{id}/{step}"),
+                &a.token,
+                &[],
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{step}: {o}");
+    }
+    let (_, o) = api
+        .order_get(&format!("/v1/orders/{id}"), &buyer.token)
+        .await;
+    assert_eq!(
+        (o["status"].as_str(), o["cash_collected"].as_bool()),
+        (Some("delivered"), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn a_two_seller_basket_becomes_one_checkout_with_two_orders_in_one_process() {
+    let app = TestApp::spawn().await;
+    two_seller_basket_end_to_end(&Api::one(&app.url)).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_two_seller_basket_becomes_one_checkout_with_two_orders_across_three_processes() {
+    let app = SplitApp::spawn().await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        listing: app.listing.url.clone(),
+        order: app.order.url.clone(),
+    };
+    two_seller_basket_end_to_end(&api).await;
+}
+
+#[tokio::test]
+async fn fifty_identical_requests_with_one_key_make_one_checkout() {
+    let app = TestApp::spawn().await;
+    let api = Arc::new(Api::one(&app.url));
+    let seller = api.register("household").await;
+    let buyer = Arc::new(api.register("buyer").await);
+    let listing = api.listing(&seller, 65_000, 100).await;
+    let body = Arc::new(basket(&[(&listing, "2")], "cod"));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (api, buyer, body) = (api.clone(), buyer.clone(), body.clone());
+            tokio::spawn(async move { api.checkout(&buyer, "same-key", &body).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, c) = t.await.unwrap();
+        assert!(status == 201 || status == 200, "{status}: {c}");
+        ids.insert(c["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one checkout");
+    assert_eq!(
+        api.stock(&seller, &listing).await["reserved"],
+        "2",
+        "reserved once"
+    );
+    let pool = app.db.pool("order").await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+
+    let (status, r) = api
+        .checkout(&buyer, "same-key", &basket(&[(&listing, "3")], "cod"))
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["code"], "idempotency_key_reused");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_checkout_input_is_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let api = Api::one(&app.url);
+    let seller = api.register("household").await;
+    let buyer = api.register("buyer").await;
+    let listing = api.listing(&seller, 65_000, 10).await;
+    let mut outside = basket(&[(&listing, "1")], "cod");
+    outside["delivery"]["province_code"] = json!("01");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (basket(&[], "cod"), "lines", "empty"),
+        (
+            basket(&[(&listing, "0.5")], "cod"),
+            "lines[0].quantity",
+            "below_minimum",
+        ),
+        (
+            basket(&[(&listing, "1.2")], "cod"),
+            "lines[0].quantity",
+            "off_step",
+        ),
+        (
+            basket(&[(&unknown, "1")], "cod"),
+            "lines[0].listing_id",
+            "unknown_listing",
+        ),
+        (outside, "delivery.commune_code", "commune_not_in_province"),
+        (
+            basket(&[(&listing, "1")], "bitcoin"),
+            "payment_method",
+            "invalid",
+        ),
+    ];
+    for (i, (body, field, code)) in cases.into_iter().enumerate() {
+        let (status, r) = api.checkout(&buyer, &format!("k{i}"), &body).await;
+        assert_eq!(status, 422, "{field}: {r}");
+        assert_eq!(r["errors"][0]["field"], field, "{r}");
+        assert_eq!(r["errors"][0]["code"], code, "{r}");
+    }
+    let (status, r) = api
+        .order_post(
+            "/v1/checkouts",
+            &buyer.token,
+            &[],
+            &basket(&[(&listing, "1")], "cod"),
+        )
+        .await;
+    assert_eq!(
+        (status, r["errors"][0]["field"].as_str()),
+        (422, Some("Idempotency-Key"))
+    );
+    assert_eq!(
+        api.stock(&seller, &listing).await["reserved"],
+        "0",
+        "nothing stays reserved"
+    );
+    let pool = app.db.pool("order").await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing was stored");
+    app.stop().await;
+}

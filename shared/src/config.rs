@@ -61,6 +61,15 @@ pub struct Settings {
     pub checkout_ttl_secs: u64,
     /// How long a cash-on-delivery order waits for its seller to confirm, in seconds.
     pub cod_confirm_ttl_secs: u64,
+    /// VNPay terminal code (vnp_TmnCode); VNPay is offered when it and the hash secret are set.
+    pub vnpay_tmn_code: Option<String>,
+    /// VNPay hash secret (HMAC-SHA512 key).
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub vnpay_hash_secret: Option<SecretString>,
+    /// VNPay payment page.
+    pub vnpay_pay_url: String,
+    /// Where VNPay sends the buyer back after paying (display only; the IPN decides).
+    pub vnpay_return_url: String,
     /// Attempts a consumer makes at one event before it goes to the dead-letter list.
     pub events_max_attempts: u32,
     /// First retry delay of a failing event, in milliseconds; it doubles on each attempt.
@@ -109,6 +118,10 @@ impl Default for Settings {
             delivery_fee_vnd: 30_000,
             checkout_ttl_secs: 900,
             cod_confirm_ttl_secs: 48 * 3600,
+            vnpay_tmn_code: None,
+            vnpay_hash_secret: None,
+            vnpay_pay_url: "https://sandbox.vnpayment.vn/paymentv2/vpcpay.html".to_owned(),
+            vnpay_return_url: "http://localhost:8080/v1/payments/vnpay/return".to_owned(),
             events_max_attempts: 8,
             events_retry_base_ms: 500,
             events_poll_ms: 500,

@@ -73,7 +73,9 @@ pub async fn connect(
     let opts = opts.clone().options([("search_path", schema)]);
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        // A burst (a thousand buyers at the last kilograms) queues for connections rather
+        // than failing at once; past this wait the request gets 503.
+        .acquire_timeout(Duration::from_secs(30))
         .connect_with(opts)
         .await
         .map_err(|e| unreachable_error(&where_, &e))

@@ -20,6 +20,8 @@ pub enum Action {
         /// How many more times to fail.
         times: u32,
     },
+    /// Wait this many milliseconds, then go on (to let another event overtake this step).
+    Delay(u64),
 }
 
 static POINTS: LazyLock<RwLock<HashMap<String, Action>>> = LazyLock::new(|| {
@@ -29,6 +31,10 @@ static POINTS: LazyLock<RwLock<HashMap<String, Action>>> = LazyLock::new(|| {
             let (name, action) = part.split_once('=').unwrap_or((part, "abort"));
             let action = match action.trim() {
                 "abort" => Action::Abort,
+                d if d.starts_with("delay:") => match d["delay:".len()..].parse() {
+                    Ok(ms) => Action::Delay(ms),
+                    Err(_) => continue,
+                },
                 other => {
                     let times = other
                         .strip_prefix("error")
@@ -61,6 +67,20 @@ pub fn clear(name: &str) {
         .remove(name);
 }
 
+/// Reached a fail point that may delay: waits when set to [`Action::Delay`], else as [`hit`].
+pub async fn hit_async(name: &str) -> anyhow::Result<()> {
+    let action = POINTS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .copied();
+    if let Some(Action::Delay(ms)) = action {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        return Ok(());
+    }
+    hit(name)
+}
+
 /// Reached a fail point: aborts, fails, or (normally) does nothing.
 pub fn hit(name: &str) -> anyhow::Result<()> {
     let action = POINTS
@@ -74,6 +94,7 @@ pub fn hit(name: &str) -> anyhow::Result<()> {
             tracing::error!(failpoint = name, "fail point reached: aborting the process");
             std::process::abort()
         }
+        Some(Action::Delay(_)) => Ok(()),
         Some(Action::Error { times }) => {
             let mut points = POINTS.write().unwrap_or_else(|e| e.into_inner());
             if times <= 1 {

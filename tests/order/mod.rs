@@ -3,3 +3,4 @@
 mod checkout;
 mod failures;
 mod lifecycle;
+mod online;

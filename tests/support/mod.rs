@@ -34,6 +34,11 @@ use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::OnceCell;
 
+/// VNPay terminal code of the test apps.
+pub const VNPAY_TMN: &str = "TESTTMN1";
+/// VNPay hash secret of the test apps.
+pub const VNPAY_SECRET: &str = "SECRETKEYFORTESTINGONLY0123456789";
+
 /// The token key every test app and process shares.
 pub const AUTH_SECRET: &str = "test-auth-secret-0123456789abcdef";
 
@@ -314,6 +319,8 @@ pub async fn test_settings(db: &TestDb) -> Settings {
         auth_secret: Some(SecretString::from(AUTH_SECRET)),
         events_poll_ms: 50,
         events_retry_base_ms: 20,
+        vnpay_tmn_code: Some(VNPAY_TMN.to_owned()),
+        vnpay_hash_secret: Some(SecretString::from(VNPAY_SECRET)),
         ..Settings::default()
     }
 }

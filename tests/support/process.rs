@@ -140,6 +140,8 @@ impl SplitApp {
                 ("NONGSAN_ORDER_URL", urls[1].clone()),
                 ("NONGSAN_PAYMENT_URL", urls[2].clone()),
                 ("NONGSAN_EVENTS_POLL_MS", "50".to_owned()),
+                ("NONGSAN_VNPAY_TMN_CODE", super::VNPAY_TMN.to_owned()),
+                ("NONGSAN_VNPAY_HASH_SECRET", super::VNPAY_SECRET.to_owned()),
                 (
                     "NONGSAN_DATA_DIR",
                     std::env::temp_dir()

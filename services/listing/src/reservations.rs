@@ -248,6 +248,35 @@ pub async fn create_reservation(
     check_request(&r)?;
     let ttl = r.ttl_secs.unwrap_or(900);
     let request = serde_json::to_value(&r.lines).map_err(anyhow::Error::from)?;
+    // A sold-out listing answers at once, without queueing for its stock row: under a rush
+    // for the last kilograms most requests end here. The check under the lock below decides.
+    let new_id = sqlx::query_scalar::<_, bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM reservations WHERE id = $1)",
+    )
+    .bind(r.id)
+    .fetch_one(&app.pool)
+    .await?;
+    if new_id {
+        let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
+        let available: Vec<(ListingId, Quantity, Quantity)> = sqlx::query_as(
+            "SELECT listing_id, on_hand, reserved FROM stock WHERE listing_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&app.pool)
+        .await?;
+        for line in &r.lines {
+            if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id)
+            {
+                let free = on_hand.checked_sub(*reserved).unwrap_or(Quantity::ZERO);
+                if free < line.quantity {
+                    return Err(ListingError::InsufficientStock {
+                        listing: line.listing_id,
+                        available: free,
+                    });
+                }
+            }
+        }
+    }
     let mut tx = app.pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO reservations (id, status, request, expires_at) VALUES ($1, 'active', $2, now() + make_interval(secs => $3))
@@ -346,9 +375,10 @@ pub async fn create_reservation(
             .execute(&mut *tx)
             .await?;
     }
-    let view = load(&mut tx, r.id).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, AxumJson(view)))
+    // Read back after the commit, so the stock rows are not held while the answer is built.
+    let mut conn = app.pool.acquire().await?;
+    Ok((StatusCode::CREATED, AxumJson(load(&mut conn, r.id).await?)))
 }
 
 /// A reservation.

@@ -337,6 +337,7 @@ async fn place(
         ));
     }
     failpoint::hit("checkout.after_reserve")?;
+    failpoint::hit_async("checkout.before_store").await?;
     let stored = store(app, actor, id, r, &reservation, ttl).await;
     let mut view = match stored {
         Ok(v) => v,

@@ -1,0 +1,192 @@
+//! Opening payments for checkouts, and VNPay's IPN, the only thing that changes a VNPay
+//! payment's state. A payment's result is recorded once, however often it is notified, and
+//! told as `payment.succeeded` or `payment.failed` in the same transaction.
+
+use std::collections::BTreeMap;
+
+use axum::{Json as AxumJson, extract::State, http::StatusCode};
+use chrono::Utc;
+use nongsan_shared::{
+    AccountId, ApiError, CheckoutId, PaymentId, Text, Vnd,
+    auth::{Actor, Role},
+    events,
+    http::Json,
+};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::{AppState, vnpay};
+
+/// A payment to open for a checkout.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OpenPayment {
+    /// The checkout.
+    pub checkout_id: CheckoutId,
+    /// `vnpay` or `stripe`.
+    pub method: String,
+    /// What the buyer pays.
+    pub amount_vnd: Vnd,
+    /// The buyer.
+    pub buyer_id: AccountId,
+}
+
+/// An opened payment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenedPayment {
+    /// Id.
+    pub id: PaymentId,
+    /// pending, succeeded or failed.
+    pub status: String,
+    /// Where the buyer pays.
+    pub payment_url: Option<String>,
+}
+
+fn unavailable_method(method: &str) -> ApiError {
+    ApiError::field(
+        "method",
+        "payment_method_unavailable",
+        Text::new(
+            format!("{method} payments are not set up here"),
+            format!("Chưa hỗ trợ thanh toán {method} tại đây"),
+        ),
+    )
+}
+
+/// Internal: opens (or, for a checkout that has one, returns) the payment of a checkout.
+#[utoipa::path(post, path = "/v1/internal/payments", tag = "payment", request_body = OpenPayment,
+    responses((status = 201, body = OpenedPayment), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn open_payment(
+    State(app): State<AppState>,
+    actor: Actor,
+    Json(p): Json<OpenPayment>,
+) -> Result<(StatusCode, AxumJson<OpenedPayment>), ApiError> {
+    if actor.role != Role::Service {
+        return Err(ApiError::forbidden());
+    }
+    if p.amount_vnd.get() <= 0 {
+        return Err(ApiError::field(
+            "amount_vnd",
+            "not_positive",
+            Text::new("must be more than 0", "phải lớn hơn 0"),
+        ));
+    }
+    let s = &app.settings;
+    let (Some(tmn), Some(secret), "vnpay") =
+        (&s.vnpay_tmn_code, &s.vnpay_hash_secret, p.method.as_str())
+    else {
+        return Err(unavailable_method(&p.method));
+    };
+    let id = PaymentId::new();
+    let txn_ref = p.checkout_id.0.simple().to_string();
+    let now = Utc::now();
+    let url = vnpay::payment_url(
+        &s.vnpay_pay_url,
+        secret.expose_secret(),
+        &vnpay::PayRequest {
+            tmn_code: tmn,
+            amount_vnd: p.amount_vnd.get(),
+            txn_ref: &txn_ref,
+            order_info: &format!("Thanh toan don hang {txn_ref}"),
+            return_url: &s.vnpay_return_url,
+            ip: "127.0.0.1",
+            created: now,
+            expires: now
+                + chrono::Duration::seconds(i64::try_from(s.checkout_ttl_secs).unwrap_or(900)),
+        },
+    );
+    let row: (PaymentId, String, Option<String>) = sqlx::query_as(
+        "WITH ins AS (
+            INSERT INTO payments (id, checkout_id, buyer_id, method, amount_vnd, txn_ref, payment_url) VALUES ($1, $2, $3, 'vnpay', $4, $5, $6)
+            ON CONFLICT (checkout_id) DO NOTHING RETURNING id, status, payment_url)
+         SELECT * FROM ins UNION ALL SELECT id, status, payment_url FROM payments WHERE checkout_id = $2 LIMIT 1",
+    )
+    .bind(id)
+    .bind(p.checkout_id)
+    .bind(p.buyer_id)
+    .bind(p.amount_vnd)
+    .bind(&txn_ref)
+    .bind(&url)
+    .fetch_one(&app.pool)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(OpenedPayment {
+            id: row.0,
+            status: row.1,
+            payment_url: row.2,
+        }),
+    ))
+}
+
+/// VNPay's answer codes, in the order the checks are made.
+fn rsp(code: &str, message: &str) -> AxumJson<serde_json::Value> {
+    AxumJson(json!({ "RspCode": code, "Message": message }))
+}
+
+/// VNPay's IPN: a server-to-server GET with the result of a payment.
+#[utoipa::path(get, path = "/v1/payments/vnpay/ipn", tag = "payment",
+    responses((status = 200, description = "VNPay's RspCode/Message JSON: 00 recorded, 02 already recorded, 01 unknown, 04 wrong amount, 97 bad signature, 99 error")))]
+pub async fn handle_vnpay_ipn(
+    State(app): State<AppState>,
+    axum::extract::Query(params): axum::extract::Query<BTreeMap<String, String>>,
+) -> AxumJson<serde_json::Value> {
+    let Some(secret) = &app.settings.vnpay_hash_secret else {
+        return rsp("97", "Invalid signature");
+    };
+    if !vnpay::verify(secret.expose_secret(), &params) {
+        return rsp("97", "Invalid signature");
+    }
+    match record_vnpay_result(&app, &params).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!(error = %e, "VNPay IPN failed");
+            rsp("99", "Unknow error")
+        }
+    }
+}
+
+async fn record_vnpay_result(
+    app: &AppState,
+    p: &BTreeMap<String, String>,
+) -> anyhow::Result<AxumJson<serde_json::Value>> {
+    let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
+    let mut tx = app.pool.begin().await?;
+    let row: Option<(PaymentId, CheckoutId, i64, String)> = sqlx::query_as(
+        "SELECT id, checkout_id, amount_vnd, status FROM payments WHERE txn_ref = $1 FOR UPDATE",
+    )
+    .bind(get("vnp_TxnRef"))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, checkout, amount, status)) = row else {
+        return Ok(rsp("01", "Order not found"));
+    };
+    if get("vnp_Amount").parse::<i64>().ok() != amount.checked_mul(100) {
+        return Ok(rsp("04", "invalid amount"));
+    }
+    if status != "pending" {
+        return Ok(rsp("02", "Order already confirmed"));
+    }
+    let succeeded = get("vnp_ResponseCode") == "00" && get("vnp_TransactionStatus") == "00";
+    let new_status = if succeeded { "succeeded" } else { "failed" };
+    sqlx::query(
+        "UPDATE payments SET status = $2, provider_ref = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(new_status)
+    .bind(get("vnp_TransactionNo"))
+    .execute(&mut *tx)
+    .await?;
+    let event = if succeeded {
+        "payment.succeeded"
+    } else {
+        "payment.failed"
+    };
+    events::emit(&mut tx, event, &id.to_string(), 1, &json!({
+        "payment_id": id, "checkout_id": checkout, "amount_vnd": amount, "method": "vnpay", "provider_ref": get("vnp_TransactionNo"),
+    }))
+    .await?;
+    tx.commit().await?;
+    Ok(rsp("00", "Confirm Success"))
+}

@@ -1,0 +1,212 @@
+//! VNPay 2.1.0, by its published protocol: the payment URL and the IPN signature
+//! (HMAC-SHA512 over the sorted, PHP-style form-encoded `vnp_*` parameters).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha512;
+
+/// Form-encodes as PHP's `urlencode`: `A-Z a-z 0-9 - _ .` kept, space → `+`, the rest `%XX`
+/// of the UTF-8 bytes.
+pub fn php_urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => out.push(char::from(b)),
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// The string VNPay signs: every non-empty `vnp_*` parameter but the hash itself, sorted by
+/// key, `k=v` joined with `&`, keys and values form-encoded. It is also the query string.
+pub fn signing_string(params: &BTreeMap<String, String>) -> String {
+    params
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("vnp_")
+                && *k != "vnp_SecureHash"
+                && *k != "vnp_SecureHashType"
+                && !v.is_empty()
+        })
+        .map(|(k, v)| format!("{}={}", php_urlencode(k), php_urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `hex(HMAC-SHA512(secret, data))`.
+pub fn sign(secret: &str, data: &str) -> String {
+    let mut mac =
+        Hmac::<Sha512>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(data.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `vnp_SecureHash` matches the other parameters (compared in constant time).
+pub fn verify(secret: &str, params: &BTreeMap<String, String>) -> bool {
+    let Some(given) = params.get("vnp_SecureHash") else {
+        return false;
+    };
+    let Ok(given) = hex_decode(given) else {
+        return false;
+    };
+    let mut mac =
+        Hmac::<Sha512>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(signing_string(params).as_bytes());
+    mac.verify_slice(&given).is_ok()
+}
+
+fn hex_decode(s: &str) -> Result<Vec<u8>, ()> {
+    if !s.len().is_multiple_of(2) {
+        return Err(());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| ()))
+        .collect()
+}
+
+/// VNPay's time format, in Vietnam's time zone (GMT+7).
+pub fn vn_time(t: DateTime<Utc>) -> String {
+    let vn = FixedOffset::east_opt(7 * 3600).expect("GMT+7 is a valid offset");
+    t.with_timezone(&vn).format("%Y%m%d%H%M%S").to_string()
+}
+
+/// What a payment URL needs.
+#[derive(Debug, Clone)]
+pub struct PayRequest<'a> {
+    /// Terminal code.
+    pub tmn_code: &'a str,
+    /// Amount in đồng (VNPay wants đồng × 100).
+    pub amount_vnd: i64,
+    /// Our reference.
+    pub txn_ref: &'a str,
+    /// What is paid for.
+    pub order_info: &'a str,
+    /// Where the buyer comes back.
+    pub return_url: &'a str,
+    /// The buyer's IP address.
+    pub ip: &'a str,
+    /// Now.
+    pub created: DateTime<Utc>,
+    /// When the payment page stops taking payment.
+    pub expires: DateTime<Utc>,
+}
+
+/// The signed payment URL.
+pub fn payment_url(pay_url: &str, secret: &str, r: &PayRequest<'_>) -> String {
+    let mut p = BTreeMap::new();
+    for (k, v) in [
+        ("vnp_Version", "2.1.0".to_owned()),
+        ("vnp_Command", "pay".to_owned()),
+        ("vnp_TmnCode", r.tmn_code.to_owned()),
+        ("vnp_Amount", r.amount_vnd.saturating_mul(100).to_string()),
+        ("vnp_CurrCode", "VND".to_owned()),
+        ("vnp_TxnRef", r.txn_ref.to_owned()),
+        ("vnp_OrderInfo", r.order_info.to_owned()),
+        ("vnp_OrderType", "other".to_owned()),
+        ("vnp_Locale", "vn".to_owned()),
+        ("vnp_ReturnUrl", r.return_url.to_owned()),
+        ("vnp_IpAddr", r.ip.to_owned()),
+        ("vnp_CreateDate", vn_time(r.created)),
+        ("vnp_ExpireDate", vn_time(r.expires)),
+    ] {
+        p.insert(k.to_owned(), v);
+    }
+    let query = signing_string(&p);
+    let hash = sign(secret, &query);
+    format!("{pay_url}?{query}&vnp_SecureHash={hash}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    // The published vectors (shared/data/payments/README.md).
+    #[test]
+    fn ipn_vectors_sign_as_vnpay_does() {
+        let mut p = params(&[
+            ("vnp_Amount", "1000000"),
+            ("vnp_BankCode", "NCB"),
+            ("vnp_BankTranNo", "VNP14422574"),
+            ("vnp_CardType", "ATM"),
+            (
+                "vnp_OrderInfo",
+                "Thanh toan don hang 2024-05-21T02:17:31.249Z",
+            ),
+            ("vnp_PayDate", "20240521091806"),
+            ("vnp_ResponseCode", "00"),
+            ("vnp_TmnCode", "TEST_TMN_CODE"),
+            ("vnp_TransactionNo", "14422574"),
+            ("vnp_TransactionStatus", "00"),
+            ("vnp_TxnRef", "1716257871703"),
+        ]);
+        assert_eq!(
+            sign("test_secret", &signing_string(&p)),
+            "649982421beb422556a1374713c74e58e716ecbd05007c0c0e1f7effdfaf361dbf146889ca446139afe11b9954c4d5c486e99e3b86fcfab6957f29eb0be72895"
+        );
+        p.insert("vnp_ResponseCode".into(), "99".into());
+        assert_eq!(
+            sign("test_secret", &signing_string(&p)),
+            "503194f6d93b57b357b2d1d09742565e67e86d771352c5dca4fc8d39df3d392c6b3809add9405f97cfb9631f445e36c80656cfbf47eac67d97fa165865c13e1b"
+        );
+        p.insert(
+            "vnp_SecureHash".into(),
+            sign("test_secret", &signing_string(&p)),
+        );
+        assert!(verify("test_secret", &p));
+        p.insert("vnp_Amount".into(), "1000001".into());
+        assert!(
+            !verify("test_secret", &p),
+            "a changed amount breaks the signature"
+        );
+    }
+
+    #[test]
+    fn the_payment_url_vector_signs_as_vnpay_does() {
+        let p = params(&[
+            ("vnp_Amount", "15000000"),
+            ("vnp_Command", "pay"),
+            ("vnp_CreateDate", "20261127223000"),
+            ("vnp_CurrCode", "VND"),
+            ("vnp_ExpireDate", "20261127224500"),
+            ("vnp_IpAddr", "127.0.0.1"),
+            ("vnp_Locale", "vn"),
+            ("vnp_OrderInfo", "Thanh toán đơn hàng ORDER-2026-0001"),
+            ("vnp_OrderType", "other"),
+            (
+                "vnp_ReturnUrl",
+                "https://shop.example.vn/payments/vnpay/return",
+            ),
+            ("vnp_TmnCode", "TESTTMN1"),
+            ("vnp_TxnRef", "ORDER-2026-0001"),
+            ("vnp_Version", "2.1.0"),
+        ]);
+        assert_eq!(
+            sign("SECRETKEYFORTESTINGONLY0123456789", &signing_string(&p)),
+            "267bb218511392bbbd7de9749ef9182586f8750b1d0ff83bb27ad4ef9cbd2ca55f93b0eb5062c5c77364a1f8cd92fa5f7f3c7f9c16389f6de546980c103d6df3"
+        );
+    }
+
+    #[test]
+    fn times_are_in_vietnam_time() {
+        let t = DateTime::parse_from_rfc3339("2026-11-27T15:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(vn_time(t), "20261127223000");
+    }
+}

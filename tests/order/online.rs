@@ -1,0 +1,212 @@
+//! Paying online: VNPay's payment URL and IPN, `payment.succeeded` marking the orders paid,
+//! and the stock sold on `order.paid`, whatever order the events come in.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use nongsan_payment::vnpay;
+use serde_json::Value;
+
+use crate::support::{
+    TestApp, TestDb, VNPAY_SECRET, eventually,
+    process::SplitApp,
+    shop::{Api, basket},
+    test_settings,
+};
+
+/// The VNPay IPN for a payment URL: the result VNPay would send, signed as VNPay signs.
+fn ipn_query(payment_url: &str, response_code: &str, amount_override: Option<i64>) -> String {
+    let url = reqwest::Url::parse(payment_url).unwrap();
+    let sent: BTreeMap<String, String> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert!(
+        vnpay::verify(VNPAY_SECRET, &sent),
+        "the payment URL is signed"
+    );
+    let mut p: BTreeMap<String, String> = BTreeMap::new();
+    let amount = amount_override.map_or_else(|| sent["vnp_Amount"].clone(), |a| a.to_string());
+    for (k, v) in [
+        ("vnp_Amount", amount),
+        ("vnp_BankCode", "NCB".to_owned()),
+        ("vnp_OrderInfo", sent["vnp_OrderInfo"].clone()),
+        ("vnp_PayDate", "20261127223500".to_owned()),
+        ("vnp_ResponseCode", response_code.to_owned()),
+        ("vnp_TmnCode", sent["vnp_TmnCode"].clone()),
+        ("vnp_TransactionNo", "14422574".to_owned()),
+        ("vnp_TransactionStatus", response_code.to_owned()),
+        ("vnp_TxnRef", sent["vnp_TxnRef"].clone()),
+    ] {
+        p.insert(k.to_owned(), v);
+    }
+    let query = vnpay::signing_string(&p);
+    let hash = vnpay::sign(VNPAY_SECRET, &query);
+    format!("{query}&vnp_SecureHash={hash}")
+}
+
+async fn ipn(api: &Api, payment: &str, query: &str) -> Value {
+    api.http
+        .get(format!("{payment}/v1/payments/vnpay/ipn?{query}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn paid_by_vnpay(api: &Api, payment: &str) {
+    let seller = api.register("household").await;
+    let buyer = api.register("buyer").await;
+    let listing = api.listing(&seller, 65_000, 10).await;
+    let (status, c) = api
+        .checkout(&buyer, "vnpay-1", &basket(&[(&listing, "2")], "vnpay"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(c["status"], "pending_payment");
+    let url = c["payment_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no payment URL: {c}"));
+    assert!(
+        url.contains("vnp_Amount=16000000"),
+        "đồng × 100 for 160,000 đ: {url}"
+    );
+
+    let forged = ipn_query(url, "00", None).replace("vnp_SecureHash=", "vnp_SecureHash=00");
+    assert_eq!(ipn(api, payment, &forged).await["RspCode"], "97");
+    assert_eq!(
+        ipn(api, payment, &ipn_query(url, "00", Some(1))).await["RspCode"],
+        "04"
+    );
+    assert_eq!(
+        ipn(api, payment, &ipn_query(url, "00", None)).await["RspCode"],
+        "00"
+    );
+    assert_eq!(
+        ipn(api, payment, &ipn_query(url, "00", None)).await["RspCode"],
+        "02",
+        "recorded once"
+    );
+
+    let id = c["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the checkout to be paid and its stock sold",
+        || async {
+            let (_, c) = api
+                .order_get(&format!("/v1/checkouts/{id}"), &buyer.token)
+                .await;
+            let s = api.stock(&seller, &listing).await;
+            (c["status"] == "paid"
+                && c["orders"][0]["status"] == "paid"
+                && s["on_hand"] == "8"
+                && s["reserved"] == "0")
+                .then_some(())
+        },
+    )
+    .await;
+    let order = c["orders"][0]["id"].as_str().unwrap();
+    let (_, o) = api
+        .order_get(&format!("/v1/orders/{order}"), &buyer.token)
+        .await;
+    assert_eq!(o["lines"][0]["lots"][0]["lot_code"], "OLD-1", "{o}");
+}
+
+#[tokio::test]
+async fn a_vnpay_checkout_is_paid_by_ipn_and_its_stock_sold_in_one_process() {
+    let app = TestApp::spawn().await;
+    let api = Api::one(&app.url);
+    paid_by_vnpay(&api, &app.url).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_vnpay_checkout_is_paid_by_ipn_and_its_stock_sold_across_three_processes() {
+    let app = SplitApp::spawn().await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        listing: app.listing.url.clone(),
+        order: app.order.url.clone(),
+    };
+    paid_by_vnpay(&api, &app.payment.url).await;
+}
+
+#[tokio::test]
+async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same() {
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db).await;
+    settings.events_max_attempts = 30;
+    let app = TestApp::spawn_with(settings, db).await;
+    let api = Api::one(&app.url);
+    let seller = api.register("household").await;
+    let buyer = api.register("buyer").await;
+    let listing = api.listing(&seller, 65_000, 10).await;
+
+    // The order service stops for a while between reserving and storing.
+    nongsan_shared::failpoint::set(
+        "checkout.before_store",
+        nongsan_shared::failpoint::Action::Delay(1500),
+    );
+    let checkout = {
+        let (api, buyer, body) = (
+            api.clone(),
+            buyer.clone(),
+            basket(&[(&listing, "3")], "vnpay"),
+        );
+        tokio::spawn(async move { api.checkout(&buyer, "early", &body).await })
+    };
+    let listing_pool = app.db.pool("listing").await;
+    let checkout_id: uuid::Uuid =
+        eventually(Duration::from_secs(10), "the reservation", || async {
+            sqlx::query_scalar("SELECT id FROM reservations")
+                .fetch_optional(&listing_pool)
+                .await
+                .unwrap()
+        })
+        .await;
+    // Meanwhile the payment succeeds and is told before the checkout exists.
+    let payment_pool = app.db.pool("payment").await;
+    let mut tx = payment_pool.begin().await.unwrap();
+    nongsan_shared::events::emit(
+        &mut tx,
+        "payment.succeeded",
+        &checkout_id.to_string(),
+        1,
+        &serde_json::json!({ "checkout_id": checkout_id }),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let (status, c) = checkout.await.unwrap();
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(c["id"], checkout_id.to_string());
+    eventually(
+        Duration::from_secs(20),
+        "the early payment to take effect",
+        || async {
+            let (_, c) = api
+                .order_get(&format!("/v1/checkouts/{checkout_id}"), &buyer.token)
+                .await;
+            let s = api.stock(&seller, &listing).await;
+            (c["status"] == "paid"
+                && c["orders"][0]["status"] == "paid"
+                && s["on_hand"] == "7"
+                && s["reserved"] == "0")
+                .then_some(())
+        },
+    )
+    .await;
+    let order_pool = app.db.pool("order").await;
+    let (attempts, status): (i32, String) =
+        sqlx::query_as("SELECT attempts, status FROM inbox WHERE event_type = 'payment.succeeded'")
+            .fetch_one(&order_pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "done");
+    assert!(
+        attempts > 1,
+        "it was retried until the checkout existed ({attempts} attempts)"
+    );
+    app.stop().await;
+}

@@ -187,3 +187,139 @@ async fn a_member_lot_taken_into_pooled_stock_stays_traceable_to_its_household()
     );
     app.stop().await;
 }
+
+/// A minimal XLSX workbook with one sheet of inline strings, as spreadsheet programs write it.
+fn xlsx(rows: &[Vec<String>]) -> Vec<u8> {
+    use std::io::Write;
+    let mut sheet = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>"#,
+    );
+    for (r, row) in rows.iter().enumerate() {
+        sheet.push_str(&format!(r#"<row r="{}">"#, r + 1));
+        for (c, v) in row.iter().enumerate() {
+            let col = char::from(b'A' + u8::try_from(c).unwrap());
+            sheet.push_str(&format!(
+                r#"<c r="{col}{}" t="inlineStr"><is><t>{v}</t></is></c>"#,
+                r + 1
+            ));
+        }
+        sheet.push_str("</row>");
+    }
+    sheet.push_str("</sheetData></worksheet>");
+    let files = [
+        ("[Content_Types].xml", r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#.to_owned()),
+        ("_rels/.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#.to_owned()),
+        ("xl/workbook.xml", r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Kho" sheetId="1" r:id="rId1"/></sheets></workbook>"#.to_owned()),
+        ("xl/_rels/workbook.xml.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#.to_owned()),
+        ("xl/worksheets/sheet1.xml", sheet),
+    ];
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    for (name, body) in files {
+        z.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(body.as_bytes()).unwrap();
+    }
+    z.finish().unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn an_xlsx_file_imports_through_the_api_and_a_csv_through_the_command_line() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let header = [
+        "listing",
+        "lot_code",
+        "household",
+        "quantity",
+        "harvest_date",
+    ]
+    .map(String::from)
+    .to_vec();
+    let good = vec![
+        c.pooled.clone(),
+        "XL-1".into(),
+        c.member.id.clone(),
+        "7.5".into(),
+        "2026-11-20".into(),
+    ];
+    let bad = vec![
+        c.pooled.clone(),
+        "XL-2".into(),
+        c.member.id.clone(),
+        "-1".into(),
+        "2026-11-20".into(),
+    ];
+    let post = |bytes: Vec<u8>| {
+        app.http
+            .post(app.at(&format!("/v1/cooperatives/{}/imports", c.id)))
+            .bearer_auth(&c.manager.token)
+            .header(
+                "content-type",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            )
+            .body(bytes)
+            .send()
+    };
+    let res = post(xlsx(&[header.clone(), good.clone(), bad]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "rows[3].quantity", "{body}");
+    let res = post(xlsx(&[header, good])).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{}/stock", c.pooled),
+            Some(&c.manager.token),
+        )
+        .await;
+    assert_eq!(stock["stock"]["on_hand"], "7.5");
+
+    // The same import from the command line, with a bad row, then without.
+    let dir =
+        std::env::temp_dir().join(format!("nongsan-import-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kho.csv");
+    let run = |file: &std::path::Path| {
+        crate::support::process::nongsan()
+            .args(["import", "--cooperative", &c.id])
+            .arg(file)
+            .env("DATABASE_URL", &app.db.url)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&file, format!("listing,lot_code,household,quantity,harvest_date\n{},CLI-1,{},2,2026-11-21\n{},CLI 2,{},2,2026-11-21\n", c.pooled, c.member.id, c.pooled, c.member.id)).unwrap();
+    let out = run(&file);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing was imported") && err.contains("rows[3].lot_code"),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "listing,lot_code,household,quantity,harvest_date\n{},CLI-1,{},2,2026-11-21\n",
+            c.pooled, c.member.id
+        ),
+    )
+    .unwrap();
+    let out = run(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 1 rows"));
+    let (_, stock) = app
+        .get(
+            &format!("/v1/listings/{}/stock", c.pooled),
+            Some(&c.manager.token),
+        )
+        .await;
+    assert_eq!(stock["stock"]["on_hand"], "9.5");
+    app.stop().await;
+}

@@ -30,19 +30,22 @@ pub fn household_profile(name: &str) -> Value {
 }
 
 impl TestApp {
+    /// Sends a request in English with an optional token and headers; returns (status, body).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        crate::support::shop::send(&self.http, method, self.at(path), token, headers, body).await
+    }
+
     /// POSTs JSON with an optional token; returns (status, body).
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(self.at(path))
-            .json(body)
-            .header("accept-language", "en");
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        self.send(reqwest::Method::POST, path, token, &[], Some(body))
+            .await
     }
 
     /// Like [`TestApp::post`] with extra headers.
@@ -53,18 +56,14 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: &Value,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(self.at(path))
-            .json(body)
-            .bearer_auth(token)
-            .header("accept-language", "en");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(token),
+            headers,
+            Some(body),
+        )
+        .await
     }
 
     /// PATCHes JSON; returns (status, body).
@@ -75,29 +74,20 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: &Value,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .patch(self.at(path))
-            .json(body)
-            .bearer_auth(token)
-            .header("accept-language", "en");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        self.send(
+            reqwest::Method::PATCH,
+            path,
+            Some(token),
+            headers,
+            Some(body),
+        )
+        .await
     }
 
     /// GETs with an optional token; returns (status, body).
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.get(self.at(path)).header("accept-language", "en");
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        self.send(reqwest::Method::GET, path, token, &[], None)
+            .await
     }
 
     /// Registers and signs in a buyer or household (with a profile).

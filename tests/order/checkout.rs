@@ -149,10 +149,9 @@ async fn a_two_seller_basket_becomes_one_checkout_with_two_orders_across_three_p
     two_seller_basket_end_to_end(&api).await;
 }
 
-#[tokio::test]
-async fn fifty_identical_requests_with_one_key_make_one_checkout() {
-    let app = TestApp::spawn().await;
-    let api = Arc::new(Api::one(&app.url));
+/// Fifty identical requests with one key, then the key with another body.
+async fn one_key_one_checkout(api: Api, db: &crate::support::TestDb) {
+    let api = Arc::new(api);
     let seller = api.register("household").await;
     let buyer = Arc::new(api.register("buyer").await);
     let listing = api.listing(&seller, 65_000, 100).await;
@@ -175,7 +174,7 @@ async fn fifty_identical_requests_with_one_key_make_one_checkout() {
         "2",
         "reserved once"
     );
-    let pool = app.db.pool("order").await;
+    let pool = db.pool("order").await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
         .fetch_one(&pool)
         .await
@@ -187,7 +186,24 @@ async fn fifty_identical_requests_with_one_key_make_one_checkout() {
         .await;
     assert_eq!(status, 422, "{r}");
     assert_eq!(r["code"], "idempotency_key_reused");
+}
+
+#[tokio::test]
+async fn fifty_identical_requests_with_one_key_make_one_checkout_in_one_process() {
+    let app = TestApp::spawn().await;
+    one_key_one_checkout(Api::one(&app.url), &app.db).await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_identical_requests_with_one_key_make_one_checkout_across_three_processes() {
+    let app = SplitApp::spawn().await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        listing: app.listing.url.clone(),
+        order: app.order.url.clone(),
+    };
+    one_key_one_checkout(api, &app.db).await;
 }
 
 #[tokio::test]

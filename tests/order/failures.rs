@@ -238,3 +238,80 @@ async fn an_order_event_delivered_twice_changes_the_stock_once() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_the_listing_process_stopped_the_buyer_gets_503_and_nothing_is_stored() {
+    let app = SplitApp::spawn().await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        listing: app.listing.url.clone(),
+        order: app.order.url.clone(),
+    };
+    let seller = api.register("household").await;
+    let buyer = api.register("buyer").await;
+    let listing = api.listing(&seller, 65_000, 10).await;
+    let SplitApp {
+        listing: listing_process,
+        order,
+        payment: _payment,
+        db,
+    } = app;
+    assert!(listing_process.terminate().await.success());
+    let res = api
+        .order_post(
+            "/v1/checkouts",
+            &buyer.token,
+            &[("idempotency-key", "k1")],
+            &basket(&[(&listing, "1")], "cod"),
+        )
+        .await;
+    assert_eq!(
+        (res.0, res.1["code"].as_str()),
+        (503, Some("dependency_unavailable")),
+        "{}",
+        res.1
+    );
+    let pool = db.pool("order").await;
+    let (checkouts, keys): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM checkouts), (SELECT count(*) FROM idempotency_keys)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((checkouts, keys), (0, 0));
+    drop(order);
+}
+
+#[tokio::test]
+async fn with_the_payment_process_stopped_the_reservation_is_released_across_processes() {
+    let app = SplitApp::spawn().await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        listing: app.listing.url.clone(),
+        order: app.order.url.clone(),
+    };
+    let seller = api.register("household").await;
+    let buyer = api.register("buyer").await;
+    let listing = api.listing(&seller, 65_000, 10).await;
+    let SplitApp {
+        listing: _listing,
+        order: _order,
+        payment,
+        db: _db,
+    } = app;
+    assert!(payment.terminate().await.success());
+    let (status, r) = api
+        .checkout(&buyer, "k1", &basket(&[(&listing, "2")], "vnpay"))
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (503, Some("payment_unavailable")),
+        "{r}"
+    );
+    let s = api.stock(&seller, &listing).await;
+    assert_eq!(
+        (s["reserved"].as_str(), s["available"].as_str()),
+        (Some("0"), Some("10")),
+        "the reservation was released"
+    );
+}

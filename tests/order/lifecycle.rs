@@ -152,10 +152,8 @@ async fn a_confirmed_then_failed_delivery_returns_the_stock_to_its_lots() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn nobody_reads_anothers_checkouts_or_orders() {
-    let app = TestApp::spawn().await;
-    let api = Api::one(&app.url);
+/// Buyer A cannot see B's, a seller sees only its own.
+async fn nobody_reads_anothers(api: &Api) {
     let (seller_a, seller_b) = (
         api.register("household").await,
         api.register("household").await,
@@ -223,5 +221,22 @@ async fn nobody_reads_anothers_checkouts_or_orders() {
         )
         .await;
     assert_eq!(status, 404, "another seller cannot even see it");
+}
+
+#[tokio::test]
+async fn nobody_reads_anothers_checkouts_or_orders_in_one_process() {
+    let app = TestApp::spawn().await;
+    nobody_reads_anothers(&Api::one(&app.url)).await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_reads_anothers_checkouts_or_orders_across_three_processes() {
+    let app = crate::support::process::SplitApp::spawn().await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        listing: app.listing.url.clone(),
+        order: app.order.url.clone(),
+    };
+    nobody_reads_anothers(&api).await;
 }

@@ -19,7 +19,6 @@ pub mod shop;
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Arc,
     time::Duration,
 };
 
@@ -407,6 +406,3 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-
-/// Shared so that helpers can hand out cheap clones.
-pub type Shared<T> = Arc<T>;

@@ -210,9 +210,7 @@ async fn fifty_identical_requests_with_one_key_make_one_checkout_across_three_pr
 async fn bad_checkout_input_is_422_naming_the_field() {
     let app = TestApp::spawn().await;
     let api = Api::one(&app.url);
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
     let mut outside = basket(&[(&listing, "1")], "cod");
     outside["delivery"]["province_code"] = json!("01");
     let unknown = uuid::Uuid::now_v7().to_string();

@@ -21,9 +21,7 @@ async fn with_the_listing_service_away_the_buyer_gets_503_and_nothing_is_stored(
     settings.listing_url = Some(format!("http://127.0.0.1:{}", free_port()));
     let app = TestApp::spawn_with(settings, db).await;
     let api = Api::one(&app.url);
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (_seller, buyer, listing) = api.shop().await;
     let (status, r) = api
         .checkout(&buyer, "k1", &basket(&[(&listing, "1")], "cod"))
         .await;
@@ -51,9 +49,7 @@ async fn with_the_payment_service_away_the_reservation_is_released_and_the_buyer
     settings.payment_url = Some(format!("http://127.0.0.1:{}", free_port()));
     let app = TestApp::spawn_with(settings, db).await;
     let api = Api::one(&app.url);
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
     let (status, r) = api
         .checkout(&buyer, "k1", &basket(&[(&listing, "2")], "vnpay"))
         .await;
@@ -90,9 +86,7 @@ async fn an_order_process_killed_between_reserving_and_storing_leaves_a_reservat
         listing: app.listing.url.clone(),
         order: app.order.url.clone(),
     };
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
     let res = api
         .http
         .post(format!("{}/v1/checkouts", app.order.url))
@@ -139,9 +133,7 @@ async fn an_order_process_killed_between_reserving_and_storing_leaves_a_reservat
 async fn an_order_event_delivered_twice_changes_the_stock_once() {
     let app = TestApp::spawn().await;
     let api = Api::one(&app.url);
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
     let (_, c) = api
         .checkout(&buyer, "k1", &basket(&[(&listing, "3")], "cod"))
         .await;
@@ -247,9 +239,7 @@ async fn with_the_listing_process_stopped_the_buyer_gets_503_and_nothing_is_stor
         listing: app.listing.url.clone(),
         order: app.order.url.clone(),
     };
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (_seller, buyer, listing) = api.shop().await;
     let SplitApp {
         listing: listing_process,
         order,
@@ -290,9 +280,7 @@ async fn with_the_payment_process_stopped_the_reservation_is_released_across_pro
         listing: app.listing.url.clone(),
         order: app.order.url.clone(),
     };
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
     let SplitApp {
         listing: _listing,
         order: _order,

@@ -14,9 +14,7 @@ use crate::support::{
 async fn transitions_follow_the_state_machine_and_the_roles() {
     let app = TestApp::spawn().await;
     let api = Api::one(&app.url);
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
     let (_, c) = api
         .checkout(&buyer, "k1", &basket(&[(&listing, "2")], "cod"))
         .await;
@@ -106,9 +104,7 @@ async fn transitions_follow_the_state_machine_and_the_roles() {
 async fn a_confirmed_then_failed_delivery_returns_the_stock_to_its_lots() {
     let app = TestApp::spawn().await;
     let api = Api::one(&app.url);
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
     let (_, c) = api
         .checkout(&buyer, "k1", &basket(&[(&listing, "4")], "cod"))
         .await;

@@ -56,9 +56,7 @@ async fn ipn(api: &Api, payment: &str, query: &str) -> Value {
 }
 
 async fn paid_by_vnpay(api: &Api, payment: &str) {
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
     let (status, c) = api
         .checkout(&buyer, "vnpay-1", &basket(&[(&listing, "2")], "vnpay"))
         .await;
@@ -138,9 +136,7 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
     settings.events_max_attempts = 30;
     let app = TestApp::spawn_with(settings, db).await;
     let api = Api::one(&app.url);
-    let seller = api.register("household").await;
-    let buyer = api.register("buyer").await;
-    let listing = api.listing(&seller, 65_000, 10).await;
+    let (seller, buyer, listing) = api.shop().await;
 
     // The order service stops for a while between reserving and storing.
     nongsan_shared::failpoint::set(

@@ -154,6 +154,14 @@ impl Api {
         id
     }
 
+    /// A household selling one listing of 10 kg at 65,000 đ/kg, and a buyer.
+    pub async fn shop(&self) -> (Who, Who, String) {
+        let seller = self.register("household").await;
+        let buyer = self.register("buyer").await;
+        let listing = self.listing(&seller, 65_000, 10).await;
+        (seller, buyer, listing)
+    }
+
     /// A listing's stock as its seller sees it.
     pub async fn stock(&self, seller: &Who, listing: &str) -> Value {
         let (status, s) = self

@@ -187,3 +187,21 @@ async fn a_bad_setting_names_its_variable() {
     assert_one_clean_line(&stderr);
     assert!(stderr.contains("NONGSAN_EVENTS_MAX_ATTEMPTS"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_redis_url_on_a_closed_port_gives_one_line_naming_it() {
+    let db = crate::support::TestDb::new().await;
+    let port = free_port();
+    let (code, stderr) = run_to_exit(&[
+        ("DATABASE_URL", db.url.clone()),
+        ("REDIS_URL", format!("redis://127.0.0.1:{port}")),
+        ("NONGSAN_AUTH_SECRET", "a-secret-for-this-test".to_owned()),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_clean_line(&stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}

@@ -206,3 +206,48 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_unpaid_checkout_expires_with_its_reservation() {
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db).await;
+    settings.checkout_ttl_secs = 1;
+    let app = TestApp::spawn_with(settings, db).await;
+    let api = Api::one(&app.url);
+    let (seller, buyer, listing) = api.shop().await;
+    let (status, c) = api
+        .checkout(&buyer, "never-paid", &basket(&[(&listing, "4")], "vnpay"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(api.stock(&seller, &listing).await["reserved"], "4");
+    let id = c["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the unpaid checkout to expire and give its stock back",
+        || async {
+            let (_, c) = api
+                .order_get(&format!("/v1/checkouts/{id}"), &buyer.token)
+                .await;
+            let s = api.stock(&seller, &listing).await;
+            (c["status"] == "expired"
+                && c["orders"][0]["status"] == "expired"
+                && s["reserved"] == "0"
+                && s["available"] == "10")
+                .then_some(())
+        },
+    )
+    .await;
+    // A payment that comes too late finds nothing to pay: the orders stay expired.
+    let url = c["payment_url"].as_str().unwrap();
+    assert_eq!(
+        ipn(&api, &app.url, &ipn_query(url, "00", None)).await["RspCode"],
+        "00",
+        "VNPay's notice is still acknowledged"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, c) = api
+        .order_get(&format!("/v1/checkouts/{id}"), &buyer.token)
+        .await;
+    assert_eq!(c["orders"][0]["status"], "expired");
+    app.stop().await;
+}

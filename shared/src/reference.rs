@@ -7,6 +7,8 @@ use std::{collections::HashMap, sync::LazyLock};
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::invalid::Invalid;
+
 /// Version of the administrative units the codes belong to, stored next to each code.
 pub const ADMIN_VERSION: &str = "2025";
 
@@ -323,14 +325,89 @@ impl Reference {
         self.categories.iter().any(|c| c.code == code)
     }
 
-    /// Whether a unit code exists.
-    pub fn has_unit(&self, code: &str) -> bool {
-        self.units.iter().any(|u| u.code == code)
+    /// A known category code, or why not.
+    pub fn check_category(&self, code: &str) -> Result<(), Invalid> {
+        known(
+            self.has_category(code),
+            "unknown_category",
+            "is not a category code",
+            "không phải mã danh mục",
+        )
     }
 
-    /// Whether a certification kind exists.
-    pub fn has_certification(&self, code: &str) -> bool {
-        self.certifications.iter().any(|c| c.code == code)
+    /// A known unit code, or why not.
+    pub fn check_unit(&self, code: &str) -> Result<(), Invalid> {
+        let ok = self.units.iter().any(|u| u.code == code);
+        known(
+            ok,
+            "unknown_unit",
+            "is not a unit code",
+            "không phải mã đơn vị tính",
+        )
+    }
+
+    /// A known certification kind, or why not.
+    pub fn check_certification(&self, code: &str) -> Result<(), Invalid> {
+        let ok = self.certifications.iter().any(|c| c.code == code);
+        known(
+            ok,
+            "unknown_certification",
+            "is not a certification code",
+            "không phải mã chứng nhận",
+        )
+    }
+
+    /// A 2025 province code, or why not.
+    pub fn check_province(&self, code: &str) -> Result<&Province, Invalid> {
+        self.province(code).ok_or_else(|| {
+            Invalid::new(
+                "unknown_province",
+                "is not a 2025 province code",
+                "không phải mã tỉnh/thành (2025)",
+            )
+        })
+    }
+
+    /// A 2025 commune code, or why not.
+    pub fn check_commune(&self, code: &str) -> Result<&Commune, Invalid> {
+        self.commune(code).ok_or_else(|| {
+            Invalid::new(
+                "unknown_commune",
+                "is not a 2025 commune code",
+                "không phải mã xã/phường (2025)",
+            )
+        })
+    }
+
+    /// The problems of an address's province and commune codes, as `(field, reason)` with
+    /// the fields `province_code` and `commune_code`: each must exist, and the commune must
+    /// be in the province.
+    pub fn check_address(&self, province: &str, commune: &str) -> Vec<(&'static str, Invalid)> {
+        let mut out = Vec::new();
+        if let Err(e) = self.check_province(province) {
+            out.push(("province_code", e));
+        }
+        match self.check_commune(commune) {
+            Err(e) => out.push(("commune_code", e)),
+            Ok(c) if c.province_code != province => out.push((
+                "commune_code",
+                Invalid::new(
+                    "commune_not_in_province",
+                    "is not in the given province",
+                    "không thuộc tỉnh/thành đã chọn",
+                ),
+            )),
+            Ok(_) => {}
+        }
+        out
+    }
+}
+
+fn known(ok: bool, code: &'static str, en: &str, vi: &str) -> Result<(), Invalid> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(code, en, vi))
     }
 }
 

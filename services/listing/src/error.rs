@@ -127,6 +127,17 @@ impl Problems {
         }
     }
 
+    /// Records the reason when `checked` failed.
+    pub fn verify<T>(
+        &mut self,
+        field: impl Into<String>,
+        checked: std::result::Result<T, nongsan_shared::invalid::Invalid>,
+    ) {
+        if let Err(e) = checked {
+            self.push(field, e);
+        }
+    }
+
     /// Records a domain parse failure.
     pub fn push(&mut self, field: impl Into<String>, reason: nongsan_shared::invalid::Invalid) {
         self.0.push(reason.at(field));

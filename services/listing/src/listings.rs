@@ -202,20 +202,8 @@ fn check_listing(p: &mut Problems, l: &ListingInput) {
         "must be at most 5000 characters",
         "tối đa 5000 ký tự",
     );
-    p.check(
-        !r.has_category(&l.category),
-        "category",
-        "unknown_category",
-        "is not a category code",
-        "không phải mã danh mục",
-    );
-    p.check(
-        !r.has_unit(&l.unit),
-        "unit",
-        "unknown_unit",
-        "is not a unit code",
-        "không phải mã đơn vị tính",
-    );
+    p.verify("category", r.check_category(&l.category));
+    p.verify("unit", r.check_unit(&l.unit));
     p.check(
         l.price_vnd.get() <= 0,
         "price_vnd",
@@ -262,23 +250,11 @@ fn check_listing(p: &mut Problems, l: &ListingInput) {
             "phải là địa chỉ http(s)",
         );
     }
-    p.check(
-        r.commune(&l.origin_commune).is_none(),
-        "origin_commune",
-        "unknown_commune",
-        "is not a 2025 commune code",
-        "không phải mã xã/phường (2025)",
-    );
+    p.verify("origin_commune", r.check_commune(&l.origin_commune));
     check_point(p, "origin_point", l.origin_point);
     for (i, c) in l.certifications.iter().enumerate() {
         let f = |x: &str| format!("certifications[{i}].{x}");
-        p.check(
-            !r.has_certification(&c.kind),
-            &f("kind"),
-            "unknown_certification",
-            "is not a certification code",
-            "không phải mã chứng nhận",
-        );
+        p.verify(f("kind"), r.check_certification(&c.kind));
         p.check(
             c.number.trim().is_empty(),
             &f("number"),
@@ -664,13 +640,7 @@ pub async fn list_listings(
         "phải từ 1 đến 100",
     );
     if let Some(c) = &f.category {
-        p.check(
-            !reference().has_category(c),
-            "category",
-            "unknown_category",
-            "is not a category code",
-            "không phải mã danh mục",
-        );
+        p.verify("category", reference().check_category(c));
     }
     p.finish()?;
     let mut conn = app.pool.acquire().await?;

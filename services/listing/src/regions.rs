@@ -58,13 +58,7 @@ pub async fn search_communes(
         "phải có từ 1 đến 100 ký tự",
     );
     if let Some(code) = &s.province {
-        p.check(
-            reference().province(code).is_none(),
-            "province",
-            "unknown_province",
-            "is not a 2025 province code",
-            "không phải mã tỉnh/thành (2025)",
-        );
+        p.verify("province", reference().check_province(code));
     }
     let limit = s.limit.unwrap_or(20);
     p.check(

@@ -67,31 +67,8 @@ pub fn check_name(p: &mut Problems, field: &str, name: &str) {
 
 /// Checks an address against the 2025 units.
 pub fn check_address(p: &mut Problems, field: &str, a: &AddressInput) {
-    let r = reference();
-    if r.province(&a.province_code).is_none() {
-        p.check(
-            true,
-            &format!("{field}.province_code"),
-            "unknown_province",
-            "is not a 2025 province code",
-            "không phải mã tỉnh/thành (2025)",
-        );
-    }
-    match r.commune(&a.commune_code) {
-        None => p.check(
-            true,
-            &format!("{field}.commune_code"),
-            "unknown_commune",
-            "is not a 2025 commune code",
-            "không phải mã xã/phường (2025)",
-        ),
-        Some(c) => p.check(
-            c.province_code != a.province_code,
-            &format!("{field}.commune_code"),
-            "commune_not_in_province",
-            "is not in the given province",
-            "không thuộc tỉnh/thành đã chọn",
-        ),
+    for (part, reason) in reference().check_address(&a.province_code, &a.commune_code) {
+        p.push(format!("{field}.{part}"), reason);
     }
     p.check(
         a.street.chars().count() > 300,

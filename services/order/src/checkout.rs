@@ -118,33 +118,7 @@ fn check(r: &CheckoutRequest) -> Result<()> {
             );
         }
     }
-    let refs = reference();
     let d = &r.delivery;
-    if refs.province(&d.province_code).is_none() {
-        bad(
-            "delivery.province_code".into(),
-            "unknown_province",
-            "is not a 2025 province code",
-            "không phải mã tỉnh/thành (2025)",
-        );
-    }
-    match refs.commune(&d.commune_code) {
-        None => bad(
-            "delivery.commune_code".into(),
-            "unknown_commune",
-            "is not a 2025 commune code",
-            "không phải mã xã/phường (2025)",
-        ),
-        Some(c) if c.province_code != d.province_code => {
-            bad(
-                "delivery.commune_code".into(),
-                "commune_not_in_province",
-                "is not in the given province",
-                "không thuộc tỉnh/thành đã chọn",
-            );
-        }
-        Some(_) => {}
-    }
     if d.street.trim().is_empty() || d.street.chars().count() > 300 {
         bad(
             "delivery.street".into(),
@@ -161,6 +135,12 @@ fn check(r: &CheckoutRequest) -> Result<()> {
             "phải có từ 1 đến 200 ký tự",
         );
     }
+    let address = reference().check_address(&d.province_code, &d.commune_code);
+    errors.extend(
+        address
+            .into_iter()
+            .map(|(part, reason)| reason.at(format!("delivery.{part}"))),
+    );
     if errors.is_empty() {
         Ok(())
     } else {

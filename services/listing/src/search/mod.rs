@@ -351,40 +351,16 @@ impl SearchParams {
             "tối đa 512 ký tự",
         );
         if let Some(c) = &self.category {
-            p.check(
-                !r.has_category(c),
-                "category",
-                "unknown_category",
-                "is not a category code",
-                "không phải mã danh mục",
-            );
+            p.verify("category", r.check_category(c));
         }
         if let Some(c) = &self.province {
-            p.check(
-                r.province(c).is_none(),
-                "province",
-                "unknown_province",
-                "is not a 2025 province code",
-                "không phải mã tỉnh/thành (2025)",
-            );
+            p.verify("province", r.check_province(c));
         }
         if let Some(c) = &self.commune {
-            p.check(
-                r.commune(c).is_none(),
-                "commune",
-                "unknown_commune",
-                "is not a 2025 commune code",
-                "không phải mã xã/phường (2025)",
-            );
+            p.verify("commune", r.check_commune(c));
         }
         if let Some(c) = &self.certification {
-            p.check(
-                !r.has_certification(c),
-                "certification",
-                "unknown_certification",
-                "is not a certification code",
-                "không phải mã chứng nhận",
-            );
+            p.verify("certification", r.check_certification(c));
         }
         if let Some(s) = self.min_ocop {
             p.check(

@@ -11,6 +11,7 @@ use axum::Router;
 use nongsan_shared::{
     client::PeerReadiness,
     config::Settings,
+    embedded_pg::Released,
     http::{self, Readiness},
     runtime::{Platform, Service},
 };
@@ -140,8 +141,8 @@ impl Running {
         &self.platform
     }
 
-    /// Stops serving (open requests finish), stops the workers, and stops the private
-    /// PostgreSQL cluster if this process started it.
+    /// Stops serving (open requests finish), stops the workers, and leaves the private
+    /// PostgreSQL cluster, stopping it unless another process still uses it.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         match self.server.await {
@@ -155,7 +156,26 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.platform.shutdown().await;
+        close(self.platform).await;
+    }
+}
+
+/// Closes the platform's pools and leaves its private PostgreSQL cluster, which is stopped
+/// only when no other process uses it (a `nongsan seed` run while `nongsan up` serves must
+/// not stop the server's database).
+async fn close(mut platform: Platform) {
+    let embedded = platform.embedded.take();
+    platform.shutdown().await;
+    let Some(pg) = embedded else { return };
+    match pg.release().await {
+        Ok(Released::Stopped) => tracing::info!("stopped the private PostgreSQL cluster"),
+        Ok(Released::InUse) => tracing::info!(
+            "left the private PostgreSQL cluster running: another nongsan process uses it"
+        ),
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "could not stop the private PostgreSQL cluster"
+        ),
     }
 }
 
@@ -179,7 +199,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         let service = match name.start(&platform).await {
             Ok(s) => s,
             Err(e) => {
-                platform.shutdown().await;
+                close(platform).await;
                 return Err(e);
             }
         };
@@ -237,7 +257,7 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
             break;
         }
     }
-    platform.shutdown().await;
+    close(platform).await;
     result
 }
 
@@ -277,7 +297,7 @@ pub async fn seed(settings: Settings, request: SeedRequest) -> anyhow::Result<Ve
         anyhow::Ok(said)
     }
     .await;
-    platform.shutdown().await;
+    close(platform).await;
     result
 }
 
@@ -328,7 +348,7 @@ pub async fn import_stock(
         anyhow::Ok(report.imported)
     }
     .await;
-    platform.shutdown().await;
+    close(platform).await;
     result
 }
 
@@ -362,6 +382,6 @@ pub async fn reindex(
         anyhow::Ok(n)
     }
     .await;
-    platform.shutdown().await;
+    close(platform).await;
     result
 }

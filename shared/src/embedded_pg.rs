@@ -4,6 +4,10 @@
 //! The cluster is made once with `initdb` (a generated password, TCP on loopback only, no
 //! Unix socket) and reused on every later start. PostgreSQL refuses to run as root, so when
 //! nongsan runs as root the cluster is owned by and run as the unprivileged `nobody`.
+//!
+//! Several processes may use one cluster at once (`nongsan up` serving while `nongsan seed`
+//! runs): each holds a shared lock on `<data>/postgres.lock` while it uses the cluster, and
+//! only the last one to leave stops it, so no process stops the cluster under another.
 
 use std::{
     path::{Path, PathBuf},
@@ -75,6 +79,17 @@ pub struct EmbeddedPostgres {
     pub created: bool,
     /// Whether this start started the server (false: it was already running and was adopted).
     pub started: bool,
+    /// The shared lock on `<data>/postgres.lock` held while this process uses the cluster.
+    users: std::fs::File,
+}
+
+/// What [`EmbeddedPostgres::release`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// This process was the last to use the cluster and stopped it.
+    Stopped,
+    /// Another process still uses the cluster, which was left running for it.
+    InUse,
 }
 
 /// Finds the directory holding `initdb` and `pg_ctl`: `explicit` when given, else PATH,
@@ -148,6 +163,17 @@ impl EmbeddedPostgres {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data folder {}", data_dir.display()))?;
         let data_dir = std::fs::canonicalize(data_dir)?;
+        // Taken before looking at the cluster: a process that is stopping it holds the lock
+        // exclusively, and this waits until it has stopped.
+        let users = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("postgres.lock"))
+            .context("opening postgres.lock")?;
+        let users = tokio::task::spawn_blocking(move || users.lock_shared().map(|()| users))
+            .await?
+            .context("locking postgres.lock")?;
         let cluster = data_dir.join("postgres");
         let info_path = data_dir.join("postgres.json");
         let run_as = rustix::process::geteuid().is_root().then(unprivileged_user);
@@ -163,6 +189,7 @@ impl EmbeddedPostgres {
             },
             created: false,
             started: false,
+            users,
         };
         let initialised = pg.cluster.join("PG_VERSION").is_file() && info_path.is_file();
         if initialised {
@@ -325,8 +352,25 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// Stops the server cleanly (fast shutdown: open transactions roll back, data is flushed).
+    /// Stops the server cleanly (fast shutdown: open transactions roll back, data is flushed)
+    /// if no other process uses it; else leaves it running for them. See [`Self::release`].
     pub async fn stop(&self) -> anyhow::Result<()> {
+        self.release().await.map(|_| ())
+    }
+
+    /// Leaves the cluster: the last process to leave stops it cleanly (fast shutdown: open
+    /// transactions roll back, data is flushed), whether it started it or adopted it; while
+    /// another process uses it, it is left running. Call once, when leaving.
+    pub async fn release(&self) -> anyhow::Result<Released> {
+        // Upgrading to an exclusive lock succeeds only when no other process holds its shared
+        // lock. A process starting meanwhile waits for the exclusive lock to go (at exit).
+        match self.users.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(Released::InUse),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).context("locking postgres.lock");
+            }
+        }
         let status = self
             .command("pg_ctl")
             .arg("stop")
@@ -341,7 +385,7 @@ impl EmbeddedPostgres {
         if !status.success() {
             bail!("pg_ctl stop failed for {}", self.cluster.display());
         }
-        Ok(())
+        Ok(Released::Stopped)
     }
 
     /// The cluster's folder.

@@ -205,3 +205,67 @@ async fn a_redis_url_on_a_closed_port_gives_one_line_naming_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn seed_while_up_serves_leaves_the_private_postgres_running() {
+    let data_dir =
+        std::env::temp_dir().join(format!("nongsan-seed-up-{}", uuid::Uuid::now_v7().simple()));
+    let env = [("NONGSAN_DATA_DIR", data_dir.display().to_string())];
+    let http = reqwest::Client::new();
+    let server = NongsanProcess::start(&["up"], &env).await;
+    let ready = http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", server.log_text());
+
+    // A second process on the same data folder adopts the running cluster; leaving, it must
+    // not stop it under the server.
+    let mut cmd = nongsan();
+    cmd.args(["seed", "--demo"])
+        .env("NONGSAN_DATA_DIR", &data_dir)
+        .env("NONGSAN_PORT", free_port().to_string());
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::from(cmd).output(),
+    )
+    .await
+    .expect("nongsan seed exits within 120 s")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "nongsan seed --demo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        data_dir.join("postgres/postmaster.pid").exists(),
+        "the seeding process stopped the server's PostgreSQL"
+    );
+
+    let ready = http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", server.log_text());
+    let listings = http
+        .get(format!("{}/v1/listings", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listings.status(), 200, "{}", server.log_text());
+    let listings: Value = listings.json().await.unwrap();
+    assert!(
+        listings["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "the seeded listings are not served: {listings}"
+    );
+
+    // The server, which started the cluster, still stops it when it stops.
+    assert!(server.terminate().await.success());
+    assert!(
+        !data_dir.join("postgres/postmaster.pid").exists(),
+        "the server did not stop the PostgreSQL it started"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

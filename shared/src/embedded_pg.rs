@@ -4,6 +4,10 @@
 //! The cluster is made once with `initdb` (a generated password, TCP on loopback only, no
 //! Unix socket) and reused on every later start. PostgreSQL refuses to run as root, so when
 //! nongsan runs as root the cluster is owned by and run as the unprivileged `nobody`.
+//! `nobody` must be able to reach the cluster's folder; when it cannot enter the data folder
+//! (one under `/root`, or any folder of mode 0700), the cluster is kept in
+//! `/var/lib/nongsan/clusters/<hash of the data folder's path>` instead, and
+//! `<data>/postgres` is a symbolic link to it, which later starts follow.
 //!
 //! Several processes may use one cluster at once (`nongsan up` serving while `nongsan seed`
 //! runs): each holds a shared lock on `<data>/postgres.lock` while it uses the cluster, and
@@ -22,6 +26,9 @@ use tokio::process::Command;
 
 /// What was missing, said in one line, with how to fix it.
 pub const NO_BINARIES: &str = "PostgreSQL server binaries (initdb, pg_ctl) were not found in NONGSAN_POSTGRES_BIN, PATH, `pg_config --bindir` or /usr/lib/postgresql/*/bin: install PostgreSQL (for example `apt-get install postgresql`) or set DATABASE_URL to a running server";
+
+/// Where clusters live that `nobody` could not reach in their data folder (as root only).
+pub const ROOT_CLUSTERS: &str = "/var/lib/nongsan/clusters";
 
 /// How the cluster is tuned.
 #[derive(Debug, Clone)]
@@ -174,9 +181,9 @@ impl EmbeddedPostgres {
         let users = tokio::task::spawn_blocking(move || users.lock_shared().map(|()| users))
             .await?
             .context("locking postgres.lock")?;
-        let cluster = data_dir.join("postgres");
         let info_path = data_dir.join("postgres.json");
         let run_as = rustix::process::geteuid().is_root().then(unprivileged_user);
+        let cluster = locate_cluster(&data_dir, run_as, &bindir).await?;
         let mut pg = Self {
             bindir,
             cluster,
@@ -392,6 +399,111 @@ impl EmbeddedPostgres {
     pub fn cluster_dir(&self) -> &Path {
         &self.cluster
     }
+}
+
+/// The folder of the cluster of `data_dir`: `<data>/postgres`, unless nongsan runs as root
+/// (the cluster then runs as `run_as`) and that user cannot enter the data folder; the cluster
+/// then lives under [`ROOT_CLUSTERS`], linked from `<data>/postgres`.
+async fn locate_cluster(
+    data_dir: &Path,
+    run_as: Option<(u32, u32)>,
+    bindir: &Path,
+) -> anyhow::Result<PathBuf> {
+    let link = data_dir.join("postgres");
+    let base = Path::new(ROOT_CLUSTERS);
+    if link.is_symlink() {
+        let target = std::fs::read_link(&link)?;
+        // Only a link nongsan made is followed: an interrupted first start removes and remakes
+        // the cluster's folder, which must never be somebody else's.
+        if !(target.is_absolute() && target.parent() == Some(base)) {
+            bail!(
+                "{} links to {}, which is not a cluster folder of nongsan's (in {ROOT_CLUSTERS}): remove the link",
+                link.display(),
+                target.display()
+            );
+        }
+        if run_as.is_some() {
+            prepare_root_clusters(base, run_as, bindir).await?;
+        }
+        return Ok(target);
+    }
+    let Some(user) = run_as else {
+        return Ok(link);
+    };
+    if can_enter(data_dir, user, bindir).await {
+        return Ok(link);
+    }
+    if link.join("PG_VERSION").is_file() {
+        bail!(
+            "as root the private PostgreSQL cluster runs as `nobody`, who cannot enter {}: let others enter it and its parent folders (chmod o+x) or move {} away to make a new cluster",
+            data_dir.display(),
+            link.display()
+        );
+    }
+    if link.exists() {
+        // Left by a first start that failed on this very problem.
+        std::fs::remove_dir_all(&link)?;
+    }
+    prepare_root_clusters(base, run_as, bindir).await?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(data_dir.as_os_str().as_encoded_bytes());
+    let name: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let target = base.join(name);
+    std::os::unix::fs::symlink(&target, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+    Ok(target)
+}
+
+/// Makes [`ROOT_CLUSTERS`] (root's; others may pass through, not list it) and checks that
+/// `nobody` can reach it; else says in one line what to do.
+async fn prepare_root_clusters(
+    base: &Path,
+    run_as: Option<(u32, u32)>,
+    bindir: &Path,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let Some(user) = run_as else { return Ok(()) };
+    let made = std::fs::DirBuilder::new()
+        .mode(0o711)
+        .recursive(true)
+        .create(base)
+        .and_then(|()| {
+            // Whatever the umask made of them, others may pass through (not list) both.
+            for dir in [base.parent().unwrap_or(base), base] {
+                let mode = std::fs::metadata(dir)?.permissions().mode();
+                if mode & 0o001 == 0 {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+                }
+            }
+            Ok(())
+        });
+    let problem = match made {
+        Err(e) => Some(e.to_string()),
+        Ok(()) if !can_enter(base, user, bindir).await => {
+            Some("`nobody` cannot enter it".to_owned())
+        }
+        Ok(()) => None,
+    };
+    if let Some(problem) = problem {
+        bail!(
+            "as root the private PostgreSQL cluster runs as `nobody`, who cannot enter the data folder, and {ROOT_CLUSTERS} cannot hold it instead ({problem}): set NONGSAN_DATA_DIR to a folder others may enter, or run nongsan as another user, or set DATABASE_URL"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `user` (uid, gid) can enter `dir`: a process run as that user in that folder.
+async fn can_enter(dir: &Path, (uid, gid): (u32, u32), bindir: &Path) -> bool {
+    Command::new(bindir.join("pg_ctl"))
+        .arg("--version")
+        .current_dir(dir)
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
 }
 
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {

@@ -269,3 +269,66 @@ async fn seed_while_up_serves_leaves_the_private_postgres_running() {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test]
+async fn as_root_up_works_in_a_folder_that_only_root_may_enter() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: this test is about running as root, and the tests run as another user");
+        return;
+    }
+    // Like /root: a folder of root's that others may not enter, where `nobody`, who runs the
+    // cluster, cannot reach a data folder.
+    let private =
+        std::env::temp_dir().join(format!("nongsan-private-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(std::fs::metadata(&private).unwrap().uid(), 0);
+    let data_dir = private.join("project/.nongsan");
+    let env = [("NONGSAN_DATA_DIR", data_dir.display().to_string())];
+    let http = reqwest::Client::new();
+
+    let first = NongsanProcess::start(&["up"], &env).await;
+    let ready = http
+        .get(format!("{}/readyz", first.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", first.log_text());
+    let url = conn_url(&data_dir);
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE public.kept (v int); INSERT INTO public.kept VALUES (7)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert!(first.terminate().await.success());
+    // The folder stays private.
+    let mode = std::fs::metadata(&private).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+
+    let second = NongsanProcess::start(&["up"], &env).await;
+    assert!(
+        second
+            .log_text()
+            .contains("reusing the private PostgreSQL cluster"),
+        "{}",
+        second.log_text()
+    );
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let v: i32 = sqlx::query_scalar("SELECT v FROM public.kept")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(v, 7);
+    conn.close().await.unwrap();
+    assert!(second.terminate().await.success());
+
+    // The cluster may live outside the data folder; remove it too.
+    if let Ok(cluster) = std::fs::canonicalize(data_dir.join("postgres"))
+        && !cluster.starts_with(&private)
+    {
+        let _ = std::fs::remove_dir_all(&cluster);
+    }
+    let _ = std::fs::remove_dir_all(&private);
+}

@@ -160,6 +160,15 @@ impl Running {
     }
 }
 
+/// `/docs`: Swagger UI reading `/openapi.json`, served from the files `utoipa-swagger-ui`
+/// vendors (embedded in release builds; no CDN, so it works offline). `/docs` redirects to
+/// `/docs/`.
+fn docs_page() -> Router {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
+        .into()
+}
+
 /// Closes the platform's pools and leaves its private PostgreSQL cluster, which is stopped
 /// only when no other process uses it (a `nongsan seed` run while `nongsan up` serves must
 /// not stop the server's database).
@@ -227,7 +236,8 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
     let router = http::with_common_layers(
         router
             .merge(http::ops_router(Arc::new(checks)))
-            .merge(http::docs_router(openapi(&started))),
+            .merge(http::docs_router(openapi(&started)))
+            .merge(docs_page()),
     );
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {

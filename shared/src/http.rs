@@ -305,43 +305,26 @@ pub fn ops_router(checks: ReadinessChecks) -> Router {
         .with_state(checks)
 }
 
-/// `/openapi.json` and a docs page at `/docs` for a document.
+/// `/openapi.json` for a document. The page that shows it, `/docs`, is Swagger UI served
+/// by the `nongsan` binary from vendored files (see its `docs_page`).
 pub fn docs_router(doc: utoipa::openapi::OpenApi) -> Router {
     let json = Arc::new(
         doc.to_pretty_json()
             .expect("the OpenAPI document serializes"),
     );
-    Router::new()
-        .route(
-            "/openapi.json",
-            get(move || {
-                let json = json.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "application/json")],
-                        (*json).clone(),
-                    )
-                }
-            }),
-        )
-        .route("/docs", get(|| async { axum::response::Html(DOCS_PAGE) }))
+    Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let json = json.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    (*json).clone(),
+                )
+            }
+        }),
+    )
 }
-
-/// The docs page: Scalar's API reference reading `/openapi.json`.
-const DOCS_PAGE: &str = r#"<!doctype html>
-<html lang="vi">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>nongsan API</title>
-</head>
-<body>
-  <noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-  <script id="api-reference" data-url="/openapi.json"></script>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-</body>
-</html>
-"#;
 
 /// Query parameters parsed into `T`, or 422 naming the parameter.
 #[derive(Debug, Clone, Copy, Default)]

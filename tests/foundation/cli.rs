@@ -72,7 +72,17 @@ async fn up_with_nothing_configured_runs_on_a_private_postgres_and_reuses_it() {
         .await
         .unwrap();
     assert_eq!(docs_page.status(), 200);
-    assert!(docs_page.text().await.unwrap().contains("/openapi.json"));
+    assert!(docs_page.text().await.unwrap().contains("swagger-ui"));
+    // The page's script comes from this server and reads /openapi.json from it.
+    let initializer = http
+        .get(format!("{}/docs/swagger-initializer.js", first.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(initializer.contains("/openapi.json"), "{initializer}");
 
     // Something written now must be there after a restart.
     let url = conn_url(&data_dir);

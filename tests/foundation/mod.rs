@@ -1,6 +1,7 @@
 //! The foundation: the binary on embedded defaults, the HTTP edge, events, the split shape.
 
 mod cli;
+mod docs;
 mod events;
 mod http_edge;
 mod split;

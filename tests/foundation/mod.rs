@@ -4,4 +4,5 @@ mod cli;
 mod docs;
 mod events;
 mod http_edge;
+mod setup;
 mod split;

@@ -220,7 +220,7 @@ impl Readiness for SearchReadiness {
     }
 
     fn mode(&self) -> Mode {
-        self.0.mode()
+        search::readiness_mode(self.0.as_ref())
     }
 
     async fn check(&self) -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ use nongsan_shared::{
 use sqlx::{PgConnection, PgPool, postgres::PgListener};
 
 use super::SearchEngine;
-use crate::listings::load_listing;
+use crate::catalog::store::load_listing;
 
 const CHANNEL: &str = "nongsan_search_dirty";
 

@@ -10,20 +10,20 @@ use nongsan_shared::{
     ApiError, Text,
     auth::{Actor, Role},
     http::{Mode, Query},
+    reference::reference,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::{
+    app::AppState,
+    catalog::store::ListingView,
+    error::{ListingError, Problems},
+};
+
 pub use nongsan_search::{
     EngineError, EngineMode, Geo, SearchDoc, SearchEngine, SearchQuery, SearchResults, Sort,
     embedded, meili,
-};
-
-use crate::{
-    access::AppState,
-    error::{ListingError, Problems},
-    listings::ListingView,
-    reference::reference,
 };
 
 /// The index document of a listing.
@@ -32,7 +32,7 @@ pub fn document(l: &ListingView) -> SearchDoc {
     let category = r.categories.iter().find(|c| c.code == l.category);
     let point = l.origin.point.or_else(|| {
         let c = r.commune(&l.origin.commune_code)?;
-        Some(crate::sellers::Point {
+        Some(crate::sellers::profile::Point {
             lat: c.lat?,
             lon: c.lon?,
         })

@@ -15,6 +15,10 @@ use crate::{
     app::AppState,
     error::{ListingError, Result},
 };
+use nongsan_shared::contracts::{
+    access::{SellerAccess, SellerAccessQuery},
+    sellers::SellerKind,
+};
 
 /// Who sells a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,45 +126,21 @@ pub async fn is_member(
     .await?)
 }
 
-/// Who asks whether it may act for a seller.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AccessQuery {
-    /// The actor's account.
-    pub actor_id: AccountId,
-    /// The actor's role.
-    pub role: Role,
-    /// The household it says it acts for.
-    pub on_behalf_of: Option<AccountId>,
-    /// `household` or `cooperative`.
-    pub seller_kind: String,
-    /// The seller's id.
-    pub seller_id: uuid::Uuid,
-}
-
-/// Whether it may.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct AccessAnswer {
-    /// True when the actor may act for the seller.
-    pub allowed: bool,
-}
-
 /// Internal: may this actor act for this seller? (The order service asks before a seller
 /// reads or changes its orders.)
-#[utoipa::path(get, path = "/v1/internal/seller-access", tag = "sellers", params(AccessQuery),
-    responses((status = 200, body = AccessAnswer), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/internal/seller-access", tag = "sellers", params(SellerAccessQuery),
+    responses((status = 200, body = SellerAccess), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn check_seller_access(
     axum::extract::State(app): axum::extract::State<AppState>,
     caller: Actor,
-    nongsan_shared::http::Query(q): nongsan_shared::http::Query<AccessQuery>,
-) -> Result<axum::Json<AccessAnswer>> {
+    nongsan_shared::http::Query(q): nongsan_shared::http::Query<SellerAccessQuery>,
+) -> Result<axum::Json<SellerAccess>> {
     if caller.role != Role::Service {
         return Err(ListingError::Forbidden);
     }
-    let owner = match q.seller_kind.as_str() {
-        "household" => Owner::Household(AccountId(q.seller_id)),
-        "cooperative" => Owner::Cooperative(CooperativeId(q.seller_id)),
-        _ => return Ok(axum::Json(AccessAnswer { allowed: false })),
+    let owner = match q.seller_kind {
+        SellerKind::Household => Owner::Household(AccountId(q.seller_id)),
+        SellerKind::Cooperative => Owner::Cooperative(CooperativeId(q.seller_id)),
     };
     let actor = Actor {
         account_id: q.actor_id,
@@ -173,7 +153,7 @@ pub async fn check_seller_access(
         Err(ListingError::Forbidden) => false,
         Err(e) => return Err(e),
     };
-    Ok(axum::Json(AccessAnswer { allowed }))
+    Ok(axum::Json(SellerAccess { allowed }))
 }
 
 /// Who owns a listing.

@@ -24,6 +24,7 @@ use axum::{
     routing::{delete, get, post, put},
 };
 use nongsan_shared::{
+    contracts::events::EventType,
     events::Inbox,
     http::{Mode, Readiness},
     runtime::{Platform, Service},
@@ -223,22 +224,22 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     }));
     // The service follows its own events to keep the search index current.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
-        .on("listing.changed", search::indexer::MarkDirty)
-        .on("stock.changed", search::indexer::MarkDirty)
+        .on(EventType::ListingChanged, search::indexer::MarkDirty)
+        .on(EventType::StockChanged, search::indexer::MarkDirty)
         .on(
-            "order.paid",
+            EventType::OrderPaid,
             stock::reservations::consumers::CommitOrderLines,
         )
         .on(
-            "order.confirmed",
+            EventType::OrderConfirmed,
             stock::reservations::consumers::CommitOrderLines,
         )
         .on(
-            "order.cancelled",
+            EventType::OrderCancelled,
             stock::reservations::consumers::GiveBackOrderLines,
         )
         .on(
-            "order.returned",
+            EventType::OrderReturned,
             stock::reservations::consumers::GiveBackOrderLines,
         );
     let mut service = Service::new(

@@ -15,8 +15,12 @@ use crate::{
         reference::{ADMIN_VERSION, reference},
     },
     error::{ListingError, Problems, Result},
-    sellers::profile::{Point, SellerView},
+    sellers::profile::Point,
     stock::levels::StockLevels,
+};
+use nongsan_shared::contracts::{
+    events::{EventType, ListingChanged},
+    sellers::{Seller, SellerKind},
 };
 
 /// Where a listing's produce grows.
@@ -40,7 +44,7 @@ pub struct ListingView {
     /// Id.
     pub id: ListingId,
     /// Seller.
-    pub seller: SellerView,
+    pub seller: Seller,
     /// Title.
     pub title: String,
     /// Description.
@@ -163,14 +167,17 @@ pub(crate) async fn write_certifications(
     Ok(())
 }
 
-/// `listing.changed` with the whole listing, for search and other readers.
+/// `listing.changed`: its followers read the listing as it is now.
 pub async fn emit_changed(conn: &mut PgConnection, view: &ListingView) -> Result<()> {
     events::emit(
         conn,
-        "listing.changed",
+        EventType::ListingChanged,
         &view.id.to_string(),
         view.version,
-        view,
+        &ListingChanged {
+            listing_id: view.id,
+            version: view.version,
+        },
     )
     .await?;
     Ok(())
@@ -234,13 +241,13 @@ pub(crate) async fn views(
                 .map(|c| c.full_name.clone())
                 .unwrap_or_default();
             let (kind, id) = match (row.household_id, row.cooperative_id) {
-                (Some(h), _) => ("household", h.0),
-                (_, Some(c)) => ("cooperative", c.0),
-                _ => ("household", uuid::Uuid::nil()),
+                (Some(h), _) => (SellerKind::Household, h.0),
+                (_, Some(c)) => (SellerKind::Cooperative, c.0),
+                _ => (SellerKind::Household, uuid::Uuid::nil()),
             };
             ListingView {
                 id: row.id,
-                seller: SellerView {
+                seller: Seller {
                     kind,
                     id,
                     name: row.seller_name,

@@ -7,17 +7,6 @@ use utoipa::ToSchema;
 
 use crate::error::Problems;
 
-/// Who sells a listing.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SellerView {
-    /// `household` or `cooperative`.
-    pub kind: &'static str,
-    /// The household's account id or the cooperative's id.
-    pub id: uuid::Uuid,
-    /// Its name.
-    pub name: String,
-}
-
 /// A household's profile.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -2,37 +2,13 @@
 //! under the listing's stock row lock, with a `stock.changed` event.
 
 use nongsan_shared::{ListingId, Quantity, ReservationId, auth::Actor, events, invalid::Invalid};
-use serde::Serialize;
 use sqlx::PgConnection;
-use utoipa::ToSchema;
+
+/// A listing's stock levels: the same shape in its views and in `stock.changed`.
+pub use nongsan_shared::contracts::events::StockLevels;
+use nongsan_shared::contracts::events::{EventType, StockChanged};
 
 use crate::error::{ListingError, Result};
-
-/// Stock of a listing.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
-pub struct StockLevels {
-    /// In the seller's hands.
-    pub on_hand: Quantity,
-    /// Held for buyers' checkouts.
-    pub reserved: Quantity,
-    /// What can still be ordered.
-    pub available: Quantity,
-    /// Available is at or below the seller's low-stock threshold.
-    pub low_stock: bool,
-}
-
-impl StockLevels {
-    /// From on-hand and reserved.
-    pub fn new(on_hand: Quantity, reserved: Quantity, threshold: Option<Quantity>) -> Self {
-        let available = on_hand.checked_sub(reserved).unwrap_or(Quantity::ZERO);
-        Self {
-            on_hand,
-            reserved,
-            available,
-            low_stock: threshold.is_some_and(|t| available <= t),
-        }
-    }
-}
 
 /// A lot code: GS1 AI 10, printable ASCII without spaces, 1 to 20 characters.
 pub fn parse_lot_code(code: &str) -> std::result::Result<String, Invalid> {
@@ -149,10 +125,13 @@ pub async fn apply(
     let levels = StockLevels::new(on_hand, reserved, threshold);
     events::emit(
         conn,
-        "stock.changed",
+        EventType::StockChanged,
         &listing.to_string(),
         1,
-        &serde_json::json!({ "listing_id": listing, "stock": levels }),
+        &StockChanged {
+            listing_id: listing,
+            stock: levels,
+        },
     )
     .await?;
     Ok(levels)

@@ -1,18 +1,10 @@
 //! Order events the listing service follows: stock is sold when an order is paid or confirmed,
 //! and given back when it is cancelled or returned.
 
-use nongsan_shared::{ListingId, ReservationId};
-use serde::Deserialize;
 use sqlx::PgConnection;
 
 use crate::stock::reservations::store::{commit, give_back};
-
-/// The part of an order event the listing service acts on.
-#[derive(Debug, Deserialize)]
-struct OrderStock {
-    reservation_id: ReservationId,
-    listing_ids: Vec<ListingId>,
-}
+use nongsan_shared::contracts::events::OrderEvent;
 
 /// `order.paid` and a cash-on-delivery `order.confirmed`: the order's lines are sold.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +17,7 @@ impl nongsan_shared::events::Handler for CommitOrderLines {
         tx: &mut PgConnection,
         event: &nongsan_shared::events::Envelope,
     ) -> anyhow::Result<()> {
-        let o: OrderStock = serde_json::from_value(event.data.clone())?;
+        let o: OrderEvent = event.body()?;
         commit(tx, o.reservation_id, Some(&o.listing_ids), None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -44,7 +36,7 @@ impl nongsan_shared::events::Handler for GiveBackOrderLines {
         tx: &mut PgConnection,
         event: &nongsan_shared::events::Envelope,
     ) -> anyhow::Result<()> {
-        let o: OrderStock = serde_json::from_value(event.data.clone())?;
+        let o: OrderEvent = event.body()?;
         give_back(
             tx,
             o.reservation_id,

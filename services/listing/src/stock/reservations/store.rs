@@ -7,16 +7,19 @@ use sqlx::PgConnection;
 
 use crate::{
     error::{ListingError, Result},
-    sellers::profile::SellerView,
     stock::{
         levels::{Movement, apply, lock_stock},
         reservations::model::{Allocation, ReservationView, ReservedLine},
     },
 };
+use nongsan_shared::contracts::{
+    reservations::ReservationStatus,
+    sellers::{Seller, SellerKind},
+};
 
 /// Loads a reservation with its lines, sellers and allocations.
 pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<ReservationView> {
-    let (status, expires_at): (String, DateTime<Utc>) =
+    let (status, expires_at): (ReservationStatus, DateTime<Utc>) =
         sqlx::query_as("SELECT status, expires_at FROM reservations WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *conn)
@@ -62,13 +65,13 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
                     unit_price,
                     line_total: unit_price.times(quantity).unwrap_or(Vnd(i64::MAX)),
                     seller: match (household, coop) {
-                        (Some(h), _) => SellerView {
-                            kind: "household",
+                        (Some(h), _) => Seller {
+                            kind: SellerKind::Household,
                             id: h.0,
                             name,
                         },
-                        (_, c) => SellerView {
-                            kind: "cooperative",
+                        (_, c) => Seller {
+                            kind: SellerKind::Cooperative,
                             id: c.unwrap_or_default(),
                             name,
                         },

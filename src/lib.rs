@@ -297,7 +297,7 @@ pub async fn seed(settings: Settings, request: SeedRequest) -> anyhow::Result<Ve
             });
         }
         if let Some((phone, password)) = request.operator {
-            let id = nongsan_listing::identity::upsert_operator(&pool, &phone, password)
+            let id = nongsan_listing::identity::roles::upsert_operator(&pool, &phone, password)
                 .await
                 .map_err(|e| anyhow::anyhow!("creating the operator: {e}"))?;
             said.push(format!("operator {} is account {id}", phone.masked()));
@@ -319,15 +319,15 @@ pub async fn import_stock(
     file: &std::path::Path,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
-    use nongsan_listing::coop;
+    use nongsan_listing::stock::imports;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let is_xlsx = file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
     let rows = if is_xlsx {
-        coop::read_xlsx(&bytes)
+        imports::read_xlsx(&bytes)
     } else {
-        coop::read_csv(&bytes)
+        imports::read_csv(&bytes)
     }
     .map_err(describe_listing_error)?;
     let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
@@ -348,7 +348,7 @@ pub async fn import_stock(
         };
         let mut tx = pool.begin().await?;
         progress(rows.len(), 0);
-        let report = coop::import_rows(&mut tx, &actor, cooperative, &rows, &|n| {
+        let report = imports::import_rows(&mut tx, &actor, cooperative, &rows, &|n| {
             progress(rows.len(), n)
         })
         .await

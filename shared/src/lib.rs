@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod contracts;
 pub mod db;
 pub mod embedded_pg;
 pub mod error;

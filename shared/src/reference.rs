@@ -21,21 +21,7 @@ const UNITS_CSV: &str = include_str!("../../data/vn/catalog/units.csv");
 const CERTIFICATIONS_CSV: &str = include_str!("../../data/vn/catalog/certifications.csv");
 /// The 50 demo products `nongsan seed --demo` lists.
 pub const DEMO_PRODUCTS_CSV: &str = include_str!("../../data/vn/catalog/demo_products.csv");
-/// Regional synonyms for search.
-pub const SEARCH_SYNONYMS_CSV: &str = include_str!("../../data/vn/catalog/search_synonyms.csv");
-
-/// Folds Vietnamese for matching: NFC, lower case, tone and vowel marks removed, đ/Đ and
-/// the look-alike Ð mapped to d. "Rau muống Đà Lạt" → "rau muong da lat".
-pub fn fold(text: &str) -> String {
-    text.nfd()
-        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .map(|c| match c {
-            'đ' | 'Đ' | 'Ð' | 'ð' => 'd',
-            c => c,
-        })
-        .flat_map(char::to_lowercase)
-        .collect()
-}
+pub use nongsan_search::fold;
 
 /// A province or centrally-run city.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -47,7 +47,7 @@ impl Fixture {
     async fn emit(&self, from: i32, n: i32) {
         let mut tx = self.producer.begin().await.unwrap();
         for i in from..from + n {
-            events::emit(
+            events::emit_named(
                 &mut tx,
                 "probe.happened",
                 &format!("agg-{i}"),
@@ -97,7 +97,8 @@ impl Fixture {
 
     fn inbox(&self, settings: events::Settings) -> Arc<Inbox> {
         Arc::new(
-            Inbox::new("probe", self.consumer.clone(), settings).on("probe.happened", Recorder),
+            Inbox::new("probe", self.consumer.clone(), settings)
+                .on_named("probe.happened", Recorder),
         )
     }
 }
@@ -279,7 +280,7 @@ async fn an_event_whose_handler_keeps_failing_ends_on_the_dead_letter_list() {
     let db = TestDb::new().await;
     let fx = Fixture::new(&db).await;
     let inbox = Arc::new(
-        Inbox::new("probe", fx.consumer.clone(), fast()).on("probe.happened", AlwaysFails),
+        Inbox::new("probe", fx.consumer.clone(), fast()).on_named("probe.happened", AlwaysFails),
     );
     let tasks = start(Arc::new(InProcessBus::default()), &fx, inbox).await;
     fx.emit(0, 1).await;

@@ -1,6 +1,10 @@
 //! Paying online: VNPay's payment URL and IPN, `payment.succeeded` marking the orders paid,
 //! and the stock sold on `order.paid`, whatever order the events come in.
 
+use nongsan_shared::contracts::{
+    events::{EventType, PaymentEvent},
+    payments::PaymentMethod,
+};
 use std::{collections::BTreeMap, time::Duration};
 
 use nongsan_payment::vnpay;
@@ -165,10 +169,16 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
     let mut tx = payment_pool.begin().await.unwrap();
     nongsan_shared::events::emit(
         &mut tx,
-        "payment.succeeded",
+        EventType::PaymentSucceeded,
         &checkout_id.to_string(),
         1,
-        &serde_json::json!({ "checkout_id": checkout_id }),
+        &PaymentEvent {
+            payment_id: nongsan_shared::PaymentId::new(),
+            checkout_id: nongsan_shared::CheckoutId(checkout_id),
+            amount_vnd: nongsan_shared::Vnd::ZERO,
+            method: PaymentMethod::Vnpay,
+            provider_ref: "14422574".into(),
+        },
     )
     .await
     .unwrap();

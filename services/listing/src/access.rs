@@ -1,61 +1,24 @@
-//! Who may act on what, and the audit trail of every write.
+//! Who may act on what.
 //!
 //! A household acts for itself; a helper acts for the households assigned to it, saying so
 //! with `X-On-Behalf-Of`; a cooperative manager acts for the cooperative and its current
-//! members; an operator may act for anyone. Every write is recorded with the actor and the
-//! household it was done for.
+//! members; an operator may act for anyone. The order service asks the same question through
+//! `/v1/internal/seller-access`.
 
-use std::{ops::Deref, sync::Arc};
-
-use axum::extract::FromRef;
 use nongsan_shared::{
-    AccountId, CooperativeId,
-    auth::{Actor, Role, TokenKeys},
-    ratelimit::RateLimiter,
+    AccountId, CooperativeId, ListingId,
+    auth::{Actor, Role},
 };
-use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
-use crate::error::{ListingError, Result};
-
-/// What every handler of the service shares.
-#[derive(Clone)]
-pub struct AppState(pub Arc<App>);
-
-/// The service's dependencies.
-#[expect(
-    missing_debug_implementations,
-    reason = "holds a trait object; AppState prints as a name"
-)]
-pub struct App {
-    /// The `listing` schema.
-    pub pool: PgPool,
-    /// Token keys.
-    pub keys: TokenKeys,
-    /// Login rate limits.
-    pub limiter: Arc<dyn RateLimiter>,
-    /// The search engine.
-    pub search: Arc<dyn crate::search::SearchEngine>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AppState")
-    }
-}
-
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for TokenKeys {
-    fn from_ref(s: &AppState) -> Self {
-        s.keys.clone()
-    }
-}
+use crate::{
+    app::AppState,
+    error::{ListingError, Result},
+};
+use nongsan_shared::contracts::{
+    access::{SellerAccess, SellerAccessQuery},
+    sellers::SellerKind,
+};
 
 /// Who sells a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,75 +126,21 @@ pub async fn is_member(
     .await?)
 }
 
-/// Records a write: `actor` did `action` to `subject`, for `household` when that is not the
-/// actor itself.
-pub async fn audit(
-    conn: &mut PgConnection,
-    actor: &Actor,
-    household: Option<AccountId>,
-    action: &str,
-    subject: (&str, String),
-    details: &impl Serialize,
-) -> Result<()> {
-    let on_behalf_of = household
-        .filter(|h| *h != actor.account_id)
-        .or(actor.on_behalf_of);
-    sqlx::query(
-        "INSERT INTO audit_log (id, actor_id, actor_role, on_behalf_of, action, subject_type, subject_id, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .bind(actor.account_id)
-    .bind(actor.role.as_str())
-    .bind(on_behalf_of)
-    .bind(action)
-    .bind(subject.0)
-    .bind(subject.1)
-    .bind(serde_json::to_value(details).map_err(anyhow::Error::from)?)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Who asks whether it may act for a seller.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AccessQuery {
-    /// The actor's account.
-    pub actor_id: AccountId,
-    /// The actor's role.
-    pub role: Role,
-    /// The household it says it acts for.
-    pub on_behalf_of: Option<AccountId>,
-    /// `household` or `cooperative`.
-    pub seller_kind: String,
-    /// The seller's id.
-    pub seller_id: uuid::Uuid,
-}
-
-/// Whether it may.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct AccessAnswer {
-    /// True when the actor may act for the seller.
-    pub allowed: bool,
-}
-
 /// Internal: may this actor act for this seller? (The order service asks before a seller
 /// reads or changes its orders.)
-#[utoipa::path(get, path = "/v1/internal/seller-access", tag = "sellers", params(AccessQuery),
-    responses((status = 200, body = AccessAnswer), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/internal/seller-access", tag = "sellers", params(SellerAccessQuery),
+    responses((status = 200, body = SellerAccess), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn check_seller_access(
     axum::extract::State(app): axum::extract::State<AppState>,
     caller: Actor,
-    nongsan_shared::http::Query(q): nongsan_shared::http::Query<AccessQuery>,
-) -> Result<axum::Json<AccessAnswer>> {
+    nongsan_shared::http::Query(q): nongsan_shared::http::Query<SellerAccessQuery>,
+) -> Result<axum::Json<SellerAccess>> {
     if caller.role != Role::Service {
         return Err(ListingError::Forbidden);
     }
-    let owner = match q.seller_kind.as_str() {
-        "household" => Owner::Household(AccountId(q.seller_id)),
-        "cooperative" => Owner::Cooperative(CooperativeId(q.seller_id)),
-        _ => return Ok(axum::Json(AccessAnswer { allowed: false })),
+    let owner = match q.seller_kind {
+        SellerKind::Household => Owner::Household(AccountId(q.seller_id)),
+        SellerKind::Cooperative => Owner::Cooperative(CooperativeId(q.seller_id)),
     };
     let actor = Actor {
         account_id: q.actor_id,
@@ -244,5 +153,28 @@ pub async fn check_seller_access(
         Err(ListingError::Forbidden) => false,
         Err(e) => return Err(e),
     };
-    Ok(axum::Json(AccessAnswer { allowed }))
+    Ok(axum::Json(SellerAccess { allowed }))
+}
+
+/// Who owns a listing.
+pub async fn owner_of(conn: &mut PgConnection, id: ListingId) -> Result<Owner> {
+    let row: (Option<AccountId>, Option<CooperativeId>) =
+        sqlx::query_as("SELECT household_id, cooperative_id FROM listings WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .ok_or(ListingError::NotFound("listing"))?;
+    Ok(match row {
+        (Some(h), _) => Owner::Household(h),
+        (_, Some(c)) => Owner::Cooperative(c),
+        _ => return Err(ListingError::NotFound("listing")),
+    })
+}
+
+/// The household an owner is, for the audit trail.
+pub fn household_of(owner: Owner) -> Option<AccountId> {
+    match owner {
+        Owner::Household(h) => Some(h),
+        Owner::Cooperative(_) => None,
+    }
 }

@@ -5,17 +5,17 @@
 //! never reads another service's tables.
 
 pub mod access;
-pub mod coop;
+pub mod app;
+pub mod audit;
+pub mod catalog;
 pub mod error;
 pub mod identity;
-pub mod inventory;
-pub mod listings;
-pub mod reference;
-pub mod regions;
-pub mod reservations;
 pub mod search;
 pub mod seed;
 pub mod sellers;
+pub mod stock;
+
+pub use catalog::reference;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,13 +24,14 @@ use axum::{
     routing::{delete, get, post, put},
 };
 use nongsan_shared::{
+    contracts::events::EventType,
     events::Inbox,
     http::{Mode, Readiness},
     runtime::{Platform, Service},
 };
 use sqlx::migrate::Migrator;
 
-use crate::access::{App, AppState};
+use crate::app::{App, AppState};
 
 /// The service's name, which is also its schema and its event stream.
 pub const NAME: &str = "listing";
@@ -45,16 +46,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(
-        identity::register_account, identity::create_session, identity::refresh_session, identity::delete_session,
-        identity::activate_account, identity::get_me, identity::grant_role,
-        sellers::register_household, sellers::get_household, sellers::update_household, sellers::list_household_audit,
-        sellers::create_cooperative, sellers::get_cooperative, sellers::add_member, sellers::remove_member,
-        regions::list_provinces, regions::list_province_communes, regions::search_communes, regions::get_commune,
-        regions::convert_legacy_commune, regions::list_categories, regions::list_units, regions::list_certifications,
-        listings::create_listing, listings::get_listing, listings::list_listings, listings::update_listing, listings::change_listing_status,
-        inventory::create_lot, inventory::adjust_stock, inventory::get_stock, inventory::list_movements,
-        reservations::create_reservation, reservations::get_reservation, reservations::commit_reservation, reservations::release_reservation,
-        coop::get_cooperative_stock, coop::pool_lot, coop::import_stock,
+        identity::accounts::register_account, identity::sessions::create_session, identity::sessions::refresh_session, identity::sessions::delete_session,
+        identity::activation::activate_account, identity::accounts::get_me, identity::roles::grant_role,
+        identity::accounts::register_household, sellers::households::get_household, sellers::households::update_household, audit::list_household_audit,
+        sellers::cooperatives::create_cooperative, sellers::cooperatives::get_cooperative, sellers::cooperatives::add_member, sellers::cooperatives::remove_member,
+        catalog::reference::list_provinces, catalog::reference::list_province_communes, catalog::reference::search_communes, catalog::reference::get_commune,
+        catalog::reference::convert_legacy_commune, catalog::reference::list_categories, catalog::reference::list_units, catalog::reference::list_certifications,
+        catalog::listings::create_listing, catalog::listings::get_listing, catalog::listings::list_listings, catalog::listings::update_listing, catalog::listings::change_listing_status,
+        stock::lots::create_lot, stock::lots::adjust_stock, stock::lots::get_stock, stock::lots::list_movements,
+        stock::reservations::handlers::create_reservation, stock::reservations::handlers::get_reservation, stock::reservations::handlers::commit_reservation, stock::reservations::handlers::release_reservation,
+        stock::pooling::get_cooperative_stock, stock::pooling::pool_lot, stock::imports::import_stock,
         search::search_listings, access::check_seller_access,
     ),
     components(schemas(search::Sort)),
@@ -74,70 +75,109 @@ pub struct ApiDoc;
 /// The service's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/accounts", post(identity::register_account))
-        .route("/v1/accounts/activate", post(identity::activate_account))
-        .route("/v1/accounts/{id}/role", put(identity::grant_role))
-        .route("/v1/sessions", post(identity::create_session))
-        .route("/v1/sessions/refresh", post(identity::refresh_session))
-        .route("/v1/sessions/logout", post(identity::delete_session))
-        .route("/v1/me", get(identity::get_me))
-        .route("/v1/households", post(sellers::register_household))
+        .route("/v1/accounts", post(identity::accounts::register_account))
+        .route(
+            "/v1/accounts/activate",
+            post(identity::activation::activate_account),
+        )
+        .route("/v1/accounts/{id}/role", put(identity::roles::grant_role))
+        .route("/v1/sessions", post(identity::sessions::create_session))
+        .route(
+            "/v1/sessions/refresh",
+            post(identity::sessions::refresh_session),
+        )
+        .route(
+            "/v1/sessions/logout",
+            post(identity::sessions::delete_session),
+        )
+        .route("/v1/me", get(identity::accounts::get_me))
+        .route(
+            "/v1/households",
+            post(identity::accounts::register_household),
+        )
         .route(
             "/v1/households/{id}",
-            get(sellers::get_household).patch(sellers::update_household),
+            get(sellers::households::get_household).patch(sellers::households::update_household),
         )
         .route(
             "/v1/households/{id}/audit",
-            get(sellers::list_household_audit),
+            get(audit::list_household_audit),
         )
-        .route("/v1/cooperatives", post(sellers::create_cooperative))
-        .route("/v1/cooperatives/{id}", get(sellers::get_cooperative))
-        .route("/v1/cooperatives/{id}/members", post(sellers::add_member))
+        .route(
+            "/v1/cooperatives",
+            post(sellers::cooperatives::create_cooperative),
+        )
+        .route(
+            "/v1/cooperatives/{id}",
+            get(sellers::cooperatives::get_cooperative),
+        )
+        .route(
+            "/v1/cooperatives/{id}/members",
+            post(sellers::cooperatives::add_member),
+        )
         .route(
             "/v1/cooperatives/{id}/members/{household_id}",
-            delete(sellers::remove_member),
+            delete(sellers::cooperatives::remove_member),
         )
         .route(
             "/v1/cooperatives/{id}/stock",
-            get(coop::get_cooperative_stock),
+            get(stock::pooling::get_cooperative_stock),
         )
-        .route("/v1/cooperatives/{id}/pooling", post(coop::pool_lot))
-        .route("/v1/cooperatives/{id}/imports", post(coop::import_stock))
-        .route("/v1/regions/provinces", get(regions::list_provinces))
+        .route(
+            "/v1/cooperatives/{id}/pooling",
+            post(stock::pooling::pool_lot),
+        )
+        .route(
+            "/v1/cooperatives/{id}/imports",
+            post(stock::imports::import_stock),
+        )
+        .route(
+            "/v1/regions/provinces",
+            get(catalog::reference::list_provinces),
+        )
         .route(
             "/v1/regions/provinces/{code}/communes",
-            get(regions::list_province_communes),
+            get(catalog::reference::list_province_communes),
         )
-        .route("/v1/regions/communes", get(regions::search_communes))
-        .route("/v1/regions/communes/{code}", get(regions::get_commune))
+        .route(
+            "/v1/regions/communes",
+            get(catalog::reference::search_communes),
+        )
+        .route(
+            "/v1/regions/communes/{code}",
+            get(catalog::reference::get_commune),
+        )
         .route(
             "/v1/regions/legacy-communes/{code}",
-            get(regions::convert_legacy_commune),
+            get(catalog::reference::convert_legacy_commune),
         )
-        .route("/v1/categories", get(regions::list_categories))
-        .route("/v1/units", get(regions::list_units))
-        .route("/v1/certifications", get(regions::list_certifications))
+        .route("/v1/categories", get(catalog::reference::list_categories))
+        .route("/v1/units", get(catalog::reference::list_units))
+        .route(
+            "/v1/certifications",
+            get(catalog::reference::list_certifications),
+        )
         .route(
             "/v1/listings",
-            post(listings::create_listing).get(listings::list_listings),
+            post(catalog::listings::create_listing).get(catalog::listings::list_listings),
         )
         .route(
             "/v1/listings/{id}",
-            get(listings::get_listing).patch(listings::update_listing),
+            get(catalog::listings::get_listing).patch(catalog::listings::update_listing),
         )
         .route(
             "/v1/listings/{id}/status",
-            post(listings::change_listing_status),
+            post(catalog::listings::change_listing_status),
         )
-        .route("/v1/listings/{id}/lots", post(inventory::create_lot))
+        .route("/v1/listings/{id}/lots", post(stock::lots::create_lot))
         .route(
             "/v1/listings/{id}/adjustments",
-            post(inventory::adjust_stock),
+            post(stock::lots::adjust_stock),
         )
-        .route("/v1/listings/{id}/stock", get(inventory::get_stock))
+        .route("/v1/listings/{id}/stock", get(stock::lots::get_stock))
         .route(
             "/v1/listings/{id}/movements",
-            get(inventory::list_movements),
+            get(stock::lots::list_movements),
         )
         .route("/v1/search", get(search::search_listings))
         .route(
@@ -146,19 +186,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/internal/reservations",
-            post(reservations::create_reservation),
+            post(stock::reservations::handlers::create_reservation),
         )
         .route(
             "/v1/internal/reservations/{id}",
-            get(reservations::get_reservation),
+            get(stock::reservations::handlers::get_reservation),
         )
         .route(
             "/v1/internal/reservations/{id}/commit",
-            post(reservations::commit_reservation),
+            post(stock::reservations::handlers::commit_reservation),
         )
         .route(
             "/v1/internal/reservations/{id}/release",
-            post(reservations::release_reservation),
+            post(stock::reservations::handlers::release_reservation),
         )
         .with_state(state)
 }
@@ -184,12 +224,24 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     }));
     // The service follows its own events to keep the search index current.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
-        .on("listing.changed", search::indexer::MarkDirty)
-        .on("stock.changed", search::indexer::MarkDirty)
-        .on("order.paid", reservations::CommitOrderLines)
-        .on("order.confirmed", reservations::CommitOrderLines)
-        .on("order.cancelled", reservations::GiveBackOrderLines)
-        .on("order.returned", reservations::GiveBackOrderLines);
+        .on(EventType::ListingChanged, search::indexer::MarkDirty)
+        .on(EventType::StockChanged, search::indexer::MarkDirty)
+        .on(
+            EventType::OrderPaid,
+            stock::reservations::consumers::CommitOrderLines,
+        )
+        .on(
+            EventType::OrderConfirmed,
+            stock::reservations::consumers::CommitOrderLines,
+        )
+        .on(
+            EventType::OrderCancelled,
+            stock::reservations::consumers::GiveBackOrderLines,
+        )
+        .on(
+            EventType::OrderReturned,
+            stock::reservations::consumers::GiveBackOrderLines,
+        );
     let mut service = Service::new(
         platform,
         NAME,
@@ -206,7 +258,10 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         .push(tokio::spawn(search::indexer::run(pool.clone(), search)));
     service
         .workers
-        .push(tokio::spawn(reservations::run_sweeper(pool, SWEEP_EVERY)));
+        .push(tokio::spawn(stock::reservations::sweeper::run_sweeper(
+            pool,
+            SWEEP_EVERY,
+        )));
     Ok(service)
 }
 
@@ -220,7 +275,7 @@ impl Readiness for SearchReadiness {
     }
 
     fn mode(&self) -> Mode {
-        self.0.mode()
+        search::readiness_mode(self.0.as_ref())
     }
 
     async fn check(&self) -> anyhow::Result<()> {

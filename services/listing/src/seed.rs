@@ -10,11 +10,17 @@ use sqlx::PgPool;
 
 use crate::{
     access::Owner,
-    identity::{HouseholdInput, insert_account},
-    inventory::{self, LotIntake},
-    listings::{Certification, ListingInput, insert_listing},
-    reference::{DEMO_PRODUCTS_CSV, reference},
-    sellers::{AddressInput, Point, insert_household},
+    catalog::{
+        input::{Certification, ListingInput},
+        reference::{DEMO_PRODUCTS_CSV, reference},
+        store::insert_listing,
+    },
+    identity::store::insert_account,
+    sellers::{
+        households::insert_household,
+        profile::{AddressInput, HouseholdInput, Point},
+    },
+    stock::lots::{self, LotIntake},
 };
 
 /// The first demo phone number; the n-th household is this plus n.
@@ -160,7 +166,7 @@ pub async fn seed_demo(pool: &PgPool) -> anyhow::Result<usize> {
             },
             household_id: None,
         };
-        inventory::intake(
+        lots::intake(
             &mut tx,
             &system,
             view.id,

@@ -32,30 +32,18 @@ use utoipa::ToSchema;
 use crate::{
     AppState,
     error::{OrderError, Result},
-    views::{CheckoutView, Delivery, Reservation, load_checkout},
+    views::{CheckoutView, Delivery, load_checkout},
 };
-
-/// How the buyer pays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentMethod {
-    /// Cash on delivery.
-    Cod,
-    /// VNPay.
-    Vnpay,
-    /// Card, through Stripe.
-    Stripe,
-}
-
-impl PaymentMethod {
-    fn as_str(self) -> &'static str {
-        match self {
-            PaymentMethod::Cod => "cod",
-            PaymentMethod::Vnpay => "vnpay",
-            PaymentMethod::Stripe => "stripe",
-        }
-    }
-}
+pub use nongsan_shared::contracts::payments::PaymentMethod;
+use nongsan_shared::contracts::{
+    events::{EventType, OrderEvent},
+    orders::OrderStatus,
+    payments::{OpenPayment, OpenedPayment},
+    reservations::{
+        LineRequest, ReservationRequest, ReservationStatus, ReservationView, ReservedLine,
+    },
+    sellers::Seller,
+};
 
 /// One line of the basket.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -300,13 +288,24 @@ async fn place(
     let reservation_id = ReservationId(id.0);
     // The reservation outlives the checkout by a margin: a payment that arrives just before
     // the checkout expires still finds its stock.
-    let body = serde_json::json!({ "id": reservation_id, "ttl_secs": ttl + ttl.min(600), "lines": r.lines });
-    let reservation: Reservation = app
+    let body = ReservationRequest {
+        id: reservation_id,
+        ttl_secs: Some(u32::try_from(ttl.saturating_add(ttl.min(600))).unwrap_or(u32::MAX)),
+        lines: r
+            .lines
+            .iter()
+            .map(|l| LineRequest {
+                listing_id: l.listing_id,
+                quantity: l.quantity,
+            })
+            .collect(),
+    };
+    let reservation: ReservationView = app
         .peers
         .listing
         .post("/v1/internal/reservations", &body)
         .await?;
-    if reservation.status != "active" {
+    if reservation.status != ReservationStatus::Active {
         // A retry after a crash: the first attempt's reservation expired meanwhile.
         return Err(OrderError::Conflict(
             "reservation_expired",
@@ -327,18 +326,16 @@ async fn place(
         }
     };
     if r.payment_method != PaymentMethod::Cod {
-        let opened: std::result::Result<serde_json::Value, CallError> = app
-            .peers
-            .payment
-            .post("/v1/internal/payments", &serde_json::json!({ "checkout_id": id, "method": r.payment_method, "amount_vnd": view.grand_total, "buyer_id": actor.account_id }))
-            .await;
+        let open = OpenPayment {
+            checkout_id: id,
+            method: r.payment_method,
+            amount_vnd: view.grand_total,
+            buyer_id: actor.account_id,
+        };
+        let opened: std::result::Result<OpenedPayment, CallError> =
+            app.peers.payment.post("/v1/internal/payments", &open).await;
         match opened {
-            Ok(p) => {
-                view.payment_url = p
-                    .get("payment_url")
-                    .and_then(|u| u.as_str())
-                    .map(str::to_owned)
-            }
+            Ok(p) => view.payment_url = p.payment_url,
             Err(e) => {
                 fail_checkout(app, id).await;
                 release(app, reservation_id).await;
@@ -385,19 +382,19 @@ async fn store(
     actor: &Actor,
     id: CheckoutId,
     r: &CheckoutRequest,
-    reservation: &Reservation,
+    reservation: &ReservationView,
     ttl: u64,
 ) -> Result<CheckoutView> {
     let fee = Vnd(app.settings.delivery_fee_vnd);
     // Group lines by seller, in the order sellers first appear.
-    let mut sellers: Vec<(&crate::views::Seller, Vec<&crate::views::ReservedLine>)> = Vec::new();
+    let mut sellers: Vec<(&Seller, Vec<&ReservedLine>)> = Vec::new();
     for line in &reservation.lines {
         match sellers.iter_mut().find(|(s, _)| **s == line.seller) {
             Some((_, lines)) => lines.push(line),
             None => sellers.push((&line.seller, vec![line])),
         }
     }
-    let sum = |lines: &[&crate::views::ReservedLine]| {
+    let sum = |lines: &[&ReservedLine]| {
         lines
             .iter()
             .try_fold(Vnd::ZERO, |acc, l| acc.checked_add(l.line_total))
@@ -411,9 +408,9 @@ async fn store(
         .checked_add(delivery_total)
         .ok_or_else(|| anyhow::anyhow!("total overflow"))?;
     let status = if r.payment_method == PaymentMethod::Cod {
-        "placed"
+        OrderStatus::Placed
     } else {
-        "pending_payment"
+        OrderStatus::PendingPayment
     };
     let expires_at =
         Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 2));
@@ -452,7 +449,7 @@ async fn store(
         .bind(order)
         .bind(id)
         .bind(actor.account_id)
-        .bind(&seller.kind)
+        .bind(seller.kind)
         .bind(seller.id)
         .bind(&seller.name)
         .bind(status)
@@ -475,10 +472,29 @@ async fn store(
                 .await?;
         }
         let listing_ids: Vec<ListingId> = lines.iter().map(|l| l.listing_id).collect();
-        events::emit(&mut tx, "order.placed", &order.to_string(), 1, &serde_json::json!({
-            "order_id": order, "checkout_id": id, "reservation_id": reservation.id, "listing_ids": listing_ids,
-            "buyer_id": actor.account_id, "seller": seller, "status": status, "payment_method": r.payment_method, "total_vnd": total,
-        }))
+        let placed = OrderEvent {
+            order_id: order,
+            checkout_id: id,
+            reservation_id: reservation.id,
+            listing_ids,
+            buyer_id: actor.account_id,
+            seller: (*seller).clone(),
+            from: None,
+            status,
+            action: None,
+            reason: None,
+            payment_method: r.payment_method,
+            total_vnd: total,
+            cash_collected: false,
+            refund_due: false,
+        };
+        events::emit(
+            &mut tx,
+            EventType::OrderPlaced,
+            &order.to_string(),
+            1,
+            &placed,
+        )
         .await?;
     }
     let view = load_checkout(&mut tx, id).await?;

@@ -66,7 +66,11 @@ impl FromRef<AppState> for TokenKeys {
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(checkout::create_checkout, checkout::get_checkout, checkout::list_checkouts, orders::get_order, orders::list_orders, orders::act_on_order),
-    components(schemas(lifecycle::Action, checkout::PaymentMethod)),
+    components(schemas(
+        nongsan_shared::contracts::orders::OrderAction,
+        nongsan_shared::contracts::orders::OrderStatus,
+        nongsan_shared::contracts::payments::PaymentMethod
+    )),
     tags((name = "order", description = "checkout, per-seller orders, the order state machine and the reservation saga"))
 )]
 pub struct ApiDoc;
@@ -95,8 +99,10 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         peers: platform.peers.clone(),
         settings: platform.settings.clone(),
     }));
-    let inbox =
-        Inbox::new(NAME, pool.clone(), platform.events).on("payment.succeeded", orders::MarkPaid);
+    let inbox = Inbox::new(NAME, pool.clone(), platform.events).on(
+        nongsan_shared::contracts::events::EventType::PaymentSucceeded,
+        orders::MarkPaid,
+    );
     let mut service = Service::new(
         platform,
         NAME,

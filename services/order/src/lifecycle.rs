@@ -10,46 +10,37 @@
 //! system:  an unpaid or unconfirmed order expires
 //! ```
 
-use serde::{Deserialize, Serialize};
+use nongsan_shared::contracts::{
+    events::EventType,
+    orders::{OrderAction, OrderStatus},
+};
 
-/// Something that happens to an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// The seller accepts the order.
-    Confirm,
-    /// The seller hands it to the carrier.
-    Ship,
-    /// It reached the buyer (for cash on delivery, the cash was collected).
-    Deliver,
-    /// The carrier could not deliver it.
-    FailDelivery,
-    /// It came back to the seller.
-    Return,
-    /// The buyer cancels.
-    Cancel,
-    /// The seller declines, with a reason.
-    Decline,
-    /// The payment succeeded (the system).
-    MarkPaid,
-    /// Nobody paid or confirmed in time (the system).
-    Expire,
-}
+/// The actions, as the order endpoints name them (`/v1/orders/{id}/{action}`).
+pub use nongsan_shared::contracts::orders::OrderAction as Action;
 
-/// Who takes an action.
+/// Who may take an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Party {
-    /// The buyer.
+    /// The order's buyer.
     Buyer,
-    /// The seller, or one acting for it.
+    /// The order's seller, or who acts for it.
     Seller,
-    /// nongsan itself.
+    /// nongsan itself (a payment, an expiry).
     System,
 }
 
-impl Action {
-    /// Who may take it.
-    pub fn party(self) -> Party {
+/// The state machine, on the action contract.
+pub trait Lifecycle {
+    /// Who may take the action.
+    fn party(self) -> Party;
+    /// The status the action moves `status` to, if it may.
+    fn next(self, status: OrderStatus) -> Option<OrderStatus>;
+    /// The event the move emits.
+    fn event(self) -> EventType;
+}
+
+impl Lifecycle for OrderAction {
+    fn party(self) -> Party {
         match self {
             Action::Cancel => Party::Buyer,
             Action::MarkPaid | Action::Expire => Party::System,
@@ -57,31 +48,32 @@ impl Action {
         }
     }
 
-    /// The status it leads to from `status`, or `None` when it is not allowed from there.
-    pub fn next(self, status: &str) -> Option<&'static str> {
+    fn next(self, status: OrderStatus) -> Option<OrderStatus> {
+        use OrderStatus as S;
         Some(match (self, status) {
-            (Action::MarkPaid, "pending_payment") => "paid",
-            (Action::Confirm, "paid" | "placed") => "confirmed",
-            (Action::Ship, "confirmed") => "shipped",
-            (Action::Deliver, "shipped") => "delivered",
-            (Action::FailDelivery, "shipped") => "delivery_failed",
-            (Action::Return, "delivery_failed") => "returned",
-            (Action::Cancel, "pending_payment" | "placed" | "paid" | "confirmed") => "cancelled",
-            (Action::Decline, "pending_payment" | "placed" | "paid") => "declined",
-            (Action::Expire, "pending_payment" | "placed") => "expired",
+            (Action::MarkPaid, S::PendingPayment) => S::Paid,
+            (Action::Confirm, S::Paid | S::Placed) => S::Confirmed,
+            (Action::Ship, S::Confirmed) => S::Shipped,
+            (Action::Deliver, S::Shipped) => S::Delivered,
+            (Action::FailDelivery, S::Shipped) => S::DeliveryFailed,
+            (Action::Return, S::DeliveryFailed) => S::Returned,
+            (Action::Cancel, S::PendingPayment | S::Placed | S::Paid | S::Confirmed) => {
+                S::Cancelled
+            }
+            (Action::Decline, S::PendingPayment | S::Placed | S::Paid) => S::Declined,
+            (Action::Expire, S::PendingPayment | S::Placed) => S::Expired,
             _ => return None,
         })
     }
 
-    /// The event the new status is told with, if any.
-    pub fn event(self) -> Option<&'static str> {
+    fn event(self) -> EventType {
         match self {
-            Action::MarkPaid => Some("order.paid"),
-            Action::Confirm => Some("order.confirmed"),
-            Action::Deliver => Some("order.delivered"),
-            Action::Return => Some("order.returned"),
-            Action::Cancel | Action::Decline | Action::Expire => Some("order.cancelled"),
-            Action::Ship | Action::FailDelivery => Some("order.status_changed"),
+            Action::MarkPaid => EventType::OrderPaid,
+            Action::Confirm => EventType::OrderConfirmed,
+            Action::Deliver => EventType::OrderDelivered,
+            Action::Return => EventType::OrderReturned,
+            Action::Cancel | Action::Decline | Action::Expire => EventType::OrderCancelled,
+            Action::Ship | Action::FailDelivery => EventType::OrderStatusChanged,
         }
     }
 }
@@ -89,32 +81,33 @@ impl Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use OrderStatus as S;
 
     #[test]
     fn cash_on_delivery_runs_placed_to_delivered() {
-        let mut s = "placed";
+        let mut s = S::Placed;
         for a in [Action::Confirm, Action::Ship, Action::Deliver] {
             s = a.next(s).unwrap();
         }
-        assert_eq!(s, "delivered");
+        assert_eq!(s, S::Delivered);
     }
 
     #[test]
     fn nothing_is_cancelled_once_shipped() {
         for s in [
-            "shipped",
-            "delivered",
-            "delivery_failed",
-            "returned",
-            "cancelled",
-            "declined",
-            "expired",
+            S::Shipped,
+            S::Delivered,
+            S::DeliveryFailed,
+            S::Returned,
+            S::Cancelled,
+            S::Declined,
+            S::Expired,
         ] {
-            assert_eq!(Action::Cancel.next(s), None, "{s}");
+            assert_eq!(Action::Cancel.next(s), None, "{s:?}");
         }
-        assert_eq!(Action::Decline.next("confirmed"), None);
+        assert_eq!(Action::Decline.next(S::Confirmed), None);
         assert_eq!(
-            Action::Confirm.next("pending_payment"),
+            Action::Confirm.next(S::PendingPayment),
             None,
             "an unpaid online order cannot be confirmed"
         );

@@ -17,8 +17,16 @@ use utoipa::IntoParams;
 use crate::{
     AppState,
     error::{OrderError, Result},
-    lifecycle::{Action, Party},
-    views::{OrderFilter, OrderView, Reservation, load_order, load_orders},
+    lifecycle::{Action, Lifecycle, Party},
+    views::{OrderFilter, OrderView, load_order, load_orders},
+};
+use nongsan_shared::contracts::{
+    access::{SellerAccess, SellerAccessQuery},
+    events::{OrderEvent, PaymentEvent},
+    orders::OrderStatus,
+    payments::PaymentMethod,
+    reservations::ReservationView,
+    sellers::SellerKind,
 };
 
 /// Applies an action to an order (in the caller's transaction): checks the transition,
@@ -30,7 +38,7 @@ pub async fn transition(
     actor: Option<&Actor>,
     reason: Option<&str>,
 ) -> Result<OrderView> {
-    let (status, checkout, method, version): (String, CheckoutId, String, i64) = sqlx::query_as(
+    let (status, checkout, method, version): (OrderStatus, CheckoutId, PaymentMethod, i64) = sqlx::query_as(
         "SELECT o.status, o.checkout_id, c.payment_method, o.version FROM orders o JOIN checkouts c ON c.id = o.checkout_id WHERE o.id = $1 FOR UPDATE OF o",
     )
     .bind(id)
@@ -38,9 +46,9 @@ pub async fn transition(
     .await?
     .ok_or(OrderError::NotFound("order"))?;
     let next = action
-        .next(&status)
-        .ok_or_else(|| OrderError::InvalidTransition(status.clone()))?;
-    let cash_collected = action == Action::Deliver && method == "cod";
+        .next(status)
+        .ok_or_else(|| OrderError::InvalidTransition(status.as_str().to_owned()))?;
+    let cash_collected = action == Action::Deliver && method == PaymentMethod::Cod;
     sqlx::query(
         "UPDATE orders SET status = $2, cash_collected = cash_collected OR $3, reason = COALESCE($4, reason), version = version + 1, updated_at = now() WHERE id = $1",
     )
@@ -55,7 +63,7 @@ pub async fn transition(
     )
     .bind(uuid::Uuid::now_v7())
     .bind(id)
-    .bind(&status)
+    .bind(status)
     .bind(next)
     .bind(actor.map(|a| a.account_id))
     .bind(actor.map(|a| a.role.as_str()).unwrap_or("system"))
@@ -64,21 +72,33 @@ pub async fn transition(
     .execute(&mut *conn)
     .await?;
     let view = load_order(conn, id).await?;
-    if let Some(event) = action.event() {
+    {
         let reservation: ReservationId =
             sqlx::query_scalar("SELECT reservation_id FROM checkouts WHERE id = $1")
                 .bind(checkout)
                 .fetch_one(&mut *conn)
                 .await?;
         let listing_ids: Vec<_> = view.lines.iter().map(|l| l.listing_id).collect();
-        events::emit(conn, event, &id.to_string(), version + 1, &serde_json::json!({
-            "order_id": id, "checkout_id": checkout, "reservation_id": reservation, "listing_ids": listing_ids,
-            "buyer_id": view.buyer_id, "seller": view.seller, "from": status, "status": next, "action": action,
-            "reason": reason, "payment_method": method, "total_vnd": view.total, "cash_collected": view.cash_collected,
+        let body = OrderEvent {
+            order_id: id,
+            checkout_id: checkout,
+            reservation_id: reservation,
+            listing_ids,
+            buyer_id: view.buyer_id,
+            seller: view.seller.clone(),
+            from: Some(status),
+            status: next,
+            action: Some(action),
+            reason: reason.map(str::to_owned),
+            payment_method: method,
+            total_vnd: view.total,
+            cash_collected: view.cash_collected,
             // A paid online order that is cancelled is refunded by the payment service.
-            "refund_due": matches!(action, Action::Cancel | Action::Decline) && method != "cod" && status != "pending_payment",
-        }))
-        .await?;
+            refund_due: matches!(action, Action::Cancel | Action::Decline)
+                && method != PaymentMethod::Cod
+                && status != OrderStatus::PendingPayment,
+        };
+        events::emit(conn, action.event(), &id.to_string(), version + 1, &body).await?;
     }
     Ok(view)
 }
@@ -88,7 +108,7 @@ pub async fn transition(
 async fn may_act_for_seller(
     app: &AppState,
     actor: &Actor,
-    kind: &str,
+    kind: SellerKind,
     id: uuid::Uuid,
 ) -> Result<bool> {
     if actor.role == Role::Operator {
@@ -100,20 +120,14 @@ async fn may_act_for_seller(
     ) {
         return Ok(false);
     }
-    #[derive(Deserialize)]
-    struct Answer {
-        allowed: bool,
-    }
-    let mut query = vec![
-        ("actor_id", actor.account_id.to_string()),
-        ("role", actor.role.as_str().to_owned()),
-        ("seller_kind", kind.to_owned()),
-        ("seller_id", id.to_string()),
-    ];
-    if let Some(b) = actor.on_behalf_of {
-        query.push(("on_behalf_of", b.to_string()));
-    }
-    let a: Answer = app
+    let query = SellerAccessQuery {
+        actor_id: actor.account_id,
+        role: actor.role,
+        on_behalf_of: actor.on_behalf_of,
+        seller_kind: kind,
+        seller_id: id,
+    };
+    let a: SellerAccess = app
         .peers
         .listing
         .get_query("/v1/internal/seller-access", &query)
@@ -127,7 +141,7 @@ async fn relation(app: &AppState, actor: &Actor, order: &OrderView) -> Result<Pa
     if actor.account_id == order.buyer_id && actor.on_behalf_of.is_none() {
         return Ok(Party::Buyer);
     }
-    if may_act_for_seller(app, actor, &order.seller.kind, order.seller.id).await? {
+    if may_act_for_seller(app, actor, order.seller.kind, order.seller.id).await? {
         return Ok(Party::Seller);
     }
     Err(OrderError::NotFound("order"))
@@ -136,14 +150,15 @@ async fn relation(app: &AppState, actor: &Actor, order: &OrderView) -> Result<Pa
 /// Adds the lots that filled each line, once the stock is sold. Best effort: without the
 /// listing service the lines are shown without lots.
 pub async fn attach_lots(app: &AppState, order: &mut OrderView) {
+    use OrderStatus as S;
     if !matches!(
-        order.status.as_str(),
-        "paid" | "confirmed" | "shipped" | "delivered" | "delivery_failed" | "returned"
+        order.status,
+        S::Paid | S::Confirmed | S::Shipped | S::Delivered | S::DeliveryFailed | S::Returned
     ) {
         return;
     }
     let path = format!("/v1/internal/reservations/{}", order.checkout_id);
-    match app.peers.listing.get::<Reservation>(&path).await {
+    match app.peers.listing.get::<ReservationView>(&path).await {
         Ok(r) => {
             for line in &mut order.lines {
                 if let Some(reserved) = r.lines.iter().find(|l| l.listing_id == line.listing_id)
@@ -182,9 +197,9 @@ pub async fn get_order(
 #[serde(deny_unknown_fields)]
 pub struct OrderQuery {
     /// Only in this status.
-    pub status: Option<String>,
+    pub status: Option<OrderStatus>,
     /// A seller's orders instead of the caller's purchases: `household` or `cooperative`.
-    pub seller_kind: Option<String>,
+    pub seller_kind: Option<SellerKind>,
     /// The seller's id (a household's account id, a cooperative's id).
     pub seller_id: Option<uuid::Uuid>,
 }
@@ -200,7 +215,7 @@ pub async fn list_orders(
 ) -> Result<AxumJson<Vec<OrderView>>> {
     let filter = match (q.seller_kind, q.seller_id) {
         (Some(kind), Some(id)) => {
-            if !may_act_for_seller(&app, &actor, &kind, id).await? {
+            if !may_act_for_seller(&app, &actor, kind, id).await? {
                 return Err(OrderError::Forbidden);
             }
             OrderFilter {
@@ -298,12 +313,8 @@ pub struct MarkPaid;
 #[async_trait::async_trait]
 impl Handler for MarkPaid {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
-        #[derive(Deserialize)]
-        struct Paid {
-            checkout_id: CheckoutId,
-        }
-        let paid: Paid = serde_json::from_value(event.data.clone())?;
-        let orders: Vec<(OrderId, String)> =
+        let paid: PaymentEvent = event.body()?;
+        let orders: Vec<(OrderId, OrderStatus)> =
             sqlx::query_as("SELECT id, status FROM orders WHERE checkout_id = $1")
                 .bind(paid.checkout_id)
                 .fetch_all(&mut *tx)
@@ -314,7 +325,7 @@ impl Handler for MarkPaid {
             paid.checkout_id
         );
         for (id, status) in orders {
-            if status == "pending_payment" {
+            if status == OrderStatus::PendingPayment {
                 transition(tx, id, Action::MarkPaid, None, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,70 +1,19 @@
-//! What the order service answers: checkouts and orders as buyers and sellers see them, and
-//! the listing service's reservation as the order service reads it.
+//! What the order service answers: checkouts and orders as buyers and sellers see them.
 
-use chrono::{DateTime, NaiveDate, Utc};
-use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Quantity, ReservationId, Vnd};
+use chrono::{DateTime, Utc};
+use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Quantity, Vnd};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
+use nongsan_shared::contracts::{
+    orders::OrderStatus,
+    payments::PaymentMethod,
+    reservations::Allocation,
+    sellers::{Seller, SellerKind},
+};
+
 use crate::error::{OrderError, Result};
-
-/// A seller, as the listing service names it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub struct Seller {
-    /// `household` or `cooperative`.
-    pub kind: String,
-    /// Its id.
-    pub id: uuid::Uuid,
-    /// Its name.
-    pub name: String,
-}
-
-/// A lot that filled (part of) a line.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-pub struct Lot {
-    /// Lot code.
-    pub lot_code: String,
-    /// Harvest date.
-    pub harvest_date: NaiveDate,
-    /// The household that grew it.
-    pub household_id: Option<AccountId>,
-    /// How much of the line it filled.
-    pub quantity: Quantity,
-}
-
-/// A reserved line as the listing service answers it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ReservedLine {
-    /// The listing.
-    pub listing_id: ListingId,
-    /// Its title.
-    pub title: String,
-    /// Its unit.
-    pub unit: String,
-    /// Quantity.
-    pub quantity: Quantity,
-    /// Price per unit when reserved.
-    pub unit_price: Vnd,
-    /// Price × quantity.
-    pub line_total: Vnd,
-    /// The seller.
-    pub seller: Seller,
-    /// Lots, once committed.
-    #[serde(default)]
-    pub allocations: Vec<Lot>,
-}
-
-/// A reservation as the listing service answers it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Reservation {
-    /// Id.
-    pub id: ReservationId,
-    /// active, committed, released or expired.
-    pub status: String,
-    /// Lines.
-    pub lines: Vec<ReservedLine>,
-}
 
 /// One line of an order.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -83,7 +32,7 @@ pub struct OrderLine {
     pub line_total: Vnd,
     /// The lots that filled it, once the stock is sold (only when reading one order).
     #[sqlx(skip)]
-    pub lots: Option<Vec<Lot>>,
+    pub lots: Option<Vec<Allocation>>,
 }
 
 /// One seller's order.
@@ -98,9 +47,9 @@ pub struct OrderView {
     /// The seller.
     pub seller: Seller,
     /// Status.
-    pub status: String,
+    pub status: OrderStatus,
     /// How it is paid.
-    pub payment_method: String,
+    pub payment_method: PaymentMethod,
     /// Sum of the lines.
     pub items_total: Vnd,
     /// The seller's delivery fee.
@@ -165,11 +114,11 @@ type OrderRow = (
     OrderId,
     CheckoutId,
     AccountId,
-    String,
+    SellerKind,
     uuid::Uuid,
     String,
-    String,
-    String,
+    OrderStatus,
+    PaymentMethod,
     Vnd,
     Vnd,
     Vnd,
@@ -246,9 +195,9 @@ pub struct OrderFilter {
     /// Of this buyer.
     pub buyer: Option<AccountId>,
     /// Of this seller (kind, id).
-    pub seller: Option<(String, uuid::Uuid)>,
+    pub seller: Option<(SellerKind, uuid::Uuid)>,
     /// In this status.
-    pub status: Option<String>,
+    pub status: Option<OrderStatus>,
 }
 
 /// Loads orders, newest first, at most 200.
@@ -260,9 +209,9 @@ pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec
     ))
     .bind(f.checkout)
     .bind(f.buyer)
-    .bind(f.seller.as_ref().map(|s| s.0.clone()))
-    .bind(f.seller.as_ref().map(|s| s.1))
-    .bind(&f.status)
+    .bind(f.seller.map(|s| s.0))
+    .bind(f.seller.map(|s| s.1))
+    .bind(f.status)
     .fetch_all(&mut *conn)
     .await?;
     to_views(conn, rows).await

@@ -7,49 +7,27 @@ use std::collections::BTreeMap;
 use axum::{Json as AxumJson, extract::State, http::StatusCode};
 use chrono::Utc;
 use nongsan_shared::{
-    AccountId, ApiError, CheckoutId, PaymentId, Text, Vnd,
+    ApiError, CheckoutId, PaymentId, Text, Vnd,
     auth::{Actor, Role},
     events,
     http::Json,
 };
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
 
 use crate::{AppState, vnpay};
+use nongsan_shared::contracts::{
+    events::{EventType, PaymentEvent},
+    payments::{OpenPayment, OpenedPayment, PaymentMethod, PaymentStatus},
+};
 
-/// A payment to open for a checkout.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct OpenPayment {
-    /// The checkout.
-    pub checkout_id: CheckoutId,
-    /// `vnpay` or `stripe`.
-    pub method: String,
-    /// What the buyer pays.
-    pub amount_vnd: Vnd,
-    /// The buyer.
-    pub buyer_id: AccountId,
-}
-
-/// An opened payment.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OpenedPayment {
-    /// Id.
-    pub id: PaymentId,
-    /// pending, succeeded or failed.
-    pub status: String,
-    /// Where the buyer pays.
-    pub payment_url: Option<String>,
-}
-
-fn unavailable_method(method: &str) -> ApiError {
+fn unavailable_method(method: PaymentMethod) -> ApiError {
     ApiError::field(
         "method",
         "payment_method_unavailable",
         Text::new(
-            format!("{method} payments are not set up here"),
-            format!("Chưa hỗ trợ thanh toán {method} tại đây"),
+            format!("{} payments are not set up here", method.as_str()),
+            format!("Chưa hỗ trợ thanh toán {} tại đây", method.as_str()),
         ),
     )
 }
@@ -73,10 +51,10 @@ pub async fn open_payment(
         ));
     }
     let s = &app.settings;
-    let (Some(tmn), Some(secret), "vnpay") =
-        (&s.vnpay_tmn_code, &s.vnpay_hash_secret, p.method.as_str())
+    let (Some(tmn), Some(secret), PaymentMethod::Vnpay) =
+        (&s.vnpay_tmn_code, &s.vnpay_hash_secret, p.method)
     else {
-        return Err(unavailable_method(&p.method));
+        return Err(unavailable_method(p.method));
     };
     let id = PaymentId::new();
     let txn_ref = p.checkout_id.0.simple().to_string();
@@ -96,7 +74,7 @@ pub async fn open_payment(
                 + chrono::Duration::seconds(i64::try_from(s.checkout_ttl_secs).unwrap_or(900)),
         },
     );
-    let row: (PaymentId, String, Option<String>) = sqlx::query_as(
+    let row: (PaymentId, PaymentStatus, Option<String>) = sqlx::query_as(
         "WITH ins AS (
             INSERT INTO payments (id, checkout_id, buyer_id, method, amount_vnd, txn_ref, payment_url) VALUES ($1, $2, $3, 'vnpay', $4, $5, $6)
             ON CONFLICT (checkout_id) DO NOTHING RETURNING id, status, payment_url)
@@ -153,7 +131,7 @@ async fn record_vnpay_result(
 ) -> anyhow::Result<AxumJson<serde_json::Value>> {
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
     let mut tx = app.pool.begin().await?;
-    let row: Option<(PaymentId, CheckoutId, i64, String)> = sqlx::query_as(
+    let row: Option<(PaymentId, CheckoutId, Vnd, PaymentStatus)> = sqlx::query_as(
         "SELECT id, checkout_id, amount_vnd, status FROM payments WHERE txn_ref = $1 FOR UPDATE",
     )
     .bind(get("vnp_TxnRef"))
@@ -162,14 +140,18 @@ async fn record_vnpay_result(
     let Some((id, checkout, amount, status)) = row else {
         return Ok(rsp("01", "Order not found"));
     };
-    if get("vnp_Amount").parse::<i64>().ok() != amount.checked_mul(100) {
+    if get("vnp_Amount").parse::<i64>().ok() != amount.get().checked_mul(100) {
         return Ok(rsp("04", "invalid amount"));
     }
-    if status != "pending" {
+    if status != PaymentStatus::Pending {
         return Ok(rsp("02", "Order already confirmed"));
     }
     let succeeded = get("vnp_ResponseCode") == "00" && get("vnp_TransactionStatus") == "00";
-    let new_status = if succeeded { "succeeded" } else { "failed" };
+    let (new_status, event) = if succeeded {
+        (PaymentStatus::Succeeded, EventType::PaymentSucceeded)
+    } else {
+        (PaymentStatus::Failed, EventType::PaymentFailed)
+    };
     sqlx::query(
         "UPDATE payments SET status = $2, provider_ref = $3, updated_at = now() WHERE id = $1",
     )
@@ -178,15 +160,14 @@ async fn record_vnpay_result(
     .bind(get("vnp_TransactionNo"))
     .execute(&mut *tx)
     .await?;
-    let event = if succeeded {
-        "payment.succeeded"
-    } else {
-        "payment.failed"
+    let body = PaymentEvent {
+        payment_id: id,
+        checkout_id: checkout,
+        amount_vnd: amount,
+        method: PaymentMethod::Vnpay,
+        provider_ref: get("vnp_TransactionNo").to_owned(),
     };
-    events::emit(&mut tx, event, &id.to_string(), 1, &json!({
-        "payment_id": id, "checkout_id": checkout, "amount_vnd": amount, "method": "vnpay", "provider_ref": get("vnp_TransactionNo"),
-    }))
-    .await?;
+    events::emit(&mut tx, event, &id.to_string(), 1, &body).await?;
     tx.commit().await?;
     Ok(rsp("00", "Confirm Success"))
 }

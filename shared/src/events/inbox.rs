@@ -48,7 +48,17 @@ impl Inbox {
     }
 
     /// Handles events of `event_type` with `handler`.
-    pub fn on(mut self, event_type: &str, handler: impl Handler + 'static) -> Self {
+    pub fn on(
+        self,
+        event_type: crate::contracts::events::EventType,
+        handler: impl Handler + 'static,
+    ) -> Self {
+        self.on_named(event_type.as_str(), handler)
+    }
+
+    /// [`Inbox::on`] for an event type that is not one of the contracts' (the event
+    /// machinery's own tests use one).
+    pub fn on_named(mut self, event_type: &str, handler: impl Handler + 'static) -> Self {
         self.handlers
             .insert(event_type.to_owned(), Arc::new(handler));
         self

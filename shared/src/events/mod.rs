@@ -21,7 +21,10 @@ pub use inbox::{Handler, Inbox};
 pub use ops::{DeadLetter, ops_openapi, ops_router};
 pub use relay::Relay;
 
-use crate::ids::EventId;
+use crate::{
+    contracts::events::{EventBody, EventType},
+    ids::EventId,
+};
 
 /// An event as it travels: the envelope around the payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -42,6 +45,19 @@ pub struct Envelope {
     pub occurred_at: DateTime<Utc>,
     /// The event's own fields.
     pub data: serde_json::Value,
+}
+
+impl Envelope {
+    /// The body, read as the contract type of its event.
+    pub fn body<B: EventBody>(&self) -> anyhow::Result<B> {
+        serde_json::from_value(self.data.clone()).map_err(|e| {
+            anyhow::anyhow!(
+                "{} {} has an unreadable body: {e}",
+                self.event_type,
+                self.id
+            )
+        })
+    }
 }
 
 /// How consumers retry.
@@ -69,7 +85,19 @@ impl Settings {
 /// Writes an event to the outbox of the schema `conn` is on. Call it inside the transaction
 /// that makes the change, so the event exists exactly when the change does; the relay is
 /// woken when that transaction commits.
-pub async fn emit(
+pub async fn emit<B: EventBody>(
+    conn: &mut PgConnection,
+    event_type: EventType,
+    aggregate_id: &str,
+    version: i64,
+    body: &B,
+) -> anyhow::Result<EventId> {
+    emit_named(conn, event_type.as_str(), aggregate_id, version, body).await
+}
+
+/// [`emit`] for an event type that is not one of the contracts' (the event machinery's own
+/// tests use one).
+pub async fn emit_named(
     conn: &mut PgConnection,
     event_type: &str,
     aggregate_id: &str,

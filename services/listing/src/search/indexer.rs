@@ -16,8 +16,8 @@ use nongsan_shared::{
 };
 use sqlx::{PgConnection, PgPool, postgres::PgListener};
 
-use super::{SearchDoc, SearchEngine};
-use crate::listings::load_listing;
+use super::SearchEngine;
+use crate::catalog::store::load_listing;
 
 const CHANNEL: &str = "nongsan_search_dirty";
 
@@ -64,7 +64,7 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
     let mut docs = Vec::with_capacity(dirty.len());
     for (id, _) in &dirty {
         match load_listing(&mut conn, *id).await {
-            Ok(view) => docs.push(SearchDoc::from_listing(&view)),
+            Ok(view) => docs.push(super::document(&view)),
             Err(crate::error::ListingError::NotFound(_)) => {}
             Err(e) => return Err(anyhow::anyhow!("loading listing {id}: {e}")),
         }
@@ -162,7 +162,7 @@ pub async fn reindex(
             let view = load_listing(&mut conn, *id)
                 .await
                 .map_err(|e| anyhow::anyhow!("loading listing {id}: {e}"))?;
-            docs.push(SearchDoc::from_listing(&view));
+            docs.push(super::document(&view));
         }
         engine.upsert(&docs).await?;
         done += chunk.len();

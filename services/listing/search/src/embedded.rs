@@ -5,7 +5,6 @@
 
 use std::{collections::BTreeMap, ops::Bound, path::Path, sync::Mutex, time::Instant};
 
-use nongsan_shared::http::Mode;
 use tantivy::{
     Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term,
     collector::TopDocs,
@@ -17,11 +16,10 @@ use tantivy::{
 };
 use unicode_normalization::UnicodeNormalization;
 
-use super::{
-    EngineError, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery, SearchResults, Sort,
-    distance_km, expand_query, text::highlight, typo_budget,
+use crate::{
+    EngineError, EngineMode, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery,
+    SearchResults, Sort, distance_km, expand_query, fold, highlight, typo_budget,
 };
-use crate::reference::fold;
 
 /// Most documents one search looks at.
 const MAX_MATCHES: usize = 100_000;
@@ -330,15 +328,15 @@ impl EmbeddedEngine {
             processing_time_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
             page: q.page,
             per_page: q.per_page,
-            engine: Mode::Embedded,
+            engine: EngineMode::Embedded,
         })
     }
 }
 
 #[async_trait::async_trait]
 impl SearchEngine for EmbeddedEngine {
-    fn mode(&self) -> Mode {
-        Mode::Embedded
+    fn mode(&self) -> EngineMode {
+        EngineMode::Embedded
     }
 
     async fn upsert(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {

@@ -1,5 +1,8 @@
-//! `/v1/regions` and the catalog's reference lists: provinces, communes, search by name
-//! with or without diacritics, old (pre-2025) commune codes converted to new ones.
+//! Reference lists, read-only: Vietnam's 2025 provinces and communes (with the conversion from
+//! pre-2025 communes), categories, selling units, certifications.
+
+/// The reference data itself lives in the shared crate: every service validates addresses.
+pub use nongsan_shared::reference::*;
 
 use axum::{
     Json,
@@ -8,10 +11,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{
-    error::{ListingError, Problems, Result},
-    reference::{Category, CertificationKind, Commune, Conversion, Province, Unit, reference},
-};
+use crate::error::{ListingError, Problems, Result};
 
 /// The 34 provinces and centrally-run cities (2025).
 #[utoipa::path(get, path = "/v1/regions/provinces", tag = "regions", responses((status = 200, body = [Province])))]

@@ -2,7 +2,24 @@
 
 use std::sync::LazyLock;
 
-use crate::reference::{SEARCH_SYNONYMS_CSV, fold};
+use unicode_normalization::UnicodeNormalization;
+
+/// Regional synonyms (`data/vn/catalog/search_synonyms.csv`; its provenance is in
+/// `data/README.md`).
+const SEARCH_SYNONYMS_CSV: &str = include_str!("../../../../data/vn/catalog/search_synonyms.csv");
+
+/// Folds Vietnamese for matching: NFC, lower case, tone and vowel marks removed, đ/Đ and
+/// the look-alike Ð mapped to d. "Rau muống Đà Lạt" → "rau muong da lat".
+pub fn fold(text: &str) -> String {
+    text.nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .map(|c| match c {
+            'đ' | 'Đ' | 'Ð' | 'ð' => 'd',
+            c => c,
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
 
 /// Typos a word of this many letters may have: one from 4, two from 8 (Vietnamese
 /// syllables are short: "xoai" must forgive "xaoi").
@@ -195,7 +212,7 @@ mod tests {
 
     #[test]
     fn every_synonym_row_is_read() {
-        let rows = crate::reference::SEARCH_SYNONYMS_CSV
+        let rows = SEARCH_SYNONYMS_CSV
             .lines()
             .filter(|l| !l.trim().is_empty())
             .count()

@@ -1,14 +1,10 @@
-//! Inventory: stock held as lots, and every change a stock movement. A listing's on-hand is
-//! the sum of its movements' on-hand deltas (and of its lots), its reserved quantity the sum
-//! of their reserved deltas, and available is on-hand minus reserved. Changes to one
-//! listing are serialised by locking its `stock` row.
+//! Lots (harvests taken into stock), adjustments, and the stock and movements of a listing.
 
 use axum::{Json as AxumJson, extract::State, http::StatusCode};
 use chrono::{DateTime, NaiveDate, Utc};
 use nongsan_shared::{
     AccountId, ListingId, Quantity, ReservationId,
     auth::Actor,
-    events,
     http::{Json, Path},
     invalid::Invalid,
 };
@@ -17,160 +13,12 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 
 use crate::{
-    access::{AppState, Owner, audit, is_member, may_manage},
+    access::{Owner, household_of, is_member, may_manage, owner_of},
+    app::AppState,
+    audit::audit,
     error::{ListingError, Problems, Result},
-    listings::{household_of, owner_of},
+    stock::levels::{Movement, StockLevels, apply, lock_stock, parse_lot_code},
 };
-
-/// Stock of a listing.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
-pub struct StockLevels {
-    /// In the seller's hands.
-    pub on_hand: Quantity,
-    /// Held for buyers' checkouts.
-    pub reserved: Quantity,
-    /// What can still be ordered.
-    pub available: Quantity,
-    /// Available is at or below the seller's low-stock threshold.
-    pub low_stock: bool,
-}
-
-impl StockLevels {
-    /// From on-hand and reserved.
-    pub fn new(on_hand: Quantity, reserved: Quantity, threshold: Option<Quantity>) -> Self {
-        let available = on_hand.checked_sub(reserved).unwrap_or(Quantity::ZERO);
-        Self {
-            on_hand,
-            reserved,
-            available,
-            low_stock: threshold.is_some_and(|t| available <= t),
-        }
-    }
-}
-
-/// A lot code: GS1 AI 10, printable ASCII without spaces, 1 to 20 characters.
-pub fn parse_lot_code(code: &str) -> std::result::Result<String, Invalid> {
-    let ok =
-        !code.is_empty() && code.len() <= 20 && code.bytes().all(|b| (0x21..=0x7e).contains(&b));
-    if ok {
-        Ok(code.to_owned())
-    } else {
-        Err(Invalid::new(
-            "invalid_lot_code",
-            "must be 1 to 20 printable ASCII characters, without diacritics or spaces",
-            "phải gồm 1 đến 20 ký tự ASCII, không dấu, không khoảng trắng",
-        ))
-    }
-}
-
-/// One stock movement to apply.
-#[derive(Debug, Clone)]
-pub struct Movement<'a> {
-    /// The listing.
-    pub listing: ListingId,
-    /// The lot, for on-hand changes.
-    pub lot: Option<uuid::Uuid>,
-    /// intake, adjustment, reservation, sale, release or return.
-    pub kind: &'static str,
-    /// Change of on-hand.
-    pub on_hand: Quantity,
-    /// Change of reserved.
-    pub reserved: Quantity,
-    /// Why (adjustments).
-    pub reason: Option<&'a str>,
-    /// The reservation it belongs to.
-    pub reservation: Option<ReservationId>,
-    /// Who.
-    pub actor: Option<&'a Actor>,
-}
-
-/// Locks a listing's stock row and returns (on-hand, reserved, low-stock threshold).
-pub async fn lock_stock(
-    conn: &mut PgConnection,
-    listing: ListingId,
-) -> Result<(Quantity, Quantity, Option<Quantity>)> {
-    sqlx::query_as(
-        "SELECT s.on_hand, s.reserved, l.low_stock_threshold FROM stock s JOIN listings l ON l.id = s.listing_id WHERE s.listing_id = $1 FOR UPDATE OF s",
-    )
-    .bind(listing)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(ListingError::NotFound("listing"))
-}
-
-/// Applies movements to one listing whose stock row the caller has locked with
-/// [`lock_stock`]; fails with `insufficient_stock` (and changes nothing) when on-hand or
-/// reserved would leave their bounds. Emits one `stock.changed`.
-pub async fn apply(
-    conn: &mut PgConnection,
-    listing: ListingId,
-    moves: &[Movement<'_>],
-) -> Result<StockLevels> {
-    let (mut on_hand, mut reserved, threshold) = lock_stock(conn, listing).await?;
-    for m in moves {
-        on_hand = on_hand
-            .checked_add(m.on_hand)
-            .ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
-        reserved = reserved
-            .checked_add(m.reserved)
-            .ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
-    }
-    if on_hand < Quantity::ZERO || reserved < Quantity::ZERO || reserved > on_hand {
-        let (h, r, _) = lock_stock(conn, listing).await?;
-        return Err(ListingError::InsufficientStock {
-            listing,
-            available: h.checked_sub(r).unwrap_or(Quantity::ZERO),
-        });
-    }
-    for m in moves {
-        if let Some(lot) = m.lot {
-            let left: Option<Quantity> = sqlx::query_scalar("UPDATE lots SET on_hand = on_hand + $2 WHERE id = $1 AND on_hand + $2 >= 0 RETURNING on_hand")
-                .bind(lot)
-                .bind(m.on_hand)
-                .fetch_optional(&mut *conn)
-                .await?;
-            if left.is_none() {
-                let (h, r, _) = lock_stock(conn, listing).await?;
-                return Err(ListingError::InsufficientStock {
-                    listing,
-                    available: h.checked_sub(r).unwrap_or(Quantity::ZERO),
-                });
-            }
-        }
-        sqlx::query(
-            "INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(uuid::Uuid::now_v7())
-        .bind(m.listing)
-        .bind(m.lot)
-        .bind(m.kind)
-        .bind(m.on_hand)
-        .bind(m.reserved)
-        .bind(m.reason)
-        .bind(m.reservation)
-        .bind(m.actor.map(|a| a.account_id))
-        .bind(m.actor.and_then(|a| a.on_behalf_of))
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query("UPDATE stock SET on_hand = $2, reserved = $3 WHERE listing_id = $1")
-        .bind(listing)
-        .bind(on_hand)
-        .bind(reserved)
-        .execute(&mut *conn)
-        .await?;
-    let levels = StockLevels::new(on_hand, reserved, threshold);
-    events::emit(
-        conn,
-        "stock.changed",
-        &listing.to_string(),
-        1,
-        &serde_json::json!({ "listing_id": listing, "stock": levels }),
-    )
-    .await?;
-    Ok(levels)
-}
 
 /// A lot taken into stock.
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -11,12 +11,11 @@ use meilisearch_sdk::{
     settings::{MinWordSizeForTypos, PaginationSetting, Settings, TypoToleranceSettings},
     tasks::Task,
 };
-use nongsan_shared::http::Mode;
 use tokio::sync::OnceCell;
 
-use super::{
-    EngineError, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery, SearchResults, Sort,
-    distance_km, synonym_groups,
+use crate::{
+    EngineError, EngineMode, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery,
+    SearchResults, Sort, distance_km, synonym_groups,
 };
 
 /// How long a write waits for Meilisearch to process it.
@@ -212,8 +211,8 @@ impl MeiliEngine {
 
 #[async_trait::async_trait]
 impl SearchEngine for MeiliEngine {
-    fn mode(&self) -> Mode {
-        Mode::External
+    fn mode(&self) -> EngineMode {
+        EngineMode::External
     }
 
     async fn upsert(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
@@ -308,7 +307,7 @@ impl SearchEngine for MeiliEngine {
             processing_time_ms: u64::try_from(res.processing_time_ms).unwrap_or(0),
             page: q.page,
             per_page: q.per_page,
-            engine: Mode::External,
+            engine: EngineMode::External,
         })
     }
 }

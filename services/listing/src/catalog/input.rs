@@ -1,0 +1,228 @@
+//! A listing as a seller sends it, and its checks.
+
+use chrono::NaiveDate;
+use nongsan_shared::{CooperativeId, Quantity, Vnd};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    catalog::reference::reference,
+    error::Problems,
+    sellers::profile::{Point, check_point},
+};
+
+/// A certification on a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Certification {
+    /// Kind: a code from `/v1/certifications` (vietgap, globalgap, organic_vn, gi...).
+    pub kind: String,
+    /// Certificate or registration number.
+    pub number: String,
+    /// Who issued it.
+    pub issuer: String,
+    /// First day it is valid.
+    pub valid_from: NaiveDate,
+    /// Last day it is valid; not before `valid_from`.
+    pub valid_until: NaiveDate,
+}
+
+/// What a seller writes to list a product.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListingInput {
+    /// Vietnamese title, e.g. "Xoài cát Hòa Lộc".
+    pub title: String,
+    /// Vietnamese description.
+    #[serde(default)]
+    pub description: String,
+    /// Category code from `/v1/categories`.
+    pub category: String,
+    /// Unit code from `/v1/units`.
+    pub unit: String,
+    /// Price per unit in đồng, above 0.
+    pub price_vnd: Vnd,
+    /// Smallest quantity a buyer may order (default 1).
+    pub min_order: Option<Quantity>,
+    /// Orders go up in steps of this (default 0.5).
+    pub step: Option<Quantity>,
+    /// Photo URLs (https), at most 10.
+    #[serde(default)]
+    pub photos: Vec<String>,
+    /// Commune code (2025) where it grows.
+    pub origin_commune: String,
+    /// Where exactly, if known.
+    pub origin_point: Option<Point>,
+    /// Certifications.
+    #[serde(default)]
+    pub certifications: Vec<Certification>,
+    /// OCOP stars, 3 to 5.
+    pub ocop_stars: Option<i16>,
+    /// Below this available quantity the seller is warned.
+    pub low_stock_threshold: Option<Quantity>,
+    /// `draft` (default) or `active`.
+    pub status: Option<String>,
+    /// List it under this cooperative (its manager only) instead of a household.
+    pub cooperative_id: Option<CooperativeId>,
+}
+
+/// Changes to a listing; absent fields stay as they are.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListingPatch {
+    /// New title.
+    pub title: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New category.
+    pub category: Option<String>,
+    /// New unit.
+    pub unit: Option<String>,
+    /// New price.
+    pub price_vnd: Option<Vnd>,
+    /// New minimum order.
+    pub min_order: Option<Quantity>,
+    /// New step.
+    pub step: Option<Quantity>,
+    /// New photos.
+    pub photos: Option<Vec<String>>,
+    /// New origin commune.
+    pub origin_commune: Option<String>,
+    /// New origin point.
+    pub origin_point: Option<Point>,
+    /// New certifications (replace the old ones).
+    pub certifications: Option<Vec<Certification>>,
+    /// New OCOP stars.
+    pub ocop_stars: Option<i16>,
+    /// New low-stock threshold.
+    pub low_stock_threshold: Option<Quantity>,
+}
+
+const PHOTO_LIMIT: usize = 10;
+
+pub(crate) fn check_listing(p: &mut Problems, l: &ListingInput) {
+    let r = reference();
+    let title = l.title.trim().chars().count();
+    p.check(
+        title == 0,
+        "title",
+        "required",
+        "must not be empty",
+        "không được để trống",
+    );
+    p.check(
+        title > 200,
+        "title",
+        "too_long",
+        "must be at most 200 characters",
+        "tối đa 200 ký tự",
+    );
+    p.check(
+        l.description.chars().count() > 5000,
+        "description",
+        "too_long",
+        "must be at most 5000 characters",
+        "tối đa 5000 ký tự",
+    );
+    p.verify("category", r.check_category(&l.category));
+    p.verify("unit", r.check_unit(&l.unit));
+    p.check(
+        l.price_vnd.get() <= 0,
+        "price_vnd",
+        "not_positive",
+        "must be more than 0 đồng",
+        "phải lớn hơn 0 đồng",
+    );
+    for (field, q) in [
+        ("min_order", l.min_order),
+        ("step", l.step),
+        ("low_stock_threshold", l.low_stock_threshold),
+    ] {
+        if let Some(q) = q {
+            let bad = if field == "low_stock_threshold" {
+                q.as_decimal().is_sign_negative()
+            } else {
+                !q.is_positive()
+            };
+            p.check(
+                bad,
+                field,
+                "not_positive",
+                "must be more than 0",
+                "phải lớn hơn 0",
+            );
+        }
+    }
+    p.check(
+        l.photos.len() > PHOTO_LIMIT,
+        "photos",
+        "too_many",
+        "must have at most 10 photos",
+        "tối đa 10 ảnh",
+    );
+    for (i, url) in l.photos.iter().enumerate() {
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.len() <= 2000
+            && !url.contains(char::is_whitespace);
+        p.check(
+            !ok,
+            &format!("photos[{i}]"),
+            "invalid_url",
+            "must be an http(s) URL",
+            "phải là địa chỉ http(s)",
+        );
+    }
+    p.verify("origin_commune", r.check_commune(&l.origin_commune));
+    check_point(p, "origin_point", l.origin_point);
+    for (i, c) in l.certifications.iter().enumerate() {
+        let f = |x: &str| format!("certifications[{i}].{x}");
+        p.verify(f("kind"), r.check_certification(&c.kind));
+        p.check(
+            c.number.trim().is_empty(),
+            &f("number"),
+            "required",
+            "must not be empty",
+            "không được để trống",
+        );
+        p.check(
+            c.issuer.trim().is_empty(),
+            &f("issuer"),
+            "required",
+            "must not be empty",
+            "không được để trống",
+        );
+        p.check(
+            c.valid_until < c.valid_from,
+            &f("valid_until"),
+            "ends_before_start",
+            "must not be before valid_from",
+            "không được trước ngày bắt đầu hiệu lực",
+        );
+    }
+    if let Some(stars) = l.ocop_stars {
+        p.check(
+            !(3..=5).contains(&stars),
+            "ocop_stars",
+            "out_of_range",
+            "must be 3, 4 or 5",
+            "phải là 3, 4 hoặc 5",
+        );
+    }
+    if let Some(s) = &l.status {
+        p.check(
+            !matches!(s.as_str(), "draft" | "active"),
+            "status",
+            "invalid_status",
+            "must be draft or active",
+            "phải là draft hoặc active",
+        );
+    }
+}
+
+pub(crate) fn default_min_order() -> Quantity {
+    "1".parse().expect("1 is a quantity")
+}
+
+pub(crate) fn default_step() -> Quantity {
+    "0.5".parse().expect("0.5 is a quantity")
+}

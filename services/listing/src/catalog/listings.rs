@@ -1,0 +1,333 @@
+//! The listing endpoints: create, read, page through, change, and change status.
+
+use axum::{Json as AxumJson, extract::State, http::StatusCode};
+use nongsan_shared::{
+    AccountId, CooperativeId, ListingId, Quantity,
+    auth::{Actor, Role},
+    http::{Json, Path, Query},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    access::{Owner, acting_household, household_of, may_manage, owner_of},
+    app::AppState,
+    audit::audit,
+    catalog::{
+        input::{ListingInput, ListingPatch, check_listing},
+        reference::reference,
+        store::{
+            LISTING_SELECT, ListingRow, ListingView, emit_changed, insert_listing, load_listing,
+            views, write_certifications,
+        },
+    },
+    error::{ListingError, Problems, Result},
+};
+
+/// List a product: a household (or a helper or manager acting for it), or a cooperative's
+/// manager for the cooperative.
+#[utoipa::path(post, path = "/v1/listings", tag = "catalog", request_body = ListingInput,
+    responses((status = 201, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn create_listing(
+    State(app): State<AppState>,
+    actor: Actor,
+    Json(l): Json<ListingInput>,
+) -> Result<(StatusCode, AxumJson<ListingView>)> {
+    let mut tx = app.pool.begin().await?;
+    let owner = match l.cooperative_id {
+        Some(c) => {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1)",
+            )
+            .bind(c)
+            .fetch_one(&mut *tx)
+            .await?
+            .then_some(())
+            .ok_or(ListingError::NotFound("cooperative"))?;
+            may_manage(&mut tx, &actor, Owner::Cooperative(c)).await?;
+            Owner::Cooperative(c)
+        }
+        None => Owner::Household(acting_household(&mut tx, &actor).await?),
+    };
+    let view = insert_listing(&mut tx, &actor, owner, &l).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, AxumJson(view)))
+}
+
+/// One listing. Hidden, draft and paused listings are shown to those who manage them only.
+#[utoipa::path(get, path = "/v1/listings/{id}", tag = "catalog", params(("id" = String, Path)), responses((status = 200, body = ListingView), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
+pub async fn get_listing(
+    State(app): State<AppState>,
+    actor: Option<Actor>,
+    Path(id): Path<ListingId>,
+) -> Result<AxumJson<ListingView>> {
+    let mut conn = app.pool.acquire().await?;
+    let view = load_listing(&mut conn, id).await?;
+    if view.status != "active" {
+        let owner = owner_of(&mut conn, id).await?;
+        let may = match &actor {
+            Some(a) => may_manage(&mut conn, a, owner).await.is_ok(),
+            None => false,
+        };
+        if !may {
+            return Err(ListingError::NotFound("listing"));
+        }
+    }
+    Ok(AxumJson(view))
+}
+
+/// Catalog filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListingFilter {
+    /// Only this household's listings.
+    pub household_id: Option<AccountId>,
+    /// Only this cooperative's listings.
+    pub cooperative_id: Option<CooperativeId>,
+    /// Only this category (or its subcategories).
+    pub category: Option<String>,
+    /// Every status, for a seller reading its own listings (needs the right to manage them).
+    #[serde(default)]
+    pub all_statuses: bool,
+    /// Listings after this id (the last id of the previous page).
+    pub after: Option<ListingId>,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<i64>,
+}
+
+/// A page of listings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListingPage {
+    /// The listings, oldest first.
+    pub items: Vec<ListingView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next_after: Option<ListingId>,
+}
+
+/// The catalog: active listings, newest last, filtered and paged.
+#[utoipa::path(get, path = "/v1/listings", tag = "catalog", params(ListingFilter), responses((status = 200, body = ListingPage), (status = 422, body = nongsan_shared::error::ProblemSchema)))]
+pub async fn list_listings(
+    State(app): State<AppState>,
+    actor: Option<Actor>,
+    Query(f): Query<ListingFilter>,
+) -> Result<AxumJson<ListingPage>> {
+    let limit = f.limit.unwrap_or(20);
+    let mut p = Problems::default();
+    p.check(
+        !(1..=100).contains(&limit),
+        "limit",
+        "out_of_range",
+        "must be 1 to 100",
+        "phải từ 1 đến 100",
+    );
+    if let Some(c) = &f.category {
+        p.verify("category", reference().check_category(c));
+    }
+    p.finish()?;
+    let mut conn = app.pool.acquire().await?;
+    if f.all_statuses {
+        let owner = match (f.household_id, f.cooperative_id) {
+            (Some(h), None) => Owner::Household(h),
+            (None, Some(c)) => Owner::Cooperative(c),
+            _ => {
+                return Err(ListingError::field(
+                    "all_statuses",
+                    nongsan_shared::invalid::Invalid::new(
+                        "needs_one_seller",
+                        "needs exactly one of household_id and cooperative_id",
+                        "cần đúng một trong household_id và cooperative_id",
+                    ),
+                ));
+            }
+        };
+        may_manage(&mut conn, &actor.ok_or(ListingError::Forbidden)?, owner).await?;
+    }
+    let rows = sqlx::query_as::<_, ListingRow>(&format!(
+        "{LISTING_SELECT} WHERE ($1 OR l.status = 'active')
+           AND ($2::uuid IS NULL OR l.household_id = $2) AND ($3::uuid IS NULL OR l.cooperative_id = $3)
+           AND ($4::text IS NULL OR l.category_code = $4 OR l.category_code IN (SELECT unnest($5::text[])))
+           AND ($6::uuid IS NULL OR l.id > $6)
+         ORDER BY l.id LIMIT $7"
+    ))
+    .bind(f.all_statuses)
+    .bind(f.household_id)
+    .bind(f.cooperative_id)
+    .bind(&f.category)
+    .bind(f.category.as_deref().map(subcategories).unwrap_or_default())
+    .bind(f.after)
+    .bind(limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut items = views(&mut conn, rows).await?;
+    let next_after = (items.len() > usize::try_from(limit).unwrap_or(0))
+        .then(|| {
+            items.truncate(usize::try_from(limit).unwrap_or(0));
+            items.last().map(|l| l.id)
+        })
+        .flatten();
+    Ok(AxumJson(ListingPage { items, next_after }))
+}
+
+fn subcategories(code: &str) -> Vec<String> {
+    reference()
+        .categories
+        .iter()
+        .filter(|c| c.parent.as_deref() == Some(code))
+        .map(|c| c.code.clone())
+        .collect()
+}
+
+/// Change a listing (its owner, or one acting for it).
+#[utoipa::path(patch, path = "/v1/listings/{id}", tag = "catalog", params(("id" = String, Path)), request_body = ListingPatch,
+    responses((status = 200, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn update_listing(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ListingId>,
+    Json(patch): Json<ListingPatch>,
+) -> Result<AxumJson<ListingView>> {
+    let mut tx = app.pool.begin().await?;
+    let owner = owner_of(&mut tx, id).await?;
+    may_manage(&mut tx, &actor, owner).await?;
+    let cur = load_listing(&mut tx, id).await?;
+    let threshold: Option<Quantity> =
+        sqlx::query_scalar("SELECT low_stock_threshold FROM listings WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let next = ListingInput {
+        title: patch.title.unwrap_or(cur.title),
+        description: patch.description.unwrap_or(cur.description),
+        category: patch.category.unwrap_or(cur.category),
+        unit: patch.unit.unwrap_or(cur.unit),
+        price_vnd: patch.price_vnd.unwrap_or(cur.price_vnd),
+        min_order: Some(patch.min_order.unwrap_or(cur.min_order)),
+        step: Some(patch.step.unwrap_or(cur.step)),
+        photos: patch.photos.unwrap_or(cur.photos),
+        origin_commune: patch.origin_commune.unwrap_or(cur.origin.commune_code),
+        origin_point: patch.origin_point.or(cur.origin.point),
+        certifications: patch.certifications.unwrap_or(cur.certifications),
+        ocop_stars: patch.ocop_stars.or(cur.ocop_stars),
+        low_stock_threshold: patch.low_stock_threshold.or(threshold),
+        status: None,
+        cooperative_id: None,
+    };
+    let mut p = Problems::default();
+    check_listing(&mut p, &next);
+    p.finish()?;
+    let commune = reference()
+        .commune(&next.origin_commune)
+        .expect("checked above");
+    sqlx::query(
+        "UPDATE listings SET title = $2, description = $3, category_code = $4, unit_code = $5, price_vnd = $6, min_order = $7, step = $8,
+            photos = $9, origin_province = $10, origin_commune = $11, lat = $12, lon = $13, ocop_stars = $14, low_stock_threshold = $15,
+            version = version + 1, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(next.title.trim())
+    .bind(next.description.trim())
+    .bind(&next.category)
+    .bind(&next.unit)
+    .bind(next.price_vnd)
+    .bind(next.min_order)
+    .bind(next.step)
+    .bind(&next.photos)
+    .bind(&commune.province_code)
+    .bind(&next.origin_commune)
+    .bind(next.origin_point.map(|p| p.lat))
+    .bind(next.origin_point.map(|p| p.lon))
+    .bind(next.ocop_stars)
+    .bind(next.low_stock_threshold)
+    .execute(&mut *tx)
+    .await?;
+    write_certifications(&mut tx, id, &next.certifications).await?;
+    let view = load_listing(&mut tx, id).await?;
+    audit(
+        &mut tx,
+        &actor,
+        household_of(owner),
+        "listing.updated",
+        ("listing", id.to_string()),
+        &serde_json::json!({ "version": view.version, "price_vnd": view.price_vnd }),
+    )
+    .await?;
+    emit_changed(&mut tx, &view).await?;
+    tx.commit().await?;
+    Ok(AxumJson(view))
+}
+
+/// A status change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    /// `active`, `paused`, or (operators) `hidden`.
+    pub status: String,
+    /// Why, when an operator hides a listing.
+    pub reason: Option<String>,
+}
+
+/// Publish, pause or (operators) hide a listing. A hidden listing is changed back by an
+/// operator only.
+#[utoipa::path(post, path = "/v1/listings/{id}/status", tag = "catalog", params(("id" = String, Path)), request_body = StatusChange,
+    responses((status = 200, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn change_listing_status(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ListingId>,
+    Json(c): Json<StatusChange>,
+) -> Result<AxumJson<ListingView>> {
+    let mut p = Problems::default();
+    p.check(
+        !matches!(c.status.as_str(), "active" | "paused" | "hidden"),
+        "status",
+        "invalid_status",
+        "must be active, paused or hidden",
+        "phải là active, paused hoặc hidden",
+    );
+    p.finish()?;
+    let mut tx = app.pool.begin().await?;
+    let owner = owner_of(&mut tx, id).await?;
+    let current: String =
+        sqlx::query_scalar("SELECT status FROM listings WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let operator = actor.role == Role::Operator;
+    if !operator {
+        may_manage(&mut tx, &actor, owner).await?;
+        if c.status == "hidden" || current == "hidden" {
+            return Err(ListingError::Forbidden);
+        }
+    }
+    if c.status == "hidden" && c.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(ListingError::field(
+            "reason",
+            nongsan_shared::invalid::Invalid::new(
+                "required",
+                "is required to hide a listing",
+                "là bắt buộc khi ẩn tin",
+            ),
+        ));
+    }
+    sqlx::query("UPDATE listings SET status = $2, hidden_reason = $3, version = version + 1, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(&c.status)
+        .bind(c.reason.as_deref().filter(|_| c.status == "hidden"))
+        .execute(&mut *tx)
+        .await?;
+    let view = load_listing(&mut tx, id).await?;
+    audit(
+        &mut tx,
+        &actor,
+        household_of(owner),
+        "listing.status_changed",
+        ("listing", id.to_string()),
+        &serde_json::json!({ "from": current, "to": c.status, "reason": c.reason }),
+    )
+    .await?;
+    emit_changed(&mut tx, &view).await?;
+    tx.commit().await?;
+    Ok(AxumJson(view))
+}

@@ -1,0 +1,255 @@
+//! Cooperatives and their member households.
+
+use axum::{
+    Json as AxumJson,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use nongsan_shared::{
+    AccountId, CooperativeId,
+    auth::{Actor, Role},
+    http::Json,
+    reference::ADMIN_VERSION,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use crate::{
+    access::{Owner, may_manage},
+    app::AppState,
+    audit::audit,
+    error::{ListingError, Problems, Result},
+    sellers::profile::{AddressInput, check_address, check_name},
+};
+
+/// A cooperative to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CooperativeInput {
+    /// Name, e.g. "HTX Nông nghiệp Đơn Dương".
+    pub name: String,
+    /// Tax code (mã số thuế): 10 digits, or 10 digits, a dash and 3 digits.
+    pub tax_code: Option<String>,
+    /// Address.
+    pub address: AddressInput,
+}
+
+/// A cooperative.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CooperativeView {
+    /// Id.
+    pub id: CooperativeId,
+    /// Name.
+    pub name: String,
+    /// Tax code.
+    pub tax_code: Option<String>,
+    /// Address.
+    pub address: AddressInput,
+    /// The manager's account.
+    pub manager_id: AccountId,
+    /// Current member households.
+    pub members: Vec<AccountId>,
+}
+
+fn valid_tax_code(t: &str) -> bool {
+    let (main, branch) = t.split_once('-').unwrap_or((t, ""));
+    main.len() == 10
+        && main.bytes().all(|b| b.is_ascii_digit())
+        && (branch.is_empty() && !t.contains('-')
+            || branch.len() == 3 && branch.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Loads a cooperative with its current members.
+pub async fn load_cooperative(
+    conn: &mut PgConnection,
+    id: CooperativeId,
+) -> Result<CooperativeView> {
+    let row: (CooperativeId, String, Option<String>, String, String, String, AccountId) = sqlx::query_as(
+        "SELECT id, name, tax_code, province_code, commune_code, street, manager_id FROM cooperatives WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(ListingError::NotFound("cooperative"))?;
+    let members = sqlx::query_scalar("SELECT household_id FROM cooperative_members WHERE cooperative_id = $1 AND left_at IS NULL ORDER BY joined_at")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let (id, name, tax_code, province_code, commune_code, street, manager_id) = row;
+    Ok(CooperativeView {
+        id,
+        name,
+        tax_code,
+        address: AddressInput {
+            province_code,
+            commune_code,
+            street,
+        },
+        manager_id,
+        members,
+    })
+}
+
+/// A cooperative manager creates a cooperative.
+#[utoipa::path(post, path = "/v1/cooperatives", tag = "sellers", request_body = CooperativeInput,
+    responses((status = 201, body = CooperativeView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn create_cooperative(
+    State(app): State<AppState>,
+    actor: Actor,
+    Json(c): Json<CooperativeInput>,
+) -> Result<(StatusCode, AxumJson<CooperativeView>)> {
+    if actor.role != Role::CooperativeManager {
+        return Err(ListingError::Forbidden);
+    }
+    let mut p = Problems::default();
+    check_name(&mut p, "name", &c.name);
+    check_address(&mut p, "address", &c.address);
+    if let Some(t) = &c.tax_code {
+        p.check(
+            !valid_tax_code(t.trim()),
+            "tax_code",
+            "invalid_tax_code",
+            "must be 10 digits, or 10 digits, a dash and 3 digits",
+            "phải gồm 10 chữ số, hoặc 10 chữ số, dấu gạch và 3 chữ số",
+        );
+    }
+    p.finish()?;
+    let id = CooperativeId::new();
+    let mut tx = app.pool.begin().await?;
+    let res = sqlx::query(
+        "INSERT INTO cooperatives (id, name, tax_code, province_code, commune_code, admin_version, street, manager_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(c.name.trim())
+    .bind(c.tax_code.as_deref().map(str::trim))
+    .bind(&c.address.province_code)
+    .bind(&c.address.commune_code)
+    .bind(ADMIN_VERSION)
+    .bind(c.address.street.trim())
+    .bind(actor.account_id)
+    .execute(&mut *tx)
+    .await;
+    if let Err(sqlx::Error::Database(d)) = &res
+        && d.constraint() == Some("cooperatives_tax_code_key")
+    {
+        return Err(ListingError::conflict(
+            "tax_code_taken",
+            "A cooperative with this tax code exists.",
+            "Đã có hợp tác xã với mã số thuế này.",
+        ));
+    }
+    res?;
+    audit(
+        &mut tx,
+        &actor,
+        None,
+        "cooperative.created",
+        ("cooperative", id.to_string()),
+        &serde_json::json!({ "name": c.name }),
+    )
+    .await?;
+    let view = load_cooperative(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, AxumJson(view)))
+}
+
+/// A cooperative and its members.
+#[utoipa::path(get, path = "/v1/cooperatives/{id}", tag = "sellers", params(("id" = String, Path)), responses((status = 200, body = CooperativeView), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
+pub async fn get_cooperative(
+    State(app): State<AppState>,
+    Path(id): Path<CooperativeId>,
+) -> Result<AxumJson<CooperativeView>> {
+    let mut conn = app.pool.acquire().await?;
+    Ok(AxumJson(load_cooperative(&mut conn, id).await?))
+}
+
+/// A household to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberInput {
+    /// The household's account id.
+    pub household_id: AccountId,
+}
+
+/// The manager adds a member household.
+#[utoipa::path(post, path = "/v1/cooperatives/{id}/members", tag = "sellers", params(("id" = String, Path)), request_body = MemberInput,
+    responses((status = 200, body = CooperativeView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn add_member(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<CooperativeId>,
+    Json(m): Json<MemberInput>,
+) -> Result<AxumJson<CooperativeView>> {
+    let mut tx = app.pool.begin().await?;
+    load_cooperative(&mut tx, id).await?;
+    may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM households WHERE account_id = $1)")
+            .bind(m.household_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !exists {
+        return Err(ListingError::field(
+            "household_id",
+            nongsan_shared::invalid::Invalid::new(
+                "unknown_household",
+                "is not a household",
+                "không phải hộ sản xuất",
+            ),
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO cooperative_members (cooperative_id, household_id) VALUES ($1, $2)
+         ON CONFLICT (cooperative_id, household_id) DO UPDATE SET left_at = NULL, joined_at = CASE WHEN cooperative_members.left_at IS NULL THEN cooperative_members.joined_at ELSE now() END",
+    )
+    .bind(id)
+    .bind(m.household_id)
+    .execute(&mut *tx)
+    .await?;
+    audit(
+        &mut tx,
+        &actor,
+        Some(m.household_id),
+        "cooperative.member_added",
+        ("cooperative", id.to_string()),
+        &serde_json::json!({ "household_id": m.household_id }),
+    )
+    .await?;
+    let view = load_cooperative(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(AxumJson(view))
+}
+
+/// The manager removes a member household.
+#[utoipa::path(delete, path = "/v1/cooperatives/{id}/members/{household_id}", tag = "sellers", params(("id" = String, Path), ("household_id" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn remove_member(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path((id, household)): Path<(CooperativeId, AccountId)>,
+) -> Result<StatusCode> {
+    let mut tx = app.pool.begin().await?;
+    load_cooperative(&mut tx, id).await?;
+    may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
+    let n = sqlx::query("UPDATE cooperative_members SET left_at = now() WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL")
+        .bind(id)
+        .bind(household)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(ListingError::NotFound("member"));
+    }
+    audit(
+        &mut tx,
+        &actor,
+        Some(household),
+        "cooperative.member_removed",
+        ("cooperative", id.to_string()),
+        &serde_json::json!({ "household_id": household }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

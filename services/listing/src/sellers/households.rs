@@ -1,0 +1,172 @@
+//! Farm households: their profile, read and changed by the household or those who act for it.
+
+use axum::{
+    Json as AxumJson,
+    extract::{Path, State},
+};
+use chrono::{DateTime, Utc};
+use nongsan_shared::{AccountId, auth::Actor, http::Json, reference::ADMIN_VERSION};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use crate::{
+    access::{Owner, may_manage},
+    app::AppState,
+    audit::audit,
+    error::{ListingError, Problems, Result},
+    sellers::profile::{AddressInput, HouseholdInput, Point, check_household},
+};
+
+/// A household profile.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HouseholdView {
+    /// The household's account id.
+    pub id: AccountId,
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: AddressInput,
+    /// Where the farm is.
+    pub farm_location: Option<Point>,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+}
+
+type HouseholdRow = (
+    AccountId,
+    String,
+    String,
+    String,
+    String,
+    Option<f64>,
+    Option<f64>,
+    DateTime<Utc>,
+);
+
+fn household_view(r: HouseholdRow) -> HouseholdView {
+    let (id, name, province_code, commune_code, street, lat, lon, created_at) = r;
+    HouseholdView {
+        id,
+        name,
+        address: AddressInput {
+            province_code,
+            commune_code,
+            street,
+        },
+        farm_location: lat.zip(lon).map(|(lat, lon)| Point { lat, lon }),
+        created_at,
+    }
+}
+
+const HOUSEHOLD_COLUMNS: &str =
+    "account_id, name, province_code, commune_code, street, lat, lon, created_at";
+
+/// Inserts a household profile for an account.
+pub async fn insert_household(
+    conn: &mut PgConnection,
+    id: AccountId,
+    h: &HouseholdInput,
+) -> Result<HouseholdView> {
+    let row: HouseholdRow = sqlx::query_as(&format!(
+        "INSERT INTO households (account_id, name, province_code, commune_code, admin_version, street, lat, lon)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {HOUSEHOLD_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(h.name.trim())
+    .bind(&h.address.province_code)
+    .bind(&h.address.commune_code)
+    .bind(ADMIN_VERSION)
+    .bind(h.address.street.trim())
+    .bind(h.farm_location.map(|p| p.lat))
+    .bind(h.farm_location.map(|p| p.lon))
+    .fetch_one(conn)
+    .await?;
+    Ok(household_view(row))
+}
+
+/// Loads a household.
+pub async fn load_household(conn: &mut PgConnection, id: AccountId) -> Result<HouseholdView> {
+    let row: HouseholdRow = sqlx::query_as(&format!(
+        "SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE account_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ListingError::NotFound("household"))?;
+    Ok(household_view(row))
+}
+
+/// A household's public profile.
+#[utoipa::path(get, path = "/v1/households/{id}", tag = "sellers", params(("id" = String, Path)), responses((status = 200, body = HouseholdView), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
+pub async fn get_household(
+    State(app): State<AppState>,
+    Path(id): Path<AccountId>,
+) -> Result<AxumJson<HouseholdView>> {
+    let mut conn = app.pool.acquire().await?;
+    Ok(AxumJson(load_household(&mut conn, id).await?))
+}
+
+/// Changes to a household profile.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HouseholdPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New address.
+    pub address: Option<AddressInput>,
+    /// New farm location.
+    pub farm_location: Option<Point>,
+}
+
+/// The household (or one acting for it) updates its profile.
+#[utoipa::path(patch, path = "/v1/households/{id}", tag = "sellers", params(("id" = String, Path)), request_body = HouseholdPatch,
+    responses((status = 200, body = HouseholdView), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn update_household(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<AccountId>,
+    Json(patch): Json<HouseholdPatch>,
+) -> Result<AxumJson<HouseholdView>> {
+    let mut tx = app.pool.begin().await?;
+    let current = load_household(&mut tx, id).await?;
+    may_manage(&mut tx, &actor, Owner::Household(id)).await?;
+    let next = HouseholdInput {
+        name: patch.name.clone().unwrap_or(current.name),
+        address: patch.address.clone().unwrap_or(current.address),
+        farm_location: patch.farm_location.or(current.farm_location),
+    };
+    let mut p = Problems::default();
+    check_household(&mut p, "", &next);
+    Problems(
+        p.0.into_iter()
+            .map(|mut e| {
+                e.field = e.field.trim_start_matches('.').to_owned();
+                e
+            })
+            .collect(),
+    )
+    .finish()?;
+    sqlx::query("UPDATE households SET name = $2, province_code = $3, commune_code = $4, street = $5, lat = $6, lon = $7, updated_at = now() WHERE account_id = $1")
+        .bind(id)
+        .bind(next.name.trim())
+        .bind(&next.address.province_code)
+        .bind(&next.address.commune_code)
+        .bind(next.address.street.trim())
+        .bind(next.farm_location.map(|p| p.lat))
+        .bind(next.farm_location.map(|p| p.lon))
+        .execute(&mut *tx)
+        .await?;
+    audit(
+        &mut tx,
+        &actor,
+        Some(id),
+        "household.updated",
+        ("household", id.to_string()),
+        &serde_json::json!({ "name": next.name }),
+    )
+    .await?;
+    let view = load_household(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(AxumJson(view))
+}

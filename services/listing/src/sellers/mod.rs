@@ -1,0 +1,5 @@
+//! Sellers: farm households and cooperatives with their members.
+
+pub mod cooperatives;
+pub mod households;
+pub mod profile;

@@ -1,0 +1,222 @@
+//! The internal reservation endpoints the order service calls.
+
+use axum::{Json as AxumJson, extract::State, http::StatusCode};
+use nongsan_shared::{
+    ListingId, Quantity, ReservationId, Vnd,
+    auth::{Actor, Role},
+    http::{Json, Path},
+    invalid::Invalid,
+};
+
+use crate::{
+    app::AppState,
+    error::{ListingError, Problems, Result},
+    stock::{
+        levels::{Movement, apply},
+        reservations::{
+            model::{ReservationRequest, ReservationView, check_request},
+            store::{commit, load, release},
+        },
+    },
+};
+
+fn require_service(actor: &Actor) -> Result<()> {
+    if matches!(actor.role, Role::Service | Role::Operator) {
+        Ok(())
+    } else {
+        Err(ListingError::Forbidden)
+    }
+}
+
+/// Reserve lines all or nothing. The same id again answers the same reservation (200); the
+/// same id with other lines is 422 `reservation_id_reused`.
+#[utoipa::path(post, path = "/v1/internal/reservations", tag = "reservations", request_body = ReservationRequest,
+    responses((status = 201, body = ReservationView), (status = 200, description = "Already made with this id", body = ReservationView),
+        (status = 409, description = "insufficient_stock or listing_unavailable", body = nongsan_shared::error::ProblemSchema),
+        (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn create_reservation(
+    State(app): State<AppState>,
+    actor: Actor,
+    Json(r): Json<ReservationRequest>,
+) -> Result<(StatusCode, AxumJson<ReservationView>)> {
+    require_service(&actor)?;
+    check_request(&r)?;
+    let ttl = r.ttl_secs.unwrap_or(900);
+    let request = serde_json::to_value(&r.lines).map_err(anyhow::Error::from)?;
+    // A sold-out listing answers at once, without queueing for its stock row: under a rush
+    // for the last kilograms most requests end here. The check under the lock below decides.
+    let new_id = sqlx::query_scalar::<_, bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM reservations WHERE id = $1)",
+    )
+    .bind(r.id)
+    .fetch_one(&app.pool)
+    .await?;
+    if new_id {
+        let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
+        let available: Vec<(ListingId, Quantity, Quantity)> = sqlx::query_as(
+            "SELECT listing_id, on_hand, reserved FROM stock WHERE listing_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&app.pool)
+        .await?;
+        for line in &r.lines {
+            if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id)
+            {
+                let free = on_hand.checked_sub(*reserved).unwrap_or(Quantity::ZERO);
+                if free < line.quantity {
+                    return Err(ListingError::InsufficientStock {
+                        listing: line.listing_id,
+                        available: free,
+                    });
+                }
+            }
+        }
+    }
+    let mut tx = app.pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO reservations (id, status, request, expires_at) VALUES ($1, 'active', $2, now() + make_interval(secs => $3))
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(r.id)
+    .bind(&request)
+    .bind(f64::from(ttl))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        let earlier: serde_json::Value =
+            sqlx::query_scalar("SELECT request FROM reservations WHERE id = $1")
+                .bind(r.id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if earlier != request {
+            return Err(ListingError::field(
+                "id",
+                Invalid::new(
+                    "reservation_id_reused",
+                    "was used for a reservation with other lines",
+                    "đã được dùng cho một lần giữ hàng khác",
+                ),
+            ));
+        }
+        return Ok((StatusCode::OK, AxumJson(load(&mut tx, r.id).await?)));
+    }
+    // Lock stock rows in one order (listing id) so concurrent reservations cannot deadlock.
+    let mut order: Vec<usize> = (0..r.lines.len()).collect();
+    order.sort_by_key(|&i| r.lines[i].listing_id);
+    for i in order {
+        let line = &r.lines[i];
+        let listing: Option<(String, Quantity, Quantity, Vnd)> =
+            sqlx::query_as("SELECT status, min_order, step, price_vnd FROM listings WHERE id = $1")
+                .bind(line.listing_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let field = |f: &str| format!("lines[{i}].{f}");
+        let Some((status, min_order, step, price)) = listing else {
+            return Err(ListingError::field(
+                field("listing_id"),
+                Invalid::new(
+                    "unknown_listing",
+                    "is not a listing",
+                    "không phải tin đăng bán",
+                ),
+            ));
+        };
+        if status != "active" {
+            return Err(ListingError::conflict(
+                "listing_unavailable",
+                format!("Listing {} is not for sale now.", line.listing_id),
+                format!("Tin {} hiện không bán.", line.listing_id),
+            ));
+        }
+        let mut p = Problems::default();
+        p.check(
+            line.quantity < min_order,
+            &field("quantity"),
+            "below_minimum",
+            &format!("must be at least the minimum order {min_order}"),
+            &format!("phải ít nhất bằng số lượng tối thiểu {min_order}"),
+        );
+        p.check(
+            !line.quantity.is_multiple_of(step),
+            &field("quantity"),
+            "off_step",
+            &format!("must be a multiple of {step}"),
+            &format!("phải là bội số của {step}"),
+        );
+        p.finish()?;
+        apply(
+            &mut tx,
+            line.listing_id,
+            &[Movement {
+                listing: line.listing_id,
+                lot: None,
+                kind: "reservation",
+                on_hand: Quantity::ZERO,
+                reserved: line.quantity,
+                reason: None,
+                reservation: Some(r.id),
+                actor: Some(&actor),
+            }],
+        )
+        .await?;
+        sqlx::query("INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)")
+            .bind(r.id)
+            .bind(i32::try_from(i).unwrap_or(i32::MAX))
+            .bind(line.listing_id)
+            .bind(line.quantity)
+            .bind(price)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    // Read back after the commit, so the stock rows are not held while the answer is built.
+    let mut conn = app.pool.acquire().await?;
+    Ok((StatusCode::CREATED, AxumJson(load(&mut conn, r.id).await?)))
+}
+
+/// A reservation.
+#[utoipa::path(get, path = "/v1/internal/reservations/{id}", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = ReservationView), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn get_reservation(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ReservationId>,
+) -> Result<AxumJson<ReservationView>> {
+    require_service(&actor)?;
+    let mut conn = app.pool.acquire().await?;
+    Ok(AxumJson(load(&mut conn, id).await?))
+}
+
+/// Commit a reservation: the stock is sold.
+#[utoipa::path(post, path = "/v1/internal/reservations/{id}/commit", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = ReservationView), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn commit_reservation(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ReservationId>,
+) -> Result<AxumJson<ReservationView>> {
+    require_service(&actor)?;
+    let mut tx = app.pool.begin().await?;
+    commit(&mut tx, id, None, Some(&actor)).await?;
+    let view = load(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(AxumJson(view))
+}
+
+/// Release a reservation: the stock is available again.
+#[utoipa::path(post, path = "/v1/internal/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
+    responses((status = 200, body = ReservationView), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn release_reservation(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<ReservationId>,
+) -> Result<AxumJson<ReservationView>> {
+    require_service(&actor)?;
+    let mut tx = app.pool.begin().await?;
+    release(&mut tx, id, "released", None, Some(&actor)).await?;
+    let view = load(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(AxumJson(view))
+}

@@ -58,6 +58,7 @@ pub async fn connect(
         .connect_with(opts.clone())
         .await
         .map_err(|e| unreachable_error(&where_, &e))?;
+    // dynamic: DDL naming the schema, which cannot be a bind parameter.
     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .execute(&setup)
         .await
@@ -137,7 +138,9 @@ impl Readiness for PgReadiness {
     }
 
     async fn check(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query!("SELECT 1 AS one")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(())
     }
 }

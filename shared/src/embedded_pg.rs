@@ -345,12 +345,14 @@ impl EmbeddedPostgres {
         let mut conn = PgConnection::connect(&admin)
             .await
             .context("connecting to the private PostgreSQL")?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&self.info.database)
-                .fetch_one(&mut conn)
-                .await?;
+        let exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+            &self.info.database,
+        )
+        .fetch_one(&mut conn)
+        .await?;
         if !exists {
+            // dynamic: DDL naming the database, which cannot be a bind parameter.
             sqlx::query(&format!("CREATE DATABASE \"{}\"", self.info.database))
                 .execute(&mut conn)
                 .await?;

@@ -158,39 +158,39 @@ async fn claim(app: &AppState, c: &Claim) -> Result<Claimed> {
     let started = tokio::time::Instant::now();
     loop {
         let fresh = CheckoutId::new();
-        let row: (Vec<u8>, CheckoutId, String, Option<serde_json::Value>, bool) = sqlx::query_as(
-            "WITH ins AS (
+        let row = sqlx::query!(
+            r#"WITH ins AS (
                 INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state) VALUES ($1, $2, $3, $4, 'started')
                 ON CONFLICT (buyer_id, key) DO NOTHING RETURNING request_hash, checkout_id, state, response, true AS mine)
-             SELECT * FROM ins
+             SELECT request_hash AS "request_hash!", checkout_id AS "checkout_id!: CheckoutId", state AS "state!",
+                    response AS "response?", mine AS "mine!" FROM ins
              UNION ALL
              SELECT request_hash, checkout_id, state, response, false FROM idempotency_keys WHERE buyer_id = $1 AND key = $2
-             LIMIT 1",
+             LIMIT 1"#,
+            c.buyer.0,
+            &c.key,
+            &c.hash,
+            fresh.0,
         )
-        .bind(c.buyer)
-        .bind(&c.key)
-        .bind(&c.hash)
-        .bind(fresh)
         .fetch_one(&app.pool)
         .await?;
-        let (hash, checkout, state, response, mine) = row;
-        if mine {
-            return Ok(Claimed::Mine(checkout));
+        if row.mine {
+            return Ok(Claimed::Mine(row.checkout_id));
         }
-        if hash != c.hash {
+        if row.request_hash != c.hash {
             return Err(OrderError::KeyReused);
         }
-        if state == "done" {
-            return Ok(Claimed::Done(response.unwrap_or_default()));
+        if row.state == "done" {
+            return Ok(Claimed::Done(row.response.unwrap_or_default()));
         }
         // Another request holds the key: wait for its answer, or take over if it died.
-        let taken: Option<CheckoutId> = sqlx::query_scalar(
-            "UPDATE idempotency_keys SET created_at = now() WHERE buyer_id = $1 AND key = $2 AND state = 'started'
-               AND created_at < now() - make_interval(secs => $3) RETURNING checkout_id",
+        let taken = sqlx::query_scalar!(
+            r#"UPDATE idempotency_keys SET created_at = now() WHERE buyer_id = $1 AND key = $2 AND state = 'started'
+               AND created_at < now() - make_interval(secs => $3) RETURNING checkout_id AS "checkout_id: CheckoutId""#,
+            c.buyer.0,
+            &c.key,
+            ABANDONED_AFTER.as_secs_f64(),
         )
-        .bind(c.buyer)
-        .bind(&c.key)
-        .bind(ABANDONED_AFTER.as_secs_f64())
         .fetch_optional(&app.pool)
         .await?;
         if let Some(checkout) = taken {
@@ -204,11 +204,11 @@ async fn claim(app: &AppState, c: &Claim) -> Result<Claimed> {
 }
 
 async fn unclaim(app: &AppState, c: &Claim) {
-    let _ = sqlx::query(
+    let _ = sqlx::query!(
         "DELETE FROM idempotency_keys WHERE buyer_id = $1 AND key = $2 AND state = 'started'",
+        c.buyer.0,
+        &c.key,
     )
-    .bind(c.buyer)
-    .bind(&c.key)
     .execute(&app.pool)
     .await;
 }
@@ -259,12 +259,14 @@ pub async fn create_checkout(
     match place(&app, &actor, checkout_id, &request).await {
         Ok(view) => {
             let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-            sqlx::query("UPDATE idempotency_keys SET state = 'done', response = $3 WHERE buyer_id = $1 AND key = $2")
-                .bind(claim_.buyer)
-                .bind(&claim_.key)
-                .bind(&answer)
-                .execute(&app.pool)
-                .await?;
+            sqlx::query!(
+                "UPDATE idempotency_keys SET state = 'done', response = $3 WHERE buyer_id = $1 AND key = $2",
+                claim_.buyer.0,
+                &claim_.key,
+                &answer,
+            )
+            .execute(&app.pool)
+            .await?;
             Ok((StatusCode::CREATED, AxumJson(answer)))
         }
         Err(e) => {
@@ -362,15 +364,18 @@ async fn release(app: &AppState, id: ReservationId) {
 }
 
 async fn fail_checkout(app: &AppState, id: CheckoutId) {
-    let res =
-        sqlx::query("UPDATE checkouts SET status = 'failed', updated_at = now() WHERE id = $1")
-            .bind(id)
-            .execute(&app.pool)
-            .await;
-    let res2 = sqlx::query("UPDATE orders SET status = 'cancelled', reason = 'payment could not be opened', updated_at = now() WHERE checkout_id = $1")
-        .bind(id)
-        .execute(&app.pool)
-        .await;
+    let res = sqlx::query!(
+        "UPDATE checkouts SET status = 'failed', updated_at = now() WHERE id = $1",
+        id.0,
+    )
+    .execute(&app.pool)
+    .await;
+    let res2 = sqlx::query!(
+        "UPDATE orders SET status = 'cancelled', reason = 'payment could not be opened', updated_at = now() WHERE checkout_id = $1",
+        id.0,
+    )
+    .execute(&app.pool)
+    .await;
     if let Err(e) = res.and(res2) {
         tracing::error!(checkout.id = %id, error = %e, "could not mark a checkout failed");
     }
@@ -415,25 +420,25 @@ async fn store(
     let expires_at =
         Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 2));
     let mut tx = app.pool.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO checkouts (id, buyer_id, reservation_id, payment_method, status, province_code, commune_code, street, recipient_name,
             recipient_phone, items_total, delivery_total, grand_total, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        id.0,
+        actor.account_id.0,
+        reservation.id.0,
+        r.payment_method.as_str(),
+        status as _,
+        &r.delivery.province_code,
+        &r.delivery.commune_code,
+        r.delivery.street.trim(),
+        r.delivery.recipient_name.trim(),
+        r.delivery.recipient_phone.as_str(),
+        items_total as _,
+        delivery_total as _,
+        grand_total as _,
+        expires_at,
     )
-    .bind(id)
-    .bind(actor.account_id)
-    .bind(reservation.id)
-    .bind(r.payment_method.as_str())
-    .bind(status)
-    .bind(&r.delivery.province_code)
-    .bind(&r.delivery.commune_code)
-    .bind(r.delivery.street.trim())
-    .bind(r.delivery.recipient_name.trim())
-    .bind(r.delivery.recipient_phone.as_str())
-    .bind(items_total)
-    .bind(delivery_total)
-    .bind(grand_total)
-    .bind(expires_at)
     .execute(&mut *tx)
     .await?;
     for (seller, lines) in &sellers {
@@ -442,34 +447,37 @@ async fn store(
         let total = items
             .checked_add(fee)
             .ok_or_else(|| anyhow::anyhow!("total overflow"))?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            order.0,
+            id.0,
+            actor.account_id.0,
+            seller.kind as _,
+            seller.id,
+            &seller.name,
+            status as _,
+            items as _,
+            fee as _,
+            total as _,
         )
-        .bind(order)
-        .bind(id)
-        .bind(actor.account_id)
-        .bind(seller.kind)
-        .bind(seller.id)
-        .bind(&seller.name)
-        .bind(status)
-        .bind(items)
-        .bind(fee)
-        .bind(total)
         .execute(&mut *tx)
         .await?;
         for (n, l) in lines.iter().enumerate() {
-            sqlx::query("INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(order)
-                .bind(i32::try_from(n).unwrap_or(i32::MAX))
-                .bind(l.listing_id)
-                .bind(&l.title)
-                .bind(&l.unit)
-                .bind(l.quantity)
-                .bind(l.unit_price)
-                .bind(l.line_total)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                order.0,
+                i32::try_from(n).unwrap_or(i32::MAX),
+                l.listing_id.0,
+                &l.title,
+                &l.unit,
+                l.quantity as _,
+                l.unit_price as _,
+                l.line_total as _,
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         let listing_ids: Vec<ListingId> = lines.iter().map(|l| l.listing_id).collect();
         let placed = OrderEvent {
@@ -511,11 +519,12 @@ pub async fn get_checkout(
     Path(id): Path<CheckoutId>,
 ) -> Result<AxumJson<CheckoutView>> {
     let mut conn = app.pool.acquire().await?;
-    let owner: Option<AccountId> =
-        sqlx::query_scalar("SELECT buyer_id FROM checkouts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let owner = sqlx::query_scalar!(
+        r#"SELECT buyer_id AS "buyer_id: AccountId" FROM checkouts WHERE id = $1"#,
+        id.0,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     if owner != Some(actor.account_id) {
         return Err(OrderError::NotFound("checkout"));
     }
@@ -533,10 +542,10 @@ pub async fn list_checkouts(
     actor: Actor,
 ) -> Result<AxumJson<Vec<CheckoutView>>> {
     let mut conn = app.pool.acquire().await?;
-    let ids: Vec<CheckoutId> = sqlx::query_scalar(
-        "SELECT id FROM checkouts WHERE buyer_id = $1 ORDER BY created_at DESC LIMIT 50",
+    let ids = sqlx::query_scalar!(
+        r#"SELECT id AS "id: CheckoutId" FROM checkouts WHERE buyer_id = $1 ORDER BY created_at DESC LIMIT 50"#,
+        actor.account_id.0,
     )
-    .bind(actor.account_id)
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::with_capacity(ids.len());
@@ -548,9 +557,9 @@ pub async fn list_checkouts(
 
 /// Expires unpaid checkouts and unconfirmed cash orders; returns how many orders.
 pub async fn expire_once(app: &AppState) -> Result<usize> {
-    let due: Vec<OrderId> = sqlx::query_scalar(
-        "SELECT o.id FROM orders o JOIN checkouts c ON c.id = o.checkout_id
-         WHERE c.expires_at <= now() AND o.status IN ('pending_payment', 'placed') ORDER BY c.expires_at LIMIT 100",
+    let due = sqlx::query_scalar!(
+        r#"SELECT o.id AS "id: OrderId" FROM orders o JOIN checkouts c ON c.id = o.checkout_id
+         WHERE c.expires_at <= now() AND o.status IN ('pending_payment', 'placed') ORDER BY c.expires_at LIMIT 100"#,
     )
     .fetch_all(&app.pool)
     .await?;
@@ -569,10 +578,10 @@ pub async fn expire_once(app: &AppState) -> Result<usize> {
         {
             n += 1;
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE checkouts SET status = 'expired', updated_at = now() WHERE id = (SELECT checkout_id FROM orders WHERE id = $1) AND status = 'pending_payment'",
+            id.0,
         )
-        .bind(id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -38,46 +38,51 @@ pub async fn transition(
     actor: Option<&Actor>,
     reason: Option<&str>,
 ) -> Result<OrderView> {
-    let (status, checkout, method, version): (OrderStatus, CheckoutId, PaymentMethod, i64) = sqlx::query_as(
-        "SELECT o.status, o.checkout_id, c.payment_method, o.version FROM orders o JOIN checkouts c ON c.id = o.checkout_id WHERE o.id = $1 FOR UPDATE OF o",
+    let row = sqlx::query!(
+        r#"SELECT o.status AS "status: OrderStatus", o.checkout_id AS "checkout_id: CheckoutId",
+                c.payment_method AS "payment_method: PaymentMethod", o.version
+           FROM orders o JOIN checkouts c ON c.id = o.checkout_id WHERE o.id = $1 FOR UPDATE OF o"#,
+        id.0,
     )
-    .bind(id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(OrderError::NotFound("order"))?;
+    let (status, checkout, method, version) =
+        (row.status, row.checkout_id, row.payment_method, row.version);
     let next = action
         .next(status)
         .ok_or_else(|| OrderError::InvalidTransition(status.as_str().to_owned()))?;
     let cash_collected = action == Action::Deliver && method == PaymentMethod::Cod;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE orders SET status = $2, cash_collected = cash_collected OR $3, reason = COALESCE($4, reason), version = version + 1, updated_at = now() WHERE id = $1",
+        id.0,
+        next as _,
+        cash_collected,
+        reason,
     )
-    .bind(id)
-    .bind(next)
-    .bind(cash_collected)
-    .bind(reason)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO order_transitions (id, order_id, from_status, to_status, actor_id, actor_role, on_behalf_of, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        uuid::Uuid::now_v7(),
+        id.0,
+        status as _,
+        next as _,
+        actor.map(|a| a.account_id) as _,
+        actor.map(|a| a.role.as_str()).unwrap_or("system"),
+        actor.and_then(|a| a.on_behalf_of) as _,
+        reason,
     )
-    .bind(uuid::Uuid::now_v7())
-    .bind(id)
-    .bind(status)
-    .bind(next)
-    .bind(actor.map(|a| a.account_id))
-    .bind(actor.map(|a| a.role.as_str()).unwrap_or("system"))
-    .bind(actor.and_then(|a| a.on_behalf_of))
-    .bind(reason)
     .execute(&mut *conn)
     .await?;
     let view = load_order(conn, id).await?;
     {
-        let reservation: ReservationId =
-            sqlx::query_scalar("SELECT reservation_id FROM checkouts WHERE id = $1")
-                .bind(checkout)
-                .fetch_one(&mut *conn)
-                .await?;
+        let reservation = sqlx::query_scalar!(
+            r#"SELECT reservation_id AS "reservation_id: ReservationId" FROM checkouts WHERE id = $1"#,
+            checkout.0,
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         let listing_ids: Vec<_> = view.lines.iter().map(|l| l.listing_id).collect();
         let body = OrderEvent {
             order_id: id,
@@ -314,27 +319,30 @@ pub struct MarkPaid;
 impl Handler for MarkPaid {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
         let paid: PaymentEvent = event.body()?;
-        let orders: Vec<(OrderId, OrderStatus)> =
-            sqlx::query_as("SELECT id, status FROM orders WHERE checkout_id = $1")
-                .bind(paid.checkout_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let orders = sqlx::query!(
+            r#"SELECT id AS "id: OrderId", status AS "status: OrderStatus" FROM orders WHERE checkout_id = $1"#,
+            paid.checkout_id.0,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         anyhow::ensure!(
             !orders.is_empty(),
             "checkout {} is not stored yet",
             paid.checkout_id
         );
-        for (id, status) in orders {
-            if status == OrderStatus::PendingPayment {
-                transition(tx, id, Action::MarkPaid, None, None)
+        for order in orders {
+            if order.status == OrderStatus::PendingPayment {
+                transition(tx, order.id, Action::MarkPaid, None, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }
-        sqlx::query("UPDATE checkouts SET status = 'paid', updated_at = now() WHERE id = $1 AND status = 'pending_payment'")
-            .bind(paid.checkout_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE checkouts SET status = 'paid', updated_at = now() WHERE id = $1 AND status = 'pending_payment'",
+            paid.checkout_id.0,
+        )
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 }

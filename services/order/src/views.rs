@@ -110,80 +110,87 @@ pub struct CheckoutView {
     pub payment_url: Option<String>,
 }
 
-type OrderRow = (
-    OrderId,
-    CheckoutId,
-    AccountId,
-    SellerKind,
-    uuid::Uuid,
-    String,
-    OrderStatus,
-    PaymentMethod,
-    Vnd,
-    Vnd,
-    Vnd,
-    bool,
-    Option<String>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
-
-const ORDER_SELECT: &str = "SELECT o.id, o.checkout_id, o.buyer_id, o.seller_kind, o.seller_id, o.seller_name, o.status, c.payment_method,
-    o.items_total, o.delivery_fee, o.total, o.cash_collected, o.reason, o.created_at, o.updated_at
-    FROM orders o JOIN checkouts c ON c.id = o.checkout_id";
+/// An order as stored, with its checkout's payment method.
+struct OrderRow {
+    id: OrderId,
+    checkout_id: CheckoutId,
+    buyer_id: AccountId,
+    seller_kind: SellerKind,
+    seller_id: uuid::Uuid,
+    seller_name: String,
+    status: OrderStatus,
+    payment_method: PaymentMethod,
+    items_total: Vnd,
+    delivery_fee: Vnd,
+    total: Vnd,
+    cash_collected: bool,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
 async fn to_views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<OrderView>> {
-    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.0.0).collect();
-    let lines: Vec<(OrderId, ListingId, String, String, Quantity, Vnd, Vnd)> = sqlx::query_as(
-        "SELECT order_id, listing_id, title, unit, quantity, unit_price, line_total FROM order_lines WHERE order_id = ANY($1) ORDER BY order_id, line_no",
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id.0).collect();
+    let lines = sqlx::query!(
+        r#"SELECT order_id AS "order_id: OrderId", listing_id AS "listing_id: ListingId", title, unit,
+                quantity AS "quantity: Quantity", unit_price AS "unit_price: Vnd", line_total AS "line_total: Vnd"
+           FROM order_lines WHERE order_id = ANY($1) ORDER BY order_id, line_no"#,
+        &ids[..],
     )
-    .bind(&ids)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
         .map(|r| OrderView {
-            id: r.0,
-            checkout_id: r.1,
-            buyer_id: r.2,
+            id: r.id,
+            checkout_id: r.checkout_id,
+            buyer_id: r.buyer_id,
             seller: Seller {
-                kind: r.3,
-                id: r.4,
-                name: r.5,
+                kind: r.seller_kind,
+                id: r.seller_id,
+                name: r.seller_name,
             },
-            status: r.6,
-            payment_method: r.7,
-            items_total: r.8,
-            delivery_fee: r.9,
-            total: r.10,
-            cash_collected: r.11,
-            reason: r.12,
+            status: r.status,
+            payment_method: r.payment_method,
+            items_total: r.items_total,
+            delivery_fee: r.delivery_fee,
+            total: r.total,
+            cash_collected: r.cash_collected,
+            reason: r.reason,
             lines: lines
                 .iter()
-                .filter(|l| l.0 == r.0)
+                .filter(|l| l.order_id == r.id)
                 .map(|l| OrderLine {
-                    listing_id: l.1,
-                    title: l.2.clone(),
-                    unit: l.3.clone(),
-                    quantity: l.4,
-                    unit_price: l.5,
-                    line_total: l.6,
+                    listing_id: l.listing_id,
+                    title: l.title.clone(),
+                    unit: l.unit.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    line_total: l.line_total,
                     lots: None,
                 })
                 .collect(),
-            created_at: r.13,
-            updated_at: r.14,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
         })
         .collect())
 }
 
 /// Loads one order.
 pub async fn load_order(conn: &mut PgConnection, id: OrderId) -> Result<OrderView> {
-    let row: OrderRow = sqlx::query_as(&format!("{ORDER_SELECT} WHERE o.id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(OrderError::NotFound("order"))?;
+    let row = sqlx::query_as!(
+        OrderRow,
+        r#"SELECT o.id AS "id: OrderId", o.checkout_id AS "checkout_id: CheckoutId", o.buyer_id AS "buyer_id: AccountId",
+                o.seller_kind AS "seller_kind: SellerKind", o.seller_id, o.seller_name, o.status AS "status: OrderStatus",
+                c.payment_method AS "payment_method: PaymentMethod", o.items_total AS "items_total: Vnd",
+                o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at
+           FROM orders o JOIN checkouts c ON c.id = o.checkout_id
+           WHERE o.id = $1"#,
+        id.0,
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(OrderError::NotFound("order"))?;
     Ok(to_views(conn, vec![row]).await?.remove(0))
 }
 
@@ -202,16 +209,22 @@ pub struct OrderFilter {
 
 /// Loads orders, newest first, at most 200.
 pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec<OrderView>> {
-    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-        "{ORDER_SELECT} WHERE ($1::uuid IS NULL OR o.checkout_id = $1) AND ($2::uuid IS NULL OR o.buyer_id = $2)
-           AND ($3::text IS NULL OR (o.seller_kind = $3 AND o.seller_id = $4)) AND ($5::text IS NULL OR o.status = $5)
-         ORDER BY o.created_at DESC, o.id LIMIT 200"
-    ))
-    .bind(f.checkout)
-    .bind(f.buyer)
-    .bind(f.seller.map(|s| s.0))
-    .bind(f.seller.map(|s| s.1))
-    .bind(f.status)
+    let rows = sqlx::query_as!(
+        OrderRow,
+        r#"SELECT o.id AS "id: OrderId", o.checkout_id AS "checkout_id: CheckoutId", o.buyer_id AS "buyer_id: AccountId",
+                o.seller_kind AS "seller_kind: SellerKind", o.seller_id, o.seller_name, o.status AS "status: OrderStatus",
+                c.payment_method AS "payment_method: PaymentMethod", o.items_total AS "items_total: Vnd",
+                o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at
+           FROM orders o JOIN checkouts c ON c.id = o.checkout_id
+           WHERE ($1::uuid IS NULL OR o.checkout_id = $1) AND ($2::uuid IS NULL OR o.buyer_id = $2)
+             AND ($3::text IS NULL OR (o.seller_kind = $3 AND o.seller_id = $4)) AND ($5::text IS NULL OR o.status = $5)
+           ORDER BY o.created_at DESC, o.id LIMIT 200"#,
+        f.checkout as _,
+        f.buyer as _,
+        f.seller.map(|s| s.0) as _,
+        f.seller.map(|s| s.1),
+        f.status as _,
+    )
     .fetch_all(&mut *conn)
     .await?;
     to_views(conn, rows).await
@@ -219,25 +232,13 @@ pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec
 
 /// Loads a checkout with its orders.
 pub async fn load_checkout(conn: &mut PgConnection, id: CheckoutId) -> Result<CheckoutView> {
-    type Row = (
-        CheckoutId,
-        String,
-        String,
-        DateTime<Utc>,
-        String,
-        String,
-        String,
-        String,
-        String,
-        Vnd,
-        Vnd,
-        Vnd,
-    );
-    let r: Row = sqlx::query_as(
-        "SELECT id, status, payment_method, expires_at, province_code, commune_code, street, recipient_name, recipient_phone,
-                items_total, delivery_total, grand_total FROM checkouts WHERE id = $1",
+    let r = sqlx::query!(
+        r#"SELECT id AS "id: CheckoutId", status, payment_method, expires_at, province_code, commune_code, street, recipient_name,
+                recipient_phone, items_total AS "items_total: Vnd", delivery_total AS "delivery_total: Vnd",
+                grand_total AS "grand_total: Vnd"
+           FROM checkouts WHERE id = $1"#,
+        id.0,
     )
-    .bind(id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(OrderError::NotFound("checkout"))?;
@@ -251,21 +252,21 @@ pub async fn load_checkout(conn: &mut PgConnection, id: CheckoutId) -> Result<Ch
     .await?;
     orders.sort_by(|a, b| a.seller.name.cmp(&b.seller.name).then(a.id.cmp(&b.id)));
     Ok(CheckoutView {
-        id: r.0,
-        status: r.1,
-        payment_method: r.2,
-        expires_at: r.3,
+        id: r.id,
+        status: r.status,
+        payment_method: r.payment_method,
+        expires_at: r.expires_at,
         delivery: Delivery {
-            province_code: r.4,
-            commune_code: r.5,
-            street: r.6,
-            recipient_name: r.7,
-            recipient_phone: nongsan_shared::PhoneNumber::parse(&r.8)
+            province_code: r.province_code,
+            commune_code: r.commune_code,
+            street: r.street,
+            recipient_name: r.recipient_name,
+            recipient_phone: nongsan_shared::PhoneNumber::parse(&r.recipient_phone)
                 .map_err(|e| OrderError::Other(anyhow::anyhow!("stored phone: {e}")))?,
         },
-        items_total: r.9,
-        delivery_total: r.10,
-        grand_total: r.11,
+        items_total: r.items_total,
+        delivery_total: r.delivery_total,
+        grand_total: r.grand_total,
         orders,
         payment_url: None,
     })

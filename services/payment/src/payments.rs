@@ -74,26 +74,27 @@ pub async fn open_payment(
                 + chrono::Duration::seconds(i64::try_from(s.checkout_ttl_secs).unwrap_or(900)),
         },
     );
-    let row: (PaymentId, PaymentStatus, Option<String>) = sqlx::query_as(
-        "WITH ins AS (
+    let row = sqlx::query!(
+        r#"WITH ins AS (
             INSERT INTO payments (id, checkout_id, buyer_id, method, amount_vnd, txn_ref, payment_url) VALUES ($1, $2, $3, 'vnpay', $4, $5, $6)
             ON CONFLICT (checkout_id) DO NOTHING RETURNING id, status, payment_url)
-         SELECT * FROM ins UNION ALL SELECT id, status, payment_url FROM payments WHERE checkout_id = $2 LIMIT 1",
+         SELECT id AS "id!: PaymentId", status AS "status!: PaymentStatus", payment_url AS "payment_url?" FROM ins
+         UNION ALL SELECT id, status, payment_url FROM payments WHERE checkout_id = $2 LIMIT 1"#,
+        id.0,
+        p.checkout_id.0,
+        p.buyer_id.0,
+        p.amount_vnd as _,
+        &txn_ref,
+        &url,
     )
-    .bind(id)
-    .bind(p.checkout_id)
-    .bind(p.buyer_id)
-    .bind(p.amount_vnd)
-    .bind(&txn_ref)
-    .bind(&url)
     .fetch_one(&app.pool)
     .await?;
     Ok((
         StatusCode::CREATED,
         AxumJson(OpenedPayment {
-            id: row.0,
-            status: row.1,
-            payment_url: row.2,
+            id: row.id,
+            status: row.status,
+            payment_url: row.payment_url,
         }),
     ))
 }
@@ -131,15 +132,18 @@ async fn record_vnpay_result(
 ) -> anyhow::Result<AxumJson<serde_json::Value>> {
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
     let mut tx = app.pool.begin().await?;
-    let row: Option<(PaymentId, CheckoutId, Vnd, PaymentStatus)> = sqlx::query_as(
-        "SELECT id, checkout_id, amount_vnd, status FROM payments WHERE txn_ref = $1 FOR UPDATE",
+    let row = sqlx::query!(
+        r#"SELECT id AS "id: PaymentId", checkout_id AS "checkout_id: CheckoutId", amount_vnd AS "amount_vnd: Vnd",
+                status AS "status: PaymentStatus"
+           FROM payments WHERE txn_ref = $1 FOR UPDATE"#,
+        get("vnp_TxnRef"),
     )
-    .bind(get("vnp_TxnRef"))
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, checkout, amount, status)) = row else {
+    let Some(row) = row else {
         return Ok(rsp("01", "Order not found"));
     };
+    let (id, checkout, amount, status) = (row.id, row.checkout_id, row.amount_vnd, row.status);
     if get("vnp_Amount").parse::<i64>().ok() != amount.get().checked_mul(100) {
         return Ok(rsp("04", "invalid amount"));
     }
@@ -152,12 +156,12 @@ async fn record_vnpay_result(
     } else {
         (PaymentStatus::Failed, EventType::PaymentFailed)
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE payments SET status = $2, provider_ref = $3, updated_at = now() WHERE id = $1",
+        id.0,
+        new_status as _,
+        get("vnp_TransactionNo"),
     )
-    .bind(id)
-    .bind(new_status)
-    .bind(get("vnp_TransactionNo"))
     .execute(&mut *tx)
     .await?;
     let body = PaymentEvent {

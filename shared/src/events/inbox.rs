@@ -75,13 +75,13 @@ impl Inbox {
         if !self.handlers.contains_key(&event.event_type) {
             return Ok(false);
         }
-        let inserted = sqlx::query(
+        let inserted = sqlx::query!(
             "INSERT INTO inbox (event_id, event_type, source, event) VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+            event.id.0,
+            &event.event_type,
+            &event.source,
+            serde_json::to_value(event)?,
         )
-        .bind(event.id)
-        .bind(&event.event_type)
-        .bind(&event.source)
-        .bind(serde_json::to_value(event)?)
         .execute(&self.pool)
         .await?
         .rows_affected()
@@ -98,15 +98,16 @@ impl Inbox {
     /// Handles one due event, if there is one; `true` when it did.
     pub async fn work_once(&self) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<(EventId, serde_json::Value, i32)> = sqlx::query_as(
-            "SELECT event_id, event, attempts FROM inbox WHERE status = 'pending' AND next_attempt_at <= now()
-             ORDER BY event_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        let row = sqlx::query!(
+            r#"SELECT event_id AS "event_id: EventId", event, attempts FROM inbox WHERE status = 'pending' AND next_attempt_at <= now()
+             ORDER BY event_id LIMIT 1 FOR UPDATE SKIP LOCKED"#,
         )
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((id, raw, attempts)) = row else {
+        let Some(row) = row else {
             return Ok(false);
         };
+        let (id, raw, attempts) = (row.event_id, row.event, row.attempts);
         let outcome = match serde_json::from_value::<Envelope>(raw) {
             Err(e) => Err(anyhow::Error::from(e).context("unreadable event")),
             Ok(event) => match self.handlers.get(&event.event_type) {
@@ -126,10 +127,12 @@ impl Inbox {
         };
         match outcome {
             Ok(()) => {
-                sqlx::query("UPDATE inbox SET status = 'done', attempts = attempts + 1, handled_at = now(), last_error = NULL WHERE event_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query!(
+                    "UPDATE inbox SET status = 'done', attempts = attempts + 1, handled_at = now(), last_error = NULL WHERE event_id = $1",
+                    id.0,
+                )
+                .execute(&mut *tx)
+                .await?;
                 metrics::counter!("events_handled_total", "consumer" => self.service.clone())
                     .increment(1);
             }
@@ -137,15 +140,15 @@ impl Inbox {
                 let attempts = u32::try_from(attempts).unwrap_or(0) + 1;
                 let dead = attempts >= self.settings.max_attempts;
                 let delay = retry_delay(self.settings.retry_base, attempts);
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE inbox SET attempts = $2, last_error = $3, status = CASE WHEN $4 THEN 'dead' ELSE 'pending' END,
                      next_attempt_at = now() + make_interval(secs => $5) WHERE event_id = $1",
+                    id.0,
+                    i32::try_from(attempts).unwrap_or(i32::MAX),
+                    format!("{e:#}"),
+                    dead,
+                    delay.as_secs_f64(),
                 )
-                .bind(id)
-                .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-                .bind(format!("{e:#}"))
-                .bind(dead)
-                .bind(delay.as_secs_f64())
                 .execute(&mut *tx)
                 .await?;
                 if dead {

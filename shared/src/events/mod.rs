@@ -105,19 +105,19 @@ pub async fn emit_named(
     data: &impl Serialize,
 ) -> anyhow::Result<EventId> {
     let id = EventId::new();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO outbox (id, event_type, aggregate_id, version, payload) VALUES ($1, $2, $3, $4, $5)",
+        id.0,
+        event_type,
+        aggregate_id,
+        version,
+        serde_json::to_value(data)?,
     )
-    .bind(id)
-    .bind(event_type)
-    .bind(aggregate_id)
-    .bind(version)
-    .bind(serde_json::to_value(data)?)
     .execute(&mut *conn)
     .await?;
     // Delivered to listeners only when the transaction commits.
-    sqlx::query("SELECT pg_notify('nongsan_outbox_' || current_schema(), '')")
-        .execute(&mut *conn)
+    sqlx::query!("SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS notified")
+        .fetch_one(&mut *conn)
         .await?;
     Ok(id)
 }

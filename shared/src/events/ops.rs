@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// An event that kept failing.
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The event id.
     #[schema(value_type = String, format = Uuid)]
@@ -54,9 +54,10 @@ async fn list_dead_letters(
     actor: Actor,
 ) -> Result<axum::Json<Vec<DeadLetter>>, ApiError> {
     actor.require(&[Role::Operator])?;
-    let rows = sqlx::query_as::<_, DeadLetter>(
-        "SELECT event_id, event_type, source, attempts, last_error, received_at, event FROM inbox
-         WHERE status = 'dead' ORDER BY received_at LIMIT 500",
+    let rows = sqlx::query_as!(
+        DeadLetter,
+        r#"SELECT event_id AS "event_id: EventId", event_type, source, attempts, last_error, received_at, event FROM inbox
+         WHERE status = 'dead' ORDER BY received_at LIMIT 500"#,
     )
     .fetch_all(&s.pool)
     .await?;
@@ -70,10 +71,10 @@ async fn retry_dead_letter(
     Path(id): Path<EventId>,
 ) -> Result<StatusCode, ApiError> {
     actor.require(&[Role::Operator])?;
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "UPDATE inbox SET status = 'pending', attempts = 0, next_attempt_at = now() WHERE event_id = $1 AND status = 'dead'",
+        id.0,
     )
-    .bind(id)
     .execute(&s.pool)
     .await?
     .rows_affected();

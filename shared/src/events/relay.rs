@@ -2,7 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgPool, postgres::PgListener};
 
 use super::{Bus, Envelope};
@@ -25,15 +24,6 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-type Row = (
-    EventId,
-    String,
-    String,
-    i64,
-    serde_json::Value,
-    DateTime<Utc>,
-);
-
 impl Relay {
     /// A relay for the outbox in `pool`'s schema, published as `source`.
     pub fn new(pool: PgPool, source: &str, bus: Arc<dyn Bus>, poll: Duration) -> Self {
@@ -49,9 +39,9 @@ impl Relay {
     /// the two (crash, error), the events are published again later: consumers de-duplicate.
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, event_type, aggregate_id, version, payload, occurred_at FROM outbox
-             WHERE published_at IS NULL ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id: EventId", event_type, aggregate_id, version, payload, occurred_at FROM outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"#,
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -60,25 +50,25 @@ impl Relay {
         }
         let events: Vec<Envelope> = rows
             .into_iter()
-            .map(
-                |(id, event_type, aggregate_id, version, data, occurred_at)| Envelope {
-                    id,
-                    event_type,
-                    source: self.source.clone(),
-                    aggregate_id,
-                    version,
-                    occurred_at,
-                    data,
-                },
-            )
+            .map(|r| Envelope {
+                id: r.id,
+                event_type: r.event_type,
+                source: self.source.clone(),
+                aggregate_id: r.aggregate_id,
+                version: r.version,
+                occurred_at: r.occurred_at,
+                data: r.payload,
+            })
             .collect();
         self.bus.publish(&self.source, &events).await?;
         failpoint::hit("relay.after_publish")?;
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id.0).collect();
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
+            &ids[..],
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         metrics::counter!("events_published_total", "source" => self.source.clone())
             .increment(events.len() as u64);

@@ -74,11 +74,13 @@ async fn is_assigned(
     helper: AccountId,
     household: AccountId,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM helper_assignments WHERE helper_id = $1 AND household_id = $2)")
-        .bind(helper)
-        .bind(household)
-        .fetch_one(conn)
-        .await?)
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM helper_assignments WHERE helper_id = $1 AND household_id = $2) AS "exists!""#,
+        helper as _,
+        household as _,
+    )
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Whether `manager` manages cooperative `coop`.
@@ -87,11 +89,11 @@ pub async fn manages(
     manager: AccountId,
     coop: CooperativeId,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1 AND manager_id = $2)",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1 AND manager_id = $2) AS "exists!""#,
+        coop as _,
+        manager as _,
     )
-    .bind(coop)
-    .bind(manager)
     .fetch_one(conn)
     .await?)
 }
@@ -101,12 +103,12 @@ async fn manages_member(
     manager: AccountId,
     household: AccountId,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM cooperative_members m JOIN cooperatives c ON c.id = m.cooperative_id
-         WHERE c.manager_id = $1 AND m.household_id = $2 AND m.left_at IS NULL)",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM cooperative_members m JOIN cooperatives c ON c.id = m.cooperative_id
+         WHERE c.manager_id = $1 AND m.household_id = $2 AND m.left_at IS NULL) AS "exists!""#,
+        manager as _,
+        household as _,
     )
-    .bind(manager)
-    .bind(household)
     .fetch_one(conn)
     .await?)
 }
@@ -117,11 +119,11 @@ pub async fn is_member(
     coop: CooperativeId,
     household: AccountId,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM cooperative_members WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL)",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM cooperative_members WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL) AS "exists!""#,
+        coop as _,
+        household as _,
     )
-    .bind(coop)
-    .bind(household)
     .fetch_one(conn)
     .await?)
 }
@@ -159,11 +161,14 @@ pub async fn check_seller_access(
 /// Who owns a listing.
 pub async fn owner_of(conn: &mut PgConnection, id: ListingId) -> Result<Owner> {
     let row: (Option<AccountId>, Option<CooperativeId>) =
-        sqlx::query_as("SELECT household_id, cooperative_id FROM listings WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?
-            .ok_or(ListingError::NotFound("listing"))?;
+        sqlx::query!(
+            r#"SELECT household_id AS "household_id: AccountId", cooperative_id AS "cooperative_id: CooperativeId" FROM listings WHERE id = $1"#,
+            id as _,
+        )
+        .fetch_optional(conn)
+        .await?
+        .map(|r| (r.household_id, r.cooperative_id))
+        .ok_or(ListingError::NotFound("listing"))?;
     Ok(match row {
         (Some(h), _) => Owner::Household(h),
         (_, Some(c)) => Owner::Cooperative(c),

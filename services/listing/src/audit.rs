@@ -32,18 +32,18 @@ pub async fn audit(
     let on_behalf_of = household
         .filter(|h| *h != actor.account_id)
         .or(actor.on_behalf_of);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit_log (id, actor_id, actor_role, on_behalf_of, action, subject_type, subject_id, details)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        uuid::Uuid::now_v7(),
+        actor.account_id as _,
+        actor.role.as_str(),
+        on_behalf_of as _,
+        action,
+        subject.0,
+        subject.1,
+        serde_json::to_value(details).map_err(anyhow::Error::from)?,
     )
-    .bind(uuid::Uuid::now_v7())
-    .bind(actor.account_id)
-    .bind(actor.role.as_str())
-    .bind(on_behalf_of)
-    .bind(action)
-    .bind(subject.0)
-    .bind(subject.1)
-    .bind(serde_json::to_value(details).map_err(anyhow::Error::from)?)
     .execute(conn)
     .await?;
     Ok(())
@@ -84,11 +84,12 @@ pub async fn list_household_audit(
     if !own && actor.role != Role::Operator {
         return Err(ListingError::Forbidden);
     }
-    let rows = sqlx::query_as::<_, AuditEntry>(
-        "SELECT actor_id, actor_role, on_behalf_of, action, subject_type, subject_id, details, at FROM audit_log
-         WHERE on_behalf_of = $1 OR actor_id = $1 ORDER BY at DESC, id DESC LIMIT 500",
+    let rows = sqlx::query_as!(
+        AuditEntry,
+        r#"SELECT actor_id AS "actor_id: AccountId", actor_role, on_behalf_of AS "on_behalf_of: AccountId", action, subject_type, subject_id, details, at
+           FROM audit_log WHERE on_behalf_of = $1 OR actor_id = $1 ORDER BY at DESC, id DESC LIMIT 500"#,
+        id as _,
     )
-    .bind(id)
     .fetch_all(&app.pool)
     .await?;
     Ok(AxumJson(rows))

@@ -17,8 +17,8 @@ use crate::{
         input::{ListingInput, ListingPatch, check_listing},
         reference::reference,
         store::{
-            LISTING_SELECT, ListingRow, ListingView, emit_changed, insert_listing, load_listing,
-            views, write_certifications,
+            ListingView, Selection, emit_changed, insert_listing, load_listing, select, views,
+            write_certifications,
         },
     },
     error::{ListingError, Problems, Result},
@@ -36,10 +36,10 @@ pub async fn create_listing(
     let mut tx = app.pool.begin().await?;
     let owner = match l.cooperative_id {
         Some(c) => {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1)",
+            sqlx::query_scalar!(
+                r#"SELECT EXISTS (SELECT 1 FROM cooperatives WHERE id = $1) AS "exists!""#,
+                c as _,
             )
-            .bind(c)
             .fetch_one(&mut *tx)
             .await?
             .then_some(())
@@ -143,22 +143,17 @@ pub async fn list_listings(
         };
         may_manage(&mut conn, &actor.ok_or(ListingError::Forbidden)?, owner).await?;
     }
-    let rows = sqlx::query_as::<_, ListingRow>(&format!(
-        "{LISTING_SELECT} WHERE ($1 OR l.status = 'active')
-           AND ($2::uuid IS NULL OR l.household_id = $2) AND ($3::uuid IS NULL OR l.cooperative_id = $3)
-           AND ($4::text IS NULL OR l.category_code = $4 OR l.category_code IN (SELECT unnest($5::text[])))
-           AND ($6::uuid IS NULL OR l.id > $6)
-         ORDER BY l.id LIMIT $7"
-    ))
-    .bind(f.all_statuses)
-    .bind(f.household_id)
-    .bind(f.cooperative_id)
-    .bind(&f.category)
-    .bind(f.category.as_deref().map(subcategories).unwrap_or_default())
-    .bind(f.after)
-    .bind(limit + 1)
-    .fetch_all(&mut *conn)
-    .await?;
+    let selection = Selection {
+        all_statuses: f.all_statuses,
+        id: None,
+        household_id: f.household_id,
+        cooperative_id: f.cooperative_id,
+        subcategories: f.category.as_deref().map(subcategories).unwrap_or_default(),
+        category: f.category,
+        after: f.after,
+        limit: limit + 1,
+    };
+    let rows = select(&mut conn, &selection).await?;
     let mut items = views(&mut conn, rows).await?;
     let next_after = (items.len() > usize::try_from(limit).unwrap_or(0))
         .then(|| {
@@ -191,11 +186,12 @@ pub async fn update_listing(
     let owner = owner_of(&mut tx, id).await?;
     may_manage(&mut tx, &actor, owner).await?;
     let cur = load_listing(&mut tx, id).await?;
-    let threshold: Option<Quantity> =
-        sqlx::query_scalar("SELECT low_stock_threshold FROM listings WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let threshold = sqlx::query_scalar!(
+        r#"SELECT low_stock_threshold AS "threshold: Quantity" FROM listings WHERE id = $1"#,
+        id as _,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let next = ListingInput {
         title: patch.title.unwrap_or(cur.title),
         description: patch.description.unwrap_or(cur.description),
@@ -219,27 +215,27 @@ pub async fn update_listing(
     let commune = reference()
         .commune(&next.origin_commune)
         .expect("checked above");
-    sqlx::query(
+    sqlx::query!(
         "UPDATE listings SET title = $2, description = $3, category_code = $4, unit_code = $5, price_vnd = $6, min_order = $7, step = $8,
             photos = $9, origin_province = $10, origin_commune = $11, lat = $12, lon = $13, ocop_stars = $14, low_stock_threshold = $15,
             version = version + 1, updated_at = now()
          WHERE id = $1",
+        id as _,
+        next.title.trim(),
+        next.description.trim(),
+        &next.category,
+        &next.unit,
+        next.price_vnd as _,
+        next.min_order as _,
+        next.step as _,
+        &next.photos,
+        &commune.province_code,
+        &next.origin_commune,
+        next.origin_point.map(|p| p.lat),
+        next.origin_point.map(|p| p.lon),
+        next.ocop_stars,
+        next.low_stock_threshold as _,
     )
-    .bind(id)
-    .bind(next.title.trim())
-    .bind(next.description.trim())
-    .bind(&next.category)
-    .bind(&next.unit)
-    .bind(next.price_vnd)
-    .bind(next.min_order)
-    .bind(next.step)
-    .bind(&next.photos)
-    .bind(&commune.province_code)
-    .bind(&next.origin_commune)
-    .bind(next.origin_point.map(|p| p.lat))
-    .bind(next.origin_point.map(|p| p.lon))
-    .bind(next.ocop_stars)
-    .bind(next.low_stock_threshold)
     .execute(&mut *tx)
     .await?;
     write_certifications(&mut tx, id, &next.certifications).await?;
@@ -289,11 +285,12 @@ pub async fn change_listing_status(
     p.finish()?;
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
-    let current: String =
-        sqlx::query_scalar("SELECT status FROM listings WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let current = sqlx::query_scalar!(
+        "SELECT status FROM listings WHERE id = $1 FOR UPDATE",
+        id as _
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let operator = actor.role == Role::Operator;
     if !operator {
         may_manage(&mut tx, &actor, owner).await?;
@@ -311,12 +308,14 @@ pub async fn change_listing_status(
             ),
         ));
     }
-    sqlx::query("UPDATE listings SET status = $2, hidden_reason = $3, version = version + 1, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(&c.status)
-        .bind(c.reason.as_deref().filter(|_| c.status == "hidden"))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE listings SET status = $2, hidden_reason = $3, version = version + 1, updated_at = now() WHERE id = $1",
+        id as _,
+        &c.status,
+        c.reason.as_deref().filter(|_| c.status == "hidden"),
+    )
+    .execute(&mut *tx)
+    .await?;
     let view = load_listing(&mut tx, id).await?;
     audit(
         &mut tx,

@@ -97,36 +97,35 @@ pub async fn insert_listing(
         Owner::Household(h) => (Some(h), None),
         Owner::Cooperative(c) => (None, Some(c)),
     };
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO listings (id, household_id, cooperative_id, title, description, category_code, unit_code, price_vnd, min_order, step,
             photos, origin_province, origin_commune, admin_version, lat, lon, ocop_stars, status, low_stock_threshold, created_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        id as _,
+        household as _,
+        coop as _,
+        l.title.trim(),
+        l.description.trim(),
+        &l.category,
+        &l.unit,
+        l.price_vnd as _,
+        l.min_order.unwrap_or_else(default_min_order) as _,
+        l.step.unwrap_or_else(default_step) as _,
+        &l.photos,
+        &commune.province_code,
+        &l.origin_commune,
+        ADMIN_VERSION,
+        l.origin_point.map(|p| p.lat),
+        l.origin_point.map(|p| p.lon),
+        l.ocop_stars,
+        l.status.as_deref().unwrap_or("draft"),
+        l.low_stock_threshold as _,
+        actor.account_id as _,
     )
-    .bind(id)
-    .bind(household)
-    .bind(coop)
-    .bind(l.title.trim())
-    .bind(l.description.trim())
-    .bind(&l.category)
-    .bind(&l.unit)
-    .bind(l.price_vnd)
-    .bind(l.min_order.unwrap_or_else(default_min_order))
-    .bind(l.step.unwrap_or_else(default_step))
-    .bind(&l.photos)
-    .bind(&commune.province_code)
-    .bind(&l.origin_commune)
-    .bind(ADMIN_VERSION)
-    .bind(l.origin_point.map(|p| p.lat))
-    .bind(l.origin_point.map(|p| p.lon))
-    .bind(l.ocop_stars)
-    .bind(l.status.as_deref().unwrap_or("draft"))
-    .bind(l.low_stock_threshold)
-    .bind(actor.account_id)
     .execute(&mut *conn)
     .await?;
     write_certifications(conn, id, &l.certifications).await?;
-    sqlx::query("INSERT INTO stock (listing_id) VALUES ($1)")
-        .bind(id)
+    sqlx::query!("INSERT INTO stock (listing_id) VALUES ($1)", id as _)
         .execute(&mut *conn)
         .await?;
     let view = load_listing(conn, id).await?;
@@ -148,21 +147,25 @@ pub(crate) async fn write_certifications(
     id: ListingId,
     certs: &[Certification],
 ) -> Result<()> {
-    sqlx::query("DELETE FROM listing_certifications WHERE listing_id = $1")
-        .bind(id)
+    sqlx::query!(
+        "DELETE FROM listing_certifications WHERE listing_id = $1",
+        id as _
+    )
+    .execute(&mut *conn)
+    .await?;
+    for (i, c) in certs.iter().enumerate() {
+        sqlx::query!(
+            "INSERT INTO listing_certifications (listing_id, position, kind, number, issuer, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            id as _,
+            i32::try_from(i).unwrap_or(i32::MAX),
+            &c.kind,
+            c.number.trim(),
+            c.issuer.trim(),
+            c.valid_from,
+            c.valid_until,
+        )
         .execute(&mut *conn)
         .await?;
-    for (i, c) in certs.iter().enumerate() {
-        sqlx::query("INSERT INTO listing_certifications (listing_id, position, kind, number, issuer, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(id)
-            .bind(i32::try_from(i).unwrap_or(i32::MAX))
-            .bind(&c.kind)
-            .bind(c.number.trim())
-            .bind(c.issuer.trim())
-            .bind(c.valid_from)
-            .bind(c.valid_until)
-            .execute(&mut *conn)
-            .await?;
     }
     Ok(())
 }
@@ -211,23 +214,72 @@ pub(crate) struct ListingRow {
     reserved: Quantity,
 }
 
-pub(crate) const LISTING_SELECT: &str = "SELECT l.id, l.household_id, l.cooperative_id, COALESCE(h.name, c.name) AS seller_name, l.title, l.description,
-    l.category_code, l.unit_code, l.price_vnd, l.min_order, l.step, l.photos, l.origin_province, l.origin_commune, l.lat, l.lon,
-    l.ocop_stars, l.status, l.low_stock_threshold, l.version, l.created_at, l.updated_at, s.on_hand, s.reserved
-    FROM listings l JOIN stock s ON s.listing_id = l.id
-    LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id";
+/// Which listings to read: every filter is optional.
+#[derive(Debug, Default)]
+pub(crate) struct Selection {
+    /// Drafts, paused and hidden listings too.
+    pub all_statuses: bool,
+    /// Only this listing.
+    pub id: Option<ListingId>,
+    /// Only this household's.
+    pub household_id: Option<AccountId>,
+    /// Only this cooperative's.
+    pub cooperative_id: Option<CooperativeId>,
+    /// Only in this category or one of `subcategories`.
+    pub category: Option<String>,
+    /// The category's subcategories.
+    pub subcategories: Vec<String>,
+    /// Only ids after this one (keyset paging).
+    pub after: Option<ListingId>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Reads listings in id order.
+pub(crate) async fn select(conn: &mut PgConnection, s: &Selection) -> Result<Vec<ListingRow>> {
+    Ok(sqlx::query_as!(
+        ListingRow,
+        r#"SELECT l.id AS "id: ListingId", l.household_id AS "household_id: AccountId", l.cooperative_id AS "cooperative_id: CooperativeId",
+            COALESCE(h.name, c.name) AS "seller_name!", l.title, l.description, l.category_code, l.unit_code, l.price_vnd AS "price_vnd: Vnd",
+            l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon,
+            l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
+            s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity"
+         FROM listings l JOIN stock s ON s.listing_id = l.id
+         LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
+         WHERE ($1 OR l.status = 'active')
+           AND ($2::uuid IS NULL OR l.id = $2)
+           AND ($3::uuid IS NULL OR l.household_id = $3) AND ($4::uuid IS NULL OR l.cooperative_id = $4)
+           AND ($5::text IS NULL OR l.category_code = $5 OR l.category_code = ANY($6::text[]))
+           AND ($7::uuid IS NULL OR l.id > $7)
+         ORDER BY l.id LIMIT $8"#,
+        s.all_statuses,
+        s.id as _,
+        s.household_id as _,
+        s.cooperative_id as _,
+        s.category.as_deref(),
+        &s.subcategories,
+        s.after as _,
+        s.limit,
+    )
+    .fetch_all(conn)
+    .await?)
+}
 
 pub(crate) async fn views(
     conn: &mut PgConnection,
     rows: Vec<ListingRow>,
 ) -> Result<Vec<ListingView>> {
     let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id.0).collect();
-    let certs: Vec<(ListingId, String, String, String, NaiveDate, NaiveDate)> = sqlx::query_as(
-        "SELECT listing_id, kind, number, issuer, valid_from, valid_until FROM listing_certifications WHERE listing_id = ANY($1) ORDER BY listing_id, position",
+    let certs: Vec<(ListingId, String, String, String, NaiveDate, NaiveDate)> = sqlx::query!(
+        r#"SELECT listing_id AS "listing_id: ListingId", kind, number, issuer, valid_from, valid_until
+           FROM listing_certifications WHERE listing_id = ANY($1) ORDER BY listing_id, position"#,
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|c| (c.listing_id, c.kind, c.number, c.issuer, c.valid_from, c.valid_until))
+    .collect();
     let r = reference();
     Ok(rows
         .into_iter()
@@ -291,10 +343,15 @@ pub(crate) async fn views(
 
 /// Loads one listing.
 pub async fn load_listing(conn: &mut PgConnection, id: ListingId) -> Result<ListingView> {
-    let row = sqlx::query_as::<_, ListingRow>(&format!("{LISTING_SELECT} WHERE l.id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(ListingError::NotFound("listing"))?;
-    Ok(views(conn, vec![row]).await?.remove(0))
+    let selection = Selection {
+        all_statuses: true,
+        id: Some(id),
+        limit: 1,
+        ..Selection::default()
+    };
+    let rows = select(conn, &selection).await?;
+    if rows.is_empty() {
+        return Err(ListingError::NotFound("listing"));
+    }
+    Ok(views(conn, rows).await?.remove(0))
 }

@@ -3,7 +3,7 @@
 
 use axum::{Json as AxumJson, extract::State, http::StatusCode};
 use nongsan_shared::{
-    PhoneNumber,
+    AccountId, PhoneNumber,
     auth::{Actor, Role},
     http::Json,
 };
@@ -126,10 +126,11 @@ pub async fn register_account(
 /// The signed-in account.
 #[utoipa::path(get, path = "/v1/me", tag = "identity", responses((status = 200, body = AccountView), (status = 401, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn get_me(State(app): State<AppState>, actor: Actor) -> Result<AxumJson<AccountView>> {
-    let account = sqlx::query_as::<_, AccountView>(
-        "SELECT id, phone, role, display_name, status, created_at FROM accounts WHERE id = $1",
+    let account = sqlx::query_as!(
+        AccountView,
+        r#"SELECT id AS "id: AccountId", phone, role AS "role: Role", display_name, status, created_at FROM accounts WHERE id = $1"#,
+        actor.account_id as _,
     )
-    .bind(actor.account_id)
     .fetch_optional(&app.pool)
     .await?
     .ok_or(ListingError::NotFound("account"))?;
@@ -186,11 +187,13 @@ pub async fn register_household(
     .await?;
     let household = insert_household(&mut tx, account.id, &r.household).await?;
     if actor.role == Role::Helper {
-        sqlx::query("INSERT INTO helper_assignments (helper_id, household_id) VALUES ($1, $2)")
-            .bind(actor.account_id)
-            .bind(account.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO helper_assignments (helper_id, household_id) VALUES ($1, $2)",
+            actor.account_id as _,
+            account.id as _,
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     let activation_code = new_activation_code(&mut tx, account.id).await?;
     audit(

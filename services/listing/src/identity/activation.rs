@@ -2,7 +2,11 @@
 //! given.
 
 use axum::{Json as AxumJson, extract::State};
-use nongsan_shared::{AccountId, PhoneNumber, auth::Actor, http::Json};
+use nongsan_shared::{
+    AccountId, PhoneNumber,
+    auth::{Actor, Role},
+    http::Json,
+};
 use rand::RngCore;
 use serde::Deserialize;
 use sqlx::PgConnection;
@@ -40,13 +44,13 @@ pub async fn new_activation_code(conn: &mut PgConnection, account: AccountId) ->
     let mut n = [0u8; 4];
     rand::rng().fill_bytes(&mut n);
     let code = format!("{:08}", u32::from_le_bytes(n) % 100_000_000);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO activation_codes (account_id, code_hash, expires_at) VALUES ($1, $2, now() + make_interval(days => $3))
          ON CONFLICT (account_id) DO UPDATE SET code_hash = EXCLUDED.code_hash, expires_at = EXCLUDED.expires_at, attempts = 0",
+        account as _,
+        sha256(&code),
+        i32::try_from(ACTIVATION_TTL_DAYS).unwrap_or(14),
     )
-    .bind(account)
-    .bind(sha256(&code))
-    .bind(i32::try_from(ACTIVATION_TTL_DAYS).unwrap_or(14))
     .execute(conn)
     .await?;
     Ok(code)
@@ -69,22 +73,25 @@ pub async fn activate_account(
     }
     let hash = hash_password(a.password).await?;
     let mut tx = app.pool.begin().await?;
-    let account = sqlx::query_as::<_, AccountView>(
-        "UPDATE accounts SET password_hash = $3, status = 'active'
+    let account = sqlx::query_as!(
+        AccountView,
+        r#"UPDATE accounts SET password_hash = $3, status = 'active'
          WHERE phone = $1 AND status = 'pending_activation'
            AND EXISTS (SELECT 1 FROM activation_codes c WHERE c.account_id = accounts.id AND c.code_hash = $2 AND c.expires_at > now())
-         RETURNING id, phone, role, display_name, status, created_at",
+         RETURNING id AS "id: AccountId", phone, role AS "role: Role", display_name, status, created_at"#,
+        a.phone.as_str(),
+        sha256(a.code.trim()),
+        &hash,
     )
-    .bind(a.phone.as_str())
-    .bind(sha256(a.code.trim()))
-    .bind(&hash)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ListingError::BadCredentials)?;
-    sqlx::query("DELETE FROM activation_codes WHERE account_id = $1")
-        .bind(account.id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM activation_codes WHERE account_id = $1",
+        account.id as _
+    )
+    .execute(&mut *tx)
+    .await?;
     let actor = Actor {
         account_id: account.id,
         role: account.role,

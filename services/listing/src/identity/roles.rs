@@ -51,12 +51,13 @@ pub async fn grant_role(
     );
     p.finish()?;
     let mut tx = app.pool.begin().await?;
-    let account = sqlx::query_as::<_, AccountView>(
-        "UPDATE accounts SET role = $2 WHERE id = $1 AND role IN ('buyer', 'helper', 'cooperative_manager')
-         RETURNING id, phone, role, display_name, status, created_at",
+    let account = sqlx::query_as!(
+        AccountView,
+        r#"UPDATE accounts SET role = $2 WHERE id = $1 AND role IN ('buyer', 'helper', 'cooperative_manager')
+         RETURNING id AS "id: AccountId", phone, role AS "role: Role", display_name, status, created_at"#,
+        id as _,
+        g.role as _,
     )
-    .bind(id)
-    .bind(g.role)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ListingError::NotFound("account"))?;
@@ -80,14 +81,14 @@ pub async fn upsert_operator(
     password: String,
 ) -> Result<AccountId> {
     let hash = hash_password(password).await?;
-    let id: AccountId = sqlx::query_scalar(
-        "INSERT INTO accounts (id, phone, password_hash, role, display_name) VALUES ($1, $2, $3, 'operator', 'Operator')
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO accounts (id, phone, password_hash, role, display_name) VALUES ($1, $2, $3, 'operator', 'Operator')
          ON CONFLICT (phone) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'operator', status = 'active'
-         RETURNING id",
+         RETURNING id AS "id: AccountId""#,
+        AccountId::new() as _,
+        phone.as_str(),
+        hash,
     )
-    .bind(AccountId::new())
-    .bind(phone.as_str())
-    .bind(hash)
     .fetch_one(pool)
     .await?;
     Ok(id)

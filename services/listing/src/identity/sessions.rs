@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::{Json as AxumJson, extract::State, http::StatusCode};
-use chrono::{DateTime, Utc};
+
 use nongsan_shared::{AccountId, PhoneNumber, auth::Role, http::Json};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -65,13 +65,15 @@ pub(crate) async fn issue_session(
     account: AccountView,
 ) -> Result<Session> {
     let refresh = random_token();
-    sqlx::query("INSERT INTO refresh_tokens (id, account_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + make_interval(days => $4))")
-        .bind(uuid::Uuid::now_v7())
-        .bind(account.id)
-        .bind(sha256(&refresh))
-        .bind(i32::try_from(REFRESH_TTL_DAYS).unwrap_or(30))
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO refresh_tokens (id, account_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + make_interval(days => $4))",
+        uuid::Uuid::now_v7(),
+        account.id as _,
+        sha256(&refresh),
+        i32::try_from(REFRESH_TTL_DAYS).unwrap_or(30),
+    )
+    .execute(conn)
+    .await?;
     Ok(Session {
         access_token: app.keys.issue(account.id, account.role),
         token_type: "Bearer",
@@ -93,14 +95,22 @@ pub async fn create_session(
     if hits > LOGIN_ATTEMPTS {
         return Err(ListingError::TooManyAttempts(left.as_secs().max(1)));
     }
-    let row: Option<(AccountView, Option<String>)> = sqlx::query_as::<_, (AccountId, String, Role, String, String, DateTime<Utc>, Option<String>)>(
-        "SELECT id, phone, role, display_name, status, created_at, password_hash FROM accounts WHERE phone = $1",
+    let row = sqlx::query!(
+        r#"SELECT id AS "id: AccountId", phone, role AS "role: Role", display_name, status, created_at, password_hash FROM accounts WHERE phone = $1"#,
+        c.phone.as_str(),
     )
-    .bind(c.phone.as_str())
     .fetch_optional(&app.pool)
     .await?
-    .map(|(id, phone, role, display_name, status, created_at, hash)| {
-        (AccountView { id, phone, role, display_name, status, created_at }, hash)
+    .map(|r| {
+        let account = AccountView {
+            id: r.id,
+            phone: r.phone,
+            role: r.role,
+            display_name: r.display_name,
+            status: r.status,
+            created_at: r.created_at,
+        };
+        (account, r.password_hash)
     });
     let (account, hash) = match row {
         Some((a, h)) if a.status == "active" => (Some(a), h),
@@ -123,12 +133,13 @@ pub async fn refresh_session(
     Json(r): Json<RefreshRequest>,
 ) -> Result<AxumJson<Session>> {
     let mut tx = app.pool.begin().await?;
-    let account = sqlx::query_as::<_, AccountView>(
-        "UPDATE refresh_tokens t SET revoked_at = now() FROM accounts a
+    let account = sqlx::query_as!(
+        AccountView,
+        r#"UPDATE refresh_tokens t SET revoked_at = now() FROM accounts a
          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND a.id = t.account_id AND a.status = 'active'
-         RETURNING a.id, a.phone, a.role, a.display_name, a.status, a.created_at",
+         RETURNING a.id AS "id: AccountId", a.phone, a.role AS "role: Role", a.display_name, a.status, a.created_at"#,
+        sha256(&r.refresh_token),
     )
-    .bind(sha256(&r.refresh_token))
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ListingError::BadCredentials)?;
@@ -144,10 +155,10 @@ pub async fn delete_session(
     State(app): State<AppState>,
     Json(r): Json<RefreshRequest>,
 ) -> Result<StatusCode> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
+        sha256(&r.refresh_token),
     )
-    .bind(sha256(&r.refresh_token))
     .execute(&app.pool)
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -39,18 +39,19 @@ pub async fn insert_account(
     } else {
         "pending_activation"
     };
-    let res = sqlx::query_as::<_, AccountView>(
-        "INSERT INTO accounts (id, phone, password_hash, role, display_name, status, created_by)
+    let res = sqlx::query_as!(
+        AccountView,
+        r#"INSERT INTO accounts (id, phone, password_hash, role, display_name, status, created_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING id, phone, role, display_name, status, created_at",
+         RETURNING id AS "id: AccountId", phone, role AS "role: Role", display_name, status, created_at"#,
+        AccountId::new() as _,
+        phone.as_str(),
+        password_hash,
+        role as _,
+        display_name.trim(),
+        status,
+        created_by as _,
     )
-    .bind(AccountId::new())
-    .bind(phone.as_str())
-    .bind(password_hash)
-    .bind(role)
-    .bind(display_name.trim())
-    .bind(status)
-    .bind(created_by)
     .fetch_one(conn)
     .await;
     match res {

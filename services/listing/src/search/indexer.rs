@@ -36,15 +36,14 @@ impl Handler for MarkDirty {
 /// Marks listings dirty; the indexer is woken when the transaction commits.
 pub async fn mark_dirty(conn: &mut PgConnection, ids: &[ListingId]) -> anyhow::Result<()> {
     let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO search_dirty (listing_id) SELECT unnest($1::uuid[])
          ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp()",
+        &ids,
     )
-    .bind(&ids)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
+    sqlx::query!("SELECT pg_notify($1, '')", CHANNEL)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -52,11 +51,14 @@ pub async fn mark_dirty(conn: &mut PgConnection, ids: &[ListingId]) -> anyhow::R
 
 /// Writes up to 200 dirty listings to the engine; returns how many.
 pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Result<usize> {
-    let dirty: Vec<(ListingId, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT listing_id, marked_at FROM search_dirty ORDER BY marked_at LIMIT 200",
+    let dirty: Vec<(ListingId, DateTime<Utc>)> = sqlx::query!(
+        r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty ORDER BY marked_at LIMIT 200"#
     )
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|d| (d.listing_id, d.marked_at))
+    .collect();
     if dirty.is_empty() {
         return Ok(0);
     }
@@ -72,11 +74,13 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
     engine.upsert(&docs).await?;
     for (id, marked_at) in &dirty {
         // Only if it was not marked again while we were writing.
-        sqlx::query("DELETE FROM search_dirty WHERE listing_id = $1 AND marked_at = $2")
-            .bind(id)
-            .bind(marked_at)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM search_dirty WHERE listing_id = $1 AND marked_at = $2",
+            id as _,
+            marked_at,
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(dirty.len())
 }
@@ -135,8 +139,8 @@ pub async fn backfill_if_empty(pool: &PgPool, engine: &dyn SearchEngine) -> anyh
     if engine.count().await? > 0 {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO search_dirty (listing_id) SELECT id FROM listings ON CONFLICT DO NOTHING",
+    sqlx::query!(
+        "INSERT INTO search_dirty (listing_id) SELECT id FROM listings ON CONFLICT DO NOTHING"
     )
     .execute(pool)
     .await?;
@@ -149,7 +153,7 @@ pub async fn reindex(
     engine: &dyn SearchEngine,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
-    let ids: Vec<ListingId> = sqlx::query_scalar("SELECT id FROM listings ORDER BY id")
+    let ids = sqlx::query_scalar!(r#"SELECT id AS "id: ListingId" FROM listings ORDER BY id"#)
         .fetch_all(pool)
         .await?;
     engine.clear().await?;

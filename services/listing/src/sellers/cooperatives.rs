@@ -65,18 +65,30 @@ pub async fn load_cooperative(
     conn: &mut PgConnection,
     id: CooperativeId,
 ) -> Result<CooperativeView> {
-    let row: (CooperativeId, String, Option<String>, String, String, String, AccountId) = sqlx::query_as(
-        "SELECT id, name, tax_code, province_code, commune_code, street, manager_id FROM cooperatives WHERE id = $1",
+    let row = sqlx::query!(
+        r#"SELECT id AS "id: CooperativeId", name, tax_code, province_code, commune_code, street, manager_id AS "manager_id: AccountId"
+           FROM cooperatives WHERE id = $1"#,
+        id as _,
     )
-    .bind(id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(ListingError::NotFound("cooperative"))?;
-    let members = sqlx::query_scalar("SELECT household_id FROM cooperative_members WHERE cooperative_id = $1 AND left_at IS NULL ORDER BY joined_at")
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let (id, name, tax_code, province_code, commune_code, street, manager_id) = row;
+    let members = sqlx::query_scalar!(
+        r#"SELECT household_id AS "household_id: AccountId" FROM cooperative_members
+           WHERE cooperative_id = $1 AND left_at IS NULL ORDER BY joined_at"#,
+        id as _,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let (id, name, tax_code, province_code, commune_code, street, manager_id) = (
+        row.id,
+        row.name,
+        row.tax_code,
+        row.province_code,
+        row.commune_code,
+        row.street,
+        row.manager_id,
+    );
     Ok(CooperativeView {
         id,
         name,
@@ -117,17 +129,17 @@ pub async fn create_cooperative(
     p.finish()?;
     let id = CooperativeId::new();
     let mut tx = app.pool.begin().await?;
-    let res = sqlx::query(
+    let res = sqlx::query!(
         "INSERT INTO cooperatives (id, name, tax_code, province_code, commune_code, admin_version, street, manager_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        id as _,
+        c.name.trim(),
+        c.tax_code.as_deref().map(str::trim),
+        &c.address.province_code,
+        &c.address.commune_code,
+        ADMIN_VERSION,
+        c.address.street.trim(),
+        actor.account_id as _,
     )
-    .bind(id)
-    .bind(c.name.trim())
-    .bind(c.tax_code.as_deref().map(str::trim))
-    .bind(&c.address.province_code)
-    .bind(&c.address.commune_code)
-    .bind(ADMIN_VERSION)
-    .bind(c.address.street.trim())
-    .bind(actor.account_id)
     .execute(&mut *tx)
     .await;
     if let Err(sqlx::Error::Database(d)) = &res
@@ -184,11 +196,12 @@ pub async fn add_member(
     let mut tx = app.pool.begin().await?;
     load_cooperative(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM households WHERE account_id = $1)")
-            .bind(m.household_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let exists: bool = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM households WHERE account_id = $1) AS "exists!""#,
+        m.household_id as _,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !exists {
         return Err(ListingError::field(
             "household_id",
@@ -199,12 +212,12 @@ pub async fn add_member(
             ),
         ));
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO cooperative_members (cooperative_id, household_id) VALUES ($1, $2)
          ON CONFLICT (cooperative_id, household_id) DO UPDATE SET left_at = NULL, joined_at = CASE WHEN cooperative_members.left_at IS NULL THEN cooperative_members.joined_at ELSE now() END",
+        id as _,
+        m.household_id as _,
     )
-    .bind(id)
-    .bind(m.household_id)
     .execute(&mut *tx)
     .await?;
     audit(
@@ -232,12 +245,14 @@ pub async fn remove_member(
     let mut tx = app.pool.begin().await?;
     load_cooperative(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
-    let n = sqlx::query("UPDATE cooperative_members SET left_at = now() WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL")
-        .bind(id)
-        .bind(household)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n = sqlx::query!(
+        "UPDATE cooperative_members SET left_at = now() WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL",
+        id as _,
+        household as _,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if n == 0 {
         return Err(ListingError::NotFound("member"));
     }

@@ -33,34 +33,30 @@ pub struct HouseholdView {
     pub created_at: DateTime<Utc>,
 }
 
-type HouseholdRow = (
-    AccountId,
-    String,
-    String,
-    String,
-    String,
-    Option<f64>,
-    Option<f64>,
-    DateTime<Utc>,
-);
-
-fn household_view(r: HouseholdRow) -> HouseholdView {
-    let (id, name, province_code, commune_code, street, lat, lon, created_at) = r;
-    HouseholdView {
-        id,
-        name,
-        address: AddressInput {
-            province_code,
-            commune_code,
-            street,
-        },
-        farm_location: lat.zip(lon).map(|(lat, lon)| Point { lat, lon }),
-        created_at,
-    }
+struct HouseholdRow {
+    account_id: AccountId,
+    name: String,
+    province_code: String,
+    commune_code: String,
+    street: String,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    created_at: DateTime<Utc>,
 }
 
-const HOUSEHOLD_COLUMNS: &str =
-    "account_id, name, province_code, commune_code, street, lat, lon, created_at";
+fn household_view(r: HouseholdRow) -> HouseholdView {
+    HouseholdView {
+        id: r.account_id,
+        name: r.name,
+        address: AddressInput {
+            province_code: r.province_code,
+            commune_code: r.commune_code,
+            street: r.street,
+        },
+        farm_location: r.lat.zip(r.lon).map(|(lat, lon)| Point { lat, lon }),
+        created_at: r.created_at,
+    }
+}
 
 /// Inserts a household profile for an account.
 pub async fn insert_household(
@@ -68,18 +64,20 @@ pub async fn insert_household(
     id: AccountId,
     h: &HouseholdInput,
 ) -> Result<HouseholdView> {
-    let row: HouseholdRow = sqlx::query_as(&format!(
-        "INSERT INTO households (account_id, name, province_code, commune_code, admin_version, street, lat, lon)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {HOUSEHOLD_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(h.name.trim())
-    .bind(&h.address.province_code)
-    .bind(&h.address.commune_code)
-    .bind(ADMIN_VERSION)
-    .bind(h.address.street.trim())
-    .bind(h.farm_location.map(|p| p.lat))
-    .bind(h.farm_location.map(|p| p.lon))
+    let row = sqlx::query_as!(
+        HouseholdRow,
+        r#"INSERT INTO households (account_id, name, province_code, commune_code, admin_version, street, lat, lon)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING account_id AS "account_id: AccountId", name, province_code, commune_code, street, lat, lon, created_at"#,
+        id as _,
+        h.name.trim(),
+        &h.address.province_code,
+        &h.address.commune_code,
+        ADMIN_VERSION,
+        h.address.street.trim(),
+        h.farm_location.map(|p| p.lat),
+        h.farm_location.map(|p| p.lon),
+    )
     .fetch_one(conn)
     .await?;
     Ok(household_view(row))
@@ -87,10 +85,12 @@ pub async fn insert_household(
 
 /// Loads a household.
 pub async fn load_household(conn: &mut PgConnection, id: AccountId) -> Result<HouseholdView> {
-    let row: HouseholdRow = sqlx::query_as(&format!(
-        "SELECT {HOUSEHOLD_COLUMNS} FROM households WHERE account_id = $1"
-    ))
-    .bind(id)
+    let row = sqlx::query_as!(
+        HouseholdRow,
+        r#"SELECT account_id AS "account_id: AccountId", name, province_code, commune_code, street, lat, lon, created_at
+           FROM households WHERE account_id = $1"#,
+        id as _,
+    )
     .fetch_optional(conn)
     .await?
     .ok_or(ListingError::NotFound("household"))?;
@@ -147,16 +147,18 @@ pub async fn update_household(
             .collect(),
     )
     .finish()?;
-    sqlx::query("UPDATE households SET name = $2, province_code = $3, commune_code = $4, street = $5, lat = $6, lon = $7, updated_at = now() WHERE account_id = $1")
-        .bind(id)
-        .bind(next.name.trim())
-        .bind(&next.address.province_code)
-        .bind(&next.address.commune_code)
-        .bind(next.address.street.trim())
-        .bind(next.farm_location.map(|p| p.lat))
-        .bind(next.farm_location.map(|p| p.lon))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE households SET name = $2, province_code = $3, commune_code = $4, street = $5, lat = $6, lon = $7, updated_at = now() WHERE account_id = $1",
+        id as _,
+        next.name.trim(),
+        &next.address.province_code,
+        &next.address.commune_code,
+        next.address.street.trim(),
+        next.farm_location.map(|p| p.lat),
+        next.farm_location.map(|p| p.lon),
+    )
+    .execute(&mut *tx)
+    .await?;
     audit(
         &mut tx,
         &actor,

@@ -230,10 +230,12 @@ pub async fn import_rows(
             h => match h.parse::<AccountId>() {
                 Ok(id) => Some(id),
                 Err(_) => match PhoneNumber::parse(h) {
-                    Ok(phone) => sqlx::query_scalar("SELECT h.account_id FROM households h JOIN accounts a ON a.id = h.account_id WHERE a.phone = $1")
-                        .bind(phone.as_str())
-                        .fetch_optional(&mut *conn)
-                        .await?,
+                    Ok(phone) => sqlx::query_scalar!(
+                        r#"SELECT h.account_id AS "account_id: AccountId" FROM households h JOIN accounts a ON a.id = h.account_id WHERE a.phone = $1"#,
+                        phone.as_str(),
+                    )
+                    .fetch_optional(&mut *conn)
+                    .await?,
                     Err(_) => None,
                 },
             },

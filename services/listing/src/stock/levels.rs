@@ -51,12 +51,14 @@ pub async fn lock_stock(
     conn: &mut PgConnection,
     listing: ListingId,
 ) -> Result<(Quantity, Quantity, Option<Quantity>)> {
-    sqlx::query_as(
-        "SELECT s.on_hand, s.reserved, l.low_stock_threshold FROM stock s JOIN listings l ON l.id = s.listing_id WHERE s.listing_id = $1 FOR UPDATE OF s",
+    sqlx::query!(
+        r#"SELECT s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity", l.low_stock_threshold AS "threshold: Quantity"
+           FROM stock s JOIN listings l ON l.id = s.listing_id WHERE s.listing_id = $1 FOR UPDATE OF s"#,
+        listing as _,
     )
-    .bind(listing)
     .fetch_optional(conn)
     .await?
+    .map(|r| (r.on_hand, r.reserved, r.threshold))
     .ok_or(ListingError::NotFound("listing"))
 }
 
@@ -86,11 +88,13 @@ pub async fn apply(
     }
     for m in moves {
         if let Some(lot) = m.lot {
-            let left: Option<Quantity> = sqlx::query_scalar("UPDATE lots SET on_hand = on_hand + $2 WHERE id = $1 AND on_hand + $2 >= 0 RETURNING on_hand")
-                .bind(lot)
-                .bind(m.on_hand)
-                .fetch_optional(&mut *conn)
-                .await?;
+            let left = sqlx::query_scalar!(
+                r#"UPDATE lots SET on_hand = on_hand + $2 WHERE id = $1 AND on_hand + $2 >= 0 RETURNING on_hand AS "on_hand: Quantity""#,
+                lot,
+                m.on_hand as _,
+            )
+            .fetch_optional(&mut *conn)
+            .await?;
             if left.is_none() {
                 let (h, r, _) = lock_stock(conn, listing).await?;
                 return Err(ListingError::InsufficientStock {
@@ -99,29 +103,31 @@ pub async fn apply(
                 });
             }
         }
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            uuid::Uuid::now_v7(),
+            m.listing as _,
+            m.lot,
+            m.kind,
+            m.on_hand as _,
+            m.reserved as _,
+            m.reason,
+            m.reservation as _,
+            m.actor.map(|a| a.account_id) as _,
+            m.actor.and_then(|a| a.on_behalf_of) as _,
         )
-        .bind(uuid::Uuid::now_v7())
-        .bind(m.listing)
-        .bind(m.lot)
-        .bind(m.kind)
-        .bind(m.on_hand)
-        .bind(m.reserved)
-        .bind(m.reason)
-        .bind(m.reservation)
-        .bind(m.actor.map(|a| a.account_id))
-        .bind(m.actor.and_then(|a| a.on_behalf_of))
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query("UPDATE stock SET on_hand = $2, reserved = $3 WHERE listing_id = $1")
-        .bind(listing)
-        .bind(on_hand)
-        .bind(reserved)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE stock SET on_hand = $2, reserved = $3 WHERE listing_id = $1",
+        listing as _,
+        on_hand as _,
+        reserved as _,
+    )
+    .execute(&mut *conn)
+    .await?;
     let levels = StockLevels::new(on_hand, reserved, threshold);
     events::emit(
         conn,

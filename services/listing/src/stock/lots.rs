@@ -117,16 +117,17 @@ pub async fn intake(
     };
     p.finish()?;
     lock_stock(conn, listing).await?;
-    let lot: LotView = sqlx::query_as(
-        "INSERT INTO lots (id, listing_id, lot_code, harvest_date, household_id) VALUES ($1, $2, $3, $4, $5)
+    let lot = sqlx::query_as!(
+        LotView,
+        r#"INSERT INTO lots (id, listing_id, lot_code, harvest_date, household_id) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (listing_id, lot_code) DO UPDATE SET lot_code = EXCLUDED.lot_code
-         RETURNING id, lot_code, harvest_date, household_id, on_hand",
+         RETURNING id, lot_code, harvest_date, household_id AS "household_id: AccountId", on_hand AS "on_hand: Quantity""#,
+        uuid::Uuid::now_v7(),
+        listing as _,
+        &i.lot_code,
+        i.harvest_date,
+        household as _,
     )
-    .bind(uuid::Uuid::now_v7())
-    .bind(listing)
-    .bind(&i.lot_code)
-    .bind(i.harvest_date)
-    .bind(household)
     .fetch_one(&mut *conn)
     .await?;
     if lot.harvest_date != i.harvest_date || lot.household_id != Some(household) {
@@ -229,22 +230,23 @@ pub async fn adjust_stock(
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
     may_manage(&mut tx, &actor, owner).await?;
-    let lot: uuid::Uuid =
-        sqlx::query_scalar("SELECT id FROM lots WHERE listing_id = $1 AND lot_code = $2")
-            .bind(id)
-            .bind(&a.lot_code)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                ListingError::field(
-                    "lot_code",
-                    Invalid::new(
-                        "unknown_lot",
-                        "is not a lot of this listing",
-                        "không phải lô của tin này",
-                    ),
-                )
-            })?;
+    let lot: uuid::Uuid = sqlx::query_scalar!(
+        "SELECT id FROM lots WHERE listing_id = $1 AND lot_code = $2",
+        id as _,
+        &a.lot_code,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| {
+        ListingError::field(
+            "lot_code",
+            Invalid::new(
+                "unknown_lot",
+                "is not a lot of this listing",
+                "không phải lô của tin này",
+            ),
+        )
+    })?;
     let levels = apply(
         &mut tx,
         id,
@@ -286,17 +288,21 @@ pub struct StockView {
 
 /// Loads a listing's stock and lots.
 pub async fn stock_view(conn: &mut PgConnection, id: ListingId) -> Result<StockView> {
-    let (on_hand, reserved, threshold): (Quantity, Quantity, Option<Quantity>) = sqlx::query_as(
-        "SELECT s.on_hand, s.reserved, l.low_stock_threshold FROM stock s JOIN listings l ON l.id = s.listing_id WHERE s.listing_id = $1",
+    let levels = sqlx::query!(
+        r#"SELECT s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity", l.low_stock_threshold AS "threshold: Quantity"
+           FROM stock s JOIN listings l ON l.id = s.listing_id WHERE s.listing_id = $1"#,
+        id as _,
     )
-    .bind(id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(ListingError::NotFound("listing"))?;
-    let lots = sqlx::query_as::<_, LotView>(
-        "SELECT id, lot_code, harvest_date, household_id, on_hand FROM lots WHERE listing_id = $1 AND on_hand > 0 ORDER BY harvest_date, created_at",
+    let (on_hand, reserved, threshold) = (levels.on_hand, levels.reserved, levels.threshold);
+    let lots = sqlx::query_as!(
+        LotView,
+        r#"SELECT id, lot_code, harvest_date, household_id AS "household_id: AccountId", on_hand AS "on_hand: Quantity"
+           FROM lots WHERE listing_id = $1 AND on_hand > 0 ORDER BY harvest_date, created_at"#,
+        id as _,
     )
-    .bind(id)
     .fetch_all(conn)
     .await?;
     Ok(StockView {
@@ -354,11 +360,14 @@ pub async fn list_movements(
     let mut conn = app.pool.acquire().await?;
     let owner = owner_of(&mut conn, id).await?;
     may_manage(&mut conn, &actor, owner).await?;
-    let rows = sqlx::query_as::<_, MovementView>(
-        "SELECT m.kind, l.lot_code, m.on_hand_delta, m.reserved_delta, m.reason, m.reservation_id, m.actor_id, m.on_behalf_of, m.at
-         FROM stock_movements m LEFT JOIN lots l ON l.id = m.lot_id WHERE m.listing_id = $1 ORDER BY m.at, m.id LIMIT 10000",
+    let rows = sqlx::query_as!(
+        MovementView,
+        r#"SELECT m.kind, l.lot_code AS "lot_code?", m.on_hand_delta AS "on_hand_delta: Quantity", m.reserved_delta AS "reserved_delta: Quantity",
+            m.reason, m.reservation_id AS "reservation_id: ReservationId", m.actor_id AS "actor_id: AccountId",
+            m.on_behalf_of AS "on_behalf_of: AccountId", m.at
+         FROM stock_movements m LEFT JOIN lots l ON l.id = m.lot_id WHERE m.listing_id = $1 ORDER BY m.at, m.id LIMIT 10000"#,
+        id as _,
     )
-    .bind(id)
     .fetch_all(&mut *conn)
     .await?;
     Ok(AxumJson(rows))

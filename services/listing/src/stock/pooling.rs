@@ -62,16 +62,30 @@ pub async fn get_cooperative_stock(
         Quantity,
         Option<Quantity>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT l.id, l.title, l.unit_code, l.household_id, s.on_hand, s.reserved, l.low_stock_threshold
+    let rows: Vec<Row> = sqlx::query!(
+        r#"SELECT l.id AS "id: ListingId", l.title, l.unit_code, l.household_id AS "household_id: AccountId",
+            s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity", l.low_stock_threshold AS "threshold: Quantity"
          FROM listings l JOIN stock s ON s.listing_id = l.id
          WHERE l.cooperative_id = $1
             OR l.household_id IN (SELECT household_id FROM cooperative_members WHERE cooperative_id = $1 AND left_at IS NULL)
-         ORDER BY l.cooperative_id IS NULL, l.title, l.id",
+         ORDER BY l.cooperative_id IS NULL, l.title, l.id"#,
+        id as _,
     )
-    .bind(id)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| {
+        (
+            r.id,
+            r.title,
+            r.unit_code,
+            r.household_id,
+            r.on_hand,
+            r.reserved,
+            r.threshold,
+        )
+    })
+    .collect();
     Ok(AxumJson(
         rows.into_iter()
             .map(
@@ -156,11 +170,12 @@ pub async fn pool_lot(
     if !is_member(&mut tx, id, member).await? {
         return Err(ListingError::Forbidden);
     }
-    let units: Vec<String> =
-        sqlx::query_scalar("SELECT unit_code FROM listings WHERE id = ANY($1)")
-            .bind([r.from_listing_id.0, r.to_listing_id.0])
-            .fetch_all(&mut *tx)
-            .await?;
+    let units: Vec<String> = sqlx::query_scalar!(
+        "SELECT unit_code FROM listings WHERE id = ANY($1)",
+        &[r.from_listing_id.0, r.to_listing_id.0][..],
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     if units.len() != 2 || units[0] != units[1] {
         return Err(ListingError::field(
             "to_listing_id",
@@ -171,22 +186,24 @@ pub async fn pool_lot(
             ),
         ));
     }
-    let (lot, harvest): (uuid::Uuid, NaiveDate) =
-        sqlx::query_as("SELECT id, harvest_date FROM lots WHERE listing_id = $1 AND lot_code = $2")
-            .bind(r.from_listing_id)
-            .bind(&r.lot_code)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                ListingError::field(
-                    "lot_code",
-                    Invalid::new(
-                        "unknown_lot",
-                        "is not a lot of that listing",
-                        "không phải lô của tin đó",
-                    ),
-                )
-            })?;
+    let (lot, harvest): (uuid::Uuid, NaiveDate) = sqlx::query!(
+        "SELECT id, harvest_date FROM lots WHERE listing_id = $1 AND lot_code = $2",
+        r.from_listing_id as _,
+        &r.lot_code,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|l| (l.id, l.harvest_date))
+    .ok_or_else(|| {
+        ListingError::field(
+            "lot_code",
+            Invalid::new(
+                "unknown_lot",
+                "is not a lot of that listing",
+                "không phải lô của tin đó",
+            ),
+        )
+    })?;
     let reason = format!("pooled into {}", r.to_listing_id);
     apply(
         &mut tx,

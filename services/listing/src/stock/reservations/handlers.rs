@@ -45,20 +45,24 @@ pub async fn create_reservation(
     let request = serde_json::to_value(&r.lines).map_err(anyhow::Error::from)?;
     // A sold-out listing answers at once, without queueing for its stock row: under a rush
     // for the last kilograms most requests end here. The check under the lock below decides.
-    let new_id = sqlx::query_scalar::<_, bool>(
-        "SELECT NOT EXISTS (SELECT 1 FROM reservations WHERE id = $1)",
+    let new_id = sqlx::query_scalar!(
+        r#"SELECT NOT EXISTS (SELECT 1 FROM reservations WHERE id = $1) AS "new!""#,
+        r.id as _,
     )
-    .bind(r.id)
     .fetch_one(&app.pool)
     .await?;
     if new_id {
         let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
-        let available: Vec<(ListingId, Quantity, Quantity)> = sqlx::query_as(
-            "SELECT listing_id, on_hand, reserved FROM stock WHERE listing_id = ANY($1)",
+        let available: Vec<(ListingId, Quantity, Quantity)> = sqlx::query!(
+            r#"SELECT listing_id AS "listing_id: ListingId", on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity"
+               FROM stock WHERE listing_id = ANY($1)"#,
+            &ids,
         )
-        .bind(&ids)
         .fetch_all(&app.pool)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|s| (s.listing_id, s.on_hand, s.reserved))
+        .collect();
         for line in &r.lines {
             if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id)
             {
@@ -73,21 +77,20 @@ pub async fn create_reservation(
         }
     }
     let mut tx = app.pool.begin().await?;
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO reservations (id, status, request, expires_at) VALUES ($1, 'active', $2, now() + make_interval(secs => $3))
          ON CONFLICT (id) DO NOTHING",
+        r.id as _,
+        &request,
+        f64::from(ttl),
     )
-    .bind(r.id)
-    .bind(&request)
-    .bind(f64::from(ttl))
     .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
     if !inserted {
-        let earlier: serde_json::Value =
-            sqlx::query_scalar("SELECT request FROM reservations WHERE id = $1")
-                .bind(r.id)
+        let earlier =
+            sqlx::query_scalar!("SELECT request FROM reservations WHERE id = $1", r.id as _)
                 .fetch_one(&mut *tx)
                 .await?;
         if earlier != request {
@@ -107,11 +110,14 @@ pub async fn create_reservation(
     order.sort_by_key(|&i| r.lines[i].listing_id);
     for i in order {
         let line = &r.lines[i];
-        let listing: Option<(String, Quantity, Quantity, Vnd)> =
-            sqlx::query_as("SELECT status, min_order, step, price_vnd FROM listings WHERE id = $1")
-                .bind(line.listing_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let listing: Option<(String, Quantity, Quantity, Vnd)> = sqlx::query!(
+            r#"SELECT status, min_order AS "min_order: Quantity", step AS "step: Quantity", price_vnd AS "price_vnd: Vnd"
+               FROM listings WHERE id = $1"#,
+            line.listing_id as _,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|l| (l.status, l.min_order, l.step, l.price_vnd));
         let field = |f: &str| format!("lines[{i}].{f}");
         let Some((status, min_order, step, price)) = listing else {
             return Err(ListingError::field(
@@ -161,14 +167,16 @@ pub async fn create_reservation(
             }],
         )
         .await?;
-        sqlx::query("INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)")
-            .bind(r.id)
-            .bind(i32::try_from(i).unwrap_or(i32::MAX))
-            .bind(line.listing_id)
-            .bind(line.quantity)
-            .bind(price)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)",
+            r.id as _,
+            i32::try_from(i).unwrap_or(i32::MAX),
+            line.listing_id as _,
+            line.quantity as _,
+            price as _,
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     // Read back after the commit, so the stock rows are not held while the answer is built.

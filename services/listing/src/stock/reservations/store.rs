@@ -20,11 +20,14 @@ use nongsan_shared::contracts::{
 /// Loads a reservation with its lines, sellers and allocations.
 pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<ReservationView> {
     let (status, expires_at): (ReservationStatus, DateTime<Utc>) =
-        sqlx::query_as("SELECT status, expires_at FROM reservations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(ListingError::NotFound("reservation"))?;
+        sqlx::query!(
+            r#"SELECT status AS "status: ReservationStatus", expires_at FROM reservations WHERE id = $1"#,
+            id as _,
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| (r.status, r.expires_at))
+        .ok_or(ListingError::NotFound("reservation"))?;
     type Row = (
         i32,
         ListingId,
@@ -36,22 +39,43 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
         Option<uuid::Uuid>,
         String,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.line_no, r.listing_id, l.title, l.unit_code, r.quantity, r.unit_price, l.household_id, l.cooperative_id, COALESCE(h.name, c.name)
+    let rows: Vec<Row> = sqlx::query!(
+        r#"SELECT r.line_no, r.listing_id AS "listing_id: ListingId", l.title, l.unit_code, r.quantity AS "quantity: Quantity",
+            r.unit_price AS "unit_price: Vnd", l.household_id AS "household_id: AccountId", l.cooperative_id,
+            COALESCE(h.name, c.name) AS "seller_name!"
          FROM reservation_lines r JOIN listings l ON l.id = r.listing_id
          LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
-         WHERE r.reservation_id = $1 ORDER BY r.line_no",
+         WHERE r.reservation_id = $1 ORDER BY r.line_no"#,
+        id as _,
     )
-    .bind(id)
     .fetch_all(&mut *conn)
-    .await?;
-    let allocations: Vec<(i32, String, NaiveDate, Option<AccountId>, Quantity)> = sqlx::query_as(
-        "SELECT a.line_no, l.lot_code, l.harvest_date, l.household_id, a.quantity FROM allocations a JOIN lots l ON l.id = a.lot_id
-         WHERE a.reservation_id = $1 ORDER BY a.line_no, l.harvest_date, l.created_at",
+    .await?
+    .into_iter()
+    .map(|r| {
+        (
+            r.line_no,
+            r.listing_id,
+            r.title,
+            r.unit_code,
+            r.quantity,
+            r.unit_price,
+            r.household_id,
+            r.cooperative_id,
+            r.seller_name,
+        )
+    })
+    .collect();
+    let allocations: Vec<(i32, String, NaiveDate, Option<AccountId>, Quantity)> = sqlx::query!(
+        r#"SELECT a.line_no, l.lot_code, l.harvest_date, l.household_id AS "household_id: AccountId", a.quantity AS "quantity: Quantity"
+         FROM allocations a JOIN lots l ON l.id = a.lot_id
+         WHERE a.reservation_id = $1 ORDER BY a.line_no, l.harvest_date, l.created_at"#,
+        id as _,
     )
-    .bind(id)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|a| (a.line_no, a.lot_code, a.harvest_date, a.household_id, a.quantity))
+    .collect();
     let lines = rows
         .into_iter()
         .map(
@@ -99,11 +123,13 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
 }
 
 async fn lock_reservation(conn: &mut PgConnection, id: ReservationId) -> Result<String> {
-    sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(ListingError::NotFound("reservation"))
+    sqlx::query_scalar!(
+        "SELECT status FROM reservations WHERE id = $1 FOR UPDATE",
+        id as _
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ListingError::NotFound("reservation"))
 }
 
 /// The lines of a reservation in `state`, within `only` when given, in listing order.
@@ -114,16 +140,19 @@ pub(crate) async fn lines_of(
     only: Option<&[ListingId]>,
 ) -> Result<Vec<(i32, ListingId, Quantity)>> {
     let only: Option<Vec<uuid::Uuid>> = only.map(|o| o.iter().map(|l| l.0).collect());
-    Ok(sqlx::query_as(
-        "SELECT line_no, listing_id, quantity FROM reservation_lines
+    Ok(sqlx::query!(
+        r#"SELECT line_no, listing_id AS "listing_id: ListingId", quantity AS "quantity: Quantity" FROM reservation_lines
          WHERE reservation_id = $1 AND state = $2 AND ($3::uuid[] IS NULL OR listing_id = ANY($3))
-         ORDER BY listing_id",
+         ORDER BY listing_id"#,
+        id as _,
+        state,
+        only.as_deref(),
     )
-    .bind(id)
-    .bind(state)
-    .bind(only)
     .fetch_all(conn)
-    .await?)
+    .await?
+    .into_iter()
+    .map(|l| (l.line_no, l.listing_id, l.quantity))
+    .collect())
 }
 
 async fn set_line_state(
@@ -132,12 +161,12 @@ async fn set_line_state(
     line_no: i32,
     state: &str,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE reservation_lines SET state = $3 WHERE reservation_id = $1 AND line_no = $2",
+        id as _,
+        line_no,
+        state,
     )
-    .bind(id)
-    .bind(line_no)
-    .bind(state)
     .execute(conn)
     .await?;
     Ok(())
@@ -146,7 +175,7 @@ async fn set_line_state(
 /// The reservation's status follows its lines: active while any is reserved, committed once
 /// none is and some were sold, else `closed_as` (released or expired).
 async fn refresh_status(conn: &mut PgConnection, id: ReservationId, closed_as: &str) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE reservations SET
             status = CASE
                 WHEN EXISTS (SELECT 1 FROM reservation_lines WHERE reservation_id = $1 AND state = 'reserved') THEN 'active'
@@ -156,9 +185,9 @@ async fn refresh_status(conn: &mut PgConnection, id: ReservationId, closed_as: &
                 WHEN EXISTS (SELECT 1 FROM reservation_lines WHERE reservation_id = $1 AND state = 'reserved') THEN NULL
                 ELSE COALESCE(closed_at, now()) END
          WHERE id = $1",
+        id as _,
+        closed_as,
     )
-    .bind(id)
-    .bind(closed_as)
     .execute(conn)
     .await?;
     Ok(())
@@ -184,12 +213,15 @@ pub async fn commit(
     }
     for (line_no, listing, quantity) in lines_of(conn, id, "reserved", only).await? {
         lock_stock(conn, listing).await?;
-        let lots: Vec<(uuid::Uuid, Quantity)> = sqlx::query_as(
-            "SELECT id, on_hand FROM lots WHERE listing_id = $1 AND on_hand > 0 ORDER BY harvest_date, created_at FOR UPDATE",
+        let lots: Vec<(uuid::Uuid, Quantity)> = sqlx::query!(
+            r#"SELECT id, on_hand AS "on_hand: Quantity" FROM lots WHERE listing_id = $1 AND on_hand > 0 ORDER BY harvest_date, created_at FOR UPDATE"#,
+            listing as _,
         )
-        .bind(listing)
         .fetch_all(&mut *conn)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|l| (l.id, l.on_hand))
+        .collect();
         let mut left = quantity;
         let mut moves = Vec::new();
         for (lot, on_hand) in lots {
@@ -208,13 +240,15 @@ pub async fn commit(
                 reservation: Some(id),
                 actor,
             });
-            sqlx::query("INSERT INTO allocations (reservation_id, line_no, lot_id, quantity) VALUES ($1, $2, $3, $4)")
-                .bind(id)
-                .bind(line_no)
-                .bind(lot)
-                .bind(take)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query!(
+                "INSERT INTO allocations (reservation_id, line_no, lot_id, quantity) VALUES ($1, $2, $3, $4)",
+                id as _,
+                line_no,
+                lot,
+                take as _,
+            )
+            .execute(&mut *conn)
+            .await?;
         }
         if left.is_positive() {
             // Lots always sum to on-hand, and on-hand covers what is reserved.
@@ -279,13 +313,16 @@ pub async fn give_back(
 ) -> Result<()> {
     release(conn, id, "released", Some(only), actor).await?;
     for (line_no, listing, _) in lines_of(conn, id, "committed", Some(only)).await? {
-        let lots: Vec<(uuid::Uuid, Quantity)> = sqlx::query_as(
-            "SELECT lot_id, quantity FROM allocations WHERE reservation_id = $1 AND line_no = $2",
+        let lots: Vec<(uuid::Uuid, Quantity)> = sqlx::query!(
+            r#"SELECT lot_id, quantity AS "quantity: Quantity" FROM allocations WHERE reservation_id = $1 AND line_no = $2"#,
+            id as _,
+            line_no,
         )
-        .bind(id)
-        .bind(line_no)
         .fetch_all(&mut *conn)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|a| (a.lot_id, a.quantity))
+        .collect();
         let moves: Vec<Movement> = lots
             .into_iter()
             .map(|(lot, q)| Movement {

@@ -12,18 +12,22 @@ use crate::{
 
 /// Releases expired reservations, one transaction each; returns how many.
 pub async fn sweep_once(pool: &PgPool) -> Result<usize> {
-    let due: Vec<ReservationId> = sqlx::query_scalar("SELECT id FROM reservations WHERE status = 'active' AND expires_at <= now() ORDER BY expires_at LIMIT 100")
-        .fetch_all(pool)
-        .await?;
+    let due = sqlx::query_scalar!(
+        r#"SELECT id AS "id: ReservationId" FROM reservations WHERE status = 'active' AND expires_at <= now() ORDER BY expires_at LIMIT 100"#
+    )
+    .fetch_all(pool)
+    .await?;
     let mut n = 0;
     for id in due {
         let mut tx = pool.begin().await?;
         // Another sweeper (or a commit) may have got there first.
-        let still_due: bool = sqlx::query_scalar("SELECT status = 'active' AND expires_at <= now() FROM reservations WHERE id = $1 FOR UPDATE SKIP LOCKED")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(false);
+        let still_due = sqlx::query_scalar!(
+            r#"SELECT status = 'active' AND expires_at <= now() AS "due!" FROM reservations WHERE id = $1 FOR UPDATE SKIP LOCKED"#,
+            id as _,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(false);
         if still_due {
             let reserved: Vec<ListingId> = lines_of(&mut tx, id, "reserved", None)
                 .await?

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
 use crate::support::{
+    client::{Client, Request},
     free_port,
     process::{NongsanProcess, nongsan},
 };
@@ -27,16 +28,11 @@ async fn up_with_nothing_configured_runs_on_a_private_postgres_and_reuses_it() {
     let data_dir =
         std::env::temp_dir().join(format!("nongsan-up-{}", uuid::Uuid::now_v7().simple()));
     let env = [("NONGSAN_DATA_DIR", data_dir.display().to_string())];
-    let http = reqwest::Client::new();
 
     let first = NongsanProcess::start(&["up"], &env).await;
-    let ready = http
-        .get(format!("{}/readyz", first.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let ready: Value = ready.json().await.unwrap();
+    let api = Client::new(&first.url);
+    let (status, ready) = api.get("/readyz", None).await;
+    assert_eq!(status, 200);
     let check = |name: &str| {
         ready["checks"]
             .as_array()
@@ -50,14 +46,7 @@ async fn up_with_nothing_configured_runs_on_a_private_postgres_and_reuses_it() {
     assert_eq!(check("postgres")["ok"], true);
     assert_eq!(check("events")["mode"], "in-process");
 
-    let doc: Value = http
-        .get(format!("{}/openapi.json", first.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = api.get("/openapi.json", None).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
     for service in ["listing", "order", "payment"] {
@@ -66,22 +55,14 @@ async fn up_with_nothing_configured_runs_on_a_private_postgres_and_reuses_it() {
             "no path of the {service} service in {paths:?}"
         );
     }
-    let docs_page = http
-        .get(format!("{}/docs", first.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(docs_page.status(), 200);
-    assert!(docs_page.text().await.unwrap().contains("swagger-ui"));
+    let docs_page = api.send(Request::get("/docs")).await;
+    assert_eq!(docs_page.status, 200);
+    assert!(docs_page.text().contains("swagger-ui"));
     // The page's script comes from this server and reads /openapi.json from it.
-    let initializer = http
-        .get(format!("{}/docs/swagger-initializer.js", first.url))
-        .send()
+    let initializer = api
+        .send(Request::get("/docs/swagger-initializer.js"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text();
     assert!(initializer.contains("/openapi.json"), "{initializer}");
 
     // Something written now must be there after a restart.
@@ -221,14 +202,10 @@ async fn seed_while_up_serves_leaves_the_private_postgres_running() {
     let data_dir =
         std::env::temp_dir().join(format!("nongsan-seed-up-{}", uuid::Uuid::now_v7().simple()));
     let env = [("NONGSAN_DATA_DIR", data_dir.display().to_string())];
-    let http = reqwest::Client::new();
     let server = NongsanProcess::start(&["up"], &env).await;
-    let ready = http
-        .get(format!("{}/readyz", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200, "{}", server.log_text());
+    let api = Client::new(&server.url);
+    let (status, _) = api.get("/readyz", None).await;
+    assert_eq!(status, 200, "{}", server.log_text());
 
     // A second process on the same data folder adopts the running cluster; leaving, it must
     // not stop it under the server.
@@ -253,19 +230,10 @@ async fn seed_while_up_serves_leaves_the_private_postgres_running() {
         "the seeding process stopped the server's PostgreSQL"
     );
 
-    let ready = http
-        .get(format!("{}/readyz", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200, "{}", server.log_text());
-    let listings = http
-        .get(format!("{}/v1/listings", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listings.status(), 200, "{}", server.log_text());
-    let listings: Value = listings.json().await.unwrap();
+    let (status, _) = api.get("/readyz", None).await;
+    assert_eq!(status, 200, "{}", server.log_text());
+    let (status, listings) = api.get("/v1/listings", None).await;
+    assert_eq!(status, 200, "{}", server.log_text());
     assert!(
         listings["items"].as_array().is_some_and(|i| !i.is_empty()),
         "the seeded listings are not served: {listings}"
@@ -296,15 +264,10 @@ async fn as_root_up_works_in_a_folder_that_only_root_may_enter() {
     assert_eq!(std::fs::metadata(&private).unwrap().uid(), 0);
     let data_dir = private.join("project/.nongsan");
     let env = [("NONGSAN_DATA_DIR", data_dir.display().to_string())];
-    let http = reqwest::Client::new();
 
     let first = NongsanProcess::start(&["up"], &env).await;
-    let ready = http
-        .get(format!("{}/readyz", first.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200, "{}", first.log_text());
+    let (status, _) = Client::new(&first.url).get("/readyz", None).await;
+    assert_eq!(status, 200, "{}", first.log_text());
     let url = conn_url(&data_dir);
     let mut conn = PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql("CREATE TABLE public.kept (v int); INSERT INTO public.kept VALUES (7)")

@@ -27,7 +27,8 @@ async fn docs_render_the_api_in_a_browser_with_no_network_but_the_server() {
         return;
     };
     let app = TestApp::spawn().await;
-    let port = app.url.rsplit(':').next().unwrap().to_owned();
+    let page = app.api.url("/docs");
+    let port = reqwest::Url::parse(&page).unwrap().port().unwrap();
     let profile = std::env::temp_dir().join(format!(
         "nongsan-chromium-{}",
         uuid::Uuid::now_v7().simple()
@@ -51,7 +52,7 @@ async fn docs_render_the_api_in_a_browser_with_no_network_but_the_server() {
     .arg(format!("--proxy-bypass-list=<-loopback>;127.0.0.1:{port}"))
     .arg(format!("--user-data-dir={}", profile.display()))
     .args(["--virtual-time-budget=15000", "--dump-dom"])
-    .arg(app.at("/docs"))
+    .arg(&page)
     .stdin(std::process::Stdio::null())
     .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())

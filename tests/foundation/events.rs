@@ -10,10 +10,15 @@ use nongsan_shared::{
     events::{self, Bus, Envelope, Handler, InProcessBus, Inbox, RedisBus, Relay},
     failpoint,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{PgConnection, PgPool, migrate::Migrator};
 
-use crate::support::{RedisServer, TestDb, eventually, keys, servers, token};
+use crate::support::{
+    RedisServer, TestDb,
+    client::{Client, Request},
+    eventually, keys, servers,
+    user::User,
+};
 
 /// A service schema with only the shared event tables.
 static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
@@ -312,30 +317,18 @@ async fn an_event_whose_handler_keeps_failing_ends_on_the_dead_letter_list() {
         keys(),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let ops = Client::new(&format!("http://{}", listener.local_addr().unwrap()));
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let (_, operator) = token(Role::Operator);
-    let http = reqwest::Client::new();
-    let list: Value = http
-        .get(format!("{base}/v1/ops/probe/dead-letters"))
-        .bearer_auth(&operator)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let operator = User::minted(Role::Operator);
+    let (_, list) = ops.get("/v1/ops/probe/dead-letters", Some(&operator)).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["event_type"], "probe.happened");
     assert_eq!(list[0]["attempts"], 3);
     let id = list[0]["event_id"].as_str().unwrap();
-    let res = http
-        .post(format!("{base}/v1/ops/probe/dead-letters/{id}/retry"))
-        .bearer_auth(&operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    let res = ops
+        .send(Request::post(format!("/v1/ops/probe/dead-letters/{id}/retry")).by(&operator))
+        .await;
+    assert_eq!(res.status, 202);
     let (status, attempts): (String, i32) =
         sqlx::query_as("SELECT status, attempts FROM inbox WHERE event_id = $1::uuid")
             .bind(id)

@@ -12,7 +12,11 @@ use nongsan_shared::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, token};
+use crate::support::{
+    TestApp,
+    client::{Client, Request},
+    user::User,
+};
 
 #[derive(Deserialize)]
 #[allow(dead_code, reason = "the fields are only parsed")]
@@ -39,24 +43,24 @@ async fn probe_server() -> String {
     format!("http://{addr}")
 }
 
-async fn post_raw(url: &str, body: &str, lang: &str) -> (u16, String, Value) {
-    let res = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept-language", lang)
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-    (status, ct, res.json().await.unwrap_or(Value::Null))
+/// POSTs `body` as it is, declared JSON, to the probe's `/orders` in `lang`; answers
+/// (status, content type, JSON).
+async fn post_raw(probe: &Client, body: &str, lang: &str) -> (u16, String, Value) {
+    let res = probe
+        .send(
+            Request::post("/orders")
+                .body("application/json", body)
+                .header("accept-language", lang),
+        )
+        .await;
+    let ct = res.header("content-type").unwrap().to_owned();
+    (res.status, ct, res.json())
 }
 
 #[tokio::test]
 async fn malformed_json_is_400_problem_json() {
-    let base = probe_server().await;
-    let (status, ct, body) = post_raw(&format!("{base}/orders"), "{\"name\": \"Lan\",", "en").await;
+    let probe = Client::new(&probe_server().await);
+    let (status, ct, body) = post_raw(&probe, "{\"name\": \"Lan\",", "en").await;
     assert_eq!(status, 400);
     assert_eq!(ct, PROBLEM_JSON);
     assert_eq!(body["code"], "malformed_json");
@@ -66,10 +70,9 @@ async fn malformed_json_is_400_problem_json() {
 
 #[tokio::test]
 async fn a_body_that_fails_validation_is_422_naming_the_field() {
-    let base = probe_server().await;
-    let url = format!("{base}/orders");
+    let probe = Client::new(&probe_server().await);
     let (status, ct, body) = post_raw(
-        &url,
+        &probe,
         &json!({"name": "Lan", "quantity": 1.2345, "phone": "0912345678"}).to_string(),
         "en",
     )
@@ -84,7 +87,7 @@ async fn a_body_that_fails_validation_is_422_naming_the_field() {
     );
 
     let (status, _, body) = post_raw(
-        &url,
+        &probe,
         &json!({"name": "Lan", "quantity": "2", "phone": "12345"}).to_string(),
         "vi",
     )
@@ -97,7 +100,7 @@ async fn a_body_that_fails_validation_is_422_naming_the_field() {
     );
 
     let (status, _, body) = post_raw(
-        &url,
+        &probe,
         &json!({"name": "Lan", "phone": "0912345678"}).to_string(),
         "en",
     )
@@ -107,7 +110,7 @@ async fn a_body_that_fails_validation_is_422_naming_the_field() {
     assert_eq!(body["errors"][0]["code"], "required");
 
     let (status, _, body) = post_raw(
-        &url,
+        &probe,
         &json!({"name": 7, "quantity": 1, "phone": "0912345678"}).to_string(),
         "en",
     )
@@ -118,17 +121,11 @@ async fn a_body_that_fails_validation_is_422_naming_the_field() {
 
 #[tokio::test]
 async fn a_panicking_handler_is_500_without_its_cause_and_serving_goes_on() {
-    let base = probe_server().await;
-    let http = reqwest::Client::new();
-    let res = http
-        .get(format!("{base}/boom"))
-        .header("accept-language", "en")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 500);
-    assert_eq!(res.headers()["content-type"], PROBLEM_JSON);
-    let text = res.text().await.unwrap();
+    let probe = Client::new(&probe_server().await);
+    let res = probe.send(Request::get("/boom")).await;
+    assert_eq!(res.status, 500);
+    assert_eq!(res.header("content-type"), Some(PROBLEM_JSON));
+    let text = res.text();
     assert!(
         !text.contains("secret cause") && !text.contains("4242"),
         "the cause leaked: {text}"
@@ -136,9 +133,9 @@ async fn a_panicking_handler_is_500_without_its_cause_and_serving_goes_on() {
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["code"], "internal");
     for _ in 0..3 {
-        let res = http.get(format!("{base}/fine")).send().await.unwrap();
-        assert_eq!(res.status(), 200);
-        assert_eq!(res.text().await.unwrap(), "fine");
+        let res = probe.send(Request::get("/fine")).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.text(), "fine");
     }
 }
 
@@ -146,25 +143,19 @@ async fn a_panicking_handler_is_500_without_its_cause_and_serving_goes_on() {
 async fn an_unknown_route_is_404_problem_json_in_the_callers_language() {
     let app = TestApp::spawn().await;
     let res = app
-        .http
-        .get(app.at("/v1/nothing-here"))
-        .header("accept-language", "en-US,en;q=0.9")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
-    assert_eq!(res.headers()["content-type"], PROBLEM_JSON);
-    let body: Value = res.json().await.unwrap();
+        .api
+        .send(Request::get("/v1/nothing-here").header("accept-language", "en-US,en;q=0.9"))
+        .await;
+    assert_eq!(res.status, 404);
+    assert_eq!(res.header("content-type"), Some(PROBLEM_JSON));
+    let body = res.json();
     assert_eq!(body["code"], "route_not_found");
     assert_eq!(body["detail"], "There is no such route.");
     let res = app
-        .http
-        .get(app.at("/v1/nothing-here"))
-        .header("accept-language", "vi-VN")
-        .send()
-        .await
-        .unwrap();
-    let body: Value = res.json().await.unwrap();
+        .api
+        .send(Request::get("/v1/nothing-here").header("accept-language", "vi-VN"))
+        .await;
+    let body = res.json();
     assert_eq!(body["detail"], "Không có đường dẫn này.");
     app.stop().await;
 }
@@ -173,24 +164,18 @@ async fn an_unknown_route_is_404_problem_json_in_the_callers_language() {
 async fn the_request_id_is_kept_or_made_and_answered() {
     let app = TestApp::spawn().await;
     let res = app
-        .http
-        .get(app.at("/healthz"))
-        .header("x-request-id", "req-from-the-caller-1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.headers()["x-request-id"], "req-from-the-caller-1");
-    let res = app.http.get(app.at("/healthz")).send().await.unwrap();
-    let made = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        .api
+        .send(Request::get("/healthz").header("x-request-id", "req-from-the-caller-1"))
+        .await;
+    assert_eq!(res.header("x-request-id"), Some("req-from-the-caller-1"));
+    let res = app.api.send(Request::get("/healthz")).await;
+    let made = res.header("x-request-id").unwrap();
     assert_eq!(made.parse::<uuid::Uuid>().unwrap().get_version_num(), 7);
     let res = app
-        .http
-        .get(app.at("/v1/missing"))
-        .header("x-request-id", "req-404")
-        .send()
-        .await
-        .unwrap();
-    let body: Value = res.json().await.unwrap();
+        .api
+        .send(Request::get("/v1/missing").header("x-request-id", "req-404"))
+        .await;
+    let body = res.json();
     assert_eq!(body["request_id"], "req-404");
     app.stop().await;
 }
@@ -199,17 +184,9 @@ async fn the_request_id_is_kept_or_made_and_answered() {
 async fn metrics_count_requests_by_route_and_status() {
     let app = TestApp::spawn().await;
     for _ in 0..3 {
-        app.http.get(app.at("/healthz")).send().await.unwrap();
+        app.api.send(Request::get("/healthz")).await;
     }
-    let text = app
-        .http
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.api.send(Request::get("/metrics")).await.text();
     let line = text
         .lines()
         .find(|l| {
@@ -226,38 +203,20 @@ async fn metrics_count_requests_by_route_and_status() {
 #[tokio::test]
 async fn the_dead_letter_list_is_for_operators_only() {
     let app = TestApp::spawn().await;
-    let url = app.at("/v1/ops/order/dead-letters");
-    let res = app.http.get(&url).send().await.unwrap();
-    assert_eq!(res.status(), 401);
+    let path = "/v1/ops/order/dead-letters";
+    let (status, _) = app.api.get(path, None).await;
+    assert_eq!(status, 401);
     let res = app
-        .http
-        .get(&url)
-        .bearer_auth("not.a.token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-    assert_eq!(res.json::<Value>().await.unwrap()["code"], "invalid_token");
-    let (_, buyer) = token(Role::Buyer);
-    assert_eq!(
-        app.http
-            .get(&url)
-            .bearer_auth(&buyer)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    let (_, operator) = token(Role::Operator);
-    let res = app
-        .http
-        .get(&url)
-        .bearer_auth(&operator)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
+        .api
+        .send(Request::get(path).header("authorization", "Bearer not.a.token"))
+        .await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.json()["code"], "invalid_token");
+    let buyer = User::minted(Role::Buyer);
+    assert_eq!(app.api.get(path, Some(&buyer)).await.0, 403);
+    let operator = User::minted(Role::Operator);
+    let (status, body) = app.api.get(path, Some(&operator)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!([]));
     app.stop().await;
 }

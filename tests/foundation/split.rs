@@ -1,29 +1,26 @@
 //! The split shape: three `nongsan serve` processes that call each other.
 
-use serde_json::Value;
-
-use crate::support::process::SplitApp;
+use crate::support::{
+    client::{Client, Request},
+    process::SplitApp,
+};
 
 #[tokio::test]
 async fn three_serve_processes_answer_and_call_each_other_carrying_the_request_id() {
     let app = SplitApp::spawn().await;
-    let http = reqwest::Client::new();
     for p in [&app.listing, &app.order, &app.payment] {
-        let res = http.get(format!("{}/healthz", p.url)).send().await.unwrap();
-        assert_eq!(res.status(), 200);
+        let (status, _) = Client::new(&p.url).get("/healthz", None).await;
+        assert_eq!(status, 200);
     }
 
     // The order service's readiness asks listing and payment over HTTP.
     let request_id = format!("split-{}", uuid::Uuid::now_v7().simple());
-    let res = http
-        .get(format!("{}/readyz", app.order.url))
-        .header("x-request-id", &request_id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["x-request-id"], request_id.as_str());
-    let body: Value = res.json().await.unwrap();
+    let res = Client::new(&app.order.url)
+        .send(Request::get("/readyz").header("x-request-id", &request_id))
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-request-id"), Some(request_id.as_str()));
+    let body = res.json();
     let checks = body["checks"].as_array().unwrap();
     for peer in ["listing", "payment"] {
         let c = checks

@@ -3,7 +3,7 @@
 use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, actors::listing_body, process::nongsan, token};
+use crate::support::{TestApp, calls::listing_body, process::nongsan, user::User};
 
 fn with(field: &str, value: Value) -> Value {
     let mut body = listing_body();
@@ -14,7 +14,7 @@ fn with(field: &str, value: Value) -> Value {
 #[tokio::test]
 async fn bad_listing_input_is_422_naming_the_field() {
     let app = TestApp::spawn().await;
-    let seller = app.register("household").await;
+    let seller = app.api.register(Role::Household).await;
     let mut bad_cert = listing_body();
     bad_cert["certifications"][0]["valid_until"] = json!("2024-12-31");
     let cases = [
@@ -44,12 +44,12 @@ async fn bad_listing_input_is_422_naming_the_field() {
         (with("ocop_stars", json!(2)), "ocop_stars", "out_of_range"),
     ];
     for (body, field, code) in cases {
-        let (status, res) = app.post("/v1/listings", Some(&seller.token), &body).await;
+        let (status, res) = app.api.post("/v1/listings", Some(&seller), &body).await;
         assert_eq!(status, 422, "{field}: {res}");
         assert_eq!(res["errors"][0]["field"], field, "{res}");
         assert_eq!(res["errors"][0]["code"], code, "{res}");
     }
-    let listing = app.listing_with_stock(&seller, "0").await;
+    let listing = app.api.listing_with_stock(&seller, "0").await;
     let lots = [
         (
             json!({ "lot_code": "LÔ-01", "harvest_date": "2026-11-20", "quantity": "5" }),
@@ -69,9 +69,10 @@ async fn bad_listing_input_is_422_naming_the_field() {
     ];
     for (body, field, code) in lots {
         let (status, res) = app
+            .api
             .post(
                 &format!("/v1/listings/{listing}/lots"),
-                Some(&seller.token),
+                Some(&seller),
                 &body,
             )
             .await;
@@ -98,12 +99,13 @@ async fn bad_listing_input_is_422_naming_the_field() {
 #[tokio::test]
 async fn a_hidden_listing_leaves_the_catalog_and_only_an_operator_brings_it_back() {
     let app = TestApp::spawn().await;
-    let seller = app.register("household").await;
-    let listing = app.listing_with_stock(&seller, "5").await;
-    let (_, page) = app.get("/v1/listings", None).await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "5").await;
+    let (_, page) = app.api.get("/v1/listings", None).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
-    let (_, operator) = token(Role::Operator);
+    let operator = User::minted(Role::Operator);
     let (status, _) = app
+        .api
         .post(
             &format!("/v1/listings/{listing}/status"),
             Some(&operator),
@@ -112,6 +114,7 @@ async fn a_hidden_listing_leaves_the_catalog_and_only_an_operator_brings_it_back
         .await;
     assert_eq!(status, 422, "hiding needs a reason");
     let (status, hidden) = app
+        .api
         .post(
             &format!("/v1/listings/{listing}/status"),
             Some(&operator),
@@ -119,23 +122,28 @@ async fn a_hidden_listing_leaves_the_catalog_and_only_an_operator_brings_it_back
         )
         .await;
     assert_eq!((status, hidden["status"].as_str()), (200, Some("hidden")));
-    let (_, page) = app.get("/v1/listings", None).await;
+    let (_, page) = app.api.get("/v1/listings", None).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
     assert_eq!(
-        app.get(&format!("/v1/listings/{listing}"), None).await.0,
+        app.api
+            .get(&format!("/v1/listings/{listing}"), None)
+            .await
+            .0,
         404
     );
     assert_eq!(
-        app.get(&format!("/v1/listings/{listing}"), Some(&seller.token))
+        app.api
+            .get(&format!("/v1/listings/{listing}"), Some(&seller))
             .await
             .0,
         200,
         "the seller still sees it"
     );
     let (status, _) = app
+        .api
         .post(
             &format!("/v1/listings/{listing}/status"),
-            Some(&seller.token),
+            Some(&seller),
             &json!({ "status": "active" }),
         )
         .await;
@@ -146,9 +154,9 @@ async fn a_hidden_listing_leaves_the_catalog_and_only_an_operator_brings_it_back
 #[tokio::test]
 async fn regions_are_found_with_or_without_diacritics_and_old_codes_convert() {
     let app = TestApp::spawn().await;
-    let (_, provinces) = app.get("/v1/regions/provinces", None).await;
+    let (_, provinces) = app.api.get("/v1/regions/provinces", None).await;
     assert_eq!(provinces.as_array().unwrap().len(), 34);
-    let (_, communes) = app.get("/v1/regions/provinces/68/communes", None).await;
+    let (_, communes) = app.api.get("/v1/regions/provinces/68/communes", None).await;
     assert!(
         communes
             .as_array()
@@ -158,23 +166,25 @@ async fn regions_are_found_with_or_without_diacritics_and_old_codes_convert() {
     );
     for q in ["don duong", "Đơn Dương"] {
         let (status, found) = app
+            .api
             .get(&format!("/v1/regions/communes?q={q}&province=68"), None)
             .await;
         assert_eq!(status, 200);
         assert_eq!(found[0]["code"], "24931", "{q}: {found}");
     }
     let (status, body) = app
+        .api
         .get("/v1/regions/communes?q=don&province=99", None)
         .await;
     assert_eq!(
         (status, body["errors"][0]["field"].as_str()),
         (422, Some("province"))
     );
-    let (status, conv) = app.get("/v1/regions/legacy-communes/00016", None).await;
+    let (status, conv) = app.api.get("/v1/regions/legacy-communes/00016", None).await;
     assert_eq!(status, 200);
     assert!(conv["candidates"].as_array().unwrap().len() >= 2, "{conv}");
     assert_eq!(
-        app.get("/v1/regions/legacy-communes/xyz", None).await.0,
+        app.api.get("/v1/regions/legacy-communes/xyz", None).await.0,
         404
     );
     app.stop().await;
@@ -197,7 +207,7 @@ async fn seeding_the_demo_on_a_fresh_database_lists_the_fifty_products() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("created 50 demo listings"));
-    let (status, page) = app.get("/v1/listings?limit=100", None).await;
+    let (status, page) = app.api.get("/v1/listings?limit=100", None).await;
     assert_eq!(status, 200);
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 50);

@@ -1,10 +1,13 @@
 //! Cooperative stock: pooling member lots, and imports that are all or nothing.
 
+use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
 use crate::support::{
     TestApp,
-    actors::{User, listing_body},
+    calls::{id_of, listing_body},
+    client::Request,
+    user::User,
 };
 
 struct Coop {
@@ -16,48 +19,43 @@ struct Coop {
 }
 
 async fn coop(app: &TestApp) -> Coop {
-    let manager = app.staff("cooperative_manager").await;
-    let member = app.register("household").await;
-    let (status, c) = app.post("/v1/cooperatives", Some(&manager.token), &json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } })).await;
-    assert_eq!(status, 201, "{c}");
-    let id = c["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        app.post(
-            &format!("/v1/cooperatives/{id}/members"),
-            Some(&manager.token),
-            &json!({ "household_id": member.id })
-        )
-        .await
-        .0,
-        200
-    );
-    let member_listing = app.listing_with_stock(&member, "30").await;
+    let manager = app.api.staff(Role::CooperativeManager).await;
+    let member = app.api.register(Role::Household).await;
+    let body = json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } });
+    let id = app.api.create_cooperative(&manager, &body).await;
+    assert_eq!(app.api.add_member(&manager, &id, &member.id).await.0, 200);
+    let member_listing = app.api.listing_with_stock(&member, "30").await;
     let mut body = listing_body();
     body["cooperative_id"] = json!(id);
-    let (status, pooled) = app.post("/v1/listings", Some(&manager.token), &body).await;
-    assert_eq!(status, 201, "{pooled}");
+    let pooled = id_of(&app.api.create_listing(&manager, &body).await);
     Coop {
         id,
         manager,
         member,
         member_listing,
-        pooled: pooled["id"].as_str().unwrap().to_owned(),
+        pooled,
     }
 }
 
-async fn import(app: &TestApp, c: &Coop, csv: String) -> (u16, Value) {
-    let res = app
-        .http
-        .post(app.at(&format!("/v1/cooperatives/{}/imports", c.id)))
-        .bearer_auth(&c.manager.token)
-        .header("content-type", "text/csv")
-        .header("accept-language", "en")
-        .body(csv)
-        .send()
+/// Imports `file` of `content_type` into the cooperative's stock, as its manager.
+async fn import(
+    app: &TestApp,
+    c: &Coop,
+    content_type: &str,
+    file: impl Into<Vec<u8>>,
+) -> (u16, Value) {
+    app.api
+        .send(
+            Request::post(format!("/v1/cooperatives/{}/imports", c.id))
+                .by(&c.manager)
+                .body(content_type, file),
+        )
         .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
+        .parts()
 }
+
+const CSV: &str = "text/csv";
+const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 #[tokio::test]
 async fn a_csv_with_one_bad_row_imports_nothing_and_reports_that_row() {
@@ -68,48 +66,32 @@ async fn a_csv_with_one_bad_row_imports_nothing_and_reports_that_row() {
         p = c.pooled,
         m = c.member.id,
         l = c.member_listing,
-        phone = c.member.phone,
+        phone = c.member.phone(),
     );
-    let (status, body) = import(&app, &c, csv.clone()).await;
+    let (status, body) = import(&app, &c, CSV, csv.clone()).await;
     assert_eq!(status, 422, "{body}");
     let errors = body["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{body}");
     assert_eq!(errors[0]["field"], "rows[4].quantity");
     assert_eq!(errors[0]["code"], "too_many_decimals");
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{}/stock", c.pooled),
-            Some(&c.manager.token),
-        )
-        .await;
-    assert_eq!(stock["stock"]["on_hand"], "0", "nothing was imported");
+    let stock = app.api.stock(&c.manager, &c.pooled).await;
+    assert_eq!(stock.levels.on_hand, "0", "nothing was imported");
 
     // Fixed, the same file imports every row.
-    let (status, body) = import(&app, &c, csv.replace("1.23456", "1.5")).await;
+    let (status, body) = import(&app, &c, CSV, csv.replace("1.23456", "1.5")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["imported"], 4);
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{}/stock", c.pooled),
-            Some(&c.manager.token),
-        )
-        .await;
-    assert_eq!(stock["stock"]["on_hand"], "24");
+    let stock = app.api.stock(&c.manager, &c.pooled).await;
+    assert_eq!(stock.levels.on_hand, "24");
     assert!(
-        stock["lots"]
-            .as_array()
-            .unwrap()
+        stock
+            .lots
             .iter()
-            .all(|l| l["household_id"] == c.member.id.as_str()),
-        "{stock}"
+            .all(|l| l.household_id.as_deref() == Some(c.member.id.as_str())),
+        "{stock:?}"
     );
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{}/stock", c.member_listing),
-            Some(&c.manager.token),
-        )
-        .await;
-    assert_eq!(stock["stock"]["on_hand"], "34");
+    let stock = app.api.stock(&c.manager, &c.member_listing).await;
+    assert_eq!(stock.levels.on_hand, "34");
     app.stop().await;
 }
 
@@ -122,7 +104,7 @@ async fn every_bad_row_is_reported_with_its_line_number() {
         p = c.pooled,
         m = c.member.id,
     );
-    let (status, body) = import(&app, &c, csv).await;
+    let (status, body) = import(&app, &c, CSV, csv).await;
     assert_eq!(status, 422);
     let fields: Vec<&str> = body["errors"]
         .as_array()
@@ -148,14 +130,16 @@ async fn a_member_lot_taken_into_pooled_stock_stays_traceable_to_its_household()
     let app = TestApp::spawn().await;
     let c = coop(&app).await;
     let (status, body) = app
-        .post(&format!("/v1/cooperatives/{}/pooling", c.id), Some(&c.manager.token), &json!({ "from_listing_id": c.member_listing, "lot_code": "LOT-A", "quantity": "12", "to_listing_id": c.pooled }))
+        .api
+        .post(&format!("/v1/cooperatives/{}/pooling", c.id), Some(&c.manager), &json!({ "from_listing_id": c.member_listing, "lot_code": "LOT-A", "quantity": "12", "to_listing_id": c.pooled }))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["on_hand"], "12");
     let (_, overview) = app
+        .api
         .get(
             &format!("/v1/cooperatives/{}/stock", c.id),
-            Some(&c.manager.token),
+            Some(&c.manager),
         )
         .await;
     let by_id = |id: &str| {
@@ -169,17 +153,16 @@ async fn a_member_lot_taken_into_pooled_stock_stays_traceable_to_its_household()
     };
     assert_eq!(by_id(&c.pooled)["kind"], "pooled");
     assert_eq!(by_id(&c.member_listing)["stock"]["on_hand"], "18");
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{}/stock", c.pooled),
-            Some(&c.manager.token),
-        )
-        .await;
-    assert_eq!(stock["lots"][0]["lot_code"], "LOT-A");
-    assert_eq!(stock["lots"][0]["household_id"], c.member.id.as_str());
+    let stock = app.api.stock(&c.manager, &c.pooled).await;
+    assert_eq!(stock.lots[0].lot_code, "LOT-A");
+    assert_eq!(
+        stock.lots[0].household_id.as_deref(),
+        Some(c.member.id.as_str())
+    );
     // More than the lot holds is refused and changes nothing.
     let (status, body) = app
-        .post(&format!("/v1/cooperatives/{}/pooling", c.id), Some(&c.manager.token), &json!({ "from_listing_id": c.member_listing, "lot_code": "LOT-A", "quantity": "100", "to_listing_id": c.pooled }))
+        .api
+        .post(&format!("/v1/cooperatives/{}/pooling", c.id), Some(&c.manager), &json!({ "from_listing_id": c.member_listing, "lot_code": "LOT-A", "quantity": "100", "to_listing_id": c.pooled }))
         .await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -251,32 +234,13 @@ async fn an_xlsx_file_imports_through_the_api_and_a_csv_through_the_command_line
         "-1".into(),
         "2026-11-20".into(),
     ];
-    let post = |bytes: Vec<u8>| {
-        app.http
-            .post(app.at(&format!("/v1/cooperatives/{}/imports", c.id)))
-            .bearer_auth(&c.manager.token)
-            .header(
-                "content-type",
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            )
-            .body(bytes)
-            .send()
-    };
-    let res = post(xlsx(&[header.clone(), good.clone(), bad]))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 422);
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = import(&app, &c, XLSX, xlsx(&[header.clone(), good.clone(), bad])).await;
+    assert_eq!(status, 422);
     assert_eq!(body["errors"][0]["field"], "rows[3].quantity", "{body}");
-    let res = post(xlsx(&[header, good])).await.unwrap();
-    assert_eq!(res.status(), 200);
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{}/stock", c.pooled),
-            Some(&c.manager.token),
-        )
-        .await;
-    assert_eq!(stock["stock"]["on_hand"], "7.5");
+    let (status, _) = import(&app, &c, XLSX, xlsx(&[header, good])).await;
+    assert_eq!(status, 200);
+    let stock = app.api.stock(&c.manager, &c.pooled).await;
+    assert_eq!(stock.levels.on_hand, "7.5");
 
     // The same import from the command line, with a bad row, then without.
     let dir =
@@ -314,12 +278,7 @@ async fn an_xlsx_file_imports_through_the_api_and_a_csv_through_the_command_line
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported 1 rows"));
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{}/stock", c.pooled),
-            Some(&c.manager.token),
-        )
-        .await;
-    assert_eq!(stock["stock"]["on_hand"], "9.5");
+    let stock = app.api.stock(&c.manager, &c.pooled).await;
+    assert_eq!(stock.levels.on_hand, "9.5");
     app.stop().await;
 }

@@ -6,15 +6,16 @@ use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::support::{TestApp, token};
+use crate::support::{TestApp, user::User};
 
-async fn reserve(app: &TestApp, service: &str, id: &str, lines: Value, ttl: u32) -> (u16, Value) {
-    app.post(
-        "/v1/internal/reservations",
-        Some(service),
-        &json!({ "id": id, "ttl_secs": ttl, "lines": lines }),
-    )
-    .await
+async fn reserve(app: &TestApp, service: &User, id: &str, lines: Value, ttl: u32) -> (u16, Value) {
+    app.api
+        .post(
+            "/v1/internal/reservations",
+            Some(service),
+            &json!({ "id": id, "ttl_secs": ttl, "lines": lines }),
+        )
+        .await
 }
 
 /// Checks that the cached stock row equals the sums of the movements, and the lots.
@@ -56,9 +57,9 @@ async fn assert_stock_agrees(app: &TestApp, listing: &str) -> (String, String) {
 #[tokio::test]
 async fn a_thousand_buyers_race_for_a_hundred_kilograms_and_exactly_a_hundred_win() {
     let app = Arc::new(TestApp::spawn().await);
-    let seller = app.register("household").await;
-    let listing = app.listing_with_stock(&seller, "100").await;
-    let (_, service) = token(Role::Service);
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "100").await;
+    let service = User::minted(Role::Service);
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
             let (app, service, listing) = (app.clone(), service.clone(), listing.clone());
@@ -97,21 +98,16 @@ async fn a_thousand_buyers_race_for_a_hundred_kilograms_and_exactly_a_hundred_wi
         ),
         (100.0, 100.0)
     );
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{listing}/stock"),
-            Some(&seller.token),
-        )
-        .await;
-    assert_eq!(stock["stock"]["available"], "0");
+    let stock = app.api.stock(&seller, &listing).await;
+    assert_eq!(stock.levels.available, "0");
 }
 
 #[tokio::test]
 async fn the_same_reservation_id_twice_reserves_once_and_answers_the_same() {
     let app = TestApp::spawn().await;
-    let seller = app.register("household").await;
-    let listing = app.listing_with_stock(&seller, "10").await;
-    let (_, service) = token(Role::Service);
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "10").await;
+    let service = User::minted(Role::Service);
     let id = uuid::Uuid::now_v7().to_string();
     let lines = json!([{ "listing_id": listing, "quantity": "2.5" }]);
     let (s1, first) = reserve(&app, &service, &id, lines.clone(), 600).await;
@@ -140,9 +136,9 @@ async fn the_same_reservation_id_twice_reserves_once_and_answers_the_same() {
 #[tokio::test]
 async fn an_expired_reservation_gives_its_stock_back() {
     let app = TestApp::spawn().await;
-    let seller = app.register("household").await;
-    let listing = app.listing_with_stock(&seller, "10").await;
-    let (_, service) = token(Role::Service);
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "10").await;
+    let service = User::minted(Role::Service);
     let id = uuid::Uuid::now_v7().to_string();
     let (status, _) = reserve(
         &app,
@@ -153,18 +149,14 @@ async fn an_expired_reservation_gives_its_stock_back() {
     )
     .await;
     assert_eq!(status, 201);
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{listing}/stock"),
-            Some(&seller.token),
-        )
-        .await;
-    assert_eq!(stock["stock"]["available"], "6");
+    let stock = app.api.stock(&seller, &listing).await;
+    assert_eq!(stock.levels.available, "6");
     let r = crate::support::eventually(
         std::time::Duration::from_secs(10),
         "the reservation to expire",
         || async {
             let (_, r) = app
+                .api
                 .get(&format!("/v1/internal/reservations/{id}"), Some(&service))
                 .await;
             (r["status"] == "expired").then_some(r)
@@ -172,17 +164,13 @@ async fn an_expired_reservation_gives_its_stock_back() {
     )
     .await;
     assert_eq!(r["status"], "expired");
-    let (_, stock) = app
-        .get(
-            &format!("/v1/listings/{listing}/stock"),
-            Some(&seller.token),
-        )
-        .await;
-    assert_eq!(stock["stock"]["available"], "10");
-    assert_eq!(stock["stock"]["reserved"], "0");
+    let stock = app.api.stock(&seller, &listing).await;
+    assert_eq!(stock.levels.available, "10");
+    assert_eq!(stock.levels.reserved, "0");
     assert_stock_agrees(&app, &listing).await;
     // Too late to commit.
     let (status, body) = app
+        .api
         .post(
             &format!("/v1/internal/reservations/{id}/commit"),
             Some(&service),
@@ -196,22 +184,15 @@ async fn an_expired_reservation_gives_its_stock_back() {
 #[tokio::test]
 async fn a_commit_fills_a_line_from_two_lots_oldest_harvest_first() {
     let app = TestApp::spawn().await;
-    let seller = app.register("household").await;
-    let listing = app.listing_with_stock(&seller, "0").await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "0").await;
     for (code, date, qty) in [
         ("NEWER-B", "2026-11-25", "10"),
         ("OLDER-A", "2026-11-18", "3"),
     ] {
-        let (status, body) = app
-            .post(
-                &format!("/v1/listings/{listing}/lots"),
-                Some(&seller.token),
-                &json!({ "lot_code": code, "harvest_date": date, "quantity": qty }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
+        app.api.add_lot(&seller, &listing, code, date, qty).await;
     }
-    let (_, service) = token(Role::Service);
+    let service = User::minted(Role::Service);
     let id = uuid::Uuid::now_v7().to_string();
     let (status, _) = reserve(
         &app,
@@ -223,6 +204,7 @@ async fn a_commit_fills_a_line_from_two_lots_oldest_harvest_first() {
     .await;
     assert_eq!(status, 201);
     let (status, committed) = app
+        .api
         .post(
             &format!("/v1/internal/reservations/{id}/commit"),
             Some(&service),
@@ -244,6 +226,7 @@ async fn a_commit_fills_a_line_from_two_lots_oldest_harvest_first() {
     assert_eq!(got, vec![("OLDER-A", "3"), ("NEWER-B", "2")]);
     // Committing again changes nothing.
     let (status, again) = app
+        .api
         .post(
             &format!("/v1/internal/reservations/{id}/commit"),
             Some(&service),
@@ -261,6 +244,7 @@ async fn a_commit_fills_a_line_from_two_lots_oldest_harvest_first() {
         (8.0, 0.0)
     );
     let (status, _) = app
+        .api
         .post(
             &format!("/v1/internal/reservations/{id}/release"),
             Some(&service),
@@ -274,18 +258,16 @@ async fn a_commit_fills_a_line_from_two_lots_oldest_harvest_first() {
 #[tokio::test]
 async fn a_reservation_is_all_or_nothing_and_checks_minimum_and_step() {
     let app = TestApp::spawn().await;
-    let seller = app.register("household").await;
-    let plenty = app.listing_with_stock(&seller, "50").await;
-    let scarce = app.listing_with_stock(&seller, "1").await;
-    let (_, service) = token(Role::Service);
+    let seller = app.api.register(Role::Household).await;
+    let plenty = app.api.listing_with_stock(&seller, "50").await;
+    let scarce = app.api.listing_with_stock(&seller, "1").await;
+    let service = User::minted(Role::Service);
     let id = uuid::Uuid::now_v7().to_string();
     let (status, body) = reserve(&app, &service, &id, json!([{ "listing_id": plenty, "quantity": "5" }, { "listing_id": scarce, "quantity": "2" }]), 600).await;
     assert_eq!(status, 409, "{body}");
-    let (_, stock) = app
-        .get(&format!("/v1/listings/{plenty}/stock"), Some(&seller.token))
-        .await;
+    let stock = app.api.stock(&seller, &plenty).await;
     assert_eq!(
-        stock["stock"]["reserved"], "0",
+        stock.levels.reserved, "0",
         "nothing of a failed reservation stays reserved"
     );
     let (status, body) = reserve(
@@ -315,10 +297,10 @@ async fn a_reservation_is_all_or_nothing_and_checks_minimum_and_step() {
     assert_eq!(status, 422);
     assert_eq!(body["errors"][0]["code"], "below_minimum");
     // Only services reserve.
-    let buyer = app.register("buyer").await;
+    let buyer = app.api.register(Role::Buyer).await;
     let (status, _) = reserve(
         &app,
-        &buyer.token,
+        &buyer,
         &uuid::Uuid::now_v7().to_string(),
         json!([{ "listing_id": plenty, "quantity": "1" }]),
         600,

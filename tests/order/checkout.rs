@@ -2,23 +2,20 @@
 
 use std::{sync::Arc, time::Duration};
 
+use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
-use crate::support::{
-    TestApp, eventually,
-    process::SplitApp,
-    shop::{Api, basket},
-};
+use crate::support::{TestApp, calls::basket, client::Client, eventually, process::SplitApp};
 
 /// A two-seller cash-on-delivery basket, from checkout to delivery.
-async fn two_seller_basket_end_to_end(api: &Api) {
+async fn two_seller_basket_end_to_end(api: &Client) {
     let (a, b) = (
-        api.register("household").await,
-        api.register("household").await,
+        api.register(Role::Household).await,
+        api.register(Role::Household).await,
     );
-    let buyer = api.register("buyer").await;
-    let la = api.listing(&a, 65_000, 10).await;
-    let lb = api.listing(&b, 45_500, 20).await;
+    let buyer = api.register(Role::Buyer).await;
+    let la = api.listing_in_two_lots(&a, 65_000, 10).await;
+    let lb = api.listing_in_two_lots(&b, 45_500, 20).await;
 
     let (status, c) = api
         .checkout(
@@ -55,28 +52,16 @@ async fn two_seller_basket_end_to_end(api: &Api) {
     assert_eq!(c["delivery_total"], 60_000);
     assert_eq!(c["grand_total"], 323_250);
     assert_eq!(oa["status"], "placed");
-    assert_eq!(api.stock(&a, &la).await["reserved"], "3");
-    assert_eq!(api.stock(&b, &lb).await["reserved"], "1.5");
+    assert_eq!(api.stock(&a, &la).await.levels.reserved, "3");
+    assert_eq!(api.stock(&b, &lb).await.levels.reserved, "1.5");
 
     // Each seller sees its own order and confirms it: the stock is sold.
     for (seller, order, listing, left) in [(&a, &oa, &la, "7"), (&b, &ob, &lb, "18.5")] {
-        let (status, list) = api
-            .order_get(
-                &format!("/v1/orders?seller_kind=household&seller_id={}", seller.id),
-                &seller.token,
-            )
-            .await;
+        let (status, list) = api.seller_orders(seller, &seller.id).await;
         assert_eq!(status, 200, "{list}");
         assert_eq!(list.as_array().unwrap().len(), 1);
         let id = order["id"].as_str().unwrap();
-        let (status, confirmed) = api
-            .order_post(
-                &format!("/v1/orders/{id}/confirm"),
-                &seller.token,
-                &[],
-                &json!({}),
-            )
-            .await;
+        let (status, confirmed) = api.order_action(seller, id, "confirm", None).await;
         assert_eq!(
             (status, confirmed["status"].as_str()),
             (200, Some("confirmed")),
@@ -86,17 +71,15 @@ async fn two_seller_basket_end_to_end(api: &Api) {
             Duration::from_secs(10),
             "the confirmed order's stock to be sold",
             || async {
-                let s = api.stock(seller, listing).await;
-                (s["on_hand"] == left && s["reserved"] == "0").then_some(())
+                let s = api.stock(seller, listing).await.levels;
+                (s.on_hand == left && s.reserved == "0").then_some(())
             },
         )
         .await;
     }
     // The lines show the lots that filled them, oldest harvest first.
     let id = oa["id"].as_str().unwrap();
-    let (_, read) = api
-        .order_get(&format!("/v1/orders/{id}"), &buyer.token)
-        .await;
+    let (_, read) = api.read_order(&buyer, id).await;
     let lots = read["lines"][0]["lots"]
         .as_array()
         .unwrap_or_else(|| panic!("no lots: {read}"));
@@ -112,19 +95,10 @@ async fn two_seller_basket_end_to_end(api: &Api) {
     assert_eq!(got, vec![("OLD-1", "2"), ("NEW-1", "1")]);
 
     for step in ["ship", "deliver"] {
-        let (status, o) = api
-            .order_post(
-                &format!("/v1/orders/{id}/{step}"),
-                &a.token,
-                &[],
-                &json!({}),
-            )
-            .await;
+        let (status, o) = api.order_action(&a, id, step, None).await;
         assert_eq!(status, 200, "{step}: {o}");
     }
-    let (_, o) = api
-        .order_get(&format!("/v1/orders/{id}"), &buyer.token)
-        .await;
+    let (_, o) = api.read_order(&buyer, id).await;
     assert_eq!(
         (o["status"].as_str(), o["cash_collected"].as_bool()),
         (Some("delivered"), Some(true))
@@ -134,27 +108,22 @@ async fn two_seller_basket_end_to_end(api: &Api) {
 #[tokio::test]
 async fn a_two_seller_basket_becomes_one_checkout_with_two_orders_in_one_process() {
     let app = TestApp::spawn().await;
-    two_seller_basket_end_to_end(&Api::one(&app.url)).await;
+    two_seller_basket_end_to_end(&app.api).await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_two_seller_basket_becomes_one_checkout_with_two_orders_across_three_processes() {
     let app = SplitApp::spawn().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        listing: app.listing.url.clone(),
-        order: app.order.url.clone(),
-    };
-    two_seller_basket_end_to_end(&api).await;
+    two_seller_basket_end_to_end(&app.api).await;
 }
 
 /// Fifty identical requests with one key, then the key with another body.
-async fn one_key_one_checkout(api: Api, db: &crate::support::TestDb) {
+async fn one_key_one_checkout(api: Client, db: &crate::support::TestDb) {
     let api = Arc::new(api);
-    let seller = api.register("household").await;
-    let buyer = Arc::new(api.register("buyer").await);
-    let listing = api.listing(&seller, 65_000, 100).await;
+    let seller = api.register(Role::Household).await;
+    let buyer = Arc::new(api.register(Role::Buyer).await);
+    let listing = api.listing_in_two_lots(&seller, 65_000, 100).await;
     let body = Arc::new(basket(&[(&listing, "2")], "cod"));
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -170,7 +139,7 @@ async fn one_key_one_checkout(api: Api, db: &crate::support::TestDb) {
     }
     assert_eq!(ids.len(), 1, "one checkout");
     assert_eq!(
-        api.stock(&seller, &listing).await["reserved"],
+        api.stock(&seller, &listing).await.levels.reserved,
         "2",
         "reserved once"
     );
@@ -191,25 +160,20 @@ async fn one_key_one_checkout(api: Api, db: &crate::support::TestDb) {
 #[tokio::test]
 async fn fifty_identical_requests_with_one_key_make_one_checkout_in_one_process() {
     let app = TestApp::spawn().await;
-    one_key_one_checkout(Api::one(&app.url), &app.db).await;
+    one_key_one_checkout(app.api.clone(), &app.db).await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn fifty_identical_requests_with_one_key_make_one_checkout_across_three_processes() {
     let app = SplitApp::spawn().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        listing: app.listing.url.clone(),
-        order: app.order.url.clone(),
-    };
-    one_key_one_checkout(api, &app.db).await;
+    one_key_one_checkout(app.api.clone(), &app.db).await;
 }
 
 #[tokio::test]
 async fn bad_checkout_input_is_422_naming_the_field() {
     let app = TestApp::spawn().await;
-    let api = Api::one(&app.url);
+    let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
     let mut outside = basket(&[(&listing, "1")], "cod");
     outside["delivery"]["province_code"] = json!("01");
@@ -245,10 +209,9 @@ async fn bad_checkout_input_is_422_naming_the_field() {
         assert_eq!(r["errors"][0]["code"], code, "{r}");
     }
     let (status, r) = api
-        .order_post(
+        .post(
             "/v1/checkouts",
-            &buyer.token,
-            &[],
+            Some(&buyer),
             &basket(&[(&listing, "1")], "cod"),
         )
         .await;
@@ -257,7 +220,7 @@ async fn bad_checkout_input_is_422_naming_the_field() {
         (422, Some("Idempotency-Key"))
     );
     assert_eq!(
-        api.stock(&seller, &listing).await["reserved"],
+        api.stock(&seller, &listing).await.levels.reserved,
         "0",
         "nothing stays reserved"
     );

@@ -4,14 +4,10 @@
 use std::{sync::Arc, time::Duration};
 
 use nongsan_shared::events::{Bus, Envelope, RedisBus};
-use serde_json::json;
 
 use crate::support::{
-    TestApp, TestDb, eventually, free_port,
-    process::SplitApp,
-    servers,
-    shop::{Api, basket},
-    test_settings,
+    TestApp, TestDb, calls::basket, client::Request, eventually, free_port, process::SplitApp,
+    servers, test_settings,
 };
 
 #[tokio::test]
@@ -20,7 +16,7 @@ async fn with_the_listing_service_away_the_buyer_gets_503_and_nothing_is_stored(
     let mut settings = test_settings(&db).await;
     settings.listing_url = Some(format!("http://127.0.0.1:{}", free_port()));
     let app = TestApp::spawn_with(settings, db).await;
-    let api = Api::one(&app.url);
+    let api = &app.api;
     let (_seller, buyer, listing) = api.shop().await;
     let (status, r) = api
         .checkout(&buyer, "k1", &basket(&[(&listing, "1")], "cod"))
@@ -48,17 +44,17 @@ async fn with_the_payment_service_away_the_reservation_is_released_and_the_buyer
     let mut settings = test_settings(&db).await;
     settings.payment_url = Some(format!("http://127.0.0.1:{}", free_port()));
     let app = TestApp::spawn_with(settings, db).await;
-    let api = Api::one(&app.url);
+    let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
     let (status, r) = api
         .checkout(&buyer, "k1", &basket(&[(&listing, "2")], "vnpay"))
         .await;
     assert_eq!(status, 503, "{r}");
     assert_eq!(r["code"], "payment_unavailable");
-    let s = api.stock(&seller, &listing).await;
+    let s = api.stock(&seller, &listing).await.levels;
     assert_eq!(
-        (s["reserved"].as_str(), s["available"].as_str()),
-        (Some("0"), Some("10")),
+        (s.reserved.as_str(), s.available.as_str()),
+        ("0", "10"),
         "the reservation was released"
     );
     let pool = app.db.pool("order").await;
@@ -81,19 +77,15 @@ async fn an_order_process_killed_between_reserving_and_storing_leaves_a_reservat
         ("NONGSAN_COD_CONFIRM_TTL_SECS", "1".to_owned()),
     ])
     .await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        listing: app.listing.url.clone(),
-        order: app.order.url.clone(),
-    };
+    let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
     let res = api
-        .http
-        .post(format!("{}/v1/checkouts", app.order.url))
-        .bearer_auth(&buyer.token)
-        .header("idempotency-key", "k1")
-        .json(&basket(&[(&listing, "3")], "cod"))
-        .send()
+        .try_send(
+            Request::post("/v1/checkouts")
+                .by(&buyer)
+                .header("idempotency-key", "k1")
+                .json(&basket(&[(&listing, "3")], "cod")),
+        )
         .await;
     assert!(res.is_err(), "the order process died mid-request");
     // The reservation was made; then the process died.
@@ -115,10 +107,10 @@ async fn an_order_process_killed_between_reserving_and_storing_leaves_a_reservat
         },
     )
     .await;
-    let s = api.stock(&seller, &listing).await;
+    let s = api.stock(&seller, &listing).await.levels;
     assert_eq!(
-        (s["reserved"].as_str(), s["available"].as_str()),
-        (Some("0"), Some("10")),
+        (s.reserved.as_str(), s.available.as_str()),
+        ("0", "10"),
         "its stock came back"
     );
     let order_pool = app.db.pool("order").await;
@@ -132,21 +124,12 @@ async fn an_order_process_killed_between_reserving_and_storing_leaves_a_reservat
 #[tokio::test]
 async fn an_order_event_delivered_twice_changes_the_stock_once() {
     let app = TestApp::spawn().await;
-    let api = Api::one(&app.url);
+    let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
-    let (_, c) = api
-        .checkout(&buyer, "k1", &basket(&[(&listing, "3")], "cod"))
-        .await;
-    let id = c["orders"][0]["id"].as_str().unwrap().to_owned();
-    api.order_post(
-        &format!("/v1/orders/{id}/confirm"),
-        &seller.token,
-        &[],
-        &json!({}),
-    )
-    .await;
+    let id = api.cod_order(&buyer, &listing, "3").await;
+    api.order_action(&seller, &id, "confirm", None).await;
     eventually(Duration::from_secs(10), "the sale", || async {
-        (api.stock(&seller, &listing).await["on_hand"] == "7").then_some(())
+        (api.stock(&seller, &listing).await.levels.on_hand == "7").then_some(())
     })
     .await;
 
@@ -223,37 +206,26 @@ async fn an_order_event_delivered_twice_changes_the_stock_once() {
         sales, 2,
         "one sale per lot filled (2 kg from the old lot, 1 from the new), once"
     );
-    let s = api.stock(&seller, &listing).await;
-    assert_eq!(
-        (s["on_hand"].as_str(), s["reserved"].as_str()),
-        (Some("7"), Some("0"))
-    );
+    let s = api.stock(&seller, &listing).await.levels;
+    assert_eq!((s.on_hand.as_str(), s.reserved.as_str()), ("7", "0"));
     app.stop().await;
 }
 
 #[tokio::test]
 async fn with_the_listing_process_stopped_the_buyer_gets_503_and_nothing_is_stored() {
     let app = SplitApp::spawn().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        listing: app.listing.url.clone(),
-        order: app.order.url.clone(),
-    };
+    let api = app.api.clone();
     let (_seller, buyer, listing) = api.shop().await;
     let SplitApp {
         listing: listing_process,
         order,
         payment: _payment,
         db,
+        api: _,
     } = app;
     assert!(listing_process.terminate().await.success());
     let res = api
-        .order_post(
-            "/v1/checkouts",
-            &buyer.token,
-            &[("idempotency-key", "k1")],
-            &basket(&[(&listing, "1")], "cod"),
-        )
+        .checkout(&buyer, "k1", &basket(&[(&listing, "1")], "cod"))
         .await;
     assert_eq!(
         (res.0, res.1["code"].as_str()),
@@ -275,17 +247,14 @@ async fn with_the_listing_process_stopped_the_buyer_gets_503_and_nothing_is_stor
 #[tokio::test]
 async fn with_the_payment_process_stopped_the_reservation_is_released_across_processes() {
     let app = SplitApp::spawn().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        listing: app.listing.url.clone(),
-        order: app.order.url.clone(),
-    };
+    let api = app.api.clone();
     let (seller, buyer, listing) = api.shop().await;
     let SplitApp {
         listing: _listing,
         order: _order,
         payment,
         db: _db,
+        api: _,
     } = app;
     assert!(payment.terminate().await.success());
     let (status, r) = api
@@ -296,10 +265,10 @@ async fn with_the_payment_process_stopped_the_reservation_is_released_across_pro
         (503, Some("payment_unavailable")),
         "{r}"
     );
-    let s = api.stock(&seller, &listing).await;
+    let s = api.stock(&seller, &listing).await.levels;
     assert_eq!(
-        (s["reserved"].as_str(), s["available"].as_str()),
-        (Some("0"), Some("10")),
+        (s.reserved.as_str(), s.available.as_str()),
+        ("0", "10"),
         "the reservation was released"
     );
 }

@@ -3,76 +3,37 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use nongsan_shared::auth::Role;
 
-use crate::support::{
-    TestApp, eventually,
-    shop::{Api, basket},
-};
+use crate::support::{TestApp, calls::basket, client::Client, eventually, process::SplitApp};
 
 #[tokio::test]
 async fn transitions_follow_the_state_machine_and_the_roles() {
     let app = TestApp::spawn().await;
-    let api = Api::one(&app.url);
+    let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
-    let (_, c) = api
-        .checkout(&buyer, "k1", &basket(&[(&listing, "2")], "cod"))
-        .await;
-    let id = c["orders"][0]["id"].as_str().unwrap().to_owned();
+    let id = api.cod_order(&buyer, &listing, "2").await;
 
-    let (status, r) = api
-        .order_post(
-            &format!("/v1/orders/{id}/ship"),
-            &seller.token,
-            &[],
-            &json!({}),
-        )
-        .await;
+    let (status, r) = api.order_action(&seller, &id, "ship", None).await;
     assert_eq!(
         (status, r["code"].as_str()),
         (409, Some("invalid_transition")),
         "shipping before confirming"
     );
-    let (status, _) = api
-        .order_post(
-            &format!("/v1/orders/{id}/confirm"),
-            &buyer.token,
-            &[],
-            &json!({}),
-        )
-        .await;
+    let (status, _) = api.order_action(&buyer, &id, "confirm", None).await;
     assert_eq!(status, 403, "a buyer does not confirm");
-    let (status, _) = api
-        .order_post(
-            &format!("/v1/orders/{id}/cancel"),
-            &seller.token,
-            &[],
-            &json!({}),
-        )
-        .await;
+    let (status, _) = api.order_action(&seller, &id, "cancel", None).await;
     assert_eq!(status, 403, "a seller declines, it does not cancel");
-    let (status, r) = api
-        .order_post(
-            &format!("/v1/orders/{id}/decline"),
-            &seller.token,
-            &[],
-            &json!({}),
-        )
-        .await;
+    let (status, r) = api.order_action(&seller, &id, "decline", None).await;
     assert_eq!(
         (status, r["errors"][0]["field"].as_str()),
         (422, Some("reason"))
     );
 
     // The buyer cancels before shipping: the stock comes back.
-    assert_eq!(api.stock(&seller, &listing).await["reserved"], "2");
+    assert_eq!(api.stock(&seller, &listing).await.levels.reserved, "2");
     let (status, r) = api
-        .order_post(
-            &format!("/v1/orders/{id}/cancel"),
-            &buyer.token,
-            &[],
-            &json!({ "reason": "đặt nhầm" }),
-        )
+        .order_action(&buyer, &id, "cancel", Some("đặt nhầm"))
         .await;
     assert_eq!(
         (status, r["status"].as_str()),
@@ -83,19 +44,12 @@ async fn transitions_follow_the_state_machine_and_the_roles() {
         Duration::from_secs(10),
         "the cancelled order's stock to come back",
         || async {
-            let s = api.stock(&seller, &listing).await;
-            (s["reserved"] == "0" && s["available"] == "10").then_some(())
+            let s = api.stock(&seller, &listing).await.levels;
+            (s.reserved == "0" && s.available == "10").then_some(())
         },
     )
     .await;
-    let (status, _) = api
-        .order_post(
-            &format!("/v1/orders/{id}/cancel"),
-            &buyer.token,
-            &[],
-            &json!({}),
-        )
-        .await;
+    let (status, _) = api.order_action(&buyer, &id, "cancel", None).await;
     assert_eq!(status, 409, "cancelled is final");
     app.stop().await;
 }
@@ -103,37 +57,24 @@ async fn transitions_follow_the_state_machine_and_the_roles() {
 #[tokio::test]
 async fn a_confirmed_then_failed_delivery_returns_the_stock_to_its_lots() {
     let app = TestApp::spawn().await;
-    let api = Api::one(&app.url);
+    let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
-    let (_, c) = api
-        .checkout(&buyer, "k1", &basket(&[(&listing, "4")], "cod"))
-        .await;
-    let id = c["orders"][0]["id"].as_str().unwrap().to_owned();
+    let id = api.cod_order(&buyer, &listing, "4").await;
     for step in ["confirm", "ship", "fail_delivery", "return"] {
-        let (status, r) = api
-            .order_post(
-                &format!("/v1/orders/{id}/{step}"),
-                &seller.token,
-                &[],
-                &json!({}),
-            )
-            .await;
+        let (status, r) = api.order_action(&seller, &id, step, None).await;
         assert_eq!(status, 200, "{step}: {r}");
     }
     eventually(
         Duration::from_secs(10),
         "the returned goods to be back in stock",
         || async {
-            let s = api.stock(&seller, &listing).await;
-            (s["on_hand"] == "10" && s["reserved"] == "0").then_some(())
+            let s = api.stock(&seller, &listing).await.levels;
+            (s.on_hand == "10" && s.reserved == "0").then_some(())
         },
     )
     .await;
     let (_, movements) = api
-        .listing_get(
-            &format!("/v1/listings/{listing}/movements"),
-            Some(&seller.token),
-        )
+        .get(&format!("/v1/listings/{listing}/movements"), Some(&seller))
         .await;
     let kinds: Vec<&str> = movements
         .as_array()
@@ -149,90 +90,46 @@ async fn a_confirmed_then_failed_delivery_returns_the_stock_to_its_lots() {
 }
 
 /// Buyer A cannot see B's, a seller sees only its own.
-async fn nobody_reads_anothers(api: &Api) {
+async fn nobody_reads_anothers(api: &Client) {
     let (seller_a, seller_b) = (
-        api.register("household").await,
-        api.register("household").await,
+        api.register(Role::Household).await,
+        api.register(Role::Household).await,
     );
-    let (buyer_a, buyer_b) = (api.register("buyer").await, api.register("buyer").await);
-    let listing = api.listing(&seller_a, 65_000, 10).await;
+    let (buyer_a, buyer_b) = (
+        api.register(Role::Buyer).await,
+        api.register(Role::Buyer).await,
+    );
+    let listing = api.listing_in_two_lots(&seller_a, 65_000, 10).await;
     let (_, c) = api
         .checkout(&buyer_a, "k1", &basket(&[(&listing, "1")], "cod"))
         .await;
     let checkout = c["id"].as_str().unwrap();
     let order = c["orders"][0]["id"].as_str().unwrap();
 
-    assert_eq!(
-        api.order_get(&format!("/v1/checkouts/{checkout}"), &buyer_a.token)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        api.order_get(&format!("/v1/checkouts/{checkout}"), &buyer_b.token)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        api.order_get(&format!("/v1/orders/{order}"), &buyer_b.token)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        api.order_get(&format!("/v1/orders/{order}"), &seller_b.token)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        api.order_get(&format!("/v1/orders/{order}"), &seller_a.token)
-            .await
-            .0,
-        200
-    );
-    let (status, _) = api
-        .order_get(
-            &format!("/v1/orders?seller_kind=household&seller_id={}", seller_a.id),
-            &seller_b.token,
-        )
-        .await;
+    assert_eq!(api.read_checkout(&buyer_a, checkout).await.0, 200);
+    assert_eq!(api.read_checkout(&buyer_b, checkout).await.0, 404);
+    assert_eq!(api.read_order(&buyer_b, order).await.0, 404);
+    assert_eq!(api.read_order(&seller_b, order).await.0, 404);
+    assert_eq!(api.read_order(&seller_a, order).await.0, 200);
+    let (status, _) = api.seller_orders(&seller_b, &seller_a.id).await;
     assert_eq!(status, 403, "a seller lists only its own orders");
-    let (_, mine) = api.order_get("/v1/orders", &buyer_b.token).await;
+    let (_, mine) = api.get("/v1/orders", Some(&buyer_b)).await;
     assert_eq!(mine.as_array().unwrap().len(), 0);
-    let (_, theirs) = api
-        .order_get(
-            &format!("/v1/orders?seller_kind=household&seller_id={}", seller_b.id),
-            &seller_b.token,
-        )
-        .await;
+    let (_, theirs) = api.seller_orders(&seller_b, &seller_b.id).await;
     assert_eq!(theirs.as_array().unwrap().len(), 0);
-    let (status, _) = api
-        .order_post(
-            &format!("/v1/orders/{order}/confirm"),
-            &seller_b.token,
-            &[],
-            &json!({}),
-        )
-        .await;
+    let (status, _) = api.order_action(&seller_b, order, "confirm", None).await;
     assert_eq!(status, 404, "another seller cannot even see it");
 }
 
 #[tokio::test]
 async fn nobody_reads_anothers_checkouts_or_orders_in_one_process() {
     let app = TestApp::spawn().await;
-    nobody_reads_anothers(&Api::one(&app.url)).await;
+    nobody_reads_anothers(&app.api).await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn nobody_reads_anothers_checkouts_or_orders_across_three_processes() {
-    let app = crate::support::process::SplitApp::spawn().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        listing: app.listing.url.clone(),
-        order: app.order.url.clone(),
-    };
-    nobody_reads_anothers(&api).await;
+    let app = SplitApp::spawn().await;
+    nobody_reads_anothers(&app.api).await;
 }

@@ -7,15 +7,11 @@ use nongsan_shared::contracts::{
 };
 use std::{collections::BTreeMap, time::Duration};
 
-use nongsan_payment::vnpay;
-use serde_json::Value;
-
 use crate::support::{
-    TestApp, TestDb, VNPAY_SECRET, eventually,
-    process::SplitApp,
-    shop::{Api, basket},
+    TestApp, TestDb, VNPAY_SECRET, calls::basket, client::Client, eventually, process::SplitApp,
     test_settings,
 };
+use nongsan_payment::vnpay;
 
 /// The VNPay IPN for a payment URL: the result VNPay would send, signed as VNPay signs.
 fn ipn_query(payment_url: &str, response_code: &str, amount_override: Option<i64>) -> String {
@@ -48,18 +44,7 @@ fn ipn_query(payment_url: &str, response_code: &str, amount_override: Option<i64
     format!("{query}&vnp_SecureHash={hash}")
 }
 
-async fn ipn(api: &Api, payment: &str, query: &str) -> Value {
-    api.http
-        .get(format!("{payment}/v1/payments/vnpay/ipn?{query}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn paid_by_vnpay(api: &Api, payment: &str) {
+async fn paid_by_vnpay(api: &Client) {
     let (seller, buyer, listing) = api.shop().await;
     let (status, c) = api
         .checkout(&buyer, "vnpay-1", &basket(&[(&listing, "2")], "vnpay"))
@@ -75,17 +60,17 @@ async fn paid_by_vnpay(api: &Api, payment: &str) {
     );
 
     let forged = ipn_query(url, "00", None).replace("vnp_SecureHash=", "vnp_SecureHash=00");
-    assert_eq!(ipn(api, payment, &forged).await["RspCode"], "97");
+    assert_eq!(api.vnpay_ipn(&forged).await["RspCode"], "97");
     assert_eq!(
-        ipn(api, payment, &ipn_query(url, "00", Some(1))).await["RspCode"],
+        api.vnpay_ipn(&ipn_query(url, "00", Some(1))).await["RspCode"],
         "04"
     );
     assert_eq!(
-        ipn(api, payment, &ipn_query(url, "00", None)).await["RspCode"],
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
         "00"
     );
     assert_eq!(
-        ipn(api, payment, &ipn_query(url, "00", None)).await["RspCode"],
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
         "02",
         "recorded once"
     );
@@ -95,42 +80,32 @@ async fn paid_by_vnpay(api: &Api, payment: &str) {
         Duration::from_secs(15),
         "the checkout to be paid and its stock sold",
         || async {
-            let (_, c) = api
-                .order_get(&format!("/v1/checkouts/{id}"), &buyer.token)
-                .await;
-            let s = api.stock(&seller, &listing).await;
+            let (_, c) = api.read_checkout(&buyer, id).await;
+            let s = api.stock(&seller, &listing).await.levels;
             (c["status"] == "paid"
                 && c["orders"][0]["status"] == "paid"
-                && s["on_hand"] == "8"
-                && s["reserved"] == "0")
+                && s.on_hand == "8"
+                && s.reserved == "0")
                 .then_some(())
         },
     )
     .await;
     let order = c["orders"][0]["id"].as_str().unwrap();
-    let (_, o) = api
-        .order_get(&format!("/v1/orders/{order}"), &buyer.token)
-        .await;
+    let (_, o) = api.read_order(&buyer, order).await;
     assert_eq!(o["lines"][0]["lots"][0]["lot_code"], "OLD-1", "{o}");
 }
 
 #[tokio::test]
 async fn a_vnpay_checkout_is_paid_by_ipn_and_its_stock_sold_in_one_process() {
     let app = TestApp::spawn().await;
-    let api = Api::one(&app.url);
-    paid_by_vnpay(&api, &app.url).await;
+    paid_by_vnpay(&app.api).await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_vnpay_checkout_is_paid_by_ipn_and_its_stock_sold_across_three_processes() {
     let app = SplitApp::spawn().await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        listing: app.listing.url.clone(),
-        order: app.order.url.clone(),
-    };
-    paid_by_vnpay(&api, &app.payment.url).await;
+    paid_by_vnpay(&app.api).await;
 }
 
 #[tokio::test]
@@ -139,7 +114,7 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
     let mut settings = test_settings(&db).await;
     settings.events_max_attempts = 30;
     let app = TestApp::spawn_with(settings, db).await;
-    let api = Api::one(&app.url);
+    let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
 
     // The order service stops for a while between reserving and storing.
@@ -191,14 +166,12 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
         Duration::from_secs(20),
         "the early payment to take effect",
         || async {
-            let (_, c) = api
-                .order_get(&format!("/v1/checkouts/{checkout_id}"), &buyer.token)
-                .await;
-            let s = api.stock(&seller, &listing).await;
+            let (_, c) = api.read_checkout(&buyer, &checkout_id.to_string()).await;
+            let s = api.stock(&seller, &listing).await.levels;
             (c["status"] == "paid"
                 && c["orders"][0]["status"] == "paid"
-                && s["on_hand"] == "7"
-                && s["reserved"] == "0")
+                && s.on_hand == "7"
+                && s.reserved == "0")
                 .then_some(())
         },
     )
@@ -223,26 +196,24 @@ async fn an_unpaid_checkout_expires_with_its_reservation() {
     let mut settings = test_settings(&db).await;
     settings.checkout_ttl_secs = 1;
     let app = TestApp::spawn_with(settings, db).await;
-    let api = Api::one(&app.url);
+    let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
     let (status, c) = api
         .checkout(&buyer, "never-paid", &basket(&[(&listing, "4")], "vnpay"))
         .await;
     assert_eq!(status, 201, "{c}");
-    assert_eq!(api.stock(&seller, &listing).await["reserved"], "4");
+    assert_eq!(api.stock(&seller, &listing).await.levels.reserved, "4");
     let id = c["id"].as_str().unwrap();
     eventually(
         Duration::from_secs(15),
         "the unpaid checkout to expire and give its stock back",
         || async {
-            let (_, c) = api
-                .order_get(&format!("/v1/checkouts/{id}"), &buyer.token)
-                .await;
-            let s = api.stock(&seller, &listing).await;
+            let (_, c) = api.read_checkout(&buyer, id).await;
+            let s = api.stock(&seller, &listing).await.levels;
             (c["status"] == "expired"
                 && c["orders"][0]["status"] == "expired"
-                && s["reserved"] == "0"
-                && s["available"] == "10")
+                && s.reserved == "0"
+                && s.available == "10")
                 .then_some(())
         },
     )
@@ -250,14 +221,12 @@ async fn an_unpaid_checkout_expires_with_its_reservation() {
     // A payment that comes too late finds nothing to pay: the orders stay expired.
     let url = c["payment_url"].as_str().unwrap();
     assert_eq!(
-        ipn(&api, &app.url, &ipn_query(url, "00", None)).await["RspCode"],
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
         "00",
         "VNPay's notice is still acknowledged"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, c) = api
-        .order_get(&format!("/v1/checkouts/{id}"), &buyer.token)
-        .await;
+    let (_, c) = api.read_checkout(&buyer, id).await;
     assert_eq!(c["orders"][0]["status"], "expired");
     app.stop().await;
 }

@@ -15,7 +15,7 @@ pub async fn seeded(app: &TestApp) {
         Duration::from_secs(60),
         "the demo catalog to be indexed",
         || async {
-            let (status, r) = app.get("/v1/search?per_page=1", None).await;
+            let (status, r) = app.api.search("per_page=1").await;
             (status == 200 && r["total"] == 50).then_some(())
         },
     )
@@ -23,7 +23,7 @@ pub async fn seeded(app: &TestApp) {
 }
 
 async fn search(app: &TestApp, query: &str) -> Value {
-    let (status, r) = app.get(&format!("/v1/search?{query}"), None).await;
+    let (status, r) = app.api.search(query).await;
     assert_eq!(status, 200, "{query}: {r}");
     r
 }
@@ -239,11 +239,11 @@ async fn bad_search_input_is_422_naming_the_parameter() {
         ("per_page=1000".to_owned(), "per_page"),
     ];
     for (query, field) in cases {
-        let (status, r) = app.get(&format!("/v1/search?{query}"), None).await;
+        let (status, r) = app.api.search(&query).await;
         assert_eq!(status, 422, "{query}: {r}");
         assert_eq!(r["errors"][0]["field"], field, "{query}: {r}");
     }
-    let (status, _) = app.get("/v1/search?include_hidden=true", None).await;
+    let (status, _) = app.api.search("include_hidden=true").await;
     assert_eq!(status, 403, "only operators see hidden listings");
     app.stop().await;
 }

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use nongsan_shared::auth::Role;
 use serde_json::json;
 
-use crate::support::{TestApp, eventually, process::nongsan, token};
+use crate::support::{TestApp, eventually, process::nongsan, user::User};
 
 async fn found(app: &TestApp, q: &str) -> Vec<String> {
-    let (_, r) = app.get(&format!("/v1/search?q={q}"), None).await;
+    let (_, r) = app.api.search(&format!("q={q}")).await;
     r["hits"]
         .as_array()
         .map(|h| {
@@ -23,8 +23,8 @@ async fn found(app: &TestApp, q: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears() {
     let app = TestApp::spawn().await;
-    let seller = app.register("household").await;
-    let listing = app.listing_with_stock(&seller, "20").await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "20").await;
     eventually(
         Duration::from_secs(10),
         "the new listing to be searchable",
@@ -33,10 +33,10 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
     .await;
 
     let (status, _) = app
+        .api
         .patch(
             &format!("/v1/listings/{listing}"),
-            &seller.token,
-            &[],
+            &seller,
             &json!({ "title": "Sầu riêng Ri6 Cái Mơn", "description": "Cơm vàng, hạt lép" }),
         )
         .await;
@@ -65,9 +65,10 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
 
     // Out of stock: shown only when asked for.
     let (status, _) = app
+        .api
         .post(
             &format!("/v1/listings/{listing}/adjustments"),
-            Some(&seller.token),
+            Some(&seller),
             &json!({ "lot_code": "LOT-A", "quantity": "-20", "reason": "hư hỏng" }),
         )
         .await;
@@ -78,9 +79,7 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
         || async { (!found(&app, "sau%20rieng").await.contains(&listing)).then_some(()) },
     )
     .await;
-    let (_, r) = app
-        .get("/v1/search?q=sau%20rieng&in_stock=false", None)
-        .await;
+    let (_, r) = app.api.search("q=sau%20rieng&in_stock=false").await;
     assert!(
         r["hits"]
             .as_array()
@@ -89,8 +88,9 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
             .any(|h| h["id"] == listing.as_str())
     );
 
-    let (_, operator) = token(Role::Operator);
+    let operator = User::minted(Role::Operator);
     let (status, _) = app
+        .api
         .post(
             &format!("/v1/listings/{listing}/status"),
             Some(&operator),
@@ -102,9 +102,7 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
         Duration::from_secs(10),
         "the hidden listing to disappear",
         || async {
-            let (_, r) = app
-                .get("/v1/search?q=sau%20rieng&in_stock=false", None)
-                .await;
+            let (_, r) = app.api.search("q=sau%20rieng&in_stock=false").await;
             (!r["hits"]
                 .as_array()
                 .unwrap()
@@ -115,6 +113,7 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
     )
     .await;
     let (status, r) = app
+        .api
         .get(
             "/v1/search?q=sau%20rieng&include_hidden=true",
             Some(&operator),

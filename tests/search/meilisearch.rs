@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use nongsan_listing::search::{Geo, SearchEngine, SearchQuery, Sort, meili::MeiliEngine};
+use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -157,12 +158,12 @@ async fn without_meilisearch_search_is_503_writes_succeed_and_the_index_catches_
     let mut settings = test_settings(&db).await;
     settings.meili_url = Some(format!("http://127.0.0.1:{port}"));
     let app = TestApp::spawn_with(settings, db).await;
-    let (status, r) = app.get("/v1/search?q=xoai", None).await;
+    let (status, r) = app.api.search("q=xoai").await;
     assert_eq!(status, 503, "{r}");
     assert_eq!(r["code"], "search_unavailable");
 
-    let seller = app.register("household").await;
-    let listing = app.listing_with_stock(&seller, "10").await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "10").await;
 
     // Meilisearch comes back: the listing reaches it without anyone asking.
     let fake = FakeMeili::start_on(port).await;
@@ -195,7 +196,7 @@ async fn without_meilisearch_search_is_503_writes_succeed_and_the_index_catches_
         doc["available"], "10",
         "the latest stock, not the first event's"
     );
-    let (status, r) = app.get("/v1/search?q=xoai", None).await;
+    let (status, r) = app.api.search("q=xoai").await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["engine"], "external");
     app.stop().await;

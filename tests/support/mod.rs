@@ -5,16 +5,21 @@
 //! are used. Otherwise the harness starts a private PostgreSQL cluster and a `redis-server`
 //! under the temp folder, shared by all test processes (a file lock makes the first one
 //! start them), and leaves them running for the next run.
+//!
+//! Tests call the API of either shape through one [`client::Client`] (`TestApp::api`,
+//! `SplitApp::api`), as a [`user::User`], with the typed helpers of [`calls`] for the common
+//! calls and [`client::Request`] for anything else.
 
 #![allow(
     dead_code,
     reason = "each test module uses a different part of the harness"
 )]
 
-pub mod actors;
+pub mod calls;
+pub mod client;
 pub mod fake_meili;
 pub mod process;
-pub mod shop;
+pub mod user;
 
 use std::{
     path::{Path, PathBuf},
@@ -24,10 +29,9 @@ use std::{
 
 use nongsan::{Running, ServiceName};
 use nongsan_shared::{
-    auth::{Role, TokenKeys},
+    auth::TokenKeys,
     config::Settings,
     embedded_pg::{EmbeddedPostgres, Options},
-    ids::AccountId,
 };
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
@@ -329,20 +333,12 @@ pub fn keys() -> TokenKeys {
     TokenKeys::new(SecretString::from(AUTH_SECRET), 3600)
 }
 
-/// A token for a new account with `role`.
-pub fn token(role: Role) -> (AccountId, String) {
-    let id = AccountId::new();
-    (id, keys().issue(id, role))
-}
-
 /// The whole app in this process, on a port of its own.
 pub struct TestApp {
-    /// Its base URL.
-    pub url: String,
+    /// Its API.
+    pub api: client::Client,
     /// Its database.
     pub db: TestDb,
-    /// An HTTP client.
-    pub http: reqwest::Client,
     /// Its data folder (the embedded search index).
     pub data_dir: std::path::PathBuf,
     running: Option<Running>,
@@ -363,17 +359,11 @@ impl TestApp {
             .await
             .expect("the app starts");
         Self {
-            url: running.url(),
+            api: client::Client::new(&running.url()),
             db,
-            http: reqwest::Client::new(),
             data_dir,
             running: Some(running),
         }
-    }
-
-    /// `url` + `path`.
-    pub fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
     }
 
     /// Stops it.

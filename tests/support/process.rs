@@ -6,7 +6,11 @@ use std::{
     time::Duration,
 };
 
-use super::{AUTH_SECRET, TestDb, free_port, servers};
+use super::{
+    AUTH_SECRET, TestDb,
+    client::{Client, Request},
+    free_port, servers,
+};
 
 /// Sends a signal to a process.
 pub fn signal(pid: i32, sig: rustix::process::Signal) {
@@ -54,7 +58,7 @@ impl NongsanProcess {
     }
 
     async fn wait_healthy(&mut self) {
-        let http = reqwest::Client::new();
+        let api = Client::new(&self.url);
         for _ in 0..600 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!(
@@ -62,8 +66,8 @@ impl NongsanProcess {
                     self.log_text()
                 );
             }
-            if let Ok(r) = http.get(format!("{}/healthz", self.url)).send().await
-                && r.status().is_success()
+            if let Ok(r) = api.try_send(Request::get("/healthz")).await
+                && (200..300).contains(&r.status)
             {
                 return;
             }
@@ -115,6 +119,8 @@ pub struct SplitApp {
     pub payment: NongsanProcess,
     /// Their database.
     pub db: TestDb,
+    /// Their API, each call to the process that serves it.
+    pub api: Client,
 }
 
 impl SplitApp {
@@ -160,6 +166,7 @@ impl SplitApp {
         let payment =
             NongsanProcess::start_on(&["serve", "payment"], ports[2], &env(ports[2])).await;
         Self {
+            api: Client::split(&listing.url, &order.url, &payment.url),
             listing,
             order,
             payment,

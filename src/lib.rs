@@ -280,7 +280,11 @@ pub struct SeedRequest {
     pub operator: Option<(nongsan_shared::PhoneNumber, String)>,
 }
 
-/// Creates demo data and/or an operator account; says what it did.
+/// Creates demo data and/or an operator account; says what it did, in lines a shell can
+/// `eval`: remarks are `#` comments, and the demo accounts are told as assignments
+/// (`DEMO_PASSWORD`, a random password given to the demo accounts this run created, told only
+/// then; `DEMO_SELLERS`, a phone number, a tab and a name per line; `DEMO_MANAGER`). The
+/// names are not `NONGSAN_` settings, so exporting them does not upset the configuration.
 pub async fn seed(settings: Settings, request: SeedRequest) -> anyhow::Result<Vec<String>> {
     let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
     let result = async {
@@ -289,18 +293,13 @@ pub async fn seed(settings: Settings, request: SeedRequest) -> anyhow::Result<Ve
             .await?;
         let mut said = Vec::new();
         if request.demo {
-            let n = nongsan_listing::seed::seed_demo(&pool).await?;
-            said.push(if n == 0 {
-                "demo data is already there".to_owned()
-            } else {
-                format!("created {n} demo listings")
-            });
+            said.extend(seed_demo(&pool).await?);
         }
         if let Some((phone, password)) = request.operator {
             let id = nongsan_listing::identity::roles::upsert_operator(&pool, &phone, password)
                 .await
                 .map_err(|e| anyhow::anyhow!("creating the operator: {e}"))?;
-            said.push(format!("operator {} is account {id}", phone.masked()));
+            said.push(format!("# operator {} is account {id}", phone.masked()));
         }
         // Relays are not running here; the events wait in the outbox for the next start.
         pool.close().await;
@@ -309,6 +308,50 @@ pub async fn seed(settings: Settings, request: SeedRequest) -> anyhow::Result<Ve
     .await;
     close(platform).await;
     result
+}
+
+/// Seeds the demo data and tells its accounts (see [`seed`]).
+async fn seed_demo(pool: &sqlx::PgPool) -> anyhow::Result<Vec<String>> {
+    use nongsan_listing::seed;
+    let password = seed::new_demo_password();
+    let made = seed::seed_demo_with_password(pool, &password).await?;
+    let sellers = seed::demo_households()?;
+    let mut said = Vec::new();
+    if made == 0 {
+        said.push(
+            "# demo data is already there: nothing changed; its accounts' password \
+             (DEMO_PASSWORD) was printed when it was created"
+                .to_owned(),
+        );
+    } else {
+        said.push(format!(
+            "# created {made} demo listings of {} demo households and a demo cooperative",
+            sellers.len()
+        ));
+        said.push(
+            "# every demo account signs in with its phone number and this password, which only \
+             `nongsan seed --demo` sets, on the demo accounts it creates"
+                .to_owned(),
+        );
+        said.push(format!("DEMO_PASSWORD={}", shell_quote(&password)));
+    }
+    let lines: Vec<String> = sellers
+        .iter()
+        .map(|s| format!("{}\t{}", s.phone.as_str(), s.name))
+        .collect();
+    said.push("# the demo households: phone number, a tab, name".to_owned());
+    said.push(format!("DEMO_SELLERS={}", shell_quote(&lines.join("\n"))));
+    said.push("# the demo cooperative's manager".to_owned());
+    said.push(format!(
+        "DEMO_MANAGER={}",
+        shell_quote(seed::demo_manager_phone().as_str())
+    ));
+    Ok(said)
+}
+
+/// `s` as one word for a POSIX shell: in single quotes, each `'` written `'\''`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Imports a cooperative's stock from a CSV or XLSX file as its manager, all rows or none;

@@ -28,9 +28,10 @@ enum Command {
     /// Brings every service's schema up to date and exits.
     Migrate,
     /// Creates demo data (--demo) and/or an operator account (--operator PHONE, with the
-    /// password in NONGSAN_OPERATOR_PASSWORD).
+    /// password in NONGSAN_OPERATOR_PASSWORD). Prints lines a shell can eval.
     Seed {
-        /// Households, a cooperative and the 50 demo products, with stock.
+        /// Households, a cooperative and the 50 demo products, with stock. The demo accounts
+        /// it creates get a random password, which it prints.
         #[arg(long)]
         demo: bool,
         /// Phone number of an operator account to create (or whose password to reset).

@@ -6,3 +6,4 @@ mod events;
 mod http_edge;
 mod setup;
 mod split;
+mod walkthrough;

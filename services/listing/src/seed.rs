@@ -1,5 +1,10 @@
 //! Demo data: households in the real communes of the 50 demo products, one cooperative in
 //! Lâm Đồng with its member households, and every product listed with a lot in stock.
+//!
+//! Demo accounts are recognisable: their phone numbers are 0900 000 100 and up (the
+//! cooperative's manager 0900 001 099) and their names end in "(demo)". They get a password
+//! only from [`seed_demo_with_password`], and only when it creates them, in the same
+//! transaction: no account that existed before is ever given one.
 
 use chrono::{Days, Utc};
 use nongsan_shared::{
@@ -15,7 +20,7 @@ use crate::{
         reference::{DEMO_PRODUCTS_CSV, reference},
         store::insert_listing,
     },
-    identity::store::insert_account,
+    identity::{passwords::hash_password, store::insert_account},
     sellers::{
         households::insert_household,
         profile::{AddressInput, HouseholdInput, Point},
@@ -26,13 +31,90 @@ use crate::{
 /// The first demo phone number; the n-th household is this plus n.
 const DEMO_PHONE_BASE: u64 = 900_000_100;
 
+/// The number of the cooperative manager's phone, after the households'.
+const DEMO_MANAGER: u64 = 999;
+
 fn demo_phone(n: u64) -> PhoneNumber {
     PhoneNumber::parse(&format!("0{}", DEMO_PHONE_BASE + n))
         .expect("demo numbers are valid mobile numbers")
 }
 
+/// A demo household's name: its commune's, marked as demo.
+fn demo_household_name(commune_full_name: &str) -> String {
+    format!("Hộ sản xuất {commune_full_name} (demo)")
+}
+
+/// A demo account that sells, as [`seed_demo`] makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoSeller {
+    /// Its phone number, to sign in with.
+    pub phone: PhoneNumber,
+    /// Its name, as orders and search hits show it.
+    pub name: String,
+}
+
+/// The demo households [`seed_demo`] makes, in order: one per commune of the demo products.
+/// Computed from the embedded data, so it can be told without the database.
+pub fn demo_households() -> anyhow::Result<Vec<DemoSeller>> {
+    let mut reader = csv::Reader::from_reader(DEMO_PRODUCTS_CSV.as_bytes());
+    let ward = reader
+        .headers()?
+        .iter()
+        .position(|h| h == "ward_code")
+        .ok_or_else(|| anyhow::anyhow!("demo CSV has no ward_code"))?;
+    let mut wards: Vec<String> = Vec::new();
+    let mut sellers = Vec::new();
+    for rec in reader.records() {
+        let rec = rec?;
+        if wards.iter().any(|w| w == &rec[ward]) {
+            continue;
+        }
+        let commune = reference()
+            .commune(&rec[ward])
+            .ok_or_else(|| anyhow::anyhow!("unknown commune {}", &rec[ward]))?;
+        sellers.push(DemoSeller {
+            phone: demo_phone(u64::try_from(wards.len()).unwrap_or(0)),
+            name: demo_household_name(&commune.full_name),
+        });
+        wards.push(rec[ward].to_owned());
+    }
+    Ok(sellers)
+}
+
+/// The phone number of the demo cooperative's manager.
+pub fn demo_manager_phone() -> PhoneNumber {
+    demo_phone(DEMO_MANAGER)
+}
+
+/// A new random password for the demo accounts: `demo-` and 16 letters and digits.
+pub fn new_demo_password() -> String {
+    use rand::Rng;
+    let tail: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(16)
+        .map(char::from)
+        .collect();
+    format!("demo-{tail}")
+}
+
 /// Creates the demo data unless it is there already; returns how many listings it made.
+/// Its accounts have no password (they wait for an activation nobody can give).
 pub async fn seed_demo(pool: &PgPool) -> anyhow::Result<usize> {
+    seed(pool, None).await
+}
+
+/// Like [`seed_demo`], and the demo households and the cooperative's manager it creates
+/// sign in with `password`. When the demo data is there already, it changes nothing (and so
+/// sets no password) and returns 0.
+pub async fn seed_demo_with_password(pool: &PgPool, password: &str) -> anyhow::Result<usize> {
+    let hash = hash_password(password.to_owned())
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing the demo password: {e}"))?;
+    seed(pool, Some(&hash)).await
+}
+
+/// Creates the demo data unless it is there already, its accounts with this password hash.
+async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usize> {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE phone = $1)")
             .bind(demo_phone(0).as_str())
@@ -79,11 +161,11 @@ pub async fn seed_demo(pool: &PgPool) -> anyhow::Result<usize> {
             Some((_, id)) => *id,
             None => {
                 let n = u64::try_from(households.len()).unwrap_or(0);
-                let display = format!("Hộ sản xuất {}", commune.full_name);
+                let display = demo_household_name(&commune.full_name);
                 let account = insert_account(
                     &mut tx,
                     &demo_phone(n),
-                    None,
+                    password_hash,
                     Role::Household,
                     &display,
                     None,
@@ -191,8 +273,8 @@ pub async fn seed_demo(pool: &PgPool) -> anyhow::Result<usize> {
     if let Some((commune, _)) = lam_dong.first() {
         let manager = insert_account(
             &mut tx,
-            &demo_phone(999),
-            None,
+            &demo_manager_phone(),
+            password_hash,
             Role::CooperativeManager,
             "Quản lý HTX (demo)",
             None,
@@ -219,4 +301,31 @@ pub async fn seed_demo(pool: &PgPool) -> anyhow::Result<usize> {
     }
     tx.commit().await?;
     Ok(made)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_households_are_told_by_distinct_phones_and_names_marked_demo() {
+        let sellers = demo_households().unwrap();
+        assert_eq!(sellers.len(), 27);
+        for (i, s) in sellers.iter().enumerate() {
+            assert!(s.name.ends_with(" (demo)"), "{}", s.name);
+            assert!(
+                !sellers[..i]
+                    .iter()
+                    .any(|o| o.phone == s.phone || o.name == s.name)
+            );
+        }
+        assert!(!sellers.iter().any(|s| s.phone == demo_manager_phone()));
+    }
+
+    #[test]
+    fn a_new_demo_password_is_random_and_long_enough() {
+        let (a, b) = (new_demo_password(), new_demo_password());
+        assert_ne!(a, b);
+        assert!(a.starts_with("demo-") && a.len() == 21, "{a}");
+    }
 }

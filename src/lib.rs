@@ -378,11 +378,12 @@ pub async fn import_stock(
         let pool = platform
             .open_schema(nongsan_listing::NAME, &nongsan_listing::MIGRATOR)
             .await?;
-        let manager: nongsan_shared::AccountId =
-            sqlx::query_scalar("SELECT manager_id FROM cooperatives WHERE id = $1")
-                .bind(cooperative)
-                .fetch_optional(&pool)
-                .await?
+        let manager = sqlx::query_scalar!(
+            r#"SELECT manager_id AS "manager_id: nongsan_shared::AccountId" FROM cooperatives WHERE id = $1"#,
+            cooperative as _,
+        )
+        .fetch_optional(&pool)
+        .await?
                 .ok_or_else(|| anyhow::anyhow!("there is no cooperative {cooperative}"))?;
         let actor = nongsan_shared::auth::Actor {
             account_id: manager,

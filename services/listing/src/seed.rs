@@ -115,11 +115,13 @@ pub async fn seed_demo_with_password(pool: &PgPool, password: &str) -> anyhow::R
 
 /// Creates the demo data unless it is there already, its accounts with this password hash.
 async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usize> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE phone = $1)")
-            .bind(demo_phone(0).as_str())
-            .fetch_one(pool)
-            .await?;
+    let first = demo_phone(0);
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM accounts WHERE phone = $1) AS "exists!""#,
+        first.as_str(),
+    )
+    .fetch_one(pool)
+    .await?;
     if exists {
         return Ok(0);
     }
@@ -282,19 +284,21 @@ async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usiz
         .await
         .map_err(|e| anyhow::anyhow!("demo manager: {e}"))?;
         let coop = nongsan_shared::CooperativeId::new();
-        sqlx::query("INSERT INTO cooperatives (id, name, province_code, commune_code, manager_id) VALUES ($1, $2, '68', $3, $4)")
-            .bind(coop)
-            .bind("HTX Nông sản Lâm Đồng (demo)")
-            .bind(commune)
-            .bind(manager.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO cooperatives (id, name, province_code, commune_code, manager_id) VALUES ($1, $2, '68', $3, $4)",
+            coop as _,
+            "HTX Nông sản Lâm Đồng (demo)",
+            commune,
+            manager.id as _,
+        )
+        .execute(&mut *tx)
+        .await?;
         for (_, member) in &lam_dong {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO cooperative_members (cooperative_id, household_id) VALUES ($1, $2)",
+                coop as _,
+                member as _,
             )
-            .bind(coop)
-            .bind(member)
             .execute(&mut *tx)
             .await?;
         }

@@ -46,14 +46,21 @@ impl ServiceName {
         .with_context(|| format!("starting the {self:?} service"))
     }
 
-    /// The service's part of the OpenAPI document, with its dead-letter routes.
+    /// The service's part of the OpenAPI document, with its dead-letter routes: taken from
+    /// the same routers the service serves (see [`Service::new`]).
     fn openapi(self) -> utoipa::openapi::OpenApi {
         let (name, mut doc) = match self {
-            ServiceName::Listing => (nongsan_listing::NAME, nongsan_listing::ApiDoc::openapi()),
-            ServiceName::Order => (nongsan_order::NAME, nongsan_order::ApiDoc::openapi()),
-            ServiceName::Payment => (nongsan_payment::NAME, nongsan_payment::ApiDoc::openapi()),
+            ServiceName::Listing => (
+                nongsan_listing::NAME,
+                nongsan_listing::routes().into_openapi(),
+            ),
+            ServiceName::Order => (nongsan_order::NAME, nongsan_order::routes().into_openapi()),
+            ServiceName::Payment => (
+                nongsan_payment::NAME,
+                nongsan_payment::routes().into_openapi(),
+            ),
         };
-        doc.merge(nongsan_shared::events::ops_openapi(name));
+        doc.merge(nongsan_shared::events::ops_routes(name).into_openapi());
         doc
     }
 
@@ -69,7 +76,8 @@ impl ServiceName {
     }
 }
 
-/// The part of the OpenAPI document that every process serves.
+/// The part of the OpenAPI document that is not any route's: its info, shared schemas, the
+/// `ops` tag and the `bearer` scheme. The operations come from the routers ([`openapi`]).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -77,7 +85,6 @@ impl ServiceName {
         description = "Backend of a rural e-commerce marketplace for Vietnamese farm produce. Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`; `Accept-Language: vi` or `en` picks the language of `detail`.",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(http::healthz, http::readyz, http::metrics),
     components(schemas(nongsan_shared::error::ProblemSchema, nongsan_shared::error::ProblemFieldSchema, nongsan_shared::events::DeadLetter)),
     tags((name = "ops", description = "Health, readiness, metrics and the dead-letter lists")),
     modifiers(&BearerAuth)
@@ -103,9 +110,11 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI document of the given services.
+/// The OpenAPI document of the given services, with the health, readiness and metrics routes
+/// every process serves.
 pub fn openapi(services: &[ServiceName]) -> utoipa::openapi::OpenApi {
     let mut doc = BaseDoc::openapi();
+    doc.merge(http::ops_routes().into_openapi());
     for s in services {
         doc.merge(s.openapi());
     }
@@ -235,7 +244,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
     tasks.extend(relays.into_iter().map(|r| tokio::spawn(r.run())));
     let router = http::with_common_layers(
         router
-            .merge(http::ops_router(Arc::new(checks)))
+            .merge(http::ops_routes().with_state(Arc::new(checks)))
             .merge(http::docs_router(openapi(&started)))
             .merge(docs_page()),
     );

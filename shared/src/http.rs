@@ -19,6 +19,7 @@ use tower_http::{
     request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     error::{ApiError, FieldError, Text, problem_layer},
@@ -296,13 +297,13 @@ pub async fn metrics() -> impl IntoResponse {
     )
 }
 
-/// `/healthz`, `/readyz` and `/metrics`.
-pub fn ops_router(checks: ReadinessChecks) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(checks)
+/// `/healthz`, `/readyz` and `/metrics`, with their OpenAPI entries; every process serves them
+/// with its [`ReadinessChecks`].
+pub fn ops_routes() -> OpenApiRouter<ReadinessChecks> {
+    OpenApiRouter::default()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 /// `/openapi.json` for a document. The page that shows it, `/docs`, is Swagger UI served

@@ -1,6 +1,7 @@
 //! What a service needs from the process it runs in ([`Platform`]: database, token keys,
-//! event bus, peers), and what it gives back ([`Service`]: router, OpenAPI, readiness
-//! checks, relay, workers). The `nongsan` binary composes one or three services from these.
+//! event bus, peers), what its handlers share ([`AppState`]), and what it gives back
+//! ([`Service`]: router, readiness checks, relay, workers). The `nongsan` binary composes one
+//! or three services from these.
 
 use std::{path::Path, sync::Arc};
 
@@ -226,6 +227,45 @@ impl Readiness for BusReadiness {
 
     async fn check(&self) -> anyhow::Result<()> {
         self.0.ping().await
+    }
+}
+
+/// What every handler of a service shares: its dependencies `A` (the service's `App`) behind
+/// an `Arc`, cheap to clone into each request. Handlers read the dependencies through `Deref`
+/// (`app.pool`), and the [`Actor`](crate::auth::Actor) extractor finds the token keys through
+/// `A: AsRef<TokenKeys>`. Each service names its own: `pub type AppState =
+/// nongsan_shared::runtime::AppState<App>;`.
+pub struct AppState<A>(Arc<A>);
+
+impl<A> AppState<A> {
+    /// The state of a service with these dependencies.
+    pub fn new(app: A) -> Self {
+        Self(Arc::new(app))
+    }
+}
+
+impl<A> Clone for AppState<A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<A> std::fmt::Debug for AppState<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppState")
+    }
+}
+
+impl<A> std::ops::Deref for AppState<A> {
+    type Target = A;
+    fn deref(&self) -> &A {
+        &self.0
+    }
+}
+
+impl<A: AsRef<TokenKeys>> axum::extract::FromRef<AppState<A>> for TokenKeys {
+    fn from_ref(s: &AppState<A>) -> Self {
+        (*s.0).as_ref().clone()
     }
 }
 

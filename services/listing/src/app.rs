@@ -1,15 +1,13 @@
 //! The service state every handler shares: the `listing` pool, token keys, rate limits and the
 //! search engine.
 
-use std::{ops::Deref, sync::Arc};
+use std::sync::Arc;
 
-use axum::extract::FromRef;
 use nongsan_shared::{auth::TokenKeys, ratelimit::RateLimiter};
 use sqlx::PgPool;
 
 /// What every handler of the service shares.
-#[derive(Clone)]
-pub struct AppState(pub Arc<App>);
+pub type AppState = nongsan_shared::runtime::AppState<App>;
 
 /// The service's dependencies.
 #[expect(
@@ -27,21 +25,8 @@ pub struct App {
     pub search: Arc<dyn nongsan_search::SearchEngine>,
 }
 
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AppState")
-    }
-}
-
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for TokenKeys {
-    fn from_ref(s: &AppState) -> Self {
-        s.keys.clone()
+impl AsRef<TokenKeys> for App {
+    fn as_ref(&self) -> &TokenKeys {
+        &self.keys
     }
 }

@@ -19,10 +19,6 @@ pub use catalog::reference;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{
-    Router,
-    routing::{delete, get, post, put},
-};
 use nongsan_shared::{
     contracts::events::EventType,
     events::Inbox,
@@ -30,6 +26,8 @@ use nongsan_shared::{
     runtime::{Platform, Service},
 };
 use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::{App, AppState};
 
@@ -42,22 +40,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/listing");
 /// How often expired reservations are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// The service's part of the OpenAPI document.
+/// The service's tags and the schemas no operation names; the operations come from
+/// [`routes`].
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(
-        identity::accounts::register_account, identity::sessions::create_session, identity::sessions::refresh_session, identity::sessions::delete_session,
-        identity::activation::activate_account, identity::accounts::get_me, identity::roles::grant_role,
-        identity::accounts::register_household, sellers::households::get_household, sellers::households::update_household, audit::list_household_audit,
-        sellers::cooperatives::create_cooperative, sellers::cooperatives::get_cooperative, sellers::cooperatives::add_member, sellers::cooperatives::remove_member,
-        catalog::reference::list_provinces, catalog::reference::list_province_communes, catalog::reference::search_communes, catalog::reference::get_commune,
-        catalog::reference::convert_legacy_commune, catalog::reference::list_categories, catalog::reference::list_units, catalog::reference::list_certifications,
-        catalog::listings::create_listing, catalog::listings::get_listing, catalog::listings::list_listings, catalog::listings::update_listing, catalog::listings::change_listing_status,
-        stock::lots::create_lot, stock::lots::adjust_stock, stock::lots::get_stock, stock::lots::list_movements,
-        stock::reservations::handlers::create_reservation, stock::reservations::handlers::get_reservation, stock::reservations::handlers::commit_reservation, stock::reservations::handlers::release_reservation,
-        stock::pooling::get_cooperative_stock, stock::pooling::pool_lot, stock::imports::import_stock,
-        search::search_listings, access::check_seller_access,
-    ),
     components(schemas(search::Sort)),
     tags(
         (name = "identity", description = "Accounts, sessions, roles"),
@@ -70,137 +56,64 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
         (name = "search", description = "Search the catalog in Vietnamese, with or without diacritics"),
     )
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-/// The service's routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/accounts", post(identity::accounts::register_account))
-        .route(
-            "/v1/accounts/activate",
-            post(identity::activation::activate_account),
-        )
-        .route("/v1/accounts/{id}/role", put(identity::roles::grant_role))
-        .route("/v1/sessions", post(identity::sessions::create_session))
-        .route(
-            "/v1/sessions/refresh",
-            post(identity::sessions::refresh_session),
-        )
-        .route(
-            "/v1/sessions/logout",
-            post(identity::sessions::delete_session),
-        )
-        .route("/v1/me", get(identity::accounts::get_me))
-        .route(
-            "/v1/households",
-            post(identity::accounts::register_household),
-        )
-        .route(
-            "/v1/households/{id}",
-            get(sellers::households::get_household).patch(sellers::households::update_household),
-        )
-        .route(
-            "/v1/households/{id}/audit",
-            get(audit::list_household_audit),
-        )
-        .route(
-            "/v1/cooperatives",
-            post(sellers::cooperatives::create_cooperative),
-        )
-        .route(
-            "/v1/cooperatives/{id}",
-            get(sellers::cooperatives::get_cooperative),
-        )
-        .route(
-            "/v1/cooperatives/{id}/members",
-            post(sellers::cooperatives::add_member),
-        )
-        .route(
-            "/v1/cooperatives/{id}/members/{household_id}",
-            delete(sellers::cooperatives::remove_member),
-        )
-        .route(
-            "/v1/cooperatives/{id}/stock",
-            get(stock::pooling::get_cooperative_stock),
-        )
-        .route(
-            "/v1/cooperatives/{id}/pooling",
-            post(stock::pooling::pool_lot),
-        )
-        .route(
-            "/v1/cooperatives/{id}/imports",
-            post(stock::imports::import_stock),
-        )
-        .route(
-            "/v1/regions/provinces",
-            get(catalog::reference::list_provinces),
-        )
-        .route(
-            "/v1/regions/provinces/{code}/communes",
-            get(catalog::reference::list_province_communes),
-        )
-        .route(
-            "/v1/regions/communes",
-            get(catalog::reference::search_communes),
-        )
-        .route(
-            "/v1/regions/communes/{code}",
-            get(catalog::reference::get_commune),
-        )
-        .route(
-            "/v1/regions/legacy-communes/{code}",
-            get(catalog::reference::convert_legacy_commune),
-        )
-        .route("/v1/categories", get(catalog::reference::list_categories))
-        .route("/v1/units", get(catalog::reference::list_units))
-        .route(
-            "/v1/certifications",
-            get(catalog::reference::list_certifications),
-        )
-        .route(
-            "/v1/listings",
-            post(catalog::listings::create_listing).get(catalog::listings::list_listings),
-        )
-        .route(
-            "/v1/listings/{id}",
-            get(catalog::listings::get_listing).patch(catalog::listings::update_listing),
-        )
-        .route(
-            "/v1/listings/{id}/status",
-            post(catalog::listings::change_listing_status),
-        )
-        .route("/v1/listings/{id}/lots", post(stock::lots::create_lot))
-        .route(
-            "/v1/listings/{id}/adjustments",
-            post(stock::lots::adjust_stock),
-        )
-        .route("/v1/listings/{id}/stock", get(stock::lots::get_stock))
-        .route(
-            "/v1/listings/{id}/movements",
-            get(stock::lots::list_movements),
-        )
-        .route("/v1/search", get(search::search_listings))
-        .route(
-            "/v1/internal/seller-access",
-            get(access::check_seller_access),
-        )
-        .route(
-            "/v1/internal/reservations",
-            post(stock::reservations::handlers::create_reservation),
-        )
-        .route(
-            "/v1/internal/reservations/{id}",
-            get(stock::reservations::handlers::get_reservation),
-        )
-        .route(
-            "/v1/internal/reservations/{id}/commit",
-            post(stock::reservations::handlers::commit_reservation),
-        )
-        .route(
-            "/v1/internal/reservations/{id}/release",
-            post(stock::reservations::handlers::release_reservation),
-        )
-        .with_state(state)
+/// The service's routes, each handler named once: its path and method come from its
+/// `#[utoipa::path]`, which is also its entry in the OpenAPI document
+/// (`routes().into_openapi()`). A `routes!` holds the handlers of one path only: utoipa-axum
+/// serves each handler of a `routes!` on every path named in it.
+pub fn routes() -> OpenApiRouter<AppState> {
+    use catalog::{listings, reference};
+    use identity::{accounts, activation, roles, sessions};
+    use sellers::{cooperatives, households};
+    use stock::{imports, lots, pooling, reservations::handlers as reservations};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        // identity
+        .routes(routes!(accounts::register_account))
+        .routes(routes!(activation::activate_account))
+        .routes(routes!(roles::grant_role))
+        .routes(routes!(sessions::create_session))
+        .routes(routes!(sessions::refresh_session))
+        .routes(routes!(sessions::delete_session))
+        .routes(routes!(accounts::get_me))
+        // sellers
+        .routes(routes!(accounts::register_household))
+        .routes(routes!(
+            households::get_household,
+            households::update_household
+        ))
+        .routes(routes!(audit::list_household_audit))
+        .routes(routes!(cooperatives::create_cooperative))
+        .routes(routes!(cooperatives::get_cooperative))
+        .routes(routes!(cooperatives::add_member))
+        .routes(routes!(cooperatives::remove_member))
+        .routes(routes!(pooling::get_cooperative_stock))
+        .routes(routes!(pooling::pool_lot))
+        .routes(routes!(imports::import_stock))
+        // reference data
+        .routes(routes!(reference::list_provinces))
+        .routes(routes!(reference::list_province_communes))
+        .routes(routes!(reference::search_communes))
+        .routes(routes!(reference::get_commune))
+        .routes(routes!(reference::convert_legacy_commune))
+        .routes(routes!(reference::list_categories))
+        .routes(routes!(reference::list_units))
+        .routes(routes!(reference::list_certifications))
+        // catalog and stock
+        .routes(routes!(listings::create_listing, listings::list_listings))
+        .routes(routes!(listings::get_listing, listings::update_listing))
+        .routes(routes!(listings::change_listing_status))
+        .routes(routes!(lots::create_lot))
+        .routes(routes!(lots::adjust_stock))
+        .routes(routes!(lots::get_stock))
+        .routes(routes!(lots::list_movements))
+        .routes(routes!(search::search_listings))
+        // internal, for the order service
+        .routes(routes!(access::check_seller_access))
+        .routes(routes!(reservations::create_reservation))
+        .routes(routes!(reservations::get_reservation))
+        .routes(routes!(reservations::commit_reservation))
+        .routes(routes!(reservations::release_reservation))
 }
 
 /// Opens the schema, runs migrations, starts the reservation sweeper, and returns the
@@ -216,12 +129,12 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
             "cannot tell whether the search index is empty; not backfilling now"
         );
     }
-    let state = AppState(Arc::new(App {
+    let state = AppState::new(App {
         pool: pool.clone(),
         keys: platform.keys.clone(),
         limiter: platform.limiter.clone(),
         search: search.clone(),
-    }));
+    });
     // The service follows its own events to keep the search index current.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
         .on(EventType::ListingChanged, search::indexer::MarkDirty)
@@ -246,7 +159,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         platform,
         NAME,
         pool.clone(),
-        router(state),
+        routes().with_state(state).into(),
         Some((inbox, &[NAME, "order"])),
     )
     .await;

@@ -11,13 +11,8 @@ pub mod lifecycle;
 pub mod orders;
 pub mod views;
 
-use std::{ops::Deref, sync::Arc};
+use std::sync::Arc;
 
-use axum::{
-    Router,
-    extract::FromRef,
-    routing::{get, post},
-};
 use nongsan_shared::{
     auth::TokenKeys,
     config::Settings,
@@ -25,6 +20,8 @@ use nongsan_shared::{
     runtime::{Peers, Platform, Service},
 };
 use sqlx::{PgPool, migrate::Migrator};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The service's name, which is also its schema and its event stream.
 pub const NAME: &str = "order";
@@ -45,27 +42,18 @@ pub struct App {
     pub settings: Arc<Settings>,
 }
 
+impl AsRef<TokenKeys> for App {
+    fn as_ref(&self) -> &TokenKeys {
+        &self.keys
+    }
+}
+
 /// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState(pub Arc<App>);
+pub type AppState = nongsan_shared::runtime::AppState<App>;
 
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for TokenKeys {
-    fn from_ref(s: &AppState) -> Self {
-        s.keys.clone()
-    }
-}
-
-/// The service's part of the OpenAPI document.
+/// The service's tag and the schemas no operation names; the operations come from [`routes`].
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(checkout::create_checkout, checkout::get_checkout, checkout::list_checkouts, orders::get_order, orders::list_orders, orders::act_on_order),
     components(schemas(
         nongsan_shared::contracts::orders::OrderAction,
         nongsan_shared::contracts::orders::OrderStatus,
@@ -73,32 +61,31 @@ impl FromRef<AppState> for TokenKeys {
     )),
     tags((name = "order", description = "checkout, per-seller orders, the order state machine and the reservation saga"))
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-/// The service's routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/v1/checkouts",
-            post(checkout::create_checkout).get(checkout::list_checkouts),
-        )
-        .route("/v1/checkouts/{id}", get(checkout::get_checkout))
-        .route("/v1/orders", get(orders::list_orders))
-        .route("/v1/orders/{id}", get(orders::get_order))
-        .route("/v1/orders/{id}/{action}", post(orders::act_on_order))
-        .with_state(state)
+/// The service's routes, each handler named once: its path and method come from its
+/// `#[utoipa::path]`, which is also its entry in the OpenAPI document
+/// (`routes().into_openapi()`). A `routes!` holds the handlers of one path only: utoipa-axum
+/// serves each handler of a `routes!` on every path named in it.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(checkout::create_checkout, checkout::list_checkouts))
+        .routes(routes!(checkout::get_checkout))
+        .routes(routes!(orders::list_orders))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(orders::act_on_order))
 }
 
 /// Opens the schema, runs migrations, starts the expirer and the inbox, and returns the
 /// service ready to be served.
 pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     let pool = platform.open_schema(NAME, &MIGRATOR).await?;
-    let state = AppState(Arc::new(App {
+    let state = AppState::new(App {
         pool: pool.clone(),
         keys: platform.keys.clone(),
         peers: platform.peers.clone(),
         settings: platform.settings.clone(),
-    }));
+    });
     let inbox = Inbox::new(NAME, pool.clone(), platform.events).on(
         nongsan_shared::contracts::events::EventType::PaymentSucceeded,
         orders::MarkPaid,
@@ -107,7 +94,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         platform,
         NAME,
         pool,
-        router(state.clone()),
+        routes().with_state(state.clone()).into(),
         Some((inbox, &["payment"])),
     )
     .await;

@@ -7,19 +7,16 @@
 pub mod payments;
 pub mod vnpay;
 
-use std::{ops::Deref, sync::Arc};
+use std::sync::Arc;
 
-use axum::{
-    Router,
-    extract::FromRef,
-    routing::{get, post},
-};
 use nongsan_shared::{
     auth::TokenKeys,
     config::Settings,
     runtime::{Platform, Service},
 };
 use sqlx::{PgPool, migrate::Migrator};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The service's name, which is also its schema and its event stream.
 pub const NAME: &str = "payment";
@@ -38,42 +35,39 @@ pub struct App {
     pub settings: Arc<Settings>,
 }
 
+impl AsRef<TokenKeys> for App {
+    fn as_ref(&self) -> &TokenKeys {
+        &self.keys
+    }
+}
+
 /// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState(pub Arc<App>);
+pub type AppState = nongsan_shared::runtime::AppState<App>;
 
-impl Deref for AppState {
-    type Target = App;
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for TokenKeys {
-    fn from_ref(s: &AppState) -> Self {
-        s.keys.clone()
-    }
-}
-
-/// The service's part of the OpenAPI document.
+/// The service's tag; the operations come from [`routes`].
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(payments::open_payment, payments::handle_vnpay_ipn),
     tags((name = "payment", description = "payment providers, webhooks, refunds, the double-entry ledger, commission and payouts"))
 )]
-pub struct ApiDoc;
+struct ApiDoc;
+
+/// The service's routes, each handler named once: its path and method come from its
+/// `#[utoipa::path]`, which is also its entry in the OpenAPI document
+/// (`routes().into_openapi()`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(payments::open_payment))
+        .routes(routes!(payments::handle_vnpay_ipn))
+}
 
 /// Opens the schema, runs migrations, and returns the service ready to be served.
 pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     let pool = platform.open_schema(NAME, &MIGRATOR).await?;
-    let state = AppState(Arc::new(App {
+    let state = AppState::new(App {
         pool: pool.clone(),
         keys: platform.keys.clone(),
         settings: platform.settings.clone(),
-    }));
-    let router = Router::new()
-        .route("/v1/internal/payments", post(payments::open_payment))
-        .route("/v1/payments/vnpay/ipn", get(payments::handle_vnpay_ipn))
-        .with_state(state);
+    });
+    let router = routes().with_state(state).into();
     Ok(Service::new(platform, NAME, pool, router, None).await)
 }

@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 
 pub use bus::{Bus, InProcessBus, RedisBus};
 pub use inbox::{Handler, Inbox};
-pub use ops::{DeadLetter, ops_openapi, ops_router};
+pub use ops::{DeadLetter, OpsState, ops_router, ops_routes};
 pub use relay::Relay;
 
 use crate::{

@@ -1,14 +1,13 @@
 //! The dead-letter list, for operators: read it, and put an event back to be tried again.
 
 use axum::{
-    Router,
     extract::{FromRef, Path, State},
     http::StatusCode,
-    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{Actor, Role, TokenKeys},
@@ -36,10 +35,19 @@ pub struct DeadLetter {
     pub event: serde_json::Value,
 }
 
+/// What the dead-letter routes need: the service's pool (its `inbox` table) and token keys.
 #[derive(Clone)]
-struct OpsState {
-    pool: PgPool,
-    keys: TokenKeys,
+pub struct OpsState {
+    /// The service's pool.
+    pub pool: PgPool,
+    /// Token keys, to know the operator.
+    pub keys: TokenKeys,
+}
+
+impl std::fmt::Debug for OpsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpsState")
+    }
 }
 
 impl FromRef<OpsState> for TokenKeys {
@@ -49,6 +57,17 @@ impl FromRef<OpsState> for TokenKeys {
 }
 
 /// Lists the events this service gave up on, oldest first (operators only).
+// Declared relative to `/v1/ops/{service}`: `ops_routes` nests it there and puts the service's
+// name in place of `{service}` in its operation id and summary.
+#[utoipa::path(get, path = "/dead-letters", tag = "ops",
+    operation_id = "list_{service}_dead_letters",
+    summary = "Events the {service} service gave up on (operators)",
+    responses(
+        (status = 200, description = "Oldest first, at most 500", body = [DeadLetter]),
+        (status = 401, description = "Not signed in", content_type = "application/problem+json", body = crate::error::ProblemSchema),
+        (status = 403, description = "Not an operator", content_type = "application/problem+json", body = crate::error::ProblemSchema),
+    ),
+    security(("bearer" = [])))]
 async fn list_dead_letters(
     State(s): State<OpsState>,
     actor: Actor,
@@ -65,6 +84,16 @@ async fn list_dead_letters(
 }
 
 /// Puts a dead event back in the queue with a fresh count of attempts (operators only).
+// Declared relative to `/v1/ops/{service}`, as `list_dead_letters`.
+#[utoipa::path(post, path = "/dead-letters/{id}/retry", tag = "ops",
+    operation_id = "retry_{service}_dead_letter",
+    summary = "Puts a dead event of the {service} service back in its queue (operators)",
+    params(("id" = uuid::Uuid, Path, description = "The event id")),
+    responses(
+        (status = 202, description = "Queued again"),
+        (status = 404, description = "No dead event with this id", content_type = "application/problem+json", body = crate::error::ProblemSchema),
+    ),
+    security(("bearer" = [])))]
 async fn retry_dead_letter(
     State(s): State<OpsState>,
     actor: Actor,
@@ -84,96 +113,33 @@ async fn retry_dead_letter(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// A service's dead-letter routes with their OpenAPI entries:
 /// `GET /v1/ops/<service>/dead-letters` and `POST /v1/ops/<service>/dead-letters/{id}/retry`.
-pub fn ops_router(service: &str, pool: PgPool, keys: TokenKeys) -> Router {
-    Router::new()
-        .route(
-            &format!("/v1/ops/{service}/dead-letters"),
-            get(list_dead_letters),
-        )
-        .route(
-            &format!("/v1/ops/{service}/dead-letters/{{id}}/retry"),
-            post(retry_dead_letter),
-        )
-        .with_state(OpsState { pool, keys })
+/// Their paths carry the service's name, so the handlers are declared relative to
+/// `/v1/ops/{service}` and nested here, and `{service}` in their operation ids and summaries
+/// becomes the name (operation ids must be unique across the composed document).
+pub fn ops_routes(service: &str) -> OpenApiRouter<OpsState> {
+    let mut routes = OpenApiRouter::default().nest(
+        &format!("/v1/ops/{service}"),
+        OpenApiRouter::default()
+            .routes(routes!(list_dead_letters))
+            .routes(routes!(retry_dead_letter)),
+    );
+    let named = |s: &mut String| *s = s.replace("{service}", service);
+    for item in routes.get_openapi_mut().paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            op.operation_id
+                .iter_mut()
+                .chain(&mut op.summary)
+                .for_each(named);
+        }
+    }
+    routes
 }
 
-/// The OpenAPI description of a service's dead-letter routes (their paths carry the
-/// service's name, so they are described here rather than by a `#[utoipa::path]`).
-pub fn ops_openapi(service: &str) -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::{
-        ArrayBuilder, Content, HttpMethod, OpenApiBuilder, PathItem, PathsBuilder, Ref,
-        ResponseBuilder,
-        path::{OperationBuilder, ParameterBuilder, ParameterIn},
-        security::SecurityRequirement,
-    };
-    let problem = |d: &str| {
-        ResponseBuilder::new()
-            .description(d)
-            .content(
-                crate::error::PROBLEM_JSON,
-                Content::new(Some(Ref::from_schema_name("Problem"))),
-            )
-            .build()
-    };
-    let list = OperationBuilder::new()
-        .tag("ops")
-        .operation_id(Some(format!("list_{service}_dead_letters")))
-        .summary(Some(format!(
-            "Events the {service} service gave up on (operators)"
-        )))
-        .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
-        .response(
-            "200",
-            ResponseBuilder::new()
-                .description("Oldest first, at most 500")
-                .content(
-                    "application/json",
-                    Content::new(Some(
-                        ArrayBuilder::new().items(Ref::from_schema_name("DeadLetter")),
-                    )),
-                )
-                .build(),
-        )
-        .response("401", problem("Not signed in"))
-        .response("403", problem("Not an operator"))
-        .build();
-    let retry = OperationBuilder::new()
-        .tag("ops")
-        .operation_id(Some(format!("retry_{service}_dead_letter")))
-        .summary(Some(format!(
-            "Puts a dead event of the {service} service back in its queue (operators)"
-        )))
-        .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
-        .parameter(
-            ParameterBuilder::new()
-                .name("id")
-                .parameter_in(ParameterIn::Path)
-                .required(utoipa::openapi::Required::True)
-                .description(Some("The event id"))
-                .schema(Some(
-                    utoipa::openapi::ObjectBuilder::new()
-                        .schema_type(utoipa::openapi::schema::Type::String)
-                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                            utoipa::openapi::KnownFormat::Uuid,
-                        ))),
-                )),
-        )
-        .response(
-            "202",
-            ResponseBuilder::new().description("Queued again").build(),
-        )
-        .response("404", problem("No dead event with this id"))
-        .build();
-    let paths = PathsBuilder::new()
-        .path(
-            format!("/v1/ops/{service}/dead-letters"),
-            PathItem::new(HttpMethod::Get, list),
-        )
-        .path(
-            format!("/v1/ops/{service}/dead-letters/{{id}}/retry"),
-            PathItem::new(HttpMethod::Post, retry),
-        )
-        .build();
-    OpenApiBuilder::new().paths(paths).build()
+/// A service's dead-letter routes ([`ops_routes`]) served on its `pool`.
+pub fn ops_router(service: &str, pool: PgPool, keys: TokenKeys) -> axum::Router {
+    ops_routes(service)
+        .with_state(OpsState { pool, keys })
+        .into()
 }

@@ -1,5 +1,6 @@
-//! The common crate of nongsan: configuration, errors, ids, money and quantities, phone
-//! numbers, auth, the database, events, calls between services, and telemetry.
+//! The common crate of nongsan: configuration, errors and the field-error collector, ids,
+//! money and quantities, phone numbers, auth, the database, events, calls between services,
+//! and telemetry.
 //!
 //! Every service depends on it; it depends on none of them.
 
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod invalid;
 pub mod money;
 pub mod phone;
+pub mod problems;
 pub mod quantity;
 pub mod ratelimit;
 pub mod reference;
@@ -27,4 +29,5 @@ pub use error::{ApiError, FieldError, Text};
 pub use ids::*;
 pub use money::Vnd;
 pub use phone::PhoneNumber;
+pub use problems::Problems;
 pub use quantity::Quantity;

@@ -23,6 +23,12 @@ impl Quantity {
     /// Zero.
     pub const ZERO: Quantity = Quantity(Decimal::ZERO);
 
+    /// One unit.
+    pub const ONE: Quantity = Quantity(Decimal::ONE);
+
+    /// Half a unit.
+    pub const HALF: Quantity = Quantity(Decimal::from_parts(5, 0, 0, false, 1));
+
     /// Checks scale and magnitude.
     pub fn new(d: Decimal) -> Result<Self, Invalid> {
         let d = d.normalize();
@@ -164,6 +170,8 @@ mod tests {
     #[test]
     fn steps_are_checked_exactly() {
         let step: Quantity = "0.5".parse().unwrap();
+        assert_eq!(step, Quantity::HALF);
+        assert_eq!("1".parse::<Quantity>().unwrap(), Quantity::ONE);
         assert!("2.5".parse::<Quantity>().unwrap().is_multiple_of(step));
         assert!(!"2.3".parse::<Quantity>().unwrap().is_multiple_of(step));
         assert!(Quantity::positive(Decimal::ZERO).is_err());

@@ -115,40 +115,11 @@ impl axum::response::IntoResponse for ListingError {
 /// The result of a listing-service operation.
 pub type Result<T, E = ListingError> = std::result::Result<T, E>;
 
-/// Collects field errors and fails with all of them at once.
-#[derive(Debug, Default)]
-pub struct Problems(pub Vec<FieldError>);
+/// The field-error collector, shared by every service; `p.finish()?` fails with a 422.
+pub use nongsan_shared::Problems;
 
-impl Problems {
-    /// Records `reason` at `field` when `bad`.
-    pub fn check(&mut self, bad: bool, field: &str, code: &'static str, en: &str, vi: &str) {
-        if bad {
-            self.0.push(FieldError::new(field, code, Text::new(en, vi)));
-        }
-    }
-
-    /// Records the reason when `checked` failed.
-    pub fn verify<T>(
-        &mut self,
-        field: impl Into<String>,
-        checked: std::result::Result<T, nongsan_shared::invalid::Invalid>,
-    ) {
-        if let Err(e) = checked {
-            self.push(field, e);
-        }
-    }
-
-    /// Records a domain parse failure.
-    pub fn push(&mut self, field: impl Into<String>, reason: nongsan_shared::invalid::Invalid) {
-        self.0.push(reason.at(field));
-    }
-
-    /// `Ok` when nothing was recorded.
-    pub fn finish(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ListingError::Invalid(self.0))
-        }
+impl From<Problems> for ListingError {
+    fn from(p: Problems) -> Self {
+        Self::Invalid(p.into_errors())
     }
 }

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use crate::{
     access::Owner,
     catalog::{
-        input::{Certification, ListingInput},
+        input::{Certification, CheckedListing, ListingInput},
         reference::{DEMO_PRODUCTS_CSV, reference},
         store::insert_listing,
     },
@@ -237,6 +237,8 @@ async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usiz
             status: Some("active".to_owned()),
             cooperative_id: None,
         };
+        let input = CheckedListing::try_from(input)
+            .map_err(|e| anyhow::anyhow!("demo listing {}: {e:?}", &rec[sku]))?;
         let view = insert_listing(&mut tx, &system, Owner::Household(household), &input)
             .await
             .map_err(|e| anyhow::anyhow!("demo listing {}: {e:?}", &rec[sku]))?;

@@ -1,6 +1,6 @@
 //! The order service's errors, and how each becomes a problem+json answer.
 
-use nongsan_shared::{ApiError, FieldError, Text, client::CallError};
+use nongsan_shared::{ApiError, FieldError, Problems, Text, client::CallError};
 
 /// What can go wrong in the order service.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,12 @@ pub enum OrderError {
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+impl From<Problems> for OrderError {
+    fn from(p: Problems) -> Self {
+        Self::Invalid(p.into_errors())
+    }
 }
 
 impl From<OrderError> for ApiError {

@@ -7,6 +7,7 @@
 
 pub mod checkout;
 pub mod error;
+pub mod idempotency;
 pub mod lifecycle;
 pub mod orders;
 pub mod views;

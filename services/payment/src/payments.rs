@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::{Json as AxumJson, extract::State, http::StatusCode};
 use chrono::Utc;
 use nongsan_shared::{
-    ApiError, CheckoutId, PaymentId, Text, Vnd,
+    ApiError, CheckoutId, FieldError, PaymentId, Problems, Text, Vnd,
     auth::{Actor, Role},
     events,
     http::Json,
@@ -21,8 +21,8 @@ use nongsan_shared::contracts::{
     payments::{OpenPayment, OpenedPayment, PaymentMethod, PaymentStatus},
 };
 
-fn unavailable_method(method: PaymentMethod) -> ApiError {
-    ApiError::field(
+fn unavailable_method(method: PaymentMethod) -> FieldError {
+    FieldError::new(
         "method",
         "payment_method_unavailable",
         Text::new(
@@ -43,19 +43,23 @@ pub async fn open_payment(
     if actor.role != Role::Service {
         return Err(ApiError::forbidden());
     }
-    if p.amount_vnd.get() <= 0 {
-        return Err(ApiError::field(
-            "amount_vnd",
-            "not_positive",
-            Text::new("must be more than 0", "phải lớn hơn 0"),
-        ));
-    }
     let s = &app.settings;
-    let (Some(tmn), Some(secret), PaymentMethod::Vnpay) =
-        (&s.vnpay_tmn_code, &s.vnpay_hash_secret, p.method)
-    else {
-        return Err(unavailable_method(p.method));
+    let mut problems = Problems::new();
+    problems.check(
+        p.amount_vnd.get() <= 0,
+        "amount_vnd",
+        "not_positive",
+        "must be more than 0",
+        "phải lớn hơn 0",
+    );
+    let vnpay = match (&s.vnpay_tmn_code, &s.vnpay_hash_secret, p.method) {
+        (Some(tmn), Some(secret), PaymentMethod::Vnpay) => Some((tmn, secret)),
+        _ => {
+            problems.add(unavailable_method(p.method));
+            None
+        }
     };
+    let (tmn, secret) = problems.finish_with(vnpay)?;
     let id = PaymentId::new();
     let txn_ref = p.checkout_id.0.simple().to_string();
     let now = Utc::now();

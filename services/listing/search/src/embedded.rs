@@ -272,7 +272,11 @@ impl EmbeddedEngine {
             .collect();
         for (_, d, _) in &matches {
             let mut bump = |facet: &str, v: String| {
-                *facets.get_mut(facet).expect("facet").entry(v).or_insert(0) += 1
+                *facets
+                    .entry(facet.to_owned())
+                    .or_default()
+                    .entry(v)
+                    .or_insert(0) += 1
             };
             bump("category", d.category.clone());
             bump("province_code", d.province_code.clone());

@@ -1,4 +1,7 @@
-//! A listing as a seller sends it, and its checks.
+//! A listing as a seller sends it, and its checks: a [`ListingInput`] becomes a
+//! [`CheckedListing`] only through [`TryFrom`], so what is written is always what was checked.
+
+use std::ops::Deref;
 
 use chrono::NaiveDate;
 use nongsan_shared::{CooperativeId, Quantity, Vnd};
@@ -100,7 +103,62 @@ pub struct ListingPatch {
 
 const PHOTO_LIMIT: usize = 10;
 
-pub(crate) fn check_listing(p: &mut Problems, l: &ListingInput) {
+/// A [`ListingInput`] that passed every check, with what the checks found (the origin
+/// commune's province) and the defaults filled in. Only [`TryFrom`] makes one; it reads as
+/// the input it came from.
+#[derive(Debug, Clone)]
+pub struct CheckedListing {
+    input: ListingInput,
+    origin_province: String,
+}
+
+impl CheckedListing {
+    /// The province (2025) of the origin commune.
+    pub fn origin_province(&self) -> &str {
+        &self.origin_province
+    }
+
+    /// The smallest quantity a buyer may order (default 1).
+    pub fn min_order(&self) -> Quantity {
+        self.input.min_order.unwrap_or(DEFAULT_MIN_ORDER)
+    }
+
+    /// The order step (default 0.5).
+    pub fn step(&self) -> Quantity {
+        self.input.step.unwrap_or(DEFAULT_STEP)
+    }
+
+    /// `draft` (default) or `active`.
+    pub fn status(&self) -> &str {
+        self.input.status.as_deref().unwrap_or("draft")
+    }
+}
+
+impl Deref for CheckedListing {
+    type Target = ListingInput;
+
+    fn deref(&self) -> &ListingInput {
+        &self.input
+    }
+}
+
+impl TryFrom<ListingInput> for CheckedListing {
+    type Error = Problems;
+
+    /// Checks every field; the error names each bad one.
+    fn try_from(l: ListingInput) -> Result<Self, Problems> {
+        let mut p = Problems::default();
+        let origin = check_listing(&mut p, &l);
+        let origin_province = p.finish_with(origin)?;
+        Ok(Self {
+            input: l,
+            origin_province,
+        })
+    }
+}
+
+/// Records what is wrong with `l`; the origin commune's province when the commune exists.
+fn check_listing(p: &mut Problems, l: &ListingInput) -> Option<String> {
     let r = reference();
     let title = l.title.trim().chars().count();
     p.check(
@@ -172,7 +230,9 @@ pub(crate) fn check_listing(p: &mut Problems, l: &ListingInput) {
             "phải là địa chỉ http(s)",
         );
     }
-    p.verify("origin_commune", r.check_commune(&l.origin_commune));
+    let origin = p
+        .verify("origin_commune", r.check_commune(&l.origin_commune))
+        .map(|c| c.province_code.clone());
     check_point(p, "origin_point", l.origin_point);
     for (i, c) in l.certifications.iter().enumerate() {
         let f = |x: &str| format!("certifications[{i}].{x}");
@@ -217,12 +277,11 @@ pub(crate) fn check_listing(p: &mut Problems, l: &ListingInput) {
             "phải là draft hoặc active",
         );
     }
+    origin
 }
 
-pub(crate) fn default_min_order() -> Quantity {
-    "1".parse().expect("1 is a quantity")
-}
+/// The smallest order when the seller names none.
+const DEFAULT_MIN_ORDER: Quantity = Quantity::ONE;
 
-pub(crate) fn default_step() -> Quantity {
-    "0.5".parse().expect("0.5 is a quantity")
-}
+/// The order step when the seller names none.
+const DEFAULT_STEP: Quantity = Quantity::HALF;

@@ -14,7 +14,7 @@ use crate::{
     app::AppState,
     audit::audit,
     catalog::{
-        input::{ListingInput, ListingPatch, check_listing},
+        input::{CheckedListing, ListingInput, ListingPatch},
         reference::reference,
         store::{
             ListingView, Selection, emit_changed, insert_listing, load_listing, select, views,
@@ -49,6 +49,7 @@ pub async fn create_listing(
         }
         None => Owner::Household(acting_household(&mut tx, &actor).await?),
     };
+    let l = CheckedListing::try_from(l)?;
     let view = insert_listing(&mut tx, &actor, owner, &l).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, AxumJson(view)))
@@ -209,12 +210,7 @@ pub async fn update_listing(
         status: None,
         cooperative_id: None,
     };
-    let mut p = Problems::default();
-    check_listing(&mut p, &next);
-    p.finish()?;
-    let commune = reference()
-        .commune(&next.origin_commune)
-        .expect("checked above");
+    let next = CheckedListing::try_from(next)?;
     sqlx::query!(
         "UPDATE listings SET title = $2, description = $3, category_code = $4, unit_code = $5, price_vnd = $6, min_order = $7, step = $8,
             photos = $9, origin_province = $10, origin_commune = $11, lat = $12, lon = $13, ocop_stars = $14, low_stock_threshold = $15,
@@ -226,10 +222,10 @@ pub async fn update_listing(
         &next.category,
         &next.unit,
         next.price_vnd as _,
-        next.min_order as _,
-        next.step as _,
+        next.min_order() as _,
+        next.step() as _,
         &next.photos,
-        &commune.province_code,
+        next.origin_province(),
         &next.origin_commune,
         next.origin_point.map(|p| p.lat),
         next.origin_point.map(|p| p.lon),

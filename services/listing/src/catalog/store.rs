@@ -11,10 +11,10 @@ use crate::{
     access::Owner,
     audit::audit,
     catalog::{
-        input::{Certification, ListingInput, check_listing, default_min_order, default_step},
+        input::{Certification, CheckedListing},
         reference::{ADMIN_VERSION, reference},
     },
-    error::{ListingError, Problems, Result},
+    error::{ListingError, Result},
     sellers::profile::Point,
     stock::levels::StockLevels,
 };
@@ -84,15 +84,9 @@ pub async fn insert_listing(
     conn: &mut PgConnection,
     actor: &Actor,
     owner: Owner,
-    l: &ListingInput,
+    l: &CheckedListing,
 ) -> Result<ListingView> {
-    let mut p = Problems::default();
-    check_listing(&mut p, l);
-    p.finish()?;
     let id = ListingId::new();
-    let commune = reference()
-        .commune(&l.origin_commune)
-        .expect("checked above");
     let (household, coop) = match owner {
         Owner::Household(h) => (Some(h), None),
         Owner::Cooperative(c) => (None, Some(c)),
@@ -109,16 +103,16 @@ pub async fn insert_listing(
         &l.category,
         &l.unit,
         l.price_vnd as _,
-        l.min_order.unwrap_or_else(default_min_order) as _,
-        l.step.unwrap_or_else(default_step) as _,
+        l.min_order() as _,
+        l.step() as _,
         &l.photos,
-        &commune.province_code,
+        l.origin_province(),
         &l.origin_commune,
         ADMIN_VERSION,
         l.origin_point.map(|p| p.lat),
         l.origin_point.map(|p| p.lon),
         l.ocop_stars,
-        l.status.as_deref().unwrap_or("draft"),
+        l.status(),
         l.low_stock_threshold as _,
         actor.account_id as _,
     )

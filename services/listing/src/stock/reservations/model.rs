@@ -52,5 +52,5 @@ pub(crate) fn check_request(r: &ReservationRequest) -> Result<()> {
             "đã có ở dòng trước",
         );
     }
-    p.finish()
+    Ok(p.finish()?)
 }

@@ -1,0 +1,97 @@
+//! The checkout endpoints: check out a basket, read a checkout, list the buyer's.
+
+use axum::{
+    Json as AxumJson,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use nongsan_shared::{
+    CheckoutId,
+    auth::{Actor, Role},
+    http::{Json, Path},
+};
+
+use super::{
+    request::{CheckoutRequest, NewCheckout},
+    saga, store,
+};
+use crate::{
+    AppState,
+    error::{OrderError, Result},
+    idempotency::{self, Claim, Claimed, IdempotencyKey},
+    orders::attach_lots,
+    views::{CheckoutView, load_checkout},
+};
+
+/// Check out a basket: one checkout, one order per seller.
+#[utoipa::path(post, path = "/v1/checkouts", tag = "order", request_body = CheckoutRequest,
+    params(("Idempotency-Key" = String, Header, description = "Required; the same key returns the same checkout")),
+    responses(
+        (status = 201, body = CheckoutView), (status = 200, description = "The checkout made earlier with this key", body = CheckoutView),
+        (status = 409, description = "insufficient_stock, listing_unavailable", body = nongsan_shared::error::ProblemSchema),
+        (status = 422, description = "validation_failed, idempotency_key_reused", body = nongsan_shared::error::ProblemSchema),
+        (status = 503, description = "The listing or payment service is unavailable; nothing was ordered", body = nongsan_shared::error::ProblemSchema)),
+    security(("bearer" = [])))]
+pub async fn create_checkout(
+    State(app): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Json(request): Json<CheckoutRequest>,
+) -> Result<(StatusCode, AxumJson<serde_json::Value>)> {
+    if actor.role != Role::Buyer {
+        return Err(OrderError::Forbidden);
+    }
+    let key = IdempotencyKey::try_from(&headers)?;
+    // The claim hashes the request as sent; the saga sees only its checked form.
+    let claim = Claim::new(actor.account_id, key, &request)?;
+    let checkout = NewCheckout::try_from(request)?;
+    let checkout_id = match idempotency::claim(&app.pool, &claim).await? {
+        Claimed::Done(answer) => return Ok((StatusCode::OK, AxumJson(answer))),
+        Claimed::Mine(id) => id,
+    };
+    match saga::place(&app, &actor, checkout_id, &checkout).await {
+        Ok(view) => {
+            let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+            idempotency::complete(&app.pool, &claim, &answer).await?;
+            Ok((StatusCode::CREATED, AxumJson(answer)))
+        }
+        Err(e) => {
+            idempotency::unclaim(&app.pool, &claim).await;
+            Err(e)
+        }
+    }
+}
+
+/// A checkout (its buyer only; anyone else gets 404).
+#[utoipa::path(get, path = "/v1/checkouts/{id}", tag = "order", params(("id" = String, Path)),
+    responses((status = 200, body = CheckoutView), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+pub async fn get_checkout(
+    State(app): State<AppState>,
+    actor: Actor,
+    Path(id): Path<CheckoutId>,
+) -> Result<AxumJson<CheckoutView>> {
+    let mut conn = app.pool.acquire().await?;
+    if store::buyer_of(&mut conn, id).await? != Some(actor.account_id) {
+        return Err(OrderError::NotFound("checkout"));
+    }
+    let mut view = load_checkout(&mut conn, id).await?;
+    for order in &mut view.orders {
+        attach_lots(&app, order).await;
+    }
+    Ok(AxumJson(view))
+}
+
+/// The buyer's checkouts, newest first.
+#[utoipa::path(get, path = "/v1/checkouts", tag = "order", responses((status = 200, body = [CheckoutView])), security(("bearer" = [])))]
+pub async fn list_checkouts(
+    State(app): State<AppState>,
+    actor: Actor,
+) -> Result<AxumJson<Vec<CheckoutView>>> {
+    let mut conn = app.pool.acquire().await?;
+    let ids = store::latest_of(&mut conn, actor.account_id).await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(load_checkout(&mut conn, id).await?);
+    }
+    Ok(AxumJson(out))
+}

@@ -1,0 +1,120 @@
+//! Steps 2–5 of a checkout, the reservation saga: reserve every line through the listing
+//! service, store the checkout and its orders, open the payment; a failure after the
+//! reservation gives the stock back (compensation), and a crash leaves it to expire.
+
+use chrono::Utc;
+use nongsan_shared::{
+    CheckoutId, ReservationId, Text, Vnd, auth::Actor, client::CallError, failpoint,
+};
+
+use nongsan_shared::contracts::{
+    payments::{OpenPayment, OpenedPayment},
+    reservations::{LineRequest, ReservationRequest, ReservationStatus, ReservationView},
+};
+
+use super::{
+    request::{NewCheckout, PaymentMethod},
+    store::{self, Placement},
+};
+use crate::{
+    AppState,
+    error::{OrderError, Result},
+    views::CheckoutView,
+};
+
+/// Places checkout `id`: reserves, stores, opens the payment.
+pub async fn place(
+    app: &AppState,
+    actor: &Actor,
+    id: CheckoutId,
+    c: &NewCheckout,
+) -> Result<CheckoutView> {
+    let ttl = match c.payment_method {
+        PaymentMethod::Cod => app.settings.cod_confirm_ttl_secs,
+        _ => app.settings.checkout_ttl_secs,
+    };
+    let reservation_id = ReservationId(id.0);
+    // The reservation outlives the checkout by a margin: a payment that arrives just before
+    // the checkout expires still finds its stock.
+    let body = ReservationRequest {
+        id: reservation_id,
+        ttl_secs: Some(u32::try_from(ttl.saturating_add(ttl.min(600))).unwrap_or(u32::MAX)),
+        lines: c
+            .basket
+            .lines()
+            .iter()
+            .map(|l| LineRequest {
+                listing_id: l.listing_id,
+                quantity: l.quantity,
+            })
+            .collect(),
+    };
+    let reservation: ReservationView = app
+        .peers
+        .listing
+        .post("/v1/internal/reservations", &body)
+        .await?;
+    if reservation.status != ReservationStatus::Active {
+        // A retry after a crash: the first attempt's reservation expired meanwhile.
+        return Err(OrderError::Conflict(
+            "reservation_expired",
+            Text::new(
+                "This checkout's stock was given back; check out again with a new Idempotency-Key.",
+                "Hàng của lượt thanh toán này đã được trả lại; hãy thanh toán lại với Idempotency-Key mới.",
+            ),
+        ));
+    }
+    failpoint::hit("checkout.after_reserve")?;
+    failpoint::hit_async("checkout.before_store").await?;
+    let placement = Placement {
+        id,
+        buyer: actor.account_id,
+        fee: Vnd(app.settings.delivery_fee_vnd),
+        expires_at: Utc::now()
+            + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
+    };
+    let stored = store::insert_checkout(&app.pool, placement, c, &reservation).await;
+    let mut view = match stored {
+        Ok(v) => v,
+        Err(e) => {
+            release(app, reservation_id).await;
+            return Err(e);
+        }
+    };
+    if c.payment_method != PaymentMethod::Cod {
+        let open = OpenPayment {
+            checkout_id: id,
+            method: c.payment_method,
+            amount_vnd: view.grand_total,
+            buyer_id: actor.account_id,
+        };
+        let opened: std::result::Result<OpenedPayment, CallError> =
+            app.peers.payment.post("/v1/internal/payments", &open).await;
+        match opened {
+            Ok(p) => view.payment_url = p.payment_url,
+            Err(e) => {
+                store::mark_failed(&app.pool, id).await;
+                release(app, reservation_id).await;
+                return Err(OrderError::PaymentUnavailable(e.to_string()));
+            }
+        }
+    }
+    Ok(view)
+}
+
+/// Compensation: gives the reservation's stock back. A failure is logged: it expires by
+/// itself.
+async fn release(app: &AppState, id: ReservationId) {
+    let res: std::result::Result<serde_json::Value, _> = app
+        .peers
+        .listing
+        .post(
+            &format!("/v1/internal/reservations/{id}/release"),
+            &serde_json::json!({}),
+        )
+        .await;
+    if let Err(e) = res {
+        // It expires by itself.
+        tracing::warn!(reservation.id = %id, error = %e, "could not release a reservation; it will expire");
+    }
+}

@@ -1,0 +1,225 @@
+//! Checkouts in PostgreSQL: storing a checkout with one order per seller (and
+//! `order.placed` per order), reading whose a checkout is, marking one failed or expired.
+
+use chrono::{DateTime, Utc};
+use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Vnd, events};
+use sqlx::{PgConnection, PgPool};
+
+use nongsan_shared::contracts::{
+    events::{EventType, OrderEvent},
+    orders::OrderStatus,
+    reservations::{ReservationView, ReservedLine},
+    sellers::Seller,
+};
+
+use super::request::{NewCheckout, PaymentMethod};
+use crate::{
+    error::Result,
+    views::{CheckoutView, load_checkout},
+};
+
+/// A checkout about to be stored: what the saga decided besides the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    /// The checkout's id (also its reservation's).
+    pub id: CheckoutId,
+    /// Who checks out.
+    pub buyer: AccountId,
+    /// The delivery fee of each seller's order.
+    pub fee: Vnd,
+    /// When it expires unpaid (or, cash on delivery, unconfirmed).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The checkout and one order per seller, in one transaction, with `order.placed` per order.
+pub async fn insert_checkout(
+    pool: &PgPool,
+    at: Placement,
+    c: &NewCheckout,
+    reservation: &ReservationView,
+) -> Result<CheckoutView> {
+    let Placement {
+        id,
+        buyer,
+        fee,
+        expires_at,
+    } = at;
+    // Group lines by seller, in the order sellers first appear.
+    let mut sellers: Vec<(&Seller, Vec<&ReservedLine>)> = Vec::new();
+    for line in &reservation.lines {
+        match sellers.iter_mut().find(|(s, _)| **s == line.seller) {
+            Some((_, lines)) => lines.push(line),
+            None => sellers.push((&line.seller, vec![line])),
+        }
+    }
+    let sum = |lines: &[&ReservedLine]| {
+        lines
+            .iter()
+            .try_fold(Vnd::ZERO, |acc, l| acc.checked_add(l.line_total))
+    };
+    let items_total = sum(&reservation.lines.iter().collect::<Vec<_>>())
+        .ok_or_else(|| anyhow::anyhow!("total overflow"))?;
+    let delivery_total = Vnd(fee
+        .get()
+        .saturating_mul(i64::try_from(sellers.len()).unwrap_or(i64::MAX)));
+    let grand_total = items_total
+        .checked_add(delivery_total)
+        .ok_or_else(|| anyhow::anyhow!("total overflow"))?;
+    let status = if c.payment_method == PaymentMethod::Cod {
+        OrderStatus::Placed
+    } else {
+        OrderStatus::PendingPayment
+    };
+    let d = &c.delivery;
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "INSERT INTO checkouts (id, buyer_id, reservation_id, payment_method, status, province_code, commune_code, street, recipient_name,
+            recipient_phone, items_total, delivery_total, grand_total, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        id.0,
+        buyer.0,
+        reservation.id.0,
+        c.payment_method.as_str(),
+        status as _,
+        d.province_code(),
+        d.commune_code(),
+        d.street(),
+        d.recipient_name(),
+        d.recipient_phone().as_str(),
+        items_total as _,
+        delivery_total as _,
+        grand_total as _,
+        expires_at,
+    )
+    .execute(&mut *tx)
+    .await?;
+    for (seller, lines) in &sellers {
+        let order = OrderId::new();
+        let items = sum(lines).ok_or_else(|| anyhow::anyhow!("total overflow"))?;
+        let total = items
+            .checked_add(fee)
+            .ok_or_else(|| anyhow::anyhow!("total overflow"))?;
+        sqlx::query!(
+            "INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            order.0,
+            id.0,
+            buyer.0,
+            seller.kind as _,
+            seller.id,
+            &seller.name,
+            status as _,
+            items as _,
+            fee as _,
+            total as _,
+        )
+        .execute(&mut *tx)
+        .await?;
+        for (n, l) in lines.iter().enumerate() {
+            sqlx::query!(
+                "INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                order.0,
+                i32::try_from(n).unwrap_or(i32::MAX),
+                l.listing_id.0,
+                &l.title,
+                &l.unit,
+                l.quantity as _,
+                l.unit_price as _,
+                l.line_total as _,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let listing_ids: Vec<ListingId> = lines.iter().map(|l| l.listing_id).collect();
+        let placed = OrderEvent {
+            order_id: order,
+            checkout_id: id,
+            reservation_id: reservation.id,
+            listing_ids,
+            buyer_id: buyer,
+            seller: (*seller).clone(),
+            from: None,
+            status,
+            action: None,
+            reason: None,
+            payment_method: c.payment_method,
+            total_vnd: total,
+            cash_collected: false,
+            refund_due: false,
+        };
+        events::emit(
+            &mut tx,
+            EventType::OrderPlaced,
+            &order.to_string(),
+            1,
+            &placed,
+        )
+        .await?;
+    }
+    let view = load_checkout(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// Marks a checkout failed and cancels its orders (its payment could not be opened). A
+/// failure is logged: the checkout then expires.
+pub async fn mark_failed(pool: &PgPool, id: CheckoutId) {
+    let res = sqlx::query!(
+        "UPDATE checkouts SET status = 'failed', updated_at = now() WHERE id = $1",
+        id.0,
+    )
+    .execute(pool)
+    .await;
+    let res2 = sqlx::query!(
+        "UPDATE orders SET status = 'cancelled', reason = 'payment could not be opened', updated_at = now() WHERE checkout_id = $1",
+        id.0,
+    )
+    .execute(pool)
+    .await;
+    if let Err(e) = res.and(res2) {
+        tracing::error!(checkout.id = %id, error = %e, "could not mark a checkout failed");
+    }
+}
+
+/// Whose checkout `id` is; `None` when there is none.
+pub async fn buyer_of(conn: &mut PgConnection, id: CheckoutId) -> Result<Option<AccountId>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT buyer_id AS "buyer_id: AccountId" FROM checkouts WHERE id = $1"#,
+        id.0,
+    )
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// The buyer's latest 50 checkouts, newest first.
+pub async fn latest_of(conn: &mut PgConnection, buyer: AccountId) -> Result<Vec<CheckoutId>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id: CheckoutId" FROM checkouts WHERE buyer_id = $1 ORDER BY created_at DESC LIMIT 50"#,
+        buyer.0,
+    )
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Up to 100 orders whose checkout expired while they wait for payment or confirmation,
+/// the longest expired first.
+pub async fn due_to_expire(pool: &PgPool) -> Result<Vec<OrderId>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT o.id AS "id: OrderId" FROM orders o JOIN checkouts c ON c.id = o.checkout_id
+         WHERE c.expires_at <= now() AND o.status IN ('pending_payment', 'placed') ORDER BY c.expires_at LIMIT 100"#,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Marks the checkout of `order` expired, when it still waits for payment.
+pub async fn mark_expired(conn: &mut PgConnection, order: OrderId) -> Result<()> {
+    sqlx::query!(
+        "UPDATE checkouts SET status = 'expired', updated_at = now() WHERE id = (SELECT checkout_id FROM orders WHERE id = $1) AND status = 'pending_payment'",
+        order.0,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! The `Idempotency-Key` header, parsed.
+
+use axum::http::HeaderMap;
+use nongsan_shared::{FieldError, Problems, Text};
+
+/// The header's name, as the client writes it (and as the field of its 422).
+pub const HEADER: &str = "Idempotency-Key";
+
+/// An idempotency key: the header's value, trimmed, 1 to 200 characters. Only
+/// [`TryFrom`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&HeaderMap> for IdempotencyKey {
+    type Error = Problems;
+
+    /// The key a request carries; 422 at `Idempotency-Key` when it has none or one too long.
+    fn try_from(headers: &HeaderMap) -> Result<Self, Problems> {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or("");
+        if key.is_empty() || key.len() > 200 {
+            return Err(FieldError::new(
+                HEADER,
+                "required",
+                Text::new(
+                    "header is required (1 to 200 characters)",
+                    "là tiêu đề bắt buộc (1 đến 200 ký tự)",
+                ),
+            )
+            .into());
+        }
+        Ok(Self(key.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(value: Option<&str>) -> Result<IdempotencyKey, Problems> {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = value {
+            headers.insert("idempotency-key", v.parse().unwrap());
+        }
+        IdempotencyKey::try_from(&headers)
+    }
+
+    #[test]
+    fn a_key_is_trimmed_and_1_to_200_characters() {
+        assert_eq!(key(Some("  abc ")).unwrap().as_str(), "abc");
+        assert_eq!(key(Some(&"k".repeat(200))).unwrap().as_str().len(), 200);
+        for bad in [None, Some("   "), Some(&"k".repeat(201) as &str)] {
+            let errors = key(bad).unwrap_err().into_errors();
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].field, "Idempotency-Key");
+            assert_eq!(errors[0].code, "required");
+        }
+    }
+}

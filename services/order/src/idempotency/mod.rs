@@ -1,0 +1,19 @@
+//! Idempotency keys (as zero2prod's `idempotency/`): a request that carries an
+//! `Idempotency-Key` header is served once per account and key.
+//!
+//! A handler reads the key ([`IdempotencyKey`]), makes a [`Claim`] of it with a hash of the
+//! request as sent, and [`claim`]s it:
+//!
+//! - [`Claimed::Mine`]: this request serves the key, with the id reserved for it (the same
+//!   id again when a request that died mid-way is taken over); on success it stores the
+//!   answer with [`complete`], on failure it gives the key back with [`unclaim`];
+//! - [`Claimed::Done`]: the key was served before: the stored answer is replayed.
+//!
+//! The same key with another request is `idempotency_key_reused` (422); a key still being
+//! served by another request after 30 seconds is `idempotency_key_in_use` (409).
+
+mod key;
+mod store;
+
+pub use key::{HEADER, IdempotencyKey};
+pub use store::{Claim, Claimed, claim, complete, unclaim};

@@ -1,0 +1,123 @@
+//! Claims on idempotency keys in PostgreSQL (`idempotency_keys`): taking one, replaying a
+//! stored answer, completing one and giving one back.
+
+use std::time::Duration;
+
+use nongsan_shared::{AccountId, CheckoutId};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use super::key::IdempotencyKey;
+use crate::error::{OrderError, Result};
+
+/// A request's claim on its key: who sent it, the key, and a hash of the request as sent.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    account: AccountId,
+    key: IdempotencyKey,
+    hash: Vec<u8>,
+}
+
+impl Claim {
+    /// The claim of `account`'s request with `key`; `request` is hashed as JSON.
+    pub fn new(account: AccountId, key: IdempotencyKey, request: &impl Serialize) -> Result<Self> {
+        let body = serde_json::to_vec(request).map_err(anyhow::Error::from)?;
+        Ok(Self {
+            account,
+            key,
+            hash: Sha256::digest(body).to_vec(),
+        })
+    }
+}
+
+/// What claiming a key gave.
+#[derive(Debug)]
+pub enum Claimed {
+    /// This request serves the key, for this checkout id.
+    Mine(CheckoutId),
+    /// It was served before: the answer.
+    Done(serde_json::Value),
+}
+
+/// How long a claim may stay `started` before another request with the key takes it over
+/// (its first holder died between claiming and finishing).
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a request waits for another one holding its key before giving up.
+const WAIT_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Claims the key: the same key returns the same answer, also when two identical requests
+/// race; another request with it is [`OrderError::KeyReused`].
+pub async fn claim(pool: &PgPool, c: &Claim) -> Result<Claimed> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let fresh = CheckoutId::new();
+        let row = sqlx::query!(
+            r#"WITH ins AS (
+                INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state) VALUES ($1, $2, $3, $4, 'started')
+                ON CONFLICT (buyer_id, key) DO NOTHING RETURNING request_hash, checkout_id, state, response, true AS mine)
+             SELECT request_hash AS "request_hash!", checkout_id AS "checkout_id!: CheckoutId", state AS "state!",
+                    response AS "response?", mine AS "mine!" FROM ins
+             UNION ALL
+             SELECT request_hash, checkout_id, state, response, false FROM idempotency_keys WHERE buyer_id = $1 AND key = $2
+             LIMIT 1"#,
+            c.account.0,
+            c.key.as_str(),
+            &c.hash,
+            fresh.0,
+        )
+        .fetch_one(pool)
+        .await?;
+        if row.mine {
+            return Ok(Claimed::Mine(row.checkout_id));
+        }
+        if row.request_hash != c.hash {
+            return Err(OrderError::KeyReused);
+        }
+        if row.state == "done" {
+            return Ok(Claimed::Done(row.response.unwrap_or_default()));
+        }
+        // Another request holds the key: wait for its answer, or take over if it died.
+        let taken = sqlx::query_scalar!(
+            r#"UPDATE idempotency_keys SET created_at = now() WHERE buyer_id = $1 AND key = $2 AND state = 'started'
+               AND created_at < now() - make_interval(secs => $3) RETURNING checkout_id AS "checkout_id: CheckoutId""#,
+            c.account.0,
+            c.key.as_str(),
+            ABANDONED_AFTER.as_secs_f64(),
+        )
+        .fetch_optional(pool)
+        .await?;
+        if let Some(checkout) = taken {
+            return Ok(Claimed::Mine(checkout));
+        }
+        if started.elapsed() > WAIT_AT_MOST {
+            return Err(OrderError::KeyInUse);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stores the answer of a claim served: the same key replays it from now on.
+pub async fn complete(pool: &PgPool, c: &Claim, answer: &serde_json::Value) -> Result<()> {
+    sqlx::query!(
+        "UPDATE idempotency_keys SET state = 'done', response = $3 WHERE buyer_id = $1 AND key = $2",
+        c.account.0,
+        c.key.as_str(),
+        answer,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Gives the key back after a failure, so that a retry with it starts afresh.
+pub async fn unclaim(pool: &PgPool, c: &Claim) {
+    let _ = sqlx::query!(
+        "DELETE FROM idempotency_keys WHERE buyer_id = $1 AND key = $2 AND state = 'started'",
+        c.account.0,
+        c.key.as_str(),
+    )
+    .execute(pool)
+    .await;
+}

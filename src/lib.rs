@@ -363,16 +363,25 @@ pub async fn import_stock(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
     use nongsan_listing::stock::imports;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= imports::MAX_IMPORT_BYTES as u64,
+        "{} is larger than {} MiB: split it into several imports",
+        file.display(),
+        imports::MAX_IMPORT_BYTES / (1024 * 1024)
+    );
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let is_xlsx = file
+    let kind = if file
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
-    let rows = if is_xlsx {
-        imports::read_xlsx(&bytes)
+        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"))
+    {
+        imports::FileKind::Xlsx
     } else {
-        imports::read_csv(&bytes)
-    }
-    .map_err(describe_listing_error)?;
+        imports::FileKind::Csv
+    };
+    let rows = imports::read_file(kind, &bytes).map_err(describe_listing_error)?;
     let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
     let result = async {
         let pool = platform

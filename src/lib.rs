@@ -190,6 +190,14 @@ async fn close(mut platform: Platform) {
 
 /// Binds the port, starts the platform and the given services, and serves them.
 pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Running> {
+    let client_ip_header = settings
+        .client_ip_header
+        .as_deref()
+        .map(|h| {
+            axum::http::HeaderName::try_from(h)
+                .map_err(|_| anyhow::anyhow!("NONGSAN_CLIENT_IP_HEADER `{h}` is not a header name"))
+        })
+        .transpose()?;
     let listener = TcpListener::bind(settings.bind_addr())
         .await
         .with_context(|| format!("cannot listen on {}", settings.bind_addr()))?;
@@ -239,13 +247,20 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             .merge(http::docs_router(openapi(&started)))
             .merge(docs_page()),
     );
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        client_ip_header,
+        http::record_client_addr,
+    ));
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
     });
     tracing::info!(%addr, services = ?started, "nongsan is serving");
     Ok(Running {

@@ -199,6 +199,14 @@ async fn close(mut platform: Platform) {
 
 /// Binds the port, starts the platform and the given services, and serves them.
 pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Running> {
+    let client_ip_header = settings
+        .client_ip_header
+        .as_deref()
+        .map(|h| {
+            axum::http::HeaderName::try_from(h)
+                .map_err(|_| anyhow::anyhow!("NONGSAN_CLIENT_IP_HEADER `{h}` is not a header name"))
+        })
+        .transpose()?;
     let listener = TcpListener::bind(settings.bind_addr())
         .await
         .with_context(|| format!("cannot listen on {}", settings.bind_addr()))?;
@@ -248,13 +256,20 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
             .merge(http::docs_router(openapi(&started)))
             .merge(docs_page()),
     );
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        client_ip_header,
+        http::record_client_addr,
+    ));
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
     });
     tracing::info!(%addr, services = ?started, "nongsan is serving");
     Ok(Running {
@@ -372,16 +387,25 @@ pub async fn import_stock(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
     use nongsan_listing::stock::imports;
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= imports::MAX_IMPORT_BYTES as u64,
+        "{} is larger than {} MiB: split it into several imports",
+        file.display(),
+        imports::MAX_IMPORT_BYTES / (1024 * 1024)
+    );
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let is_xlsx = file
+    let kind = if file
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
-    let rows = if is_xlsx {
-        imports::read_xlsx(&bytes)
+        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"))
+    {
+        imports::FileKind::Xlsx
     } else {
-        imports::read_csv(&bytes)
-    }
-    .map_err(describe_listing_error)?;
+        imports::FileKind::Csv
+    };
+    let rows = imports::read_file(kind, &bytes).map_err(describe_listing_error)?;
     let platform = Platform::start(settings, "http://127.0.0.1:0").await?;
     let result = async {
         let pool = platform

@@ -76,6 +76,10 @@ pub struct Settings {
     pub events_retry_base_ms: u64,
     /// How often the outbox relay and inbox workers look for work when not woken, in milliseconds.
     pub events_poll_ms: u64,
+    /// Behind a reverse proxy: the header in which the proxy appends the client's address
+    /// (e.g. `X-Forwarded-For`); the last address in it is the client's. Unset: the peer's
+    /// address is the client's.
+    pub client_ip_header: Option<String>,
 }
 
 /// How log lines are written.
@@ -125,6 +129,7 @@ impl Default for Settings {
             events_max_attempts: 8,
             events_retry_base_ms: 500,
             events_poll_ms: 500,
+            client_ip_header: None,
         }
     }
 }

@@ -387,3 +387,57 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
         }
     }
 }
+
+/// The address of the client that sent a request: the peer's, or behind a reverse proxy the
+/// last address in the configured header (the one the proxy appended, which a client cannot
+/// forge). `None` when neither is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl ClientAddr {
+    /// As a rate-limit key part.
+    pub fn key(&self) -> String {
+        self.0
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+}
+
+/// Records each request's [`ClientAddr`] in its extensions, from `header` when configured,
+/// else from the connection.
+pub async fn record_client_addr(
+    axum::extract::State(header): axum::extract::State<Option<HeaderName>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let from_header = header.as_ref().and_then(|h| {
+        req.headers()
+            .get_all(h)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|a| a.trim().parse().ok())
+    });
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let addr = ClientAddr(if header.is_some() { from_header } else { peer });
+    req.extensions_mut().insert(addr);
+    next.run(req).await
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr(None)))
+    }
+}

@@ -17,6 +17,9 @@ pub trait RateLimiter: Send + Sync {
     async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<(u64, Duration)>;
     /// Forgets `key` (after a successful login, say).
     async fn reset(&self, key: &str) -> anyhow::Result<()>;
+    /// How many hits the current window of `key` holds, without adding one, and how long
+    /// until it ends.
+    async fn count(&self, key: &str, window: Duration) -> anyhow::Result<(u64, Duration)>;
 }
 
 /// In-process limits, for one process without Redis.
@@ -47,6 +50,17 @@ impl RateLimiter for MemoryLimiter {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
         Ok(())
+    }
+
+    async fn count(&self, key: &str, window: Duration) -> anyhow::Result<(u64, Duration)> {
+        let now = Instant::now();
+        let map = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match map.get(key) {
+            Some((start, n)) if now.duration_since(*start) < window => {
+                (*n, window.saturating_sub(now.duration_since(*start)))
+            }
+            _ => (0, Duration::ZERO),
+        })
     }
 }
 
@@ -105,5 +119,19 @@ impl RateLimiter for RedisLimiter {
             .query_async(&mut con)
             .await?;
         Ok(())
+    }
+
+    async fn count(&self, key: &str, _window: Duration) -> anyhow::Result<(u64, Duration)> {
+        let key = format!("{}:rl:{key}", self.prefix);
+        let mut con = self.con.clone();
+        let (count, ttl): (Option<u64>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut con)
+            .await?;
+        Ok((
+            count.unwrap_or(0),
+            Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
+        ))
     }
 }

@@ -282,3 +282,107 @@ async fn an_xlsx_file_imports_through_the_api_and_a_csv_through_the_command_line
     assert_eq!(stock.levels.on_hand, "9.5");
     app.stop().await;
 }
+
+/// A workbook of a few hundred bytes whose one sheet has cells at A1 and at the last cell a
+/// sheet may have (XFD1048576), and says so in its dimension.
+fn xlsx_claiming_a_huge_sheet() -> Vec<u8> {
+    use std::io::Write;
+    let sheet = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><dimension ref="A1:XFD1048576"/><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>listing</t></is></c></row><row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData></worksheet>"#;
+    let files = [
+        (
+            "[Content_Types].xml",
+            r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/></Types>"#,
+        ),
+        (
+            "_rels/.rels",
+            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#,
+        ),
+        (
+            "xl/workbook.xml",
+            r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Kho" sheetId="1" r:id="rId1"/></sheets></workbook>"#,
+        ),
+        (
+            "xl/_rels/workbook.xml.rels",
+            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#,
+        ),
+        ("xl/worksheets/sheet1.xml", sheet),
+    ];
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    for (name, body) in files {
+        z.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(body.as_bytes()).unwrap();
+    }
+    z.finish().unwrap();
+    out.into_inner()
+}
+
+/// The peak resident memory of this process (nextest runs each test in a process of its own).
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[tokio::test]
+async fn a_workbook_claiming_a_huge_sheet_is_refused_before_it_is_read_and_memory_stays_bounded() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let bomb = xlsx_claiming_a_huge_sheet();
+    assert!(bomb.len() < 2000, "{} bytes", bomb.len());
+
+    // Rights come first: someone who does not manage the cooperative is refused without the
+    // file being read.
+    let stranger = app.api.register(Role::Buyer).await;
+    let res = app
+        .api
+        .send(
+            Request::post(format!("/v1/cooperatives/{}/imports", c.id))
+                .by(&stranger)
+                .body(XLSX, bomb.clone()),
+        )
+        .await;
+    assert_eq!(res.status, 403, "{}", res.text());
+
+    let before = peak_rss_mib();
+    let (status, body) = import(&app, &c, XLSX, bomb).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "file", "{body}");
+    assert_eq!(body["errors"][0]["code"], "too_large", "{body}");
+    let after = peak_rss_mib();
+    assert!(
+        after < before + 256,
+        "peak memory grew from {before} MiB to {after} MiB"
+    );
+    // The service is still there.
+    let (status, _) = import(
+        &app,
+        &c,
+        CSV,
+        "listing,lot_code,household,quantity,harvest_date\n",
+    )
+    .await;
+    assert_eq!(status, 422, "a header and no rows");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_csv_with_more_rows_than_an_import_may_have_is_422() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let mut csv = String::from("listing,lot_code,household,quantity,harvest_date\n");
+    for i in 0..=nongsan_listing::stock::imports::MAX_IMPORT_ROWS {
+        csv.push_str(&format!("{},L{i},{},1,2026-11-20\n", c.pooled, c.member.id));
+    }
+    let (status, body) = import(&app, &c, CSV, csv).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["code"], "too_large", "{body}");
+    let stock = app.api.stock(&c.manager, &c.pooled).await;
+    assert_eq!(stock.levels.on_hand, "0", "nothing imported");
+    app.stop().await;
+}

@@ -61,6 +61,14 @@ async fn paid_by_vnpay(api: &Client) {
 
     let forged = ipn_query(url, "00", None).replace("vnp_SecureHash=", "vnp_SecureHash=00");
     assert_eq!(api.vnpay_ipn(&forged).await["RspCode"], "97");
+    // A hash with characters outside ASCII ("0é0") is a bad signature, not a 500.
+    let unsigned = ipn_query(url, "00", None);
+    let unsigned = unsigned
+        .split("&vnp_SecureHash=")
+        .next()
+        .unwrap_or_default();
+    let non_ascii = format!("{unsigned}&vnp_SecureHash=0%C3%A90");
+    assert_eq!(api.vnpay_ipn(&non_ascii).await["RspCode"], "97");
     assert_eq!(
         api.vnpay_ipn(&ipn_query(url, "00", Some(1))).await["RspCode"],
         "04"

@@ -37,6 +37,12 @@ pub enum ListingError {
     /// Wrong phone or password.
     #[error("bad credentials")]
     BadCredentials,
+    /// Five wrong activation codes: the code is spent.
+    #[error("activation locked")]
+    ActivationLocked,
+    /// Too many password hashes are being computed; try again in a moment.
+    #[error("busy")]
+    Busy,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -82,6 +88,22 @@ impl From<ListingError> for ApiError {
                     format!("Thử quá nhiều lần; vui lòng thử lại sau {secs} giây."),
                 ),
             ),
+            ListingError::ActivationLocked => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "activation_locked",
+                Text::new(
+                    "Too many wrong codes: this code no longer works; ask your helper for a new one.",
+                    "Nhập sai mã quá nhiều lần: mã này không còn dùng được; hãy nhờ người hỗ trợ cấp mã mới.",
+                ),
+            ),
+            ListingError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                Text::new(
+                    "The service is busy; try again in a moment.",
+                    "Hệ thống đang bận; vui lòng thử lại sau giây lát.",
+                ),
+            ),
             ListingError::BadCredentials => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_credentials",
@@ -100,6 +122,7 @@ impl axum::response::IntoResponse for ListingError {
     fn into_response(self) -> axum::response::Response {
         let retry = match &self {
             ListingError::TooManyAttempts(secs) => Some(*secs),
+            ListingError::Busy => Some(1),
             _ => None,
         };
         let mut res = ApiError::from(self).into_response();

@@ -63,13 +63,24 @@ pub fn verify(secret: &str, params: &BTreeMap<String, String>) -> bool {
     mac.verify_slice(&given).is_ok()
 }
 
+/// Hex digits to bytes, on bytes (never slicing the text, which may hold any character a
+/// caller sends) and digits only (no sign).
 fn hex_decode(s: &str) -> Result<Vec<u8>, ()> {
-    if !s.len().is_multiple_of(2) {
+    fn nibble(b: u8) -> Result<u8, ()> {
+        match b {
+            b'0'..=b'9' => Ok(b - b'0'),
+            b'a'..=b'f' => Ok(b - b'a' + 10),
+            b'A'..=b'F' => Ok(b - b'A' + 10),
+            _ => Err(()),
+        }
+    }
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
         return Err(());
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| ()))
+    bytes
+        .chunks_exact(2)
+        .map(|pair| Ok(nibble(pair[0])? << 4 | nibble(pair[1])?))
         .collect()
 }
 
@@ -200,6 +211,15 @@ mod tests {
             sign("SECRETKEYFORTESTINGONLY0123456789", &signing_string(&p)),
             "267bb218511392bbbd7de9749ef9182586f8750b1d0ff83bb27ad4ef9cbd2ca55f93b0eb5062c5c77364a1f8cd92fa5f7f3c7f9c16389f6de546980c103d6df3"
         );
+    }
+
+    #[test]
+    fn a_hash_with_non_ascii_characters_is_refused_not_a_panic() {
+        let mut p = params(&[("vnp_Amount", "1000000"), ("vnp_TxnRef", "abc")]);
+        for forged in ["0é0", "é", "ạ1", "0\u{1F600}0", "+f", "-1"] {
+            p.insert("vnp_SecureHash".into(), forged.into());
+            assert!(!verify("SECRETKEYFORTESTINGONLY0123456789", &p), "{forged}");
+        }
     }
 
     #[test]

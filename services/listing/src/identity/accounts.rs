@@ -195,7 +195,7 @@ pub async fn register_household(
         .execute(&mut *tx)
         .await?;
     }
-    let activation_code = new_activation_code(&mut tx, account.id).await?;
+    let activation_code = new_activation_code(&mut tx, &app.keys, account.id).await?;
     audit(
         &mut tx,
         &actor,

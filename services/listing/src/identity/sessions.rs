@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::{Json as AxumJson, extract::State, http::StatusCode};
 
-use nongsan_shared::{AccountId, PhoneNumber, auth::Role, http::Json};
+use nongsan_shared::{AccountId, PhoneNumber, auth::Role, http::ClientAddr, http::Json};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -18,10 +18,20 @@ use crate::{
     },
 };
 
-/// Login attempts allowed per phone number in [`LOGIN_WINDOW`].
-pub const LOGIN_ATTEMPTS: u64 = 10;
-/// The window of [`LOGIN_ATTEMPTS`].
+/// The window every sign-in limit counts in.
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Wrong passwords allowed for one phone number from one client address in a window; then
+/// that address waits for the window to end. The owner, from elsewhere, is not locked out.
+pub const FAILURES_PER_PHONE_AND_ADDRESS: u64 = 5;
+/// Wrong passwords allowed for one phone number from all addresses together in a window
+/// (guessing spread over many addresses).
+pub const FAILURES_PER_PHONE: u64 = 50;
+/// Wrong passwords allowed from one client address over all phone numbers in a window (one
+/// password tried on many phones).
+pub const FAILURES_PER_ADDRESS: u64 = 20;
+/// Sign-in attempts allowed from one client address in a minute, before any password is
+/// checked: each costs a password hash.
+pub const ATTEMPTS_PER_ADDRESS_PER_MINUTE: u64 = 30;
 /// Lifetime of a refresh token.
 const REFRESH_TTL_DAYS: i64 = 30;
 
@@ -88,11 +98,31 @@ pub(crate) async fn issue_session(
     responses((status = 200, body = Session), (status = 401, body = nongsan_shared::error::ProblemSchema), (status = 429, description = "Too many attempts", body = nongsan_shared::error::ProblemSchema)))]
 pub async fn create_session(
     State(app): State<AppState>,
+    client: ClientAddr,
     Json(c): Json<Credentials>,
 ) -> Result<AxumJson<Session>> {
-    let key = format!("login:{}", c.phone.as_str());
-    let (hits, left) = app.limiter.hit(&key, LOGIN_WINDOW).await?;
-    if hits > LOGIN_ATTEMPTS {
+    let phone = c.phone.as_str();
+    let address = client.key();
+    let keys = [
+        (
+            format!("login:fail:{phone}:{address}"),
+            FAILURES_PER_PHONE_AND_ADDRESS,
+        ),
+        (format!("login:fail:{phone}"), FAILURES_PER_PHONE),
+        (format!("login:fail-from:{address}"), FAILURES_PER_ADDRESS),
+    ];
+    // Cheap refusals first: every check below costs a password hash.
+    for (key, limit) in &keys {
+        let (failures, left) = app.limiter.count(key, LOGIN_WINDOW).await?;
+        if failures >= *limit {
+            return Err(ListingError::TooManyAttempts(left.as_secs().max(1)));
+        }
+    }
+    let (attempts, left) = app
+        .limiter
+        .hit(&format!("login:from:{address}"), Duration::from_secs(60))
+        .await?;
+    if attempts > ATTEMPTS_PER_ADDRESS_PER_MINUTE {
         return Err(ListingError::TooManyAttempts(left.as_secs().max(1)));
     }
     let row = sqlx::query!(
@@ -116,11 +146,13 @@ pub async fn create_session(
         Some((a, h)) if a.status == "active" => (Some(a), h),
         _ => (None, None),
     };
-    if !verify_password(c.password, hash).await {
-        return Err(ListingError::BadCredentials);
-    }
-    let account = account.ok_or(ListingError::BadCredentials)?;
-    app.limiter.reset(&key).await?;
+    // An unknown or inactive phone costs the same work, so timing does not tell.
+    let matches = verify_password(c.password, hash).await?;
+    let account = match account {
+        Some(a) if matches => a,
+        _ => return Err(failed(&app, &keys).await),
+    };
+    app.limiter.reset(&keys[0].0).await?;
     let mut conn = app.pool.acquire().await?;
     Ok(AxumJson(issue_session(&mut conn, &app, account).await?))
 }
@@ -162,4 +194,14 @@ pub async fn delete_session(
     .execute(&app.pool)
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Counts a wrong password against every limit; answers 401.
+async fn failed(app: &AppState, keys: &[(String, u64)]) -> ListingError {
+    for (key, _) in keys {
+        if let Err(e) = app.limiter.hit(key, LOGIN_WINDOW).await {
+            return ListingError::Other(e);
+        }
+    }
+    ListingError::BadCredentials
 }

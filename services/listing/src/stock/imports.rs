@@ -46,6 +46,57 @@ pub struct ImportReport {
     pub imported: usize,
 }
 
+/// Most data rows one import may have.
+pub const MAX_IMPORT_ROWS: usize = 10_000;
+/// Most bytes an import file may have: the upload limit of the endpoint, and of `nongsan
+/// import`.
+pub const MAX_IMPORT_BYTES: usize = 2 * 1024 * 1024;
+/// Most columns a sheet may use.
+const MAX_COLUMNS: u32 = 64;
+/// Most parts a workbook may have, and most bytes they may unpack to together, as its zip
+/// directory declares them (checked before anything is unpacked).
+const MAX_PARTS: usize = 200;
+const MAX_UNPACKED_BYTES: u64 = 64 * 1024 * 1024;
+
+fn too_large(en: String, vi: String) -> ListingError {
+    ListingError::field("file", Invalid::new("too_large", en, vi))
+}
+
+fn too_many_rows() -> ListingError {
+    too_large(
+        format!("has more than {MAX_IMPORT_ROWS} rows; split it into several imports"),
+        format!("có hơn {MAX_IMPORT_ROWS} dòng; hãy chia thành nhiều lần nhập"),
+    )
+}
+
+fn too_many_bytes() -> ListingError {
+    too_large(
+        format!("is larger than {} MiB", MAX_IMPORT_BYTES / (1024 * 1024)),
+        format!("lớn hơn {} MiB", MAX_IMPORT_BYTES / (1024 * 1024)),
+    )
+}
+
+/// The kind of an import file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// CSV text.
+    Csv,
+    /// An XLSX workbook.
+    Xlsx,
+}
+
+/// Reads an import file of this kind: bounded in bytes, rows and columns before anything
+/// grows with what the file claims. CPU-bound: call it off the async runtime.
+pub fn read_file(kind: FileKind, bytes: &[u8]) -> Result<Vec<ImportRow>> {
+    if bytes.len() > MAX_IMPORT_BYTES {
+        return Err(too_many_bytes());
+    }
+    match kind {
+        FileKind::Csv => read_csv(bytes),
+        FileKind::Xlsx => read_xlsx(bytes),
+    }
+}
+
 const COLUMNS: [&str; 5] = [
     "listing",
     "lot_code",
@@ -55,7 +106,7 @@ const COLUMNS: [&str; 5] = [
 ];
 
 /// Reads rows from CSV text with a header naming the five columns (in any order).
-pub fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
+fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
     let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)).map_err(
         |_| {
             ListingError::field(
@@ -95,14 +146,19 @@ pub fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
                 ),
             )
         })?;
+        if records.len() == MAX_IMPORT_ROWS {
+            return Err(too_many_rows());
+        }
         records.push(rec.iter().map(str::to_owned).collect::<Vec<_>>());
     }
     to_rows(&headers, records)
 }
 
-/// Reads rows from the first sheet of an XLSX workbook.
-pub fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
-    use calamine::{Data, Reader, Xlsx};
+/// Reads rows from the first sheet of an XLSX workbook, cell by cell: the sheet's claimed
+/// dimension and every cell's position are checked against the bounds before anything is
+/// allocated for them, and the parts' unpacked sizes before anything is unpacked.
+fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
+    use calamine::{DataRef, Reader, Xlsx};
     let bad = |e: String| {
         ListingError::field(
             "file",
@@ -113,28 +169,108 @@ pub fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
             ),
         )
     };
+    check_unpacked_size(bytes).map_err(|e| match e {
+        Unpacked::Bad(e) => bad(e),
+        Unpacked::TooLarge => too_large(
+            format!(
+                "unpacks to more than {} MiB",
+                MAX_UNPACKED_BYTES / (1024 * 1024)
+            ),
+            format!("giải nén ra hơn {} MiB", MAX_UNPACKED_BYTES / (1024 * 1024)),
+        ),
+    })?;
     let mut book: Xlsx<_> =
-        Xlsx::new(std::io::Cursor::new(bytes.to_vec())).map_err(|e| bad(e.to_string()))?;
-    let range = book
-        .worksheet_range_at(0)
-        .ok_or_else(|| bad("no sheet".to_owned()))?
+        Xlsx::new(std::io::Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
+    let sheet = book
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or_else(|| bad("no sheet".to_owned()))?;
+    let mut cells = book
+        .worksheet_cells_reader(&sheet)
         .map_err(|e| bad(e.to_string()))?;
-    let cell = |c: &Data| match c {
+    let max_row = u32::try_from(MAX_IMPORT_ROWS).unwrap_or(u32::MAX);
+    let too_wide = || {
+        too_large(
+            format!("uses more than {MAX_COLUMNS} columns"),
+            format!("dùng hơn {MAX_COLUMNS} cột"),
+        )
+    };
+    let claimed = cells.dimensions();
+    if claimed.end.0 > max_row {
+        return Err(too_many_rows());
+    }
+    if claimed.end.1 >= MAX_COLUMNS {
+        return Err(too_wide());
+    }
+    let text = |c: &DataRef<'_>| match c {
         // Excel counts days from 1899-12-30.
-        Data::DateTime(d) => NaiveDate::from_ymd_opt(1899, 12, 30)
+        DataRef::DateTime(d) => NaiveDate::from_ymd_opt(1899, 12, 30)
             .and_then(|epoch| epoch.checked_add_days(chrono::Days::new(d.as_f64().trunc() as u64)))
             .map(|d| d.to_string())
             .unwrap_or_default(),
-        Data::Float(f) if f.fract() == 0.0 => format!("{f:.0}"),
-        other => other.to_string().trim().to_owned(),
+        DataRef::Float(f) if f.fract() == 0.0 => format!("{f:.0}"),
+        DataRef::Float(f) => f.to_string(),
+        DataRef::Int(i) => i.to_string(),
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
+            s.trim().to_owned()
+        }
+        DataRef::SharedString(s) => s.trim().to_owned(),
+        DataRef::Bool(b) => b.to_string(),
+        DataRef::Error(e) => e.to_string(),
+        DataRef::Empty => String::new(),
     };
-    let mut rows = range.rows();
+    let mut grid: Vec<Vec<String>> = Vec::new();
+    while let Some(cell) = cells.next_cell().map_err(|e| bad(e.to_string()))? {
+        let (r, c) = cell.get_position();
+        if r > max_row {
+            return Err(too_many_rows());
+        }
+        if c >= MAX_COLUMNS {
+            return Err(too_wide());
+        }
+        let (r, c) = (r as usize, c as usize);
+        if grid.len() <= r {
+            grid.resize_with(r + 1, Vec::new);
+        }
+        let row = &mut grid[r];
+        if row.len() <= c {
+            row.resize(c + 1, String::new());
+        }
+        row[c] = text(cell.get_value());
+    }
+    let mut rows = grid.into_iter();
     let headers: Vec<String> = rows
         .next()
-        .map(|r| r.iter().map(|c| cell(c).to_ascii_lowercase()).collect())
+        .map(|r| r.iter().map(|c| c.to_ascii_lowercase()).collect())
         .unwrap_or_default();
-    let records = rows.map(|r| r.iter().map(cell).collect()).collect();
+    let records = rows.filter(|r| r.iter().any(|c| !c.is_empty())).collect();
     to_rows(&headers, records)
+}
+
+enum Unpacked {
+    Bad(String),
+    TooLarge,
+}
+
+/// Checks the workbook's parts, as its zip directory declares them, against the bounds.
+fn check_unpacked_size(bytes: &[u8]) -> std::result::Result<(), Unpacked> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| Unpacked::Bad(e.to_string()))?;
+    if zip.len() > MAX_PARTS {
+        return Err(Unpacked::TooLarge);
+    }
+    let mut total: u64 = 0;
+    for i in 0..zip.len() {
+        let part = zip
+            .by_index_raw(i)
+            .map_err(|e| Unpacked::Bad(e.to_string()))?;
+        total = total.saturating_add(part.size());
+    }
+    if total > MAX_UNPACKED_BYTES {
+        return Err(Unpacked::TooLarge);
+    }
+    Ok(())
 }
 
 fn to_rows(headers: &[String], records: Vec<Vec<String>>) -> Result<Vec<ImportRow>> {
@@ -333,10 +469,10 @@ pub async fn import_stock(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let rows = if ct.starts_with("text/csv") {
-        read_csv(&body)?
+    let kind = if ct.starts_with("text/csv") {
+        FileKind::Csv
     } else if ct.starts_with("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet") {
-        read_xlsx(&body)?
+        FileKind::Xlsx
     } else {
         return Err(ListingError::field(
             "content-type",
@@ -347,6 +483,15 @@ pub async fn import_stock(
             ),
         ));
     };
+    // Who sends it is checked before the file is read; the file is read off the runtime.
+    {
+        let mut conn = app.pool.acquire().await?;
+        load_cooperative(&mut conn, id).await?;
+        may_manage(&mut conn, &actor, Owner::Cooperative(id)).await?;
+    }
+    let rows = tokio::task::spawn_blocking(move || read_file(kind, &body))
+        .await
+        .map_err(anyhow::Error::from)??;
     let mut tx = app.pool.begin().await?;
     load_cooperative(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;

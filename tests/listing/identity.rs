@@ -116,7 +116,7 @@ async fn wrong_passwords_hold_back_the_guesser_not_the_owner() {
     let user = app.api.register(Role::Buyer).await;
     let phone = user.phone();
     for _ in 0..5 {
-        let (status, _) = sign_in_from(&app, "203.0.113.7", &phone, "wrong password").await;
+        let (status, _) = sign_in_from(&app, "203.0.113.7", phone, "wrong password").await;
         assert_eq!(status, 401);
     }
     // The guesser's address waits, even with the right password...
@@ -132,7 +132,7 @@ async fn wrong_passwords_hold_back_the_guesser_not_the_owner() {
     assert!(res.header("retry-after").is_some());
     assert_eq!(res.json()["code"], "too_many_attempts");
     // ...while the owner, from its own address, signs in.
-    let (status, body) = sign_in_from(&app, "198.51.100.20", &phone, PASSWORD).await;
+    let (status, body) = sign_in_from(&app, "198.51.100.20", phone, PASSWORD).await;
     assert_eq!(status, 200, "{body}");
     app.stop().await;
 }
@@ -152,7 +152,7 @@ async fn one_password_sprayed_over_many_phones_is_stopped_per_address() {
     );
     // Another address is not affected.
     let user = app.api.register(Role::Buyer).await;
-    let (status, _) = sign_in_from(&app, "198.51.100.21", &user.phone(), PASSWORD).await;
+    let (status, _) = sign_in_from(&app, "198.51.100.21", user.phone(), PASSWORD).await;
     assert_eq!(status, 200);
     app.stop().await;
 }

@@ -132,8 +132,11 @@ fn describe_message(field: String, msg: &str) -> FieldError {
         .strip_prefix("unknown field `")
         .and_then(|r| r.split('`').next())
     {
+        // The path of an unknown field already ends with the field itself.
         let full = if field.is_empty() {
             name.to_owned()
+        } else if field == name || field.ends_with(&format!(".{name}")) {
+            field
         } else {
             format!("{field}.{name}")
         };
@@ -439,5 +442,42 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
             .get::<ClientAddr>()
             .copied()
             .unwrap_or(ClientAddr(None)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn query_problem<T: DeserializeOwned>(uri: &str) -> Vec<FieldError> {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri(uri)
+            .body(())
+            .expect("a request")
+            .into_parts();
+        match <Query<T> as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &())
+            .await
+        {
+            Ok(_) => Vec::new(),
+            Err(e) => e.field_errors().to_vec(),
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only parsed")]
+    struct Paging {
+        limit: Option<u32>,
+        q: Option<String>,
+    }
+
+    #[tokio::test]
+    async fn a_query_problem_names_the_parameter_once() {
+        let unknown = query_problem::<Paging>("/x?per_page=5").await;
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+        assert_eq!(unknown[0].field, "per_page");
+        assert_eq!(unknown[0].code, "unknown_field");
+        let bad = query_problem::<Paging>("/x?limit=many").await;
+        assert_eq!(bad[0].field, "limit", "{bad:?}");
     }
 }

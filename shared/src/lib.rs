@@ -17,6 +17,7 @@ pub mod http;
 pub mod ids;
 pub mod invalid;
 pub mod money;
+pub mod paging;
 pub mod phone;
 pub mod problems;
 pub mod quantity;

@@ -15,7 +15,7 @@ pub async fn seeded(app: &TestApp) {
         Duration::from_secs(60),
         "the demo catalog to be indexed",
         || async {
-            let (status, r) = app.api.search("per_page=1").await;
+            let (status, r) = app.api.search("limit=1").await;
             (status == 200 && r["total"] == 50).then_some(())
         },
     )
@@ -29,7 +29,7 @@ async fn search(app: &TestApp, query: &str) -> Value {
 }
 
 fn titles(r: &Value) -> Vec<String> {
-    r["hits"]
+    r["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -44,13 +44,14 @@ fn fold(s: &str) -> String {
 /// Every search until a page is empty.
 async fn all_hits(app: &TestApp, query: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for page in 1.. {
-        let r = search(app, &format!("{query}&per_page=100&page={page}")).await;
-        let hits = r["hits"].as_array().unwrap().clone();
-        if hits.is_empty() {
-            break;
+    let mut cursor = String::new();
+    loop {
+        let r = search(app, &format!("{query}&limit=100{cursor}")).await;
+        out.extend(r["items"].as_array().unwrap().iter().cloned());
+        match r["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
         }
-        out.extend(hits);
     }
     out
 }
@@ -73,7 +74,7 @@ pub async fn contract(app: &TestApp) {
         "{r}"
     );
     assert!(
-        r["hits"][0]["title_highlighted"]
+        r["items"][0]["title_highlighted"]
             .as_str()
             .unwrap()
             .contains("<em>"),
@@ -124,7 +125,7 @@ pub async fn contract(app: &TestApp) {
 
     // Facet counts are the numbers of matching listings.
     for query in ["q=", "q=rau", "province=68"] {
-        let r = search(app, &format!("{query}&per_page=1")).await;
+        let r = search(app, &format!("{query}&limit=1")).await;
         let hits = all_hits(app, query).await;
         assert_eq!(r["total"], hits.len(), "{query}");
         for (value, count) in r["facets"]["category"].as_object().unwrap() {
@@ -166,8 +167,8 @@ pub async fn contract(app: &TestApp) {
         hits.iter()
             .all(|h| h["distance_km"].as_f64().unwrap() <= 50.0)
     );
-    let by_distance = search(app, "lat=11.9404&lon=108.4583&sort=distance&per_page=100").await;
-    let d: Vec<f64> = by_distance["hits"]
+    let by_distance = search(app, "lat=11.9404&lon=108.4583&sort=distance&limit=100").await;
+    let d: Vec<f64> = by_distance["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -177,8 +178,8 @@ pub async fn contract(app: &TestApp) {
 
     // Price sorts are ordered.
     for (sort, asc) in [("price_asc", true), ("price_desc", false)] {
-        let r = search(app, &format!("sort={sort}&per_page=100")).await;
-        let p: Vec<i64> = r["hits"]
+        let r = search(app, &format!("sort={sort}&limit=100")).await;
+        let p: Vec<i64> = r["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -236,7 +237,9 @@ async fn bad_search_input_is_422_naming_the_parameter() {
         ("radius_km=10".to_owned(), "radius_km"),
         (format!("q={long}"), "q"),
         ("sort=distance".to_owned(), "sort"),
-        ("per_page=1000".to_owned(), "per_page"),
+        ("limit=1000".to_owned(), "limit"),
+        ("cursor=forged".to_owned(), "cursor"),
+        ("per_page=10".to_owned(), "per_page"),
     ];
     for (query, field) in cases {
         let (status, r) = app.api.search(&query).await;

@@ -10,7 +10,7 @@ use crate::support::{TestApp, eventually, process::nongsan, user::User};
 
 async fn found(app: &TestApp, q: &str) -> Vec<String> {
     let (_, r) = app.api.search(&format!("q={q}")).await;
-    r["hits"]
+    r["items"]
         .as_array()
         .map(|h| {
             h.iter()
@@ -81,7 +81,7 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
     .await;
     let (_, r) = app.api.search("q=sau%20rieng&in_stock=false").await;
     assert!(
-        r["hits"]
+        r["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -103,7 +103,7 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
         "the hidden listing to disappear",
         || async {
             let (_, r) = app.api.search("q=sau%20rieng&in_stock=false").await;
-            (!r["hits"]
+            (!r["items"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -121,7 +121,7 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
         .await;
     assert_eq!(status, 200);
     assert!(
-        r["hits"]
+        r["items"]
             .as_array()
             .unwrap()
             .iter()

@@ -5,6 +5,7 @@ use nongsan_shared::{
     AccountId, CooperativeId, ListingId, Quantity,
     auth::{Actor, Role},
     http::{Json, Path, Query},
+    paging,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -91,10 +92,10 @@ pub struct ListingFilter {
     /// Every status, for a seller reading its own listings (needs the right to manage them).
     #[serde(default)]
     pub all_statuses: bool,
-    /// Listings after this id (the last id of the previous page).
-    pub after: Option<ListingId>,
     /// Page size, 1–100 (default 20).
-    pub limit: Option<i64>,
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
 }
 
 /// A page of listings.
@@ -102,8 +103,8 @@ pub struct ListingFilter {
 pub struct ListingPage {
     /// The listings, oldest first.
     pub items: Vec<ListingView>,
-    /// Pass as `after` for the next page; absent on the last.
-    pub next_after: Option<ListingId>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }
 
 /// The catalog: active listings, newest last, filtered and paged.
@@ -113,15 +114,11 @@ pub async fn list_listings(
     actor: Option<Actor>,
     Query(f): Query<ListingFilter>,
 ) -> Result<AxumJson<ListingPage>> {
-    let limit = f.limit.unwrap_or(20);
     let mut p = Problems::default();
-    p.check(
-        !(1..=100).contains(&limit),
-        "limit",
-        "out_of_range",
-        "must be 1 to 100",
-        "phải từ 1 đến 100",
-    );
+    let limit = paging::limit(&mut p, f.limit);
+    let after = paging::position(&mut p, f.cursor.as_deref(), |s| {
+        s.strip_prefix("after:")?.parse::<ListingId>().ok()
+    });
     if let Some(c) = &f.category {
         p.verify("category", reference().check_category(c));
     }
@@ -151,18 +148,21 @@ pub async fn list_listings(
         cooperative_id: f.cooperative_id,
         subcategories: f.category.as_deref().map(subcategories).unwrap_or_default(),
         category: f.category,
-        after: f.after,
-        limit: limit + 1,
+        after,
+        limit: i64::from(limit) + 1,
     };
     let rows = select(&mut conn, &selection).await?;
     let mut items = views(&mut conn, rows).await?;
-    let next_after = (items.len() > usize::try_from(limit).unwrap_or(0))
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = (items.len() > limit)
         .then(|| {
-            items.truncate(usize::try_from(limit).unwrap_or(0));
-            items.last().map(|l| l.id)
+            items.truncate(limit);
+            items
+                .last()
+                .map(|l| paging::cursor(&format!("after:{}", l.id)))
         })
         .flatten();
-    Ok(AxumJson(ListingPage { items, next_after }))
+    Ok(AxumJson(ListingPage { items, next_cursor }))
 }
 
 fn subcategories(code: &str) -> Vec<String> {

@@ -10,9 +10,10 @@ use nongsan_shared::{
     ApiError, Text,
     auth::{Actor, Role},
     http::{Mode, Query},
+    paging,
     reference::reference,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use crate::{
@@ -133,10 +134,10 @@ pub struct SearchParams {
     pub radius_km: Option<f64>,
     /// relevance (default), price_asc, price_desc, newest, distance.
     pub sort: Option<Sort>,
-    /// Page, from 1.
-    pub page: Option<usize>,
     /// Hits per page, 1–100 (default 20).
-    pub per_page: Option<usize>,
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
 }
 
 impl SearchParams {
@@ -258,22 +259,33 @@ impl SearchParams {
             "distance needs lat and lon",
             "sắp xếp theo khoảng cách cần lat và lon",
         );
-        let page = self.page.unwrap_or(1);
+        let limit = paging::limit(&mut p, self.limit);
+        // A search cursor holds the next page's number and its size.
+        let at = paging::position(&mut p, self.cursor.as_deref(), |s| {
+            let (page, size) = s.strip_prefix("page:")?.split_once(':')?;
+            Some((page.parse::<usize>().ok()?, size.parse::<u32>().ok()?))
+        });
+        if let Some((_, size)) = at {
+            p.check(
+                self.limit.is_some_and(|l| l != size),
+                "limit",
+                "cursor_limit_mismatch",
+                "must be the limit of the page the cursor came from",
+                "phải bằng kích thước của trang đã cho con trỏ",
+            );
+        }
+        let (page, per_page) = match at {
+            Some((page, size)) => (page, size),
+            None => (1, limit),
+        };
         p.check(
-            page == 0 || page > 1000,
-            "page",
+            !(1..=MAX_PAGES).contains(&page),
+            "cursor",
             "out_of_range",
-            "must be 1 to 1000",
-            "phải từ 1 đến 1000",
+            "goes past the last page a search may reach",
+            "vượt quá trang cuối cùng mà tìm kiếm có thể tới",
         );
-        let per_page = self.per_page.unwrap_or(20);
-        p.check(
-            !(1..=100).contains(&per_page),
-            "per_page",
-            "out_of_range",
-            "must be 1 to 100",
-            "phải từ 1 đến 100",
-        );
+        let per_page = usize::try_from(per_page).unwrap_or(20);
         p.finish()?;
         let include_hidden = self.include_hidden.unwrap_or(false);
         if include_hidden && actor.is_none_or(|a| a.role != Role::Operator) {
@@ -300,17 +312,47 @@ impl SearchParams {
 
 /// Search the catalog.
 #[utoipa::path(get, path = "/v1/search", tag = "search", params(SearchParams),
-    responses((status = 200, body = SearchResults), (status = 422, body = nongsan_shared::error::ProblemSchema),
+    responses((status = 200, body = SearchPage), (status = 422, body = nongsan_shared::error::ProblemSchema),
         (status = 503, description = "search_unavailable: Meilisearch cannot be reached", body = nongsan_shared::error::ProblemSchema)))]
 pub async fn search_listings(
     State(app): State<AppState>,
     actor: Option<Actor>,
     Query(params): Query<SearchParams>,
-) -> Result<AxumJson<SearchResults>, ApiError> {
+) -> Result<AxumJson<SearchPage>, ApiError> {
     let query = params.check(actor.as_ref())?;
-    Ok(AxumJson(
-        app.search.search(&query).await.map_err(engine_problem)?,
-    ))
+    let found = app.search.search(&query).await.map_err(engine_problem)?;
+    let seen = u64::try_from(query.page.saturating_mul(query.per_page)).unwrap_or(u64::MAX);
+    let next_cursor = (seen < found.total && query.page < MAX_PAGES)
+        .then(|| paging::cursor(&format!("page:{}:{}", query.page + 1, query.per_page)));
+    Ok(AxumJson(SearchPage {
+        items: found.hits,
+        next_cursor,
+        total: found.total,
+        facets: found.facets,
+        processing_time_ms: found.processing_time_ms,
+        engine: found.engine,
+    }))
+}
+
+/// Deepest page a search reaches (as engines do: past it, refine the words or filters).
+const MAX_PAGES: usize = 1000;
+
+/// A page of search results.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchPage {
+    /// This page's hits, best first (or in the order asked).
+    pub items: Vec<nongsan_search::Hit>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+    /// How many listings match.
+    pub total: u64,
+    /// Counts per category, province_code, certifications and ocop_stars over all matches.
+    #[schema(value_type = Object)]
+    pub facets: nongsan_search::Facets,
+    /// Milliseconds the engine took.
+    pub processing_time_ms: u64,
+    /// `embedded` or `external` (Meilisearch).
+    pub engine: EngineMode,
 }
 
 /// How the engine runs, as `/readyz` tells it.

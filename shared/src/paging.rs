@@ -1,0 +1,89 @@
+//! One paging convention for every list the API answers: the caller sends `limit` (1–100,
+//! default 20) and, for the next page, the `cursor` the previous page gave as `next_cursor`;
+//! the answer holds `items` and `next_cursor` (`null` on the last page). A cursor is opaque: it
+//! seals a position only the list that made it reads back.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+use crate::{Problems, invalid::Invalid};
+
+/// Page size when none is asked.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// Largest page.
+pub const MAX_LIMIT: u32 = 100;
+
+/// The page size asked, checked (1–100, default 20).
+pub fn limit(p: &mut Problems, limit: Option<u32>) -> u32 {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    p.check(
+        !(1..=MAX_LIMIT).contains(&limit),
+        "limit",
+        "out_of_range",
+        "must be 1 to 100",
+        "phải từ 1 đến 100",
+    );
+    limit.clamp(1, MAX_LIMIT)
+}
+
+/// Seals a position into a cursor.
+pub fn cursor(position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(position)
+}
+
+/// Reads a cursor back with `parse`; a cursor that is not one of ours is 422 at `cursor`.
+pub fn position<T>(
+    p: &mut Problems,
+    cursor: Option<&str>,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    let cursor = cursor?;
+    let read = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| parse(&s));
+    if read.is_none() {
+        p.push(
+            "cursor",
+            Invalid::new(
+                "bad_cursor",
+                "is not a cursor this list gave",
+                "không phải con trỏ trang do danh sách này trả về",
+            ),
+        );
+    }
+    read
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_and_a_forged_one_is_named() {
+        let mut p = Problems::default();
+        let c = cursor("page:3");
+        assert_eq!(
+            position(&mut p, Some(&c), |s| s
+                .strip_prefix("page:")?
+                .parse::<u32>()
+                .ok()),
+            Some(3)
+        );
+        assert!(p.finish().is_ok());
+        let mut p = Problems::default();
+        assert_eq!(
+            position(&mut p, Some("not base64!"), |s| s.parse::<u32>().ok()),
+            None
+        );
+        let errors = p
+            .finish()
+            .expect_err("a forged cursor is refused")
+            .into_errors();
+        assert_eq!(errors[0].field, "cursor");
+        let mut p = Problems::default();
+        assert_eq!(limit(&mut p, None), 20);
+        assert_eq!(limit(&mut p, Some(500)), 100);
+        assert!(p.finish().is_err());
+    }
+}

@@ -114,9 +114,9 @@ async fn nobody_reads_anothers(api: &Client) {
     let (status, _) = api.seller_orders(&seller_b, &seller_a.id).await;
     assert_eq!(status, 403, "a seller lists only its own orders");
     let (_, mine) = api.get("/v1/orders", Some(&buyer_b)).await;
-    assert_eq!(mine.as_array().unwrap().len(), 0);
+    assert_eq!(mine["items"].as_array().unwrap().len(), 0);
     let (_, theirs) = api.seller_orders(&seller_b, &seller_b.id).await;
-    assert_eq!(theirs.as_array().unwrap().len(), 0);
+    assert_eq!(theirs["items"].as_array().unwrap().len(), 0);
     let (status, _) = api.order_action(&seller_b, order, "confirm", None).await;
     assert_eq!(status, 404, "another seller cannot even see it");
 }
@@ -132,4 +132,47 @@ async fn nobody_reads_anothers_checkouts_or_orders_in_one_process() {
 async fn nobody_reads_anothers_checkouts_or_orders_across_three_processes() {
     let app = SplitApp::spawn().await;
     nobody_reads_anothers(&app.api).await;
+}
+
+#[tokio::test]
+async fn orders_page_newest_first_with_the_cursor_of_the_previous_page() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(api.cod_order(&buyer, &listing, "1").await);
+    }
+    made.reverse();
+    let (status, first) = api.get("/v1/orders?limit=2", Some(&buyer)).await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (status, second) = api
+        .get(&format!("/v1/orders?limit=2&cursor={cursor}"), Some(&buyer))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert!(second["next_cursor"].is_null(), "{second}");
+    let seen: Vec<String> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, made, "every order once, newest first");
+    let (status, r) = api
+        .get(
+            &format!(
+                "/v1/orders?seller_kind=household&seller_id={}&limit=101",
+                seller.id
+            ),
+            Some(&seller),
+        )
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["errors"][0]["field"], "limit");
+    app.stop().await;
 }

@@ -9,6 +9,7 @@ use nongsan_shared::{
     auth::{Actor, Role},
     events::{self, Envelope, Handler},
     http::{Path, Query},
+    paging,
 };
 use serde::Deserialize;
 use sqlx::PgConnection;
@@ -207,17 +208,40 @@ pub struct OrderQuery {
     pub seller_kind: Option<SellerKind>,
     /// The seller's id (a household's account id, a cooperative's id).
     pub seller_id: Option<uuid::Uuid>,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OrderPage {
+    /// The orders.
+    pub items: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }
 
 /// The caller's purchases, or (with `seller_kind` and `seller_id`) a seller's orders for
 /// those who may act for it; newest first.
 #[utoipa::path(get, path = "/v1/orders", tag = "order", params(OrderQuery),
-    responses((status = 200, body = [OrderView]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+    responses((status = 200, body = OrderPage), (status = 403, body = nongsan_shared::error::ProblemSchema),
+        (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn list_orders(
     State(app): State<AppState>,
     actor: Actor,
     Query(q): Query<OrderQuery>,
-) -> Result<AxumJson<Vec<OrderView>>> {
+) -> Result<AxumJson<OrderPage>> {
+    let mut p = nongsan_shared::Problems::default();
+    let limit = paging::limit(&mut p, q.limit);
+    // An order cursor holds the last order's time (microseconds) and id.
+    let before = paging::position(&mut p, q.cursor.as_deref(), |s| {
+        let (at, id) = s.strip_prefix("before:")?.split_once('/')?;
+        let at = chrono::DateTime::from_timestamp_micros(at.parse().ok()?)?;
+        Some((at, id.parse::<OrderId>().ok()?))
+    });
+    p.finish()?;
     let filter = match (q.seller_kind, q.seller_id) {
         (Some(kind), Some(id)) => {
             if !may_act_for_seller(&app, &actor, kind, id).await? {
@@ -245,8 +269,27 @@ pub async fn list_orders(
             )]));
         }
     };
+    let filter = OrderFilter {
+        before,
+        limit: Some(i64::from(limit) + 1),
+        ..filter
+    };
     let mut conn = app.pool.acquire().await?;
-    Ok(AxumJson(load_orders(&mut conn, &filter).await?))
+    let mut items = load_orders(&mut conn, &filter).await?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = (items.len() > limit)
+        .then(|| {
+            items.truncate(limit);
+            items.last().map(|o| {
+                paging::cursor(&format!(
+                    "before:{}/{}",
+                    o.created_at.timestamp_micros(),
+                    o.id
+                ))
+            })
+        })
+        .flatten();
+    Ok(AxumJson(OrderPage { items, next_cursor }))
 }
 
 /// A reason, for declining or cancelling.

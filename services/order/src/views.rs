@@ -205,6 +205,10 @@ pub struct OrderFilter {
     pub seller: Option<(SellerKind, uuid::Uuid)>,
     /// In this status.
     pub status: Option<OrderStatus>,
+    /// Only orders older than this one (made at, id): keyset paging.
+    pub before: Option<(DateTime<Utc>, OrderId)>,
+    /// At most this many (all when `None`).
+    pub limit: Option<i64>,
 }
 
 /// Loads orders, newest first, at most 200.
@@ -218,12 +222,16 @@ pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec
            FROM orders o JOIN checkouts c ON c.id = o.checkout_id
            WHERE ($1::uuid IS NULL OR o.checkout_id = $1) AND ($2::uuid IS NULL OR o.buyer_id = $2)
              AND ($3::text IS NULL OR (o.seller_kind = $3 AND o.seller_id = $4)) AND ($5::text IS NULL OR o.status = $5)
-           ORDER BY o.created_at DESC, o.id LIMIT 200"#,
+             AND ($6::timestamptz IS NULL OR (o.created_at, o.id) < ($6, $7))
+           ORDER BY o.created_at DESC, o.id DESC LIMIT $8"#,
         f.checkout as _,
         f.buyer as _,
         f.seller.map(|s| s.0) as _,
         f.seller.map(|s| s.1),
         f.status as _,
+        f.before.map(|b| b.0),
+        f.before.map(|b| b.1.0),
+        f.limit,
     )
     .fetch_all(&mut *conn)
     .await?;

@@ -163,6 +163,22 @@ async fn orders_page_newest_first_with_the_cursor_of_the_previous_page() {
         .map(|o| o["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(seen, made, "every order once, newest first");
+    // The buyer's checkouts page the same way.
+    let (status, page) = api.get("/v1/checkouts?limit=2", Some(&buyer)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, rest) = api
+        .get(
+            &format!("/v1/checkouts?limit=2&cursor={cursor}"),
+            Some(&buyer),
+        )
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1, "{rest}");
+    assert!(rest["next_cursor"].is_null());
     let (status, r) = api
         .get(
             &format!(

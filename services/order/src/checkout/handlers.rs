@@ -82,16 +82,53 @@ pub async fn get_checkout(
 }
 
 /// The buyer's checkouts, newest first.
-#[utoipa::path(get, path = "/v1/checkouts", tag = "order", responses((status = 200, body = [CheckoutView])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/checkouts", tag = "order", params(CheckoutPaging),
+    responses((status = 200, body = CheckoutPage), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn list_checkouts(
     State(app): State<AppState>,
     actor: Actor,
-) -> Result<AxumJson<Vec<CheckoutView>>> {
+    nongsan_shared::http::Query(q): nongsan_shared::http::Query<CheckoutPaging>,
+) -> Result<AxumJson<CheckoutPage>> {
+    let mut p = nongsan_shared::Problems::default();
+    let limit = nongsan_shared::paging::limit(&mut p, q.limit);
+    let before = nongsan_shared::paging::position(&mut p, q.cursor.as_deref(), |s| {
+        s.strip_prefix("before:")?.parse::<CheckoutId>().ok()
+    });
+    p.finish()?;
     let mut conn = app.pool.acquire().await?;
-    let ids = store::latest_of(&mut conn, actor.account_id).await?;
-    let mut out = Vec::with_capacity(ids.len());
+    let mut ids =
+        store::latest_of(&mut conn, actor.account_id, before, i64::from(limit) + 1).await?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = (ids.len() > limit)
+        .then(|| {
+            ids.truncate(limit);
+            ids.last()
+                .map(|id| nongsan_shared::paging::cursor(&format!("before:{id}")))
+        })
+        .flatten();
+    let mut items = Vec::with_capacity(ids.len());
     for id in ids {
-        out.push(load_checkout(&mut conn, id).await?);
+        items.push(load_checkout(&mut conn, id).await?);
     }
-    Ok(AxumJson(out))
+    Ok(AxumJson(CheckoutPage { items, next_cursor }))
+}
+
+/// Paging of the buyer's checkouts.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutPaging {
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// A page of checkouts, newest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CheckoutPage {
+    /// The checkouts.
+    pub items: Vec<CheckoutView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }

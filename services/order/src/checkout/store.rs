@@ -193,10 +193,19 @@ pub async fn buyer_of(conn: &mut PgConnection, id: CheckoutId) -> Result<Option<
 }
 
 /// The buyer's latest 50 checkouts, newest first.
-pub async fn latest_of(conn: &mut PgConnection, buyer: AccountId) -> Result<Vec<CheckoutId>> {
+pub async fn latest_of(
+    conn: &mut PgConnection,
+    buyer: AccountId,
+    before: Option<CheckoutId>,
+    limit: i64,
+) -> Result<Vec<CheckoutId>> {
+    // Checkout ids are UUIDv7: their order is their creation order.
     Ok(sqlx::query_scalar!(
-        r#"SELECT id AS "id: CheckoutId" FROM checkouts WHERE buyer_id = $1 ORDER BY created_at DESC LIMIT 50"#,
+        r#"SELECT id AS "id: CheckoutId" FROM checkouts WHERE buyer_id = $1 AND ($2::uuid IS NULL OR id < $2)
+           ORDER BY id DESC LIMIT $3"#,
         buyer.0,
+        before.map(|b| b.0),
+        limit,
     )
     .fetch_all(&mut *conn)
     .await?)

@@ -7,6 +7,17 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::{Problems, invalid::Invalid};
 
+/// The paging parameters of a list that has no filters of its own.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
 /// Page size when none is asked.
 pub const DEFAULT_LIMIT: u32 = 20;
 /// Largest page.

@@ -226,7 +226,7 @@ async fn a_helper_acts_only_for_its_assigned_households_and_every_action_is_reco
         .get(&format!("/v1/households/{household}/audit"), Some(&own))
         .await;
     assert_eq!(status, 200, "{trail}");
-    let by_helper: Vec<&str> = trail
+    let by_helper: Vec<&str> = trail["items"]
         .as_array()
         .unwrap()
         .iter()

@@ -309,3 +309,35 @@ async fn a_reservation_is_all_or_nothing_and_checks_minimum_and_step() {
     assert_eq!(status, 403);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn movements_page_oldest_first_with_the_cursor_of_the_previous_page() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_in_two_lots(&seller, 65_000, 10).await;
+    let path = format!("/v1/listings/{listing}/movements?limit=1");
+    let (status, first) = app.api.get(&path, Some(&seller)).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (status, second) = app
+        .api
+        .get(&format!("{path}&cursor={cursor}"), Some(&seller))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(first["items"][0], second["items"][0]);
+    assert_eq!(second["items"][0]["kind"], "intake");
+    let (status, r) = app
+        .api
+        .get(&format!("{path}&cursor=bm90IG91cnM"), Some(&seller))
+        .await;
+    assert_eq!(
+        (status, r["errors"][0]["field"].as_str()),
+        (422, Some("cursor")),
+        "{r}"
+    );
+    app.stop().await;
+}

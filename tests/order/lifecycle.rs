@@ -76,7 +76,7 @@ async fn a_confirmed_then_failed_delivery_returns_the_stock_to_its_lots() {
     let (_, movements) = api
         .get(&format!("/v1/listings/{listing}/movements"), Some(&seller))
         .await;
-    let kinds: Vec<&str> = movements
+    let kinds: Vec<&str> = movements["items"]
         .as_array()
         .unwrap()
         .iter()

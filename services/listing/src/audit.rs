@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use nongsan_shared::{
     AccountId,
     auth::{Actor, Role},
+    http::Query,
+    paging::{self, PageParams},
 };
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -16,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::{
     app::AppState,
-    error::{ListingError, Result},
+    error::{ListingError, Problems, Result},
 };
 
 /// Records a write: `actor` did `action` to `subject`, for `household` when that is not the
@@ -72,25 +74,66 @@ pub struct AuditEntry {
 
 /// What was done by or in the name of a household, newest first (the household itself, or an
 /// operator).
-#[utoipa::path(get, path = "/v1/households/{id}/audit", tag = "sellers", params(("id" = String, Path)),
-    responses((status = 200, body = [AuditEntry]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/households/{id}/audit", tag = "sellers", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = AuditPage), (status = 403, body = nongsan_shared::error::ProblemSchema),
+        (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn list_household_audit(
     State(app): State<AppState>,
     actor: Actor,
     Path(id): Path<AccountId>,
-) -> Result<AxumJson<Vec<AuditEntry>>> {
+    Query(q): Query<PageParams>,
+) -> Result<AxumJson<AuditPage>> {
+    let mut p = Problems::default();
+    let limit = paging::limit(&mut p, q.limit);
+    let before = paging::position(&mut p, q.cursor.as_deref(), |s| {
+        s.strip_prefix("before:")?.parse::<uuid::Uuid>().ok()
+    });
+    p.finish()?;
     let own =
         actor.role == Role::Household && actor.account_id == id && actor.on_behalf_of.is_none();
     if !own && actor.role != Role::Operator {
         return Err(ListingError::Forbidden);
     }
-    let rows = sqlx::query_as!(
-        AuditEntry,
-        r#"SELECT actor_id AS "actor_id: AccountId", actor_role, on_behalf_of AS "on_behalf_of: AccountId", action, subject_type, subject_id, details, at
-           FROM audit_log WHERE on_behalf_of = $1 OR actor_id = $1 ORDER BY at DESC, id DESC LIMIT 500"#,
+    // Audit ids are UUIDv7: newest first is highest id first.
+    let mut rows = sqlx::query!(
+        r#"SELECT id, actor_id AS "actor_id: AccountId", actor_role, on_behalf_of AS "on_behalf_of: AccountId", action, subject_type, subject_id, details, at
+           FROM audit_log WHERE (on_behalf_of = $1 OR actor_id = $1) AND ($2::uuid IS NULL OR id < $2)
+           ORDER BY id DESC LIMIT $3"#,
         id as _,
+        before,
+        i64::from(limit) + 1,
     )
     .fetch_all(&app.pool)
     .await?;
-    Ok(AxumJson(rows))
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = (rows.len() > limit)
+        .then(|| {
+            rows.truncate(limit);
+            rows.last()
+                .map(|e| paging::cursor(&format!("before:{}", e.id)))
+        })
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(|e| AuditEntry {
+            actor_id: e.actor_id,
+            actor_role: e.actor_role,
+            on_behalf_of: e.on_behalf_of,
+            action: e.action,
+            subject_type: e.subject_type,
+            subject_id: e.subject_id,
+            details: e.details,
+            at: e.at,
+        })
+        .collect();
+    Ok(AxumJson(AuditPage { items, next_cursor }))
+}
+
+/// A page of the audit trail, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// The entries.
+    pub items: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }

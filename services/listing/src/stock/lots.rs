@@ -5,8 +5,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use nongsan_shared::{
     AccountId, ListingId, Quantity, ReservationId,
     auth::Actor,
-    http::{Json, Path},
+    http::{Json, Path, Query},
     invalid::Invalid,
+    paging::{self, PageParams},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -350,25 +351,67 @@ pub struct MovementView {
 }
 
 /// A listing's stock movements, oldest first (those who manage it).
-#[utoipa::path(get, path = "/v1/listings/{id}/movements", tag = "inventory", params(("id" = String, Path)),
-    responses((status = 200, body = [MovementView]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/listings/{id}/movements", tag = "inventory", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = MovementPage), (status = 403, body = nongsan_shared::error::ProblemSchema),
+        (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn list_movements(
     State(app): State<AppState>,
     actor: Actor,
     Path(id): Path<ListingId>,
-) -> Result<AxumJson<Vec<MovementView>>> {
+    Query(q): Query<PageParams>,
+) -> Result<AxumJson<MovementPage>> {
+    let mut p = Problems::default();
+    let limit = paging::limit(&mut p, q.limit);
+    let after = paging::position(&mut p, q.cursor.as_deref(), |s| {
+        s.strip_prefix("after:")?.parse::<uuid::Uuid>().ok()
+    });
+    p.finish()?;
     let mut conn = app.pool.acquire().await?;
     let owner = owner_of(&mut conn, id).await?;
     may_manage(&mut conn, &actor, owner).await?;
-    let rows = sqlx::query_as!(
-        MovementView,
-        r#"SELECT m.kind, l.lot_code AS "lot_code?", m.on_hand_delta AS "on_hand_delta: Quantity", m.reserved_delta AS "reserved_delta: Quantity",
+    // Movement ids are UUIDv7: their order is the order the movements were made in.
+    let mut rows = sqlx::query!(
+        r#"SELECT m.id, m.kind, l.lot_code AS "lot_code?", m.on_hand_delta AS "on_hand_delta: Quantity", m.reserved_delta AS "reserved_delta: Quantity",
             m.reason, m.reservation_id AS "reservation_id: ReservationId", m.actor_id AS "actor_id: AccountId",
             m.on_behalf_of AS "on_behalf_of: AccountId", m.at
-         FROM stock_movements m LEFT JOIN lots l ON l.id = m.lot_id WHERE m.listing_id = $1 ORDER BY m.at, m.id LIMIT 10000"#,
+         FROM stock_movements m LEFT JOIN lots l ON l.id = m.lot_id
+         WHERE m.listing_id = $1 AND ($2::uuid IS NULL OR m.id > $2) ORDER BY m.id LIMIT $3"#,
         id as _,
+        after,
+        i64::from(limit) + 1,
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(AxumJson(rows))
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = (rows.len() > limit)
+        .then(|| {
+            rows.truncate(limit);
+            rows.last()
+                .map(|m| paging::cursor(&format!("after:{}", m.id)))
+        })
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(|m| MovementView {
+            kind: m.kind,
+            lot_code: m.lot_code,
+            on_hand_delta: m.on_hand_delta,
+            reserved_delta: m.reserved_delta,
+            reason: m.reason,
+            reservation_id: m.reservation_id,
+            actor_id: m.actor_id,
+            on_behalf_of: m.on_behalf_of,
+            at: m.at,
+        })
+        .collect();
+    Ok(AxumJson(MovementPage { items, next_cursor }))
+}
+
+/// A page of stock movements, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovementPage {
+    /// The movements.
+    pub items: Vec<MovementView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }

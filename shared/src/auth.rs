@@ -76,7 +76,27 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, Unix seconds.
     pub exp: i64,
+    /// Audience: [`SERVICE_AUDIENCE`] for a service token, absent for a user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// The session a user's token belongs to (its refresh-token family); the listing service
+    /// refuses the token once the session ends (logout, reuse of a refresh token, a role
+    /// change). Other services rely on the token's short lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<uuid::Uuid>,
 }
+
+/// The audience of service tokens: only a token with it acts as [`Role::Service`], and a
+/// token with it acts as nothing else.
+pub const SERVICE_AUDIENCE: &str = "service";
+
+/// The longest access-token lifetime the configuration accepts, in seconds: services other
+/// than listing only verify the signature, so this bounds how long a token outlives the end
+/// of its session there.
+pub const MAX_ACCESS_TOKEN_TTL_SECS: u64 = 3600;
+
+/// The shortest signing secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -145,14 +165,32 @@ impl TokenKeys {
         u64::try_from(self.ttl_secs).unwrap_or(0)
     }
 
-    /// Issues an access token for an account.
+    /// Issues an access token without a session: a service token (with the service
+    /// audience) for [`Role::Service`], otherwise a user token that no session check can
+    /// end (tools and tests; the listing service issues sessions with [`Self::issue_session`]).
     pub fn issue(&self, sub: AccountId, role: Role) -> String {
+        self.issue_with(sub, role, None)
+    }
+
+    /// Issues a user's access token belonging to session `sid`.
+    pub fn issue_session(&self, sub: AccountId, role: Role, sid: uuid::Uuid) -> String {
+        self.issue_with(sub, role, Some(sid))
+    }
+
+    /// Issues the token services call each other with.
+    pub fn issue_service(&self) -> String {
+        self.issue(AccountId(uuid::Uuid::nil()), Role::Service)
+    }
+
+    fn issue_with(&self, sub: AccountId, role: Role, sid: Option<uuid::Uuid>) -> String {
         let now = chrono::Utc::now().timestamp();
         self.issue_claims(&Claims {
             sub,
             role,
             iat: now,
             exp: now.saturating_add(self.ttl_secs),
+            aud: (role == Role::Service).then(|| SERVICE_AUDIENCE.to_owned()),
+            sid: if role == Role::Service { None } else { sid },
         })
     }
 
@@ -275,6 +313,11 @@ where
         let claims = TokenKeys::from_ref(state)
             .verify(token.trim())
             .map_err(token_error)?;
+        // A service token acts as a service and nothing else; no other token does.
+        let service_audience = claims.aud.as_deref() == Some(SERVICE_AUDIENCE);
+        if service_audience != (claims.role == Role::Service) {
+            return Err(ApiError::forbidden());
+        }
         let on_behalf_of = match parts.headers.get(ON_BEHALF_OF_HEADER) {
             None => None,
             Some(v) => {
@@ -361,8 +404,22 @@ mod tests {
             role: Role::Buyer,
             iat: now - 100,
             exp: now - 1,
+            aud: None,
+            sid: None,
         });
         assert_eq!(keys().verify(&t), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn service_tokens_carry_the_service_audience_and_user_tokens_a_session() {
+        let service = keys().verify(&keys().issue_service()).unwrap();
+        assert_eq!(service.aud.as_deref(), Some(SERVICE_AUDIENCE));
+        assert_eq!(service.sid, None);
+        let sid = uuid::Uuid::now_v7();
+        let user = keys()
+            .verify(&keys().issue_session(AccountId::new(), Role::Buyer, sid))
+            .unwrap();
+        assert_eq!((user.aud, user.sid), (None, Some(sid)));
     }
 
     #[test]

@@ -7,9 +7,8 @@ use axum::http::StatusCode;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    auth::{Role, TokenKeys},
+    auth::TokenKeys,
     error::{ApiError, Text},
-    ids::AccountId,
     telemetry::{REQUEST_ID_HEADER, current_request_id},
 };
 
@@ -122,7 +121,7 @@ impl ServiceClient {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let token = self.keys.issue(AccountId(uuid::Uuid::nil()), Role::Service);
+        let token = self.keys.issue_service();
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))

@@ -154,8 +154,9 @@ impl Settings {
         Self::base(file.as_deref())
             .merge(prefixed)
             .merge(plain)
-            .extract()
-            .map_err(describe)
+            .extract::<Self>()
+            .map_err(describe)?
+            .checked()
     }
 
     /// Loads from the given file and environment pairs instead of the process environment;
@@ -176,7 +177,30 @@ impl Settings {
                     .unwrap_or_else(|_| (*v).into()),
             ));
         }
-        fig.extract().map_err(describe)
+        fig.extract::<Self>().map_err(describe)?.checked()
+    }
+
+    /// Refuses values that parse but are unsafe: a signing secret shorter than
+    /// [`MIN_SECRET_BYTES`](crate::auth::MIN_SECRET_BYTES), an access-token lifetime of 0 or
+    /// above [`MAX_ACCESS_TOKEN_TTL_SECS`](crate::auth::MAX_ACCESS_TOKEN_TTL_SECS).
+    fn checked(self) -> Result<Self, ConfigError> {
+        use crate::auth::{MAX_ACCESS_TOKEN_TTL_SECS, MIN_SECRET_BYTES};
+        use secrecy::ExposeSecret;
+        if let Some(secret) = &self.auth_secret {
+            let len = secret.expose_secret().len();
+            if len < MIN_SECRET_BYTES {
+                return Err(ConfigError(format!(
+                    "`auth_secret` (NONGSAN_AUTH_SECRET): must be at least {MIN_SECRET_BYTES} bytes, it has {len}"
+                )));
+            }
+        }
+        if !(1..=MAX_ACCESS_TOKEN_TTL_SECS).contains(&self.access_token_ttl_secs) {
+            return Err(ConfigError(format!(
+                "`access_token_ttl_secs` (NONGSAN_ACCESS_TOKEN_TTL_SECS): must be 1 to {MAX_ACCESS_TOKEN_TTL_SECS} seconds, it is {}",
+                self.access_token_ttl_secs
+            )));
+        }
+        Ok(self)
     }
 
     fn base(file: Option<&std::path::Path>) -> Figment {
@@ -245,7 +269,7 @@ mod tests {
             None,
             &[
                 ("DATABASE_URL", "postgres://u:hunter2@db/x"),
-                ("NONGSAN_AUTH_SECRET", "s3cr3t-value"),
+                ("NONGSAN_AUTH_SECRET", "s3cr3t-value-of-at-least-32-bytes"),
             ],
         )
         .unwrap();
@@ -256,5 +280,24 @@ mod tests {
             s.database_url.unwrap().expose_secret(),
             "postgres://u:hunter2@db/x"
         );
+    }
+
+    #[test]
+    fn a_short_secret_or_a_long_token_lifetime_is_refused() {
+        let err = Settings::load_from(None, &[("NONGSAN_AUTH_SECRET", "short")]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("NONGSAN_AUTH_SECRET") && text.contains("32 bytes"),
+            "{text}"
+        );
+        assert!(!text.contains("short,"), "{text}");
+        let err =
+            Settings::load_from(None, &[("NONGSAN_ACCESS_TOKEN_TTL_SECS", "3601")]).unwrap_err();
+        assert!(
+            err.to_string().contains("NONGSAN_ACCESS_TOKEN_TTL_SECS"),
+            "{err}"
+        );
+        let s = Settings::load_from(None, &[("NONGSAN_ACCESS_TOKEN_TTL_SECS", "3600")]).unwrap();
+        assert_eq!(s.access_token_ttl_secs, 3600);
     }
 }

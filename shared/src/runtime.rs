@@ -190,6 +190,12 @@ fn load_or_make_secret(data_dir: &Path) -> anyhow::Result<SecretString> {
     if let Ok(s) = std::fs::read_to_string(&path)
         && !s.trim().is_empty()
     {
+        anyhow::ensure!(
+            s.trim().len() >= crate::auth::MIN_SECRET_BYTES,
+            "the token signing key in {} is shorter than {} bytes; remove it to have a new one made, or set NONGSAN_AUTH_SECRET",
+            path.display(),
+            crate::auth::MIN_SECRET_BYTES
+        );
         return Ok(SecretString::from(s.trim().to_owned()));
     }
     std::fs::create_dir_all(data_dir)

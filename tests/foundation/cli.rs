@@ -180,13 +180,42 @@ async fn a_bad_setting_names_its_variable() {
 }
 
 #[tokio::test]
+async fn an_auth_secret_shorter_than_32_bytes_is_refused_at_start() {
+    let (code, stderr) = run_to_exit(&[(
+        "NONGSAN_AUTH_SECRET",
+        "only-31-bytes-of-signing-secret".to_owned(),
+    )])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_clean_line(&stderr);
+    assert!(stderr.contains("NONGSAN_AUTH_SECRET"), "{stderr}");
+    assert!(stderr.contains("32 bytes"), "{stderr}");
+    assert!(
+        !stderr.contains("only-31-bytes"),
+        "the secret was shown: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_access_token_lifetime_above_an_hour_is_refused_at_start() {
+    let (code, stderr) =
+        run_to_exit(&[("NONGSAN_ACCESS_TOKEN_TTL_SECS", "86400".to_owned())]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_clean_line(&stderr);
+    assert!(stderr.contains("NONGSAN_ACCESS_TOKEN_TTL_SECS"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_redis_url_on_a_closed_port_gives_one_line_naming_it() {
     let db = crate::support::TestDb::new().await;
     let port = free_port();
     let (code, stderr) = run_to_exit(&[
         ("DATABASE_URL", db.url.clone()),
         ("REDIS_URL", format!("redis://127.0.0.1:{port}")),
-        ("NONGSAN_AUTH_SECRET", "a-secret-for-this-test".to_owned()),
+        (
+            "NONGSAN_AUTH_SECRET",
+            "a-secret-for-this-test-of-32-bytes".to_owned(),
+        ),
     ])
     .await;
     assert_eq!(code, Some(1), "{stderr}");

@@ -5,3 +5,4 @@ mod catalog;
 mod cooperative;
 mod identity;
 mod reservations;
+mod sessions;

@@ -37,6 +37,9 @@ pub enum ListingError {
     /// Wrong phone or password.
     #[error("bad credentials")]
     BadCredentials,
+    /// The access token's session has ended (signed out, refresh token reused, role changed).
+    #[error("session ended")]
+    SessionEnded,
     /// Five wrong activation codes: the code is spent.
     #[error("activation locked")]
     ActivationLocked,
@@ -110,6 +113,14 @@ impl From<ListingError> for ApiError {
                 Text::new(
                     "Wrong phone number or password.",
                     "Sai số điện thoại hoặc mật khẩu.",
+                ),
+            ),
+            ListingError::SessionEnded => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "session_ended",
+                Text::new(
+                    "This session has ended; sign in again.",
+                    "Phiên đăng nhập đã kết thúc; vui lòng đăng nhập lại.",
                 ),
             ),
             ListingError::Db(e) => e.into(),

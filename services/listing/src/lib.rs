@@ -159,7 +159,9 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         platform,
         NAME,
         pool.clone(),
-        routes().with_state(state).into(),
+        axum::Router::from(routes().with_state(state.clone())).layer(
+            axum::middleware::from_fn_with_state(state, identity::sessions::require_live_session),
+        ),
         Some((inbox, &[NAME, "order"])),
     )
     .await;

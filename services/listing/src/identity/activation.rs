@@ -152,7 +152,7 @@ pub async fn activate_account(
         &(),
     )
     .await?;
-    let session = issue_session(&mut tx, &app, account).await?;
+    let session = issue_session(&mut tx, &app, account, None).await?;
     tx.commit().await?;
     Ok(AxumJson(session))
 }

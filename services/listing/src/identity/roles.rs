@@ -17,7 +17,11 @@ use crate::{
     app::AppState,
     audit::audit,
     error::{ListingError, Problems, Result},
-    identity::{passwords::hash_password, store::AccountView},
+    identity::{
+        passwords::hash_password,
+        sessions::{Ended, end_sessions_of},
+        store::AccountView,
+    },
 };
 
 /// A role an operator grants.
@@ -28,7 +32,8 @@ pub struct RoleGrant {
     pub role: Role,
 }
 
-/// An operator makes an account a helper or a cooperative manager.
+/// An operator makes an account a helper or a cooperative manager. The account's sessions
+/// end: it signs in again to act with the new role.
 #[utoipa::path(put, path = "/v1/accounts/{id}/role", tag = "identity", request_body = RoleGrant,
     params(("id" = String, Path, description = "Account id")),
     responses((status = 200, body = AccountView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
@@ -61,6 +66,8 @@ pub async fn grant_role(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ListingError::NotFound("account"))?;
+    // Its tokens name the old role: end its sessions, so it signs in again with the new one.
+    end_sessions_of(&mut tx, id, Ended::RoleChanged).await?;
     audit(
         &mut tx,
         &actor,

@@ -8,6 +8,7 @@ use nongsan_shared::{AccountId, PhoneNumber, auth::Role, http::ClientAddr, http:
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::{
     app::AppState,
@@ -69,23 +70,101 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
+/// Why a session ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended {
+    /// Signed out.
+    Logout,
+    /// A refresh token of the session was used a second time: someone else holds a copy.
+    RefreshReused,
+    /// The account's role changed; its tokens name the old one.
+    RoleChanged,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ended::Logout => "logout",
+            Ended::RefreshReused => "refresh_reused",
+            Ended::RoleChanged => "role_changed",
+        }
+    }
+}
+
+/// Ends one session: its access tokens stop working here and its refresh tokens die.
+pub(crate) async fn end_session(conn: &mut PgConnection, session: Uuid, why: Ended) -> Result<()> {
+    sqlx::query!(
+        "UPDATE sessions SET ended_at = now(), ended_why = $2 WHERE id = $1 AND ended_at IS NULL",
+        session,
+        why.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE session_id = $1 AND revoked_at IS NULL",
+        session,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends every session of an account.
+pub(crate) async fn end_sessions_of(
+    conn: &mut PgConnection,
+    account: AccountId,
+    why: Ended,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE sessions SET ended_at = now(), ended_why = $2 WHERE account_id = $1 AND ended_at IS NULL",
+        account as _,
+        why.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE account_id = $1 AND revoked_at IS NULL",
+        account as _,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Issues tokens for `account`: in `session` (a refresh), or in a new session (a sign-in).
 pub(crate) async fn issue_session(
     conn: &mut PgConnection,
     app: &AppState,
     account: AccountView,
+    session: Option<Uuid>,
 ) -> Result<Session> {
+    let session = match session {
+        Some(id) => id,
+        None => {
+            let id = Uuid::now_v7();
+            sqlx::query!(
+                "INSERT INTO sessions (id, account_id) VALUES ($1, $2)",
+                id,
+                account.id as _,
+            )
+            .execute(&mut *conn)
+            .await?;
+            id
+        }
+    };
     let refresh = random_token();
     sqlx::query!(
-        "INSERT INTO refresh_tokens (id, account_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + make_interval(days => $4))",
-        uuid::Uuid::now_v7(),
+        "INSERT INTO refresh_tokens (id, account_id, session_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, now() + make_interval(days => $5))",
+        Uuid::now_v7(),
         account.id as _,
+        session,
         sha256(&refresh),
         i32::try_from(REFRESH_TTL_DAYS).unwrap_or(30),
     )
     .execute(conn)
     .await?;
     Ok(Session {
-        access_token: app.keys.issue(account.id, account.role),
+        access_token: app.keys.issue_session(account.id, account.role, session),
         token_type: "Bearer",
         expires_in: app.keys.ttl_secs(),
         refresh_token: refresh,
@@ -154,10 +233,14 @@ pub async fn create_session(
     };
     app.limiter.reset(&keys[0].0).await?;
     let mut conn = app.pool.acquire().await?;
-    Ok(AxumJson(issue_session(&mut conn, &app, account).await?))
+    Ok(AxumJson(
+        issue_session(&mut conn, &app, account, None).await?,
+    ))
 }
 
-/// Exchange a refresh token for new tokens; the old refresh token stops working.
+/// Exchange a refresh token for new tokens; the old refresh token stops working. A refresh
+/// token used a second time ends its whole session (every token of the family), since one of
+/// its two holders is not the owner.
 #[utoipa::path(post, path = "/v1/sessions/refresh", tag = "identity", request_body = RefreshRequest,
     responses((status = 200, body = Session), (status = 401, body = nongsan_shared::error::ProblemSchema)))]
 pub async fn refresh_session(
@@ -165,35 +248,101 @@ pub async fn refresh_session(
     Json(r): Json<RefreshRequest>,
 ) -> Result<AxumJson<Session>> {
     let mut tx = app.pool.begin().await?;
-    let account = sqlx::query_as!(
-        AccountView,
-        r#"UPDATE refresh_tokens t SET revoked_at = now() FROM accounts a
-         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND a.id = t.account_id AND a.status = 'active'
-         RETURNING a.id AS "id: AccountId", a.phone, a.role AS "role: Role", a.display_name, a.status, a.created_at"#,
+    // Locks the token and its session: of two uses at once, the second sees the first's.
+    let token = sqlx::query!(
+        r#"SELECT t.id, t.session_id, t.account_id AS "account_id: AccountId",
+                  t.revoked_at IS NOT NULL AS "used!", s.ended_at IS NOT NULL AS "ended!", t.expires_at <= now() AS "expired!"
+           FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+           WHERE t.token_hash = $1 FOR UPDATE OF t, s"#,
         sha256(&r.refresh_token),
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ListingError::BadCredentials)?;
-    let session = issue_session(&mut tx, &app, account).await?;
+    if token.ended || token.expired {
+        return Err(ListingError::BadCredentials);
+    }
+    if token.used {
+        end_session(&mut tx, token.session_id, Ended::RefreshReused).await?;
+        tx.commit().await?;
+        tracing::warn!(account = %token.account_id, session = %token.session_id, "a refresh token was used twice; its session is ended");
+        return Err(ListingError::BadCredentials);
+    }
+    let account = sqlx::query_as!(
+        AccountView,
+        r#"SELECT id AS "id: AccountId", phone, role AS "role: Role", display_name, status, created_at
+           FROM accounts WHERE id = $1 AND status = 'active'"#,
+        token.account_id as _,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ListingError::BadCredentials)?;
+    sqlx::query!(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE id = $1",
+        token.id
+    )
+    .execute(&mut *tx)
+    .await?;
+    let session = issue_session(&mut tx, &app, account, Some(token.session_id)).await?;
     tx.commit().await?;
     Ok(AxumJson(session))
 }
 
-/// Sign out: the refresh token stops working.
+/// Sign out: the session ends; its refresh tokens stop working, and so do its access tokens on
+/// this service at once (and on the others when they expire, within
+/// `NONGSAN_ACCESS_TOKEN_TTL_SECS`).
 #[utoipa::path(post, path = "/v1/sessions/logout", tag = "identity", request_body = RefreshRequest,
     responses((status = 204, description = "Signed out")))]
 pub async fn delete_session(
     State(app): State<AppState>,
     Json(r): Json<RefreshRequest>,
 ) -> Result<StatusCode> {
-    sqlx::query!(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
+    let mut tx = app.pool.begin().await?;
+    let session = sqlx::query_scalar!(
+        "SELECT session_id FROM refresh_tokens WHERE token_hash = $1",
         sha256(&r.refresh_token),
     )
-    .execute(&app.pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some(session) = session {
+        end_session(&mut tx, session, Ended::Logout).await?;
+    }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Middleware of the listing service: a request whose access token names a session that has
+/// ended is refused (401 `session_ended`) before any handler runs. One primary-key lookup.
+pub async fn require_live_session(
+    State(app): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let sid = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .and_then(|t| app.keys.verify(t.trim()).ok())
+        .and_then(|c| c.sid);
+    if let Some(sid) = sid {
+        let live = sqlx::query_scalar!(
+            r#"SELECT ended_at IS NULL AS "live!" FROM sessions WHERE id = $1"#,
+            sid
+        )
+        .fetch_optional(&app.pool)
+        .await;
+        match live {
+            Ok(Some(true)) => {}
+            Ok(_) => return ListingError::SessionEnded.into_response(),
+            Err(e) => return ListingError::from(e).into_response(),
+        }
+    }
+    next.run(req).await
 }
 
 /// Counts a wrong password against every limit; answers 401.

@@ -118,6 +118,7 @@ pub fn openapi(services: &[ServiceName]) -> utoipa::openapi::OpenApi {
     for s in services {
         doc.merge(s.openapi());
     }
+    http::document_body_limit(&mut doc);
     doc
 }
 

@@ -424,6 +424,16 @@ pub async fn problem_layer(req: Request, next: Next) -> Response {
         }
         return rendered;
     }
+    // An extractor's own refusal of a body over the limit (axum's `Bytes`) is plain text.
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            != Some(PROBLEM_JSON)
+    {
+        return crate::http::payload_too_large().render(lang, request_id.as_deref());
+    }
     res
 }
 

@@ -7,7 +7,7 @@ use std::{any::Any, sync::Arc, time::Duration};
 use axum::{
     Router,
     body::Bytes,
-    extract::{FromRequest, Request, State},
+    extract::{DefaultBodyLimit, FromRequest, Request, State},
     http::{HeaderName, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
@@ -27,8 +27,54 @@ use crate::{
     telemetry::{MakeRequestUuidV7, REQUEST_ID_HEADER, metrics_handle, observe},
 };
 
-/// Largest JSON body accepted: 1 MiB.
+/// Largest JSON body accepted: 1 MiB. [`with_common_layers`] makes it every route's limit;
+/// a route that takes larger files (the stock import) sets its own `DefaultBodyLimit`.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// 413 `payload_too_large`: the body is larger than the route accepts.
+pub fn payload_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        Text::new(
+            "The request body is larger than this route accepts (1 MiB for JSON).",
+            "Nội dung yêu cầu lớn hơn mức cho phép (1 MiB với JSON).",
+        ),
+    )
+}
+
+/// Adds the 413 `payload_too_large` answer to every operation of `doc` that takes a body:
+/// [`with_common_layers`] gives each the same limit.
+pub fn document_body_limit(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            if op.request_body.is_none() || op.responses.responses.contains_key("413") {
+                continue;
+            }
+            let res = ResponseBuilder::new()
+                .description(
+                    "payload_too_large: the body is larger than the route accepts (1 MiB for JSON)",
+                )
+                .content(
+                    crate::error::PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build();
+            op.responses
+                .responses
+                .insert("413".to_owned(), RefOr::T(res));
+        }
+    }
+}
 
 /// A JSON request body parsed into `T`, or a problem+json answer: 415 without a JSON content
 /// type, 400 `malformed_json` when it is not JSON, 422 naming the field when it does not fit.
@@ -58,15 +104,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 ),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                Text::new(
-                    "The request body is too large or was cut off.",
-                    "Nội dung yêu cầu quá lớn hoặc bị cắt ngang.",
-                ),
-            )
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                payload_too_large()
+            } else {
+                ApiError::bad_request(
+                    "body_unreadable",
+                    Text::new(
+                        "The request body was cut off.",
+                        "Nội dung yêu cầu bị cắt ngang.",
+                    ),
+                )
+            }
         })?;
         parse_json(&bytes).map(Json)
     }
@@ -172,14 +221,15 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 }
 
 /// Wraps a finished router with the shared middleware: request id (kept from the caller or
-/// made), tracing span, metrics, problem+json rendering, panic catching, and the 404
-/// fallback.
+/// made), tracing span, metrics, problem+json rendering, panic catching, the 1 MiB body
+/// limit ([`MAX_JSON_BODY`]; 413 `payload_too_large`), and the 404 fallback.
 pub fn with_common_layers(router: Router) -> Router {
     // The recorder must exist before the first request is counted.
     let _ = metrics_handle();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     router
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(problem_layer))
         .layer(middleware::from_fn(observe))
@@ -235,9 +285,6 @@ pub struct CheckResult {
     pub mode: Mode,
     /// Whether it answered.
     pub ok: bool,
-    /// Why not, when it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// The `/readyz` answer.
@@ -255,7 +302,9 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready: every dependency is reachable.
+/// Ready: every dependency is reachable. Anyone may ask, so the answer says only which
+/// dependency is reachable; why one is not (an error text may name hosts, users or
+/// configuration) goes to the log.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses(
     (status = 200, description = "Every dependency answered", body = ReadyReport),
     (status = 503, description = "A dependency did not answer", body = ReadyReport),
@@ -268,11 +317,13 @@ pub async fn readyz(State(checks): State<ReadinessChecks>) -> impl IntoResponse 
             Ok(Err(e)) => Some(format!("{e:#}")),
             Err(_) => Some("timed out after 3 s".to_owned()),
         };
+        if let Some(error) = &error {
+            tracing::warn!(dependency = c.name(), %error, "not ready");
+        }
         CheckResult {
             name: c.name().to_owned(),
             mode: c.mode(),
             ok: error.is_none(),
-            error,
         }
     });
     let results: Vec<CheckResult> = futures_util::future::join_all(runs).await;

@@ -11,6 +11,10 @@ use crate::{
     invalid::Invalid,
 };
 
+/// The longest free-text reason (hiding a listing, declining or cancelling an order,
+/// adjusting stock), in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
 /// Collects field errors and fails with all of them at once.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Problems(pub Vec<FieldError>);
@@ -19,6 +23,18 @@ impl Problems {
     /// Nothing recorded yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Records `too_long` at `field` when the free-text `reason` has more than
+    /// [`MAX_REASON_CHARS`] characters.
+    pub fn check_reason(&mut self, field: &str, reason: Option<&str>) {
+        self.check(
+            reason.is_some_and(|r| r.chars().count() > MAX_REASON_CHARS),
+            field,
+            "too_long",
+            "must be at most 500 characters",
+            "tối đa 500 ký tự",
+        );
     }
 
     /// Records the reason `code` (`en`, `vi`) at `field` when `bad`.

@@ -91,7 +91,13 @@ pub async fn with_request_id<F: Future>(id: String, fut: F) -> F::Output {
 /// request's count and duration by route and status.
 pub async fn observe(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    // Only the methods HTTP defines are labels: any other token a client sends would make
+    // a new time series.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "CONNECT"
+        | "TRACE") => m.to_owned(),
+        _ => "other".to_owned(),
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -4,6 +4,7 @@ mod cli;
 mod docs;
 mod events;
 mod http_edge;
+mod limits;
 mod setup;
 mod split;
 mod walkthrough;

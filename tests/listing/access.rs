@@ -267,3 +267,64 @@ async fn a_helper_acts_only_for_its_assigned_households_and_every_action_is_reco
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_public_household_view_has_no_street_and_no_point() {
+    let app = TestApp::spawn().await;
+    let household = app.api.register(Role::Household).await;
+    let path = format!("/v1/households/{}", household.id);
+    let farm = json!({ "farm_location": { "lat": 11.7512, "lon": 108.5456 } });
+    let (status, full) = app.api.patch(&path, &household, &farm).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["address"]["street"], "Thôn Lạc Lâm");
+    // A helper registers another household, which it then acts for.
+    let helper = app.api.staff(Role::Helper).await;
+    let (status, reg) = app
+        .api
+        .post("/v1/households", Some(&helper), &json!({ "phone": phone(), "display_name": "Bà Lan", "household": household_profile("Hộ bà Lan") }))
+        .await;
+    assert_eq!(status, 201, "{reg}");
+    let helped = reg["household"]["id"].as_str().unwrap().to_owned();
+
+    // Anyone else, signed in or not, sees the name, commune and province only.
+    let buyer = app.api.register(Role::Buyer).await;
+    let other_household = app.api.register(Role::Household).await;
+    for who in [
+        None,
+        Some(&buyer),
+        Some(&other_household),
+        Some(&helper.acting_for(&household.id)),
+    ] {
+        let (status, view) = app.api.get(&path, who).await;
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(view["id"], household.id.as_str());
+        assert_eq!(view["name"], full["name"]);
+        assert_eq!(view["address"]["province_code"], "68");
+        assert_eq!(view["address"]["commune_code"], "24931");
+        let text = view.to_string();
+        assert!(
+            view["address"].get("street").is_none()
+                && view.get("farm_location").is_none()
+                && !text.contains("Lạc Lâm")
+                && !text.contains("108.5"),
+            "the public view shows the street or the point: {view}"
+        );
+    }
+    // The household, its helper and an operator see the full profile.
+    let operator = User::minted(Role::Operator);
+    for (who, id) in [
+        (&household, household.id.as_str()),
+        (&operator, household.id.as_str()),
+        (&helper.acting_for(&helped), helped.as_str()),
+    ] {
+        let (status, view) = app
+            .api
+            .get(&format!("/v1/households/{id}"), Some(who))
+            .await;
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(view["address"]["street"], "Thôn Lạc Lâm", "{view}");
+    }
+    let (_, own) = app.api.get(&path, Some(&household)).await;
+    assert_eq!(own["farm_location"]["lon"], 108.5456, "{own}");
+    app.stop().await;
+}

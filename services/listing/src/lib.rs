@@ -89,7 +89,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cooperatives::remove_member))
         .routes(routes!(pooling::get_cooperative_stock))
         .routes(routes!(pooling::pool_lot))
-        .routes(routes!(imports::import_stock))
+        // Files up to their own limit, not the 1 MiB of JSON bodies.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(imports::import_stock))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    imports::MAX_IMPORT_BYTES,
+                )),
+        )
         // reference data
         .routes(routes!(reference::list_provinces))
         .routes(routes!(reference::list_province_communes))

@@ -296,7 +296,8 @@ pub async fn list_orders(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// Why.
+    /// Why (at most 500 characters).
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
@@ -305,7 +306,8 @@ pub struct ActionBody {
 #[utoipa::path(post, path = "/v1/orders/{id}/{action}", tag = "order",
     params(("id" = String, Path), ("action" = crate::lifecycle::Action, Path)), request_body(content = ActionBody, description = "Optional"),
     responses((status = 200, body = OrderView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, body = nongsan_shared::error::ProblemSchema),
-        (status = 409, description = "invalid_transition", body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+        (status = 409, description = "invalid_transition", body = nongsan_shared::error::ProblemSchema),
+        (status = 422, description = "No reason to decline, or a reason over 500 characters", body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn act_on_order(
     State(app): State<AppState>,
     actor: Actor,
@@ -329,6 +331,11 @@ pub async fn act_on_order(
     let party = relation(&app, &actor, &order).await?;
     if action.party() != party {
         return Err(OrderError::Forbidden);
+    }
+    let mut p = nongsan_shared::Problems::default();
+    p.check_reason("reason", reason);
+    if !p.0.is_empty() {
+        return Err(OrderError::Invalid(p.0));
     }
     if action == Action::Decline && reason.is_none() {
         return Err(OrderError::Invalid(vec![nongsan_shared::FieldError::new(

@@ -51,13 +51,15 @@ pub struct ListingInput {
     pub step: Option<Quantity>,
     /// Photo URLs (https), at most 10.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub photos: Vec<String>,
     /// Commune code (2025) where it grows.
     pub origin_commune: String,
     /// Where exactly, if known.
     pub origin_point: Option<Point>,
-    /// Certifications.
+    /// Certifications, at most 20.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub certifications: Vec<Certification>,
     /// OCOP stars, 3 to 5.
     pub ocop_stars: Option<i16>,
@@ -87,13 +89,15 @@ pub struct ListingPatch {
     pub min_order: Option<Quantity>,
     /// New step.
     pub step: Option<Quantity>,
-    /// New photos.
+    /// New photos, at most 10.
+    #[schema(max_items = 10)]
     pub photos: Option<Vec<String>>,
     /// New origin commune.
     pub origin_commune: Option<String>,
     /// New origin point.
     pub origin_point: Option<Point>,
-    /// New certifications (replace the old ones).
+    /// New certifications (replace the old ones), at most 20.
+    #[schema(max_items = 20)]
     pub certifications: Option<Vec<Certification>>,
     /// New OCOP stars.
     pub ocop_stars: Option<i16>,
@@ -102,6 +106,9 @@ pub struct ListingPatch {
 }
 
 const PHOTO_LIMIT: usize = 10;
+
+/// The most certifications a listing may show.
+const CERTIFICATION_LIMIT: usize = 20;
 
 /// A [`ListingInput`] that passed every check, with what the checks found (the origin
 /// commune's province) and the defaults filled in. Only [`TryFrom`] makes one; it reads as
@@ -218,7 +225,7 @@ fn check_listing(p: &mut Problems, l: &ListingInput) -> Option<String> {
         "must have at most 10 photos",
         "tối đa 10 ảnh",
     );
-    for (i, url) in l.photos.iter().enumerate() {
+    for (i, url) in l.photos.iter().enumerate().take(PHOTO_LIMIT) {
         let ok = (url.starts_with("https://") || url.starts_with("http://"))
             && url.len() <= 2000
             && !url.contains(char::is_whitespace);
@@ -234,7 +241,19 @@ fn check_listing(p: &mut Problems, l: &ListingInput) -> Option<String> {
         .verify("origin_commune", r.check_commune(&l.origin_commune))
         .map(|c| c.province_code.clone());
     check_point(p, "origin_point", l.origin_point);
-    for (i, c) in l.certifications.iter().enumerate() {
+    p.check(
+        l.certifications.len() > CERTIFICATION_LIMIT,
+        "certifications",
+        "too_many",
+        "must have at most 20 certifications",
+        "tối đa 20 chứng nhận",
+    );
+    for (i, c) in l
+        .certifications
+        .iter()
+        .enumerate()
+        .take(CERTIFICATION_LIMIT)
+    {
         let f = |x: &str| format!("certifications[{i}].{x}");
         p.verify(f("kind"), r.check_certification(&c.kind));
         p.check(

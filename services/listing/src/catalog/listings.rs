@@ -256,14 +256,16 @@ pub async fn update_listing(
 pub struct StatusChange {
     /// `active`, `paused`, or (operators) `hidden`.
     pub status: String,
-    /// Why, when an operator hides a listing.
+    /// Why, when an operator hides a listing (at most 500 characters).
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
 }
 
 /// Publish, pause or (operators) hide a listing. A hidden listing is changed back by an
 /// operator only.
 #[utoipa::path(post, path = "/v1/listings/{id}/status", tag = "catalog", params(("id" = String, Path)), request_body = StatusChange,
-    responses((status = 200, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+    responses((status = 200, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema),
+        (status = 422, description = "A bad status, or a reason over 500 characters", body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn change_listing_status(
     State(app): State<AppState>,
     actor: Actor,
@@ -278,6 +280,7 @@ pub async fn change_listing_status(
         "must be active, paused or hidden",
         "phải là active, paused hoặc hidden",
     );
+    p.check_reason("reason", c.reason.as_deref());
     p.finish()?;
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;

@@ -97,14 +97,81 @@ pub async fn load_household(conn: &mut PgConnection, id: AccountId) -> Result<Ho
     Ok(household_view(row))
 }
 
-/// A household's public profile.
-#[utoipa::path(get, path = "/v1/households/{id}", tag = "sellers", params(("id" = String, Path)), responses((status = 200, body = HouseholdView), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
+/// Where a household is, as anyone may see it: province and commune, no street.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublicAddress {
+    /// Province code.
+    pub province_code: String,
+    /// Commune code.
+    pub commune_code: String,
+}
+
+/// A household as anyone may see it: its name, commune and province. The street and the
+/// farm's location are for the household and those who act for it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublicHouseholdView {
+    /// The household's account id.
+    pub id: AccountId,
+    /// Its name.
+    pub name: String,
+    /// Its province and commune.
+    pub address: PublicAddress,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<HouseholdView> for PublicHouseholdView {
+    fn from(h: HouseholdView) -> Self {
+        Self {
+            id: h.id,
+            name: h.name,
+            address: PublicAddress {
+                province_code: h.address.province_code,
+                commune_code: h.address.commune_code,
+            },
+            created_at: h.created_at,
+        }
+    }
+}
+
+/// A household profile as the caller may see it: the full profile for the household and
+/// those who act for it, the public view for everyone else.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum HouseholdProfile {
+    /// For the household, its assigned helper (acting for it), the manager of a cooperative
+    /// it is a member of, and operators.
+    Full(HouseholdView),
+    /// For everyone else.
+    Public(PublicHouseholdView),
+}
+
+/// A household's profile: the public view (name, commune, province) for anyone; the full
+/// profile (street, farm location) for the household and those who act for it.
+#[utoipa::path(get, path = "/v1/households/{id}", tag = "sellers", params(("id" = String, Path)),
+    responses((status = 200, body = HouseholdProfile), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
 pub async fn get_household(
     State(app): State<AppState>,
+    actor: Option<Actor>,
     Path(id): Path<AccountId>,
-) -> Result<AxumJson<HouseholdView>> {
+) -> Result<AxumJson<HouseholdProfile>> {
     let mut conn = app.pool.acquire().await?;
-    Ok(AxumJson(load_household(&mut conn, id).await?))
+    let view = load_household(&mut conn, id).await?;
+    let full = match &actor {
+        None => false,
+        Some(actor) => match may_manage(&mut conn, actor, Owner::Household(id)).await {
+            Ok(()) => true,
+            Err(ListingError::Forbidden) => false,
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(AxumJson(if full {
+        HouseholdProfile::Full(view)
+    } else {
+        HouseholdProfile::Public(view.into())
+    }))
 }
 
 /// Changes to a household profile.

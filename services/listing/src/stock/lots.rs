@@ -196,7 +196,8 @@ pub struct Adjustment {
     pub lot_code: String,
     /// Signed change, not 0: −2.5 for 2.5 kg spoiled.
     pub quantity: Quantity,
-    /// Why: spoilage, recount...
+    /// Why: spoilage, recount... (at most 500 characters).
+    #[schema(max_length = 500)]
     pub reason: String,
 }
 
@@ -224,6 +225,7 @@ pub async fn adjust_stock(
         "must not be empty",
         "không được để trống",
     );
+    p.check_reason("reason", Some(a.reason.trim()));
     if let Err(e) = parse_lot_code(&a.lot_code) {
         p.push("lot_code", e);
     }

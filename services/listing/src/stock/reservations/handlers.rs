@@ -20,7 +20,18 @@ use crate::{
     },
 };
 
+/// Only the order service holds, commits and releases stock: an operator who could would
+/// move stock outside any order.
 fn require_service(actor: &Actor) -> Result<()> {
+    if actor.role == Role::Service {
+        Ok(())
+    } else {
+        Err(ListingError::Forbidden)
+    }
+}
+
+/// The order service, or an operator looking into a reservation.
+fn require_service_or_operator(actor: &Actor) -> Result<()> {
     if matches!(actor.role, Role::Service | Role::Operator) {
         Ok(())
     } else {
@@ -32,6 +43,7 @@ fn require_service(actor: &Actor) -> Result<()> {
 /// same id with other lines is 422 `reservation_id_reused`.
 #[utoipa::path(post, path = "/v1/internal/reservations", tag = "reservations", request_body = ReservationRequest,
     responses((status = 201, body = ReservationView), (status = 200, description = "Already made with this id", body = ReservationView),
+        (status = 403, description = "Not the order service", body = nongsan_shared::error::ProblemSchema),
         (status = 409, description = "insufficient_stock or listing_unavailable", body = nongsan_shared::error::ProblemSchema),
         (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn create_reservation(
@@ -192,14 +204,15 @@ pub async fn get_reservation(
     actor: Actor,
     Path(id): Path<ReservationId>,
 ) -> Result<AxumJson<ReservationView>> {
-    require_service(&actor)?;
+    require_service_or_operator(&actor)?;
     let mut conn = app.pool.acquire().await?;
     Ok(AxumJson(load(&mut conn, id).await?))
 }
 
 /// Commit a reservation: the stock is sold.
 #[utoipa::path(post, path = "/v1/internal/reservations/{id}/commit", tag = "reservations", params(("id" = String, Path)),
-    responses((status = 200, body = ReservationView), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+    responses((status = 200, body = ReservationView), (status = 403, description = "Not the order service", body = nongsan_shared::error::ProblemSchema),
+        (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn commit_reservation(
     State(app): State<AppState>,
     actor: Actor,
@@ -215,7 +228,8 @@ pub async fn commit_reservation(
 
 /// Release a reservation: the stock is available again.
 #[utoipa::path(post, path = "/v1/internal/reservations/{id}/release", tag = "reservations", params(("id" = String, Path)),
-    responses((status = 200, body = ReservationView), (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+    responses((status = 200, body = ReservationView), (status = 403, description = "Not the order service", body = nongsan_shared::error::ProblemSchema),
+        (status = 409, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn release_reservation(
     State(app): State<AppState>,
     actor: Actor,

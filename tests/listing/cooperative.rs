@@ -386,3 +386,54 @@ async fn a_csv_with_more_rows_than_an_import_may_have_is_422() {
     assert_eq!(stock.levels.on_hand, "0", "nothing imported");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_manager_has_no_rights_over_a_household_that_never_agreed_to_join() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let manager = api.staff(Role::CooperativeManager).await;
+    let (household, buyer, listing) = api.shop().await;
+    let body = json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } });
+    let coop = api.create_cooperative(&manager, &body).await;
+    let mut pooled = listing_body();
+    pooled["cooperative_id"] = json!(coop);
+    let pooled = id_of(&api.create_listing(&manager, &pooled).await);
+    let order = api.cod_order(&buyer, &listing, "1").await;
+
+    // The manager names the household a member; the household is never asked.
+    let (status, body) = api.invite_member(&manager, &coop, &household.id).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Its listing is not the manager's to change...
+    let (status, body) = api
+        .patch(
+            &format!("/v1/listings/{listing}"),
+            &manager,
+            &json!({ "price_vnd": 1000 }),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    // ...nor its lots to pool...
+    let (status, body) = api
+        .post(&format!("/v1/cooperatives/{coop}/pooling"), Some(&manager), &json!({ "from_listing_id": listing, "lot_code": "NEW-1", "quantity": "5", "to_listing_id": pooled }))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    // ...nor its orders to read or decide (a stranger to an order gets 404, so that order
+    // ids cannot be probed).
+    let (status, body) = api.seller_orders(&manager, &household.id).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = api.read_order(&manager, &order).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api.order_action(&manager, &order, "confirm", None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .order_action(&manager, &order, "decline", Some("hết hàng"))
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Nothing changed.
+    let (_, o) = api.read_order(&household, &order).await;
+    assert_eq!(o["status"], "placed", "{o}");
+    assert_eq!(api.stock(&household, &listing).await.levels.on_hand, "10");
+    app.stop().await;
+}

@@ -208,6 +208,11 @@ impl Client {
 
     /// Adds `household` to cooperative `coop`, as `who`.
     pub async fn add_member(&self, who: &User, coop: &str, household: &str) -> (u16, Value) {
+        self.invite_member(who, coop, household).await
+    }
+
+    /// Invites `household` into cooperative `coop`, as `who`; nothing more.
+    pub async fn invite_member(&self, who: &User, coop: &str, household: &str) -> (u16, Value) {
         self.post(
             &format!("/v1/cooperatives/{coop}/members"),
             Some(who),

@@ -23,7 +23,7 @@ async fn coop(app: &TestApp) -> Coop {
     let member = app.api.register(Role::Household).await;
     let body = json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } });
     let id = app.api.create_cooperative(&manager, &body).await;
-    assert_eq!(app.api.add_member(&manager, &id, &member.id).await.0, 200);
+    assert_eq!(app.api.add_member(&manager, &id, &member).await.0, 200);
     let member_listing = app.api.listing_with_stock(&member, "30").await;
     let mut body = listing_body();
     body["cooperative_id"] = json!(id);

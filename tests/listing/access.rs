@@ -81,7 +81,7 @@ async fn a_manager_changes_only_the_cooperatives_and_its_members_listings() {
     let outsider = app.api.register(Role::Household).await;
     let coop_body = json!({ "name": "HTX Rau sạch Đơn Dương", "tax_code": "5801234567", "address": { "province_code": "68", "commune_code": "24931" } });
     let coop_id = app.api.create_cooperative(&manager, &coop_body).await;
-    let (status, _) = app.api.add_member(&manager, &coop_id, &member.id).await;
+    let (status, _) = app.api.add_member(&manager, &coop_id, &member).await;
     assert_eq!(status, 200);
 
     let member_listing = app.api.listing_with_stock(&member, "10").await;
@@ -137,7 +137,7 @@ async fn a_manager_changes_only_the_cooperatives_and_its_members_listings() {
     // Another manager cannot add members to this cooperative.
     let (status, _) = app
         .api
-        .add_member(&other_manager, &coop_id, &outsider.id)
+        .add_member(&other_manager, &coop_id, &outsider)
         .await;
     assert_eq!(status, 403);
     // A member that left is no longer the manager's to change.

@@ -23,7 +23,7 @@ async fn coop(app: &TestApp) -> Coop {
     let member = app.api.register(Role::Household).await;
     let body = json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } });
     let id = app.api.create_cooperative(&manager, &body).await;
-    assert_eq!(app.api.add_member(&manager, &id, &member.id).await.0, 200);
+    assert_eq!(app.api.add_member(&manager, &id, &member).await.0, 200);
     let member_listing = app.api.listing_with_stock(&member, "30").await;
     let mut body = listing_body();
     body["cooperative_id"] = json!(id);
@@ -384,5 +384,295 @@ async fn a_csv_with_more_rows_than_an_import_may_have_is_422() {
     assert_eq!(body["errors"][0]["code"], "too_large", "{body}");
     let stock = app.api.stock(&c.manager, &c.pooled).await;
     assert_eq!(stock.levels.on_hand, "0", "nothing imported");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_manager_has_no_rights_over_a_household_that_never_agreed_to_join() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let manager = api.staff(Role::CooperativeManager).await;
+    let (household, buyer, listing) = api.shop().await;
+    let body = json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } });
+    let coop = api.create_cooperative(&manager, &body).await;
+    let mut pooled = listing_body();
+    pooled["cooperative_id"] = json!(coop);
+    let pooled = id_of(&api.create_listing(&manager, &pooled).await);
+    let order = api.cod_order(&buyer, &listing, "1").await;
+
+    // The manager names the household a member; the household is never asked.
+    let (status, body) = api.invite_member(&manager, &coop, &household.id).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Its listing is not the manager's to change...
+    let (status, body) = api
+        .patch(
+            &format!("/v1/listings/{listing}"),
+            &manager,
+            &json!({ "price_vnd": 1000 }),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    // ...nor its lots to pool...
+    let (status, body) = api
+        .post(&format!("/v1/cooperatives/{coop}/pooling"), Some(&manager), &json!({ "from_listing_id": listing, "lot_code": "NEW-1", "quantity": "5", "to_listing_id": pooled }))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    // ...nor its orders to read or decide (a stranger to an order gets 404, so that order
+    // ids cannot be probed).
+    let (status, body) = api.seller_orders(&manager, &household.id).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = api.read_order(&manager, &order).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api.order_action(&manager, &order, "confirm", None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .order_action(&manager, &order, "decline", Some("hết hàng"))
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Nothing changed.
+    let (_, o) = api.read_order(&household, &order).await;
+    assert_eq!(o["status"], "placed", "{o}");
+    assert_eq!(api.stock(&household, &listing).await.levels.on_hand, "10");
+    app.stop().await;
+}
+
+/// A manager with a cooperative, and a household with a listing of 10 kg.
+async fn manager_and_household(app: &TestApp) -> (User, String, User, String) {
+    let manager = app.api.staff(Role::CooperativeManager).await;
+    let body = json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } });
+    let coop = app.api.create_cooperative(&manager, &body).await;
+    let household = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&household, "10").await;
+    (manager, coop, household, listing)
+}
+
+/// The status of `manager` changing the price of `listing`.
+async fn edit_as(app: &TestApp, manager: &User, listing: &str) -> u16 {
+    app.api
+        .patch(
+            &format!("/v1/listings/{listing}"),
+            manager,
+            &json!({ "price_vnd": 60000 }),
+        )
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn a_household_that_accepts_gives_the_manager_rights_one_that_declines_never_does() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (manager, coop, household, listing) = manager_and_household(&app).await;
+    let (status, m) = api.invite_member(&manager, &coop, &household.id).await;
+    assert_eq!(
+        (status, m["status"].as_str()),
+        (200, Some("invited")),
+        "{m}"
+    );
+    let (_, view) = api.get(&format!("/v1/cooperatives/{coop}"), None).await;
+    assert_eq!(
+        view["members"],
+        json!([]),
+        "an invited household is no member"
+    );
+    assert_eq!(edit_as(&app, &manager, &listing).await, 403);
+
+    // Nobody but the household answers for it: not the manager, not another household.
+    let other = api.register(Role::Household).await;
+    for who in [
+        &manager,
+        &manager.acting_for(&household.id),
+        &other,
+        &other.acting_for(&household.id),
+    ] {
+        let (status, body) = api
+            .answer_invitation(who, &coop, &household.id, "accept")
+            .await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, body) = api
+        .answer_invitation(&manager, &coop, &household.id, "approve")
+        .await;
+    assert_eq!(status, 403, "only an operator approves: {body}");
+
+    // It accepts: the manager acts for it.
+    let (status, m) = api
+        .answer_invitation(&household, &coop, &household.id, "accept")
+        .await;
+    assert_eq!((status, m["status"].as_str()), (200, Some("active")), "{m}");
+    let (_, view) = api.get(&format!("/v1/cooperatives/{coop}"), None).await;
+    assert_eq!(view["members"], json!([household.id]));
+    assert_eq!(edit_as(&app, &manager, &listing).await, 200);
+    let (status, body) = api.seller_orders(&manager, &household.id).await;
+    assert_eq!(status, 200, "{body}");
+    // Inviting a member again changes nothing.
+    let (status, m) = api.invite_member(&manager, &coop, &household.id).await;
+    assert_eq!((status, m["status"].as_str()), (200, Some("active")), "{m}");
+    assert_eq!(edit_as(&app, &manager, &listing).await, 200);
+
+    // Another household declines: the manager never gets rights over it.
+    let declining = api.register(Role::Household).await;
+    let theirs = api.listing_with_stock(&declining, "10").await;
+    api.invite_member(&manager, &coop, &declining.id).await;
+    let (status, m) = api
+        .answer_invitation(&declining, &coop, &declining.id, "decline")
+        .await;
+    assert_eq!(
+        (status, m["status"].as_str()),
+        (200, Some("declined")),
+        "{m}"
+    );
+    assert_eq!(edit_as(&app, &manager, &theirs).await, 403);
+    let (status, _) = api.seller_orders(&manager, &declining.id).await;
+    assert_eq!(status, 403);
+    // A declined invitation cannot be accepted or approved afterwards.
+    let (status, body) = api
+        .answer_invitation(&declining, &coop, &declining.id, "accept")
+        .await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("not_invited")));
+    let operator = User::minted(Role::Operator);
+    let (status, _) = api
+        .answer_invitation(&operator, &coop, &declining.id, "approve")
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(edit_as(&app, &manager, &theirs).await, 403);
+    // No invitation, nothing to answer.
+    let (status, _) = api
+        .answer_invitation(&other, &coop, &other.id, "accept")
+        .await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_households_assigned_helper_accepts_for_it_and_that_is_recorded() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let manager = app.api.staff(Role::CooperativeManager).await;
+    let body = json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } });
+    let coop = api.create_cooperative(&manager, &body).await;
+    let helper = api.staff(Role::Helper).await;
+    let other_helper = api.staff(Role::Helper).await;
+    let (status, reg) = api
+        .post("/v1/households", Some(&helper), &json!({ "phone": crate::support::calls::phone(), "display_name": "Bà Lan", "household": crate::support::calls::household_profile("Hộ bà Lan") }))
+        .await;
+    assert_eq!(status, 201, "{reg}");
+    let household = reg["household"]["id"].as_str().unwrap().to_owned();
+    let listing = id_of(
+        &api.create_listing(&helper.acting_for(&household), &listing_body())
+            .await,
+    );
+    api.invite_member(&manager, &coop, &household).await;
+
+    // A helper not assigned to the household, or one not saying for whom, cannot accept.
+    for who in [&other_helper.acting_for(&household), &helper] {
+        let (status, body) = api
+            .answer_invitation(who, &coop, &household, "accept")
+            .await;
+        assert_eq!(status, 403, "{body}");
+    }
+    assert_eq!(edit_as(&app, &manager, &listing).await, 403);
+
+    // The assigned helper, with the household present, accepts for it.
+    let (status, m) = api
+        .answer_invitation(&helper.acting_for(&household), &coop, &household, "accept")
+        .await;
+    assert_eq!((status, m["status"].as_str()), (200, Some("active")), "{m}");
+    assert_eq!(edit_as(&app, &manager, &listing).await, 200);
+
+    // The household's audit trail says who accepted, in its name.
+    let operator = User::minted(Role::Operator);
+    let (status, trail) = api
+        .get(
+            &format!("/v1/households/{household}/audit"),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(status, 200, "{trail}");
+    let accepted = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "cooperative.invitation_accepted")
+        .unwrap_or_else(|| panic!("{trail}"));
+    assert_eq!(accepted["actor_id"], helper.id.as_str());
+    assert_eq!(accepted["actor_role"], "helper");
+    assert_eq!(accepted["on_behalf_of"], household.as_str());
+    assert_eq!(
+        accepted["details"]["answered_by"],
+        "helper_with_household_present"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_approves_an_invitation_and_the_manager_gets_rights() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (manager, coop, household, listing) = manager_and_household(&app).await;
+    let operator = User::minted(Role::Operator);
+    let (status, _) = api
+        .answer_invitation(&operator, &coop, &household.id, "approve")
+        .await;
+    assert_eq!(status, 404, "nothing to approve before an invitation");
+    api.invite_member(&manager, &coop, &household.id).await;
+    assert_eq!(edit_as(&app, &manager, &listing).await, 403);
+    let (status, m) = api
+        .answer_invitation(&operator, &coop, &household.id, "approve")
+        .await;
+    assert_eq!((status, m["status"].as_str()), (200, Some("active")), "{m}");
+    assert_eq!(edit_as(&app, &manager, &listing).await, 200);
+    let (status, body) = api
+        .post(&format!("/v1/cooperatives/{coop}/pooling"), Some(&manager), &json!({ "from_listing_id": listing, "lot_code": "LOT-A", "quantity": "1", "to_listing_id": id_of(&api.create_listing(&manager, &{ let mut b = listing_body(); b["cooperative_id"] = json!(coop); b }).await) }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Removed, it is no longer the manager's.
+    let res = api
+        .send(
+            Request::delete(format!("/v1/cooperatives/{coop}/members/{}", household.id))
+                .by(&manager),
+        )
+        .await;
+    assert_eq!(res.status, 204);
+    assert_eq!(edit_as(&app, &manager, &listing).await, 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_demo_cooperatives_members_are_active_members() {
+    let app = TestApp::spawn().await;
+    let pool = app.db.pool("listing").await;
+    assert_eq!(
+        nongsan_listing::seed::seed_demo_with_password(&pool, crate::support::calls::PASSWORD)
+            .await
+            .unwrap(),
+        50
+    );
+    let (members, active): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'active') FROM cooperative_members",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(members > 0);
+    assert_eq!(members, active);
+    let (coop, listing): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "SELECT m.cooperative_id, l.id FROM cooperative_members m JOIN listings l ON l.household_id = m.household_id LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let manager = app
+        .api
+        .sign_in(nongsan_listing::seed::demo_manager_phone().as_str())
+        .await;
+    assert_eq!(edit_as(&app, &manager, &listing.to_string()).await, 200);
+    let (_, view) = app.api.get(&format!("/v1/cooperatives/{coop}"), None).await;
+    assert_eq!(
+        view["members"].as_array().map(Vec::len),
+        Some(usize::try_from(members).unwrap())
+    );
     app.stop().await;
 }

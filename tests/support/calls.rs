@@ -206,8 +206,37 @@ impl Client {
         id_of(&coop)
     }
 
-    /// Adds `household` to cooperative `coop`, as `who`.
-    pub async fn add_member(&self, who: &User, coop: &str, household: &str) -> (u16, Value) {
+    /// Adds `household` to cooperative `coop`: `who` invites it, and (when that worked) the
+    /// household accepts. Answers the first refusal, or the accepted membership.
+    pub async fn add_member(&self, who: &User, coop: &str, household: &User) -> (u16, Value) {
+        let (status, body) = self.invite_member(who, coop, &household.id).await;
+        if status != 200 {
+            return (status, body);
+        }
+        self.answer_invitation(household, coop, &household.id, "accept")
+            .await
+    }
+
+    /// Answers (`accept`, `decline`, or an operator's `approve`) the invitation of
+    /// `household` into cooperative `coop`, as `who`.
+    pub async fn answer_invitation(
+        &self,
+        who: &User,
+        coop: &str,
+        household: &str,
+        answer: &str,
+    ) -> (u16, Value) {
+        self.post(
+            &format!("/v1/cooperatives/{coop}/members/{household}/{answer}"),
+            Some(who),
+            &json!({}),
+        )
+        .await
+    }
+
+    /// Invites `household` into cooperative `coop`, as `who`; nothing more (the household
+    /// has not agreed).
+    pub async fn invite_member(&self, who: &User, coop: &str, household: &str) -> (u16, Value) {
         self.post(
             &format!("/v1/cooperatives/{coop}/members"),
             Some(who),

@@ -2,8 +2,9 @@
 //!
 //! A household acts for itself; a helper acts for the households assigned to it, saying so
 //! with `X-On-Behalf-Of`; a cooperative manager acts for the cooperative and its current
-//! members; an operator may act for anyone. The order service asks the same question through
-//! `/v1/internal/seller-access`.
+//! members (households that accepted its invitation, or that an operator approved, never
+//! one that is only invited); an operator may act for anyone. The order service asks the
+//! same question through `/v1/internal/seller-access`.
 
 use nongsan_shared::{
     AccountId, CooperativeId, ListingId,
@@ -69,6 +70,29 @@ pub async fn may_manage(conn: &mut PgConnection, actor: &Actor, owner: Owner) ->
     }
 }
 
+/// `Ok` when the actor may answer for `household` itself (accept or decline an invitation):
+/// the household, or a helper assigned to it acting for it (`X-On-Behalf-Of`). Not a
+/// manager, nor an operator (who approves instead).
+pub async fn may_consent_for(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    household: AccountId,
+) -> Result<()> {
+    let allowed = match actor.role {
+        Role::Household => actor.account_id == household && actor.on_behalf_of.is_none(),
+        Role::Helper => {
+            actor.on_behalf_of == Some(household)
+                && is_assigned(conn, actor.account_id, household).await?
+        }
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ListingError::Forbidden)
+    }
+}
+
 async fn is_assigned(
     conn: &mut PgConnection,
     helper: AccountId,
@@ -105,7 +129,7 @@ async fn manages_member(
 ) -> Result<bool> {
     Ok(sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM cooperative_members m JOIN cooperatives c ON c.id = m.cooperative_id
-         WHERE c.manager_id = $1 AND m.household_id = $2 AND m.left_at IS NULL) AS "exists!""#,
+         WHERE c.manager_id = $1 AND m.household_id = $2 AND m.left_at IS NULL AND m.status = 'active') AS "exists!""#,
         manager as _,
         household as _,
     )
@@ -113,14 +137,15 @@ async fn manages_member(
     .await?)
 }
 
-/// Whether `household` is a current member of `coop`.
+/// Whether `household` is a current member of `coop`: it accepted the invitation (or an
+/// operator approved it) and has not left. An invited household is not a member.
 pub async fn is_member(
     conn: &mut PgConnection,
     coop: CooperativeId,
     household: AccountId,
 ) -> Result<bool> {
     Ok(sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM cooperative_members WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL) AS "exists!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM cooperative_members WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL AND status = 'active') AS "exists!""#,
         coop as _,
         household as _,
     )

@@ -87,6 +87,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cooperatives::get_cooperative))
         .routes(routes!(cooperatives::add_member))
         .routes(routes!(cooperatives::remove_member))
+        .routes(routes!(cooperatives::accept_membership))
+        .routes(routes!(cooperatives::decline_membership))
+        .routes(routes!(cooperatives::approve_membership))
         .routes(routes!(pooling::get_cooperative_stock))
         .routes(routes!(pooling::pool_lot))
         // Files up to their own limit, not the 1 MiB of JSON bodies.

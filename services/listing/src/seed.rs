@@ -297,7 +297,7 @@ async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usiz
         .await?;
         for (_, member) in &lam_dong {
             sqlx::query!(
-                "INSERT INTO cooperative_members (cooperative_id, household_id) VALUES ($1, $2)",
+                "INSERT INTO cooperative_members (cooperative_id, household_id, status) VALUES ($1, $2, 'active')",
                 coop as _,
                 member as _,
             )

@@ -67,7 +67,7 @@ pub async fn get_cooperative_stock(
             s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity", l.low_stock_threshold AS "threshold: Quantity"
          FROM listings l JOIN stock s ON s.listing_id = l.id
          WHERE l.cooperative_id = $1
-            OR l.household_id IN (SELECT household_id FROM cooperative_members WHERE cooperative_id = $1 AND left_at IS NULL)
+            OR l.household_id IN (SELECT household_id FROM cooperative_members WHERE cooperative_id = $1 AND left_at IS NULL AND status = 'active')
          ORDER BY l.cooperative_id IS NULL, l.title, l.id"#,
         id as _,
     )

@@ -591,7 +591,7 @@ async fn only_the_households_assigned_helper_accepts_for_it_and_that_is_recorded
         )
         .await;
     assert_eq!(status, 200, "{trail}");
-    let accepted = trail
+    let accepted = trail["items"]
         .as_array()
         .unwrap()
         .iter()

@@ -80,6 +80,11 @@ pub struct Settings {
     /// (e.g. `X-Forwarded-For`); the last address in it is the client's. Unset: the peer's
     /// address is the client's.
     pub client_ip_header: Option<String>,
+    /// Most of a listing's stock (percent of on-hand) one buyer may hold in cash-on-delivery
+    /// orders its sellers have not confirmed yet.
+    pub max_hold_share_percent: u32,
+    /// Most cash-on-delivery checkouts one buyer may have waiting for their sellers at once.
+    pub max_open_cod_checkouts: u32,
 }
 
 /// How log lines are written.
@@ -130,6 +135,8 @@ impl Default for Settings {
             events_retry_base_ms: 500,
             events_poll_ms: 500,
             client_ip_header: None,
+            max_hold_share_percent: 50,
+            max_open_cod_checkouts: 5,
         }
     }
 }

@@ -233,3 +233,51 @@ async fn bad_checkout_input_is_422_naming_the_field() {
     assert_eq!(n, 0, "nothing was stored");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn one_buyer_holds_a_bounded_share_and_count_of_unconfirmed_cash_orders() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let buyer = api.register(Role::Buyer).await;
+    let small = api.listing_with_stock(&seller, "10").await;
+    // Half of the stock may wait for the seller's confirmation in one buyer's hands...
+    let (status, c) = api
+        .checkout(&buyer, "hold-1", &basket(&[(&small, "5")], "cod"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    // ...not more.
+    let (status, r) = api
+        .checkout(&buyer, "hold-2", &basket(&[(&small, "1")], "cod"))
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["errors"][0]["field"], "lines[0].quantity", "{r}");
+    assert_eq!(r["errors"][0]["code"], "hold_limit", "{r}");
+    let stock = api.stock(&seller, &small).await;
+    assert_eq!(
+        stock.levels.reserved, "5",
+        "the refused checkout holds nothing"
+    );
+    // Another buyer still can.
+    let other = api.register(Role::Buyer).await;
+    let (status, c) = api
+        .checkout(&other, "hold-3", &basket(&[(&small, "1")], "cod"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+
+    // At most five cash-on-delivery checkouts wait for their sellers at once.
+    let big = api.listing_with_stock(&seller, "1000").await;
+    for n in 0..4 {
+        let (status, c) = api
+            .checkout(&buyer, &format!("many-{n}"), &basket(&[(&big, "1")], "cod"))
+            .await;
+        assert_eq!(status, 201, "{c}");
+    }
+    let (status, r) = api
+        .checkout(&buyer, "many-5", &basket(&[(&big, "1")], "cod"))
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["errors"][0]["field"], "payment_method", "{r}");
+    assert_eq!(r["errors"][0]["code"], "too_many_open_orders", "{r}");
+    app.stop().await;
+}

@@ -23,6 +23,8 @@ pub struct App {
     pub limiter: Arc<dyn RateLimiter>,
     /// The search engine.
     pub search: Arc<dyn nongsan_search::SearchEngine>,
+    /// Most of a listing's on-hand stock (percent) one holder may hold at once.
+    pub max_hold_share_percent: u32,
 }
 
 impl AsRef<TokenKeys> for App {

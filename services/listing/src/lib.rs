@@ -144,6 +144,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         keys: platform.keys.clone(),
         limiter: platform.limiter.clone(),
         search: search.clone(),
+        max_hold_share_percent: platform.settings.max_hold_share_percent.clamp(1, 100),
     });
     // The service follows its own events to keep the search index current.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)

@@ -28,6 +28,10 @@ pub struct ReservationRequest {
     pub ttl_secs: Option<u32>,
     /// The lines, at most 100, one per listing.
     pub lines: Vec<LineRequest>,
+    /// Who holds the stock until a seller confirms (a cash-on-delivery buyer): one holder may
+    /// hold at most the configured share of a listing's stock at once.
+    #[serde(default)]
+    pub holder: Option<AccountId>,
 }
 
 /// Where a reservation stands.

@@ -29,6 +29,30 @@ pub async fn place(
     id: CheckoutId,
     c: &NewCheckout,
 ) -> Result<CheckoutView> {
+    if c.payment_method == PaymentMethod::Cod {
+        // Cash-on-delivery stock is held until a seller confirms: bounded per buyer.
+        let open = sqlx::query_scalar!(
+            r#"SELECT count(DISTINCT checkout_id) AS "open!" FROM orders WHERE buyer_id = $1 AND status = 'placed'"#,
+            actor.account_id.0,
+        )
+        .fetch_one(&app.pool)
+        .await?;
+        let max = app.settings.max_open_cod_checkouts;
+        if open >= i64::from(max) {
+            return Err(OrderError::Invalid(vec![nongsan_shared::FieldError::new(
+                "payment_method",
+                "too_many_open_orders",
+                nongsan_shared::Text::new(
+                    format!(
+                        "cash on delivery is refused while {max} of your cash-on-delivery checkouts wait for their sellers; pay online or wait for a confirmation"
+                    ),
+                    format!(
+                        "không nhận thanh toán khi nhận hàng khi đã có {max} lượt đặt hàng đang chờ người bán xác nhận; hãy thanh toán trực tuyến hoặc chờ xác nhận"
+                    ),
+                ),
+            )]));
+        }
+    }
     let ttl = match c.payment_method {
         PaymentMethod::Cod => app.settings.cod_confirm_ttl_secs,
         _ => app.settings.checkout_ttl_secs,
@@ -48,6 +72,9 @@ pub async fn place(
                 quantity: l.quantity,
             })
             .collect(),
+        // Cash-on-delivery stock is held until a seller confirms, up to two days: bounded per
+        // buyer. An online payment holds for minutes.
+        holder: (c.payment_method == PaymentMethod::Cod).then_some(actor.account_id),
     };
     let reservation: ReservationView = app
         .peers

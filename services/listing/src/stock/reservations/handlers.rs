@@ -90,11 +90,12 @@ pub async fn create_reservation(
     }
     let mut tx = app.pool.begin().await?;
     let inserted = sqlx::query!(
-        "INSERT INTO reservations (id, status, request, expires_at) VALUES ($1, 'active', $2, now() + make_interval(secs => $3))
+        "INSERT INTO reservations (id, status, request, expires_at, holder_id) VALUES ($1, 'active', $2, now() + make_interval(secs => $3), $4)
          ON CONFLICT (id) DO NOTHING",
         r.id as _,
         &request,
         f64::from(ttl),
+        r.holder as _,
     )
     .execute(&mut *tx)
     .await?
@@ -189,6 +190,35 @@ pub async fn create_reservation(
         )
         .execute(&mut *tx)
         .await?;
+        // The stock row is locked: another reservation of the same holder for this listing
+        // waits for this one and then counts it.
+        if let Some(holder) = r.holder {
+            let over = sqlx::query_scalar!(
+                r#"SELECT COALESCE(SUM(rl.quantity), 0) * 100 > (SELECT on_hand FROM stock WHERE listing_id = $2) * $3::int4 AS "over!"
+                   FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
+                   WHERE r.holder_id = $1 AND r.status = 'active' AND rl.state = 'reserved' AND rl.listing_id = $2"#,
+                holder as _,
+                line.listing_id as _,
+                i32::try_from(app.max_hold_share_percent).unwrap_or(100),
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if over {
+                let share = app.max_hold_share_percent;
+                return Err(ListingError::field(
+                    field("quantity"),
+                    Invalid::new(
+                        "hold_limit",
+                        format!(
+                            "would hold more than {share}% of this listing's stock in orders its seller has not confirmed"
+                        ),
+                        format!(
+                            "vượt quá {share}% hàng của tin này trong các đơn người bán chưa xác nhận"
+                        ),
+                    ),
+                ));
+            }
+        }
     }
     tx.commit().await?;
     // Read back after the commit, so the stock rows are not held while the answer is built.

@@ -41,6 +41,26 @@ pub fn cursor(position: &str) -> String {
     URL_SAFE_NO_PAD.encode(position)
 }
 
+/// How many rows to fetch for a page of `limit`: one more, to know whether a next page exists.
+pub fn rows_to_fetch(limit: u32) -> i64 {
+    i64::from(limit) + 1
+}
+
+/// Keeps the first `limit` of `rows` (fetched with [`rows_to_fetch`]) and, when there were
+/// more, gives the next page's cursor: the last kept row's `position`, sealed.
+pub fn next_cursor<T>(
+    rows: &mut Vec<T>,
+    limit: u32,
+    position: impl FnOnce(&T) -> String,
+) -> Option<String> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    rows.last().map(|r| cursor(&position(r)))
+}
+
 /// Reads a cursor back with `parse`; a cursor that is not one of ours is 422 at `cursor`.
 pub fn position<T>(
     p: &mut Problems,

@@ -101,18 +101,11 @@ pub async fn list_household_audit(
            ORDER BY id DESC LIMIT $3"#,
         id as _,
         before,
-        i64::from(limit) + 1,
+        paging::rows_to_fetch(limit),
     )
     .fetch_all(&app.pool)
     .await?;
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_cursor = (rows.len() > limit)
-        .then(|| {
-            rows.truncate(limit);
-            rows.last()
-                .map(|e| paging::cursor(&format!("before:{}", e.id)))
-        })
-        .flatten();
+    let next_cursor = paging::next_cursor(&mut rows, limit, |e| format!("before:{}", e.id));
     let items = rows
         .into_iter()
         .map(|e| AuditEntry {

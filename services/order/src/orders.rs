@@ -271,24 +271,14 @@ pub async fn list_orders(
     };
     let filter = OrderFilter {
         before,
-        limit: Some(i64::from(limit) + 1),
+        limit: Some(paging::rows_to_fetch(limit)),
         ..filter
     };
     let mut conn = app.pool.acquire().await?;
     let mut items = load_orders(&mut conn, &filter).await?;
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_cursor = (items.len() > limit)
-        .then(|| {
-            items.truncate(limit);
-            items.last().map(|o| {
-                paging::cursor(&format!(
-                    "before:{}/{}",
-                    o.created_at.timestamp_micros(),
-                    o.id
-                ))
-            })
-        })
-        .flatten();
+    let next_cursor = paging::next_cursor(&mut items, limit, |o| {
+        format!("before:{}/{}", o.created_at.timestamp_micros(), o.id)
+    });
     Ok(AxumJson(OrderPage { items, next_cursor }))
 }
 

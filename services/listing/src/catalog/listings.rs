@@ -149,19 +149,11 @@ pub async fn list_listings(
         subcategories: f.category.as_deref().map(subcategories).unwrap_or_default(),
         category: f.category,
         after,
-        limit: i64::from(limit) + 1,
+        limit: paging::rows_to_fetch(limit),
     };
     let rows = select(&mut conn, &selection).await?;
     let mut items = views(&mut conn, rows).await?;
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_cursor = (items.len() > limit)
-        .then(|| {
-            items.truncate(limit);
-            items
-                .last()
-                .map(|l| paging::cursor(&format!("after:{}", l.id)))
-        })
-        .flatten();
+    let next_cursor = paging::next_cursor(&mut items, limit, |l| format!("after:{}", l.id));
     Ok(AxumJson(ListingPage { items, next_cursor }))
 }
 

@@ -380,18 +380,11 @@ pub async fn list_movements(
          WHERE m.listing_id = $1 AND ($2::uuid IS NULL OR m.id > $2) ORDER BY m.id LIMIT $3"#,
         id as _,
         after,
-        i64::from(limit) + 1,
+        paging::rows_to_fetch(limit),
     )
     .fetch_all(&mut *conn)
     .await?;
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_cursor = (rows.len() > limit)
-        .then(|| {
-            rows.truncate(limit);
-            rows.last()
-                .map(|m| paging::cursor(&format!("after:{}", m.id)))
-        })
-        .flatten();
+    let next_cursor = paging::next_cursor(&mut rows, limit, |m| format!("after:{}", m.id));
     let items = rows
         .into_iter()
         .map(|m| MovementView {

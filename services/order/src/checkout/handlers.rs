@@ -96,16 +96,15 @@ pub async fn list_checkouts(
     });
     p.finish()?;
     let mut conn = app.pool.acquire().await?;
-    let mut ids =
-        store::latest_of(&mut conn, actor.account_id, before, i64::from(limit) + 1).await?;
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let next_cursor = (ids.len() > limit)
-        .then(|| {
-            ids.truncate(limit);
-            ids.last()
-                .map(|id| nongsan_shared::paging::cursor(&format!("before:{id}")))
-        })
-        .flatten();
+    let mut ids = store::latest_of(
+        &mut conn,
+        actor.account_id,
+        before,
+        nongsan_shared::paging::rows_to_fetch(limit),
+    )
+    .await?;
+    let next_cursor =
+        nongsan_shared::paging::next_cursor(&mut ids, limit, |id| format!("before:{id}"));
     let mut items = Vec::with_capacity(ids.len());
     for id in ids {
         items.push(load_checkout(&mut conn, id).await?);

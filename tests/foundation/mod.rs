@@ -1,5 +1,6 @@
 //! The foundation: the binary on embedded defaults, the HTTP edge, events, the split shape.
 
+mod authorization;
 mod cli;
 mod docs;
 mod events;

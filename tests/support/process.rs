@@ -131,12 +131,18 @@ impl SplitApp {
 
     /// Like [`SplitApp::spawn`], with more environment for the order process.
     pub async fn spawn_with(order_env: &[(&str, String)]) -> Self {
+        Self::spawn_configured(&[], order_env).await
+    }
+
+    /// Like [`SplitApp::spawn`], with more environment for every process (`every`) and for
+    /// the order process.
+    pub async fn spawn_configured(every: &[(&str, String)], order_env: &[(&str, String)]) -> Self {
         let db = TestDb::new().await;
         let servers = servers().await;
         let ports = [free_port(), free_port(), free_port()];
         let urls = ports.map(|p| format!("http://127.0.0.1:{p}"));
         let env = |port: u16| {
-            vec![
+            let mut vars = vec![
                 ("NONGSAN_PORT", port.to_string()),
                 ("DATABASE_URL", db.url.clone()),
                 ("REDIS_URL", servers.redis.clone()),
@@ -155,7 +161,9 @@ impl SplitApp {
                         .display()
                         .to_string(),
                 ),
-            ]
+            ];
+            vars.extend(every.iter().cloned());
+            vars
         };
         // Started one after another: each runs its own migrations.
         let listing =

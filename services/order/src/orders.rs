@@ -253,6 +253,8 @@ pub async fn list_orders(
                 ..Default::default()
             }
         }
+        // The service identity buys nothing; a user route is not for it.
+        (None, None) if actor.role == Role::Service => return Err(OrderError::Forbidden),
         (None, None) => OrderFilter {
             buyer: Some(actor.account_id),
             status: q.status,

@@ -450,7 +450,8 @@ pub async fn approve_membership(
     }))
 }
 
-/// The manager removes a member household (or withdraws an invitation).
+/// The manager removes a member household (or withdraws an invitation), or the household
+/// (or its assigned helper, acting for it) leaves the cooperative.
 #[utoipa::path(delete, path = "/v1/cooperatives/{id}/members/{household_id}", tag = "sellers", params(("id" = String, Path), ("household_id" = String, Path)),
     responses((status = 204, description = "Removed"), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn remove_member(
@@ -460,7 +461,16 @@ pub async fn remove_member(
 ) -> Result<StatusCode> {
     let mut tx = app.pool.begin().await?;
     load_cooperative(&mut tx, id).await?;
-    may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
+    // The manager removes a member; the household (or its assigned helper for it) leaves:
+    // the consent it gave to join, it can take back.
+    let leaving = match may_manage(&mut tx, &actor, Owner::Cooperative(id)).await {
+        Ok(()) => false,
+        Err(ListingError::Forbidden) => {
+            may_consent_for(&mut tx, &actor, household).await?;
+            true
+        }
+        Err(e) => return Err(e),
+    };
     let n = sqlx::query!(
         "UPDATE cooperative_members SET left_at = now() WHERE cooperative_id = $1 AND household_id = $2 AND left_at IS NULL",
         id as _,
@@ -476,7 +486,11 @@ pub async fn remove_member(
         &mut tx,
         &actor,
         Some(household),
-        "cooperative.member_removed",
+        if leaving {
+            "cooperative.member_left"
+        } else {
+            "cooperative.member_removed"
+        },
         ("cooperative", id.to_string()),
         &serde_json::json!({ "household_id": household }),
     )

@@ -62,7 +62,7 @@ pub async fn create_checkout(
     }
 }
 
-/// A checkout (its buyer only; anyone else gets 404).
+/// A checkout: its buyer's, or any for an operator (support); anyone else gets 404.
 #[utoipa::path(get, path = "/v1/checkouts/{id}", tag = "order", params(("id" = String, Path)),
     responses((status = 200, body = CheckoutView), (status = 404, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn get_checkout(
@@ -71,7 +71,13 @@ pub async fn get_checkout(
     Path(id): Path<CheckoutId>,
 ) -> Result<AxumJson<CheckoutView>> {
     let mut conn = app.pool.acquire().await?;
-    if store::buyer_of(&mut conn, id).await? != Some(actor.account_id) {
+    let buyer = store::buyer_of(&mut conn, id).await?;
+    let readable = match buyer {
+        Some(_) if actor.role == Role::Operator => true,
+        Some(buyer) => buyer == actor.account_id && actor.on_behalf_of.is_none(),
+        None => false,
+    };
+    if !readable {
         return Err(OrderError::NotFound("checkout"));
     }
     let mut view = load_checkout(&mut conn, id).await?;
@@ -95,6 +101,10 @@ pub async fn list_checkouts(
         s.strip_prefix("before:")?.parse::<CheckoutId>().ok()
     });
     p.finish()?;
+    if actor.role == Role::Service {
+        // The service identity buys nothing; a user route is not for it.
+        return Err(OrderError::Forbidden);
+    }
     let mut conn = app.pool.acquire().await?;
     let mut ids = store::latest_of(
         &mut conn,

@@ -4,5 +4,6 @@
 mod foundation;
 mod listing;
 mod order;
+mod payment;
 mod search;
 mod support;

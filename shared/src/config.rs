@@ -70,6 +70,13 @@ pub struct Settings {
     pub vnpay_pay_url: String,
     /// Where VNPay sends the buyer back after paying (display only; the IPN decides).
     pub vnpay_return_url: String,
+    /// VNPay's merchant API (refunds, `querydr`).
+    pub vnpay_api_url: String,
+    /// A payment still pending this long after it was opened is asked of its provider (a
+    /// callback can be lost), seconds.
+    pub payment_reconcile_after_secs: u64,
+    /// How often the reconciler and the refund worker look for work, milliseconds.
+    pub payment_sweep_ms: u64,
     /// Attempts a consumer makes at one event before it goes to the dead-letter list.
     pub events_max_attempts: u32,
     /// First retry delay of a failing event, in milliseconds; it doubles on each attempt.
@@ -131,6 +138,10 @@ impl Default for Settings {
             vnpay_hash_secret: None,
             vnpay_pay_url: "https://sandbox.vnpayment.vn/paymentv2/vpcpay.html".to_owned(),
             vnpay_return_url: "http://localhost:8080/v1/payments/vnpay/return".to_owned(),
+            vnpay_api_url: "https://sandbox.vnpayment.vn/merchant_webapi/api/transaction"
+                .to_owned(),
+            payment_reconcile_after_secs: 600,
+            payment_sweep_ms: 5_000,
             events_max_attempts: 8,
             events_retry_base_ms: 500,
             events_poll_ms: 500,
@@ -147,6 +158,17 @@ impl Default for Settings {
 pub struct ConfigError(String);
 
 impl Settings {
+    /// The payment methods a buyer may choose here: cash on delivery always, each provider
+    /// when its keys are set.
+    pub fn payment_methods(&self) -> Vec<crate::contracts::payments::PaymentMethod> {
+        use crate::contracts::payments::PaymentMethod;
+        let mut methods = vec![PaymentMethod::Cod];
+        if self.vnpay_tmn_code.is_some() && self.vnpay_hash_secret.is_some() {
+            methods.push(PaymentMethod::Vnpay);
+        }
+        methods
+    }
+
     /// Loads defaults, then the TOML file named by `NONGSAN_CONFIG` (if any), then the
     /// environment.
     pub fn load() -> Result<Self, ConfigError> {

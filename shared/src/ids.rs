@@ -81,6 +81,10 @@ id_type!(
     /// A payment.
     PaymentId
 );
+id_type!(
+    /// A refund of (part of) a payment.
+    RefundId
+);
 
 #[cfg(test)]
 mod tests {

@@ -98,6 +98,7 @@ const TABLE: &[Row] = &[
     row("GET /v1/cooperatives/{id}", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
     // VNPay calls it unsigned as far as we know; the answer is in the body (97 here).
     row("GET /v1/payments/vnpay/ipn", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
+    row("GET /v1/payments/methods", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
 
     // Identity. Whoever holds a refresh token or an activation code holds the session.
     row("POST /v1/accounts", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
@@ -146,6 +147,9 @@ const TABLE: &[Row] = &[
     row("GET /v1/orders/{id}", "", [ANON, OK, HID, OK, HID, OK, HID, OK, HID, OK, HID]),
     row("POST /v1/orders/{id}/{action}", "confirm", [ANON, NO, HID, OK, HID, OK, HID, OK, HID, OK, HID]),
     row("POST /v1/orders/{id}/{action}", "cancel", [ANON, OK, HID, NO, HID, NO, HID, NO, HID, NO, HID]),
+
+    // Refunds are an operator's (B's order is cash on delivery: no online payment to refund).
+    row("POST /v1/payments/refunds", "B's cash order", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, HID, NO]),
 
     // Between services only.
     row("POST /v1/internal/reservations", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, NO, OK]),
@@ -395,6 +399,10 @@ async fn request(w: &World, row: &Row) -> Request {
         ("GET /v1/listings/{id}", _) => Request::get(format!("/v1/listings/{l}")),
         ("GET /v1/households/{id}", _) => Request::get(format!("/v1/households/{h}")),
         ("GET /v1/cooperatives/{id}", _) => Request::get(format!("/v1/cooperatives/{c}")),
+        ("GET /v1/payments/methods", _) => Request::get("/v1/payments/methods"),
+        ("POST /v1/payments/refunds", _) => Request::post("/v1/payments/refunds")
+            .header("idempotency-key", &unknown.to_string())
+            .json(&json!({ "order_id": w.order, "amount_vnd": 1000, "note": "hàng dập" })),
         ("GET /v1/payments/vnpay/ipn", _) => {
             Request::get("/v1/payments/vnpay/ipn?vnp_TxnRef=x&vnp_SecureHash=00")
         }

@@ -222,6 +222,7 @@ async fn with_the_listing_process_stopped_the_buyer_gets_503_and_nothing_is_stor
         payment: _payment,
         db,
         api: _,
+        ..
     } = app;
     assert!(listing_process.terminate().await.success());
     let res = api
@@ -255,6 +256,7 @@ async fn with_the_payment_process_stopped_the_reservation_is_released_across_pro
         payment,
         db: _db,
         api: _,
+        ..
     } = app;
     assert!(payment.terminate().await.success());
     let (status, r) = api

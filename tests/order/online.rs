@@ -5,44 +5,12 @@ use nongsan_shared::contracts::{
     events::{EventType, PaymentEvent},
     payments::PaymentMethod,
 };
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use crate::support::{
-    TestApp, TestDb, VNPAY_SECRET, calls::basket, client::Client, eventually, process::SplitApp,
-    test_settings,
+    TestApp, TestDb, calls::basket, client::Client, eventually, fake_vnpay::ipn_query,
+    process::SplitApp, test_settings,
 };
-use nongsan_payment::vnpay;
-
-/// The VNPay IPN for a payment URL: the result VNPay would send, signed as VNPay signs.
-fn ipn_query(payment_url: &str, response_code: &str, amount_override: Option<i64>) -> String {
-    let url = reqwest::Url::parse(payment_url).unwrap();
-    let sent: BTreeMap<String, String> = url
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    assert!(
-        vnpay::verify(VNPAY_SECRET, &sent),
-        "the payment URL is signed"
-    );
-    let mut p: BTreeMap<String, String> = BTreeMap::new();
-    let amount = amount_override.map_or_else(|| sent["vnp_Amount"].clone(), |a| a.to_string());
-    for (k, v) in [
-        ("vnp_Amount", amount),
-        ("vnp_BankCode", "NCB".to_owned()),
-        ("vnp_OrderInfo", sent["vnp_OrderInfo"].clone()),
-        ("vnp_PayDate", "20261127223500".to_owned()),
-        ("vnp_ResponseCode", response_code.to_owned()),
-        ("vnp_TmnCode", sent["vnp_TmnCode"].clone()),
-        ("vnp_TransactionNo", "14422574".to_owned()),
-        ("vnp_TransactionStatus", response_code.to_owned()),
-        ("vnp_TxnRef", sent["vnp_TxnRef"].clone()),
-    ] {
-        p.insert(k.to_owned(), v);
-    }
-    let query = vnpay::signing_string(&p);
-    let hash = vnpay::sign(VNPAY_SECRET, &query);
-    format!("{query}&vnp_SecureHash={hash}")
-}
 
 async fn paid_by_vnpay(api: &Client) {
     let (seller, buyer, listing) = api.shop().await;

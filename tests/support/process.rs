@@ -121,6 +121,8 @@ pub struct SplitApp {
     pub db: TestDb,
     /// Their API, each call to the process that serves it.
     pub api: Client,
+    /// The payment process's port and environment, to start it again.
+    payment_start: (u16, Vec<(String, String)>),
 }
 
 impl SplitApp {
@@ -171,15 +173,35 @@ impl SplitApp {
         let mut order_vars = env(ports[1]);
         order_vars.extend(order_env.iter().cloned());
         let order = NongsanProcess::start_on(&["serve", "order"], ports[1], &order_vars).await;
-        let payment =
-            NongsanProcess::start_on(&["serve", "payment"], ports[2], &env(ports[2])).await;
+        let payment_env = env(ports[2]);
+        let payment = NongsanProcess::start_on(&["serve", "payment"], ports[2], &payment_env).await;
         Self {
             api: Client::split(&listing.url, &order.url, &payment.url),
             listing,
             order,
             payment,
             db,
+            payment_start: (
+                ports[2],
+                payment_env
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            ),
         }
+    }
+
+    /// Kills the payment process with SIGKILL (nothing it was doing finishes) and starts it
+    /// again on the same port and data.
+    pub async fn kill_and_restart_payment(&mut self) {
+        signal(
+            self.payment.child.id() as i32,
+            rustix::process::Signal::KILL,
+        );
+        let _ = self.payment.child.wait();
+        let (port, env) = &self.payment_start;
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        self.payment = NongsanProcess::start_on(&["serve", "payment"], *port, &env).await;
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use nongsan_shared::{
     auth::TokenKeys,
     config::Settings,
+    contracts::events::EventType,
     events::Inbox,
     runtime::{Peers, Platform, Service},
 };
@@ -87,10 +88,9 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         peers: platform.peers.clone(),
         settings: platform.settings.clone(),
     });
-    let inbox = Inbox::new(NAME, pool.clone(), platform.events).on(
-        nongsan_shared::contracts::events::EventType::PaymentSucceeded,
-        orders::MarkPaid,
-    );
+    let inbox = Inbox::new(NAME, pool.clone(), platform.events)
+        .on(EventType::PaymentSucceeded, orders::MarkPaid)
+        .on(EventType::PaymentRefunded, orders::RecordRefund);
     let mut service = Service::new(
         platform,
         NAME,

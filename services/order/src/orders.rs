@@ -23,9 +23,9 @@ use crate::{
 };
 use nongsan_shared::contracts::{
     access::{SellerAccess, SellerAccessQuery},
-    events::{OrderEvent, PaymentEvent},
+    events::{EventType, OrderEvent, PaymentEvent, RefundDue, RefundEvent},
     orders::OrderStatus,
-    payments::PaymentMethod,
+    payments::{PaymentMethod, RefundReason, RefundStatus},
     reservations::ReservationView,
     sellers::SellerKind,
 };
@@ -99,14 +99,62 @@ pub async fn transition(
             payment_method: method,
             total_vnd: view.total,
             cash_collected: view.cash_collected,
-            // A paid online order that is cancelled is refunded by the payment service.
-            refund_due: matches!(action, Action::Cancel | Action::Decline)
-                && method != PaymentMethod::Cod
-                && status != OrderStatus::PendingPayment,
         };
         events::emit(conn, action.event(), &id.to_string(), version + 1, &body).await?;
     }
+    if let Some(reason) = refund_owed(method, status, next) {
+        owe_refund(conn, &view, reason).await?;
+    }
     Ok(view)
+}
+
+/// Whether moving an order from `from` to `to` owes its buyer the money paid for it: an
+/// online order taken out of the paid path (cancelled, declined, returned) after its
+/// payment arrived. Cash on delivery owes nothing: no money was taken.
+pub fn refund_owed(
+    method: PaymentMethod,
+    from: OrderStatus,
+    to: OrderStatus,
+) -> Option<RefundReason> {
+    use OrderStatus as S;
+    if method == PaymentMethod::Cod {
+        return None;
+    }
+    let was_paid = matches!(
+        from,
+        S::Paid | S::Confirmed | S::Shipped | S::DeliveryFailed
+    );
+    match to {
+        S::Cancelled if was_paid => Some(RefundReason::Cancelled),
+        S::Declined if was_paid => Some(RefundReason::Declined),
+        S::Returned if was_paid => Some(RefundReason::Returned),
+        _ => None,
+    }
+}
+
+/// Tells the payment service it owes the buyer `order`'s total, for `reason` (in the
+/// caller's transaction). One per order and reason: the payment service keys the refund
+/// on them.
+async fn owe_refund(
+    conn: &mut PgConnection,
+    order: &OrderView,
+    reason: RefundReason,
+) -> anyhow::Result<()> {
+    let body = RefundDue {
+        checkout_id: order.checkout_id,
+        order_id: order.id,
+        amount_vnd: order.total,
+        reason,
+    };
+    events::emit(
+        conn,
+        EventType::RefundDue,
+        &format!("{}:{}", order.id, reason.as_str()),
+        1,
+        &body,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Whether the actor may act for a seller, as the listing service (which knows households,
@@ -352,8 +400,11 @@ impl From<nongsan_shared::ApiError> for OrderError {
     }
 }
 
-/// `payment.succeeded`: the checkout's orders are paid. If the checkout is not stored yet
-/// (the event overtook it), the handler fails and the inbox retries it later.
+/// `payment.succeeded`: the checkout's orders are paid. An order no longer waiting for the
+/// payment (the checkout expired, the buyer cancelled or the seller declined before the
+/// money came) cannot take it: its total is owed back (`order.refund_due`, not payable). If
+/// the checkout is not stored yet (the event overtook it), the handler fails and the inbox
+/// retries it later.
 #[derive(Debug, Clone, Copy)]
 pub struct MarkPaid;
 
@@ -362,7 +413,7 @@ impl Handler for MarkPaid {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
         let paid: PaymentEvent = event.body()?;
         let orders = sqlx::query!(
-            r#"SELECT id AS "id: OrderId", status AS "status: OrderStatus" FROM orders WHERE checkout_id = $1"#,
+            r#"SELECT id AS "id: OrderId", status AS "status: OrderStatus" FROM orders WHERE checkout_id = $1 ORDER BY id FOR UPDATE"#,
             paid.checkout_id.0,
         )
         .fetch_all(&mut *tx)
@@ -377,6 +428,15 @@ impl Handler for MarkPaid {
                 transition(tx, order.id, Action::MarkPaid, None, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
+            } else if matches!(
+                order.status,
+                OrderStatus::Expired | OrderStatus::Cancelled | OrderStatus::Declined
+            ) && !was_paid_before(tx, order.id).await?
+            {
+                let view = load_order(tx, order.id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                owe_refund(tx, &view, RefundReason::NotPayable).await?;
             }
         }
         sqlx::query!(
@@ -384,6 +444,46 @@ impl Handler for MarkPaid {
             paid.checkout_id.0,
         )
         .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Whether the order was ever paid (a refund for it is then owed by its own transition).
+async fn was_paid_before(tx: &mut PgConnection, order: OrderId) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM order_transitions WHERE order_id = $1 AND to_status = 'paid') AS "paid!""#,
+        order.0,
+    )
+    .fetch_one(tx)
+    .await?)
+}
+
+/// `payment.refunded`: the refund is shown on its order.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRefund;
+
+#[async_trait::async_trait]
+impl Handler for RecordRefund {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
+        let refund: RefundEvent = event.body()?;
+        let Some(order) = refund.order_id else {
+            return Ok(());
+        };
+        if refund.status == RefundStatus::Pending {
+            return Ok(());
+        }
+        sqlx::query!(
+            "INSERT INTO order_refunds (id, order_id, checkout_id, amount_vnd, reason, status) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status",
+            refund.refund_id.0,
+            order.0,
+            refund.checkout_id.0,
+            refund.amount_vnd as _,
+            refund.reason as _,
+            refund.status as _,
+        )
+        .execute(tx)
         .await?;
         Ok(())
     }

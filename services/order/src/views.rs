@@ -1,14 +1,14 @@
 //! What the order service answers: checkouts and orders as buyers and sellers see them.
 
 use chrono::{DateTime, Utc};
-use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Quantity, Vnd};
+use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Quantity, RefundId, Vnd};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
 use nongsan_shared::contracts::{
     orders::OrderStatus,
-    payments::PaymentMethod,
+    payments::{PaymentMethod, RefundReason, RefundStatus},
     reservations::Allocation,
     sellers::{Seller, SellerKind},
 };
@@ -62,6 +62,8 @@ pub struct OrderView {
     pub reason: Option<String>,
     /// Lines.
     pub lines: Vec<OrderLine>,
+    /// Money given back for this order, oldest first (each as the provider answered it).
+    pub refunds: Vec<OrderRefund>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -129,8 +131,31 @@ struct OrderRow {
     updated_at: DateTime<Utc>,
 }
 
+/// A refund of (part of) an order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct OrderRefund {
+    /// The payment service's refund id.
+    pub id: RefundId,
+    /// How much.
+    pub amount_vnd: Vnd,
+    /// Why.
+    pub reason: RefundReason,
+    /// `succeeded`, or `failed` (the provider refused; an operator looks into it).
+    pub status: RefundStatus,
+    /// When the provider answered.
+    pub at: DateTime<Utc>,
+}
+
 async fn to_views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<OrderView>> {
     let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id.0).collect();
+    let refunds = sqlx::query!(
+        r#"SELECT id AS "id: RefundId", order_id AS "order_id: OrderId", amount_vnd AS "amount_vnd: Vnd",
+                reason AS "reason: RefundReason", status AS "status: RefundStatus", at
+           FROM order_refunds WHERE order_id = ANY($1) ORDER BY at, id"#,
+        &ids[..],
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let lines = sqlx::query!(
         r#"SELECT order_id AS "order_id: OrderId", listing_id AS "listing_id: ListingId", title, unit,
                 quantity AS "quantity: Quantity", unit_price AS "unit_price: Vnd", line_total AS "line_total: Vnd"
@@ -168,6 +193,17 @@ async fn to_views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Or
                     unit_price: l.unit_price,
                     line_total: l.line_total,
                     lots: None,
+                })
+                .collect(),
+            refunds: refunds
+                .iter()
+                .filter(|f| f.order_id == r.id)
+                .map(|f| OrderRefund {
+                    id: f.id,
+                    amount_vnd: f.amount_vnd,
+                    reason: f.reason,
+                    status: f.status,
+                    at: f.at,
                 })
                 .collect(),
             created_at: r.created_at,

@@ -1,10 +1,14 @@
 //! The payment service: payment providers, webhooks, refunds, the double-entry ledger,
-//! commission and payouts. So far: VNPay payments opened for checkouts and confirmed by IPN.
+//! commission and payouts. So far: VNPay payments opened for checkouts and confirmed by IPN
+//! (or, when the IPN is lost, by asking VNPay), and refunds, owed by the order side through
+//! its events or asked by an operator.
 //!
 //! It owns the PostgreSQL schema `payment` and its migrations in `migrations/payment`; it
 //! never reads another service's tables.
 
 pub mod payments;
+pub mod reconcile;
+pub mod refunds;
 pub mod vnpay;
 
 use std::sync::Arc;
@@ -12,6 +16,8 @@ use std::sync::Arc;
 use nongsan_shared::{
     auth::TokenKeys,
     config::Settings,
+    contracts::events::EventType,
+    events::Inbox,
     runtime::{Platform, Service},
 };
 use sqlx::{PgPool, migrate::Migrator};
@@ -33,6 +39,8 @@ pub struct App {
     pub keys: TokenKeys,
     /// Provider keys.
     pub settings: Arc<Settings>,
+    /// Calls to providers.
+    pub http: reqwest::Client,
 }
 
 impl AsRef<TokenKeys> for App {
@@ -58,16 +66,35 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(payments::open_payment))
         .routes(routes!(payments::handle_vnpay_ipn))
+        .routes(routes!(payments::list_methods))
+        .routes(routes!(refunds::refund_order))
 }
 
-/// Opens the schema, runs migrations, and returns the service ready to be served.
+/// Opens the schema, runs migrations, starts the inbox (following the order side), the
+/// refund worker and the reconciler, and returns the service ready to be served.
 pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     let pool = platform.open_schema(NAME, &MIGRATOR).await?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()?;
     let state = AppState::new(App {
         pool: pool.clone(),
         keys: platform.keys.clone(),
         settings: platform.settings.clone(),
+        http,
     });
-    let router = routes().with_state(state).into();
-    Ok(Service::new(platform, NAME, pool, router, None).await)
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let inbox = Inbox::new(NAME, pool.clone(), platform.events)
+        .on(EventType::OrderPlaced, refunds::TrackOrder)
+        .on(
+            EventType::RefundDue,
+            refunds::AskRefund { wake: wake.clone() },
+        );
+    let router = routes().with_state(state.clone()).into();
+    let mut service = Service::new(platform, NAME, pool, router, Some((inbox, &["order"]))).await;
+    service
+        .workers
+        .push(tokio::spawn(refunds::run_worker(state.clone(), wake)));
+    service.workers.push(tokio::spawn(reconcile::run(state)));
+    Ok(service)
 }

@@ -63,6 +63,13 @@ pub async fn open_payment(
     let id = PaymentId::new();
     let txn_ref = p.checkout_id.0.simple().to_string();
     let now = Utc::now();
+    let expires =
+        now + chrono::Duration::seconds(i64::try_from(s.checkout_ttl_secs).unwrap_or(900));
+    // VNPay wants the buyer's address; one we do not know is said as the loopback, as
+    // VNPay's own examples do.
+    let ip = p
+        .client_ip
+        .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
     let url = vnpay::payment_url(
         &s.vnpay_pay_url,
         secret.expose_secret(),
@@ -72,15 +79,15 @@ pub async fn open_payment(
             txn_ref: &txn_ref,
             order_info: &format!("Thanh toan don hang {txn_ref}"),
             return_url: &s.vnpay_return_url,
-            ip: "127.0.0.1",
+            ip: &ip,
             created: now,
-            expires: now
-                + chrono::Duration::seconds(i64::try_from(s.checkout_ttl_secs).unwrap_or(900)),
+            expires,
         },
     );
     let row = sqlx::query!(
         r#"WITH ins AS (
-            INSERT INTO payments (id, checkout_id, buyer_id, method, amount_vnd, txn_ref, payment_url) VALUES ($1, $2, $3, 'vnpay', $4, $5, $6)
+            INSERT INTO payments (id, checkout_id, buyer_id, method, amount_vnd, txn_ref, payment_url, client_ip, provider_created, expires_at)
+            VALUES ($1, $2, $3, 'vnpay', $4, $5, $6, $7, $8, $9)
             ON CONFLICT (checkout_id) DO NOTHING RETURNING id, status, payment_url)
          SELECT id AS "id!: PaymentId", status AS "status!: PaymentStatus", payment_url AS "payment_url?" FROM ins
          UNION ALL SELECT id, status, payment_url FROM payments WHERE checkout_id = $2 LIMIT 1"#,
@@ -90,6 +97,9 @@ pub async fn open_payment(
         p.amount_vnd as _,
         &txn_ref,
         &url,
+        &ip,
+        vnpay::vn_time(now),
+        expires,
     )
     .fetch_one(&app.pool)
     .await?;
@@ -155,27 +165,81 @@ async fn record_vnpay_result(
         return Ok(rsp("02", "Order already confirmed"));
     }
     let succeeded = get("vnp_ResponseCode") == "00" && get("vnp_TransactionStatus") == "00";
-    let (new_status, event) = if succeeded {
+    settle(
+        &mut tx,
+        &Settled {
+            id,
+            checkout,
+            amount,
+            method: PaymentMethod::Vnpay,
+            succeeded,
+            provider_ref: get("vnp_TransactionNo").to_owned(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rsp("00", "Confirm Success"))
+}
+
+/// A provider's last word on a pending payment.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The payment.
+    pub id: PaymentId,
+    /// Its checkout.
+    pub checkout: CheckoutId,
+    /// Its amount.
+    pub amount: Vnd,
+    /// Its provider.
+    pub method: PaymentMethod,
+    /// The money was taken.
+    pub succeeded: bool,
+    /// The provider's transaction.
+    pub provider_ref: String,
+}
+
+/// Records the provider's last word on a payment the caller holds locked and pending (the
+/// IPN, or the reconciler asking the provider), and tells it as `payment.succeeded` or
+/// `payment.failed`, in the caller's transaction.
+pub async fn settle(tx: &mut sqlx::PgConnection, s: &Settled) -> anyhow::Result<()> {
+    let (new_status, event) = if s.succeeded {
         (PaymentStatus::Succeeded, EventType::PaymentSucceeded)
     } else {
         (PaymentStatus::Failed, EventType::PaymentFailed)
     };
     sqlx::query!(
-        "UPDATE payments SET status = $2, provider_ref = $3, updated_at = now() WHERE id = $1",
-        id.0,
+        "UPDATE payments SET status = $2, provider_ref = $3, captured_vnd = CASE WHEN $4 THEN amount_vnd ELSE 0 END, updated_at = now()
+         WHERE id = $1 AND status = 'pending'",
+        s.id.0,
         new_status as _,
-        get("vnp_TransactionNo"),
+        &s.provider_ref,
+        s.succeeded,
     )
     .execute(&mut *tx)
     .await?;
     let body = PaymentEvent {
-        payment_id: id,
-        checkout_id: checkout,
-        amount_vnd: amount,
-        method: PaymentMethod::Vnpay,
-        provider_ref: get("vnp_TransactionNo").to_owned(),
+        payment_id: s.id,
+        checkout_id: s.checkout,
+        amount_vnd: s.amount,
+        method: s.method,
+        provider_ref: s.provider_ref.clone(),
     };
-    events::emit(&mut tx, event, &id.to_string(), 1, &body).await?;
-    tx.commit().await?;
-    Ok(rsp("00", "Confirm Success"))
+    events::emit(tx, event, &s.id.to_string(), 1, &body).await?;
+    Ok(())
+}
+
+/// What a buyer may pay with.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PaymentMethods {
+    /// Cash on delivery always; each provider when it is set up here.
+    pub items: Vec<PaymentMethod>,
+}
+
+/// The payment methods on offer: a checkout with any other is refused (422).
+#[utoipa::path(get, path = "/v1/payments/methods", tag = "payment",
+    responses((status = 200, body = PaymentMethods)))]
+pub async fn list_methods(State(app): State<AppState>) -> AxumJson<PaymentMethods> {
+    AxumJson(PaymentMethods {
+        items: app.settings.payment_methods(),
+    })
 }

@@ -1,5 +1,6 @@
 //! VNPay 2.1.0, by its published protocol: the payment URL and the IPN signature
-//! (HMAC-SHA512 over the sorted, PHP-style form-encoded `vnp_*` parameters).
+//! (HMAC-SHA512 over the sorted, PHP-style form-encoded `vnp_*` parameters), and the
+//! merchant API (`querydr`, `refund`: JSON, signed over `|`-joined fields).
 
 use std::collections::BTreeMap;
 
@@ -136,6 +137,149 @@ pub fn payment_url(pay_url: &str, secret: &str, r: &PayRequest<'_>) -> String {
     format!("{pay_url}?{query}&vnp_SecureHash={hash}")
 }
 
+/// A `querydr` (what happened to a payment) or `refund` request to the merchant API.
+#[derive(Debug, Clone)]
+pub enum ApiCall<'a> {
+    /// Asks for a payment's state.
+    Query {
+        /// Our reference.
+        txn_ref: &'a str,
+        /// The create date sent with the payment.
+        transaction_date: &'a str,
+    },
+    /// Gives back `amount_vnd` of a payment.
+    Refund {
+        /// Our reference.
+        txn_ref: &'a str,
+        /// The create date sent with the payment.
+        transaction_date: &'a str,
+        /// VNPay's transaction number.
+        transaction_no: &'a str,
+        /// Đồng to give back.
+        amount_vnd: i64,
+        /// The whole capture (`02`) or part of it (`03`).
+        full: bool,
+        /// Who asks (an operator's id, or "nongsan").
+        by: &'a str,
+    },
+}
+
+/// The signed JSON body of a merchant API call: `request_id` unique per call, `now` the
+/// request's time, `ip` the merchant server's address.
+pub fn api_request(
+    tmn_code: &str,
+    secret: &str,
+    call: &ApiCall<'_>,
+    request_id: &str,
+    now: DateTime<Utc>,
+    ip: &str,
+) -> serde_json::Value {
+    let create_date = vn_time(now);
+    match call {
+        ApiCall::Query {
+            txn_ref,
+            transaction_date,
+        } => {
+            let info = format!("Truy van GD {txn_ref}");
+            let data = [
+                request_id,
+                "2.1.0",
+                "querydr",
+                tmn_code,
+                txn_ref,
+                transaction_date,
+                &create_date,
+                ip,
+                &info,
+            ]
+            .join("|");
+            serde_json::json!({
+                "vnp_RequestId": request_id, "vnp_Version": "2.1.0", "vnp_Command": "querydr",
+                "vnp_TmnCode": tmn_code, "vnp_TxnRef": txn_ref, "vnp_OrderInfo": info,
+                "vnp_TransactionDate": transaction_date, "vnp_CreateDate": create_date,
+                "vnp_IpAddr": ip, "vnp_SecureHash": sign(secret, &data),
+            })
+        }
+        ApiCall::Refund {
+            txn_ref,
+            transaction_date,
+            transaction_no,
+            amount_vnd,
+            full,
+            by,
+        } => {
+            let info = format!("Hoan tien GD {txn_ref}");
+            let kind = if *full { "02" } else { "03" };
+            let amount = amount_vnd.saturating_mul(100).to_string();
+            let data = [
+                request_id,
+                "2.1.0",
+                "refund",
+                tmn_code,
+                kind,
+                txn_ref,
+                &amount,
+                transaction_no,
+                transaction_date,
+                by,
+                &create_date,
+                ip,
+                &info,
+            ]
+            .join("|");
+            serde_json::json!({
+                "vnp_RequestId": request_id, "vnp_Version": "2.1.0", "vnp_Command": "refund",
+                "vnp_TmnCode": tmn_code, "vnp_TransactionType": kind, "vnp_TxnRef": txn_ref,
+                "vnp_Amount": amount, "vnp_OrderInfo": info, "vnp_TransactionNo": transaction_no,
+                "vnp_TransactionDate": transaction_date, "vnp_CreateBy": by,
+                "vnp_CreateDate": create_date, "vnp_IpAddr": ip,
+                "vnp_SecureHash": sign(secret, &data),
+            })
+        }
+    }
+}
+
+/// What the merchant API answered, as far as nongsan acts on it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ApiAnswer {
+    /// `00`: the call was taken (for `querydr`, the payment was found).
+    #[serde(rename = "vnp_ResponseCode", default)]
+    pub response_code: String,
+    /// VNPay's message.
+    #[serde(rename = "vnp_Message", default)]
+    pub message: String,
+    /// The payment's (or the refund's) state: `00` done, `01` not finished, others failed.
+    #[serde(rename = "vnp_TransactionStatus", default)]
+    pub transaction_status: String,
+    /// VNPay's transaction number.
+    #[serde(rename = "vnp_TransactionNo", default)]
+    pub transaction_no: String,
+    /// The amount (đồng × 100).
+    #[serde(rename = "vnp_Amount", default)]
+    pub amount: String,
+}
+
+/// Calls the merchant API at `url`. An error is a call that got no usable answer (network,
+/// HTTP status, not JSON): the caller tries again later.
+pub async fn call_api(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<ApiAnswer> {
+    let res = http
+        .post(url)
+        .json(body)
+        .timeout(std::time::Duration::from_secs(15))
+        .send()
+        .await?;
+    let status = res.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "VNPay's merchant API answered HTTP {status}"
+    );
+    Ok(res.json().await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +364,56 @@ mod tests {
             p.insert("vnp_SecureHash".into(), forged.into());
             assert!(!verify("SECRETKEYFORTESTINGONLY0123456789", &p), "{forged}");
         }
+    }
+
+    #[test]
+    fn the_querydr_vector_signs_as_vnpay_does() {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T16:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let body = api_request(
+            "TESTTMN1",
+            "SECRETKEYFORTESTINGONLY0123456789",
+            &ApiCall::Query {
+                txn_ref: "ORDER-2026-0001",
+                transaction_date: "20261127223000",
+            },
+            "REQ20261127230000",
+            now,
+            "127.0.0.1",
+        );
+        assert_eq!(body["vnp_CreateDate"], "20261127230000");
+        assert_eq!(body["vnp_OrderInfo"], "Truy van GD ORDER-2026-0001");
+        assert_eq!(
+            body["vnp_SecureHash"],
+            "31e5e033e6dc85b0f5144f050a23a12793033ab9fba80e3be3ca584d717f2e01cb9e0d8ee394070826c09882c77777c306e8f825fd8819eb97e32d48d18e0b6e"
+        );
+    }
+
+    #[test]
+    fn a_refund_signs_its_fields_in_vnpays_order() {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T16:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let body = api_request(
+            "TESTTMN1",
+            "s",
+            &ApiCall::Refund {
+                txn_ref: "R1",
+                transaction_date: "20261127223000",
+                transaction_no: "14422574",
+                amount_vnd: 65_000,
+                full: false,
+                by: "nongsan",
+            },
+            "REQ1",
+            now,
+            "10.0.0.1",
+        );
+        assert_eq!(body["vnp_Amount"], "6500000", "đồng × 100");
+        assert_eq!(body["vnp_TransactionType"], "03");
+        let data = "REQ1|2.1.0|refund|TESTTMN1|03|R1|6500000|14422574|20261127223000|nongsan|20261127230000|10.0.0.1|Hoan tien GD R1";
+        assert_eq!(body["vnp_SecureHash"], sign("s", data));
     }
 
     #[test]

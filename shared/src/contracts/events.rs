@@ -5,17 +5,21 @@
 //! | `listing.changed` | listing | the listing's id and version | listing (search index) |
 //! | `stock.changed` | listing | [`StockChanged`] | listing (search index) |
 //! | `order.placed`, `order.paid`, `order.confirmed`, `order.delivered`, `order.returned`, `order.cancelled`, `order.status_changed` | order | [`OrderEvent`] | listing (stock) |
+//! | `order.refund_due` | order | [`RefundDue`] | payment |
 //! | `payment.succeeded`, `payment.failed` | payment | [`PaymentEvent`] | order |
+//! | `payment.refunded` | payment | [`RefundEvent`] | order |
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
     orders::{OrderAction, OrderStatus},
-    payments::PaymentMethod,
+    payments::{PaymentMethod, RefundReason, RefundStatus},
     sellers::Seller,
 };
-use crate::{AccountId, CheckoutId, ListingId, OrderId, PaymentId, Quantity, ReservationId, Vnd};
+use crate::{
+    AccountId, CheckoutId, ListingId, OrderId, PaymentId, Quantity, RefundId, ReservationId, Vnd,
+};
 
 /// The name of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -53,11 +57,17 @@ pub enum EventType {
     /// A payment failed.
     #[serde(rename = "payment.failed")]
     PaymentFailed,
+    /// Money taken for an order is owed back to the buyer.
+    #[serde(rename = "order.refund_due")]
+    RefundDue,
+    /// A refund reached an end (succeeded or failed at the provider).
+    #[serde(rename = "payment.refunded")]
+    PaymentRefunded,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 13] = [
         EventType::ListingChanged,
         EventType::StockChanged,
         EventType::OrderPlaced,
@@ -69,6 +79,8 @@ impl EventType {
         EventType::OrderStatusChanged,
         EventType::PaymentSucceeded,
         EventType::PaymentFailed,
+        EventType::RefundDue,
+        EventType::PaymentRefunded,
     ];
 
     /// The name on the wire, e.g. `order.paid`.
@@ -85,6 +97,8 @@ impl EventType {
             EventType::OrderStatusChanged => "order.status_changed",
             EventType::PaymentSucceeded => "payment.succeeded",
             EventType::PaymentFailed => "payment.failed",
+            EventType::RefundDue => "order.refund_due",
+            EventType::PaymentRefunded => "payment.refunded",
         }
     }
 }
@@ -189,9 +203,6 @@ pub struct OrderEvent {
     /// Whether the cash was collected (cash on delivery, once delivered).
     #[serde(default)]
     pub cash_collected: bool,
-    /// A paid online order was cancelled or declined: the payment service owes a refund.
-    #[serde(default)]
-    pub refund_due: bool,
 }
 impl EventBody for OrderEvent {}
 
@@ -210,6 +221,43 @@ pub struct PaymentEvent {
     pub provider_ref: String,
 }
 impl EventBody for PaymentEvent {}
+
+/// `order.refund_due`: the order side owes a buyer money it was paid: an order cancelled,
+/// declined or returned after payment, or a payment that arrived for orders no longer
+/// alive (the checkout expired, a seller declined first). One per order and reason, so the
+/// payment service refunds it once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RefundDue {
+    /// The checkout whose payment is refunded.
+    pub checkout_id: CheckoutId,
+    /// The order the money was for.
+    pub order_id: OrderId,
+    /// How much: the order's total (lines and delivery fee).
+    pub amount_vnd: Vnd,
+    /// Why.
+    pub reason: RefundReason,
+}
+impl EventBody for RefundDue {}
+
+/// `payment.refunded`: a refund reached an end at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RefundEvent {
+    /// The refund.
+    pub refund_id: RefundId,
+    /// The payment refunded.
+    pub payment_id: PaymentId,
+    /// Its checkout.
+    pub checkout_id: CheckoutId,
+    /// The order it is for, when it is for one.
+    pub order_id: Option<OrderId>,
+    /// How much.
+    pub amount_vnd: Vnd,
+    /// Why.
+    pub reason: RefundReason,
+    /// Succeeded or failed.
+    pub status: RefundStatus,
+}
+impl EventBody for RefundEvent {}
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,54 @@
-//! `POST /v1/internal/payments` (payment): open a payment for a checkout; and how a buyer pays.
+//! `POST /v1/internal/payments` (payment): open a payment for a checkout; how a buyer pays;
+//! and refunds.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{AccountId, CheckoutId, PaymentId, Vnd};
+
+/// Why money goes back to a buyer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RefundReason {
+    /// The payment arrived for an order no longer alive (its checkout expired, the buyer
+    /// cancelled or the seller declined before paying).
+    NotPayable,
+    /// The buyer cancelled a paid order.
+    Cancelled,
+    /// The seller declined a paid order.
+    Declined,
+    /// The delivery was refused and the order came back.
+    Returned,
+    /// An operator refunded part or all of an order (damaged goods...), with a note.
+    Operator,
+}
+
+impl RefundReason {
+    /// As written on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundReason::NotPayable => "not_payable",
+            RefundReason::Cancelled => "cancelled",
+            RefundReason::Declined => "declined",
+            RefundReason::Returned => "returned",
+            RefundReason::Operator => "operator",
+        }
+    }
+}
+
+/// Where a refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RefundStatus {
+    /// Asked of the provider, not answered yet (retried until it is).
+    Pending,
+    /// The provider returned the money.
+    Succeeded,
+    /// The provider refused it; the amount is free to refund again.
+    Failed,
+}
 
 /// How the buyer pays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
@@ -53,6 +98,10 @@ pub struct OpenPayment {
     pub amount_vnd: Vnd,
     /// The buyer.
     pub buyer_id: AccountId,
+    /// The buyer's address, as the provider wants it (VNPay's `vnp_IpAddr`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// An opened payment.

@@ -35,6 +35,7 @@ use crate::{
 pub async fn create_checkout(
     State(app): State<AppState>,
     actor: Actor,
+    client: nongsan_shared::http::ClientAddr,
     headers: HeaderMap,
     Json(request): Json<CheckoutRequest>,
 ) -> Result<(StatusCode, AxumJson<serde_json::Value>)> {
@@ -49,7 +50,7 @@ pub async fn create_checkout(
         Claimed::Done(answer) => return Ok((StatusCode::OK, AxumJson(answer))),
         Claimed::Mine(id) => id,
     };
-    match saga::place(&app, &actor, checkout_id, &checkout).await {
+    match saga::place(&app, &actor, checkout_id, &checkout, client.0).await {
         Ok(view) => {
             let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
             idempotency::complete(&app.pool, &claim, &answer).await?;

@@ -22,13 +22,32 @@ use crate::{
     views::CheckoutView,
 };
 
-/// Places checkout `id`: reserves, stores, opens the payment.
+/// Places checkout `id`: reserves, stores, opens the payment. `client_ip` is the buyer's
+/// address, which online providers want with the payment.
 pub async fn place(
     app: &AppState,
     actor: &Actor,
     id: CheckoutId,
     c: &NewCheckout,
+    client_ip: Option<std::net::IpAddr>,
 ) -> Result<CheckoutView> {
+    if !app.settings.payment_methods().contains(&c.payment_method) {
+        // Refused before any stock is held.
+        return Err(OrderError::Invalid(vec![nongsan_shared::FieldError::new(
+            "payment_method",
+            "payment_method_unavailable",
+            nongsan_shared::Text::new(
+                format!(
+                    "{} payments are not offered here; see /v1/payments/methods",
+                    c.payment_method.as_str()
+                ),
+                format!(
+                    "Chưa hỗ trợ thanh toán {} tại đây; xem /v1/payments/methods",
+                    c.payment_method.as_str()
+                ),
+            ),
+        )]));
+    }
     if c.payment_method == PaymentMethod::Cod {
         // Cash-on-delivery stock is held until a seller confirms: bounded per buyer.
         let open = sqlx::query_scalar!(
@@ -114,6 +133,7 @@ pub async fn place(
             method: c.payment_method,
             amount_vnd: view.grand_total,
             buyer_id: actor.account_id,
+            client_ip,
         };
         let opened: std::result::Result<OpenedPayment, CallError> =
             app.peers.payment.post("/v1/internal/payments", &open).await;

@@ -146,7 +146,6 @@ pub async fn insert_checkout(
             payment_method: c.payment_method,
             total_vnd: total,
             cash_collected: false,
-            refund_due: false,
         };
         events::emit(
             &mut tx,

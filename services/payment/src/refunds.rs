@@ -1,0 +1,453 @@
+//! Refunds: money given back to a buyer, in full or in part, several per payment, never
+//! more than was captured.
+//!
+//! A refund is asked in two ways: the order side owes it (`order.refund_due`: an order
+//! cancelled, declined or returned after payment, or a payment that came for orders no
+//! longer alive), or an operator refunds part of an order (damaged goods) with a note. It
+//! is stored `pending` first (in the same transaction as the ask, keyed so it is asked
+//! once), then the worker asks the provider and records the answer; a provider that does
+//! not answer is asked again later. The bound is the database's: a refund counts against
+//! its payment while pending or succeeded (`refund_exceeds_captured`).
+
+use std::time::Duration;
+
+use axum::{Json as AxumJson, extract::State, http::HeaderMap, http::StatusCode};
+use chrono::{DateTime, Utc};
+use nongsan_shared::{
+    ApiError, CheckoutId, FieldError, OrderId, PaymentId, Problems, RefundId, Text, Vnd,
+    auth::{Actor, Role},
+    contracts::{
+        events::{EventType, OrderEvent, RefundDue, RefundEvent},
+        payments::{PaymentMethod, PaymentStatus, RefundReason, RefundStatus},
+    },
+    events::{self, Envelope, Handler},
+    http::Json,
+};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+use crate::{AppState, vnpay};
+
+/// `order.placed`: remembers each online order's checkout and total, what a refund for
+/// that order may reach.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackOrder;
+
+#[async_trait::async_trait]
+impl Handler for TrackOrder {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
+        let order: OrderEvent = event.body()?;
+        if order.payment_method == PaymentMethod::Cod {
+            return Ok(());
+        }
+        sqlx::query!(
+            "INSERT INTO payment_orders (order_id, checkout_id, total_vnd) VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING",
+            order.order_id.0,
+            order.checkout_id.0,
+            order.total_vnd as _,
+        )
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// `order.refund_due`: stores the refund the order side owes, keyed by order and reason, so
+/// a repeated event asks it once. What was already refunded of the order (an operator's
+/// partial refund) is not refunded again.
+#[derive(Debug, Clone)]
+pub struct AskRefund {
+    /// Wakes the worker.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl Handler for AskRefund {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
+        let due: RefundDue = event.body()?;
+        let payment = sqlx::query!(
+            r#"SELECT id AS "id: PaymentId", status AS "status: PaymentStatus", captured_vnd, refunded_vnd
+               FROM payments WHERE checkout_id = $1 FOR UPDATE"#,
+            due.checkout_id.0,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no payment for checkout {}", due.checkout_id))?;
+        // The order side owes a refund only after a capture; until this service has recorded
+        // it too, the inbox tries again.
+        anyhow::ensure!(
+            payment.status == PaymentStatus::Succeeded,
+            "payment {} of checkout {} is not captured yet",
+            payment.id,
+            due.checkout_id
+        );
+        let of_order = refunded_for_order(tx, due.order_id).await?;
+        let amount =
+            (due.amount_vnd.get() - of_order).min(payment.captured_vnd - payment.refunded_vnd);
+        if amount <= 0 {
+            tracing::info!(order = %due.order_id, reason = due.reason.as_str(), "nothing left to refund");
+            return Ok(());
+        }
+        let key = format!("{}:{}", due.order_id, due.reason.as_str());
+        sqlx::query!(
+            "INSERT INTO refunds (id, payment_id, order_id, amount_vnd, reason, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (payment_id, idempotency_key) DO NOTHING",
+            RefundId::new().0,
+            payment.id.0,
+            due.order_id.0,
+            amount,
+            due.reason as _,
+            key,
+        )
+        .execute(&mut *tx)
+        .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// What is refunded of an order so far, or being refunded (failed refunds do not count).
+async fn refunded_for_order(conn: &mut PgConnection, order: OrderId) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT COALESCE(sum(amount_vnd), 0)::bigint AS "sum!" FROM refunds WHERE order_id = $1 AND status <> 'failed'"#,
+        order.0,
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// The refund worker: asks the provider for every pending refund that is due, as soon as
+/// one is stored and at least every `payment_sweep_ms`.
+pub async fn run_worker(app: AppState, wake: std::sync::Arc<tokio::sync::Notify>) {
+    let every = Duration::from_millis(app.settings.payment_sweep_ms.max(10));
+    loop {
+        match process_due(&app).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(refunds = n, "refunds asked of their providers"),
+            Err(e) => tracing::warn!(error = %e, "the refund worker failed; it tries again"),
+        }
+        let _ = tokio::time::timeout(every, wake.notified()).await;
+    }
+}
+
+/// Asks the provider for each due pending refund; answers how many were asked.
+pub async fn process_due(app: &AppState) -> anyhow::Result<usize> {
+    let due = sqlx::query_scalar!(
+        r#"SELECT id AS "id: RefundId" FROM refunds WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 20"#,
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    let mut n = 0;
+    for id in due {
+        if process(app, id).await?.is_some() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// A refund as stored.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RefundView {
+    /// Id.
+    pub id: RefundId,
+    /// The payment refunded.
+    pub payment_id: PaymentId,
+    /// The order it is for.
+    pub order_id: Option<OrderId>,
+    /// How much.
+    pub amount_vnd: Vnd,
+    /// Why.
+    pub reason: RefundReason,
+    /// The operator's note.
+    pub note: Option<String>,
+    /// Where it stands.
+    pub status: RefundStatus,
+    /// The provider's refund transaction, once it succeeded.
+    pub provider_ref: Option<String>,
+    /// Asked at.
+    pub created_at: DateTime<Utc>,
+}
+
+async fn load(conn: &mut PgConnection, id: RefundId) -> anyhow::Result<RefundView> {
+    Ok(sqlx::query_as!(
+        RefundView,
+        r#"SELECT id AS "id: RefundId", payment_id AS "payment_id: PaymentId", order_id AS "order_id: OrderId",
+                amount_vnd AS "amount_vnd: Vnd", reason AS "reason: RefundReason", note,
+                status AS "status: RefundStatus", provider_ref, created_at
+           FROM refunds WHERE id = $1"#,
+        id.0,
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// What a provider said to a refund.
+enum Answer {
+    /// Money given back: the provider's reference.
+    Done(String),
+    /// Refused for good: its code and message.
+    Refused(String),
+    /// No usable answer: ask again later.
+    Later(String),
+}
+
+/// Asks the provider for one pending refund (locked, so one worker asks it at a time) and
+/// records the answer; `None` when it is not pending or another worker holds it.
+pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<RefundView>> {
+    let mut tx = app.pool.begin().await?;
+    let Some(r) = sqlx::query!(
+        r#"SELECT r.amount_vnd AS "amount_vnd: Vnd", r.attempts, r.requested_by, r.reason AS "reason: RefundReason", r.order_id AS "order_id: OrderId",
+                p.id AS "payment_id: PaymentId", p.checkout_id AS "checkout_id: CheckoutId", p.method AS "method: PaymentMethod",
+                p.txn_ref, p.provider_ref, p.provider_created, p.captured_vnd
+           FROM refunds r JOIN payments p ON p.id = r.payment_id
+           WHERE r.id = $1 AND r.status = 'pending' FOR UPDATE OF r SKIP LOCKED"#,
+        id.0,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let answer = match r.method {
+        PaymentMethod::Vnpay => {
+            let s = &app.settings;
+            match (&s.vnpay_tmn_code, &s.vnpay_hash_secret) {
+                (Some(tmn), Some(secret)) => {
+                    let by = r
+                        .requested_by
+                        .map_or_else(|| "nongsan".to_owned(), |a| a.to_string());
+                    let body = vnpay::api_request(
+                        tmn,
+                        secret.expose_secret(),
+                        &vnpay::ApiCall::Refund {
+                            txn_ref: &r.txn_ref,
+                            transaction_date: r.provider_created.as_deref().unwrap_or(""),
+                            transaction_no: r.provider_ref.as_deref().unwrap_or(""),
+                            amount_vnd: r.amount_vnd.get(),
+                            full: r.amount_vnd.get() == r.captured_vnd,
+                            by: &by,
+                        },
+                        &id.0.simple().to_string(),
+                        Utc::now(),
+                        "127.0.0.1",
+                    );
+                    match vnpay::call_api(&app.http, &s.vnpay_api_url, &body).await {
+                        Ok(a) if a.response_code == "00" => Answer::Done(a.transaction_no),
+                        // 99: VNPay's "unknown error"; 94: a request already being handled.
+                        Ok(a) if matches!(a.response_code.as_str(), "99" | "94") => {
+                            Answer::Later(format!("{}: {}", a.response_code, a.message))
+                        }
+                        Ok(a) => Answer::Refused(format!("{}: {}", a.response_code, a.message)),
+                        Err(e) => Answer::Later(e.to_string()),
+                    }
+                }
+                _ => Answer::Later("VNPay is not set up here".to_owned()),
+            }
+        }
+        other => Answer::Later(format!(
+            "refunds through {} are not built yet",
+            other.as_str()
+        )),
+    };
+    let (status, provider_ref, said) = match answer {
+        Answer::Done(reference) => (RefundStatus::Succeeded, Some(reference), None),
+        Answer::Refused(said) => (RefundStatus::Failed, None, Some(said)),
+        Answer::Later(said) => {
+            tracing::warn!(refund = %id, said, "the provider did not take the refund yet; asked again later");
+            let backoff =
+                2_i64.saturating_pow(u32::try_from(r.attempts.clamp(0, 10)).unwrap_or(10));
+            sqlx::query!(
+                "UPDATE refunds SET attempts = attempts + 1, provider_answer = $2, next_attempt_at = now() + make_interval(secs => $3), updated_at = now() WHERE id = $1",
+                id.0,
+                said,
+                backoff.min(600) as f64,
+            )
+            .execute(&mut *tx)
+            .await?;
+            let view = load(&mut tx, id).await?;
+            tx.commit().await?;
+            return Ok(Some(view));
+        }
+    };
+    sqlx::query!(
+        "UPDATE refunds SET status = $2, provider_ref = $3, provider_answer = $4, attempts = attempts + 1, updated_at = now() WHERE id = $1",
+        id.0,
+        status as _,
+        provider_ref,
+        said,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let body = RefundEvent {
+        refund_id: id,
+        payment_id: r.payment_id,
+        checkout_id: r.checkout_id,
+        order_id: r.order_id,
+        amount_vnd: r.amount_vnd,
+        reason: r.reason,
+        status,
+    };
+    events::emit(
+        &mut tx,
+        EventType::PaymentRefunded,
+        &id.to_string(),
+        1,
+        &body,
+    )
+    .await?;
+    let view = load(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Some(view))
+}
+
+/// An operator's refund of (part of) an order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// The order.
+    #[schema(value_type = String)]
+    pub order_id: OrderId,
+    /// Đồng to give back: at most what was paid for the order and not refunded yet.
+    #[schema(value_type = i64, minimum = 1)]
+    pub amount_vnd: Vnd,
+    /// Why (damaged goods...): 1 to 500 characters, shown to the buyer and the seller.
+    pub note: String,
+}
+
+fn exceeds(detail_en: String, detail_vi: String) -> ApiError {
+    ApiError::validation(vec![FieldError::new(
+        "amount_vnd",
+        "refund_exceeds_captured",
+        Text::new(detail_en, detail_vi),
+    )])
+}
+
+/// An operator refunds part or all of a paid order, with a note (`Idempotency-Key`
+/// required: the same key answers the same refund).
+#[utoipa::path(post, path = "/v1/payments/refunds", tag = "payment", request_body = RefundRequest,
+    params(("Idempotency-Key" = String, Header, description = "1 to 200 characters; a repeat answers the refund made with it")),
+    responses((status = 201, body = RefundView), (status = 200, description = "The refund made earlier with this key", body = RefundView),
+        (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, description = "No online payment for this order", body = nongsan_shared::error::ProblemSchema),
+        (status = 409, description = "not_captured: the order's payment has not been taken", body = nongsan_shared::error::ProblemSchema),
+        (status = 422, description = "refund_exceeds_captured, validation_failed", body = nongsan_shared::error::ProblemSchema)),
+    security(("bearer" = [])))]
+pub async fn refund_order(
+    State(app): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Json(req): Json<RefundRequest>,
+) -> Result<(StatusCode, AxumJson<RefundView>), ApiError> {
+    if actor.role != Role::Operator {
+        return Err(ApiError::forbidden());
+    }
+    let mut p = Problems::new();
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.chars().count() <= 200);
+    p.check(
+        key.is_none(),
+        "Idempotency-Key",
+        "required",
+        "is required: 1 to 200 characters",
+        "là bắt buộc: 1 đến 200 ký tự",
+    );
+    p.check(
+        req.amount_vnd.get() <= 0,
+        "amount_vnd",
+        "not_positive",
+        "must be more than 0",
+        "phải lớn hơn 0",
+    );
+    p.check_reason("note", Some(req.note.trim()));
+    p.check(
+        req.note.trim().is_empty(),
+        "note",
+        "required",
+        "is required: say why the buyer gets money back",
+        "là bắt buộc: ghi lý do hoàn tiền",
+    );
+    let key = p.finish_with(key)?;
+    let mut tx = app.pool.begin().await?;
+    let order = sqlx::query!(
+        r#"SELECT o.total_vnd, p.id AS "payment_id: PaymentId", p.status AS "status: PaymentStatus"
+           FROM payment_orders o JOIN payments p ON p.checkout_id = o.checkout_id WHERE o.order_id = $1
+           FOR UPDATE OF p"#,
+        req.order_id.0,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("online payment for this order"))?;
+    let earlier = sqlx::query!(
+        r#"SELECT id AS "id: RefundId", order_id AS "order_id: OrderId", amount_vnd FROM refunds WHERE payment_id = $1 AND idempotency_key = $2"#,
+        order.payment_id.0,
+        format!("operator:{key}"),
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(earlier) = earlier {
+        if earlier.order_id != Some(req.order_id) || earlier.amount_vnd != req.amount_vnd.get() {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "Idempotency-Key",
+                "idempotency_key_reused",
+                Text::new(
+                    "was used for another refund",
+                    "đã được dùng cho một lần hoàn tiền khác",
+                ),
+            )]));
+        }
+        let view = load(&mut tx, earlier.id).await?;
+        return Ok((StatusCode::OK, AxumJson(view)));
+    }
+    if order.status != PaymentStatus::Succeeded {
+        return Err(ApiError::conflict(
+            "not_captured",
+            Text::new(
+                "this order's payment has not been taken: there is nothing to refund",
+                "đơn này chưa được thanh toán: không có gì để hoàn",
+            ),
+        ));
+    }
+    let left = order.total_vnd - refunded_for_order(&mut tx, req.order_id).await?;
+    if req.amount_vnd.get() > left {
+        return Err(exceeds(
+            format!("is more than is left to refund of this order ({left} đồng)"),
+            format!("vượt quá số tiền còn có thể hoàn của đơn ({left} đồng)"),
+        ));
+    }
+    let id = RefundId::new();
+    let inserted = sqlx::query!(
+        "INSERT INTO refunds (id, payment_id, order_id, amount_vnd, reason, note, idempotency_key, requested_by) VALUES ($1, $2, $3, $4, 'operator', $5, $6, $7)",
+        id.0,
+        order.payment_id.0,
+        req.order_id.0,
+        req.amount_vnd as _,
+        req.note.trim(),
+        format!("operator:{key}"),
+        actor.account_id.0,
+    )
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // The database's bound: the payment's refunds never exceed its capture.
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("refund_exceeds_captured") => {
+            return Err(exceeds(
+                "is more than is left of the payment's capture".to_owned(),
+                "vượt quá số tiền đã thu của lần thanh toán".to_owned(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(refund = %id, order = %req.order_id, amount_vnd = req.amount_vnd.get(), operator = %actor.account_id, "an operator asked a refund");
+    tx.commit().await?;
+    let view = match process(&app, id).await? {
+        Some(view) => view,
+        None => load(&mut *app.pool.acquire().await?, id).await?,
+    };
+    Ok((StatusCode::CREATED, AxumJson(view)))
+}

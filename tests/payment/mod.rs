@@ -1,0 +1,6 @@
+//! Money: refunds that always happen (owed by the order side, or an operator's), bounded
+//! by the capture; pending payments settled by asking the provider; the methods on offer.
+
+mod methods;
+mod reconcile;
+mod refunds;

@@ -72,6 +72,15 @@ pub struct Settings {
     pub vnpay_return_url: String,
     /// VNPay's merchant API (refunds, `querydr`).
     pub vnpay_api_url: String,
+    /// Stripe secret key (`sk_...`, secret); Stripe is offered when it and the webhook
+    /// secret are set.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub stripe_secret_key: Option<SecretString>,
+    /// Stripe webhook endpoint secret (`whsec_...`, secret) for `/v1/payments/stripe/webhook`.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// Stripe's API base (ending in `/`); Stripe's own when unset (a local fake in tests).
+    pub stripe_api_url: Option<String>,
     /// A payment still pending this long after it was opened is asked of its provider (a
     /// callback can be lost), seconds.
     pub payment_reconcile_after_secs: u64,
@@ -140,6 +149,9 @@ impl Default for Settings {
             vnpay_return_url: "http://localhost:8080/v1/payments/vnpay/return".to_owned(),
             vnpay_api_url: "https://sandbox.vnpayment.vn/merchant_webapi/api/transaction"
                 .to_owned(),
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_url: None,
             payment_reconcile_after_secs: 600,
             payment_sweep_ms: 5_000,
             events_max_attempts: 8,
@@ -165,6 +177,9 @@ impl Settings {
         let mut methods = vec![PaymentMethod::Cod];
         if self.vnpay_tmn_code.is_some() && self.vnpay_hash_secret.is_some() {
             methods.push(PaymentMethod::Vnpay);
+        }
+        if self.stripe_secret_key.is_some() && self.stripe_webhook_secret.is_some() {
+            methods.push(PaymentMethod::Stripe);
         }
         methods
     }

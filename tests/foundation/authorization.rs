@@ -99,6 +99,8 @@ const TABLE: &[Row] = &[
     // VNPay calls it unsigned as far as we know; the answer is in the body (97 here).
     row("GET /v1/payments/vnpay/ipn", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
     row("GET /v1/payments/methods", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
+    // Stripe's signature is the credential, whoever else the caller is.
+    row("POST /v1/payments/stripe/webhook", "signed by Stripe", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
 
     // Identity. Whoever holds a refresh token or an activation code holds the session.
     row("POST /v1/accounts", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
@@ -400,6 +402,18 @@ async fn request(w: &World, row: &Row) -> Request {
         ("GET /v1/households/{id}", _) => Request::get(format!("/v1/households/{h}")),
         ("GET /v1/cooperatives/{id}", _) => Request::get(format!("/v1/cooperatives/{c}")),
         ("GET /v1/payments/methods", _) => Request::get("/v1/payments/methods"),
+        ("POST /v1/payments/stripe/webhook", _) => {
+            let event = json!({ "id": format!("evt_{unknown}"), "object": "event", "type": "charge.updated", "data": { "object": { "id": "ch_1" } } })
+                .to_string();
+            let signature = nongsan_payment::stripe::sign_header(
+                event.as_bytes(),
+                STRIPE_WEBHOOK_SECRET,
+                chrono::Utc::now().timestamp(),
+            );
+            Request::post("/v1/payments/stripe/webhook")
+                .header("stripe-signature", &signature)
+                .body("application/json", event.into_bytes())
+        }
         ("POST /v1/payments/refunds", _) => Request::post("/v1/payments/refunds")
             .header("idempotency-key", &unknown.to_string())
             .json(&json!({ "order_id": w.order, "amount_vnd": 1000, "note": "hàng dập" })),
@@ -601,6 +615,8 @@ async fn every_route_answers_every_role_as_the_table_says_in_one_process() {
     // buyer holds are tested elsewhere.
     settings.max_open_cod_checkouts = 1_000;
     settings.max_hold_share_percent = 100;
+    settings.stripe_secret_key = Some("sk_test_matrix".into());
+    settings.stripe_webhook_secret = Some(STRIPE_WEBHOOK_SECRET.into());
     let app = TestApp::spawn_with(settings, db).await;
     let listing_db = app.db.pool("listing").await;
     let url = app.api.url("");
@@ -616,12 +632,20 @@ async fn every_route_answers_every_role_as_the_table_says_in_three_processes() {
         ("NONGSAN_CLIENT_IP_HEADER", CLIENT_HEADER.to_owned()),
         ("NONGSAN_MAX_OPEN_COD_CHECKOUTS", "1000".to_owned()),
         ("NONGSAN_MAX_HOLD_SHARE_PERCENT", "100".to_owned()),
+        ("NONGSAN_STRIPE_SECRET_KEY", "sk_test_matrix".to_owned()),
+        (
+            "NONGSAN_STRIPE_WEBHOOK_SECRET",
+            STRIPE_WEBHOOK_SECRET.to_owned(),
+        ),
     ];
     let app = SplitApp::spawn_configured(&every, &[]).await;
     let listing_db = app.db.pool("listing").await;
     let urls = [&app.listing.url, &app.order.url, &app.payment.url].map(String::as_str);
     hold_to_the_table(&app.api, &listing_db, &urls).await;
 }
+
+/// The Stripe webhook secret of the matrix's app.
+const STRIPE_WEBHOOK_SECRET: &str = "whsec_matrix";
 
 /// The header the matrix's app takes the client address from.
 const CLIENT_HEADER: &str = "x-matrix-client";

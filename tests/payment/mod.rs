@@ -4,3 +4,5 @@
 mod methods;
 mod reconcile;
 mod refunds;
+mod secrets;
+mod stripe;

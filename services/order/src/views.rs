@@ -108,8 +108,11 @@ pub struct CheckoutView {
     pub grand_total: Vnd,
     /// One order per seller.
     pub orders: Vec<OrderView>,
-    /// Where to pay, for online payment.
+    /// Where to pay, for VNPay (answered when the checkout is made).
     pub payment_url: Option<String>,
+    /// For a card payment through Stripe: the PaymentIntent's client secret the buyer's app
+    /// confirms with Stripe.js (answered when the checkout is made).
+    pub payment_client_secret: Option<String>,
 }
 
 /// An order as stored, with its checkout's payment method.
@@ -313,5 +316,6 @@ pub async fn load_checkout(conn: &mut PgConnection, id: CheckoutId) -> Result<Ch
         grand_total: r.grand_total,
         orders,
         payment_url: None,
+        payment_client_secret: None,
     })
 }

@@ -1,6 +1,7 @@
 //! The payment service: payment providers, webhooks, refunds, the double-entry ledger,
 //! commission and payouts. So far: VNPay payments opened for checkouts and confirmed by IPN
-//! (or, when the IPN is lost, by asking VNPay), and refunds, owed by the order side through
+//! (or, when the IPN is lost, by asking VNPay), Stripe card payments confirmed by webhook
+//! (or by asking Stripe), and refunds, owed by the order side through
 //! its events or asked by an operator.
 //!
 //! It owns the PostgreSQL schema `payment` and its migrations in `migrations/payment`; it
@@ -9,6 +10,7 @@
 pub mod payments;
 pub mod reconcile;
 pub mod refunds;
+pub mod stripe;
 pub mod vnpay;
 
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct App {
     pub settings: Arc<Settings>,
     /// Calls to providers.
     pub http: reqwest::Client,
+    /// Stripe, when its keys are set.
+    pub stripe: Option<stripe::Stripe>,
 }
 
 impl AsRef<TokenKeys> for App {
@@ -68,6 +72,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(payments::handle_vnpay_ipn))
         .routes(routes!(payments::list_methods))
         .routes(routes!(refunds::refund_order))
+        .routes(routes!(stripe::handle_webhook))
 }
 
 /// Opens the schema, runs migrations, starts the inbox (following the order side), the
@@ -82,6 +87,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         keys: platform.keys.clone(),
         settings: platform.settings.clone(),
         http,
+        stripe: stripe::Stripe::from_settings(&platform.settings)?,
     });
     let wake = Arc::new(tokio::sync::Notify::new());
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)

@@ -52,65 +52,98 @@ pub async fn open_payment(
         "must be more than 0",
         "phải lớn hơn 0",
     );
-    let vnpay = match (&s.vnpay_tmn_code, &s.vnpay_hash_secret, p.method) {
-        (Some(tmn), Some(secret), PaymentMethod::Vnpay) => Some((tmn, secret)),
-        _ => {
-            problems.add(unavailable_method(p.method));
-            None
-        }
-    };
-    let (tmn, secret) = problems.finish_with(vnpay)?;
+    if p.method == PaymentMethod::Cod || !s.payment_methods().contains(&p.method) {
+        problems.add(unavailable_method(p.method));
+    }
+    problems.finish()?;
+    // One payment per checkout: a repeated open answers the one made.
+    if let Some(opened) = opened_for(&app, p.checkout_id).await? {
+        return Ok((StatusCode::CREATED, AxumJson(opened)));
+    }
     let id = PaymentId::new();
-    let txn_ref = p.checkout_id.0.simple().to_string();
     let now = Utc::now();
     let expires =
         now + chrono::Duration::seconds(i64::try_from(s.checkout_ttl_secs).unwrap_or(900));
-    // VNPay wants the buyer's address; one we do not know is said as the loopback, as
+    // Providers want the buyer's address; one we do not know is said as the loopback, as
     // VNPay's own examples do.
     let ip = p
         .client_ip
         .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
-    let url = vnpay::payment_url(
-        &s.vnpay_pay_url,
-        secret.expose_secret(),
-        &vnpay::PayRequest {
-            tmn_code: tmn,
-            amount_vnd: p.amount_vnd.get(),
-            txn_ref: &txn_ref,
-            order_info: &format!("Thanh toan don hang {txn_ref}"),
-            return_url: &s.vnpay_return_url,
-            ip: &ip,
-            created: now,
-            expires,
-        },
-    );
-    let row = sqlx::query!(
-        r#"WITH ins AS (
-            INSERT INTO payments (id, checkout_id, buyer_id, method, amount_vnd, txn_ref, payment_url, client_ip, provider_created, expires_at)
-            VALUES ($1, $2, $3, 'vnpay', $4, $5, $6, $7, $8, $9)
-            ON CONFLICT (checkout_id) DO NOTHING RETURNING id, status, payment_url)
-         SELECT id AS "id!: PaymentId", status AS "status!: PaymentStatus", payment_url AS "payment_url?" FROM ins
-         UNION ALL SELECT id, status, payment_url FROM payments WHERE checkout_id = $2 LIMIT 1"#,
+    let (txn_ref, url, client_secret, created) = match (p.method, &app.stripe) {
+        (PaymentMethod::Stripe, Some(stripe)) => {
+            let (intent, secret) =
+                stripe
+                    .open(p.checkout_id, id, p.amount_vnd)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "Stripe did not open the payment");
+                        ApiError::unavailable(
+                            "provider_unavailable",
+                            Text::new(
+                                "Stripe did not answer; nothing was charged",
+                                "Stripe không phản hồi; chưa thu tiền",
+                            ),
+                        )
+                    })?;
+            (intent, None, Some(secret), None)
+        }
+        _ => {
+            let (Some(tmn), Some(secret)) = (&s.vnpay_tmn_code, &s.vnpay_hash_secret) else {
+                return Err(Problems::from(unavailable_method(p.method)).into());
+            };
+            let txn_ref = p.checkout_id.0.simple().to_string();
+            let url = vnpay::payment_url(
+                &s.vnpay_pay_url,
+                secret.expose_secret(),
+                &vnpay::PayRequest {
+                    tmn_code: tmn,
+                    amount_vnd: p.amount_vnd.get(),
+                    txn_ref: &txn_ref,
+                    order_info: &format!("Thanh toan don hang {txn_ref}"),
+                    return_url: &s.vnpay_return_url,
+                    ip: &ip,
+                    created: now,
+                    expires,
+                },
+            );
+            (txn_ref, Some(url), None, Some(vnpay::vn_time(now)))
+        }
+    };
+    sqlx::query!(
+        "INSERT INTO payments (id, checkout_id, buyer_id, method, amount_vnd, txn_ref, payment_url, client_ip, provider_created, expires_at, client_secret)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (checkout_id) DO NOTHING",
         id.0,
         p.checkout_id.0,
         p.buyer_id.0,
+        p.method as _,
         p.amount_vnd as _,
         &txn_ref,
-        &url,
+        url,
         &ip,
-        vnpay::vn_time(now),
+        created,
         expires,
+        client_secret,
     )
-    .fetch_one(&app.pool)
+    .execute(&app.pool)
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        AxumJson(OpenedPayment {
-            id: row.id,
-            status: row.status,
-            payment_url: row.payment_url,
-        }),
-    ))
+    let opened = opened_for(&app, p.checkout_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the payment just stored is gone")))?;
+    Ok((StatusCode::CREATED, AxumJson(opened)))
+}
+
+/// The payment opened for a checkout, if any.
+async fn opened_for(
+    app: &AppState,
+    checkout: CheckoutId,
+) -> Result<Option<OpenedPayment>, ApiError> {
+    Ok(sqlx::query_as!(
+        OpenedPayment,
+        r#"SELECT id AS "id: PaymentId", status AS "status: PaymentStatus", payment_url, client_secret FROM payments WHERE checkout_id = $1"#,
+        checkout.0,
+    )
+    .fetch_optional(&app.pool)
+    .await?)
 }
 
 /// VNPay's answer codes, in the order the checks are made.

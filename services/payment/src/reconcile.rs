@@ -132,6 +132,28 @@ async fn check(app: &AppState, id: PaymentId) -> anyhow::Result<bool> {
                 _ => Verdict::Unknown,
             }
         }
+        PaymentMethod::Stripe => match &app.stripe {
+            Some(stripe) => match stripe.state(&p.txn_ref).await {
+                Ok((stripe_core::PaymentIntentStatus::Succeeded, received))
+                    if received == p.amount_vnd.get() =>
+                {
+                    Verdict::Paid(p.txn_ref.clone())
+                }
+                Ok((stripe_core::PaymentIntentStatus::Canceled, _)) => {
+                    Verdict::Failed(p.txn_ref.clone())
+                }
+                // Never paid, and its checkout closed: it never will be.
+                Ok((stripe_core::PaymentIntentStatus::RequiresPaymentMethod, _)) if closed => {
+                    Verdict::Failed(p.txn_ref.clone())
+                }
+                Ok(_) => Verdict::Unknown,
+                Err(e) => {
+                    tracing::warn!(payment = %id, error = %e, "Stripe did not answer");
+                    Verdict::Unknown
+                }
+            },
+            None => Verdict::Unknown,
+        },
         _ => Verdict::Unknown,
     };
     let (succeeded, provider_ref) = match verdict {

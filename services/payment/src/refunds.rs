@@ -247,10 +247,28 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
                 _ => Answer::Later("VNPay is not set up here".to_owned()),
             }
         }
-        other => Answer::Later(format!(
-            "refunds through {} are not built yet",
-            other.as_str()
-        )),
+        PaymentMethod::Stripe => match &app.stripe {
+            Some(stripe) => match stripe
+                .refund(&r.txn_ref, r.amount_vnd.get(), &id.0.simple().to_string())
+                .await
+            {
+                Ok((reference, status)) if status.as_deref() == Some("failed") => {
+                    Answer::Refused(format!("failed: {reference}"))
+                }
+                // Succeeded, or pending at Stripe (which completes it by itself).
+                Ok((reference, _)) => Answer::Done(reference),
+                // Stripe refused the request itself (4xx): asking again will not help.
+                Err(stripe::StripeError::Stripe(e, status)) if (400..500).contains(&status) => {
+                    Answer::Refused(format!(
+                        "{status}: {}",
+                        e.message.as_deref().unwrap_or("refused")
+                    ))
+                }
+                Err(e) => Answer::Later(e.to_string()),
+            },
+            None => Answer::Later("Stripe is not set up here".to_owned()),
+        },
+        other => Answer::Later(format!("refunds through {} are not built", other.as_str())),
     };
     let (status, provider_ref, said) = match answer {
         Answer::Done(reference) => (RefundStatus::Succeeded, Some(reference), None),

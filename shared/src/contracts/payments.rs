@@ -111,6 +111,10 @@ pub struct OpenedPayment {
     pub id: PaymentId,
     /// Where it stands.
     pub status: PaymentStatus,
-    /// Where the buyer pays.
+    /// Where the buyer pays (VNPay).
     pub payment_url: Option<String>,
+    /// What the buyer's app confirms the card payment with (Stripe's PaymentIntent client
+    /// secret, for Stripe.js).
+    #[serde(default)]
+    pub client_secret: Option<String>,
 }

@@ -138,7 +138,10 @@ pub async fn place(
         let opened: std::result::Result<OpenedPayment, CallError> =
             app.peers.payment.post("/v1/internal/payments", &open).await;
         match opened {
-            Ok(p) => view.payment_url = p.payment_url,
+            Ok(p) => {
+                view.payment_url = p.payment_url;
+                view.payment_client_secret = p.client_secret;
+            }
             Err(e) => {
                 store::mark_failed(&app.pool, id).await;
                 release(app, reservation_id).await;

@@ -1,0 +1,422 @@
+//! Stripe, for international cards, through `async-stripe`: a PaymentIntent in VND (a
+//! zero-decimal currency: the amount is in đồng) opened with an idempotency key derived from
+//! the checkout, its webhook (the `Stripe-Signature` checked over the raw body, 300 s
+//! tolerance, each event acted on once), refunds, and asking a PaymentIntent's state for
+//! the reconciler.
+//!
+//! A declined card does not end a payment: the buyer may try another card on the same
+//! PaymentIntent until the checkout expires, so only `payment_intent.succeeded` settles
+//! one. Events may come in any order and more than once; an event that comes before its
+//! payment is stored is refused (Stripe sends it again).
+
+use std::collections::HashMap;
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use nongsan_shared::{
+    ApiError, CheckoutId, PaymentId, Text, Vnd,
+    contracts::payments::{PaymentMethod, PaymentStatus},
+};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::{
+    PaymentIntentStatus,
+    payment_intent::{CreatePaymentIntent, RetrievePaymentIntent},
+    refund::CreateRefund,
+};
+
+use crate::{
+    AppState,
+    payments::{Settled, settle},
+};
+
+/// How old a webhook's signature may be, seconds.
+pub const TOLERANCE_SECS: i64 = 300;
+
+/// Stripe, when its keys are set.
+pub struct Stripe {
+    client: Client,
+    webhook_secret: SecretString,
+}
+
+impl std::fmt::Debug for Stripe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stripe").finish_non_exhaustive()
+    }
+}
+
+impl Stripe {
+    /// From the settings: `None` when Stripe is not set up.
+    pub fn from_settings(s: &nongsan_shared::config::Settings) -> anyhow::Result<Option<Self>> {
+        let (Some(key), Some(webhook_secret)) = (&s.stripe_secret_key, &s.stripe_webhook_secret)
+        else {
+            return Ok(None);
+        };
+        let mut builder =
+            ClientBuilder::new(key.expose_secret()).timeout(std::time::Duration::from_secs(20));
+        if let Some(url) = &s.stripe_api_url {
+            builder = builder.url(url.clone());
+        }
+        let client = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("the Stripe client: {e}"))?;
+        Ok(Some(Self {
+            client,
+            webhook_secret: webhook_secret.clone(),
+        }))
+    }
+
+    /// Opens the PaymentIntent of a checkout: (its id, its client secret). The same
+    /// checkout always asks with the same idempotency key, so a retried call opens one.
+    pub async fn open(
+        &self,
+        checkout: CheckoutId,
+        payment: PaymentId,
+        amount: Vnd,
+    ) -> Result<(String, String), StripeError> {
+        let metadata = HashMap::from([
+            ("checkout_id".to_owned(), checkout.to_string()),
+            ("payment_id".to_owned(), payment.to_string()),
+        ]);
+        let intent = CreatePaymentIntent::new(amount.get(), stripe_types::Currency::VND)
+            .metadata(metadata)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
+                "nongsan-checkout-{checkout}"
+            ))))
+            .send(&self.client)
+            .await?;
+        Ok((
+            intent.id.to_string(),
+            intent.client_secret.unwrap_or_default(),
+        ))
+    }
+
+    /// Refunds `amount` of a PaymentIntent, keyed by our refund id: (Stripe's refund id,
+    /// its status: `succeeded`, `pending` or `failed`...).
+    pub async fn refund(
+        &self,
+        intent: &str,
+        amount: i64,
+        refund_id: &str,
+    ) -> Result<(String, Option<String>), StripeError> {
+        let refund = CreateRefund::new()
+            .payment_intent(intent)
+            .amount(amount)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
+                "nongsan-refund-{refund_id}"
+            ))))
+            .send(&self.client)
+            .await?;
+        Ok((refund.id.to_string(), refund.status))
+    }
+
+    /// A PaymentIntent's state and what it received.
+    pub async fn state(&self, intent: &str) -> Result<(PaymentIntentStatus, i64), StripeError> {
+        let intent = RetrievePaymentIntent::new(intent)
+            .send(&self.client)
+            .await?;
+        Ok((intent.status, intent.amount_received))
+    }
+}
+
+fn idempotency_key(key: &str) -> IdempotencyKey {
+    IdempotencyKey::new(key).expect("our keys are short and not empty")
+}
+
+/// Why a webhook signature is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadSignature {
+    /// No `t=` or no `v1=` in the header.
+    Malformed,
+    /// Signed longer ago (or further ahead) than the tolerance.
+    Stale,
+    /// No `v1` matches.
+    Mismatch,
+}
+
+/// Checks a `Stripe-Signature` header (`t=<unix>,v1=<hex>[,v1=...]`) over the raw body:
+/// some `v1` is `hex(HMAC-SHA256(secret, "<t>." + body))`, and `t` is within `tolerance`
+/// seconds of `now`.
+pub fn verify_signature(
+    header: &str,
+    body: &[u8],
+    secret: &str,
+    now: i64,
+    tolerance: i64,
+) -> Result<(), BadSignature> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some(("v1", v)) => signatures.push(v),
+            _ => {}
+        }
+    }
+    let t = timestamp.ok_or(BadSignature::Malformed)?;
+    if signatures.is_empty() {
+        return Err(BadSignature::Malformed);
+    }
+    if (now - t).abs() > tolerance {
+        return Err(BadSignature::Stale);
+    }
+    let matches = |hex: &str| {
+        let Some(given) = decode_hex(hex) else {
+            return false;
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(t.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.verify_slice(&given).is_ok()
+    };
+    if signatures.into_iter().any(matches) {
+        Ok(())
+    } else {
+        Err(BadSignature::Mismatch)
+    }
+}
+
+/// `t=<t>,v1=<signature>`: how Stripe signs `body` at `t` (for tests and tools).
+pub fn sign_header(body: &[u8], secret: &str, t: i64) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},v1={hex}")
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+/// The part of an event nongsan reads.
+#[derive(Debug, serde::Deserialize)]
+struct Event {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: EventData,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct EventData {
+    object: EventObject,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct EventObject {
+    id: String,
+    #[serde(default)]
+    amount_received: i64,
+}
+
+fn bad_request(code: &'static str, en: &str, vi: &str) -> ApiError {
+    ApiError::bad_request(code, Text::new(en, vi))
+}
+
+/// Stripe's webhook: `payment_intent.succeeded` settles the payment; other events are
+/// acknowledged. A bad or stale signature is 400 and changes nothing; an event seen before
+/// is acknowledged again and changes nothing.
+#[utoipa::path(post, path = "/v1/payments/stripe/webhook", tag = "payment",
+    request_body(content = String, description = "The event, as Stripe sent it (signed raw body)", content_type = "application/json"),
+    params(("Stripe-Signature" = String, Header, description = "t=<unix time>,v1=<HMAC-SHA256>")),
+    responses((status = 200, description = "Recorded, or seen before"), (status = 400, description = "bad_signature, stale_signature, not_an_event", body = nongsan_shared::error::ProblemSchema),
+        (status = 503, description = "Stripe is not set up here, or the payment is not stored yet (Stripe sends it again)", body = nongsan_shared::error::ProblemSchema)))]
+pub async fn handle_webhook(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let Some(stripe) = &app.stripe else {
+        return Err(ApiError::unavailable(
+            "stripe_not_configured",
+            Text::new("Stripe is not set up here", "Chưa thiết lập Stripe"),
+        ));
+    };
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match verify_signature(
+        header,
+        &body,
+        stripe.webhook_secret.expose_secret(),
+        Utc::now().timestamp(),
+        TOLERANCE_SECS,
+    ) {
+        Ok(()) => {}
+        Err(BadSignature::Stale) => {
+            return Err(bad_request(
+                "stale_signature",
+                "the signature is older than 300 seconds",
+                "chữ ký đã quá 300 giây",
+            ));
+        }
+        Err(_) => {
+            return Err(bad_request(
+                "bad_signature",
+                "the Stripe-Signature header does not sign this body",
+                "tiêu đề Stripe-Signature không khớp nội dung",
+            ));
+        }
+    }
+    let event: Event = serde_json::from_slice(&body).map_err(|_| {
+        bad_request(
+            "not_an_event",
+            "the body is not a Stripe event",
+            "nội dung không phải sự kiện Stripe",
+        )
+    })?;
+    let mut tx = app.pool.begin().await?;
+    let first = sqlx::query!(
+        "INSERT INTO stripe_events (id, event_type) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        event.id,
+        event.kind,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first {
+        return Ok(StatusCode::OK);
+    }
+    match event.kind.as_str() {
+        "payment_intent.succeeded" => {
+            let payment = sqlx::query!(
+                r#"SELECT id AS "id: PaymentId", checkout_id AS "checkout_id: CheckoutId", amount_vnd AS "amount_vnd: Vnd",
+                        status AS "status: PaymentStatus"
+                   FROM payments WHERE method = 'stripe' AND txn_ref = $1 FOR UPDATE"#,
+                event.data.object.id,
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(p) = payment else {
+                // Not stored yet (the event overtook us): not recorded, so Stripe's next
+                // delivery is acted on.
+                return Err(ApiError::unavailable(
+                    "payment_not_stored_yet",
+                    Text::new("the payment is not stored yet", "thanh toán chưa được lưu"),
+                ));
+            };
+            if p.status == PaymentStatus::Pending {
+                if event.data.object.amount_received != p.amount_vnd.get() {
+                    tracing::error!(payment = %p.id, received = event.data.object.amount_received, "Stripe reports another amount; left for an operator");
+                } else {
+                    settle(
+                        &mut tx,
+                        &Settled {
+                            id: p.id,
+                            checkout: p.checkout_id,
+                            amount: p.amount_vnd,
+                            method: PaymentMethod::Stripe,
+                            succeeded: true,
+                            provider_ref: event.data.object.id.clone(),
+                        },
+                    )
+                    .await?;
+                }
+            }
+        }
+        "payment_intent.payment_failed" => {
+            // The buyer may try another card; the checkout's own expiry ends it.
+            tracing::info!(intent = event.data.object.id, "a card was declined");
+        }
+        other => tracing::debug!(event = other, "a Stripe event nongsan does not act on"),
+    }
+    tx.commit().await?;
+    Ok(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_700_000_000;
+    const BODY: &[u8] = br#"{"id":"evt_1"}"#;
+
+    #[test]
+    fn a_signature_is_stripes_hmac_sha256_over_the_timestamp_and_the_raw_body() {
+        // Computed independently (Python's hmac) for secret whsec_x at t = 1700000000.
+        assert_eq!(
+            sign_header(BODY, "whsec_x", T),
+            "t=1700000000,v1=366e40c480fe3a9e6a03609dca079cea86d77ae82d5a56b5348208247317a8d1"
+        );
+    }
+
+    #[test]
+    fn the_signature_holds_for_300_seconds_and_not_one_more() {
+        let header = sign_header(BODY, "whsec_x", T);
+        assert_eq!(verify_signature(&header, BODY, "whsec_x", T, 300), Ok(()));
+        assert_eq!(
+            verify_signature(&header, BODY, "whsec_x", T + 300, 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(&header, BODY, "whsec_x", T + 301, 300),
+            Err(BadSignature::Stale)
+        );
+    }
+
+    #[test]
+    fn another_secret_another_body_or_a_broken_header_is_refused() {
+        let header = sign_header(BODY, "whsec_x", T);
+        assert_eq!(
+            verify_signature(&header, BODY, "whsec_y", T, 300),
+            Err(BadSignature::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(&header, br#"{"id":"evt_2"}"#, "whsec_x", T, 300),
+            Err(BadSignature::Mismatch)
+        );
+        for broken in [
+            "",
+            "t=1700000000",
+            "v1=00",
+            "t=x,v1=00",
+            "t=1700000000,v1=é",
+        ] {
+            assert!(
+                verify_signature(broken, BODY, "whsec_x", T, 300).is_err(),
+                "{broken}"
+            );
+        }
+        // Any matching v1 of several is enough (Stripe signs with each active secret).
+        let two = format!("{header},v1=00");
+        let (t, v1) = two.split_once(',').unwrap();
+        let reordered = format!("{t},v1=00,{v1}");
+        assert_eq!(
+            verify_signature(&reordered, BODY, "whsec_x", T, 300),
+            Ok(())
+        );
+    }
+}

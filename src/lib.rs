@@ -119,6 +119,7 @@ pub fn openapi(services: &[ServiceName]) -> utoipa::openapi::OpenApi {
         doc.merge(s.openapi());
     }
     http::document_body_limit(&mut doc);
+    http::document_common_responses(&mut doc);
     doc
 }
 

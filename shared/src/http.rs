@@ -76,6 +76,99 @@ pub fn document_body_limit(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Documents the answers the HTTP edge gives any operation, as the extractors give them, so
+/// the document says what a client can meet: every error is `application/problem+json`;
+/// an operation with a body may answer 400 `malformed_json` and 415
+/// `unsupported_media_type`; one with a body or parameters 422 `validation_failed`; one with
+/// a path parameter 404 (a malformed id included); one that needs a token 401 and 403; the
+/// sign-in, registration and activation 429 `too_many_attempts` and 503 `busy`.
+pub fn document_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    crate::error::PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            ("get", &mut item.get),
+            ("post", &mut item.post),
+            ("put", &mut item.put),
+            ("patch", &mut item.patch),
+            ("delete", &mut item.delete),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            // Errors are problem documents, whatever a handler's annotation said.
+            for (code, res) in op.responses.responses.iter_mut() {
+                if code.as_str() < "400" {
+                    continue;
+                }
+                if let RefOr::T(res) = res
+                    && let Some(content) = res.content.shift_remove("application/json")
+                {
+                    res.content
+                        .entry(crate::error::PROBLEM_JSON.to_owned())
+                        .or_insert(content);
+                }
+            }
+            let has_body = op.request_body.is_some();
+            let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let mut add = |code: &str, description: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| problem(description));
+            };
+            if has_body {
+                add("400", "malformed_json: the body is not JSON");
+                add(
+                    "415",
+                    "unsupported_media_type: the body is not of a type the operation takes",
+                );
+            }
+            if has_body || has_params {
+                add(
+                    "422",
+                    "validation_failed: a field or parameter does not fit (each is named in `errors`)",
+                );
+            }
+            if path.contains('{') {
+                add(
+                    "404",
+                    "not_found: nothing has this id (a malformed id included)",
+                );
+            }
+            if secured {
+                add("401", "unauthorized: no valid bearer token");
+                add("403", "forbidden: the caller may not do this");
+            }
+            if method == "post"
+                && ["/v1/sessions", "/v1/accounts", "/v1/accounts/activate"]
+                    .contains(&path.as_str())
+            {
+                add(
+                    "429",
+                    "too_many_attempts: too many tries from this address or for this phone; see Retry-After",
+                );
+                add(
+                    "503",
+                    "busy: too many passwords are being checked; try again",
+                );
+            }
+        }
+    }
+}
+
 /// A JSON request body parsed into `T`, or a problem+json answer: 415 without a JSON content
 /// type, 400 `malformed_json` when it is not JSON, 422 naming the field when it does not fit.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,15 +1,12 @@
 //! The audit log: every write, with the actor and the household it was done for, and the
 //! household's view of what was done in its name.
 
-use axum::{
-    Json as AxumJson,
-    extract::{Path, State},
-};
+use axum::{Json as AxumJson, extract::State};
 use chrono::{DateTime, Utc};
 use nongsan_shared::{
     AccountId,
     auth::{Actor, Role},
-    http::Query,
+    http::{Path, Query},
     paging::{self, PageParams},
 };
 use serde::Serialize;

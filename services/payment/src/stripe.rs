@@ -251,16 +251,22 @@ fn bad_request(code: &'static str, en: &str, vi: &str) -> ApiError {
     request_body(content = String, description = "The event, as Stripe sent it (signed raw body)", content_type = "application/json"),
     params(("Stripe-Signature" = String, Header, description = "t=<unix time>,v1=<HMAC-SHA256>")),
     responses((status = 200, description = "Recorded, or seen before"), (status = 400, description = "bad_signature, stale_signature, not_an_event", body = nongsan_shared::error::ProblemSchema),
-        (status = 503, description = "Stripe is not set up here, or the payment is not stored yet (Stripe sends it again)", body = nongsan_shared::error::ProblemSchema)))]
+        (status = 404, description = "Stripe is not set up here", body = nongsan_shared::error::ProblemSchema),
+        (status = 503, description = "payment_not_stored_yet: the event came before its payment was stored (Stripe sends it again)", body = nongsan_shared::error::ProblemSchema)))]
 pub async fn handle_webhook(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let Some(stripe) = &app.stripe else {
-        return Err(ApiError::unavailable(
-            "stripe_not_configured",
-            Text::new("Stripe is not set up here", "Chưa thiết lập Stripe"),
+        // Without Stripe's keys there is no Stripe endpoint here.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Text::new(
+                "Stripe is not set up here.",
+                "Chưa thiết lập Stripe tại đây.",
+            ),
         ));
     };
     let header = headers

@@ -1,7 +1,7 @@
 //! The dead-letter list, for operators: read it, and put an event back to be tried again.
 
 use axum::{
-    extract::{FromRef, Path, State},
+    extract::{FromRef, State},
     http::StatusCode,
 };
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     auth::{Actor, Role, TokenKeys},
     error::ApiError,
+    http::Path,
     ids::EventId,
 };
 

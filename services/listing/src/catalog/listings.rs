@@ -28,7 +28,8 @@ use crate::{
 /// List a product: a household (or a helper or manager acting for it), or a cooperative's
 /// manager for the cooperative.
 #[utoipa::path(post, path = "/v1/listings", tag = "catalog", request_body = ListingInput,
-    responses((status = 201, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+    responses((status = 201, body = ListingView), (status = 403, body = nongsan_shared::error::ProblemSchema),
+        (status = 404, description = "not_found: no such cooperative", body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn create_listing(
     State(app): State<AppState>,
     actor: Actor,
@@ -108,7 +109,8 @@ pub struct ListingPage {
 }
 
 /// The catalog: active listings, newest last, filtered and paged.
-#[utoipa::path(get, path = "/v1/listings", tag = "catalog", params(ListingFilter), responses((status = 200, body = ListingPage), (status = 422, body = nongsan_shared::error::ProblemSchema)))]
+#[utoipa::path(get, path = "/v1/listings", tag = "catalog", params(ListingFilter), responses((status = 200, body = ListingPage),
+    (status = 403, description = "forbidden: `all_statuses` for a seller the caller does not act for", body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)))]
 pub async fn list_listings(
     State(app): State<AppState>,
     actor: Option<Actor>,

@@ -4,10 +4,8 @@
 /// The reference data itself lives in the shared crate: every service validates addresses.
 pub use nongsan_shared::reference::*;
 
-use axum::{
-    Json,
-    extract::{Path, Query},
-};
+use axum::Json;
+use nongsan_shared::http::{Path, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -1,14 +1,11 @@
 //! Roles: an operator grants helper, cooperative manager or operator; `nongsan seed --operator`
 //! makes the first operator.
 
-use axum::{
-    Json as AxumJson,
-    extract::{Path, State},
-};
+use axum::{Json as AxumJson, extract::State};
 use nongsan_shared::{
     AccountId, PhoneNumber,
     auth::{Actor, Role},
-    http::Json,
+    http::{Json, Path},
 };
 use serde::Deserialize;
 use utoipa::ToSchema;

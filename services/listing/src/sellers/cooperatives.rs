@@ -1,14 +1,10 @@
 //! Cooperatives and their member households.
 
-use axum::{
-    Json as AxumJson,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json as AxumJson, extract::State, http::StatusCode};
 use nongsan_shared::{
     AccountId, CooperativeId,
     auth::{Actor, Role},
-    http::Json,
+    http::{Json, Path},
     reference::ADMIN_VERSION,
 };
 use serde::{Deserialize, Serialize};

@@ -1,11 +1,13 @@
 //! Farm households: their profile, read and changed by the household or those who act for it.
 
-use axum::{
-    Json as AxumJson,
-    extract::{Path, State},
-};
+use axum::{Json as AxumJson, extract::State};
 use chrono::{DateTime, Utc};
-use nongsan_shared::{AccountId, auth::Actor, http::Json, reference::ADMIN_VERSION};
+use nongsan_shared::{
+    AccountId,
+    auth::Actor,
+    http::{Json, Path},
+    reference::ADMIN_VERSION,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;

@@ -81,6 +81,19 @@ pub struct Settings {
     pub stripe_webhook_secret: Option<SecretString>,
     /// Stripe's API base (ending in `/`); Stripe's own when unset (a local fake in tests).
     pub stripe_api_url: Option<String>,
+    /// MoMo partner code; MoMo is offered when it, the access key and the secret key are set.
+    pub momo_partner_code: Option<String>,
+    /// MoMo access key.
+    pub momo_access_key: Option<String>,
+    /// MoMo secret key (HMAC-SHA256 key, secret).
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub momo_secret_key: Option<SecretString>,
+    /// MoMo's API (its test environment by default).
+    pub momo_endpoint: String,
+    /// Where MoMo sends the buyer back after paying (display only; the IPN decides).
+    pub momo_redirect_url: String,
+    /// Where MoMo posts its IPN: this deployment's public `/v1/payments/momo/ipn`.
+    pub momo_ipn_url: String,
     /// A payment still pending this long after it was opened is asked of its provider (a
     /// callback can be lost), seconds.
     pub payment_reconcile_after_secs: u64,
@@ -152,6 +165,12 @@ impl Default for Settings {
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_url: None,
+            momo_partner_code: None,
+            momo_access_key: None,
+            momo_secret_key: None,
+            momo_endpoint: "https://test-payment.momo.vn".to_owned(),
+            momo_redirect_url: "http://localhost:8080/v1/payments/momo/return".to_owned(),
+            momo_ipn_url: "http://localhost:8080/v1/payments/momo/ipn".to_owned(),
             payment_reconcile_after_secs: 600,
             payment_sweep_ms: 5_000,
             events_max_attempts: 8,
@@ -180,6 +199,12 @@ impl Settings {
         }
         if self.stripe_secret_key.is_some() && self.stripe_webhook_secret.is_some() {
             methods.push(PaymentMethod::Stripe);
+        }
+        if self.momo_partner_code.is_some()
+            && self.momo_access_key.is_some()
+            && self.momo_secret_key.is_some()
+        {
+            methods.push(PaymentMethod::Momo);
         }
         methods
     }

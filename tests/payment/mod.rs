@@ -2,6 +2,7 @@
 //! by the capture; pending payments settled by asking the provider; the methods on offer.
 
 mod methods;
+mod momo;
 mod reconcile;
 mod refunds;
 mod secrets;

@@ -18,6 +18,7 @@
 pub mod calls;
 pub mod client;
 pub mod fake_meili;
+pub mod fake_momo;
 pub mod fake_vnpay;
 pub mod localstripe;
 pub mod process;

@@ -7,6 +7,7 @@
 //! It owns the PostgreSQL schema `payment` and its migrations in `migrations/payment`; it
 //! never reads another service's tables.
 
+pub mod momo;
 pub mod payments;
 pub mod reconcile;
 pub mod refunds;
@@ -70,6 +71,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(payments::open_payment))
         .routes(routes!(payments::handle_vnpay_ipn))
+        .routes(routes!(payments::handle_momo_ipn))
         .routes(routes!(payments::list_methods))
         .routes(routes!(refunds::refund_order))
         .routes(routes!(stripe::handle_webhook))

@@ -15,7 +15,7 @@ use nongsan_shared::{
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::{AppState, vnpay};
+use crate::{AppState, momo, vnpay};
 use nongsan_shared::contracts::{
     events::{EventType, PaymentEvent},
     payments::{OpenPayment, OpenedPayment, PaymentMethod, PaymentStatus},
@@ -69,7 +69,68 @@ pub async fn open_payment(
     let ip = p
         .client_ip
         .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
+    if p.method == PaymentMethod::Momo
+        && !(momo::MIN_VND..=momo::MAX_VND).contains(&p.amount_vnd.get())
+    {
+        return Err(Problems::from(FieldError::new(
+            "amount_vnd",
+            "amount_out_of_range",
+            Text::new(
+                format!(
+                    "MoMo takes wallet payments from {} to {} đồng",
+                    momo::MIN_VND,
+                    momo::MAX_VND
+                ),
+                format!(
+                    "MoMo chỉ nhận thanh toán ví từ {} đến {} đồng",
+                    momo::MIN_VND,
+                    momo::MAX_VND
+                ),
+            ),
+        ))
+        .into());
+    }
     let (txn_ref, url, client_secret, created) = match (p.method, &app.stripe) {
+        (PaymentMethod::Momo, _) => {
+            let (Some(partner), Some(access), Some(secret)) =
+                (&s.momo_partner_code, &s.momo_access_key, &s.momo_secret_key)
+            else {
+                return Err(Problems::from(unavailable_method(p.method)).into());
+            };
+            let order_id = p.checkout_id.0.simple().to_string();
+            let body = momo::create_body(
+                secret.expose_secret(),
+                &momo::Create {
+                    partner_code: partner,
+                    access_key: access,
+                    order_id: &order_id,
+                    request_id: &id.0.simple().to_string(),
+                    amount: p.amount_vnd.get(),
+                    order_info: &format!("Thanh toan don hang {order_id}"),
+                    redirect_url: &s.momo_redirect_url,
+                    ipn_url: &s.momo_ipn_url,
+                    extra_data: "",
+                },
+            );
+            let unavailable = |why: String| {
+                tracing::warn!(why, "MoMo did not open the payment");
+                ApiError::unavailable(
+                    "provider_unavailable",
+                    Text::new(
+                        "MoMo did not open the payment; nothing was charged",
+                        "MoMo không mở được thanh toán; chưa thu tiền",
+                    ),
+                )
+            };
+            let answer = momo::call(&app.http, &s.momo_endpoint, "/v2/gateway/api/create", &body)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            let pay_url = match (answer.result_code, answer.pay_url) {
+                (0, Some(url)) => url,
+                (code, _) => return Err(unavailable(format!("{code}: {}", answer.message))),
+            };
+            (order_id, Some(pay_url), None, None)
+        }
         (PaymentMethod::Stripe, Some(stripe)) => {
             let (intent, secret) =
                 stripe
@@ -275,4 +336,69 @@ pub async fn list_methods(State(app): State<AppState>) -> AxumJson<PaymentMethod
     AxumJson(PaymentMethods {
         items: app.settings.payment_methods(),
     })
+}
+
+/// MoMo's IPN: a signed JSON POST with the result of a wallet payment, answered 204 once it
+/// is recorded (or was before). A body MoMo did not sign, or for another amount, is 400 and
+/// changes nothing.
+#[utoipa::path(post, path = "/v1/payments/momo/ipn", tag = "payment",
+    request_body(content = serde_json::Value, description = "MoMo's result (AIO v2), signed with HMAC-SHA256"),
+    responses((status = 204, description = "Recorded, or recorded before"),
+        (status = 400, description = "bad_signature, amount_mismatch", body = nongsan_shared::error::ProblemSchema),
+        (status = 404, description = "No such payment, or MoMo is not set up here", body = nongsan_shared::error::ProblemSchema)))]
+pub async fn handle_momo_ipn(
+    State(app): State<AppState>,
+    Json(ipn): Json<momo::Ipn>,
+) -> Result<StatusCode, ApiError> {
+    let s = &app.settings;
+    let (Some(partner), Some(access), Some(secret)) =
+        (&s.momo_partner_code, &s.momo_access_key, &s.momo_secret_key)
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Text::new("MoMo is not set up here.", "Chưa thiết lập MoMo tại đây."),
+        ));
+    };
+    if ipn.partner_code != *partner || !ipn.verify(access, secret.expose_secret()) {
+        return Err(ApiError::bad_request(
+            "bad_signature",
+            Text::new("MoMo did not sign this result", "MoMo không ký kết quả này"),
+        ));
+    }
+    let mut tx = app.pool.begin().await?;
+    let payment = sqlx::query!(
+        r#"SELECT id AS "id: PaymentId", checkout_id AS "checkout_id: CheckoutId", amount_vnd AS "amount_vnd: Vnd",
+                status AS "status: PaymentStatus"
+           FROM payments WHERE method = 'momo' AND txn_ref = $1 FOR UPDATE"#,
+        ipn.order_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("payment"))?;
+    if ipn.amount != payment.amount_vnd.get() {
+        return Err(ApiError::bad_request(
+            "amount_mismatch",
+            Text::new(
+                "the amount is not this payment's",
+                "số tiền không khớp với lần thanh toán",
+            ),
+        ));
+    }
+    if payment.status == PaymentStatus::Pending {
+        settle(
+            &mut tx,
+            &Settled {
+                id: payment.id,
+                checkout: payment.checkout_id,
+                amount: payment.amount_vnd,
+                method: PaymentMethod::Momo,
+                succeeded: ipn.result_code == 0,
+                provider_ref: ipn.trans_id.to_string(),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -10,7 +10,7 @@ use nongsan_shared::{CheckoutId, PaymentId, Vnd, contracts::payments::PaymentMet
 use secrecy::ExposeSecret;
 
 use crate::{
-    AppState,
+    AppState, momo,
     payments::{Settled, settle},
     vnpay,
 };
@@ -154,6 +154,54 @@ async fn check(app: &AppState, id: PaymentId) -> anyhow::Result<bool> {
             },
             None => Verdict::Unknown,
         },
+        PaymentMethod::Momo => {
+            let s = &app.settings;
+            match (&s.momo_partner_code, &s.momo_access_key, &s.momo_secret_key) {
+                (Some(partner), Some(access), Some(secret)) => {
+                    let keys = momo::Keys {
+                        partner_code: partner,
+                        access_key: access,
+                        secret: secret.expose_secret(),
+                    };
+                    let body = momo::query_body(
+                        keys,
+                        &p.txn_ref,
+                        &uuid::Uuid::now_v7().simple().to_string(),
+                    );
+                    match momo::call(&app.http, &s.momo_endpoint, "/v2/gateway/api/query", &body)
+                        .await
+                    {
+                        Ok(a) if a.result_code == 0 && a.amount == Some(p.amount_vnd.get()) => {
+                            Verdict::Paid(a.trans_id.map(|t| t.to_string()).unwrap_or_default())
+                        }
+                        Ok(a) if a.result_code == 0 => {
+                            tracing::error!(payment = %id, amount = ?a.amount, "MoMo reports another amount for this payment; left for an operator");
+                            Verdict::Unknown
+                        }
+                        // Waiting for the buyer: once the page closed, it never will be paid.
+                        Ok(a) if a.result_code == 1000 => {
+                            if closed {
+                                Verdict::Failed(String::new())
+                            } else {
+                                Verdict::Unknown
+                            }
+                        }
+                        // Being processed, or MoMo's own error: ask again later.
+                        Ok(a) if matches!(a.result_code, 99 | 7000 | 7002 | 9000) => {
+                            Verdict::Unknown
+                        }
+                        Ok(a) => {
+                            Verdict::Failed(a.trans_id.map(|t| t.to_string()).unwrap_or_default())
+                        }
+                        Err(e) => {
+                            tracing::warn!(payment = %id, error = %e, "MoMo did not answer");
+                            Verdict::Unknown
+                        }
+                    }
+                }
+                _ => Verdict::Unknown,
+            }
+        }
         _ => Verdict::Unknown,
     };
     let (succeeded, provider_ref) = match verdict {

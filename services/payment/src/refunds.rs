@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
-use crate::{AppState, vnpay};
+use crate::{AppState, momo, vnpay};
 
 /// `order.placed`: remembers each online order's checkout and total, what a refund for
 /// that order may reach.
@@ -268,6 +268,41 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
             },
             None => Answer::Later("Stripe is not set up here".to_owned()),
         },
+        PaymentMethod::Momo => {
+            let s = &app.settings;
+            match (&s.momo_partner_code, &s.momo_access_key, &s.momo_secret_key) {
+                (Some(partner), Some(access), Some(secret)) => {
+                    let reference = id.0.simple().to_string();
+                    let keys = momo::Keys {
+                        partner_code: partner,
+                        access_key: access,
+                        secret: secret.expose_secret(),
+                    };
+                    let body = momo::refund_body(
+                        keys,
+                        &reference,
+                        &reference,
+                        r.amount_vnd.get(),
+                        r.provider_ref.as_deref().unwrap_or(""),
+                        &format!("Hoan tien don hang {}", r.txn_ref),
+                    );
+                    match momo::call(&app.http, &s.momo_endpoint, "/v2/gateway/api/refund", &body)
+                        .await
+                    {
+                        Ok(a) if a.result_code == 0 => {
+                            Answer::Done(a.trans_id.map(|t| t.to_string()).unwrap_or(reference))
+                        }
+                        // Still being processed at MoMo, or its system error: ask again.
+                        Ok(a) if matches!(a.result_code, 99 | 1000 | 7000 | 7002) => {
+                            Answer::Later(format!("{}: {}", a.result_code, a.message))
+                        }
+                        Ok(a) => Answer::Refused(format!("{}: {}", a.result_code, a.message)),
+                        Err(e) => Answer::Later(e.to_string()),
+                    }
+                }
+                _ => Answer::Later("MoMo is not set up here".to_owned()),
+            }
+        }
         other => Answer::Later(format!("refunds through {} are not built", other.as_str())),
     };
     let (status, provider_ref, said) = match answer {

@@ -61,6 +61,8 @@ pub enum PaymentMethod {
     Vnpay,
     /// Card, through Stripe.
     Stripe,
+    /// The MoMo e-wallet.
+    Momo,
 }
 
 impl PaymentMethod {
@@ -70,6 +72,7 @@ impl PaymentMethod {
             PaymentMethod::Cod => "cod",
             PaymentMethod::Vnpay => "vnpay",
             PaymentMethod::Stripe => "stripe",
+            PaymentMethod::Momo => "momo",
         }
     }
 }
@@ -92,7 +95,7 @@ pub enum PaymentStatus {
 pub struct OpenPayment {
     /// The checkout.
     pub checkout_id: CheckoutId,
-    /// An online method (`vnpay` or `stripe`).
+    /// An online method (`vnpay`, `stripe` or `momo`).
     pub method: PaymentMethod,
     /// What the buyer pays.
     pub amount_vnd: Vnd,

@@ -142,6 +142,13 @@ pub async fn place(
                 view.payment_url = p.payment_url;
                 view.payment_client_secret = p.client_secret;
             }
+            // The payment refused the request itself (an amount its provider does not take):
+            // the buyer is told why; nothing was ordered.
+            Err(e @ CallError::Status { status, .. }) if status.is_client_error() => {
+                store::mark_failed(&app.pool, id).await;
+                release(app, reservation_id).await;
+                return Err(OrderError::Peer(e));
+            }
             Err(e) => {
                 store::mark_failed(&app.pool, id).await;
                 release(app, reservation_id).await;

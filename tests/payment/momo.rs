@@ -1,0 +1,179 @@
+//! MoMo (AIO v2, captureWallet) against a fake MoMo: a signed create, a verified IPN answered
+//! 204 (forged ones change nothing, repeats credit once), refunds, MoMo's amount bounds, and a
+//! lost IPN settled by asking MoMo.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{
+    TestApp, TestDb,
+    calls::basket,
+    client::{Client, Request},
+    eventually,
+    fake_momo::{ACCESS_KEY, FakeMomo, PARTNER, SECRET_KEY},
+    test_settings,
+};
+
+async fn app_with(
+    momo: &FakeMomo,
+    tune: impl FnOnce(&mut nongsan_shared::config::Settings),
+) -> TestApp {
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db).await;
+    settings.momo_partner_code = Some(PARTNER.to_owned());
+    settings.momo_access_key = Some(ACCESS_KEY.to_owned());
+    settings.momo_secret_key = Some(SECRET_KEY.into());
+    settings.momo_endpoint = momo.url.clone();
+    settings.payment_sweep_ms = 100;
+    tune(&mut settings);
+    TestApp::spawn_with(settings, db).await
+}
+
+async fn ipn(api: &Client, body: &impl serde::Serialize) -> u16 {
+    api.send(Request::post("/v1/payments/momo/ipn").json(&serde_json::to_value(body).unwrap()))
+        .await
+        .status
+}
+
+/// MoMo's orderId of a checkout (the last part of the payUrl the fake answers).
+fn order_id(c: &Value) -> String {
+    c["payment_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_momo_payment_is_created_signed_paid_by_a_verified_ipn_once_and_refunded_on_cancel() {
+    let momo = FakeMomo::start().await;
+    let app = app_with(&momo, |_| {}).await;
+    let api = &app.api;
+    let (_, methods) = api.get("/v1/payments/methods", None).await;
+    assert_eq!(
+        methods["items"],
+        serde_json::json!(["cod", "vnpay", "momo"])
+    );
+    let (seller, buyer, listing) = api.shop().await;
+    let (status, c) = api
+        .checkout(&buyer, "momo", &basket(&[(&listing, "2")], "momo"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let created = momo.calls("create");
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["requestType"], "captureWallet");
+    let amount = c["grand_total"].as_i64().unwrap();
+    assert_eq!(
+        created[0]["amount"].as_i64(),
+        Some(amount),
+        "MoMo's amount is in đồng"
+    );
+    let order = order_id(&c);
+
+    // Forged: another secret, or another amount than was signed.
+    let mut forged = FakeMomo::ipn(&order, amount, 0);
+    forged.signature =
+        nongsan_payment::momo::sign("not MoMo's secret", &forged.signing_string(ACCESS_KEY));
+    assert_eq!(ipn(api, &forged).await, 400);
+    let mut changed = FakeMomo::ipn(&order, amount, 0);
+    changed.amount = 1_000;
+    assert_eq!(ipn(api, &changed).await, 400);
+    let id = c["id"].as_str().unwrap();
+    let (_, read) = api.read_checkout(&buyer, id).await;
+    assert_eq!(
+        read["status"], "pending_payment",
+        "forged results change nothing"
+    );
+
+    let paid = FakeMomo::ipn(&order, amount, 0);
+    for _ in 0..3 {
+        assert_eq!(ipn(api, &paid).await, 204);
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the orders to be paid and the stock sold",
+        || async {
+            let (_, c) = api.read_checkout(&buyer, id).await;
+            let s = api.stock(&seller, &listing).await.levels;
+            (c["status"] == "paid" && s.on_hand == "8" && s.reserved == "0").then_some(())
+        },
+    )
+    .await;
+    let payments = app.db.pool("payment").await;
+    let credited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'payment.succeeded'")
+            .fetch_one(&payments)
+            .await
+            .unwrap();
+    assert_eq!(credited, 1, "three deliveries credit once");
+
+    let order_id = c["orders"][0]["id"].as_str().unwrap();
+    let (status, body) = api.order_action(&buyer, order_id, "cancel", None).await;
+    assert_eq!(status, 200, "{body}");
+    let o = eventually(Duration::from_secs(20), "the refund", || async {
+        let (_, o) = api.read_order(&buyer, order_id).await;
+        (o["refunds"].as_array().map(Vec::len) == Some(1)).then_some(o)
+    })
+    .await;
+    assert_eq!(o["refunds"][0]["status"], "succeeded", "{o}");
+    let refunds = momo.calls("refund");
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0]["amount"].as_i64(), Some(amount));
+    assert_eq!(
+        refunds[0]["transId"].as_i64(),
+        Some(4_084_757_146),
+        "MoMo's transaction of the payment"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_amount_momo_does_not_take_is_422_and_holds_no_stock() {
+    let momo = FakeMomo::start().await;
+    let app = app_with(&momo, |_| {}).await;
+    let api = &app.api;
+    let (seller, buyer, _) = api.shop().await;
+    // 1,000 kg at 65,000 đ: 65 million đồng, above MoMo's 50 million.
+    let big = api.listing_with_stock(&seller, "1000").await;
+    let (status, body) = api
+        .checkout(&buyer, "big", &basket(&[(&big, "1000")], "momo"))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["code"], "amount_out_of_range", "{body}");
+    assert_eq!(
+        api.stock(&seller, &big).await.levels.reserved,
+        "0",
+        "the stock went back"
+    );
+    assert!(momo.calls("create").is_empty(), "MoMo was not asked");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_momo_payment_whose_ipn_was_lost_is_settled_by_asking_momo() {
+    let momo = FakeMomo::start().await;
+    let app = app_with(&momo, |s| s.payment_reconcile_after_secs = 1).await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let (status, c) = api
+        .checkout(&buyer, "lost", &basket(&[(&listing, "1")], "momo"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    momo.pay(&order_id(&c), c["grand_total"].as_i64().unwrap());
+    let id = c["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the reconciler to settle the payment",
+        || async {
+            let (_, c) = api.read_checkout(&buyer, id).await;
+            let s = api.stock(&seller, &listing).await.levels;
+            (c["status"] == "paid" && s.on_hand == "9").then_some(())
+        },
+    )
+    .await;
+    assert!(!momo.calls("query").is_empty());
+    app.stop().await;
+}

@@ -206,3 +206,60 @@ async fn an_unpaid_checkout_expires_with_its_reservation() {
     assert_eq!(c["orders"][0]["status"], "expired");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_signed_ipn_for_an_unknown_payment_is_01_and_an_unexpected_error_99() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (_, buyer, listing) = api.shop().await;
+    let (status, c) = api
+        .checkout(&buyer, "codes", &basket(&[(&listing, "1")], "vnpay"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let url = c["payment_url"].as_str().unwrap();
+    // VNPay's own signature over a reference nongsan never gave out.
+    let unknown = url.replace(
+        &format!("vnp_TxnRef={}", txn_ref_of(url)),
+        "vnp_TxnRef=00000000000000000000000000000000",
+    );
+    let unknown_ipn = ipn_query(&resign(&unknown), "00", None);
+    assert_eq!(api.vnpay_ipn(&unknown_ipn).await["RspCode"], "01");
+
+    nongsan_shared::failpoint::set(
+        "vnpay.ipn.record",
+        nongsan_shared::failpoint::Action::Error { times: 1 },
+    );
+    let answer = api.vnpay_ipn(&ipn_query(url, "00", None)).await;
+    assert_eq!(answer["RspCode"], "99", "{answer}");
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
+        "00",
+        "VNPay's next try is recorded"
+    );
+    app.stop().await;
+}
+
+fn txn_ref_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "vnp_TxnRef")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
+/// The payment URL with its hash made again over its (changed) parameters.
+fn resign(url: &str) -> String {
+    let parsed = reqwest::Url::parse(url).unwrap();
+    let params: std::collections::BTreeMap<String, String> = parsed
+        .query_pairs()
+        .filter(|(k, _)| k != "vnp_SecureHash")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let query = nongsan_payment::vnpay::signing_string(&params);
+    let hash = nongsan_payment::vnpay::sign(crate::support::VNPAY_SECRET, &query);
+    format!(
+        "{}?{query}&vnp_SecureHash={hash}",
+        url.split('?').next().unwrap()
+    )
+}

@@ -239,6 +239,7 @@ async fn record_vnpay_result(
     p: &BTreeMap<String, String>,
 ) -> anyhow::Result<AxumJson<serde_json::Value>> {
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
+    nongsan_shared::failpoint::hit("vnpay.ipn.record")?;
     let mut tx = app.pool.begin().await?;
     let row = sqlx::query!(
         r#"SELECT id AS "id: PaymentId", checkout_id AS "checkout_id: CheckoutId", amount_vnd AS "amount_vnd: Vnd",

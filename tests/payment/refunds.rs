@@ -380,3 +380,53 @@ async fn a_refund_vnpay_refuses_is_recorded_as_failed_and_frees_its_amount() {
     assert_eq!(o["refunds"][0]["status"], "failed", "{o}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_paid_order_refused_at_the_door_is_refunded_and_a_cash_one_owes_nothing() {
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |_| {}).await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let (_, c) = api
+        .checkout(&buyer, "returned", &basket(&[(&listing, "1")], "vnpay"))
+        .await;
+    let order = c["orders"][0]["id"].as_str().unwrap();
+    let url = c["payment_url"].as_str().unwrap();
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
+        "00"
+    );
+    eventually(Duration::from_secs(15), "the order to be paid", || async {
+        let (_, o) = api.read_order(&buyer, order).await;
+        (o["status"] == "paid").then_some(())
+    })
+    .await;
+    let cash = api.cod_order(&buyer, &listing, "1").await;
+    for id in [order, cash.as_str()] {
+        for action in ["confirm", "ship", "fail_delivery", "return"] {
+            let (status, body) = api.order_action(&seller, id, action, None).await;
+            assert_eq!(status, 200, "{action}: {body}");
+        }
+    }
+    let o = refunded(api, &buyer, order, 1).await;
+    assert_eq!(o["status"], "returned");
+    assert_eq!(o["refunds"][0]["reason"], "returned");
+    assert_eq!(o["refunds"][0]["amount_vnd"].as_i64(), Some(total(&o)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, cash_order) = api.read_order(&buyer, &cash).await;
+    assert_eq!(cash_order["status"], "returned");
+    assert_eq!(
+        cash_order["refunds"],
+        json!([]),
+        "no money was taken for a cash order"
+    );
+    assert_eq!(vnpay.refunds().len(), 1);
+    let orders = app.db.pool("order").await;
+    let owed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'order.refund_due'")
+            .fetch_one(&orders)
+            .await
+            .unwrap();
+    assert_eq!(owed, 1, "only the paid order owes a refund");
+    app.stop().await;
+}

@@ -172,6 +172,31 @@ async fn a_card_payment_confirmed_at_stripe_pays_the_orders_and_sells_the_stock_
     .await
     .unwrap();
     assert_eq!(credited, 1, "the same event three times credits once");
+
+    // Out of order: a failure reported after the success changes nothing.
+    let late_failure = json!({
+        "id": "evt_nongsan_2", "object": "event", "type": "payment_intent.payment_failed", "created": 1,
+        "data": { "object": { "id": intent, "object": "payment_intent", "amount": amount, "amount_received": 0, "status": "requires_payment_method" } }
+    })
+    .to_string();
+    assert_eq!(
+        webhook(
+            api,
+            &late_failure,
+            &sign_header(late_failure.as_bytes(), WEBHOOK_SECRET, now)
+        )
+        .await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, read) = api.read_checkout(&buyer, checkout).await;
+    assert_eq!(read["status"], "paid", "{read}");
+    let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE txn_ref = $1")
+        .bind(&intent)
+        .fetch_one(&payments)
+        .await
+        .unwrap();
+    assert_eq!(status, "succeeded");
     app.stop().await;
 }
 

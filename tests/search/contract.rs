@@ -124,8 +124,15 @@ pub async fn contract(app: &TestApp) {
     assert!(hits.iter().all(|h| h["province_code"] == "01"));
 
     // Facet counts are the numbers of matching listings.
+    // Facets cost nothing unless asked.
+    let plain = search(app, "q=rau").await;
+    assert_eq!(plain["facets"], serde_json::json!({}), "{plain}");
     for query in ["q=", "q=rau", "province=68"] {
-        let r = search(app, &format!("{query}&limit=1")).await;
+        let r = search(
+            app,
+            &format!("{query}&limit=1&facets=category,province_code"),
+        )
+        .await;
         let hits = all_hits(app, query).await;
         assert_eq!(r["total"], hits.len(), "{query}");
         for (value, count) in r["facets"]["category"].as_object().unwrap() {

@@ -125,6 +125,10 @@ async fn the_adapter_sends_exactly_the_recorded_search_request() {
         sort: Sort::PriceAsc,
         page: 2,
         per_page: 10,
+        facets: ["category", "province_code", "certifications", "ocop_stars"]
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect(),
         ..Default::default()
     };
     engine.search(&query).await.unwrap();
@@ -148,6 +152,10 @@ async fn the_adapter_sends_exactly_the_recorded_search_request() {
     engine.search(&by_distance).await.unwrap();
     let sent = fake.requests("POST", "/search").pop().unwrap().body;
     assert_eq!(sent["filter"], "visible = true");
+    assert!(
+        sent.get("facets").is_none(),
+        "no facets asked, none requested: {sent}"
+    );
     assert_eq!(sent["sort"], json!(["_geoPoint(11.9404, 108.4583):asc"]));
 }
 

@@ -4,3 +4,4 @@
 mod contract;
 mod live;
 mod meilisearch;
+mod scale;

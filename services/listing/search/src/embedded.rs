@@ -1,28 +1,52 @@
 //! The embedded engine: a tantivy index in the data folder, used when Meilisearch is not
 //! configured. Text is folded (NFC, marks removed, đ → d) before indexing; an exact-diacritics
-//! copy of the title lets "bơ" rank above "bò". Filters are term and range queries; the
-//! radius, facets, sorting and paging are computed over the matching documents.
+//! copy of the title lets "bơ" rank above "bò".
+//!
+//! Ranking follows rules a buyer understands, as Meilisearch's do: every query word must
+//! match (in one of its synonym alternatives); then fewer typos first; then words in the
+//! title before words only in the rest; then words typed with their diacritics as the title
+//! has them; then the requested sort. Each word scores by the best tier it reaches, so the
+//! scores order the hits by those rules in turn (see [`tier`]).
+//!
+//! A search costs the page, not the matches: one collector walks the matching documents
+//! once, reading only columnar (fast) fields: it counts them, counts the facets asked for,
+//! applies the radius on indexed coordinates, and keeps the best `page × per_page` by the
+//! sort key. Stored documents are loaded for the hits returned only.
 
-use std::{collections::BTreeMap, ops::Bound, path::Path, sync::Mutex, time::Instant};
+use std::{
+    cmp::Ordering,
+    collections::{BTreeMap, BinaryHeap, HashMap},
+    ops::Bound,
+    path::Path,
+    sync::Mutex,
+    time::Instant,
+};
 
 use tantivy::{
-    Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term,
-    collector::TopDocs,
+    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal,
+    SegmentReader, TantivyDocument, Term,
+    collector::{Collector, SegmentCollector},
+    columnar::{Column, StrColumn},
     directory::MmapDirectory,
     query::{
-        AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, RangeQuery, TermQuery,
+        AllQuery, BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query,
+        RangeQuery, TermQuery,
     },
-    schema::{Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value},
+    schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value},
 };
 use unicode_normalization::UnicodeNormalization;
 
 use crate::{
-    EngineError, EngineMode, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery,
-    SearchResults, Sort, distance_km, expand_query, fold, highlight, typo_budget,
+    EngineError, EngineMode, FACETS, Facets, Geo, Hit, SearchDoc, SearchEngine, SearchQuery,
+    SearchResults, Sort, distance_km, expand_query, highlight, typo_budget,
 };
 
-/// Most documents one search looks at.
-const MAX_MATCHES: usize = 100_000;
+/// The index's layout version: a folder of its own, so an index of an older layout is left
+/// alone and this one is built from PostgreSQL at start.
+const LAYOUT: &str = "v2";
+
+/// Memory the index writer may use before it writes a segment, bytes.
+const WRITER_HEAP: usize = 64 * 1024 * 1024;
 
 struct Fields {
     id: Field,
@@ -38,6 +62,10 @@ struct Fields {
     in_stock: Field,
     visible: Field,
     doc: Field,
+    category_leaf: Field,
+    created: Field,
+    lat: Field,
+    lng: Field,
 }
 
 /// The tantivy index.
@@ -60,15 +88,21 @@ fn schema() -> (Schema, Fields) {
         title: b.add_text_field("title", TEXT),
         title_exact: b.add_text_field("title_exact", TEXT),
         body: b.add_text_field("body", TEXT),
+        // The category and its parent, for the filter.
         category: b.add_text_field("category", STRING),
-        province: b.add_text_field("province", STRING),
+        province: b.add_text_field("province", STRING | FAST),
         commune: b.add_text_field("commune", STRING),
-        certification: b.add_text_field("certification", STRING),
-        ocop: b.add_u64_field("ocop", INDEXED),
-        price: b.add_i64_field("price", INDEXED),
+        certification: b.add_text_field("certification", STRING | FAST),
+        ocop: b.add_u64_field("ocop", INDEXED | FAST),
+        price: b.add_i64_field("price", INDEXED | FAST),
         in_stock: b.add_u64_field("in_stock", INDEXED),
         visible: b.add_u64_field("visible", INDEXED),
         doc: b.add_text_field("doc", STORED),
+        // Columns only: what the collector reads.
+        category_leaf: b.add_text_field("category_leaf", STRING | FAST),
+        created: b.add_i64_field("created", FAST),
+        lat: b.add_f64_field("lat", FAST),
+        lng: b.add_f64_field("lng", FAST),
     };
     (b.build(), f)
 }
@@ -81,13 +115,36 @@ fn other(e: impl std::fmt::Display) -> EngineError {
     EngineError::Other(anyhow::anyhow!("embedded search index: {e}"))
 }
 
+/// What a query word scores by the best way it matches a document. Tiers are far enough
+/// apart that, summed over the words of a query (at most [`MAX_WORDS`]), fewer typos always
+/// win over the field, and the field over exact diacritics.
+const EXACT: Score = 100_000.0;
+/// What each typo costs.
+const TYPO: Score = 40_000.0;
+/// A word in the title rather than only in the rest.
+const IN_TITLE: Score = 1_000.0;
+/// A word typed with the diacritics the title has.
+const DIACRITICS: Score = 10.0;
+/// Words of a query that rank (more are matched, not ranked).
+const MAX_WORDS: usize = 16;
+
+/// The score of a word matched with `typos` typos in the title or not.
+#[expect(
+    clippy::float_arithmetic,
+    reason = "tantivy scores are floats; the tiers are whole numbers far apart"
+)]
+fn tier(typos: u8, in_title: bool) -> Score {
+    EXACT - TYPO * Score::from(typos) + if in_title { IN_TITLE } else { 0.0 }
+}
+
 impl EmbeddedEngine {
     /// Opens (or creates) the index in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        let dir = dir.join(LAYOUT);
+        std::fs::create_dir_all(&dir)?;
         let (schema, f) = schema();
-        let index = Index::open_or_create(MmapDirectory::open(dir)?, schema)?;
-        let writer = index.writer(20_000_000)?;
+        let index = Index::open_or_create(MmapDirectory::open(&dir)?, schema)?;
+        let writer = index.writer(WRITER_HEAP)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -103,7 +160,7 @@ impl EmbeddedEngine {
         let f = &self.f;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.id, &d.id);
-        doc.add_text(f.title, fold(&d.title));
+        doc.add_text(f.title, crate::fold(&d.title));
         doc.add_text(f.title_exact, exact(&d.title));
         let body = [
             d.description.as_str(),
@@ -112,27 +169,47 @@ impl EmbeddedEngine {
             &d.commune_name,
             &d.province_name,
         ];
-        doc.add_text(f.body, fold(&body.join(" ")));
+        doc.add_text(f.body, crate::fold(&body.join(" ")));
         doc.add_text(f.category, &d.category);
         if let Some(parent) = &d.category_parent {
             doc.add_text(f.category, parent);
         }
+        doc.add_text(f.category_leaf, &d.category);
         doc.add_text(f.province, &d.province_code);
         doc.add_text(f.commune, &d.commune_code);
         for c in &d.certifications {
             doc.add_text(f.certification, c);
         }
-        doc.add_u64(
-            f.ocop,
-            d.ocop_stars
-                .and_then(|s| u64::try_from(s).ok())
-                .unwrap_or(0),
-        );
+        if let Some(s) = d.ocop_stars.and_then(|s| u64::try_from(s).ok()) {
+            doc.add_u64(f.ocop, s);
+        }
         doc.add_i64(f.price, d.price_vnd);
+        doc.add_i64(f.created, d.created_at);
+        if let Some(g) = d.geo {
+            doc.add_f64(f.lat, g.lat);
+            doc.add_f64(f.lng, g.lng);
+        }
         doc.add_u64(f.in_stock, u64::from(d.in_stock));
         doc.add_u64(f.visible, u64::from(d.visible));
         doc.add_text(f.doc, serde_json::to_string(d).map_err(other)?);
         Ok(doc)
+    }
+
+    /// One word: the best tier it reaches in the title or the rest.
+    fn word_query(&self, w: &str, prefix: bool) -> Box<dyn Query> {
+        let mut tiers: Vec<Box<dyn Query>> = Vec::new();
+        for (field, in_title) in [(self.f.title, true), (self.f.body, false)] {
+            let term = Term::from_field_text(field, w);
+            for typos in 0..=typo_budget(w) {
+                let q: Box<dyn Query> = match (typos, prefix) {
+                    (0, false) => Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic)),
+                    (d, true) => Box::new(FuzzyTermQuery::new_prefix(term.clone(), d, true)),
+                    (d, false) => Box::new(FuzzyTermQuery::new(term.clone(), d, true)),
+                };
+                tiers.push(Box::new(ConstScoreQuery::new(q, tier(typos, in_title))));
+            }
+        }
+        Box::new(DisjunctionMaxQuery::new(tiers))
     }
 
     fn text_query(&self, q: &str) -> Option<Box<dyn Query>> {
@@ -140,48 +217,44 @@ impl EmbeddedEngine {
         if expanded.alternatives.iter().all(Vec::is_empty) {
             return None;
         }
-        let mut alternatives: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        // Each synonym alternative needs all its words; a document scores by its best one.
+        let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
         for alt in expanded.alternatives.iter().filter(|a| !a.is_empty()) {
-            let words: Vec<(Occur, Box<dyn Query>)> = alt
+            let words = alt
                 .iter()
                 .enumerate()
                 .map(|(i, w)| {
                     let prefix = expanded.last_is_prefix && i + 1 == alt.len();
-                    let d = typo_budget(w);
-                    let fuzzy = |field: Field| -> Box<dyn Query> {
-                        let term = Term::from_field_text(field, w);
-                        if prefix {
-                            Box::new(FuzzyTermQuery::new_prefix(term, d, true))
-                        } else {
-                            Box::new(FuzzyTermQuery::new(term, d, true))
-                        }
-                    };
-                    // The title counts three times as much as the rest.
-                    let either: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+                    let q = self.word_query(w, prefix);
+                    // Words past the ranked ones must still match, for nothing.
+                    if i < MAX_WORDS {
+                        (Occur::Must, q)
+                    } else {
                         (
-                            Occur::Should,
-                            Box::new(BoostQuery::new(fuzzy(self.f.title), 3.0)) as Box<dyn Query>,
-                        ),
-                        (Occur::Should, fuzzy(self.f.body)),
-                    ]));
-                    (Occur::Must, either)
+                            Occur::Must,
+                            Box::new(ConstScoreQuery::new(q, 0.0)) as Box<dyn Query>,
+                        )
+                    }
                 })
                 .collect();
-            alternatives.push((Occur::Should, Box::new(BooleanQuery::new(words))));
+            alternatives.push(Box::new(BooleanQuery::new(words)));
         }
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> =
-            vec![(Occur::Must, Box::new(BooleanQuery::new(alternatives)))];
-        // Words typed with their diacritics rank the titles that have them exactly first.
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
+            Occur::Must,
+            Box::new(DisjunctionMaxQuery::new(alternatives)),
+        )];
+        // Words typed with their diacritics: the titles that have them exactly come first.
         for w in exact(q)
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
+            .take(MAX_WORDS)
         {
             let term = Term::from_field_text(self.f.title_exact, w);
             clauses.push((
                 Occur::Should,
-                Box::new(BoostQuery::new(
+                Box::new(ConstScoreQuery::new(
                     Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
-                    5.0,
+                    DIACRITICS,
                 )),
             ));
         }
@@ -240,100 +313,290 @@ impl EmbeddedEngine {
 
     fn run(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
         let start = Instant::now();
-        let mut clauses = self.filters(q);
+        // Filters score nothing: only the words rank.
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = self
+            .filters(q)
+            .into_iter()
+            .map(|(occur, query)| {
+                (
+                    occur,
+                    Box::new(ConstScoreQuery::new(query, 0.0)) as Box<dyn Query>,
+                )
+            })
+            .collect();
         match self.text_query(&q.q) {
             Some(text) => clauses.push((Occur::Must, text)),
-            None => clauses.push((Occur::Must, Box::new(AllQuery))),
+            None => clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0)),
+            )),
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let top = searcher
-            .search(&query, &TopDocs::with_limit(MAX_MATCHES).order_by_score())
-            .map_err(other)?;
-        let mut matches: Vec<(f32, SearchDoc, Option<f64>)> = Vec::with_capacity(top.len());
-        for (score, addr) in top {
-            let stored: TantivyDocument = searcher.doc(addr).map_err(other)?;
+        let keep = q.page.saturating_mul(q.per_page);
+        let collector = Page {
+            sort: q.sort,
+            near: q.near,
+            keep,
+            facets: q
+                .facets
+                .iter()
+                .filter(|name| FACETS.contains(&String::as_str(name)))
+                .cloned()
+                .collect(),
+        };
+        let found = searcher.search(&query, &collector).map_err(other)?;
+        let expanded = expand_query(&q.q);
+        let mut hits = Vec::with_capacity(q.per_page);
+        for kept in found
+            .best
+            .into_iter()
+            .skip((q.page - 1).saturating_mul(q.per_page))
+        {
+            let stored: TantivyDocument = searcher.doc(kept.address).map_err(other)?;
             let json = stored
                 .get_first(self.f.doc)
                 .and_then(|v| v.as_str())
                 .unwrap_or("{}");
             let doc: SearchDoc = serde_json::from_str(json).map_err(other)?;
-            let distance = q.near.and_then(|(p, _)| doc.geo.map(|g| distance_km(p, g)));
-            if let Some((_, Some(radius))) = q.near
-                && distance.is_none_or(|d| d > radius)
-            {
-                continue;
-            }
-            matches.push((score, doc, distance));
-        }
-        let mut facets: Facets = FACETS
-            .iter()
-            .map(|f| ((*f).to_owned(), BTreeMap::new()))
-            .collect();
-        for (_, d, _) in &matches {
-            let mut bump = |facet: &str, v: String| {
-                *facets
-                    .entry(facet.to_owned())
-                    .or_default()
-                    .entry(v)
-                    .or_insert(0) += 1
-            };
-            bump("category", d.category.clone());
-            bump("province_code", d.province_code.clone());
-            for c in &d.certifications {
-                bump("certifications", c.clone());
-            }
-            if let Some(s) = d.ocop_stars {
-                bump("ocop_stars", s.to_string());
-            }
-        }
-        let by_id = |a: &SearchDoc, b: &SearchDoc| a.id.cmp(&b.id);
-        match q.sort {
-            Sort::Relevance => {
-                matches.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| by_id(&a.1, &b.1)))
-            }
-            Sort::PriceAsc => matches.sort_by(|a, b| {
-                a.1.price_vnd
-                    .cmp(&b.1.price_vnd)
-                    .then_with(|| by_id(&a.1, &b.1))
-            }),
-            Sort::PriceDesc => matches.sort_by(|a, b| {
-                b.1.price_vnd
-                    .cmp(&a.1.price_vnd)
-                    .then_with(|| by_id(&a.1, &b.1))
-            }),
-            Sort::Newest => matches.sort_by(|a, b| {
-                b.1.created_at
-                    .cmp(&a.1.created_at)
-                    .then_with(|| b.1.id.cmp(&a.1.id))
-            }),
-            Sort::Distance => matches.sort_by(|a, b| {
-                a.2.unwrap_or(f64::MAX)
-                    .total_cmp(&b.2.unwrap_or(f64::MAX))
-                    .then_with(|| by_id(&a.1, &b.1))
-            }),
-        }
-        let total = matches.len();
-        let expanded = expand_query(&q.q);
-        let hits = matches
-            .into_iter()
-            .skip((q.page - 1).saturating_mul(q.per_page))
-            .take(q.per_page)
-            .map(|(_, doc, distance_km)| Hit {
+            hits.push(Hit {
                 title_highlighted: highlight(&doc.title, &expanded),
+                distance_km: kept.distance,
                 doc,
-                distance_km,
-            })
-            .collect();
+            });
+        }
         Ok(SearchResults {
             hits,
-            facets,
-            total: u64::try_from(total).unwrap_or(u64::MAX),
+            facets: found.facets,
+            total: found.count,
             processing_time_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
             page: q.page,
             per_page: q.per_page,
             engine: EngineMode::Embedded,
         })
+    }
+}
+
+/// A kept hit: its sort key (score, then the requested sort; larger is better), its address,
+/// its distance.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    key: (f64, i64),
+    address: DocAddress,
+    distance: Option<f64>,
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Kept {}
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Kept {
+    /// Reversed (the worst is the greatest), so a `BinaryHeap` of kept hits drops its worst
+    /// first; ties go to the earlier document.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .key
+            .0
+            .total_cmp(&self.key.0)
+            .then(other.key.1.cmp(&self.key.1))
+            .then(self.address.cmp(&other.address))
+    }
+}
+
+/// What a search keeps of its matches.
+#[derive(Debug, Default)]
+struct Found {
+    best: Vec<Kept>,
+    count: u64,
+    facets: Facets,
+}
+
+/// The one collector of a search: counts, facets, radius and the best `keep` by the sort.
+struct Page {
+    sort: Sort,
+    near: Option<(Geo, Option<f64>)>,
+    keep: usize,
+    facets: Vec<String>,
+}
+
+struct PageSegment {
+    segment: SegmentOrdinal,
+    sort: Sort,
+    near: Option<(Geo, Option<f64>)>,
+    keep: usize,
+    heap: BinaryHeap<Kept>,
+    count: u64,
+    price: Column<i64>,
+    created: Column<i64>,
+    lat: Column<f64>,
+    lng: Column<f64>,
+    /// Facet name → its column and counts by term ordinal.
+    str_facets: Vec<(String, StrColumn, HashMap<u64, u64>)>,
+    ocop: Option<(Column<u64>, HashMap<u64, u64>)>,
+}
+
+impl Collector for Page {
+    type Fruit = Found;
+    type Child = PageSegment;
+
+    fn for_segment(
+        &self,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<PageSegment> {
+        let ff = reader.fast_fields();
+        let mut str_facets = Vec::new();
+        let mut ocop = None;
+        for facet in &self.facets {
+            let column = match facet.as_str() {
+                "category" => "category_leaf",
+                "province_code" => "province",
+                "certifications" => "certification",
+                _ => {
+                    ocop = Some((ff.u64("ocop")?, HashMap::new()));
+                    continue;
+                }
+            };
+            if let Some(c) = ff.str(column)? {
+                str_facets.push((facet.clone(), c, HashMap::new()));
+            }
+        }
+        Ok(PageSegment {
+            segment,
+            sort: self.sort,
+            near: self.near,
+            keep: self.keep,
+            heap: BinaryHeap::with_capacity(self.keep.min(10_000) + 1),
+            count: 0,
+            price: ff.i64("price")?,
+            created: ff.i64("created")?,
+            lat: ff.f64("lat")?,
+            lng: ff.f64("lng")?,
+            str_facets,
+            ocop,
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        true
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Found>) -> tantivy::Result<Found> {
+        let mut all = Found {
+            facets: self
+                .facets
+                .iter()
+                .map(|f| (f.clone(), BTreeMap::new()))
+                .collect(),
+            ..Found::default()
+        };
+        let mut best = Vec::new();
+        for fruit in fruits {
+            all.count += fruit.count;
+            best.extend(fruit.best);
+            for (facet, counts) in fruit.facets {
+                let entry = all.facets.entry(facet).or_default();
+                for (value, n) in counts {
+                    *entry.entry(value).or_insert(0) += n;
+                }
+            }
+        }
+        // Best first.
+        best.sort();
+        best.truncate(self.keep);
+        all.best = best;
+        Ok(all)
+    }
+}
+
+impl SegmentCollector for PageSegment {
+    type Fruit = Found;
+
+    #[expect(
+        clippy::float_arithmetic,
+        clippy::cast_possible_truncation,
+        reason = "distances in km become whole metres for the sort key"
+    )]
+    fn collect(&mut self, doc: DocId, score: Score) {
+        let distance = self.near.and_then(|(p, _)| {
+            let g = Geo {
+                lat: self.lat.first(doc)?,
+                lng: self.lng.first(doc)?,
+            };
+            Some(distance_km(p, g))
+        });
+        if let Some((_, Some(radius))) = self.near
+            && distance.is_none_or(|d| d > radius)
+        {
+            return;
+        }
+        self.count += 1;
+        for (_, column, counts) in &mut self.str_facets {
+            for ord in column.term_ords(doc) {
+                *counts.entry(ord).or_insert(0) += 1;
+            }
+        }
+        if let Some((column, counts)) = &mut self.ocop
+            && let Some(stars) = column.first(doc)
+        {
+            *counts.entry(stars).or_insert(0) += 1;
+        }
+        if self.keep == 0 {
+            return;
+        }
+        // The ranking rules first (the score), then the requested sort.
+        let created = self.created.first(doc).unwrap_or(0);
+        let price = self.price.first(doc).unwrap_or(0);
+        let secondary = match self.sort {
+            Sort::Relevance | Sort::Newest => created,
+            Sort::PriceAsc => price.saturating_neg(),
+            Sort::PriceDesc => price,
+            // Metres, nearest first; no point is farthest.
+            Sort::Distance => distance.map_or(i64::MIN, |d| -((d * 1000.0).round() as i64)),
+        };
+        let kept = Kept {
+            key: (f64::from(score), secondary),
+            address: DocAddress::new(self.segment, doc),
+            distance,
+        };
+        if self.heap.len() < self.keep {
+            self.heap.push(kept);
+        } else if self.heap.peek().is_some_and(|worst| kept < *worst) {
+            self.heap.pop();
+            self.heap.push(kept);
+        }
+    }
+
+    fn harvest(self) -> Found {
+        let mut facets = Facets::new();
+        let mut text = String::new();
+        for (facet, column, counts) in self.str_facets {
+            let entry: &mut BTreeMap<String, u64> = facets.entry(facet).or_default();
+            for (ord, n) in counts {
+                text.clear();
+                if column.ord_to_str(ord, &mut text).unwrap_or(false) {
+                    *entry.entry(text.clone()).or_insert(0) += n;
+                }
+            }
+        }
+        if let Some((_, counts)) = self.ocop {
+            let entry = facets.entry("ocop_stars".to_owned()).or_default();
+            for (stars, n) in counts {
+                *entry.entry(stars.to_string()).or_insert(0) += n;
+            }
+        }
+        Found {
+            best: self.heap.into_vec(),
+            count: self.count,
+            facets,
+        }
     }
 }
 

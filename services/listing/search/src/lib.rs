@@ -7,6 +7,7 @@
 //! feeds it (its indexer) and serves it (`/v1/search`).
 
 pub mod embedded;
+pub mod generate;
 pub mod meili;
 mod text;
 
@@ -129,6 +130,8 @@ pub struct SearchQuery {
     pub page: usize,
     /// Hits per page.
     pub per_page: usize,
+    /// The facets to count (of [`FACETS`]); none costs nothing.
+    pub facets: Vec<String>,
 }
 
 impl Default for SearchQuery {
@@ -148,6 +151,7 @@ impl Default for SearchQuery {
             sort: Sort::Relevance,
             page: 1,
             per_page: 20,
+            facets: Vec::new(),
         }
     }
 }
@@ -172,7 +176,8 @@ pub type Facets = BTreeMap<String, BTreeMap<String, u64>>;
 pub struct SearchResults {
     /// This page's hits.
     pub hits: Vec<Hit>,
-    /// Counts per category, province_code, certifications and ocop_stars over all matches.
+    /// For each facet asked (of category, province_code, certifications, ocop_stars), the
+    /// number of matching listings per value.
     #[schema(value_type = Object)]
     pub facets: Facets,
     /// How many listings match.
@@ -187,7 +192,7 @@ pub struct SearchResults {
     pub engine: EngineMode,
 }
 
-/// The facets every search counts.
+/// The facets a search may count.
 pub const FACETS: [&str; 4] = ["category", "province_code", "certifications", "ocop_stars"];
 
 /// Why an engine failed.

@@ -253,10 +253,19 @@ impl SearchEngine for MeiliEngine {
         let filter = filter_expression(q);
         let sort = sort_expression(q);
         let sort_refs: Vec<&str> = sort.iter().map(String::as_str).collect();
+        // Facets cost Meilisearch work: only those asked for.
+        let asked: Vec<&str> = q
+            .facets
+            .iter()
+            .map(String::as_str)
+            .filter(|f| FACETS.contains(f))
+            .collect();
         let mut search = index.search();
+        if !asked.is_empty() {
+            search.with_facets(Selectors::Some(&asked));
+        }
         search
             .with_query(&q.q)
-            .with_facets(Selectors::Some(&FACETS))
             .with_page(q.page)
             .with_hits_per_page(q.per_page)
             .with_attributes_to_highlight(Selectors::Some(&["title"]))
@@ -269,7 +278,7 @@ impl SearchEngine for MeiliEngine {
             search.with_sort(&sort_refs);
         }
         let res = search.execute::<SearchDoc>().await.map_err(classify)?;
-        let mut facets: Facets = FACETS
+        let mut facets: Facets = asked
             .iter()
             .map(|f| ((*f).to_owned(), Default::default()))
             .collect();

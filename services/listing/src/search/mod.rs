@@ -23,8 +23,8 @@ use crate::{
 };
 
 pub use nongsan_search::{
-    EngineError, EngineMode, Geo, SearchDoc, SearchEngine, SearchQuery, SearchResults, Sort,
-    embedded, meili,
+    EngineError, EngineMode, FACETS, Geo, SearchDoc, SearchEngine, SearchQuery, SearchResults,
+    Sort, embedded, fold, generate, meili,
 };
 
 /// The index document of a listing.
@@ -132,8 +132,12 @@ pub struct SearchParams {
     pub lon: Option<f64>,
     /// Radius around the point, km (0–1000].
     pub radius_km: Option<f64>,
-    /// relevance (default), price_asc, price_desc, newest, distance.
+    /// relevance (default), price_asc, price_desc, newest, distance. Words rank first (more
+    /// typos last, title before the rest, exact diacritics first), then this order.
     pub sort: Option<Sort>,
+    /// Facets to count over all matches, comma-separated: category, province_code,
+    /// certifications, ocop_stars, or `all`. None by default (a plain search costs less).
+    pub facets: Option<String>,
     /// Hits per page, 1–100 (default 20).
     pub limit: Option<u32>,
     /// The previous page's `next_cursor`.
@@ -286,6 +290,23 @@ impl SearchParams {
             "vượt quá trang cuối cùng mà tìm kiếm có thể tới",
         );
         let per_page = usize::try_from(per_page).unwrap_or(20);
+        let facets: Vec<String> = match self.facets.as_deref().map(str::trim) {
+            None | Some("") => Vec::new(),
+            Some("all") => nongsan_search::FACETS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+            Some(list) => list.split(',').map(|f| f.trim().to_owned()).collect(),
+        };
+        for f in &facets {
+            p.check(
+                !nongsan_search::FACETS.contains(&f.as_str()),
+                "facets",
+                "unknown_facet",
+                "names an unknown facet: use category, province_code, certifications, ocop_stars or all",
+                "có facet không tồn tại: dùng category, province_code, certifications, ocop_stars hoặc all",
+            );
+        }
         p.finish()?;
         let include_hidden = self.include_hidden.unwrap_or(false);
         if include_hidden && actor.is_none_or(|a| a.role != Role::Operator) {
@@ -306,6 +327,7 @@ impl SearchParams {
             sort,
             page,
             per_page,
+            facets,
         })
     }
 }

@@ -1,0 +1,175 @@
+//! The search contract at a few thousand generated listings (`generate::listings`, seeded):
+//! a word typed exactly puts the listings that have it first, a typo'd word still finds its
+//! listings, and facet counts are the numbers of matching listings. Run on the engine, the
+//! way `/v1/search` runs it; and the generated listings go in through the API too.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use nongsan_listing::search::{
+    SearchEngine, SearchQuery, embedded::EmbeddedEngine, fold, generate,
+};
+use nongsan_shared::auth::Role;
+
+use crate::support::{TestApp, eventually};
+
+const N: usize = 5_000;
+
+async fn engine_with_generated() -> (EmbeddedEngine, Vec<nongsan_listing::search::SearchDoc>) {
+    let dir = std::env::temp_dir().join(format!("nongsan-scale-{}", uuid::Uuid::now_v7().simple()));
+    let engine = EmbeddedEngine::open(&dir).expect("open the index");
+    let docs: Vec<_> = generate::listings(11, N, 200)
+        .iter()
+        .map(|g| g.search_doc(&format!("gen-{:05}", g.n), &format!("Hộ {}", g.household)))
+        .collect();
+    for batch in docs.chunks(1_000) {
+        engine.upsert(batch).await.expect("index a batch");
+    }
+    (engine, docs)
+}
+
+/// The folded words of a listing's searchable text.
+fn words(d: &nongsan_listing::search::SearchDoc) -> Vec<String> {
+    fold(&format!(
+        "{} {} {} {} {}",
+        d.title, d.description, d.seller_name, d.commune_name, d.province_name
+    ))
+    .split(|c: char| !c.is_alphanumeric())
+    .filter(|w| !w.is_empty())
+    .map(str::to_owned)
+    .collect()
+}
+
+fn query(q: &str) -> SearchQuery {
+    SearchQuery {
+        q: q.to_owned(),
+        ..SearchQuery::default()
+    }
+}
+
+#[tokio::test]
+async fn a_word_typed_exactly_ranks_the_listings_that_have_it_first_at_five_thousand_listings() {
+    let (engine, docs) = engine_with_generated().await;
+    // "xoai" is one typo from "loai" (in every "loại 1" title) and from "khoai".
+    for typed in [
+        "xoai ",
+        "buoi ",
+        "ca phe ",
+        "sau rieng ",
+        "mit ",
+        "rau muong ",
+        "gao ",
+    ] {
+        let wanted: Vec<String> = fold(typed).split_whitespace().map(str::to_owned).collect();
+        let having = docs
+            .iter()
+            .filter(|d| d.in_stock && wanted.iter().all(|w| words(d).contains(w)))
+            .count();
+        let r = engine.search(&query(typed)).await.unwrap();
+        if having < r.per_page {
+            continue;
+        }
+        assert_eq!(r.hits.len(), r.per_page, "{typed}");
+        for hit in &r.hits {
+            let has = words(&hit.doc);
+            assert!(
+                wanted.iter().all(|w| has.contains(w)),
+                "`{typed}`: {:?} is on the first page though {having} listings have the words",
+                hit.doc.title
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_typo_still_finds_the_listings_and_facets_count_the_matches() {
+    let (engine, docs) = engine_with_generated().await;
+    // A swap ("xaoi") and a missing letter ("sau rien") are one typo each.
+    for (typo, word) in [
+        ("xaoi ", "xoai"),
+        ("sau rien ", "rieng"),
+        ("buoii ", "buoi"),
+    ] {
+        let r = engine.search(&query(typo)).await.unwrap();
+        assert!(r.total > 0, "`{typo}` finds nothing");
+        assert!(
+            r.hits
+                .iter()
+                .any(|h| words(&h.doc).iter().any(|w| w == word)),
+            "`{typo}` does not find {word}"
+        );
+    }
+
+    for q in ["", "rau ", "xoai "] {
+        let mut asked = query(q);
+        asked.facets = nongsan_listing::search::FACETS
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect();
+        asked.per_page = 100;
+        let first = engine.search(&asked).await.unwrap();
+        let mut all = first.hits.clone();
+        let mut page = 1;
+        while (all.len() as u64) < first.total {
+            page += 1;
+            let mut next = asked.clone();
+            next.page = page;
+            all.extend(engine.search(&next).await.unwrap().hits);
+        }
+        assert_eq!(all.len() as u64, first.total, "`{q}`");
+        let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_stars: BTreeMap<String, u64> = BTreeMap::new();
+        for h in &all {
+            *by_category.entry(h.doc.category.clone()).or_default() += 1;
+            if let Some(s) = h.doc.ocop_stars {
+                *by_stars.entry(s.to_string()).or_default() += 1;
+            }
+        }
+        assert_eq!(first.facets["category"], by_category, "`{q}`");
+        assert_eq!(first.facets["ocop_stars"], by_stars, "`{q}`");
+        if q.is_empty() {
+            let in_stock = docs.iter().filter(|d| d.in_stock).count() as u64;
+            assert_eq!(
+                first.total, in_stock,
+                "an empty query matches every listing in stock"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn generated_listings_load_through_the_api_and_become_searchable() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let sellers = [
+        api.register(Role::Household).await,
+        api.register(Role::Household).await,
+    ];
+    let generated = generate::listings(3, 60, sellers.len());
+    for g in &generated {
+        let listing = api
+            .create_listing(&sellers[g.household], &g.listing_body())
+            .await;
+        if g.stock > 0 {
+            let id = listing["id"].as_str().unwrap();
+            api.add_lot(
+                &sellers[g.household],
+                id,
+                &format!("G-{}", g.n),
+                "2026-11-20",
+                &g.stock.to_string(),
+            )
+            .await;
+        }
+    }
+    let in_stock = generated.iter().filter(|g| g.stock > 0).count();
+    eventually(
+        Duration::from_secs(30),
+        "every generated listing in stock to be searchable",
+        || async {
+            let (_, r) = api.search("q=&limit=1").await;
+            (r["total"].as_u64() == Some(in_stock as u64)).then_some(())
+        },
+    )
+    .await;
+    app.stop().await;
+}

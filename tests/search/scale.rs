@@ -6,7 +6,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use nongsan_listing::search::{
-    SearchEngine, SearchQuery, embedded::EmbeddedEngine, fold, generate,
+    SearchDoc, SearchEngine, SearchQuery, embedded::EmbeddedEngine, fold, generate,
+    meili::MeiliEngine,
 };
 use nongsan_shared::auth::Role;
 
@@ -14,21 +15,38 @@ use crate::support::{TestApp, eventually};
 
 const N: usize = 5_000;
 
-async fn engine_with_generated() -> (EmbeddedEngine, Vec<nongsan_listing::search::SearchDoc>) {
-    let dir = std::env::temp_dir().join(format!("nongsan-scale-{}", uuid::Uuid::now_v7().simple()));
-    let engine = EmbeddedEngine::open(&dir).expect("open the index");
-    let docs: Vec<_> = generate::listings(11, N, 200)
+/// The generated listings, as the index holds them.
+fn generated_docs() -> Vec<SearchDoc> {
+    generate::listings(11, N, 200)
         .iter()
         .map(|g| g.search_doc(&format!("gen-{:05}", g.n), &format!("Hộ {}", g.household)))
-        .collect();
+        .collect()
+}
+
+/// An embedded index of the generated listings.
+async fn embedded_with(docs: &[SearchDoc]) -> Box<dyn SearchEngine> {
+    let dir = std::env::temp_dir().join(format!("nongsan-scale-{}", uuid::Uuid::now_v7().simple()));
+    let engine = EmbeddedEngine::open(&dir).expect("open the index");
     for batch in docs.chunks(1_000) {
         engine.upsert(batch).await.expect("index a batch");
     }
-    (engine, docs)
+    Box::new(engine)
+}
+
+/// A Meilisearch index of the generated listings, when a server is configured.
+async fn meili_with(docs: &[SearchDoc]) -> Option<Box<dyn SearchEngine>> {
+    let (url, key) = super::contract::meili_server()?;
+    let index = format!("scale_{}", uuid::Uuid::now_v7().simple());
+    let engine = MeiliEngine::new(&url, key, &index).expect("a Meilisearch client");
+    engine
+        .upsert(docs)
+        .await
+        .expect("index the generated listings");
+    Some(Box::new(engine))
 }
 
 /// The folded words of a listing's searchable text.
-fn words(d: &nongsan_listing::search::SearchDoc) -> Vec<String> {
+fn words(d: &SearchDoc) -> Vec<String> {
     fold(&format!(
         "{} {} {} {} {}",
         d.title, d.description, d.seller_name, d.commune_name, d.province_name
@@ -46,9 +64,7 @@ fn query(q: &str) -> SearchQuery {
     }
 }
 
-#[tokio::test]
-async fn a_word_typed_exactly_ranks_the_listings_that_have_it_first_at_five_thousand_listings() {
-    let (engine, docs) = engine_with_generated().await;
+async fn exact_words_first(engine: &dyn SearchEngine, docs: &[SearchDoc]) {
     // "xoai" is one typo from "loai" (in every "loại 1" title) and from "khoai".
     for typed in [
         "xoai ",
@@ -80,9 +96,7 @@ async fn a_word_typed_exactly_ranks_the_listings_that_have_it_first_at_five_thou
     }
 }
 
-#[tokio::test]
-async fn a_typo_still_finds_the_listings_and_facets_count_the_matches() {
-    let (engine, docs) = engine_with_generated().await;
+async fn typos_and_facets(engine: &dyn SearchEngine, docs: &[SearchDoc]) {
     // A swap ("xaoi") and a missing letter ("sau rien") are one typo each.
     for (typo, word) in [
         ("xaoi ", "xoai"),
@@ -134,6 +148,24 @@ async fn a_typo_still_finds_the_listings_and_facets_count_the_matches() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn on_the_embedded_engine_exact_words_rank_first_typos_find_and_facets_count() {
+    let docs = generated_docs();
+    let engine = embedded_with(&docs).await;
+    exact_words_first(engine.as_ref(), &docs).await;
+    typos_and_facets(engine.as_ref(), &docs).await;
+}
+
+#[tokio::test]
+async fn on_meilisearch_exact_words_rank_first_typos_find_and_facets_count() {
+    let docs = generated_docs();
+    let Some(engine) = meili_with(&docs).await else {
+        return;
+    };
+    exact_words_first(engine.as_ref(), &docs).await;
+    typos_and_facets(engine.as_ref(), &docs).await;
 }
 
 #[tokio::test]

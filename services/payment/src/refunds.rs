@@ -498,9 +498,26 @@ pub async fn refund_order(
     }
     tracing::info!(refund = %id, order = %req.order_id, amount_vnd = req.amount_vnd.get(), operator = %actor.account_id, "an operator asked a refund");
     tx.commit().await?;
-    let view = match process(&app, id).await? {
-        Some(view) => view,
-        None => load(&mut *app.pool.acquire().await?, id).await?,
-    };
+    let view = ask_now(&app, id).await?;
     Ok((StatusCode::CREATED, AxumJson(view)))
+}
+
+/// Asks the provider for a refund now and answers how it ended; when the worker got to it
+/// first, waits for the worker's answer instead (the refund's row is locked meanwhile).
+async fn ask_now(app: &AppState, id: RefundId) -> anyhow::Result<RefundView> {
+    for _ in 0..3 {
+        if let Some(view) = process(app, id).await? {
+            return Ok(view);
+        }
+        let mut tx = app.pool.begin().await?;
+        sqlx::query!("SELECT id FROM refunds WHERE id = $1 FOR UPDATE", id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let view = load(&mut tx, id).await?;
+        tx.commit().await?;
+        if view.status != RefundStatus::Pending {
+            return Ok(view);
+        }
+    }
+    Ok(load(&mut *app.pool.acquire().await?, id).await?)
 }

@@ -519,5 +519,5 @@ async fn ask_now(app: &AppState, id: RefundId) -> anyhow::Result<RefundView> {
             return Ok(view);
         }
     }
-    Ok(load(&mut *app.pool.acquire().await?, id).await?)
+    load(&mut *app.pool.acquire().await?, id).await
 }

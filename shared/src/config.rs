@@ -70,6 +70,9 @@ pub struct Settings {
     pub vnpay_pay_url: String,
     /// Where VNPay sends the buyer back after paying (display only; the IPN decides).
     pub vnpay_return_url: String,
+    /// Memory the embedded search index's writer may use before it writes a segment, MiB
+    /// (at least 15).
+    pub search_writer_mb: u32,
     /// VNPay's merchant API (refunds, `querydr`).
     pub vnpay_api_url: String,
     /// Stripe secret key (`sk_...`, secret); Stripe is offered when it and the webhook
@@ -162,6 +165,7 @@ impl Default for Settings {
             vnpay_return_url: "http://localhost:8080/v1/payments/vnpay/return".to_owned(),
             vnpay_api_url: "https://sandbox.vnpayment.vn/merchant_webapi/api/transaction"
                 .to_owned(),
+            search_writer_mb: 64,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_url: None,

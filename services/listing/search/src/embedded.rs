@@ -45,8 +45,9 @@ use crate::{
 /// alone and this one is built from PostgreSQL at start.
 const LAYOUT: &str = "v2";
 
-/// Memory the index writer may use before it writes a segment, bytes.
-const WRITER_HEAP: usize = 64 * 1024 * 1024;
+/// Memory the index writer uses by default before it writes a segment: 64 MiB, which with
+/// the serving caches fits a 2 GB container.
+pub const DEFAULT_WRITER_HEAP: usize = 64 * 1024 * 1024;
 
 struct Fields {
     id: Field,
@@ -138,13 +139,19 @@ fn tier(typos: u8, in_title: bool) -> Score {
 }
 
 impl EmbeddedEngine {
-    /// Opens (or creates) the index in `dir`.
+    /// Opens (or creates) the index in `dir`, with the default writer memory.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with(dir, DEFAULT_WRITER_HEAP)
+    }
+
+    /// Opens (or creates) the index in `dir`; the writer uses at most `writer_heap` bytes
+    /// before it writes a segment (tantivy's floor is 15 MB).
+    pub fn open_with(dir: &Path, writer_heap: usize) -> anyhow::Result<Self> {
         let dir = dir.join(LAYOUT);
         std::fs::create_dir_all(&dir)?;
         let (schema, f) = schema();
         let index = Index::open_or_create(MmapDirectory::open(&dir)?, schema)?;
-        let writer = index.writer(WRITER_HEAP)?;
+        let writer = index.writer(writer_heap.max(15_000_000))?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

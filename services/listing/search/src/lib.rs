@@ -213,6 +213,11 @@ pub trait SearchEngine: Send + Sync {
     fn mode(&self) -> EngineMode;
     /// Adds or replaces documents; done when they are searchable.
     async fn upsert(&self, docs: &[SearchDoc]) -> Result<(), EngineError>;
+    /// Adds or replaces many documents at once (a reindex): as large batches as the engine
+    /// takes, done when all are searchable.
+    async fn upsert_bulk(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
+        self.upsert(docs).await
+    }
     /// Removes every document.
     async fn clear(&self) -> Result<(), EngineError>;
     /// How many documents it holds.

@@ -19,7 +19,10 @@ use crate::{
 };
 
 /// How long a write waits for Meilisearch to process it.
-const TASK_TIMEOUT: Duration = Duration::from_secs(30);
+const TASK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Documents per task when many are written at once.
+const BULK_BATCH: usize = 10_000;
 
 /// Meilisearch behind the search contract.
 pub struct MeiliEngine {
@@ -224,6 +227,26 @@ impl SearchEngine for MeiliEngine {
             .await
             .map_err(classify)?;
         self.wait(task).await
+    }
+
+    async fn upsert_bulk(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
+        self.prepare().await?;
+        // Batches of 10,000, all sent before any is awaited: Meilisearch indexes them in
+        // turn while the next are on their way.
+        let index = self.client.index(&self.index_uid);
+        let mut tasks = Vec::new();
+        for batch in docs.chunks(BULK_BATCH) {
+            tasks.push(
+                index
+                    .add_or_replace(batch, Some("id"))
+                    .await
+                    .map_err(classify)?,
+            );
+        }
+        for task in tasks {
+            self.wait(task).await?;
+        }
+        Ok(())
     }
 
     async fn clear(&self) -> Result<(), EngineError> {

@@ -151,6 +151,7 @@ pub async fn list_listings(
         subcategories: f.category.as_deref().map(subcategories).unwrap_or_default(),
         category: f.category,
         after,
+        ids: Vec::new(),
         limit: paging::rows_to_fetch(limit),
     };
     let rows = select(&mut conn, &selection).await?;

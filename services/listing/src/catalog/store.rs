@@ -225,6 +225,8 @@ pub(crate) struct Selection {
     pub subcategories: Vec<String>,
     /// Only ids after this one (keyset paging).
     pub after: Option<ListingId>,
+    /// Only these listings (none: no such filter).
+    pub ids: Vec<ListingId>,
     /// At most this many.
     pub limit: i64,
 }
@@ -245,6 +247,7 @@ pub(crate) async fn select(conn: &mut PgConnection, s: &Selection) -> Result<Vec
            AND ($3::uuid IS NULL OR l.household_id = $3) AND ($4::uuid IS NULL OR l.cooperative_id = $4)
            AND ($5::text IS NULL OR l.category_code = $5 OR l.category_code = ANY($6::text[]))
            AND ($7::uuid IS NULL OR l.id > $7)
+           AND (cardinality($9::uuid[]) = 0 OR l.id = ANY($9))
          ORDER BY l.id LIMIT $8"#,
         s.all_statuses,
         s.id as _,
@@ -254,6 +257,7 @@ pub(crate) async fn select(conn: &mut PgConnection, s: &Selection) -> Result<Vec
         &s.subcategories,
         s.after as _,
         s.limit,
+        &s.ids.iter().map(|i| i.0).collect::<Vec<_>>(),
     )
     .fetch_all(conn)
     .await?)
@@ -274,6 +278,17 @@ pub(crate) async fn views(
     .into_iter()
     .map(|c| (c.listing_id, c.kind, c.number, c.issuer, c.valid_from, c.valid_until))
     .collect();
+    let mut certs_of: std::collections::HashMap<ListingId, Vec<Certification>> =
+        std::collections::HashMap::new();
+    for c in certs {
+        certs_of.entry(c.0).or_default().push(Certification {
+            kind: c.1,
+            number: c.2,
+            issuer: c.3,
+            valid_from: c.4,
+            valid_until: c.5,
+        });
+    }
     let r = reference();
     Ok(rows
         .into_iter()
@@ -313,17 +328,7 @@ pub(crate) async fn views(
                     commune_name,
                     point: row.lat.zip(row.lon).map(|(lat, lon)| Point { lat, lon }),
                 },
-                certifications: certs
-                    .iter()
-                    .filter(|c| c.0 == row.id)
-                    .map(|c| Certification {
-                        kind: c.1.clone(),
-                        number: c.2.clone(),
-                        issuer: c.3.clone(),
-                        valid_from: c.4,
-                        valid_until: c.5,
-                    })
-                    .collect(),
+                certifications: certs_of.remove(&row.id).unwrap_or_default(),
                 ocop_stars: row.ocop_stars,
                 status: row.status,
                 stock: StockLevels::new(row.on_hand, row.reserved, row.low_stock_threshold),
@@ -333,6 +338,38 @@ pub(crate) async fn views(
             }
         })
         .collect())
+}
+
+/// Loads listings, whatever their status, in id order (those that do not exist are left
+/// out): two queries for any number.
+pub async fn load_listings(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingView>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let selection = Selection {
+        all_statuses: true,
+        ids: ids.to_vec(),
+        limit: i64::try_from(ids.len()).unwrap_or(i64::MAX),
+        ..Selection::default()
+    };
+    let rows = select(conn, &selection).await?;
+    views(conn, rows).await
+}
+
+/// Every listing after `after` (in id order), at most `limit`, whatever its status.
+pub async fn listings_after(
+    conn: &mut PgConnection,
+    after: Option<ListingId>,
+    limit: i64,
+) -> Result<Vec<ListingView>> {
+    let selection = Selection {
+        all_statuses: true,
+        after,
+        limit,
+        ..Selection::default()
+    };
+    let rows = select(conn, &selection).await?;
+    views(conn, rows).await
 }
 
 /// Loads one listing.

@@ -17,7 +17,7 @@ use nongsan_shared::{
 use sqlx::{PgConnection, PgPool, postgres::PgListener};
 
 use super::SearchEngine;
-use crate::catalog::store::load_listing;
+use crate::catalog::store::{listings_after, load_listings};
 
 const CHANNEL: &str = "nongsan_search_dirty";
 
@@ -49,10 +49,15 @@ pub async fn mark_dirty(conn: &mut PgConnection, ids: &[ListingId]) -> anyhow::R
     Ok(())
 }
 
-/// Writes up to 200 dirty listings to the engine; returns how many.
+/// Dirty listings written to the engine at once.
+const BATCH: i64 = 1_000;
+
+/// Writes up to [`BATCH`] dirty listings to the engine (loaded in two queries, written in one
+/// commit); returns how many.
 pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Result<usize> {
     let dirty: Vec<(ListingId, DateTime<Utc>)> = sqlx::query!(
-        r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty ORDER BY marked_at LIMIT 200"#
+        r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty ORDER BY marked_at LIMIT $1"#,
+        BATCH,
     )
     .fetch_all(pool)
     .await?
@@ -63,25 +68,24 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
         return Ok(0);
     }
     let mut conn = pool.acquire().await?;
-    let mut docs = Vec::with_capacity(dirty.len());
-    for (id, _) in &dirty {
-        match load_listing(&mut conn, *id).await {
-            Ok(view) => docs.push(super::document(&view)),
-            Err(crate::error::ListingError::NotFound(_)) => {}
-            Err(e) => return Err(anyhow::anyhow!("loading listing {id}: {e}")),
-        }
-    }
+    let ids: Vec<ListingId> = dirty.iter().map(|d| d.0).collect();
+    let docs: Vec<_> = load_listings(&mut conn, &ids)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading dirty listings: {e}"))?
+        .iter()
+        .map(super::document)
+        .collect();
     engine.upsert(&docs).await?;
-    for (id, marked_at) in &dirty {
-        // Only if it was not marked again while we were writing.
-        sqlx::query!(
-            "DELETE FROM search_dirty WHERE listing_id = $1 AND marked_at = $2",
-            id as _,
-            marked_at,
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
+    // Only those not marked again while we were writing.
+    let marked: Vec<DateTime<Utc>> = dirty.iter().map(|d| d.1).collect();
+    sqlx::query!(
+        "DELETE FROM search_dirty d USING unnest($1::uuid[], $2::timestamptz[]) AS w(listing_id, marked_at)
+         WHERE d.listing_id = w.listing_id AND d.marked_at = w.marked_at",
+        &ids.iter().map(|i| i.0).collect::<Vec<_>>(),
+        &marked,
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(dirty.len())
 }
 
@@ -153,24 +157,26 @@ pub async fn reindex(
     engine: &dyn SearchEngine,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
-    let ids = sqlx::query_scalar!(r#"SELECT id AS "id: ListingId" FROM listings ORDER BY id"#)
-        .fetch_all(pool)
+    let total = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM listings"#)
+        .fetch_one(pool)
         .await?;
+    let total = usize::try_from(total).unwrap_or(0);
     engine.clear().await?;
-    progress(ids.len(), 0);
+    progress(total, 0);
     let mut conn = pool.acquire().await?;
     let mut done = 0;
-    for chunk in ids.chunks(200) {
-        let mut docs = Vec::with_capacity(chunk.len());
-        for id in chunk {
-            let view = load_listing(&mut conn, *id)
-                .await
-                .map_err(|e| anyhow::anyhow!("loading listing {id}: {e}"))?;
-            docs.push(super::document(&view));
-        }
-        engine.upsert(&docs).await?;
-        done += chunk.len();
-        progress(ids.len(), done);
+    let mut after = None;
+    loop {
+        // Pages of 10,000, each given to the engine as one bulk write.
+        let page = listings_after(&mut conn, after, 10_000)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading listings: {e}"))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        let docs: Vec<_> = page.iter().map(super::document).collect();
+        engine.upsert_bulk(&docs).await?;
+        done += docs.len();
+        progress(total.max(done), done);
     }
     Ok(done)
 }

@@ -95,8 +95,11 @@ pub async fn engine_for(
                 .map(|k| k.expose_secret().to_owned()),
             &format!("{}_listings", settings.redis_prefix),
         )?),
-        None => Arc::new(embedded::EmbeddedEngine::open(
+        None => Arc::new(embedded::EmbeddedEngine::open_with(
             &settings.data_dir.join("search"),
+            usize::try_from(settings.search_writer_mb)
+                .unwrap_or(64)
+                .saturating_mul(1024 * 1024),
         )?),
     })
 }

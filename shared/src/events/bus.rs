@@ -58,9 +58,7 @@ impl Bus for InProcessBus {
             .cloned()
             .unwrap_or_default();
         for inbox in subs {
-            for e in events {
-                inbox.ingest(e).await?;
-            }
+            inbox.ingest_many(events).await?;
         }
         Ok(())
     }
@@ -273,6 +271,10 @@ impl StreamConsumer {
         con: &mut ConnectionManager,
         messages: &[StreamId],
     ) -> anyhow::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut envelopes = Vec::with_capacity(messages.len());
         for m in messages {
             let parsed = m
                 .get::<String>("event")
@@ -281,15 +283,17 @@ impl StreamConsumer {
                     serde_json::from_str::<Envelope>(&raw).map_err(anyhow::Error::from)
                 });
             match parsed {
-                Ok(envelope) => {
-                    self.inbox.ingest(&envelope).await?;
-                }
+                Ok(envelope) => envelopes.push(envelope),
                 Err(e) => {
                     tracing::error!(stream = %self.stream, message = %m.id, error = %e, "dropping an unreadable stream message")
                 }
             }
-            let _: i64 = con.xack(&self.stream, &self.group, &[&m.id]).await?;
         }
+        // Stored in one statement, then acknowledged together: a crash in between gets them
+        // again, and the inbox drops what it already has.
+        self.inbox.ingest_many(&envelopes).await?;
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        let _: i64 = con.xack(&self.stream, &self.group, &ids).await?;
         Ok(())
     }
 }

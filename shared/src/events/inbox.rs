@@ -69,45 +69,90 @@ impl Inbox {
         &self.service
     }
 
-    /// Stores an event if this service handles its type and has not seen its id; `true` when
-    /// it was new.
-    pub async fn ingest(&self, event: &Envelope) -> anyhow::Result<bool> {
-        if !self.handlers.contains_key(&event.event_type) {
-            return Ok(false);
+    /// Stores the events this service handles and has not seen, in one statement; answers
+    /// how many were new.
+    pub async fn ingest_many(&self, events: &[Envelope]) -> anyhow::Result<u64> {
+        let wanted: Vec<&Envelope> = events
+            .iter()
+            .filter(|e| self.handlers.contains_key(&e.event_type))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(0);
         }
+        let ids: Vec<uuid::Uuid> = wanted.iter().map(|e| e.id.0).collect();
+        let types: Vec<String> = wanted.iter().map(|e| e.event_type.clone()).collect();
+        let sources: Vec<String> = wanted.iter().map(|e| e.source.clone()).collect();
+        let bodies: Vec<serde_json::Value> = wanted
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?;
         let inserted = sqlx::query!(
-            "INSERT INTO inbox (event_id, event_type, source, event) VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
-            event.id.0,
-            &event.event_type,
-            &event.source,
-            serde_json::to_value(event)?,
+            "INSERT INTO inbox (event_id, event_type, source, event)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) ON CONFLICT (event_id) DO NOTHING",
+            &ids,
+            &types,
+            &sources,
+            &bodies,
         )
         .execute(&self.pool)
         .await?
-        .rows_affected()
-            == 1;
-        if inserted {
+        .rows_affected();
+        if inserted > 0 {
             self.wake.notify_one();
-        } else {
+        }
+        let duplicates = (wanted.len() as u64).saturating_sub(inserted);
+        if duplicates > 0 {
             metrics::counter!("events_duplicates_total", "consumer" => self.service.clone())
-                .increment(1);
+                .increment(duplicates);
         }
         Ok(inserted)
     }
 
-    /// Handles one due event, if there is one; `true` when it did.
-    pub async fn work_once(&self) -> anyhow::Result<bool> {
+    /// Handles the due events, up to `limit` of them, oldest first, in one transaction (each
+    /// in a savepoint of its own: a failing handler's writes are undone and its event tried
+    /// again later, the others' are kept); answers how many it took.
+    pub async fn work_batch(&self, limit: i64) -> anyhow::Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query!(
+        let rows = sqlx::query!(
             r#"SELECT event_id AS "event_id: EventId", event, attempts FROM inbox WHERE status = 'pending' AND next_attempt_at <= now()
-             ORDER BY event_id LIMIT 1 FOR UPDATE SKIP LOCKED"#,
+             ORDER BY event_id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+            limit,
         )
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let (id, raw, attempts) = (row.event_id, row.event, row.attempts);
+        let taken = rows.len();
+        let mut done: Vec<uuid::Uuid> = Vec::with_capacity(taken);
+        for row in rows {
+            if self
+                .work_on(&mut tx, row.event_id, row.event, row.attempts)
+                .await?
+            {
+                done.push(row.event_id.0);
+            }
+        }
+        if !done.is_empty() {
+            sqlx::query!(
+                "UPDATE inbox SET status = 'done', attempts = attempts + 1, handled_at = now(), last_error = NULL WHERE event_id = ANY($1)",
+                &done,
+            )
+            .execute(&mut *tx)
+            .await?;
+            metrics::counter!("events_handled_total", "consumer" => self.service.clone())
+                .increment(done.len() as u64);
+        }
+        tx.commit().await?;
+        Ok(taken)
+    }
+
+    /// Handles one event in `tx`; `true` when it succeeded (the caller marks it done), else
+    /// the failure is recorded here.
+    async fn work_on(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: EventId,
+        raw: serde_json::Value,
+        attempts: i32,
+    ) -> anyhow::Result<bool> {
         let outcome = match serde_json::from_value::<Envelope>(raw) {
             Err(e) => Err(anyhow::Error::from(e).context("unreadable event")),
             Ok(event) => match self.handlers.get(&event.event_type) {
@@ -126,16 +171,7 @@ impl Inbox {
             },
         };
         match outcome {
-            Ok(()) => {
-                sqlx::query!(
-                    "UPDATE inbox SET status = 'done', attempts = attempts + 1, handled_at = now(), last_error = NULL WHERE event_id = $1",
-                    id.0,
-                )
-                .execute(&mut *tx)
-                .await?;
-                metrics::counter!("events_handled_total", "consumer" => self.service.clone())
-                    .increment(1);
-            }
+            Ok(()) => Ok(true),
             Err(e) => {
                 let attempts = u32::try_from(attempts).unwrap_or(0) + 1;
                 let dead = attempts >= self.settings.max_attempts;
@@ -157,22 +193,21 @@ impl Inbox {
                 } else {
                     tracing::warn!(consumer = %self.service, event.id = %id, attempts, retry_in_ms = delay.as_millis() as u64, error = format!("{e:#}"), "event handler failed; will retry");
                 }
+                Ok(false)
             }
         }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// Handles events until the task is aborted.
     pub async fn run(self: Arc<Self>) {
         let mut failures = 0u32;
         loop {
-            match self.work_once().await {
-                Ok(true) => {
+            match self.work_batch(BATCH).await {
+                Ok(n) if n > 0 => {
                     failures = 0;
                     continue;
                 }
-                Ok(false) => failures = 0,
+                Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;
                     if crate::telemetry::worth_logging(failures) {
@@ -184,6 +219,9 @@ impl Inbox {
         }
     }
 }
+
+/// Events one transaction handles at most.
+const BATCH: i64 = 100;
 
 /// `base × 2^(attempts-1)`, at most five minutes.
 fn retry_delay(base: Duration, attempts: u32) -> Duration {

@@ -205,3 +205,56 @@ async fn generated_listings_load_through_the_api_and_become_searchable() {
     .await;
     app.stop().await;
 }
+
+/// A listing titled `title`, described by `description`.
+fn doc(id: &str, title: &str, description: &str) -> SearchDoc {
+    let mut d = generate::listings(1, 1, 1)[0].search_doc(id, "Hộ Ba");
+    d.title = title.to_owned();
+    d.description = description.to_owned();
+    d.commune_name = "Xã A".to_owned();
+    d.province_name = "Tỉnh B".to_owned();
+    d
+}
+
+async fn rules_in_order(engine: &dyn SearchEngine) {
+    let docs = [
+        doc("typo-in-title", "Xaoi tứ quý", "Rau thơm các loại"),
+        doc(
+            "exact-in-body",
+            "Trái cây miền Tây",
+            "Có xoài, mít và chôm chôm",
+        ),
+        doc("exact-in-title", "Xoài cát chín cây", "Trái cây miền Tây"),
+        doc("apart", "Mật mía, đường và ong non", "Đặc sản"),
+        doc("together", "Mật ong rừng U Minh", "Đặc sản"),
+    ];
+    engine.upsert(&docs).await.unwrap();
+    let ids = |r: &nongsan_listing::search::SearchResults| -> Vec<String> {
+        r.hits.iter().map(|h| h.doc.id.clone()).collect()
+    };
+    // Fewer typos first (a typo in the title loses to the exact word in the description),
+    // then the title before the rest. A typo on the first letter ("loai") is two typos, too
+    // many for a word of four letters: neither engine finds "loại" for "xoai".
+    let r = engine.search(&query("xoai ")).await.unwrap();
+    assert_eq!(
+        ids(&r),
+        ["exact-in-title", "exact-in-body", "typo-in-title"],
+        "xoai"
+    );
+    // The words close together first.
+    let r = engine.search(&query("mat ong ")).await.unwrap();
+    assert_eq!(ids(&r)[..2], ["together", "apart"], "mat ong");
+}
+
+#[tokio::test]
+async fn the_ranking_rules_apply_in_order_on_the_embedded_engine() {
+    rules_in_order(embedded_with(&[]).await.as_ref()).await;
+}
+
+#[tokio::test]
+async fn the_ranking_rules_apply_in_order_on_meilisearch() {
+    let Some(engine) = meili_with(&[]).await else {
+        return;
+    };
+    rules_in_order(engine.as_ref()).await;
+}

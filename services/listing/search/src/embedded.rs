@@ -3,8 +3,8 @@
 //! copy of the title lets "bơ" rank above "bò".
 //!
 //! Ranking follows rules a buyer understands, as Meilisearch's do: every query word must
-//! match (in one of its synonym alternatives); then fewer typos first; then words in the
-//! title before words only in the rest; then words typed with their diacritics as the title
+//! match (in one of its synonym alternatives); then fewer typos first; then the words as
+//! typed close together; then words in the title before words only in the rest; then words typed with their diacritics as the title
 //! has them; then the requested sort. Each word scores by the best tier it reaches, so the
 //! scores order the hits by those rules in turn (see [`tier`]).
 //!
@@ -23,14 +23,14 @@ use std::{
 };
 
 use tantivy::{
-    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal,
-    SegmentReader, TantivyDocument, Term,
+    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
+    SegmentOrdinal, SegmentReader, TantivyDocument, Term,
     collector::{Collector, SegmentCollector},
     columnar::{Column, StrColumn},
     directory::MmapDirectory,
     query::{
-        AllQuery, BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query,
-        RangeQuery, TermQuery,
+        AllQuery, BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, EmptyQuery, Occur,
+        PhraseQuery, Query, RangeQuery, TermQuery, TermSetQuery,
     },
     schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value},
 };
@@ -38,7 +38,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::{
     EngineError, EngineMode, FACETS, Facets, Geo, Hit, SearchDoc, SearchEngine, SearchQuery,
-    SearchResults, Sort, distance_km, expand_query, highlight, typo_budget,
+    SearchResults, Sort, distance_km, expand_query, highlight, text::edit_distance, typo_budget,
 };
 
 /// The index's layout version: a folder of its own, so an index of an older layout is left
@@ -124,6 +124,9 @@ const EXACT: Score = 100_000.0;
 const TYPO: Score = 40_000.0;
 /// A word in the title rather than only in the rest.
 const IN_TITLE: Score = 1_000.0;
+/// The words as typed close together (at most two words apart, in order), in the title or
+/// the rest: more than any difference of fields, less than one typo.
+const PROXIMITY: Score = 20_000.0;
 /// A word typed with the diacritics the title has.
 const DIACRITICS: Score = 10.0;
 /// Words of a query that rank (more are matched, not ranked).
@@ -202,54 +205,90 @@ impl EmbeddedEngine {
         Ok(doc)
     }
 
-    /// One word: the best tier it reaches in the title or the rest.
-    fn word_query(&self, w: &str, prefix: bool) -> Box<dyn Query> {
+    /// One word: the best tier it reaches in the title or the rest. The terms it may be are
+    /// read from the index: those within its typo budget that start with its own first
+    /// letter (Meilisearch counts a typo on the first letter as two, so "xoai" never finds
+    /// "loai"); the last word being typed also matches the terms it begins.
+    fn word_query(
+        &self,
+        searcher: &Searcher,
+        w: &str,
+        prefix: bool,
+    ) -> Result<Box<dyn Query>, EngineError> {
         let mut tiers: Vec<Box<dyn Query>> = Vec::new();
         for (field, in_title) in [(self.f.title, true), (self.f.body, false)] {
-            let term = Term::from_field_text(field, w);
-            for typos in 0..=typo_budget(w) {
-                let q: Box<dyn Query> = match (typos, prefix) {
-                    (0, false) => Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic)),
-                    (d, true) => Box::new(FuzzyTermQuery::new_prefix(term.clone(), d, true)),
-                    (d, false) => Box::new(FuzzyTermQuery::new(term.clone(), d, true)),
-                };
-                tiers.push(Box::new(ConstScoreQuery::new(q, tier(typos, in_title))));
+            for (typos, terms) in matching_terms(searcher, field, w, prefix)?
+                .into_iter()
+                .enumerate()
+            {
+                if terms.is_empty() {
+                    continue;
+                }
+                let typos = u8::try_from(typos).unwrap_or(u8::MAX);
+                tiers.push(Box::new(ConstScoreQuery::new(
+                    Box::new(TermSetQuery::new(terms)),
+                    tier(typos, in_title),
+                )));
             }
         }
-        Box::new(DisjunctionMaxQuery::new(tiers))
+        if tiers.is_empty() {
+            return Ok(Box::new(EmptyQuery));
+        }
+        Ok(Box::new(DisjunctionMaxQuery::new(tiers)))
     }
 
-    fn text_query(&self, q: &str) -> Option<Box<dyn Query>> {
+    fn text_query(
+        &self,
+        searcher: &Searcher,
+        q: &str,
+    ) -> Result<Option<Box<dyn Query>>, EngineError> {
         let expanded = expand_query(q);
         if expanded.alternatives.iter().all(Vec::is_empty) {
-            return None;
+            return Ok(None);
         }
         // Each synonym alternative needs all its words; a document scores by its best one.
         let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
         for alt in expanded.alternatives.iter().filter(|a| !a.is_empty()) {
-            let words = alt
-                .iter()
-                .enumerate()
-                .map(|(i, w)| {
-                    let prefix = expanded.last_is_prefix && i + 1 == alt.len();
-                    let q = self.word_query(w, prefix);
-                    // Words past the ranked ones must still match, for nothing.
-                    if i < MAX_WORDS {
-                        (Occur::Must, q)
-                    } else {
-                        (
-                            Occur::Must,
-                            Box::new(ConstScoreQuery::new(q, 0.0)) as Box<dyn Query>,
-                        )
-                    }
-                })
-                .collect();
+            let mut words: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(alt.len());
+            for (i, w) in alt.iter().enumerate() {
+                let prefix = expanded.last_is_prefix && i + 1 == alt.len();
+                let q = self.word_query(searcher, w, prefix)?;
+                // Words past the ranked ones must still match, for nothing.
+                words.push(if i < MAX_WORDS {
+                    (Occur::Must, q)
+                } else {
+                    (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0)))
+                });
+            }
             alternatives.push(Box::new(BooleanQuery::new(words)));
         }
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
             Occur::Must,
             Box::new(DisjunctionMaxQuery::new(alternatives)),
         )];
+        // Words closer together first: the words as typed, near each other in one field.
+        let typed = &expanded.alternatives[0];
+        if (2..=MAX_WORDS).contains(&typed.len()) {
+            let near: Vec<Box<dyn Query>> = [self.f.title, self.f.body]
+                .into_iter()
+                .map(|field| {
+                    let terms = typed
+                        .iter()
+                        .map(|w| Term::from_field_text(field, w))
+                        .collect();
+                    let mut phrase = PhraseQuery::new(terms);
+                    phrase.set_slop(2);
+                    Box::new(phrase) as Box<dyn Query>
+                })
+                .collect();
+            clauses.push((
+                Occur::Should,
+                Box::new(ConstScoreQuery::new(
+                    Box::new(DisjunctionMaxQuery::new(near)),
+                    PROXIMITY,
+                )),
+            ));
+        }
         // Words typed with their diacritics: the titles that have them exactly come first.
         for w in exact(q)
             .split(|c: char| !c.is_alphanumeric())
@@ -265,7 +304,7 @@ impl EmbeddedEngine {
                 )),
             ));
         }
-        Some(Box::new(BooleanQuery::new(clauses)))
+        Ok(Some(Box::new(BooleanQuery::new(clauses))))
     }
 
     fn filters(&self, q: &SearchQuery) -> Vec<(Occur, Box<dyn Query>)> {
@@ -331,7 +370,8 @@ impl EmbeddedEngine {
                 )
             })
             .collect();
-        match self.text_query(&q.q) {
+        let searcher = self.reader.searcher();
+        match self.text_query(&searcher, &q.q)? {
             Some(text) => clauses.push((Occur::Must, text)),
             None => clauses.push((
                 Occur::Must,
@@ -339,7 +379,6 @@ impl EmbeddedEngine {
             )),
         }
         let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
         let keep = q.page.saturating_mul(q.per_page);
         let collector = Page {
             sort: q.sort,
@@ -382,6 +421,64 @@ impl EmbeddedEngine {
             engine: EngineMode::Embedded,
         })
     }
+}
+
+/// The terms of `field` that `word` may be, by typos (index 0: the word itself, or for a
+/// `prefix` the terms it begins): within the word's typo budget, starting with its first
+/// letter, from every segment of the index.
+fn matching_terms(
+    searcher: &Searcher,
+    field: Field,
+    word: &str,
+    prefix: bool,
+) -> Result<Vec<Vec<Term>>, EngineError> {
+    let budget = typo_budget(word);
+    let mut tiers = vec![Vec::new(); usize::from(budget) + 1];
+    let Some(first) = word.chars().next() else {
+        return Ok(tiers);
+    };
+    let n = word.chars().count();
+    let low = first.to_string();
+    let high = char::from_u32(u32::from(first) + 1).map(|c| c.to_string());
+    let mut seen = std::collections::HashSet::new();
+    for segment in searcher.segment_readers() {
+        let inverted = segment.inverted_index(field).map_err(other)?;
+        let mut range = inverted.terms().range().ge(low.as_bytes());
+        if let Some(high) = &high {
+            range = range.lt(high.as_bytes());
+        }
+        let mut stream = range.into_stream().map_err(other)?;
+        while stream.advance() {
+            let Ok(term) = std::str::from_utf8(stream.key()) else {
+                continue;
+            };
+            let len = term.chars().count();
+            // Too short or (unless a prefix) too long to be within the budget.
+            if len + usize::from(budget) < n || (!prefix && len > n + usize::from(budget)) {
+                continue;
+            }
+            let whole = if term == word {
+                Some(0)
+            } else {
+                edit_distance(term, word, budget)
+            };
+            let begun = prefix.then(|| {
+                let head: String = term.chars().take(n).collect();
+                if head == word {
+                    Some(0)
+                } else {
+                    edit_distance(&head, word, budget)
+                }
+            });
+            let Some(typos) = [whole, begun.flatten()].into_iter().flatten().min() else {
+                continue;
+            };
+            if seen.insert(term.to_owned()) {
+                tiers[usize::from(typos)].push(Term::from_field_text(field, term));
+            }
+        }
+    }
+    Ok(tiers)
 }
 
 /// A kept hit: its sort key (score, then the requested sort; larger is better), its address,

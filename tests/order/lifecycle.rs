@@ -179,6 +179,27 @@ async fn orders_page_newest_first_with_the_cursor_of_the_previous_page() {
         .await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 1, "{rest}");
     assert!(rest["next_cursor"].is_null());
+    // Each listed checkout carries its own orders, as reading it alone does.
+    let listed: Vec<serde_json::Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .cloned()
+        .collect();
+    let checkout_orders: Vec<String> = listed
+        .iter()
+        .flat_map(|c| c["orders"].as_array().unwrap().clone())
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        checkout_orders, made,
+        "every order under its checkout, newest first"
+    );
+    for c in &listed {
+        let (_, alone) = api.read_checkout(&buyer, c["id"].as_str().unwrap()).await;
+        assert_eq!(alone["orders"], c["orders"], "{c}");
+    }
     let (status, r) = api
         .get(
             &format!(

@@ -238,6 +238,8 @@ pub async fn load_order(conn: &mut PgConnection, id: OrderId) -> Result<OrderVie
 pub struct OrderFilter {
     /// Of this checkout.
     pub checkout: Option<CheckoutId>,
+    /// Of these checkouts (none: no such filter).
+    pub checkouts: Vec<CheckoutId>,
     /// Of this buyer.
     pub buyer: Option<AccountId>,
     /// Of this seller (kind, id).
@@ -262,6 +264,7 @@ pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec
            WHERE ($1::uuid IS NULL OR o.checkout_id = $1) AND ($2::uuid IS NULL OR o.buyer_id = $2)
              AND ($3::text IS NULL OR (o.seller_kind = $3 AND o.seller_id = $4)) AND ($5::text IS NULL OR o.status = $5)
              AND ($6::timestamptz IS NULL OR (o.created_at, o.id) < ($6, $7))
+             AND (cardinality($9::uuid[]) = 0 OR o.checkout_id = ANY($9))
            ORDER BY o.created_at DESC, o.id DESC LIMIT $8"#,
         f.checkout as _,
         f.buyer as _,
@@ -271,6 +274,7 @@ pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec
         f.before.map(|b| b.0),
         f.before.map(|b| b.1.0),
         f.limit,
+        &f.checkouts.iter().map(|c| c.0).collect::<Vec<_>>(),
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -279,43 +283,69 @@ pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec
 
 /// Loads a checkout with its orders.
 pub async fn load_checkout(conn: &mut PgConnection, id: CheckoutId) -> Result<CheckoutView> {
-    let r = sqlx::query!(
+    load_checkouts(conn, &[id])
+        .await?
+        .pop()
+        .ok_or(OrderError::NotFound("checkout"))
+}
+
+/// Loads checkouts with their orders, in the order of `ids` (those that do not exist are
+/// left out): three queries for any number.
+pub async fn load_checkouts(
+    conn: &mut PgConnection,
+    ids: &[CheckoutId],
+) -> Result<Vec<CheckoutView>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
+    let rows = sqlx::query!(
         r#"SELECT id AS "id: CheckoutId", status, payment_method, expires_at, province_code, commune_code, street, recipient_name,
                 recipient_phone, items_total AS "items_total: Vnd", delivery_total AS "delivery_total: Vnd",
                 grand_total AS "grand_total: Vnd"
-           FROM checkouts WHERE id = $1"#,
-        id.0,
+           FROM checkouts WHERE id = ANY($1)"#,
+        &raw,
     )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(OrderError::NotFound("checkout"))?;
+    .fetch_all(&mut *conn)
+    .await?;
     let mut orders = load_orders(
         conn,
         &OrderFilter {
-            checkout: Some(id),
+            checkouts: ids.to_vec(),
             ..Default::default()
         },
     )
     .await?;
     orders.sort_by(|a, b| a.seller.name.cmp(&b.seller.name).then(a.id.cmp(&b.id)));
-    Ok(CheckoutView {
-        id: r.id,
-        status: r.status,
-        payment_method: r.payment_method,
-        expires_at: r.expires_at,
-        delivery: Delivery {
-            province_code: r.province_code,
-            commune_code: r.commune_code,
-            street: r.street,
-            recipient_name: r.recipient_name,
-            recipient_phone: nongsan_shared::PhoneNumber::parse(&r.recipient_phone)
-                .map_err(|e| OrderError::Other(anyhow::anyhow!("stored phone: {e}")))?,
-        },
-        items_total: r.items_total,
-        delivery_total: r.delivery_total,
-        grand_total: r.grand_total,
-        orders,
-        payment_url: None,
-        payment_client_secret: None,
-    })
+    let mut views = Vec::with_capacity(rows.len());
+    for id in ids {
+        let Some(r) = rows.iter().find(|r| r.id == *id) else {
+            continue;
+        };
+        views.push(CheckoutView {
+            id: r.id,
+            status: r.status.clone(),
+            payment_method: r.payment_method.clone(),
+            expires_at: r.expires_at,
+            delivery: Delivery {
+                province_code: r.province_code.clone(),
+                commune_code: r.commune_code.clone(),
+                street: r.street.clone(),
+                recipient_name: r.recipient_name.clone(),
+                recipient_phone: nongsan_shared::PhoneNumber::parse(&r.recipient_phone)
+                    .map_err(|e| OrderError::Other(anyhow::anyhow!("stored phone: {e}")))?,
+            },
+            items_total: r.items_total,
+            delivery_total: r.delivery_total,
+            grand_total: r.grand_total,
+            orders: orders
+                .iter()
+                .filter(|o| o.checkout_id == *id)
+                .cloned()
+                .collect(),
+            payment_url: None,
+            payment_client_secret: None,
+        });
+    }
+    Ok(views)
 }

@@ -20,7 +20,7 @@ use crate::{
     error::{OrderError, Result},
     idempotency::{self, Claim, Claimed, IdempotencyKey},
     orders::attach_lots,
-    views::{CheckoutView, load_checkout},
+    views::{CheckoutView, load_checkout, load_checkouts},
 };
 
 /// Check out a basket: one checkout, one order per seller.
@@ -116,10 +116,7 @@ pub async fn list_checkouts(
     .await?;
     let next_cursor =
         nongsan_shared::paging::next_cursor(&mut ids, limit, |id| format!("before:{id}"));
-    let mut items = Vec::with_capacity(ids.len());
-    for id in ids {
-        items.push(load_checkout(&mut conn, id).await?);
-    }
+    let items = load_checkouts(&mut conn, &ids).await?;
     Ok(AxumJson(CheckoutPage { items, next_cursor }))
 }
 

@@ -53,6 +53,27 @@ async fn refunded(api: &Client, who: &User, order: &str, n: usize) -> Value {
     .await
 }
 
+/// A checkout of 1 kg of `listing` by `buyer`, paid by VNPay's IPN; answers it once its order
+/// is paid.
+async fn paid_by_vnpay(api: &Client, buyer: &User, listing: &str, key: &str) -> Value {
+    let (status, c) = api
+        .checkout(buyer, key, &basket(&[(listing, "1")], "vnpay"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let order = c["orders"][0]["id"].as_str().unwrap();
+    let url = c["payment_url"].as_str().unwrap();
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
+        "00"
+    );
+    eventually(Duration::from_secs(15), "the order to be paid", || async {
+        let (_, o) = api.read_order(buyer, order).await;
+        (o["status"] == "paid").then_some(())
+    })
+    .await;
+    c
+}
+
 fn total(v: &Value) -> i64 {
     v["total"]
         .as_i64()
@@ -194,20 +215,8 @@ async fn a_paid_order_cancelled_by_its_buyer_is_refunded_in_full() {
     let app = app_with(&vnpay, |_| {}).await;
     let api = &app.api;
     let (_, buyer, listing) = api.shop().await;
-    let (_, c) = api
-        .checkout(&buyer, "cancel", &basket(&[(&listing, "1")], "vnpay"))
-        .await;
+    let c = paid_by_vnpay(api, &buyer, &listing, "cancel").await;
     let order = c["orders"][0]["id"].as_str().unwrap();
-    let url = c["payment_url"].as_str().unwrap();
-    assert_eq!(
-        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
-        "00"
-    );
-    eventually(Duration::from_secs(15), "the order to be paid", || async {
-        let (_, o) = api.read_order(&buyer, order).await;
-        (o["status"] == "paid").then_some(())
-    })
-    .await;
     let (status, body) = api.order_action(&buyer, order, "cancel", None).await;
     assert_eq!(status, 200, "{body}");
     let o = refunded(api, &buyer, order, 1).await;
@@ -387,20 +396,8 @@ async fn a_paid_order_refused_at_the_door_is_refunded_and_a_cash_one_owes_nothin
     let app = app_with(&vnpay, |_| {}).await;
     let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
-    let (_, c) = api
-        .checkout(&buyer, "returned", &basket(&[(&listing, "1")], "vnpay"))
-        .await;
+    let c = paid_by_vnpay(api, &buyer, &listing, "returned").await;
     let order = c["orders"][0]["id"].as_str().unwrap();
-    let url = c["payment_url"].as_str().unwrap();
-    assert_eq!(
-        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
-        "00"
-    );
-    eventually(Duration::from_secs(15), "the order to be paid", || async {
-        let (_, o) = api.read_order(&buyer, order).await;
-        (o["status"] == "paid").then_some(())
-    })
-    .await;
     let cash = api.cod_order(&buyer, &listing, "1").await;
     for id in [order, cash.as_str()] {
         for action in ["confirm", "ship", "fail_delivery", "return"] {

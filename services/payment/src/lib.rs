@@ -7,6 +7,7 @@
 //! It owns the PostgreSQL schema `payment` and its migrations in `migrations/payment`; it
 //! never reads another service's tables.
 
+pub mod hex;
 pub mod momo;
 pub mod payments;
 pub mod reconcile;

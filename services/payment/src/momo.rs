@@ -18,11 +18,7 @@ pub fn sign(secret: &str, raw: &str) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(raw.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&mac.finalize().into_bytes())
 }
 
 /// `k1=v1&k2=v2...` in the given order.
@@ -157,7 +153,7 @@ impl Ipn {
 
     /// Whether MoMo signed it (compared in constant time).
     pub fn verify(&self, access_key: &str, secret: &str) -> bool {
-        let Some(given) = decode_hex(&self.signature) else {
+        let Some(given) = crate::hex::decode(&self.signature) else {
             return false;
         };
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
@@ -244,23 +240,6 @@ pub async fn call(
         "MoMo answered HTTP {status}"
     );
     Ok(res.json().await?)
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    };
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ pub fn verify_signature(
         return Err(BadSignature::Stale);
     }
     let matches = |hex: &str| {
-        let Some(given) = decode_hex(hex) else {
+        let Some(given) = crate::hex::decode(hex) else {
             return false;
         };
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
@@ -193,30 +193,10 @@ pub fn sign_header(body: &[u8], secret: &str, t: i64) -> String {
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("t={t},v1={hex}")
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    };
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
+    format!(
+        "t={t},v1={}",
+        crate::hex::encode(&mac.finalize().into_bytes())
+    )
 }
 
 /// The part of an event nongsan reads.

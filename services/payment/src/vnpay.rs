@@ -43,11 +43,7 @@ pub fn sign(secret: &str, data: &str) -> String {
     let mut mac =
         Hmac::<Sha512>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(data.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&mac.finalize().into_bytes())
 }
 
 /// Whether `vnp_SecureHash` matches the other parameters (compared in constant time).
@@ -55,34 +51,13 @@ pub fn verify(secret: &str, params: &BTreeMap<String, String>) -> bool {
     let Some(given) = params.get("vnp_SecureHash") else {
         return false;
     };
-    let Ok(given) = hex_decode(given) else {
+    let Some(given) = crate::hex::decode(given) else {
         return false;
     };
     let mut mac =
         Hmac::<Sha512>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(signing_string(params).as_bytes());
     mac.verify_slice(&given).is_ok()
-}
-
-/// Hex digits to bytes, on bytes (never slicing the text, which may hold any character a
-/// caller sends) and digits only (no sign).
-fn hex_decode(s: &str) -> Result<Vec<u8>, ()> {
-    fn nibble(b: u8) -> Result<u8, ()> {
-        match b {
-            b'0'..=b'9' => Ok(b - b'0'),
-            b'a'..=b'f' => Ok(b - b'a' + 10),
-            b'A'..=b'F' => Ok(b - b'A' + 10),
-            _ => Err(()),
-        }
-    }
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return Err(());
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| Ok(nibble(pair[0])? << 4 | nibble(pair[1])?))
-        .collect()
 }
 
 /// VNPay's time format, in Vietnam's time zone (GMT+7).

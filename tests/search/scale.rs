@@ -244,6 +244,15 @@ async fn rules_in_order(engine: &dyn SearchEngine) {
     // The words close together first.
     let r = engine.search(&query("mat ong ")).await.unwrap();
     assert_eq!(ids(&r)[..2], ["together", "apart"], "mat ong");
+    // More words matched first: the listing with "xoai cat" before those with "xoai" only;
+    // words no listing has drop out from the last.
+    let r = engine.search(&query("xoai cat zzzz qqqq")).await.unwrap();
+    assert_eq!(
+        ids(&r),
+        ["exact-in-title", "exact-in-body", "typo-in-title"],
+        "xoai cat zzzz qqqq"
+    );
+    assert_eq!(r.total, 3);
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! copy of the title lets "bơ" rank above "bò".
 //!
 //! Ranking follows rules a buyer understands, as Meilisearch's do: every query word must
-//! match (in one of its synonym alternatives); then fewer typos first; then the words as
+//! match (in one of its synonym alternatives), or when no listing has them all, the words
+//! left once the last ones are dropped; then fewer typos first; then the words as
 //! typed close together; then words in the title before words only in the rest; then words typed with their diacritics as the title
 //! has them; then the requested sort. Each word scores by the best tier it reaches, so the
 //! scores order the hits by those rules in turn (see [`tier`]).
@@ -355,6 +356,64 @@ impl EmbeddedEngine {
             out.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
         out
+    }
+
+    /// Meilisearch's "words" rule with its `last` strategy: a listing with every word comes
+    /// before one whose last words are missing, and any listing with the first word
+    /// matches. Each bucket (the first k words) is a search of its own, ranked by the other
+    /// rules, taken until the page is full; the total and the facets are the first word's.
+    fn search_words(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
+        let start = Instant::now();
+        let words: Vec<&str> = q.q.split_whitespace().collect();
+        if words.len() < 2 {
+            return self.run(q);
+        }
+        let keep = q.page.saturating_mul(q.per_page);
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut all: Option<SearchResults> = None;
+        for k in (1..=words.len()).rev() {
+            let full = hits.len() >= keep;
+            // The words as typed for all of them; fewer are whole words (a trailing space).
+            let text = if k == words.len() {
+                q.q.clone()
+            } else {
+                format!("{} ", words[..k].join(" "))
+            };
+            let bucket = SearchQuery {
+                q: text,
+                page: 1,
+                per_page: if full { 0 } else { keep },
+                facets: if k == 1 { q.facets.clone() } else { Vec::new() },
+                ..q.clone()
+            };
+            if full && k > 1 {
+                continue;
+            }
+            let found = self.run(&bucket)?;
+            for hit in &found.hits {
+                if hits.len() < keep && seen.insert(hit.doc.id.clone()) {
+                    hits.push(hit.clone());
+                }
+            }
+            if k == 1 {
+                all = Some(found);
+            }
+        }
+        let mut all = all.ok_or_else(|| other("no bucket was searched"))?;
+        let expanded = expand_query(&q.q);
+        all.hits = hits
+            .into_iter()
+            .skip((q.page - 1).saturating_mul(q.per_page))
+            .map(|mut h| {
+                h.title_highlighted = highlight(&h.doc.title, &expanded);
+                h
+            })
+            .collect();
+        all.page = q.page;
+        all.per_page = q.per_page;
+        all.processing_time_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(all)
     }
 
     fn run(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
@@ -748,6 +807,6 @@ impl SearchEngine for EmbeddedEngine {
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
-        self.run(q)
+        self.search_words(q)
     }
 }

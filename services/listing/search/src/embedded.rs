@@ -2,12 +2,13 @@
 //! configured. Text is folded (NFC, marks removed, đ → d) before indexing; an exact-diacritics
 //! copy of the title lets "bơ" rank above "bò".
 //!
-//! Ranking follows rules a buyer understands, as Meilisearch's do: every query word must
-//! match (in one of its synonym alternatives), or when no listing has them all, the words
-//! left once the last ones are dropped; then fewer typos first; then the words as
-//! typed close together; then words in the title before words only in the rest; then words typed with their diacritics as the title
-//! has them; then the requested sort. Each word scores by the best tier it reaches, so the
-//! scores order the hits by those rules in turn (see [`tier`]).
+//! Ranking follows rules a buyer understands, as Meilisearch's do: more of the query words
+//! first (a listing with the first k words before one with fewer; any listing with the
+//! first word matches, see [`EmbeddedEngine::search_words`]); then fewer typos; then the
+//! words as typed close together; then words in the title before words only in the rest;
+//! then words typed with the diacritics the title has; then the requested sort. Within a
+//! bucket of words, each word scores by the best tier it reaches, so the scores order the
+//! hits by those rules in turn (see [`tier`]).
 //!
 //! A search costs the page, not the matches: one collector walks the matching documents
 //! once, reading only columnar (fast) fields: it counts them, counts the facets asked for,

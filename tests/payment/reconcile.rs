@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-use crate::support::{calls::basket, eventually, fake_vnpay::FakeVnpay, process::SplitApp};
+use crate::support::{
+    calls::basket,
+    eventually,
+    fake_vnpay::{FakeVnpay, ipn_query},
+    process::SplitApp,
+};
 
 use super::refunds::txn_ref;
 
@@ -30,20 +35,7 @@ async fn a_payment_whose_ipn_was_lost_while_the_payment_process_was_dead_is_sett
 
     let id = c["id"].as_str().unwrap();
     let api = &app.api;
-    eventually(
-        Duration::from_secs(30),
-        "the reconciler to settle the payment, and the orders to be paid and the stock sold",
-        || async {
-            let (_, c) = api.read_checkout(&buyer, id).await;
-            let s = api.stock(&seller, &listing).await.levels;
-            (c["status"] == "paid"
-                && c["orders"][0]["status"] == "paid"
-                && s.on_hand == "8"
-                && s.reserved == "0")
-                .then_some(())
-        },
-    )
-    .await;
+    api.paid_and_sold(&buyer, id, &seller, &listing, "8").await;
     assert!(vnpay.calls("querydr") >= 1);
     assert_eq!(vnpay.refunds().len(), 0, "nothing is owed back");
 }
@@ -71,5 +63,36 @@ async fn a_payment_vnpay_never_saw_stays_pending_until_its_page_closes() {
         status, "pending",
         "VNPay does not know it yet, and its page is still open"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_capture_reported_after_a_failure_is_still_accounted_for() {
+    let vnpay = FakeVnpay::start().await;
+    let app = super::refunds::app_with(&vnpay, |_| {}).await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let (status, c) = api
+        .checkout(&buyer, "late-capture", &basket(&[(&listing, "2")], "vnpay"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let url = c["payment_url"].as_str().unwrap();
+    // The buyer gave up (24: cancelled), then paid after all: the money was taken, so it
+    // must reach the orders (or be refunded), not be dropped as "already confirmed".
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(url, "24", None)).await["RspCode"],
+        "00"
+    );
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
+        "00"
+    );
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
+        "02",
+        "a capture is recorded once"
+    );
+    let id = c["id"].as_str().unwrap();
+    api.paid_and_sold(&buyer, id, &seller, &listing, "8").await;
     app.stop().await;
 }

@@ -132,20 +132,19 @@ pub async fn open_payment(
             (order_id, Some(pay_url), None, None)
         }
         (PaymentMethod::Stripe, Some(stripe)) => {
-            let (intent, secret) =
-                stripe
-                    .open(p.checkout_id, id, p.amount_vnd)
-                    .await
-                    .map_err(|e| {
-                        tracing::warn!(error = %e, "Stripe did not open the payment");
-                        ApiError::unavailable(
-                            "provider_unavailable",
-                            Text::new(
-                                "Stripe did not answer; nothing was charged",
-                                "Stripe không phản hồi; chưa thu tiền",
-                            ),
-                        )
-                    })?;
+            let (intent, secret) = stripe
+                .open(p.checkout_id, p.amount_vnd)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "Stripe did not open the payment");
+                    ApiError::unavailable(
+                        "provider_unavailable",
+                        Text::new(
+                            "Stripe did not answer; nothing was charged",
+                            "Stripe không phản hồi; chưa thu tiền",
+                        ),
+                    )
+                })?;
             (intent, None, Some(secret), None)
         }
         _ => {
@@ -244,7 +243,7 @@ async fn record_vnpay_result(
     let row = sqlx::query!(
         r#"SELECT id AS "id: PaymentId", checkout_id AS "checkout_id: CheckoutId", amount_vnd AS "amount_vnd: Vnd",
                 status AS "status: PaymentStatus"
-           FROM payments WHERE txn_ref = $1 FOR UPDATE"#,
+           FROM payments WHERE method = 'vnpay' AND txn_ref = $1 FOR UPDATE"#,
         get("vnp_TxnRef"),
     )
     .fetch_optional(&mut *tx)
@@ -256,22 +255,23 @@ async fn record_vnpay_result(
     if get("vnp_Amount").parse::<i64>().ok() != amount.get().checked_mul(100) {
         return Ok(rsp("04", "invalid amount"));
     }
-    if status != PaymentStatus::Pending {
-        return Ok(rsp("02", "Order already confirmed"));
-    }
     let succeeded = get("vnp_ResponseCode") == "00" && get("vnp_TransactionStatus") == "00";
-    settle(
+    let settled = settle(
         &mut tx,
         &Settled {
             id,
             checkout,
             amount,
             method: PaymentMethod::Vnpay,
+            from: status,
             succeeded,
             provider_ref: get("vnp_TransactionNo").to_owned(),
         },
     )
     .await?;
+    if !settled {
+        return Ok(rsp("02", "Order already confirmed"));
+    }
     tx.commit().await?;
     Ok(rsp("00", "Confirm Success"))
 }
@@ -287,16 +287,30 @@ pub struct Settled {
     pub amount: Vnd,
     /// Its provider.
     pub method: PaymentMethod,
+    /// Where it stood (locked by the caller).
+    pub from: PaymentStatus,
     /// The money was taken.
     pub succeeded: bool,
     /// The provider's transaction.
     pub provider_ref: String,
 }
 
-/// Records the provider's last word on a payment the caller holds locked and pending (the
-/// IPN, or the reconciler asking the provider), and tells it as `payment.succeeded` or
-/// `payment.failed`, in the caller's transaction.
-pub async fn settle(tx: &mut sqlx::PgConnection, s: &Settled) -> anyhow::Result<()> {
+/// Whether a provider's word changes a payment that stands at `from`: a pending one takes
+/// any answer; a failed one (given up on: its page closed) still takes a capture, which
+/// the provider made after all and which must then be accounted for (and refunded by the
+/// order side when its orders are gone); a succeeded one takes nothing more.
+pub fn settles(from: PaymentStatus, succeeded: bool) -> bool {
+    from == PaymentStatus::Pending || (from == PaymentStatus::Failed && succeeded)
+}
+
+/// Records the provider's last word on a payment the caller holds locked (the callback, or
+/// the reconciler asking the provider), when it [`settles`] it, and tells it as
+/// `payment.succeeded` or `payment.failed`, in the caller's transaction. Answers whether it
+/// changed anything.
+pub async fn settle(tx: &mut sqlx::PgConnection, s: &Settled) -> anyhow::Result<bool> {
+    if !settles(s.from, s.succeeded) {
+        return Ok(false);
+    }
     let (new_status, event) = if s.succeeded {
         (PaymentStatus::Succeeded, EventType::PaymentSucceeded)
     } else {
@@ -304,11 +318,12 @@ pub async fn settle(tx: &mut sqlx::PgConnection, s: &Settled) -> anyhow::Result<
     };
     sqlx::query!(
         "UPDATE payments SET status = $2, provider_ref = $3, captured_vnd = CASE WHEN $4 THEN amount_vnd ELSE 0 END, updated_at = now()
-         WHERE id = $1 AND status = 'pending'",
+         WHERE id = $1 AND status = $5",
         s.id.0,
         new_status as _,
         &s.provider_ref,
         s.succeeded,
+        s.from as _,
     )
     .execute(&mut *tx)
     .await?;
@@ -319,8 +334,13 @@ pub async fn settle(tx: &mut sqlx::PgConnection, s: &Settled) -> anyhow::Result<
         method: s.method,
         provider_ref: s.provider_ref.clone(),
     };
-    events::emit(tx, event, &s.id.to_string(), 1, &body).await?;
-    Ok(())
+    let version = if s.from == PaymentStatus::Pending {
+        1
+    } else {
+        2
+    };
+    events::emit(tx, event, &s.id.to_string(), version, &body).await?;
+    Ok(true)
 }
 
 /// What a buyer may pay with.
@@ -386,20 +406,19 @@ pub async fn handle_momo_ipn(
             ),
         ));
     }
-    if payment.status == PaymentStatus::Pending {
-        settle(
-            &mut tx,
-            &Settled {
-                id: payment.id,
-                checkout: payment.checkout_id,
-                amount: payment.amount_vnd,
-                method: PaymentMethod::Momo,
-                succeeded: ipn.result_code == 0,
-                provider_ref: ipn.trans_id.to_string(),
-            },
-        )
-        .await?;
-    }
+    settle(
+        &mut tx,
+        &Settled {
+            id: payment.id,
+            checkout: payment.checkout_id,
+            amount: payment.amount_vnd,
+            method: PaymentMethod::Momo,
+            from: payment.status,
+            succeeded: ipn.result_code == 0,
+            provider_ref: ipn.trans_id.to_string(),
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use nongsan_shared::{CheckoutId, PaymentId, Vnd, contracts::payments::PaymentMethod};
+use nongsan_shared::{
+    CheckoutId, PaymentId, Vnd,
+    contracts::payments::{PaymentMethod, PaymentStatus},
+};
 use secrecy::ExposeSecret;
 
 use crate::{
@@ -172,7 +175,9 @@ async fn check(app: &AppState, id: PaymentId) -> anyhow::Result<bool> {
                         .await
                     {
                         Ok(a) if a.result_code == 0 && a.amount == Some(p.amount_vnd.get()) => {
-                            Verdict::Paid(a.trans_id.map(|t| t.to_string()).unwrap_or_default())
+                            // Without MoMo's transaction there is nothing to refund against.
+                            a.trans_id
+                                .map_or(Verdict::Unknown, |t| Verdict::Paid(t.to_string()))
                         }
                         Ok(a) if a.result_code == 0 => {
                             tracing::error!(payment = %id, amount = ?a.amount, "MoMo reports another amount for this payment; left for an operator");
@@ -222,6 +227,7 @@ async fn check(app: &AppState, id: PaymentId) -> anyhow::Result<bool> {
             checkout: p.checkout_id,
             amount: p.amount_vnd,
             method: p.method,
+            from: PaymentStatus::Pending,
             succeeded,
             provider_ref,
         },

@@ -77,13 +77,10 @@ impl Stripe {
     pub async fn open(
         &self,
         checkout: CheckoutId,
-        payment: PaymentId,
         amount: Vnd,
     ) -> Result<(String, String), StripeError> {
-        let metadata = HashMap::from([
-            ("checkout_id".to_owned(), checkout.to_string()),
-            ("payment_id".to_owned(), payment.to_string()),
-        ]);
+        // Only what the idempotency key is made of: a retry sends the same parameters.
+        let metadata = HashMap::from([("checkout_id".to_owned(), checkout.to_string())]);
         let intent = CreatePaymentIntent::new(amount.get(), stripe_types::Currency::VND)
             .metadata(metadata)
             .customize()
@@ -314,23 +311,22 @@ pub async fn handle_webhook(
                     Text::new("the payment is not stored yet", "thanh toán chưa được lưu"),
                 ));
             };
-            if p.status == PaymentStatus::Pending {
-                if event.data.object.amount_received != p.amount_vnd.get() {
-                    tracing::error!(payment = %p.id, received = event.data.object.amount_received, "Stripe reports another amount; left for an operator");
-                } else {
-                    settle(
-                        &mut tx,
-                        &Settled {
-                            id: p.id,
-                            checkout: p.checkout_id,
-                            amount: p.amount_vnd,
-                            method: PaymentMethod::Stripe,
-                            succeeded: true,
-                            provider_ref: event.data.object.id.clone(),
-                        },
-                    )
-                    .await?;
-                }
+            if event.data.object.amount_received != p.amount_vnd.get() {
+                tracing::error!(payment = %p.id, received = event.data.object.amount_received, "Stripe reports another amount; left for an operator");
+            } else {
+                settle(
+                    &mut tx,
+                    &Settled {
+                        id: p.id,
+                        checkout: p.checkout_id,
+                        amount: p.amount_vnd,
+                        method: PaymentMethod::Stripe,
+                        from: p.status,
+                        succeeded: true,
+                        provider_ref: event.data.object.id.clone(),
+                    },
+                )
+                .await?;
             }
         }
         "payment_intent.payment_failed" => {

@@ -41,10 +41,14 @@ async fn with_hashing_turn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'st
         .await
         .map_err(|_| ListingError::Busy)?
         .map_err(anyhow::Error::from)?;
-    let out = tokio::task::spawn_blocking(f)
-        .await
-        .map_err(anyhow::Error::from)?;
-    drop(permit);
+    // The turn goes with the work: a client that hangs up does not free it while argon2
+    // still runs.
+    let out = tokio::task::spawn_blocking(move || {
+        let _turn = permit;
+        f()
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
     Ok(out)
 }
 

@@ -123,7 +123,8 @@ pub(crate) async fn end_sessions_of(
     .execute(&mut *conn)
     .await?;
     sqlx::query!(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE account_id = $1 AND revoked_at IS NULL",
+        "UPDATE refresh_tokens SET revoked_at = now()
+         WHERE session_id IN (SELECT id FROM sessions WHERE account_id = $1) AND revoked_at IS NULL",
         account as _,
     )
     .execute(conn)

@@ -4,7 +4,7 @@
 //!
 //! Ranking follows rules a buyer understands, as Meilisearch's do: more of the query words
 //! first (a listing with the first k words before one with fewer; any listing with the
-//! first word matches, see [`EmbeddedEngine::search_words`]); then fewer typos; then the
+//! first word matches); then fewer typos; then the
 //! words as typed close together; then words in the title before words only in the rest;
 //! then words typed with the diacritics the title has; then the requested sort. Within a
 //! bucket of words, each word scores by the best tier it reaches, so the scores order the
@@ -361,101 +361,50 @@ impl EmbeddedEngine {
 
     /// Meilisearch's "words" rule with its `last` strategy: a listing with every word comes
     /// before one whose last words are missing, and any listing with the first word
-    /// matches. Each bucket (the first k words) is a search of its own, ranked by the other
-    /// rules, taken until the page is full; the total and the facets are the first word's.
-    fn search_words(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
+    /// matches. Each bucket (the first k words) is collected on its own (addresses only, on
+    /// one searcher), ranked by the other rules, until the page is full; the total and the
+    /// facets are the first word's. Only the hits of the page asked for are loaded.
+    fn run(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
         let start = Instant::now();
-        let words: Vec<&str> = q.q.split_whitespace().collect();
-        if words.len() < 2 {
-            return self.run(q);
-        }
+        let searcher = self.reader.searcher();
+        let expanded = expand_query(&q.q);
+        // The words as the rest of the engine reads them (folded, split on anything but
+        // letters and digits).
+        let words = &expanded.alternatives[0];
         let keep = q.page.saturating_mul(q.per_page);
-        let mut hits: Vec<Hit> = Vec::new();
+        let mut best: Vec<Kept> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut all: Option<SearchResults> = None;
-        for k in (1..=words.len()).rev() {
-            let full = hits.len() >= keep;
-            // The words as typed for all of them; fewer are whole words (a trailing space).
-            let text = if k == words.len() {
+        let mut all = None;
+        for k in (1..=words.len().max(1)).rev() {
+            let full = best.len() >= keep;
+            if full && k > 1 {
+                continue;
+            }
+            // Fewer words are whole words (a trailing space); all of them as typed.
+            let text = if k >= words.len() {
                 q.q.clone()
             } else {
                 format!("{} ", words[..k].join(" "))
             };
-            let bucket = SearchQuery {
-                q: text,
-                page: 1,
-                per_page: if full { 0 } else { keep },
-                facets: if k == 1 { q.facets.clone() } else { Vec::new() },
-                ..q.clone()
-            };
-            if full && k > 1 {
-                continue;
-            }
-            let found = self.run(&bucket)?;
-            for hit in &found.hits {
-                if hits.len() < keep && seen.insert(hit.doc.id.clone()) {
-                    hits.push(hit.clone());
+            let found = self.collect(
+                &searcher,
+                &text,
+                q,
+                if full { 0 } else { keep },
+                if k == 1 { &q.facets } else { &[] },
+            )?;
+            for kept in &found.best {
+                if best.len() < keep && seen.insert(kept.address) {
+                    best.push(*kept);
                 }
             }
             if k == 1 {
                 all = Some(found);
             }
         }
-        let mut all = all.ok_or_else(|| other("no bucket was searched"))?;
-        let expanded = expand_query(&q.q);
-        all.hits = hits
-            .into_iter()
-            .skip((q.page - 1).saturating_mul(q.per_page))
-            .map(|mut h| {
-                h.title_highlighted = highlight(&h.doc.title, &expanded);
-                h
-            })
-            .collect();
-        all.page = q.page;
-        all.per_page = q.per_page;
-        all.processing_time_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(all)
-    }
-
-    fn run(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
-        let start = Instant::now();
-        // Filters score nothing: only the words rank.
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = self
-            .filters(q)
-            .into_iter()
-            .map(|(occur, query)| {
-                (
-                    occur,
-                    Box::new(ConstScoreQuery::new(query, 0.0)) as Box<dyn Query>,
-                )
-            })
-            .collect();
-        let searcher = self.reader.searcher();
-        match self.text_query(&searcher, &q.q)? {
-            Some(text) => clauses.push((Occur::Must, text)),
-            None => clauses.push((
-                Occur::Must,
-                Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0)),
-            )),
-        }
-        let query = BooleanQuery::new(clauses);
-        let keep = q.page.saturating_mul(q.per_page);
-        let collector = Page {
-            sort: q.sort,
-            near: q.near,
-            keep,
-            facets: q
-                .facets
-                .iter()
-                .filter(|name| FACETS.contains(&String::as_str(name)))
-                .cloned()
-                .collect(),
-        };
-        let found = searcher.search(&query, &collector).map_err(other)?;
-        let expanded = expand_query(&q.q);
+        let all = all.ok_or_else(|| other("no bucket was searched"))?;
         let mut hits = Vec::with_capacity(q.per_page);
-        for kept in found
-            .best
+        for kept in best
             .into_iter()
             .skip((q.page - 1).saturating_mul(q.per_page))
         {
@@ -473,13 +422,56 @@ impl EmbeddedEngine {
         }
         Ok(SearchResults {
             hits,
-            facets: found.facets,
-            total: found.count,
+            facets: all.facets,
+            total: all.count,
             processing_time_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
             page: q.page,
             per_page: q.per_page,
             engine: EngineMode::Embedded,
         })
+    }
+
+    /// The matches of `text` under `q`'s filters, on `searcher`: their count, the `facets`
+    /// asked, and the addresses of the best `keep` by `q`'s sort.
+    fn collect(
+        &self,
+        searcher: &Searcher,
+        text: &str,
+        q: &SearchQuery,
+        keep: usize,
+        facets: &[String],
+    ) -> Result<Found, EngineError> {
+        // Filters score nothing: only the words rank.
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = self
+            .filters(q)
+            .into_iter()
+            .map(|(occur, query)| {
+                (
+                    occur,
+                    Box::new(ConstScoreQuery::new(query, 0.0)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        match self.text_query(searcher, text)? {
+            Some(words) => clauses.push((Occur::Must, words)),
+            None => clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0)),
+            )),
+        }
+        let collector = Page {
+            sort: q.sort,
+            near: q.near,
+            keep,
+            facets: facets
+                .iter()
+                .filter(|name| FACETS.contains(&String::as_str(name)))
+                .cloned()
+                .collect(),
+        };
+        searcher
+            .search(&BooleanQuery::new(clauses), &collector)
+            .map_err(other)
     }
 }
 
@@ -808,6 +800,6 @@ impl SearchEngine for EmbeddedEngine {
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
-        self.search_words(q)
+        self.run(q)
     }
 }

@@ -52,20 +52,7 @@ async fn paid_by_vnpay(api: &Client) {
     );
 
     let id = c["id"].as_str().unwrap();
-    eventually(
-        Duration::from_secs(15),
-        "the checkout to be paid and its stock sold",
-        || async {
-            let (_, c) = api.read_checkout(&buyer, id).await;
-            let s = api.stock(&seller, &listing).await.levels;
-            (c["status"] == "paid"
-                && c["orders"][0]["status"] == "paid"
-                && s.on_hand == "8"
-                && s.reserved == "0")
-                .then_some(())
-        },
-    )
-    .await;
+    api.paid_and_sold(&buyer, id, &seller, &listing, "8").await;
     let order = c["orders"][0]["id"].as_str().unwrap();
     let (_, o) = api.read_order(&buyer, order).await;
     assert_eq!(o["lines"][0]["lots"][0]["lot_code"], "OLD-1", "{o}");

@@ -93,20 +93,7 @@ async fn a_card_payment_confirmed_at_stripe_pays_the_orders_and_sells_the_stock_
     );
 
     let id = c["id"].as_str().unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "the signed webhook to pay the orders and sell the stock",
-        || async {
-            let (_, c) = api.read_checkout(&buyer, id).await;
-            let s = api.stock(&seller, &listing).await.levels;
-            (c["status"] == "paid"
-                && c["orders"][0]["status"] == "paid"
-                && s.on_hand == "8"
-                && s.reserved == "0")
-                .then_some(())
-        },
-    )
-    .await;
+    api.paid_and_sold(&buyer, id, &seller, &listing, "8").await;
 
     // A second checkout, paid at Stripe, and its event delivered by hand: forged, stale, then
     // three times.

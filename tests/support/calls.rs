@@ -302,6 +302,32 @@ impl Client {
             .await
     }
 
+    /// Waits (at most 30 s) until `buyer`'s checkout is paid, its first order too, and
+    /// `seller`'s `listing` has sold down to `on_hand` with nothing reserved.
+    pub async fn paid_and_sold(
+        &self,
+        buyer: &User,
+        checkout: &str,
+        seller: &User,
+        listing: &str,
+        on_hand: &str,
+    ) {
+        super::eventually(
+            std::time::Duration::from_secs(30),
+            "the checkout to be paid and its stock sold",
+            || async {
+                let (_, c) = self.read_checkout(buyer, checkout).await;
+                let s = self.stock(seller, listing).await.levels;
+                (c["status"] == "paid"
+                    && c["orders"][0]["status"] == "paid"
+                    && s.on_hand == on_hand
+                    && s.reserved == "0")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// `/v1/search?{query}`, anonymously.
     pub async fn search(&self, query: &str) -> (u16, Value) {
         self.get(&format!("/v1/search?{query}"), None).await

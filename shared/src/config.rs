@@ -102,6 +102,12 @@ pub struct Settings {
     pub payment_reconcile_after_secs: u64,
     /// How often the reconciler and the refund worker look for work, milliseconds.
     pub payment_sweep_ms: u64,
+    /// Commission on a sold line when neither its category nor its seller has a rate of its
+    /// own, in basis points (500 = 5%).
+    pub commission_default_bps: u32,
+    /// How long a delivered order's money is held before the seller can be paid it
+    /// (returns and disputes), seconds.
+    pub payout_hold_secs: u64,
     /// Attempts a consumer makes at one event before it goes to the dead-letter list.
     pub events_max_attempts: u32,
     /// First retry delay of a failing event, in milliseconds; it doubles on each attempt.
@@ -177,6 +183,8 @@ impl Default for Settings {
             momo_ipn_url: "http://localhost:8080/v1/payments/momo/ipn".to_owned(),
             payment_reconcile_after_secs: 600,
             payment_sweep_ms: 5_000,
+            commission_default_bps: 500,
+            payout_hold_secs: 7 * 24 * 3600,
             events_max_attempts: 8,
             events_retry_base_ms: 500,
             events_poll_ms: 500,
@@ -271,6 +279,12 @@ impl Settings {
             return Err(ConfigError(format!(
                 "`access_token_ttl_secs` (NONGSAN_ACCESS_TOKEN_TTL_SECS): must be 1 to {MAX_ACCESS_TOKEN_TTL_SECS} seconds, it is {}",
                 self.access_token_ttl_secs
+            )));
+        }
+        if self.commission_default_bps > 10_000 {
+            return Err(ConfigError(format!(
+                "`commission_default_bps` (NONGSAN_COMMISSION_DEFAULT_BPS): must be 0 to 10000 basis points (100%), it is {}",
+                self.commission_default_bps
             )));
         }
         Ok(self)

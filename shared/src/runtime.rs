@@ -31,6 +31,44 @@ pub struct Peers {
     pub payment: ServiceClient,
 }
 
+impl Peers {
+    /// Whether the actor may act for a seller, as the listing service (which knows
+    /// households, cooperatives and helpers) decides: an operator always; a household, a
+    /// helper or a cooperative manager when listing says so; anyone else never.
+    pub async fn may_act_for_seller(
+        &self,
+        actor: &crate::auth::Actor,
+        kind: crate::contracts::sellers::SellerKind,
+        id: uuid::Uuid,
+    ) -> Result<bool, crate::client::CallError> {
+        use crate::{
+            auth::Role,
+            contracts::access::{SellerAccess, SellerAccessQuery},
+        };
+        if actor.role == Role::Operator {
+            return Ok(true);
+        }
+        if !matches!(
+            actor.role,
+            Role::Household | Role::Helper | Role::CooperativeManager
+        ) {
+            return Ok(false);
+        }
+        let query = SellerAccessQuery {
+            actor_id: actor.account_id,
+            role: actor.role,
+            on_behalf_of: actor.on_behalf_of,
+            seller_kind: kind,
+            seller_id: id,
+        };
+        let a: SellerAccess = self
+            .listing
+            .get_query("/v1/internal/seller-access", &query)
+            .await?;
+        Ok(a.allowed)
+    }
+}
+
 /// Everything a process provides to the services it runs.
 pub struct Platform {
     /// The settings it was started with.

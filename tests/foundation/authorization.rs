@@ -154,6 +154,20 @@ const TABLE: &[Row] = &[
 
     // Refunds are an operator's (B's order is cash on delivery: no online payment to refund).
     row("POST /v1/payments/refunds", "B's cash order", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, HID, NO]),
+    // Money. Rates and payouts are an operator's; C's fee is its manager's. A seller's
+    // balance and statement are read by whoever may act for it; only H itself (or an
+    // operator) says where its payouts go: no one acting for it may point them elsewhere.
+    row("GET /v1/payments/commission", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
+    row("PUT /v1/payments/commission/categories/{code}", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
+    row("PUT /v1/payments/commission/sellers/{kind}/{id}", "H", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
+    row("PUT /v1/payments/cooperatives/{id}/fee", "C", [ANON, NO, NO, NO, NO, NO, NO, OK, NO, OK, NO]),
+    row("GET /v1/payments/sellers/{kind}/{id}/balance", "H", [ANON, NO, NO, OK, NO, OK, NO, OK, NO, OK, NO]),
+    row("GET /v1/payments/sellers/{kind}/{id}/statement", "H", [ANON, NO, NO, OK, NO, OK, NO, OK, NO, OK, NO]),
+    row("PUT /v1/payments/payout-accounts/{kind}/{id}", "H", [ANON, NO, NO, OK, NO, NO, NO, NO, NO, OK, NO]),
+    row("POST /v1/payments/payouts", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
+    row("GET /v1/payments/payouts/{id}", "unknown", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, HID, NO]),
+    row("GET /v1/payments/payouts/{id}/transfers", "unknown", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, HID, NO]),
+    row("POST /v1/payments/payouts/{id}/lines/{line_id}", "unknown", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, HID, NO]),
 
     // Between services only.
     row("POST /v1/internal/reservations", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, NO, OK]),
@@ -423,6 +437,35 @@ async fn request(w: &World, row: &Row) -> Request {
         ("POST /v1/payments/refunds", _) => Request::post("/v1/payments/refunds")
             .header("idempotency-key", &unknown.to_string())
             .json(&json!({ "order_id": w.order, "amount_vnd": 1000, "note": "hàng dập" })),
+        ("GET /v1/payments/commission", _) => Request::get("/v1/payments/commission"),
+        ("PUT /v1/payments/commission/categories/{code}", _) => {
+            Request::put("/v1/payments/commission/categories/rau-la").json(&json!({ "rate_bps": 500 }))
+        }
+        ("PUT /v1/payments/commission/sellers/{kind}/{id}", _) => {
+            Request::put(format!("/v1/payments/commission/sellers/household/{h}")).json(&json!({ "rate_bps": 400 }))
+        }
+        ("PUT /v1/payments/cooperatives/{id}/fee", _) => {
+            Request::put(format!("/v1/payments/cooperatives/{}/fee", w.coop)).json(&json!({ "rate_bps": 300 }))
+        }
+        ("GET /v1/payments/sellers/{kind}/{id}/balance", _) => {
+            Request::get(format!("/v1/payments/sellers/household/{h}/balance"))
+        }
+        ("GET /v1/payments/sellers/{kind}/{id}/statement", _) => Request::get(format!(
+            "/v1/payments/sellers/household/{h}/statement?from=2026-12-01&to=2026-12-31"
+        )),
+        ("PUT /v1/payments/payout-accounts/{kind}/{id}", _) => {
+            Request::put(format!("/v1/payments/payout-accounts/household/{h}"))
+                .json(&json!({ "bank": "Agribank", "account_number": "5100205123456", "account_name": "HO BA HOA" }))
+        }
+        ("POST /v1/payments/payouts", _) => Request::post("/v1/payments/payouts"),
+        ("GET /v1/payments/payouts/{id}", _) => Request::get(format!("/v1/payments/payouts/{unknown}")),
+        ("GET /v1/payments/payouts/{id}/transfers", _) => {
+            Request::get(format!("/v1/payments/payouts/{unknown}/transfers"))
+        }
+        ("POST /v1/payments/payouts/{id}/lines/{line_id}", _) => {
+            Request::post(format!("/v1/payments/payouts/{unknown}/lines/{unknown}"))
+                .json(&json!({ "status": "paid" }))
+        }
         ("GET /v1/payments/vnpay/ipn", _) => {
             Request::get("/v1/payments/vnpay/ipn?vnp_TxnRef=x&vnp_SecureHash=00")
         }

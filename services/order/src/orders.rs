@@ -22,7 +22,6 @@ use crate::{
     views::{OrderFilter, OrderView, load_order, load_orders},
 };
 use nongsan_shared::contracts::{
-    access::{SellerAccess, SellerAccessQuery},
     events::{EventType, OrderEvent, PaymentEvent, RefundDue, RefundEvent},
     orders::OrderStatus,
     payments::{PaymentMethod, RefundReason, RefundStatus},
@@ -157,36 +156,14 @@ async fn owe_refund(
     Ok(())
 }
 
-/// Whether the actor may act for a seller, as the listing service (which knows households,
-/// cooperatives and helpers) decides.
+/// Whether the actor may act for a seller (see [`nongsan_shared::runtime::Peers::may_act_for_seller`]).
 async fn may_act_for_seller(
     app: &AppState,
     actor: &Actor,
     kind: SellerKind,
     id: uuid::Uuid,
 ) -> Result<bool> {
-    if actor.role == Role::Operator {
-        return Ok(true);
-    }
-    if !matches!(
-        actor.role,
-        Role::Household | Role::Helper | Role::CooperativeManager
-    ) {
-        return Ok(false);
-    }
-    let query = SellerAccessQuery {
-        actor_id: actor.account_id,
-        role: actor.role,
-        on_behalf_of: actor.on_behalf_of,
-        seller_kind: kind,
-        seller_id: id,
-    };
-    let a: SellerAccess = app
-        .peers
-        .listing
-        .get_query("/v1/internal/seller-access", &query)
-        .await?;
-    Ok(a.allowed)
+    Ok(app.peers.may_act_for_seller(actor, kind, id).await?)
 }
 
 /// How the actor relates to an order: its buyer, its seller, or a stranger (who gets 404,

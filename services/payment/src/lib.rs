@@ -1,17 +1,23 @@
 //! The payment service: payment providers, webhooks, refunds, the double-entry ledger,
-//! commission and payouts. So far: VNPay payments opened for checkouts and confirmed by IPN
-//! (or, when the IPN is lost, by asking VNPay), Stripe card payments confirmed by webhook
-//! (or by asking Stripe), and refunds, owed by the order side through
-//! its events or asked by an operator.
+//! commission and payouts. VNPay and MoMo payments opened for checkouts and confirmed by IPN
+//! (or, when the IPN is lost, by asking the provider), Stripe card payments confirmed by
+//! webhook (or by asking Stripe), refunds owed by the order side through its events or
+//! asked by an operator; every movement of money booked in the ledger ([`ledger`]), with
+//! commission per sold line and cooperative member shares ([`sales`]), seller balances and
+//! statements ([`balances`]) and payout batches ([`payouts`]).
 //!
 //! It owns the PostgreSQL schema `payment` and its migrations in `migrations/payment`; it
 //! never reads another service's tables.
 
+pub mod balances;
 pub mod hex;
+pub mod ledger;
 pub mod momo;
 pub mod payments;
+pub mod payouts;
 pub mod reconcile;
 pub mod refunds;
+pub mod sales;
 pub mod stripe;
 pub mod vnpay;
 
@@ -22,7 +28,7 @@ use nongsan_shared::{
     config::Settings,
     contracts::events::EventType,
     events::Inbox,
-    runtime::{Platform, Service},
+    runtime::{Peers, Platform, Service},
 };
 use sqlx::{PgPool, migrate::Migrator};
 use utoipa::OpenApi;
@@ -47,6 +53,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// Stripe, when its keys are set.
     pub stripe: Option<stripe::Stripe>,
+    /// The other services (listing decides who may act for a seller).
+    pub peers: Peers,
 }
 
 impl AsRef<TokenKeys> for App {
@@ -76,6 +84,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(payments::list_methods))
         .routes(routes!(refunds::refund_order))
         .routes(routes!(stripe::handle_webhook))
+        .routes(routes!(sales::list_rates))
+        .routes(routes!(sales::set_category_rate))
+        .routes(routes!(sales::set_seller_rate))
+        .routes(routes!(sales::set_cooperative_fee))
+        .routes(routes!(balances::get_balance))
+        .routes(routes!(balances::get_statement))
+        .routes(routes!(balances::set_payout_account))
+        .routes(routes!(payouts::create_batch))
+        .routes(routes!(payouts::get_batch))
+        .routes(routes!(payouts::transfer_file))
+        .routes(routes!(payouts::settle_line))
 }
 
 /// Opens the schema, runs migrations, starts the inbox (following the order side), the
@@ -91,6 +110,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         settings: platform.settings.clone(),
         http,
         stripe: stripe::Stripe::from_settings(&platform.settings)?,
+        peers: platform.peers.clone(),
     });
     let wake = Arc::new(tokio::sync::Notify::new());
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
@@ -98,9 +118,28 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         .on(
             EventType::RefundDue,
             refunds::AskRefund { wake: wake.clone() },
+        )
+        .on(
+            EventType::OrderDelivered,
+            sales::RecordDelivery {
+                hold_secs: platform.settings.payout_hold_secs,
+            },
+        )
+        .on(
+            EventType::StockSold,
+            sales::RecordSale {
+                default_bps: platform.settings.commission_default_bps,
+            },
         );
     let router = routes().with_state(state.clone()).into();
-    let mut service = Service::new(platform, NAME, pool, router, Some((inbox, &["order"]))).await;
+    let mut service = Service::new(
+        platform,
+        NAME,
+        pool,
+        router,
+        Some((inbox, &["order", "listing"])),
+    )
+    .await;
     service
         .workers
         .push(tokio::spawn(refunds::run_worker(state.clone(), wake)));

@@ -340,6 +340,20 @@ pub async fn settle(tx: &mut sqlx::PgConnection, s: &Settled) -> anyhow::Result<
         2
     };
     events::emit(tx, event, &s.id.to_string(), version, &body).await?;
+    if s.succeeded {
+        // The capture is booked for every order of the checkout known here; an order that
+        // arrives later is booked when it does (`order.placed`).
+        crate::ledger::lock_checkout(tx, s.checkout.0).await?;
+        let orders = sqlx::query_scalar!(
+            r#"SELECT order_id AS "id: nongsan_shared::OrderId" FROM payment_orders WHERE checkout_id = $1 ORDER BY order_id"#,
+            s.checkout.0,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for order in orders {
+            crate::ledger::settle_order(tx, order, "payment captured").await?;
+        }
+    }
     Ok(true)
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::{Json as AxumJson, extract::State, http::HeaderMap, http::StatusCode};
 use chrono::{DateTime, Utc};
 use nongsan_shared::{
-    ApiError, CheckoutId, FieldError, OrderId, PaymentId, Problems, RefundId, Text, Vnd,
+    ApiError, CheckoutId, FieldError, ListingId, OrderId, PaymentId, Problems, RefundId, Text, Vnd,
     auth::{Actor, Role},
     contracts::{
         events::{EventType, OrderEvent, RefundDue, RefundEvent},
@@ -28,10 +28,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
-use crate::{AppState, momo, vnpay};
+use crate::{AppState, ledger, momo, vnpay};
 
-/// `order.placed`: remembers each online order's checkout and total, what a refund for
-/// that order may reach.
+/// `order.placed`: remembers each order's checkout, total, seller and payment method: what a
+/// refund for that order may reach, and what the ledger books it from (a capture that came
+/// first is booked for it now).
 #[derive(Debug, Clone, Copy)]
 pub struct TrackOrder;
 
@@ -39,17 +40,24 @@ pub struct TrackOrder;
 impl Handler for TrackOrder {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
         let order: OrderEvent = event.body()?;
-        if order.payment_method == PaymentMethod::Cod {
-            return Ok(());
-        }
+        ledger::lock_checkout(tx, order.checkout_id.0).await?;
         sqlx::query!(
-            "INSERT INTO payment_orders (order_id, checkout_id, total_vnd) VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING",
+            "INSERT INTO payment_orders (order_id, checkout_id, total_vnd, seller_kind, seller_id, seller_name, method)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (order_id) DO UPDATE SET seller_kind = EXCLUDED.seller_kind, seller_id = EXCLUDED.seller_id,
+                 seller_name = EXCLUDED.seller_name, method = EXCLUDED.method
+             WHERE payment_orders.seller_id IS NULL",
             order.order_id.0,
             order.checkout_id.0,
             order.total_vnd as _,
+            order.seller.kind.as_str(),
+            order.seller.id,
+            order.seller.name,
+            order.payment_method.as_str(),
         )
-        .execute(tx)
+        .execute(&mut *tx)
         .await?;
+        ledger::settle_order(tx, order.order_id, "order placed").await?;
         Ok(())
     }
 }
@@ -103,6 +111,7 @@ impl Handler for AskRefund {
         )
         .execute(&mut *tx)
         .await?;
+        ledger::settle_order(tx, due.order_id, "refund asked").await?;
         self.wake.notify_one();
         Ok(())
     }
@@ -334,6 +343,14 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
     )
     .execute(&mut *tx)
     .await?;
+    if let Some(order) = r.order_id {
+        let why = if status == RefundStatus::Succeeded {
+            "refund confirmed by the provider"
+        } else {
+            "refund refused by the provider"
+        };
+        ledger::settle_order(&mut tx, order, why).await?;
+    }
     let body = RefundEvent {
         refund_id: id,
         payment_id: r.payment_id,
@@ -368,6 +385,12 @@ pub struct RefundRequest {
     pub amount_vnd: Vnd,
     /// Why (damaged goods...): 1 to 500 characters, shown to the buyer and the seller.
     pub note: String,
+    /// The listing of the order line the refund is for, when it is for one line (the
+    /// line's commission is then computed on what is left of it); at most what is left of
+    /// that line.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub listing_id: Option<ListingId>,
 }
 
 fn exceeds(detail_en: String, detail_vi: String) -> ApiError {
@@ -384,7 +407,7 @@ fn exceeds(detail_en: String, detail_vi: String) -> ApiError {
     params(("Idempotency-Key" = String, Header, description = "1 to 200 characters; a repeat answers the refund made with it")),
     responses((status = 201, body = RefundView), (status = 200, description = "The refund made earlier with this key", body = RefundView),
         (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 404, description = "No online payment for this order", body = nongsan_shared::error::ProblemSchema),
-        (status = 409, description = "not_captured: the order's payment has not been taken", body = nongsan_shared::error::ProblemSchema),
+        (status = 409, description = "not_captured: the order's payment has not been taken; balance_too_low: delivered, and the seller was paid out what the refund would take back", body = nongsan_shared::error::ProblemSchema),
         (status = 422, description = "refund_exceeds_captured, validation_failed", body = nongsan_shared::error::ProblemSchema)),
     security(("bearer" = [])))]
 pub async fn refund_order(
@@ -472,9 +495,36 @@ pub async fn refund_order(
             format!("vượt quá số tiền còn có thể hoàn của đơn ({left} đồng)"),
         ));
     }
+    if let Some(listing) = req.listing_id {
+        let line = sqlx::query!(
+            r#"SELECT l.line_total, COALESCE((SELECT sum(amount_vnd) FROM refunds r WHERE r.order_id = l.order_id AND r.listing_id = l.listing_id AND r.status <> 'failed'), 0)::bigint AS "refunded!"
+               FROM sale_lines l WHERE l.order_id = $1 AND l.listing_id = $2"#,
+            req.order_id.0,
+            listing.0,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| {
+            ApiError::validation(vec![FieldError::new(
+                "listing_id",
+                "not_a_sold_line",
+                Text::new(
+                    "is not a line of this order that has been sold",
+                    "không phải một dòng đã bán của đơn này",
+                ),
+            )])
+        })?;
+        let line_left = line.line_total - line.refunded;
+        if req.amount_vnd.get() > line_left {
+            return Err(exceeds(
+                format!("is more than is left to refund of this line ({line_left} đồng)"),
+                format!("vượt quá số tiền còn có thể hoàn của dòng này ({line_left} đồng)"),
+            ));
+        }
+    }
     let id = RefundId::new();
     let inserted = sqlx::query!(
-        "INSERT INTO refunds (id, payment_id, order_id, amount_vnd, reason, note, idempotency_key, requested_by) VALUES ($1, $2, $3, $4, 'operator', $5, $6, $7)",
+        "INSERT INTO refunds (id, payment_id, order_id, amount_vnd, reason, note, idempotency_key, requested_by, listing_id) VALUES ($1, $2, $3, $4, 'operator', $5, $6, $7, $8)",
         id.0,
         order.payment_id.0,
         req.order_id.0,
@@ -482,6 +532,7 @@ pub async fn refund_order(
         req.note.trim(),
         format!("operator:{key}"),
         actor.account_id.0,
+        req.listing_id.map(|l| l.0),
     )
     .execute(&mut *tx)
     .await;
@@ -495,6 +546,19 @@ pub async fn refund_order(
             ));
         }
         Err(e) => return Err(e.into()),
+    }
+    // After delivery the refund comes out of the seller's (and members') balance, which
+    // must cover it: what was paid out is not taken back here.
+    let touched =
+        ledger::settle_order(&mut tx, req.order_id, "refund asked by an operator").await?;
+    if ledger::overdrawn(&mut tx, &touched).await?.is_some() {
+        return Err(ApiError::conflict(
+            "balance_too_low",
+            Text::new(
+                "the seller's unpaid balance does not cover this refund: it was paid out already",
+                "số dư chưa thanh toán của người bán không đủ cho lần hoàn này: tiền đã được chuyển cho người bán",
+            ),
+        ));
     }
     tracing::info!(refund = %id, order = %req.order_id, amount_vnd = req.amount_vnd.get(), operator = %actor.account_id, "an operator asked a refund");
     tx.commit().await?;

@@ -4,6 +4,7 @@
 //! | --- | --- | --- | --- |
 //! | `listing.changed` | listing | the listing's id and version | listing (search index) |
 //! | `stock.changed` | listing | [`StockChanged`] | listing (search index) |
+//! | `stock.sold` | listing | [`StockSold`]: an order's lines as sold, with the lots that filled them | payment (ledger, member settlement) |
 //! | `order.placed`, `order.paid`, `order.confirmed`, `order.delivered`, `order.returned`, `order.cancelled`, `order.status_changed` | order | [`OrderEvent`] | listing (stock) |
 //! | `order.refund_due` | order | [`RefundDue`] | payment |
 //! | `payment.succeeded`, `payment.failed` | payment | [`PaymentEvent`] | order |
@@ -30,6 +31,9 @@ pub enum EventType {
     /// A listing's stock levels changed.
     #[serde(rename = "stock.changed")]
     StockChanged,
+    /// An order's lines were sold from their lots.
+    #[serde(rename = "stock.sold")]
+    StockSold,
     /// An order was made by a checkout.
     #[serde(rename = "order.placed")]
     OrderPlaced,
@@ -67,9 +71,10 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::ListingChanged,
         EventType::StockChanged,
+        EventType::StockSold,
         EventType::OrderPlaced,
         EventType::OrderPaid,
         EventType::OrderConfirmed,
@@ -88,6 +93,7 @@ impl EventType {
         match self {
             EventType::ListingChanged => "listing.changed",
             EventType::StockChanged => "stock.changed",
+            EventType::StockSold => "stock.sold",
             EventType::OrderPlaced => "order.placed",
             EventType::OrderPaid => "order.paid",
             EventType::OrderConfirmed => "order.confirmed",
@@ -169,6 +175,53 @@ pub struct StockChanged {
     pub stock: StockLevels,
 }
 impl EventBody for StockChanged {}
+
+/// `stock.sold`: an order's lines, as the listing service sold them from its lots (on
+/// `order.paid`, or `order.confirmed` for cash on delivery). The payment side books
+/// commission per line and splits a cooperative's sale among the member households whose
+/// lots filled it from this, never from the listing service's tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StockSold {
+    /// The order.
+    pub order_id: OrderId,
+    /// The reservation its stock was held in.
+    pub reservation_id: ReservationId,
+    /// Who sold.
+    pub seller: Seller,
+    /// The order's lines.
+    pub lines: Vec<SoldLine>,
+}
+impl EventBody for StockSold {}
+
+/// One line of an order, as sold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SoldLine {
+    /// The listing.
+    pub listing_id: ListingId,
+    /// Its title when sold.
+    pub title: String,
+    /// Its category code (commission is by category).
+    pub category: String,
+    /// Its unit.
+    pub unit: String,
+    /// How much.
+    pub quantity: Quantity,
+    /// Price × quantity, whole đồng.
+    pub line_total: Vnd,
+    /// The lots that filled it, oldest harvest first.
+    pub lots: Vec<SoldLot>,
+}
+
+/// A lot's part of a sold line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SoldLot {
+    /// The lot's code.
+    pub lot_code: String,
+    /// The household that grew it (a member household, for a cooperative's pooled lot).
+    pub household_id: Option<AccountId>,
+    /// How much of the line it filled.
+    pub quantity: Quantity,
+}
 
 /// `order.*`: an order and the move that made it what it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -195,13 +195,13 @@ async fn refresh_status(conn: &mut PgConnection, id: ReservationId, closed_as: &
 
 /// Turns reserved lines (all, or those of `only`'s listings) into a sale, filling each from
 /// the listing's lots oldest harvest first. Committing again answers the same; lines that
-/// were released or expired cannot be committed.
+/// were released or expired cannot be committed. Answers how many lines it sold now.
 pub async fn commit(
     conn: &mut PgConnection,
     id: ReservationId,
     only: Option<&[ListingId]>,
     actor: Option<&Actor>,
-) -> Result<()> {
+) -> Result<usize> {
     lock_reservation(conn, id).await?;
     let closed = lines_of(conn, id, "released", only).await?;
     if !closed.is_empty() {
@@ -211,7 +211,9 @@ pub async fn commit(
             "Lượt giữ hàng đã hủy hoặc hết hạn; không thể chốt.",
         ));
     }
-    for (line_no, listing, quantity) in lines_of(conn, id, "reserved", only).await? {
+    let reserved = lines_of(conn, id, "reserved", only).await?;
+    let sold = reserved.len();
+    for (line_no, listing, quantity) in reserved {
         lock_stock(conn, listing).await?;
         let lots: Vec<(uuid::Uuid, Quantity)> = sqlx::query!(
             r#"SELECT id, on_hand AS "on_hand: Quantity" FROM lots WHERE listing_id = $1 AND on_hand > 0 ORDER BY harvest_date, created_at FOR UPDATE"#,
@@ -260,7 +262,8 @@ pub async fn commit(
         apply(conn, listing, &moves).await?;
         set_line_state(conn, id, line_no, "committed").await?;
     }
-    refresh_status(conn, id, "released").await
+    refresh_status(conn, id, "released").await?;
+    Ok(sold)
 }
 
 /// Gives reserved stock back (all lines, or those of `only`'s listings); `closed_as` is

@@ -1,0 +1,1020 @@
+//! The ledger: every movement of money a transaction that sums to zero, never changed;
+//! commission per line; seller balances, statements and payouts; a cooperative's sale split
+//! among the member households whose lots filled it. Figures are computed by hand here.
+
+use std::time::Duration;
+
+use nongsan_shared::auth::Role;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::support::{
+    TestApp,
+    calls::{basket, id_of, listing_body},
+    client::{Client, Request},
+    eventually,
+    fake_vnpay::{FakeVnpay, ipn_query},
+    user::User,
+};
+
+use super::refunds::app_with;
+
+/// `GET .../balance` of a seller, as `who`.
+pub async fn balance(api: &Client, who: &User, kind: &str, id: &str) -> (u16, Value) {
+    api.get(
+        &format!("/v1/payments/sellers/{kind}/{id}/balance"),
+        Some(who),
+    )
+    .await
+}
+
+/// Waits until the seller's balance, as `who` reads it, satisfies `ok`; answers it.
+pub async fn balance_when(
+    api: &Client,
+    who: &User,
+    kind: &str,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(Duration::from_secs(20), what, || async {
+        let (status, b) = balance(api, who, kind, id).await;
+        assert_eq!(status, 200, "{b}");
+        ok(&b).then_some(b)
+    })
+    .await
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Every ledger transaction sums to zero; answers how many there are.
+pub async fn every_transaction_balances(payment: &PgPool) -> i64 {
+    let unbalanced: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT transaction_id, sum(amount_vnd)::bigint FROM ledger_entries GROUP BY transaction_id HAVING sum(amount_vnd) <> 0",
+    )
+    .fetch_all(payment)
+    .await
+    .unwrap();
+    assert!(
+        unbalanced.is_empty(),
+        "unbalanced transactions: {unbalanced:?}"
+    );
+    sqlx::query_scalar("SELECT count(*) FROM ledger_transactions")
+        .fetch_one(payment)
+        .await
+        .unwrap()
+}
+
+/// The balance of every account of `kind`, as its holder reads it (credits positive).
+pub async fn owed_on(payment: &PgPool, kind: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(-sum(e.amount_vnd), 0)::bigint FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id WHERE a.kind = $1",
+    )
+    .bind(kind)
+    .fetch_one(payment)
+    .await
+    .unwrap()
+}
+
+async fn act(api: &Client, who: &User, order: &str, actions: &[&str]) {
+    for action in actions {
+        let (status, body) = api.order_action(who, order, action, None).await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+}
+
+async fn put(api: &Client, who: &User, path: &str, body: &Value) -> (u16, Value) {
+    api.send(Request::put(path).by(who).json(body))
+        .await
+        .parts()
+}
+
+async fn set_payout_account(api: &Client, who: &User, kind: &str, id: &str, name: &str) {
+    let (status, body) = put(
+        api,
+        who,
+        &format!("/v1/payments/payout-accounts/{kind}/{id}"),
+        &json!({ "bank": "Agribank", "account_number": "5100205123456", "account_name": name }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn two_sellers_a_partial_refund_delivery_and_payout_match_the_hand_figures() {
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |s| {
+        s.commission_default_bps = 300;
+        s.payout_hold_secs = 0;
+    })
+    .await;
+    let api = &app.api;
+    let operator = User::minted(Role::Operator);
+    // Fruit is 5% by its category; the second seller has 8% of its own, which wins.
+    let (status, body) = put(
+        api,
+        &operator,
+        "/v1/payments/commission/categories/trai-cay-dac-san",
+        &json!({ "rate_bps": 500 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let lan = api.register(Role::Household).await;
+    let minh = api.register(Role::Household).await;
+    let (status, body) = put(
+        api,
+        &operator,
+        &format!("/v1/payments/commission/sellers/household/{}", minh.id),
+        &json!({ "rate_bps": 800 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A rate is basis points, 0 to 10000.
+    let (status, body) = put(
+        api,
+        &operator,
+        "/v1/payments/commission/categories/trai-cay-dac-san",
+        &json!({ "rate_bps": 10001 }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("rate_bps")),
+        "{body}"
+    );
+
+    let mango = api.listing_with_stock(&lan, "30").await; // 65,000 đ/kg
+    let mut body = listing_body();
+    body["title"] = json!("Bơ sáp Đắk Lắk");
+    body["price_vnd"] = json!(40_000);
+    let avocado = id_of(&api.create_listing(&minh, &body).await);
+    api.add_lot(&minh, &avocado, "BO-1", "2026-11-20", "20")
+        .await;
+
+    let buyer = api.register(Role::Buyer).await;
+    let (status, c) = api
+        .checkout(
+            &buyer,
+            "two-sellers",
+            &basket(&[(&mango, "2"), (&avocado, "3")], "vnpay"),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let order_of = |seller: &User| {
+        c["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["seller"]["id"] == seller.id.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let (lan_order, minh_order) = (order_of(&lan), order_of(&minh));
+    assert_eq!(int(&lan_order["items_total"]), 130_000); // 2 kg × 65,000
+    assert_eq!(int(&minh_order["items_total"]), 120_000); // 3 kg × 40,000
+    let lan_total = int(&lan_order["total"]);
+    let minh_total = int(&minh_order["total"]);
+    let lan_id = lan_order["id"].as_str().unwrap();
+    let minh_id = minh_order["id"].as_str().unwrap();
+
+    // Paid: both sellers' money is pending until delivery.
+    let url = c["payment_url"].as_str().unwrap();
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
+        "00"
+    );
+    let b = balance_when(
+        api,
+        &lan,
+        "household",
+        &lan.id,
+        "Lan's money to be pending",
+        |b| b["pending_vnd"] == lan_total,
+    )
+    .await;
+    assert_eq!((int(&b["available_vnd"]), int(&b["held_vnd"])), (0, 0));
+    balance_when(
+        api,
+        &minh,
+        "household",
+        &minh.id,
+        "Minh's money to be pending",
+        |b| b["pending_vnd"] == minh_total,
+    )
+    .await;
+
+    // Two of Lan's mangoes came bruised: 20,000 đ back on that line (once its lines are
+    // known as sold).
+    let refund = eventually(Duration::from_secs(20), "the line to be refundable", || async {
+        let res = api
+            .send(
+                Request::post("/v1/payments/refunds")
+                    .by(&operator)
+                    .header("idempotency-key", "bruised-mangoes")
+                    .json(&json!({ "order_id": lan_id, "amount_vnd": 20_000, "note": "xoài dập", "listing_id": mango })),
+            )
+            .await;
+        (res.status == 201).then(|| res.json())
+    })
+    .await;
+    assert_eq!(refund["status"], "succeeded", "{refund}");
+    // More than is left of the line (110,000) is refused.
+    let res = api
+        .send(
+            Request::post("/v1/payments/refunds")
+                .by(&operator)
+                .header("idempotency-key", "too-much")
+                .json(&json!({ "order_id": lan_id, "amount_vnd": 110_001, "note": "thử", "listing_id": mango })),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.json()["errors"][0]["code"].as_str()),
+        (422, Some("refund_exceeds_captured")),
+        "{}",
+        res.text()
+    );
+    balance_when(
+        api,
+        &lan,
+        "household",
+        &lan.id,
+        "the refund to leave Lan's pending money",
+        |b| b["pending_vnd"] == lan_total - 20_000,
+    )
+    .await;
+
+    act(api, &lan, lan_id, &["confirm", "ship", "deliver"]).await;
+    act(api, &minh, minh_id, &["confirm", "ship", "deliver"]).await;
+
+    // Lan: line gross 130,000 − 20,000 = 110,000; 5% = 5,500; the delivery fee is hers.
+    let lan_net = lan_total - 20_000 - 5_500;
+    let b = balance_when(
+        api,
+        &lan,
+        "household",
+        &lan.id,
+        "Lan's sale to be booked",
+        |b| b["available_vnd"] == lan_net,
+    )
+    .await;
+    assert_eq!(
+        (
+            int(&b["pending_vnd"]),
+            int(&b["held_vnd"]),
+            int(&b["paid_out_vnd"])
+        ),
+        (0, 0, 0),
+        "{b}"
+    );
+    // Minh: 120,000 at 8% = 9,600.
+    let minh_net = minh_total - 9_600;
+    balance_when(
+        api,
+        &minh,
+        "household",
+        &minh.id,
+        "Minh's sale to be booked",
+        |b| b["available_vnd"] == minh_net,
+    )
+    .await;
+
+    let payment = app.db.pool("payment").await;
+    assert_eq!(owed_on(&payment, "commission").await, 5_500 + 9_600);
+    every_transaction_balances(&payment).await;
+
+    // Lan's statement: her one line, as computed above.
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
+        .date_naive();
+    let range = format!("from={}&to={}", today.pred_opt().unwrap(), today);
+    let (status, s) = api
+        .get(
+            &format!(
+                "/v1/payments/sellers/household/{}/statement?{range}",
+                lan.id
+            ),
+            Some(&lan),
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    let line = &s["lines"][0];
+    assert_eq!(s["lines"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(line["order_id"], lan_id);
+    assert_eq!(line["product"], "Xoài cát Hòa Lộc");
+    assert_eq!(line["quantity"], "2");
+    assert_eq!(
+        (
+            int(&line["gross_vnd"]),
+            int(&line["rate_bps"]),
+            int(&line["commission_vnd"]),
+            int(&line["net_vnd"])
+        ),
+        (110_000, 500, 5_500, 104_500)
+    );
+    let res = api
+        .send(
+            Request::get(format!(
+                "/v1/payments/sellers/household/{}/statement?{range}&format=csv",
+                lan.id
+            ))
+            .by(&lan),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert!(res.header("content-type").unwrap().starts_with("text/csv"));
+    let csv = res.text();
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .contains(",Xoài cát Hòa Lộc,2,kg,110000,500,5500,104500,"),
+        "{csv}"
+    );
+    // A range of more than 366 days is refused.
+    let (status, _) = api
+        .get(
+            &format!(
+                "/v1/payments/sellers/household/{}/statement?from=2024-01-01&to=2026-01-02",
+                lan.id
+            ),
+            Some(&lan),
+        )
+        .await;
+    assert_eq!(status, 422);
+
+    // Payouts: both have a bank account; one transfer goes through, one fails.
+    set_payout_account(api, &lan, "household", &lan.id, "NGUYEN THI LAN").await;
+    set_payout_account(api, &minh, "household", &minh.id, "=HYPERLINK(\"x\")").await;
+    let (status, batch) = api
+        .post("/v1/payments/payouts", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{batch}");
+    let lines = batch["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{batch}");
+    let line_of = |who: &User| {
+        lines
+            .iter()
+            .find(|l| l["owner_id"] == who.id.as_str())
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(int(&line_of(&lan)["amount_vnd"]), lan_net);
+    assert_eq!(int(&line_of(&minh)["amount_vnd"]), minh_net);
+    let b = balance_when(
+        api,
+        &lan,
+        "household",
+        &lan.id,
+        "Lan's money to be in the batch",
+        |b| b["in_payout_vnd"] == lan_net,
+    )
+    .await;
+    assert_eq!(int(&b["available_vnd"]), 0);
+    // A second batch now has nothing to take.
+    let (status, empty) = api
+        .post("/v1/payments/payouts", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(
+        (status, empty["lines"].as_array().map(Vec::len)),
+        (201, Some(0)),
+        "{empty}"
+    );
+
+    let batch_id = batch["id"].as_str().unwrap();
+    let res = api
+        .send(Request::get(format!("/v1/payments/payouts/{batch_id}/transfers")).by(&operator))
+        .await;
+    assert_eq!(res.status, 200);
+    let file = res.text();
+    assert!(
+        file.starts_with("bank,account_number,account_name,amount_vnd,reference\n"),
+        "{file}"
+    );
+    assert!(
+        file.contains(&format!(
+            "Agribank,5100205123456,NGUYEN THI LAN,{lan_net},NONGSAN "
+        )),
+        "{file}"
+    );
+    // A name that a spreadsheet would run as a formula is written as text.
+    assert!(file.contains("'=HYPERLINK"), "{file}");
+
+    let operator = &operator;
+    let settle = |line: Value, status: &'static str| {
+        let path = format!(
+            "/v1/payments/payouts/{batch_id}/lines/{}",
+            line["id"].as_str().unwrap()
+        );
+        async move {
+            api.post(
+                &path,
+                Some(operator),
+                &json!({ "status": status, "note": "ngân hàng trả lời" }),
+            )
+            .await
+        }
+    };
+    let (status, l) = settle(line_of(&lan), "paid").await;
+    assert_eq!((status, l["status"].as_str()), (200, Some("paid")), "{l}");
+    let (status, l) = settle(line_of(&minh), "failed").await;
+    assert_eq!((status, l["status"].as_str()), (200, Some("failed")), "{l}");
+    // Marking it the other way now is refused; the same way again answers the same.
+    let (status, l) = settle(line_of(&minh), "paid").await;
+    assert_eq!(
+        (status, l["code"].as_str()),
+        (409, Some("already_settled")),
+        "{l}"
+    );
+    assert_eq!(settle(line_of(&lan), "paid").await.0, 200);
+
+    let (_, b) = balance(api, &lan, "household", &lan.id).await;
+    assert_eq!(
+        (
+            int(&b["available_vnd"]),
+            int(&b["in_payout_vnd"]),
+            int(&b["paid_out_vnd"])
+        ),
+        (0, 0, lan_net),
+        "{b}"
+    );
+    let (_, b) = balance(api, &minh, "household", &minh.id).await;
+    assert_eq!(
+        (
+            int(&b["available_vnd"]),
+            int(&b["in_payout_vnd"]),
+            int(&b["paid_out_vnd"])
+        ),
+        (minh_net, 0, 0),
+        "{b}"
+    );
+
+    // Everything adds up: what sellers hold or were paid, plus commission, is what was
+    // captured less what was refunded.
+    let captured: i64 =
+        sqlx::query_scalar("SELECT sum(captured_vnd - refunded_vnd)::bigint FROM payments")
+            .fetch_one(&payment)
+            .await
+            .unwrap();
+    assert_eq!(captured, lan_total + minh_total - 20_000);
+    assert_eq!(lan_net + minh_net + 5_500 + 9_600, captured);
+    // Money sent to banks is a credit of what the platform held: Lan's transfer only.
+    assert_eq!(owed_on(&payment, "payouts_sent").await, lan_net);
+    every_transaction_balances(&payment).await;
+
+    // A seller reads only its own money.
+    assert_eq!(balance(api, &minh, "household", &lan.id).await.0, 403);
+    let (status, _) = api
+        .get(
+            &format!(
+                "/v1/payments/sellers/household/{}/statement?{range}",
+                lan.id
+            ),
+            Some(&minh),
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(balance(api, &buyer, "household", &lan.id).await.0, 403);
+}
+
+#[tokio::test]
+async fn a_ledger_entry_cannot_be_changed_or_deleted_and_an_unbalanced_transaction_cannot_be_written()
+ {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let order = api.cod_order(&buyer, &listing, "1").await;
+    act(api, &seller, &order, &["confirm", "ship", "deliver"]).await;
+    balance_when(
+        api,
+        &seller,
+        "household",
+        &seller.id,
+        "the cash sale to be booked",
+        |b| int(&b["held_vnd"]) > 0,
+    )
+    .await;
+    let payment = app.db.pool("payment").await;
+    assert!(every_transaction_balances(&payment).await >= 1);
+    for statement in [
+        "UPDATE ledger_entries SET amount_vnd = amount_vnd + 1",
+        "DELETE FROM ledger_entries",
+        "TRUNCATE ledger_entries CASCADE",
+        "UPDATE ledger_transactions SET memo = 'changed'",
+        "DELETE FROM ledger_transactions",
+    ] {
+        let err = sqlx::query(statement)
+            .execute(&payment)
+            .await
+            .expect_err(statement);
+        assert!(
+            err.to_string().contains("never updated or deleted"),
+            "{statement}: {err}"
+        );
+    }
+    // A transaction whose entries do not sum to zero fails when it commits.
+    let mut tx = payment.begin().await.unwrap();
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO ledger_transactions (id, kind, memo) VALUES ($1, 'payout', 'lopsided')",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO ledger_entries (transaction_id, account_id, amount_vnd) SELECT $1, id, 1000 FROM ledger_accounts LIMIT 1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = tx
+        .commit()
+        .await
+        .expect_err("an unbalanced transaction commits");
+    assert!(err.to_string().contains("does not balance"), "{err}");
+}
+
+#[tokio::test]
+async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |s| {
+        s.commission_default_bps = 500;
+        s.payout_hold_secs = 0;
+    })
+    .await;
+    let api = &app.api;
+    let manager = api.staff(Role::CooperativeManager).await;
+    let coop = api
+        .create_cooperative(&manager, &json!({ "name": "HTX Xoài Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } }))
+        .await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let h = api.register(Role::Household).await;
+        assert_eq!(api.add_member(&manager, &coop, &h).await.0, 200);
+        members.push(h);
+    }
+    let mut body = listing_body();
+    body["cooperative_id"] = json!(coop);
+    let pooled = id_of(&api.create_listing(&manager, &body).await); // 65,000 đ/kg
+    // Three member lots, oldest first: 4 kg of the first, 6 of the second, 10 of the third.
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{p},A-1,{a},4,2026-11-01\n{p},B-1,{b},6,2026-11-02\n{p},C-1,{c},10,2026-11-03\n",
+        p = pooled,
+        a = members[0].id,
+        b = members[1].id,
+        c = members[2].id,
+    );
+    let res = api
+        .send(
+            Request::post(format!("/v1/cooperatives/{coop}/imports"))
+                .by(&manager)
+                .body("text/csv", csv),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    // The cooperative keeps 10% of what its members' lots earn; only its manager sets that.
+    let fee = json!({ "rate_bps": 1000 });
+    assert_eq!(
+        put(
+            api,
+            &members[0],
+            &format!("/v1/payments/cooperatives/{coop}/fee"),
+            &fee
+        )
+        .await
+        .0,
+        403
+    );
+    let (status, body) = put(
+        api,
+        &manager,
+        &format!("/v1/payments/cooperatives/{coop}/fee"),
+        &fee,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // 7 kg, cash on delivery: 4 kg from the first member's lot, 3 from the second's.
+    let buyer = api.register(Role::Buyer).await;
+    let order = api.cod_order(&buyer, &pooled, "7").await;
+    let (_, o) = api.read_order(&buyer, &order).await;
+    let total = int(&o["total"]);
+    assert_eq!(int(&o["items_total"]), 455_000);
+    act(api, &manager, &order, &["confirm", "ship", "deliver"]).await;
+
+    // Commission 5% of 455,000 = 22,750; the line's net 432,250 splits 4:3 into 247,000
+    // and 185,250; the cooperative's 10% of each is 24,700 and 18,525; the members are
+    // owed 222,300 and 166,725; the cooperative keeps its fees and the delivery fee.
+    let (first, second) = (222_300, 166_725);
+    let fees = 24_700 + 18_525;
+    let b = balance_when(
+        api,
+        &manager,
+        "cooperative",
+        &coop,
+        "the cooperative's sale to be booked",
+        |b| b["members"].as_array().is_some_and(|m| m.len() == 2),
+    )
+    .await;
+    let owed = |h: &User| {
+        b["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["household_id"] == h.id.as_str())
+            .map(|m| int(&m["available_vnd"]))
+    };
+    assert_eq!(
+        (owed(&members[0]), owed(&members[1]), owed(&members[2])),
+        (Some(first), Some(second), None),
+        "{b}"
+    );
+    assert_eq!(int(&b["available_vnd"]), total - 455_000 + fees, "{b}");
+    // The members' shares plus the cooperative's fees are the cooperative's net, to the đồng.
+    assert_eq!(first + second + fees, 455_000 - 22_750);
+
+    // The cooperative's statement shows each lot's part, fee and share.
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).unwrap())
+        .date_naive();
+    let (status, s) = api
+        .get(
+            &format!("/v1/payments/sellers/cooperative/{coop}/statement?from={today}&to={today}"),
+            Some(&manager),
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    let line = &s["lines"][0];
+    assert_eq!(
+        (
+            int(&line["gross_vnd"]),
+            int(&line["commission_vnd"]),
+            int(&line["net_vnd"])
+        ),
+        (455_000, 22_750, 432_250)
+    );
+    let lots: Vec<(String, i64, i64, i64)> = line["lots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["lot_code"].as_str().unwrap().to_owned(),
+                int(&l["part_vnd"]),
+                int(&l["fee_vnd"]),
+                int(&l["share_vnd"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lots,
+        vec![
+            ("A-1".to_owned(), 247_000, 24_700, first),
+            ("B-1".to_owned(), 185_250, 18_525, second)
+        ]
+    );
+    assert_eq!(int(&s["owed_to_members_vnd"]), first + second);
+
+    // A member reads what the cooperative owes it, not the cooperative's own books.
+    let (_, mine) = balance(api, &members[0], "household", &members[0].id).await;
+    assert_eq!(
+        int(&mine["from_cooperatives"][0]["available_vnd"]),
+        first,
+        "{mine}"
+    );
+    assert_eq!(balance(api, &members[0], "cooperative", &coop).await.0, 403);
+    let other = api.staff(Role::CooperativeManager).await;
+    assert_eq!(balance(api, &other, "cooperative", &coop).await.0, 403);
+
+    // Member payouts go through the same batches: the first member and the cooperative have
+    // bank accounts, the second not yet (left out, still owed).
+    set_payout_account(api, &members[0], "household", &members[0].id, "TRAN VAN AN").await;
+    set_payout_account(api, &manager, "cooperative", &coop, "HTX XOAI DON DUONG").await;
+    // A manager cannot point a member's money to another account.
+    let (status, _) = api
+        .send(
+            Request::put(format!("/v1/payments/payout-accounts/household/{}", members[1].id))
+                .by(&manager)
+                .header("x-on-behalf-of", &members[1].id)
+                .json(&json!({ "bank": "Agribank", "account_number": "999999999", "account_name": "KHAC" })),
+        )
+        .await
+        .parts();
+    assert_eq!(status, 403);
+    let operator = User::minted(Role::Operator);
+    let (status, batch) = api
+        .post("/v1/payments/payouts", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{batch}");
+    let mut paid: Vec<(Option<&str>, &str, i64)> = batch["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["cooperative_id"].as_str(),
+                l["owner_id"].as_str().unwrap(),
+                int(&l["amount_vnd"]),
+            )
+        })
+        .collect();
+    paid.sort();
+    let mut expected = vec![
+        (None, coop.as_str(), total - 455_000 + fees),
+        (Some(coop.as_str()), members[0].id.as_str(), first),
+    ];
+    expected.sort();
+    assert_eq!(paid, expected);
+    assert_eq!(int(&batch["without_account"]), 1);
+    let b =
+        balance_when(
+            api,
+            &manager,
+            "cooperative",
+            &coop,
+            "the member's share to be in the batch",
+            |b| {
+                b["members"].as_array().unwrap().iter().any(|m| {
+                    m["household_id"] == members[0].id.as_str() && m["in_payout_vnd"] == first
+                })
+            },
+        )
+        .await;
+    assert_eq!(int(&b["available_vnd"]), 0, "{b}");
+    let payment = app.db.pool("payment").await;
+    every_transaction_balances(&payment).await;
+}
+
+/// No account that someone is owed from reads negative (held or available), and no account
+/// the platform holds money in either.
+async fn no_balance_is_negative(payment: &PgPool, after: &str) {
+    let negative: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT a.kind,
+                (-COALESCE(sum(e.amount_vnd) FILTER (WHERE t.available_at > now()), 0))::bigint,
+                (-COALESCE(sum(e.amount_vnd) FILTER (WHERE t.available_at IS NULL OR t.available_at <= now()), 0))::bigint
+         FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id JOIN ledger_accounts a ON a.id = e.account_id
+         GROUP BY a.id, a.kind",
+    )
+    .fetch_all(payment)
+    .await
+    .unwrap()
+    .into_iter()
+    .filter(|(kind, held, available): &(String, i64, i64)| match kind.as_str() {
+        // Debit balances: what the platform holds.
+        "provider_clearing" | "cod_in_transit" => held + available > 0,
+        _ => *held < 0 || *available < 0,
+    })
+    .collect();
+    assert!(
+        negative.is_empty(),
+        "after {after}: negative balances {negative:?}"
+    );
+}
+
+/// What sellers and members hold or were paid plus commission, against what was captured
+/// less refunds plus cash collected, each side counted from its own tables.
+async fn money_adds_up(payment: &PgPool, order: &PgPool) -> Option<(i64, i64)> {
+    let mut books = 0;
+    for kind in [
+        "seller_pending",
+        "seller_payable",
+        "member_payable",
+        "payout_in_flight",
+        "payouts_sent",
+        "commission",
+    ] {
+        books += owed_on(payment, kind).await;
+    }
+    let captured: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(captured_vnd - refunded_vnd), 0)::bigint FROM payments",
+    )
+    .fetch_one(payment)
+    .await
+    .unwrap();
+    let cash: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(total), 0)::bigint FROM orders WHERE status = 'delivered' AND cash_collected",
+    )
+    .fetch_one(order)
+    .await
+    .unwrap();
+    (books == captured + cash).then_some((books, captured + cash))
+}
+
+/// One order the random walk made: who sells it, its listing, how it is paid.
+struct Walked {
+    id: String,
+    buyer: usize,
+    seller: usize,
+    listing: String,
+    payment_url: Option<String>,
+}
+
+#[tokio::test]
+async fn random_checkouts_payments_deliveries_refunds_and_payouts_keep_the_ledger_whole() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |s| s.payout_hold_secs = 0).await;
+    let api = &app.api;
+    let payment = app.db.pool("payment").await;
+    let order_db = app.db.pool("order").await;
+    let operator = User::minted(Role::Operator);
+    let mut sellers = Vec::new();
+    for (price, rate) in [(65_000, None), (40_000, Some(800))] {
+        let h = api.register(Role::Household).await;
+        let mut body = listing_body();
+        body["price_vnd"] = json!(price);
+        let listing = id_of(&api.create_listing(&h, &body).await);
+        api.add_lot(&h, &listing, "L-1", "2026-11-20", "5000").await;
+        if let Some(rate) = rate {
+            let path = format!("/v1/payments/commission/sellers/household/{}", h.id);
+            assert_eq!(
+                put(api, &operator, &path, &json!({ "rate_bps": rate }))
+                    .await
+                    .0,
+                200
+            );
+        }
+        set_payout_account(api, &h, "household", &h.id, "CHU HO").await;
+        sellers.push((h, listing));
+    }
+    let mut buyers = Vec::new();
+    for _ in 0..3 {
+        buyers.push(api.register(Role::Buyer).await);
+    }
+    let seed: u64 = std::env::var("LEDGER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261202);
+    eprintln!("ledger random walk: LEDGER_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut orders: Vec<Walked> = Vec::new();
+    for step in 0..90 {
+        let pick = rng.random_range(0..100);
+        let what;
+        if pick < 25 || orders.is_empty() {
+            // A checkout of one or both sellers, cash or VNPay.
+            let both = rng.random_bool(0.5);
+            let first = rng.random_range(0..2);
+            let mut lines = vec![(
+                sellers[first].1.as_str(),
+                rng.random_range(1..4).to_string(),
+            )];
+            if both {
+                lines.push((
+                    sellers[1 - first].1.as_str(),
+                    rng.random_range(1..4).to_string(),
+                ));
+            }
+            let method = if rng.random_bool(0.6) { "vnpay" } else { "cod" };
+            let refs: Vec<(&str, &str)> = lines.iter().map(|(l, q)| (*l, q.as_str())).collect();
+            let b = rng.random_range(0..buyers.len());
+            let (status, c) = api
+                .checkout(
+                    &buyers[b],
+                    &format!("walk-{seed}-{step}"),
+                    &basket(&refs, method),
+                )
+                .await;
+            if status == 422 && c["errors"][0]["code"] == "too_many_open_orders" {
+                // Cash on delivery is limited per buyer while sellers have not confirmed.
+                continue;
+            }
+            assert_eq!(status, 201, "{c}");
+            for o in c["orders"].as_array().unwrap() {
+                let seller = sellers
+                    .iter()
+                    .position(|s| o["seller"]["id"] == s.0.id.as_str())
+                    .unwrap();
+                orders.push(Walked {
+                    id: o["id"].as_str().unwrap().to_owned(),
+                    buyer: b,
+                    seller,
+                    listing: sellers[seller].1.clone(),
+                    payment_url: c["payment_url"].as_str().map(str::to_owned),
+                });
+            }
+            what = format!("checkout ({method})");
+        } else if pick < 85 {
+            // Move one order on, as its buyer, seller or an operator can.
+            let at = rng.random_range(0..orders.len());
+            let o = &orders[at];
+            let seller = &sellers[o.seller].0;
+            let buyer = &buyers[o.buyer];
+            let (_, view) = api.read_order(buyer, &o.id).await;
+            let status = view["status"].as_str().unwrap().to_owned();
+            let online = view["payment_method"] != "cod";
+            let choices: &[&str] = match status.as_str() {
+                "pending_payment" => &["pay", "pay", "cancel"],
+                "placed" => &["confirm", "confirm", "decline", "cancel"],
+                "paid" => &["confirm", "confirm", "decline", "cancel", "refund"],
+                "confirmed" => &["ship", "ship", "cancel", "refund"],
+                "shipped" => &["deliver", "deliver", "deliver", "fail_delivery"],
+                "delivery_failed" => &["return"],
+                "delivered" => &["refund"],
+                _ => &[],
+            };
+            let Some(choice) =
+                (!choices.is_empty()).then(|| choices[rng.random_range(0..choices.len())])
+            else {
+                // Nothing more happens to it.
+                orders.swap_remove(at);
+                continue;
+            };
+            let code = match choice {
+                "pay" => {
+                    let url = o.payment_url.as_deref().unwrap();
+                    let said = api.vnpay_ipn(&ipn_query(url, "00", None)).await;
+                    assert!(
+                        matches!(said["RspCode"].as_str(), Some("00" | "02")),
+                        "{said}"
+                    );
+                    200
+                }
+                "refund" if online => {
+                    let left = int(&view["total"])
+                        - view["refunds"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .filter(|r| r["status"] != "failed")
+                            .map(|r| int(&r["amount_vnd"]))
+                            .sum::<i64>();
+                    if left <= 1 {
+                        continue;
+                    }
+                    let mut body = json!({ "order_id": o.id, "amount_vnd": rng.random_range(1..=left / 2), "note": "hàng dập" });
+                    if rng.random_bool(0.5) {
+                        body["listing_id"] = json!(o.listing);
+                    }
+                    let res = api
+                        .send(
+                            Request::post("/v1/payments/refunds")
+                                .by(&operator)
+                                .header("idempotency-key", &format!("walk-{step}"))
+                                .json(&body),
+                        )
+                        .await;
+                    // Refused when its line is not sold yet, more than is left of the
+                    // line, or the seller was paid out already; never a 5xx.
+                    assert!(matches!(res.status, 201 | 409 | 422), "{}", res.text());
+                    res.status
+                }
+                "refund" => continue,
+                "cancel" => api.order_action(buyer, &o.id, "cancel", None).await.0,
+                "decline" => {
+                    api.order_action(seller, &o.id, "decline", Some("hết hàng"))
+                        .await
+                        .0
+                }
+                action => api.order_action(seller, &o.id, action, None).await.0,
+            };
+            // A move the order cannot make any more (its payment's events still on their
+            // way) is refused with 409, never a 5xx.
+            assert!(code < 500, "{choice} on a {status} order: {code}");
+            what = format!("{choice} of a {status} order ({code})");
+        } else {
+            // A payout batch, each transfer then paid or failed.
+            let (status, batch) = api
+                .post("/v1/payments/payouts", Some(&operator), &json!({}))
+                .await;
+            assert_eq!(status, 201, "{batch}");
+            let id = batch["id"].as_str().unwrap().to_owned();
+            for line in batch["lines"].as_array().unwrap() {
+                let outcome = if rng.random_bool(0.7) {
+                    "paid"
+                } else {
+                    "failed"
+                };
+                let path = format!(
+                    "/v1/payments/payouts/{id}/lines/{}",
+                    line["id"].as_str().unwrap()
+                );
+                assert_eq!(
+                    api.post(&path, Some(&operator), &json!({ "status": outcome }))
+                        .await
+                        .0,
+                    200
+                );
+            }
+            what = format!(
+                "a payout batch of {}",
+                batch["lines"].as_array().unwrap().len()
+            );
+        }
+        eprintln!("step {step}: {what}");
+        every_transaction_balances(&payment).await;
+        no_balance_is_negative(&payment, &what).await;
+    }
+    // Once every event is handled, the two sides agree to the đồng.
+    let (books, money) = eventually(
+        Duration::from_secs(30),
+        "the ledger to agree with captures, refunds and cash collected",
+        || money_adds_up(&payment, &order_db),
+    )
+    .await;
+    assert_eq!(books, money);
+    assert!(books > 0, "the walk moved no money");
+    assert!(every_transaction_balances(&payment).await > 20);
+}

@@ -25,8 +25,11 @@ CREATE TABLE ledger_accounts (
     owner_kind   text CHECK (owner_kind IN ('household', 'cooperative')),
     owner_id     uuid,   -- the seller (or the cooperative, for member_payable)
     member_id    uuid,   -- member_payable: the member household
-    UNIQUE NULLS NOT DISTINCT (kind, provider, owner_kind, owner_id, member_id)
+    -- One text naming the account, so that finding it is one index lookup.
+    key          text GENERATED ALWAYS AS (kind || ':' || COALESCE(provider, '') || ':' || COALESCE(owner_kind, '') || ':'
+                     || COALESCE(owner_id::text, '') || ':' || COALESCE(member_id::text, '')) STORED UNIQUE
 );
+CREATE INDEX ledger_accounts_owner ON ledger_accounts (owner_kind, owner_id);
 CREATE INDEX ledger_accounts_member ON ledger_accounts (member_id) WHERE member_id IS NOT NULL;
 
 CREATE TABLE ledger_transactions (
@@ -62,6 +65,10 @@ CREATE TRIGGER ledger_transactions_kept BEFORE UPDATE OR DELETE ON ledger_transa
     FOR EACH ROW EXECUTE FUNCTION ledger_kept();
 CREATE TRIGGER ledger_transactions_not_truncated BEFORE TRUNCATE ON ledger_transactions
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_kept();
+-- An account's row is locked (SELECT ... FOR UPDATE) by whoever checks its balance before
+-- taking from it, but never changed: changing its owner would move its balance.
+CREATE TRIGGER ledger_accounts_kept BEFORE UPDATE OR DELETE ON ledger_accounts
+    FOR EACH ROW EXECUTE FUNCTION ledger_kept();
 
 -- A transaction balances when the database transaction that wrote it commits.
 CREATE FUNCTION ledger_balanced() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$

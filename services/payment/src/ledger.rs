@@ -184,18 +184,18 @@ impl Account {
 /// The id of an account, made on first use.
 pub async fn account_id(conn: &mut PgConnection, account: &Account) -> anyhow::Result<i64> {
     let c = account.columns();
+    let key = format!(
+        "{}:{}:{}:{}:{}",
+        c.kind,
+        c.provider.as_deref().unwrap_or(""),
+        c.owner_kind.unwrap_or(""),
+        c.owner_id.map(|u| u.to_string()).unwrap_or_default(),
+        c.member_id.map(|u| u.to_string()).unwrap_or_default(),
+    );
     for _ in 0..2 {
-        let found = sqlx::query_scalar!(
-            "SELECT id FROM ledger_accounts WHERE kind = $1 AND provider IS NOT DISTINCT FROM $2 AND owner_kind IS NOT DISTINCT FROM $3
-               AND owner_id IS NOT DISTINCT FROM $4 AND member_id IS NOT DISTINCT FROM $5",
-            c.kind,
-            c.provider,
-            c.owner_kind,
-            c.owner_id,
-            c.member_id,
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
+        let found = sqlx::query_scalar!("SELECT id FROM ledger_accounts WHERE key = $1", key)
+            .fetch_optional(&mut *conn)
+            .await?;
         if let Some(id) = found {
             return Ok(id);
         }
@@ -705,20 +705,31 @@ pub async fn settle_order(
     Ok(posted.map(|(_, accounts)| accounts).unwrap_or_default())
 }
 
-/// Refuses (with the first account found) when any of `accounts` that a seller or member
-/// is owed from would read negative, held or available.
+/// The first of `accounts` that someone is owed from and that reads negative: a pending
+/// balance in total, a payable one held or available. The accounts' rows are locked first
+/// (in id order), so two takings from one balance (two refunds, a refund and a payout batch)
+/// are checked one after the other, each seeing the other's entries.
 pub async fn overdrawn(conn: &mut PgConnection, accounts: &[i64]) -> anyhow::Result<Option<i64>> {
-    let owed: Vec<i64> = sqlx::query_scalar!(
-        "SELECT id FROM ledger_accounts WHERE id = ANY($1) AND kind IN ('seller_payable', 'member_payable', 'seller_pending')",
+    let owed = sqlx::query!(
+        "SELECT id, kind FROM ledger_accounts WHERE id = ANY($1) AND kind IN ('seller_payable', 'member_payable', 'seller_pending')
+         ORDER BY id FOR UPDATE",
         accounts,
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(balances(conn, &owed)
-        .await?
-        .into_iter()
-        .find(|(_, b)| b.held < 0 || b.available < 0)
-        .map(|(id, _)| id))
+    let ids: Vec<i64> = owed.iter().map(|a| a.id).collect();
+    let balances = balances(conn, &ids).await?;
+    Ok(owed.into_iter().find_map(|a| {
+        let b = balances.get(&a.id).copied().unwrap_or_default();
+        // Pending money has no hold: its entries carry the order's date only once the
+        // order is delivered, when they take it out again.
+        let bad = if a.kind == "seller_pending" {
+            b.held + b.available < 0
+        } else {
+            b.held < 0 || b.available < 0
+        };
+        bad.then_some(a.id)
+    }))
 }
 
 #[cfg(test)]

@@ -140,6 +140,11 @@ pub async fn create_batch(
     sqlx::query!("SELECT pg_advisory_xact_lock(7331, 1)")
         .execute(&mut *tx)
         .await?;
+    // The balances it takes are locked first: an operator's refund locks them too before
+    // it checks them, so the two never both take the same money.
+    sqlx::query!("SELECT id FROM ledger_accounts WHERE kind IN ('seller_payable', 'member_payable') ORDER BY id FOR UPDATE")
+        .fetch_all(&mut *tx)
+        .await?;
     let due = sqlx::query!(
         r#"SELECT a.id, a.kind, a.owner_kind AS "owner_kind!", a.owner_id AS "owner_id!", a.member_id, b.available AS "available!",
               p.bank AS "bank?", p.account_number AS "account_number?", p.account_name AS "account_name?"

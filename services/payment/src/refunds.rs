@@ -75,6 +75,13 @@ pub struct AskRefund {
 impl Handler for AskRefund {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
         let due: RefundDue = event.body()?;
+        // The order's row first, then its payment's: the order every path locks them in.
+        sqlx::query!(
+            "SELECT order_id FROM payment_orders WHERE order_id = $1 FOR UPDATE",
+            due.order_id.0
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         let payment = sqlx::query!(
             r#"SELECT id AS "id: PaymentId", status AS "status: PaymentStatus", captured_vnd, refunded_vnd
                FROM payments WHERE checkout_id = $1 FOR UPDATE"#,
@@ -334,6 +341,16 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
             return Ok(Some(view));
         }
     };
+    // Locks in the order every path takes them: the order's row, then (by the refund's
+    // trigger) its payment's.
+    if let Some(order) = r.order_id {
+        sqlx::query!(
+            "SELECT order_id FROM payment_orders WHERE order_id = $1 FOR UPDATE",
+            order.0
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+    }
     sqlx::query!(
         "UPDATE refunds SET status = $2, provider_ref = $3, provider_answer = $4, attempts = attempts + 1, updated_at = now() WHERE id = $1",
         id.0,
@@ -449,6 +466,13 @@ pub async fn refund_order(
     );
     let key = p.finish_with(key)?;
     let mut tx = app.pool.begin().await?;
+    // The order's row first, then its payment's: the order every path locks them in.
+    sqlx::query!(
+        "SELECT order_id FROM payment_orders WHERE order_id = $1 FOR UPDATE",
+        req.order_id.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let order = sqlx::query!(
         r#"SELECT o.total_vnd, p.id AS "payment_id: PaymentId", p.status AS "status: PaymentStatus"
            FROM payment_orders o JOIN payments p ON p.checkout_id = o.checkout_id WHERE o.order_id = $1

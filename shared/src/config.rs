@@ -102,6 +102,12 @@ pub struct Settings {
     pub payment_reconcile_after_secs: u64,
     /// How often the reconciler and the refund worker look for work, milliseconds.
     pub payment_sweep_ms: u64,
+    /// Where lots' QR codes point: the scheme and host of the traceability resolver (the
+    /// listing service serves `/01/...` and `/t/...` there).
+    pub trace_base_url: String,
+    /// How often the listing service looks for certifications that expired (their search
+    /// facet is dropped), seconds.
+    pub certification_sweep_secs: u64,
     /// Commission on a sold line when neither its category nor its seller has a rate of its
     /// own, in basis points (500 = 5%).
     pub commission_default_bps: u32,
@@ -183,6 +189,8 @@ impl Default for Settings {
             momo_ipn_url: "http://localhost:8080/v1/payments/momo/ipn".to_owned(),
             payment_reconcile_after_secs: 600,
             payment_sweep_ms: 5_000,
+            trace_base_url: "http://localhost:8080".to_owned(),
+            certification_sweep_secs: 3600,
             commission_default_bps: 500,
             payout_hold_secs: 7 * 24 * 3600,
             events_max_attempts: 8,

@@ -13,6 +13,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod gs1;
 pub mod http;
 pub mod ids;
 pub mod invalid;

@@ -96,6 +96,11 @@ const TABLE: &[Row] = &[
     row("GET /v1/listings/{id}", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
     row("GET /v1/households/{id}", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
     row("GET /v1/cooperatives/{id}", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
+    // A lot's page and QR code are for anyone with a phone.
+    row("GET /01/{gtin}/10/{lot}", "H's lot LOT-A", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
+    row("GET /t/{id}", "H's lot LOT-A", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
+    row("GET /v1/lots/{id}/qr.png", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
+    row("GET /v1/lots/{id}/qr.svg", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
     // VNPay calls it unsigned as far as we know; the answer is in the body (97 here).
     row("GET /v1/payments/vnpay/ipn", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
     row("GET /v1/payments/methods", "", [OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK]),
@@ -128,6 +133,9 @@ const TABLE: &[Row] = &[
     row("POST /v1/listings/{id}/adjustments", "", [ANON, NO, NO, OK, NO, OK, NO, OK, NO, OK, NO]),
     row("GET /v1/listings/{id}/stock", "", [ANON, NO, NO, OK, NO, OK, NO, OK, NO, OK, NO]),
     row("GET /v1/listings/{id}/movements", "", [ANON, NO, NO, OK, NO, OK, NO, OK, NO, OK, NO]),
+    row("GET /v1/listings/{id}/labels", "", [ANON, NO, NO, OK, NO, OK, NO, OK, NO, OK, NO]),
+    // Whether a certificate is genuine is an operator's finding.
+    row("POST /v1/listings/{id}/certifications/{position}/verification", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
 
     // Cooperative C, run by M, with H as a member.
     // A cooperative belongs to the manager who creates it; an operator grants the role.
@@ -182,6 +190,8 @@ const TABLE: &[Row] = &[
     row("GET /v1/ops/listing/dead-letters", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
     row("GET /v1/ops/order/dead-letters", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
     row("GET /v1/ops/payment/dead-letters", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
+    // Who bought a lot (a recall) is an operator's to read.
+    row("GET /v1/ops/order/lots/{lot_id}/orders", "H's lot LOT-A", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
     row("POST /v1/ops/listing/dead-letters/{id}/retry", "unknown", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, HID, NO]),
     row("POST /v1/ops/order/dead-letters/{id}/retry", "unknown", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, HID, NO]),
     row("POST /v1/ops/payment/dead-letters/{id}/retry", "unknown", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, HID, NO]),
@@ -199,6 +209,8 @@ struct World {
     buyer: User,
     service: User,
     listing: String,
+    /// H's lot LOT-A of `listing` (GTIN 08931234567897).
+    lot: String,
     coop: String,
     coop_listing: String,
     spare_coop: String,
@@ -237,9 +249,18 @@ async fn build_world(api: &Client, listing_db: &PgPool) -> World {
 
     let mut body = listing_body();
     body["min_order"] = json!("0.5");
+    body["gtin"] = json!("8931234567897");
     let listing = id_of(&api.create_listing(&household_user, &body).await);
     api.add_lot(&household_user, &listing, "LOT-A", "2026-11-20", "1000")
         .await;
+    let lot: uuid::Uuid = sqlx::query_scalar(
+        "SELECT id FROM lots WHERE listing_id = $1::uuid AND lot_code = 'LOT-A'",
+    )
+    .bind(&listing)
+    .fetch_one(&listing_db)
+    .await
+    .expect("H's lot");
+    let lot = lot.to_string();
 
     let coop_body = json!({ "name": "HTX Đơn Dương", "address": { "province_code": "68", "commune_code": "24931" } });
     let coop = api.create_cooperative(&manager, &coop_body).await;
@@ -292,6 +313,7 @@ async fn build_world(api: &Client, listing_db: &PgPool) -> World {
         buyer,
         service,
         listing,
+        lot,
         coop,
         coop_listing,
         spare_coop,
@@ -437,6 +459,18 @@ async fn request(w: &World, row: &Row) -> Request {
         ("POST /v1/payments/refunds", _) => Request::post("/v1/payments/refunds")
             .header("idempotency-key", &unknown.to_string())
             .json(&json!({ "order_id": w.order, "amount_vnd": 1000, "note": "hàng dập" })),
+        ("GET /01/{gtin}/10/{lot}", _) => Request::get("/01/08931234567897/10/LOT-A?7007=261120"),
+        ("GET /t/{id}", _) => Request::get(format!("/t/{}", w.lot)),
+        ("GET /v1/lots/{id}/qr.png", _) => Request::get(format!("/v1/lots/{}/qr.png", w.lot)),
+        ("GET /v1/lots/{id}/qr.svg", _) => Request::get(format!("/v1/lots/{}/qr.svg", w.lot)),
+        ("GET /v1/listings/{id}/labels", _) => Request::get(format!("/v1/listings/{}/labels", w.listing)),
+        ("POST /v1/listings/{id}/certifications/{position}/verification", _) => {
+            Request::post(format!("/v1/listings/{}/certifications/0/verification", w.listing))
+                .json(&json!({ "status": "verified" }))
+        }
+        ("GET /v1/ops/order/lots/{lot_id}/orders", _) => {
+            Request::get(format!("/v1/ops/order/lots/{}/orders", w.lot))
+        }
         ("GET /v1/payments/commission", _) => Request::get("/v1/payments/commission"),
         ("PUT /v1/payments/commission/categories/{code}", _) => {
             Request::put("/v1/payments/commission/categories/rau-la").json(&json!({ "rate_bps": 500 }))

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use crate::support::TestApp;
 
 /// The headless Chromium on PATH, if any.
-fn chromium() -> Option<PathBuf> {
+pub fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()

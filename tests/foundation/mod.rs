@@ -2,7 +2,7 @@
 
 mod authorization;
 mod cli;
-mod docs;
+pub mod docs;
 mod events;
 mod http_edge;
 mod limits;

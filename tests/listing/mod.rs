@@ -6,3 +6,4 @@ mod cooperative;
 mod identity;
 mod reservations;
 mod sessions;
+mod traceability;

@@ -25,6 +25,8 @@ pub struct App {
     pub search: Arc<dyn nongsan_search::SearchEngine>,
     /// Most of a listing's on-hand stock (percent) one holder may hold at once.
     pub max_hold_share_percent: u32,
+    /// Where lots' QR codes point (scheme and host).
+    pub trace_base: String,
 }
 
 impl AsRef<TokenKeys> for App {

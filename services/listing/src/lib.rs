@@ -14,6 +14,7 @@ pub mod search;
 pub mod seed;
 pub mod sellers;
 pub mod stock;
+pub mod trace;
 
 pub use catalog::reference;
 
@@ -54,6 +55,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
         (name = "reservations", description = "Internal: stock held for checkouts"),
         (name = "cooperatives", description = "Cooperative stock, pooling and imports"),
         (name = "search", description = "Search the catalog in Vietnamese, with or without diacritics"),
+        (name = "traceability", description = "Lots' public pages (GS1 Digital Link), QR codes, labels and certifications"),
     )
 )]
 struct ApiDoc;
@@ -118,6 +120,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(lots::get_stock))
         .routes(routes!(lots::list_movements))
         .routes(routes!(search::search_listings))
+        // traceability: public lot pages and QR codes, labels, certification checks
+        .routes(routes!(trace::lot_by_digital_link))
+        .routes(routes!(trace::lot_by_short_link))
+        .routes(routes!(trace::lot_qr_png))
+        .routes(routes!(trace::lot_qr_svg))
+        .routes(routes!(trace::listing_labels))
+        .routes(routes!(trace::verify_certification))
         // internal, for the order service
         .routes(routes!(access::check_seller_access))
         .routes(routes!(reservations::create_reservation))
@@ -145,6 +154,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         limiter: platform.limiter.clone(),
         search: search.clone(),
         max_hold_share_percent: platform.settings.max_hold_share_percent.clamp(1, 100),
+        trace_base: platform.settings.trace_base_url.clone(),
     });
     // The service follows its own events to keep the search index current.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
@@ -182,6 +192,12 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     service
         .workers
         .push(tokio::spawn(search::indexer::run(pool.clone(), search)));
+    service
+        .workers
+        .push(tokio::spawn(trace::run_certification_sweep(
+            pool.clone(),
+            std::time::Duration::from_secs(platform.settings.certification_sweep_secs.max(1)),
+        )));
     service
         .workers
         .push(tokio::spawn(stock::reservations::sweeper::run_sweeper(

@@ -236,6 +236,7 @@ async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usiz
             low_stock_threshold: Some("5".parse()?),
             status: Some("active".to_owned()),
             cooperative_id: None,
+            gtin: None,
         };
         let input = CheckedListing::try_from(input)
             .map_err(|e| anyhow::anyhow!("demo listing {}: {e:?}", &rec[sku]))?;

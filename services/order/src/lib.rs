@@ -10,6 +10,7 @@ pub mod error;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod orders;
+pub mod recall;
 pub mod views;
 
 use std::sync::Arc;
@@ -76,6 +77,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::act_on_order))
+        .routes(routes!(recall::orders_of_lot))
 }
 
 /// Opens the schema, runs migrations, starts the expirer and the inbox, and returns the
@@ -90,13 +92,14 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     });
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
         .on(EventType::PaymentSucceeded, orders::MarkPaid)
-        .on(EventType::PaymentRefunded, orders::RecordRefund);
+        .on(EventType::PaymentRefunded, orders::RecordRefund)
+        .on(EventType::StockSold, recall::RecordLots);
     let mut service = Service::new(
         platform,
         NAME,
         pool,
         routes().with_state(state.clone()).into(),
-        Some((inbox, &["payment"])),
+        Some((inbox, &["payment", "listing"])),
     )
     .await;
     service

@@ -215,6 +215,9 @@ pub struct SoldLine {
 /// A lot's part of a sold line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SoldLot {
+    /// The lot's id (what a recall names).
+    #[serde(default)]
+    pub lot_id: Option<uuid::Uuid>,
     /// The lot's code.
     pub lot_code: String,
     /// The household that grew it (a member household, for a cooperative's pooled lot).

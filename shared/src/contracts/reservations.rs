@@ -52,6 +52,12 @@ pub enum ReservationStatus {
 /// Which lot filled (part of) a line.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow, PartialEq)]
 pub struct Allocation {
+    /// The lot's id.
+    #[serde(default)]
+    pub lot_id: Option<uuid::Uuid>,
+    /// Where a buyer reads where the lot comes from (its QR code's link).
+    #[serde(default)]
+    pub trace_url: Option<String>,
     /// Lot code.
     pub lot_code: String,
     /// Harvest date.
@@ -81,6 +87,9 @@ pub struct ReservedLine {
     pub line_total: Vnd,
     /// Who sells it.
     pub seller: Seller,
+    /// The product's GTIN, when it has one.
+    #[serde(default)]
+    pub gtin: Option<String>,
     /// The lots that filled it, once committed.
     #[serde(default)]
     pub allocations: Vec<Allocation>,

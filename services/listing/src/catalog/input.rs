@@ -69,6 +69,10 @@ pub struct ListingInput {
     pub status: Option<String>,
     /// List it under this cooperative (its manager only) instead of a household.
     pub cooperative_id: Option<CooperativeId>,
+    /// The product's GTIN (8, 12, 13 or 14 digits with a valid GS1 check digit), when it
+    /// has one: its lots' QR codes are then GS1 Digital Links.
+    #[serde(default)]
+    pub gtin: Option<String>,
 }
 
 /// Changes to a listing; absent fields stay as they are.
@@ -103,6 +107,8 @@ pub struct ListingPatch {
     pub ocop_stars: Option<i16>,
     /// New low-stock threshold.
     pub low_stock_threshold: Option<Quantity>,
+    /// New GTIN.
+    pub gtin: Option<String>,
 }
 
 const PHOTO_LIMIT: usize = 10;
@@ -138,6 +144,14 @@ impl CheckedListing {
     /// `draft` (default) or `active`.
     pub fn status(&self) -> &str {
         self.input.status.as_deref().unwrap_or("draft")
+    }
+
+    /// The GTIN as 14 digits.
+    pub fn gtin14(&self) -> Option<String> {
+        self.input
+            .gtin
+            .as_deref()
+            .and_then(|g| nongsan_shared::gs1::gtin14(g).ok())
     }
 }
 
@@ -277,6 +291,26 @@ fn check_listing(p: &mut Problems, l: &ListingInput) -> Option<String> {
             "must not be before valid_from",
             "không được trước ngày bắt đầu hiệu lực",
         );
+    }
+    if let Some(gtin) = &l.gtin {
+        use nongsan_shared::gs1::{GtinError, gtin14};
+        match gtin14(gtin) {
+            Ok(_) => {}
+            Err(GtinError::Shape) => p.check(
+                true,
+                "gtin",
+                "invalid_gtin",
+                "must be 8, 12, 13 or 14 digits",
+                "phải gồm 8, 12, 13 hoặc 14 chữ số",
+            ),
+            Err(GtinError::CheckDigit) => p.check(
+                true,
+                "gtin",
+                "invalid_check_digit",
+                "has a wrong GS1 check digit (its last digit)",
+                "sai số kiểm tra GS1 (chữ số cuối)",
+            ),
+        }
     }
     if let Some(stars) = l.ocop_stars {
         p.check(

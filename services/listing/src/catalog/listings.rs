@@ -199,17 +199,23 @@ pub async fn update_listing(
         photos: patch.photos.unwrap_or(cur.photos),
         origin_commune: patch.origin_commune.unwrap_or(cur.origin.commune_code),
         origin_point: patch.origin_point.or(cur.origin.point),
-        certifications: patch.certifications.unwrap_or(cur.certifications),
+        certifications: patch.certifications.unwrap_or_else(|| {
+            cur.certifications
+                .into_iter()
+                .map(|c| c.certification)
+                .collect()
+        }),
         ocop_stars: patch.ocop_stars.or(cur.ocop_stars),
         low_stock_threshold: patch.low_stock_threshold.or(threshold),
         status: None,
         cooperative_id: None,
+        gtin: patch.gtin.or(cur.gtin),
     };
     let next = CheckedListing::try_from(next)?;
     sqlx::query!(
         "UPDATE listings SET title = $2, description = $3, category_code = $4, unit_code = $5, price_vnd = $6, min_order = $7, step = $8,
             photos = $9, origin_province = $10, origin_commune = $11, lat = $12, lon = $13, ocop_stars = $14, low_stock_threshold = $15,
-            version = version + 1, updated_at = now()
+            gtin = $16, version = version + 1, updated_at = now()
          WHERE id = $1",
         id as _,
         next.title.trim(),
@@ -226,6 +232,7 @@ pub async fn update_listing(
         next.origin_point.map(|p| p.lon),
         next.ocop_stars,
         next.low_stock_threshold as _,
+        next.gtin14(),
     )
     .execute(&mut *tx)
     .await?;

@@ -38,6 +38,44 @@ pub struct Origin {
     pub point: Option<Point>,
 }
 
+/// Whether a certification is in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificationStatus {
+    /// Today is within its dates.
+    Valid,
+    /// Its last day has passed: it no longer counts.
+    Expired,
+    /// Its first day has not come.
+    NotYetValid,
+}
+
+/// A certification as shown: what the seller wrote, whether it is in force today (Vietnam
+/// time) and what an operator found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CertificationView {
+    /// What the seller wrote.
+    #[serde(flatten)]
+    pub certification: Certification,
+    /// In force today, expired or not yet valid.
+    pub status: CertificationStatus,
+    /// `pending`, `verified` or `rejected` (by an operator).
+    pub verification: String,
+}
+
+impl CertificationView {
+    /// Whether it counts for the listing's badge and search facet: in force today and not
+    /// rejected.
+    pub fn counts(&self) -> bool {
+        self.status == CertificationStatus::Valid && self.verification != "rejected"
+    }
+}
+
+/// Today in Vietnam (UTC+7): the day certifications are judged by.
+pub fn today_in_vietnam() -> NaiveDate {
+    (Utc::now() + chrono::Duration::hours(7)).date_naive()
+}
+
 /// A listing as buyers and sellers see it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ListingView {
@@ -63,8 +101,11 @@ pub struct ListingView {
     pub photos: Vec<String>,
     /// Origin.
     pub origin: Origin,
-    /// Certifications.
-    pub certifications: Vec<Certification>,
+    /// Certifications, each with whether it is in force today and whether an operator
+    /// verified it.
+    pub certifications: Vec<CertificationView>,
+    /// The product's GTIN, 14 digits.
+    pub gtin: Option<String>,
     /// OCOP stars.
     pub ocop_stars: Option<i16>,
     /// draft, active, paused or hidden.
@@ -93,8 +134,8 @@ pub async fn insert_listing(
     };
     sqlx::query!(
         "INSERT INTO listings (id, household_id, cooperative_id, title, description, category_code, unit_code, price_vnd, min_order, step,
-            photos, origin_province, origin_commune, admin_version, lat, lon, ocop_stars, status, low_stock_threshold, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            photos, origin_province, origin_commune, admin_version, lat, lon, ocop_stars, status, low_stock_threshold, created_by, gtin)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         id as _,
         household as _,
         coop as _,
@@ -115,6 +156,7 @@ pub async fn insert_listing(
         l.status(),
         l.low_stock_threshold as _,
         actor.account_id as _,
+        l.gtin14(),
     )
     .execute(&mut *conn)
     .await?;
@@ -141,15 +183,25 @@ pub(crate) async fn write_certifications(
     id: ListingId,
     certs: &[Certification],
 ) -> Result<()> {
-    sqlx::query!(
-        "DELETE FROM listing_certifications WHERE listing_id = $1",
+    // An operator's verification stays with a certificate the seller did not change.
+    let before = sqlx::query!(
+        "DELETE FROM listing_certifications WHERE listing_id = $1
+         RETURNING kind, number, issuer, valid_from, valid_until, verification, verified_by, verified_at",
         id as _
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
     for (i, c) in certs.iter().enumerate() {
+        let kept = before.iter().find(|b| {
+            b.kind == c.kind
+                && b.number == c.number.trim()
+                && b.issuer == c.issuer.trim()
+                && b.valid_from == c.valid_from
+                && b.valid_until == c.valid_until
+        });
         sqlx::query!(
-            "INSERT INTO listing_certifications (listing_id, position, kind, number, issuer, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO listing_certifications (listing_id, position, kind, number, issuer, valid_from, valid_until, verification, verified_by, verified_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             id as _,
             i32::try_from(i).unwrap_or(i32::MAX),
             &c.kind,
@@ -157,6 +209,9 @@ pub(crate) async fn write_certifications(
             c.issuer.trim(),
             c.valid_from,
             c.valid_until,
+            kept.map_or("pending", |k| k.verification.as_str()),
+            kept.and_then(|k| k.verified_by),
+            kept.and_then(|k| k.verified_at),
         )
         .execute(&mut *conn)
         .await?;
@@ -198,6 +253,7 @@ pub(crate) struct ListingRow {
     origin_commune: String,
     lat: Option<f64>,
     lon: Option<f64>,
+    gtin: Option<String>,
     ocop_stars: Option<i16>,
     status: String,
     low_stock_threshold: Option<Quantity>,
@@ -237,7 +293,7 @@ pub(crate) async fn select(conn: &mut PgConnection, s: &Selection) -> Result<Vec
         ListingRow,
         r#"SELECT l.id AS "id: ListingId", l.household_id AS "household_id: AccountId", l.cooperative_id AS "cooperative_id: CooperativeId",
             COALESCE(h.name, c.name) AS "seller_name!", l.title, l.description, l.category_code, l.unit_code, l.price_vnd AS "price_vnd: Vnd",
-            l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon,
+            l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon, l.gtin,
             l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
             s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity"
          FROM listings l JOIN stock s ON s.listing_id = l.id
@@ -268,26 +324,38 @@ pub(crate) async fn views(
     rows: Vec<ListingRow>,
 ) -> Result<Vec<ListingView>> {
     let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id.0).collect();
-    let certs: Vec<(ListingId, String, String, String, NaiveDate, NaiveDate)> = sqlx::query!(
-        r#"SELECT listing_id AS "listing_id: ListingId", kind, number, issuer, valid_from, valid_until
+    let certs = sqlx::query!(
+        r#"SELECT listing_id AS "listing_id: ListingId", kind, number, issuer, valid_from, valid_until, verification
            FROM listing_certifications WHERE listing_id = ANY($1) ORDER BY listing_id, position"#,
         &ids,
     )
     .fetch_all(conn)
-    .await?
-    .into_iter()
-    .map(|c| (c.listing_id, c.kind, c.number, c.issuer, c.valid_from, c.valid_until))
-    .collect();
-    let mut certs_of: std::collections::HashMap<ListingId, Vec<Certification>> =
+    .await?;
+    let today = today_in_vietnam();
+    let mut certs_of: std::collections::HashMap<ListingId, Vec<CertificationView>> =
         std::collections::HashMap::new();
     for c in certs {
-        certs_of.entry(c.0).or_default().push(Certification {
-            kind: c.1,
-            number: c.2,
-            issuer: c.3,
-            valid_from: c.4,
-            valid_until: c.5,
-        });
+        let status = if c.valid_until < today {
+            CertificationStatus::Expired
+        } else if c.valid_from > today {
+            CertificationStatus::NotYetValid
+        } else {
+            CertificationStatus::Valid
+        };
+        certs_of
+            .entry(c.listing_id)
+            .or_default()
+            .push(CertificationView {
+                certification: Certification {
+                    kind: c.kind,
+                    number: c.number,
+                    issuer: c.issuer,
+                    valid_from: c.valid_from,
+                    valid_until: c.valid_until,
+                },
+                status,
+                verification: c.verification,
+            });
     }
     let r = reference();
     Ok(rows
@@ -329,6 +397,7 @@ pub(crate) async fn views(
                     point: row.lat.zip(row.lon).map(|(lat, lon)| Point { lat, lon }),
                 },
                 certifications: certs_of.remove(&row.id).unwrap_or_default(),
+                gtin: row.gtin,
                 ocop_stars: row.ocop_stars,
                 status: row.status,
                 stock: StockLevels::new(row.on_hand, row.reserved, row.low_stock_threshold),

@@ -52,7 +52,13 @@ pub fn document(l: &ListingView) -> SearchDoc {
         province_name: l.origin.province_name.clone(),
         commune_code: l.origin.commune_code.clone(),
         commune_name: l.origin.commune_name.clone(),
-        certifications: l.certifications.iter().map(|c| c.kind.clone()).collect(),
+        // Only certificates in force (and not rejected) count for the facet.
+        certifications: l
+            .certifications
+            .iter()
+            .filter(|c| c.counts())
+            .map(|c| c.certification.kind.clone())
+            .collect(),
         ocop_stars: l.ocop_stars,
         available: l.stock.available.to_string(),
         in_stock: l.stock.available.is_positive(),

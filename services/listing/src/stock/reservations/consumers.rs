@@ -63,6 +63,7 @@ impl nongsan_shared::events::Handler for CommitOrderLines {
                     .allocations
                     .into_iter()
                     .map(|a| SoldLot {
+                        lot_id: a.lot_id,
                         lot_code: a.lot_code,
                         household_id: a.household_id,
                         quantity: a.quantity,

@@ -236,7 +236,26 @@ pub async fn get_reservation(
 ) -> Result<AxumJson<ReservationView>> {
     require_service_or_operator(&actor)?;
     let mut conn = app.pool.acquire().await?;
-    Ok(AxumJson(load(&mut conn, id).await?))
+    let mut view = load(&mut conn, id).await?;
+    with_trace_links(&app.trace_base, &mut view);
+    Ok(AxumJson(view))
+}
+
+/// Gives each lot that filled a line its traceability link.
+fn with_trace_links(base: &str, view: &mut ReservationView) {
+    for line in &mut view.lines {
+        for a in &mut line.allocations {
+            if let Some(lot) = a.lot_id {
+                a.trace_url = Some(nongsan_shared::gs1::lot_link(
+                    base,
+                    line.gtin.as_deref(),
+                    &a.lot_code,
+                    lot,
+                    a.harvest_date,
+                ));
+            }
+        }
+    }
 }
 
 /// Commit a reservation: the stock is sold.

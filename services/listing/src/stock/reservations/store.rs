@@ -38,11 +38,12 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
         Option<AccountId>,
         Option<uuid::Uuid>,
         String,
+        Option<String>,
     );
     let rows: Vec<Row> = sqlx::query!(
         r#"SELECT r.line_no, r.listing_id AS "listing_id: ListingId", l.title, l.unit_code, r.quantity AS "quantity: Quantity",
             r.unit_price AS "unit_price: Vnd", l.household_id AS "household_id: AccountId", l.cooperative_id,
-            COALESCE(h.name, c.name) AS "seller_name!"
+            COALESCE(h.name, c.name) AS "seller_name!", l.gtin
          FROM reservation_lines r JOIN listings l ON l.id = r.listing_id
          LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
          WHERE r.reservation_id = $1 ORDER BY r.line_no"#,
@@ -62,11 +63,20 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
             r.household_id,
             r.cooperative_id,
             r.seller_name,
+            r.gtin,
         )
     })
     .collect();
-    let allocations: Vec<(i32, String, NaiveDate, Option<AccountId>, Quantity)> = sqlx::query!(
-        r#"SELECT a.line_no, l.lot_code, l.harvest_date, l.household_id AS "household_id: AccountId", a.quantity AS "quantity: Quantity"
+    type AllocationRow = (
+        i32,
+        String,
+        NaiveDate,
+        Option<AccountId>,
+        Quantity,
+        uuid::Uuid,
+    );
+    let allocations: Vec<AllocationRow> = sqlx::query!(
+        r#"SELECT a.line_no, l.lot_code, l.harvest_date, l.household_id AS "household_id: AccountId", a.quantity AS "quantity: Quantity", l.id
          FROM allocations a JOIN lots l ON l.id = a.lot_id
          WHERE a.reservation_id = $1 ORDER BY a.line_no, l.harvest_date, l.created_at"#,
         id as _,
@@ -74,12 +84,23 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .map(|a| (a.line_no, a.lot_code, a.harvest_date, a.household_id, a.quantity))
+    .map(|a| (a.line_no, a.lot_code, a.harvest_date, a.household_id, a.quantity, a.id))
     .collect();
     let lines = rows
         .into_iter()
         .map(
-            |(line_no, listing_id, title, unit, quantity, unit_price, household, coop, name)| {
+            |(
+                line_no,
+                listing_id,
+                title,
+                unit,
+                quantity,
+                unit_price,
+                household,
+                coop,
+                name,
+                gtin,
+            )| {
                 ReservedLine {
                     line_no,
                     listing_id,
@@ -100,10 +121,13 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
                             name,
                         },
                     },
+                    gtin,
                     allocations: allocations
                         .iter()
                         .filter(|a| a.0 == line_no)
                         .map(|a| Allocation {
+                            lot_id: Some(a.5),
+                            trace_url: None,
                             lot_code: a.1.clone(),
                             harvest_date: a.2,
                             household_id: a.3,

@@ -202,7 +202,7 @@ pub async fn update_listing(
         certifications: patch.certifications.unwrap_or_else(|| {
             cur.certifications
                 .into_iter()
-                .map(|c| c.certification)
+                .map(|c| c.certification())
                 .collect()
         }),
         ocop_stars: patch.ocop_stars.or(cur.ocop_stars),

@@ -54,9 +54,16 @@ pub enum CertificationStatus {
 /// time) and what an operator found.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CertificationView {
-    /// What the seller wrote.
-    #[serde(flatten)]
-    pub certification: Certification,
+    /// Kind: a code from `/v1/certifications`.
+    pub kind: String,
+    /// Certificate or registration number.
+    pub number: String,
+    /// Who issued it.
+    pub issuer: String,
+    /// First day it is valid.
+    pub valid_from: NaiveDate,
+    /// Last day it is valid.
+    pub valid_until: NaiveDate,
     /// In force today, expired or not yet valid.
     pub status: CertificationStatus,
     /// `pending`, `verified` or `rejected` (by an operator).
@@ -64,6 +71,17 @@ pub struct CertificationView {
 }
 
 impl CertificationView {
+    /// What the seller wrote.
+    pub fn certification(&self) -> Certification {
+        Certification {
+            kind: self.kind.clone(),
+            number: self.number.clone(),
+            issuer: self.issuer.clone(),
+            valid_from: self.valid_from,
+            valid_until: self.valid_until,
+        }
+    }
+
     /// Whether it counts for the listing's badge and search facet: in force today and not
     /// rejected.
     pub fn counts(&self) -> bool {
@@ -346,13 +364,11 @@ pub(crate) async fn views(
             .entry(c.listing_id)
             .or_default()
             .push(CertificationView {
-                certification: Certification {
-                    kind: c.kind,
-                    number: c.number,
-                    issuer: c.issuer,
-                    valid_from: c.valid_from,
-                    valid_until: c.valid_until,
-                },
+                kind: c.kind,
+                number: c.number,
+                issuer: c.issuer,
+                valid_from: c.valid_from,
+                valid_until: c.valid_until,
                 status,
                 verification: c.verification,
             });

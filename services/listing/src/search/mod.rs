@@ -57,7 +57,7 @@ pub fn document(l: &ListingView) -> SearchDoc {
             .certifications
             .iter()
             .filter(|c| c.counts())
-            .map(|c| c.certification.kind.clone())
+            .map(|c| c.kind.clone())
             .collect(),
         ocop_stars: l.ocop_stars,
         available: l.stock.available.to_string(),

@@ -230,17 +230,17 @@ pub async fn load_trace(
         .certifications
         .iter()
         .map(|c| TraceCertification {
-            kind: c.certification.kind.clone(),
+            kind: c.kind.clone(),
             name: r
                 .certifications
                 .iter()
-                .find(|k| k.code == c.certification.kind)
+                .find(|k| k.code == c.kind)
                 .map(|k| k.name.clone())
-                .unwrap_or_else(|| c.certification.kind.clone()),
-            number: c.certification.number.clone(),
-            issuer: c.certification.issuer.clone(),
-            valid_from: c.certification.valid_from,
-            valid_until: c.certification.valid_until,
+                .unwrap_or_else(|| c.kind.clone()),
+            number: c.number.clone(),
+            issuer: c.issuer.clone(),
+            valid_from: c.valid_from,
+            valid_until: c.valid_until,
             status: c.status,
             verification: c.verification.clone(),
         })

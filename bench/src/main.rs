@@ -236,12 +236,13 @@ impl Server {
     }
 
     async fn stop(mut self) {
-        if let Some(pid) = self.pid() {
-            // SIGTERM lets it stop its cluster.
-            let _ = tokio::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status()
-                .await;
+        // SIGTERM lets it stop its cluster (no `kill` program needed).
+        if let Some(pid) = self
+            .pid()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
         let _ = self.child.kill().await;

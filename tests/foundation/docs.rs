@@ -14,28 +14,20 @@ pub fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-#[tokio::test]
-async fn docs_render_the_api_in_a_browser_with_no_network_but_the_server() {
-    let Some(chromium) = chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed, and CI must run this test (scripts/test installs it)"
-        );
-        eprintln!(
-            "skipped: chromium is not installed (apt-get install chromium, or run scripts/test)"
-        );
-        return;
-    };
-    let app = TestApp::spawn().await;
-    let page = app.api.url("/docs");
-    let port = reqwest::Url::parse(&page).unwrap().port().unwrap();
+/// Runs headless Chromium on `page` with `extra` arguments (`--dump-dom`, `--screenshot=...`)
+/// and no network but the page's own address and port: every name resolves to nothing and
+/// every other connection goes to a closed proxy. Panics unless it finishes within 90 s.
+pub async fn headless(
+    chromium: &std::path::Path,
+    page: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let port = reqwest::Url::parse(page).unwrap().port().unwrap();
     let profile = std::env::temp_dir().join(format!(
         "nongsan-chromium-{}",
         uuid::Uuid::now_v7().simple()
     ));
-    // Every name resolves to nothing and every connection goes to a closed proxy, except
-    // the server's own address and port.
-    let mut cmd = tokio::process::Command::new(&chromium);
+    let mut cmd = tokio::process::Command::new(chromium);
     cmd.args([
         "--headless",
         "--no-sandbox",
@@ -51,8 +43,8 @@ async fn docs_render_the_api_in_a_browser_with_no_network_but_the_server() {
     ])
     .arg(format!("--proxy-bypass-list=<-loopback>;127.0.0.1:{port}"))
     .arg(format!("--user-data-dir={}", profile.display()))
-    .args(["--virtual-time-budget=15000", "--dump-dom"])
-    .arg(&page)
+    .args(extra)
+    .arg(page)
     .stdin(std::process::Stdio::null())
     .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
@@ -60,6 +52,28 @@ async fn docs_render_the_api_in_a_browser_with_no_network_but_the_server() {
         .expect("chromium finishes within 90 s")
         .expect("chromium runs");
     let _ = std::fs::remove_dir_all(&profile);
+    out
+}
+
+#[tokio::test]
+async fn docs_render_the_api_in_a_browser_with_no_network_but_the_server() {
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed, and CI must run this test (scripts/test installs it)"
+        );
+        eprintln!(
+            "skipped: chromium is not installed (apt-get install chromium, or run scripts/test)"
+        );
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let out = headless(
+        &chromium,
+        &app.api.url("/docs"),
+        &["--virtual-time-budget=15000", "--dump-dom"],
+    )
+    .await;
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -271,37 +271,10 @@ async fn headless_chromium_reads_a_lots_page_from_the_running_service() {
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("trace-page.png");
     let _ = std::fs::remove_file(&shot);
-    let run = |extra: Vec<String>| {
-        let profile = std::env::temp_dir().join(format!(
-            "nongsan-chromium-{}",
-            uuid::Uuid::now_v7().simple()
-        ));
-        let mut cmd = tokio::process::Command::new(&chromium);
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=412,915",
-            "--lang=vi-VN",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(&page)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-        async move {
-            tokio::time::timeout(Duration::from_secs(90), cmd.output())
-                .await
-                .expect("chromium finishes within 90 s")
-                .unwrap()
-        }
-    };
-    let out = run(vec!["--dump-dom".to_owned()]).await;
+    let phone = ["--window-size=412,915", "--lang=vi-VN"];
+    let out =
+        crate::foundation::docs::headless(&chromium, &page, &[phone[0], phone[1], "--dump-dom"])
+            .await;
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -322,7 +295,10 @@ async fn headless_chromium_reads_a_lots_page_from_the_running_service() {
     assert_eq!(text_of("lot"), "VT2506-LN01");
     let province = text_of("province");
     assert!(province.contains("Lâm Đồng"), "{province}");
-    let out = run(vec![format!("--screenshot={}", shot.display())]).await;
+    let screenshot = format!("--screenshot={}", shot.display());
+    let out =
+        crate::foundation::docs::headless(&chromium, &page, &[phone[0], phone[1], &screenshot])
+            .await;
     assert!(
         out.status.success(),
         "{}",

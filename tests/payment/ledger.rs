@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use crate::support::{
     TestApp,
-    calls::{basket, id_of, listing_body},
+    calls::{basket, id_of, listing_body, order_of},
     client::{Client, Request},
     eventually,
     fake_vnpay::{FakeVnpay, ipn_query},
@@ -162,16 +162,7 @@ async fn two_sellers_a_partial_refund_delivery_and_payout_match_the_hand_figures
         )
         .await;
     assert_eq!(status, 201, "{c}");
-    let order_of = |seller: &User| {
-        c["orders"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["seller"]["id"] == seller.id.as_str())
-            .cloned()
-            .unwrap()
-    };
-    let (lan_order, minh_order) = (order_of(&lan), order_of(&minh));
+    let (lan_order, minh_order) = (order_of(&c, &lan), order_of(&c, &minh));
     assert_eq!(int(&lan_order["items_total"]), 130_000); // 2 kg × 65,000
     assert_eq!(int(&minh_order["items_total"]), 120_000); // 3 kg × 40,000
     let lan_total = int(&lan_order["total"]);
@@ -1024,25 +1015,6 @@ async fn random_checkouts_payments_deliveries_refunds_and_payouts_keep_the_ledge
     assert!(every_transaction_balances(&payment).await > 0);
 }
 
-/// A checkout of `quantity` of `listing`, paid by VNPay; answers its order once paid.
-async fn paid_order(api: &Client, buyer: &User, listing: &str, quantity: &str, key: &str) -> Value {
-    let (status, c) = api
-        .checkout(buyer, key, &basket(&[(listing, quantity)], "vnpay"))
-        .await;
-    assert_eq!(status, 201, "{c}");
-    let url = c["payment_url"].as_str().unwrap();
-    assert_eq!(
-        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
-        "00"
-    );
-    let order = c["orders"][0]["id"].as_str().unwrap().to_owned();
-    eventually(Duration::from_secs(15), "the order to be paid", || async {
-        let (_, o) = api.read_order(buyer, &order).await;
-        (o["status"] == "paid").then_some(o)
-    })
-    .await
-}
-
 #[tokio::test]
 async fn while_one_order_is_held_an_operator_refunds_another_that_is_not_delivered() {
     // The default hold: a delivered order's money is held for days.
@@ -1051,10 +1023,16 @@ async fn while_one_order_is_held_an_operator_refunds_another_that_is_not_deliver
     let api = &app.api;
     let operator = User::minted(Role::Operator);
     let (seller, buyer, listing) = api.shop().await;
-    let delivered = paid_order(api, &buyer, &listing, "1", "first").await;
+    let delivered = order_of(
+        &api.paid_by_vnpay(&buyer, &listing, "1", "first").await,
+        &seller,
+    );
     let delivered_id = delivered["id"].as_str().unwrap();
     act(api, &seller, delivered_id, &["confirm", "ship", "deliver"]).await;
-    let undelivered = paid_order(api, &buyer, &listing, "2", "second").await;
+    let undelivered = order_of(
+        &api.paid_by_vnpay(&buyer, &listing, "2", "second").await,
+        &seller,
+    );
     let b = balance_when(
         api,
         &seller,

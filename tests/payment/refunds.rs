@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     TestApp, TestDb,
-    calls::basket,
+    calls::{basket, order_of},
     client::{Client, Request},
     eventually,
     fake_vnpay::{FakeVnpay, ipn_query},
@@ -51,27 +51,6 @@ async fn refunded(api: &Client, who: &User, order: &str, n: usize) -> Value {
         },
     )
     .await
-}
-
-/// A checkout of 1 kg of `listing` by `buyer`, paid by VNPay's IPN; answers it once its order
-/// is paid.
-async fn paid_by_vnpay(api: &Client, buyer: &User, listing: &str, key: &str) -> Value {
-    let (status, c) = api
-        .checkout(buyer, key, &basket(&[(listing, "1")], "vnpay"))
-        .await;
-    assert_eq!(status, 201, "{c}");
-    let order = c["orders"][0]["id"].as_str().unwrap();
-    let url = c["payment_url"].as_str().unwrap();
-    assert_eq!(
-        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
-        "00"
-    );
-    eventually(Duration::from_secs(15), "the order to be paid", || async {
-        let (_, o) = api.read_order(buyer, order).await;
-        (o["status"] == "paid").then_some(())
-    })
-    .await;
-    c
 }
 
 fn total(v: &Value) -> i64 {
@@ -157,16 +136,7 @@ async fn when_one_seller_declines_before_payment_the_buyer_keeps_only_the_other_
         )
         .await;
     assert_eq!(status, 201, "{c}");
-    let order_of = |seller: &User| {
-        c["orders"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["seller"]["id"] == seller.id.as_str())
-            .unwrap()
-            .clone()
-    };
-    let (kept, declined) = (order_of(&first), order_of(&second));
+    let (kept, declined) = (order_of(&c, &first), order_of(&c, &second));
     let declined_id = declined["id"].as_str().unwrap();
     let (status, body) = api
         .order_action(&second, declined_id, "decline", Some("Hết bơ"))
@@ -215,7 +185,7 @@ async fn a_paid_order_cancelled_by_its_buyer_is_refunded_in_full() {
     let app = app_with(&vnpay, |_| {}).await;
     let api = &app.api;
     let (_, buyer, listing) = api.shop().await;
-    let c = paid_by_vnpay(api, &buyer, &listing, "cancel").await;
+    let c = api.paid_by_vnpay(&buyer, &listing, "1", "cancel").await;
     let order = c["orders"][0]["id"].as_str().unwrap();
     let (status, body) = api.order_action(&buyer, order, "cancel", None).await;
     assert_eq!(status, 200, "{body}");
@@ -396,7 +366,7 @@ async fn a_paid_order_refused_at_the_door_is_refunded_and_a_cash_one_owes_nothin
     let app = app_with(&vnpay, |_| {}).await;
     let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
-    let c = paid_by_vnpay(api, &buyer, &listing, "returned").await;
+    let c = api.paid_by_vnpay(&buyer, &listing, "1", "returned").await;
     let order = c["orders"][0]["id"].as_str().unwrap();
     let cash = api.cod_order(&buyer, &listing, "1").await;
     for id in [order, cash.as_str()] {

@@ -328,6 +328,38 @@ impl Client {
         .await;
     }
 
+    /// A checkout of `quantity` of `listing` by `buyer`, paid by VNPay's IPN; answers the
+    /// checkout once its (first) order is paid.
+    pub async fn paid_by_vnpay(
+        &self,
+        buyer: &User,
+        listing: &str,
+        quantity: &str,
+        key: &str,
+    ) -> Value {
+        let (status, c) = self
+            .checkout(buyer, key, &basket(&[(listing, quantity)], "vnpay"))
+            .await;
+        assert_eq!(status, 201, "{c}");
+        let order = c["orders"][0]["id"].as_str().unwrap();
+        let url = c["payment_url"].as_str().unwrap();
+        assert_eq!(
+            self.vnpay_ipn(&super::fake_vnpay::ipn_query(url, "00", None))
+                .await["RspCode"],
+            "00"
+        );
+        super::eventually(
+            std::time::Duration::from_secs(15),
+            "the order to be paid",
+            || async {
+                let (_, o) = self.read_order(buyer, order).await;
+                (o["status"] == "paid").then_some(())
+            },
+        )
+        .await;
+        c
+    }
+
     /// `/v1/search?{query}`, anonymously.
     pub async fn search(&self, query: &str) -> (u16, Value) {
         self.get(&format!("/v1/search?{query}"), None).await
@@ -339,6 +371,17 @@ impl Client {
             .await
             .1
     }
+}
+
+/// The order of `seller` in a checkout the API answered.
+pub fn order_of(checkout: &Value, seller: &User) -> Value {
+    checkout["orders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no orders: {checkout}"))
+        .iter()
+        .find(|o| o["seller"]["id"] == seller.id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no order of {}: {checkout}", seller.id))
 }
 
 /// The `id` of something the API made.

@@ -567,6 +567,49 @@ pub fn thousandths(q: Quantity) -> i64 {
         .unwrap_or(0)
 }
 
+/// A seller kind as the payment schema writes it.
+pub fn seller_kind(s: &str) -> SellerKind {
+    if s == "cooperative" {
+        SellerKind::Cooperative
+    } else {
+        SellerKind::Household
+    }
+}
+
+/// Remembers an order from one of its events (`order.placed`, `order.delivered`): its
+/// checkout, total, seller and method, and, when `delivered` says when, its delivery and
+/// the moment its money leaves the hold. Whichever event comes first makes the row; a
+/// later one fills in only what is missing.
+pub async fn remember_order(
+    conn: &mut PgConnection,
+    order: &nongsan_shared::contracts::events::OrderEvent,
+    delivered: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+) -> anyhow::Result<()> {
+    sqlx::query!(
+        "INSERT INTO payment_orders (order_id, checkout_id, total_vnd, seller_kind, seller_id, seller_name, method, delivered_at, available_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (order_id) DO UPDATE SET
+             seller_kind = COALESCE(payment_orders.seller_kind, EXCLUDED.seller_kind),
+             seller_id = COALESCE(payment_orders.seller_id, EXCLUDED.seller_id),
+             seller_name = COALESCE(payment_orders.seller_name, EXCLUDED.seller_name),
+             method = COALESCE(payment_orders.method, EXCLUDED.method),
+             delivered_at = COALESCE(payment_orders.delivered_at, EXCLUDED.delivered_at),
+             available_at = COALESCE(payment_orders.available_at, EXCLUDED.available_at)",
+        order.order_id.0,
+        order.checkout_id.0,
+        order.total_vnd as _,
+        order.seller.kind.as_str(),
+        order.seller.id,
+        order.seller.name,
+        order.payment_method.as_str(),
+        delivered.map(|d| d.0),
+        delivered.and_then(|d| d.1),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Loads an order's facts, books them ([`book`]) and posts what the ledger does not hold yet
 /// as one transaction (memo `why`). The order's row is locked meanwhile. Answers the accounts
 /// the transaction touched (empty when nothing moved, or the order is not known yet).
@@ -590,11 +633,7 @@ pub async fn settle_order(
         return Ok(Vec::new());
     };
     let seller = Owner {
-        kind: if kind == "cooperative" {
-            SellerKind::Cooperative
-        } else {
-            SellerKind::Household
-        },
+        kind: seller_kind(&kind),
         id: seller_id,
     };
     let captured = method != "cod"
@@ -680,7 +719,8 @@ pub async fn settle_order(
     let posted = post(conn, Kind::Order(order), o.available_at, why, &delta).await?;
     for line in booked {
         sqlx::query!(
-            "UPDATE sale_lines SET gross_vnd = $3, commission_vnd = $4 WHERE order_id = $1 AND listing_id = $2",
+            "UPDATE sale_lines SET gross_vnd = $3, commission_vnd = $4
+             WHERE order_id = $1 AND listing_id = $2 AND (gross_vnd, commission_vnd) IS DISTINCT FROM ($3, $4)",
             order.0,
             line.listing,
             line.gross,
@@ -690,7 +730,8 @@ pub async fn settle_order(
         .await?;
         for lot in line.lots {
             sqlx::query!(
-                "UPDATE sale_lots SET part_vnd = $4, fee_vnd = $5, share_vnd = $6 WHERE order_id = $1 AND listing_id = $2 AND lot_code = $3",
+                "UPDATE sale_lots SET part_vnd = $4, fee_vnd = $5, share_vnd = $6
+                 WHERE order_id = $1 AND listing_id = $2 AND lot_code = $3 AND (part_vnd, fee_vnd, share_vnd) IS DISTINCT FROM ($4, $5, $6)",
                 order.0,
                 line.listing,
                 lot.code,

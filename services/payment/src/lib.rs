@@ -63,6 +63,17 @@ impl AsRef<TokenKeys> for App {
     }
 }
 
+/// Refuses (403) anyone but an operator.
+pub(crate) fn operator_only(
+    actor: &nongsan_shared::auth::Actor,
+) -> Result<(), nongsan_shared::ApiError> {
+    if actor.role == nongsan_shared::auth::Role::Operator {
+        Ok(())
+    } else {
+        Err(nongsan_shared::ApiError::forbidden())
+    }
+}
+
 /// What every handler shares.
 pub type AppState = nongsan_shared::runtime::AppState<App>;
 

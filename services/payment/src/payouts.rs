@@ -12,7 +12,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use nongsan_shared::{
     ApiError, Problems, Text,
-    auth::{Actor, Role},
+    auth::Actor,
     contracts::sellers::SellerKind,
     http::{Json, Path},
 };
@@ -23,6 +23,7 @@ use utoipa::ToSchema;
 use crate::{
     AppState,
     ledger::{self, Account, Kind, Owner},
+    operator_only,
 };
 
 /// One transfer of a batch.
@@ -67,22 +68,6 @@ pub struct PayoutBatch {
     pub without_account: i64,
 }
 
-fn operator_only(actor: &Actor) -> Result<(), ApiError> {
-    if actor.role == Role::Operator {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden())
-    }
-}
-
-fn kind_of(s: &str) -> SellerKind {
-    if s == "cooperative" {
-        SellerKind::Cooperative
-    } else {
-        SellerKind::Household
-    }
-}
-
 async fn load_batch(
     conn: &mut PgConnection,
     id: uuid::Uuid,
@@ -102,7 +87,7 @@ async fn load_batch(
     .into_iter()
     .map(|l| PayoutLine {
         id: l.id,
-        owner_kind: kind_of(&l.owner_kind),
+        owner_kind: ledger::seller_kind(&l.owner_kind),
         owner_id: l.owner_id,
         cooperative_id: l.cooperative_id,
         amount_vnd: l.amount_vnd,
@@ -175,7 +160,7 @@ pub async fn create_batch(
             continue;
         };
         let owner = Owner {
-            kind: kind_of(&d.owner_kind),
+            kind: ledger::seller_kind(&d.owner_kind),
             id: d.owner_id,
         };
         let (source, payee_kind, payee, cooperative) = match d.member_id {
@@ -372,7 +357,7 @@ pub async fn settle_line(
                 member,
             },
             (_, _, Some(id)) => Account::SellerPayable(Owner {
-                kind: kind_of(l.owner_kind.as_deref().unwrap_or_default()),
+                kind: ledger::seller_kind(l.owner_kind.as_deref().unwrap_or_default()),
                 id,
             }),
             _ => {

@@ -41,22 +41,7 @@ impl Handler for TrackOrder {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
         let order: OrderEvent = event.body()?;
         ledger::lock_checkout(tx, order.checkout_id.0).await?;
-        sqlx::query!(
-            "INSERT INTO payment_orders (order_id, checkout_id, total_vnd, seller_kind, seller_id, seller_name, method)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (order_id) DO UPDATE SET seller_kind = EXCLUDED.seller_kind, seller_id = EXCLUDED.seller_id,
-                 seller_name = EXCLUDED.seller_name, method = EXCLUDED.method
-             WHERE payment_orders.seller_id IS NULL",
-            order.order_id.0,
-            order.checkout_id.0,
-            order.total_vnd as _,
-            order.seller.kind.as_str(),
-            order.seller.id,
-            order.seller.name,
-            order.payment_method.as_str(),
-        )
-        .execute(&mut *tx)
-        .await?;
+        ledger::remember_order(tx, &order, None).await?;
         ledger::settle_order(tx, order.order_id, "order placed").await?;
         Ok(())
     }

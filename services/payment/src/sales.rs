@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 
-use crate::{AppState, ledger};
+use crate::{AppState, ledger, operator_only};
 
 /// `stock.sold`: stores the order's lines with their rates and lots, and books them when the
 /// order was delivered already.
@@ -121,23 +121,7 @@ impl Handler for RecordDelivery {
         let order: OrderEvent = event.body()?;
         let hold = chrono::Duration::seconds(i64::try_from(self.hold_secs).unwrap_or(i64::MAX / 2));
         let available_at = event.occurred_at.checked_add_signed(hold);
-        sqlx::query!(
-            "INSERT INTO payment_orders (order_id, checkout_id, total_vnd, seller_kind, seller_id, seller_name, method, delivered_at, available_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (order_id) DO UPDATE SET delivered_at = COALESCE(payment_orders.delivered_at, EXCLUDED.delivered_at),
-                 available_at = COALESCE(payment_orders.available_at, EXCLUDED.available_at)",
-            order.order_id.0,
-            order.checkout_id.0,
-            order.total_vnd as _,
-            order.seller.kind.as_str(),
-            order.seller.id,
-            order.seller.name,
-            order.payment_method.as_str(),
-            event.occurred_at,
-            available_at,
-        )
-        .execute(&mut *tx)
-        .await?;
+        ledger::remember_order(tx, &order, Some((event.occurred_at, available_at))).await?;
         ledger::settle_order(tx, order.order_id, "delivered").await?;
         Ok(())
     }
@@ -193,14 +177,6 @@ pub struct SellerRate {
     pub seller_id: uuid::Uuid,
     /// Basis points.
     pub rate_bps: i32,
-}
-
-fn operator_only(actor: &Actor) -> Result<(), ApiError> {
-    if actor.role == Role::Operator {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden())
-    }
 }
 
 /// The commission rates (an operator's).

@@ -34,7 +34,7 @@ use utoipa::ToSchema;
 use crate::{
     access::{may_manage, owner_of},
     app::AppState,
-    catalog::store::{CertificationStatus, emit_changed, load_listing},
+    catalog::store::{CertificationView, ListingView, emit_changed, load_listing},
     error::{ListingError, Problems, Result},
     search::indexer::mark_dirty,
     sellers::profile::Point,
@@ -91,25 +91,14 @@ pub struct TraceProducer {
     pub point: Option<Point>,
 }
 
-/// A certification as the page shows it.
+/// A certification as the page shows it: as on the listing, with its kind's name.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TraceCertification {
-    /// Kind code.
-    pub kind: String,
-    /// Kind name.
+    /// The kind's name.
     pub name: String,
-    /// Certificate number.
-    pub number: String,
-    /// Issuer.
-    pub issuer: String,
-    /// First day valid.
-    pub valid_from: NaiveDate,
-    /// Last day valid.
-    pub valid_until: NaiveDate,
-    /// In force today, expired or not yet valid.
-    pub status: CertificationStatus,
-    /// `pending`, `verified` or `rejected` by an operator.
-    pub verification: String,
+    /// The certification, its validity today and its verification.
+    #[serde(flatten)]
+    pub certification: CertificationView,
 }
 
 /// One step of the lot's life.
@@ -156,7 +145,8 @@ pub async fn load_trace(
     lot_id: uuid::Uuid,
     lang: Lang,
 ) -> Result<Option<LotTrace>> {
-    let Some(lot) = sqlx::query!(
+    let Some(lot) = sqlx::query_as!(
+        LotRow,
         r#"SELECT l.id, l.lot_code, l.harvest_date, l.listing_id AS "listing_id: ListingId", h.name AS "grower?"
            FROM lots l LEFT JOIN households h ON h.account_id = l.household_id WHERE l.id = $1"#,
         lot_id,
@@ -167,6 +157,27 @@ pub async fn load_trace(
         return Ok(None);
     };
     let listing = load_listing(conn, lot.listing_id).await?;
+    Ok(Some(trace_of(conn, base, lot, listing, lang).await?))
+}
+
+/// A lot as its trace reads it.
+struct LotRow {
+    id: uuid::Uuid,
+    lot_code: String,
+    harvest_date: NaiveDate,
+    listing_id: ListingId,
+    grower: Option<String>,
+}
+
+/// The trace of a lot of `listing`.
+async fn trace_of(
+    conn: &mut PgConnection,
+    base: &str,
+    lot: LotRow,
+    listing: ListingView,
+    lang: Lang,
+) -> Result<LotTrace> {
+    let lot_id = lot.id;
     let vi = lang == Lang::Vi;
     let r = nongsan_shared::reference::reference();
     let category_name = r
@@ -230,22 +241,16 @@ pub async fn load_trace(
         .certifications
         .iter()
         .map(|c| TraceCertification {
-            kind: c.kind.clone(),
             name: r
                 .certifications
                 .iter()
                 .find(|k| k.code == c.kind)
                 .map(|k| k.name.clone())
                 .unwrap_or_else(|| c.kind.clone()),
-            number: c.number.clone(),
-            issuer: c.issuer.clone(),
-            valid_from: c.valid_from,
-            valid_until: c.valid_until,
-            status: c.status,
-            verification: c.verification.clone(),
+            certification: c.clone(),
         })
         .collect();
-    Ok(Some(LotTrace {
+    Ok(LotTrace {
         link: gs1::lot_link(
             base,
             listing.gtin.as_deref(),
@@ -280,7 +285,7 @@ pub async fn load_trace(
         certifications,
         ocop_stars: listing.ocop_stars,
         events,
-    }))
+    })
 }
 
 /// Whether the caller wants JSON rather than a page.
@@ -501,8 +506,13 @@ pub async fn listing_labels(
     let owner = owner_of(&mut conn, id).await?;
     may_manage(&mut conn, &actor, owner).await?;
     let lang = lang_of(&headers);
-    let lots: Vec<uuid::Uuid> = sqlx::query_scalar!(
-        "SELECT id FROM lots WHERE listing_id = $1 AND on_hand > 0 ORDER BY harvest_date, created_at LIMIT $2",
+    // The listing is read once for the whole sheet.
+    let listing = load_listing(&mut conn, id).await?;
+    let lots = sqlx::query_as!(
+        LotRow,
+        r#"SELECT l.id, l.lot_code, l.harvest_date, l.listing_id AS "listing_id: ListingId", h.name AS "grower?"
+           FROM lots l LEFT JOIN households h ON h.account_id = l.household_id
+           WHERE l.listing_id = $1 AND l.on_hand > 0 ORDER BY l.harvest_date, l.created_at LIMIT $2"#,
         id as _,
         LABELS_MAX,
     )
@@ -510,10 +520,9 @@ pub async fn listing_labels(
     .await?;
     let mut labels = Vec::with_capacity(lots.len());
     for lot in lots {
-        if let Some(t) = load_trace(&mut conn, &app.trace_base, lot, lang).await? {
-            let svg = qr::svg(&t.link, 160)?;
-            labels.push((t, svg));
-        }
+        let t = trace_of(&mut conn, &app.trace_base, lot, listing.clone(), lang).await?;
+        let svg = qr::svg(&t.link, 160)?;
+        labels.push((t, svg));
     }
     Ok(page::html(StatusCode::OK, page::labels(&labels, lang)))
 }

@@ -57,7 +57,8 @@ fn shell(lang: Lang, title: &str, body: &str) -> String {
     )
 }
 
-fn certification(c: &TraceCertification, vi: bool) -> String {
+fn certification(t: &TraceCertification, vi: bool) -> String {
+    let c = &t.certification;
     let (class, state) = match (c.status, c.verification.as_str(), vi) {
         (_, "rejected", true) => ("off", "không được công nhận".to_owned()),
         (_, "rejected", false) => ("off", "rejected".to_owned()),
@@ -93,7 +94,7 @@ fn certification(c: &TraceCertification, vi: bool) -> String {
     };
     format!(
         "<li><strong>{}</strong> {} <span class=\"badge {class}\">{}{verified}</span><br><span class=\"muted\">{}: {}</span></li>",
-        esc(&c.name),
+        esc(&t.name),
         esc(&c.number),
         esc(&state),
         if vi { "Cấp bởi" } else { "Issued by" },

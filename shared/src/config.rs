@@ -114,6 +114,9 @@ pub struct Settings {
     /// How long a delivered order's money is held before the seller can be paid it
     /// (returns and disputes), seconds.
     pub payout_hold_secs: u64,
+    /// How old a reservation may be before the listing service asks the order service
+    /// whether its checkout was stored, and gives it back when none was, seconds.
+    pub reservation_orphan_secs: u64,
     /// Attempts a consumer makes at one event before it goes to the dead-letter list.
     pub events_max_attempts: u32,
     /// First retry delay of a failing event, in milliseconds; it doubles on each attempt.
@@ -193,6 +196,7 @@ impl Default for Settings {
             certification_sweep_secs: 3600,
             commission_default_bps: 500,
             payout_hold_secs: 7 * 24 * 3600,
+            reservation_orphan_secs: 60,
             events_max_attempts: 8,
             events_retry_base_ms: 500,
             events_poll_ms: 500,

@@ -234,9 +234,19 @@ impl ApiError {
         let mut res = (self.status, body).into_response();
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // A dependency is away: the caller may try again, and when.
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER_SECS),
+            );
+        }
         res
     }
 }
+
+/// Seconds a 503 asks the caller to wait before trying again (`Retry-After`).
+pub const UNAVAILABLE_RETRY_AFTER_SECS: &str = "5";
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -185,6 +185,9 @@ const TABLE: &[Row] = &[
     row("POST /v1/internal/reservations/{id}/release", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, NO, OK]),
     row("GET /v1/internal/seller-access", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, NO, OK]),
     row("POST /v1/internal/payments", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, NO, OK]),
+    // The listing service's question about reservations without a checkout gives them up:
+    // a service's only, never an operator's.
+    row("POST /v1/internal/checkouts/reservation-outcomes", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, NO, OK]),
 
     // Operations: the operator only (an unknown dead letter is a 404 to the operator).
     row("GET /v1/ops/listing/dead-letters", "", [ANON, NO, NO, NO, NO, NO, NO, NO, NO, OK, NO]),
@@ -629,6 +632,10 @@ async fn request(w: &World, row: &Row) -> Request {
             "/v1/internal/seller-access?actor_id={}&role=helper&on_behalf_of={h}&seller_kind=household&seller_id={h}",
             w.helper.id
         )),
+        ("POST /v1/internal/checkouts/reservation-outcomes", _) => {
+            Request::post("/v1/internal/checkouts/reservation-outcomes")
+                .json(&json!({ "reservation_ids": [unknown] }))
+        }
         ("POST /v1/internal/payments", _) => Request::post("/v1/internal/payments").json(&json!({
             "checkout_id": unknown, "method": "vnpay", "amount_vnd": 65000, "buyer_id": w.buyer.id
         })),

@@ -145,7 +145,8 @@ async fn an_expired_reservation_gives_its_stock_back() {
         &service,
         &id,
         json!([{ "listing_id": listing, "quantity": "4" }]),
-        1,
+        // Long enough to read the stock it holds on a loaded machine.
+        3,
     )
     .await;
     assert_eq!(status, 201);

@@ -37,9 +37,14 @@ impl Service {
             path.strip_prefix(prefix)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
         };
-        if ["/v1/checkouts", "/v1/orders", "/v1/ops/order"]
-            .into_iter()
-            .any(under)
+        if [
+            "/v1/checkouts",
+            "/v1/orders",
+            "/v1/ops/order",
+            "/v1/internal/checkouts",
+        ]
+        .into_iter()
+        .any(under)
         {
             Self::Order
         } else if ["/v1/payments", "/v1/internal/payments", "/v1/ops/payment"]

@@ -159,7 +159,6 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     // The service follows its own events to keep the search index current.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
         .on(EventType::ListingChanged, search::indexer::MarkDirty)
-        .on(EventType::StockChanged, search::indexer::MarkDirty)
         .on(
             EventType::OrderPaid,
             stock::reservations::consumers::CommitOrderLines,
@@ -203,6 +202,8 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         .push(tokio::spawn(stock::reservations::sweeper::run_sweeper(
             pool,
             SWEEP_EVERY,
+            platform.peers.order.clone(),
+            Duration::from_secs(platform.settings.reservation_orphan_secs.max(1)),
         )));
     Ok(service)
 }

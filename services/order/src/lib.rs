@@ -78,6 +78,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::act_on_order))
         .routes(routes!(recall::orders_of_lot))
+        .routes(routes!(checkout::orphans::reservation_outcomes))
 }
 
 /// Opens the schema, runs migrations, starts the expirer and the inbox, and returns the

@@ -107,3 +107,21 @@ pub struct ReservationView {
     /// The lines.
     pub lines: Vec<ReservedLine>,
 }
+
+/// The listing service asks which of these reservations have a checkout
+/// (`POST /v1/internal/checkouts/reservation-outcomes`, order).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationsAsked {
+    /// At most 1,000.
+    pub reservation_ids: Vec<ReservationId>,
+}
+
+/// What became of each reservation asked about: final answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReservationOutcomes {
+    /// A checkout was stored with these: their stock stays held.
+    pub placed: Vec<ReservationId>,
+    /// No checkout was stored with these, and none can be from now on: give their stock back.
+    pub abandoned: Vec<ReservationId>,
+}

@@ -105,20 +105,19 @@ pub async fn emit_named(
     data: &impl Serialize,
 ) -> anyhow::Result<EventId> {
     let id = EventId::new();
+    // One statement, one round trip: the row, and the relay's wake-up (delivered to
+    // listeners only when the transaction commits; a data-modifying WITH always runs).
     sqlx::query!(
-        "INSERT INTO outbox (id, event_type, aggregate_id, version, payload) VALUES ($1, $2, $3, $4, $5)",
+        "WITH stored AS (INSERT INTO outbox (id, event_type, aggregate_id, version, payload) VALUES ($1, $2, $3, $4, $5))
+         SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS notified",
         id.0,
         event_type,
         aggregate_id,
         version,
         serde_json::to_value(data)?,
     )
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    // Delivered to listeners only when the transaction commits.
-    sqlx::query!("SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS notified")
-        .fetch_one(&mut *conn)
-        .await?;
     Ok(id)
 }
 

@@ -145,13 +145,11 @@ pub async fn list_listings(
     }
     let selection = Selection {
         all_statuses: f.all_statuses,
-        id: None,
         household_id: f.household_id,
         cooperative_id: f.cooperative_id,
         subcategories: f.category.as_deref().map(subcategories).unwrap_or_default(),
         category: f.category,
         after,
-        ids: Vec::new(),
         limit: paging::rows_to_fetch(limit),
     };
     let rows = select(&mut conn, &selection).await?;

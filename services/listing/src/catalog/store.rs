@@ -287,8 +287,6 @@ pub(crate) struct ListingRow {
 pub(crate) struct Selection {
     /// Drafts, paused and hidden listings too.
     pub all_statuses: bool,
-    /// Only this listing.
-    pub id: Option<ListingId>,
     /// Only this household's.
     pub household_id: Option<AccountId>,
     /// Only this cooperative's.
@@ -299,42 +297,73 @@ pub(crate) struct Selection {
     pub subcategories: Vec<String>,
     /// Only ids after this one (keyset paging).
     pub after: Option<ListingId>,
-    /// Only these listings (none: no such filter).
-    pub ids: Vec<ListingId>,
     /// At most this many.
     pub limit: i64,
 }
 
-/// Reads listings in id order.
+/// Reads the listings a selection picks, in id order: their ids from `listings` alone,
+/// then [`rows`].
 pub(crate) async fn select(conn: &mut PgConnection, s: &Selection) -> Result<Vec<ListingRow>> {
-    Ok(sqlx::query_as!(
-        ListingRow,
-        r#"SELECT l.id AS "id: ListingId", l.household_id AS "household_id: AccountId", l.cooperative_id AS "cooperative_id: CooperativeId",
-            COALESCE(h.name, c.name) AS "seller_name!", l.title, l.description, l.category_code, l.unit_code, l.price_vnd AS "price_vnd: Vnd",
-            l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon, l.gtin,
-            l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
-            s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity"
-         FROM listings l JOIN stock s ON s.listing_id = l.id
-         LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
+    let ids = sqlx::query_scalar!(
+        r#"SELECT l.id AS "id: ListingId" FROM listings l
          WHERE ($1 OR l.status = 'active')
-           AND ($2::uuid IS NULL OR l.id = $2)
-           AND ($3::uuid IS NULL OR l.household_id = $3) AND ($4::uuid IS NULL OR l.cooperative_id = $4)
-           AND ($5::text IS NULL OR l.category_code = $5 OR l.category_code = ANY($6::text[]))
-           AND ($7::uuid IS NULL OR l.id > $7)
-           AND (cardinality($9::uuid[]) = 0 OR l.id = ANY($9))
-         ORDER BY l.id LIMIT $8"#,
+           AND ($2::uuid IS NULL OR l.household_id = $2) AND ($3::uuid IS NULL OR l.cooperative_id = $3)
+           AND ($4::text IS NULL OR l.category_code = $4 OR l.category_code = ANY($5::text[]))
+           AND ($6::uuid IS NULL OR l.id > $6)
+         ORDER BY l.id LIMIT $7"#,
         s.all_statuses,
-        s.id as _,
         s.household_id as _,
         s.cooperative_id as _,
         s.category.as_deref(),
         &s.subcategories,
         s.after as _,
         s.limit,
-        &s.ids.iter().map(|i| i.0).collect::<Vec<_>>(),
     )
-    .fetch_all(conn)
-    .await?)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows(conn, &ids).await
+}
+
+/// Reads these listings with their stock and seller, in id order, whatever their status.
+/// The statements have one shape whatever is asked, unlike the catch-all statement of the
+/// filters, which PostgreSQL plans again on every call (its best plan depends on which
+/// filters are set); for one listing that planning cost more than running it. One listing
+/// (a listing page, the hottest read) has a statement of its own: PostgreSQL plans
+/// `id = $1` once per connection, while `id = ANY($1)` is planned again for each array, as a
+/// plan for one id costs less than one for the ten its generic plan expects.
+async fn rows(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingRow>> {
+    match ids {
+        [] => Ok(Vec::new()),
+        [id] => Ok(sqlx::query_as!(
+            ListingRow,
+            r#"SELECT l.id AS "id: ListingId", l.household_id AS "household_id: AccountId", l.cooperative_id AS "cooperative_id: CooperativeId",
+                COALESCE(h.name, c.name) AS "seller_name!", l.title, l.description, l.category_code, l.unit_code, l.price_vnd AS "price_vnd: Vnd",
+                l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon, l.gtin,
+                l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
+                s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity"
+             FROM listings l JOIN stock s ON s.listing_id = l.id
+             LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
+             WHERE l.id = $1"#,
+            id as _,
+        )
+        .fetch_all(conn)
+        .await?),
+        _ => Ok(sqlx::query_as!(
+            ListingRow,
+            r#"SELECT l.id AS "id: ListingId", l.household_id AS "household_id: AccountId", l.cooperative_id AS "cooperative_id: CooperativeId",
+                COALESCE(h.name, c.name) AS "seller_name!", l.title, l.description, l.category_code, l.unit_code, l.price_vnd AS "price_vnd: Vnd",
+                l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon, l.gtin,
+                l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
+                s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity"
+             FROM listings l JOIN stock s ON s.listing_id = l.id
+             LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
+             WHERE l.id = ANY($1)
+             ORDER BY l.id"#,
+            &ids.iter().map(|i| i.0).collect::<Vec<_>>(),
+        )
+        .fetch_all(conn)
+        .await?),
+    }
 }
 
 pub(crate) async fn views(
@@ -428,16 +457,7 @@ pub(crate) async fn views(
 /// Loads listings, whatever their status, in id order (those that do not exist are left
 /// out): two queries for any number.
 pub async fn load_listings(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingView>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let selection = Selection {
-        all_statuses: true,
-        ids: ids.to_vec(),
-        limit: i64::try_from(ids.len()).unwrap_or(i64::MAX),
-        ..Selection::default()
-    };
-    let rows = select(conn, &selection).await?;
+    let rows = rows(conn, ids).await?;
     views(conn, rows).await
 }
 
@@ -459,13 +479,7 @@ pub async fn listings_after(
 
 /// Loads one listing.
 pub async fn load_listing(conn: &mut PgConnection, id: ListingId) -> Result<ListingView> {
-    let selection = Selection {
-        all_statuses: true,
-        id: Some(id),
-        limit: 1,
-        ..Selection::default()
-    };
-    let rows = select(conn, &selection).await?;
+    let rows = rows(conn, &[id]).await?;
     if rows.is_empty() {
         return Err(ListingError::NotFound("listing"));
     }

@@ -1,7 +1,7 @@
 //! Keeping the index up to date from the listing events.
 //!
-//! The listing service consumes its own `listing.changed` and `stock.changed` events; the
-//! handler only marks the listing dirty (in the inbox's transaction, so it never fails for
+//! The listing service consumes its own `listing.changed` events; the handler only marks the
+//! listing dirty (in the inbox's transaction, so it never fails for
 //! the engine's sake). The indexer then loads each dirty listing as it is now and writes it to
 //! the engine, retrying with backoff while the engine is away: nothing is lost, and the index
 //! always ends with the latest state, whatever order the events came in.
@@ -16,10 +16,11 @@ use nongsan_shared::{
 };
 use sqlx::{PgConnection, PgPool, postgres::PgListener};
 
-use super::SearchEngine;
+use super::{
+    SearchEngine,
+    dirty::{CHANNEL, mark_dirty},
+};
 use crate::catalog::store::{listings_after, load_listings};
-
-const CHANNEL: &str = "nongsan_search_dirty";
 
 /// Marks the listing of a `listing.changed` or `stock.changed` event dirty.
 #[derive(Debug, Clone, Copy)]
@@ -31,22 +32,6 @@ impl Handler for MarkDirty {
         let id: ListingId = event.aggregate_id.parse()?;
         mark_dirty(tx, &[id]).await
     }
-}
-
-/// Marks listings dirty; the indexer is woken when the transaction commits.
-pub async fn mark_dirty(conn: &mut PgConnection, ids: &[ListingId]) -> anyhow::Result<()> {
-    let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
-    sqlx::query!(
-        "INSERT INTO search_dirty (listing_id) SELECT unnest($1::uuid[])
-         ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp()",
-        &ids,
-    )
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query!("SELECT pg_notify($1, '')", CHANNEL)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// Dirty listings written to the engine at once.

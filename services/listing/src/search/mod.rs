@@ -1,13 +1,14 @@
 //! Search over the catalog: the `/v1/search` handler and the indexer that keeps the engine
 //! (crate `nongsan-search`: Meilisearch or the embedded index) following the listing events.
 
+pub mod dirty;
 pub mod indexer;
 
 use std::sync::Arc;
 
 use axum::{Json as AxumJson, extract::State};
 use nongsan_shared::{
-    ApiError, Text,
+    ApiError, Quantity, Text,
     auth::{Actor, Role},
     http::{Mode, Query},
     paging,
@@ -352,7 +353,8 @@ pub async fn search_listings(
     Query(params): Query<SearchParams>,
 ) -> Result<AxumJson<SearchPage>, ApiError> {
     let query = params.check(actor.as_ref())?;
-    let found = app.search.search(&query).await.map_err(engine_problem)?;
+    let mut found = app.search.search(&query).await.map_err(engine_problem)?;
+    live_stock(&app.pool, &mut found.hits).await?;
     let seen = u64::try_from(query.page.saturating_mul(query.per_page)).unwrap_or(u64::MAX);
     let next_cursor = (seen < found.total && query.page < MAX_PAGES)
         .then(|| paging::cursor(&format!("page:{}:{}", query.page + 1, query.per_page)));
@@ -364,6 +366,35 @@ pub async fn search_listings(
         processing_time_ms: found.processing_time_ms,
         engine: found.engine,
     }))
+}
+
+/// Sets each hit's stock figures from the stock table, in one statement: the index is
+/// rewritten when a listing's stock runs out or comes back, not on every reservation of a
+/// busy listing, so its own figure may be behind.
+async fn live_stock(pool: &sqlx::PgPool, hits: &mut [nongsan_search::Hit]) -> Result<(), ApiError> {
+    let ids: Vec<uuid::Uuid> = hits.iter().filter_map(|h| h.doc.id.parse().ok()).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let levels: std::collections::HashMap<String, Quantity> = sqlx::query!(
+        r#"SELECT listing_id, on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity" FROM stock WHERE listing_id = ANY($1)"#,
+        &ids,
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| {
+        let available = r.on_hand.checked_sub(r.reserved).unwrap_or(Quantity::ZERO);
+        (r.listing_id.to_string(), available)
+    })
+    .collect();
+    for h in hits {
+        if let Some(available) = levels.get(&h.doc.id) {
+            h.doc.available = available.to_string();
+            h.doc.in_stock = available.is_positive();
+        }
+    }
+    Ok(())
 }
 
 /// Deepest page a search reaches (as engines do: past it, refine the words or filters).

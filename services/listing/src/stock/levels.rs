@@ -71,6 +71,7 @@ pub async fn apply(
     moves: &[Movement<'_>],
 ) -> Result<StockLevels> {
     let (mut on_hand, mut reserved, threshold) = lock_stock(conn, listing).await?;
+    let was_in_stock = reserved < on_hand;
     for m in moves {
         on_hand = on_hand
             .checked_add(m.on_hand)
@@ -129,6 +130,12 @@ pub async fn apply(
     .execute(&mut *conn)
     .await?;
     let levels = StockLevels::new(on_hand, reserved, threshold);
+    // The index filters on whether anything is available and nothing else of the stock (a
+    // hit's figures are read live): it is rewritten only when that flips, not on every
+    // reservation of a busy listing.
+    if was_in_stock != (reserved < on_hand) {
+        crate::search::dirty::mark_dirty(conn, &[listing]).await?;
+    }
     events::emit(
         conn,
         EventType::StockChanged,

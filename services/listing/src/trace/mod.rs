@@ -36,7 +36,7 @@ use crate::{
     app::AppState,
     catalog::store::{CertificationView, ListingView, emit_changed, load_listing},
     error::{ListingError, Problems, Result},
-    search::indexer::mark_dirty,
+    search::dirty::mark_dirty,
     sellers::profile::Point,
 };
 

@@ -7,14 +7,18 @@
 //!    checkout's own expiry;
 //! 3. the checkout and one order per seller are stored, with `order.placed` per order;
 //! 4. for an online payment, the payment service opens the payment;
-//! 5. a failure after step 2 releases the reservation; a crash leaves it to expire.
+//! 5. a failure after step 2 releases the reservation; a crash between steps 2 and 3 leaves
+//!    a reservation with no checkout, which the listing service asks about a minute later
+//!    and gives back ([`orphans`]).
 //!
 //! The parts: [`request`] (the request as sent and its checked form), [`saga`] (steps 2–5),
-//! [`store`] (its SQL), [`expiry`] (the worker expiring unpaid checkouts) and [`handlers`]
-//! (the endpoints, re-exported here).
+//! [`store`] (its SQL), [`expiry`] (the worker expiring unpaid checkouts), [`orphans`] (the
+//! answer about reservations without a checkout) and [`handlers`] (the endpoints,
+//! re-exported here).
 
 pub mod expiry;
 pub mod handlers;
+pub mod orphans;
 pub mod request;
 pub mod saga;
 pub mod store;

@@ -2,7 +2,7 @@
 //! `order.placed` per order), reading whose a checkout is, marking one failed or expired.
 
 use chrono::{DateTime, Utc};
-use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Vnd, events};
+use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Text, Vnd, events};
 use sqlx::{PgConnection, PgPool};
 
 use nongsan_shared::contracts::{
@@ -14,7 +14,7 @@ use nongsan_shared::contracts::{
 
 use super::request::{NewCheckout, PaymentMethod};
 use crate::{
-    error::Result,
+    error::{OrderError, Result},
     views::{CheckoutView, load_checkout},
 };
 
@@ -72,8 +72,12 @@ pub async fn insert_checkout(
     };
     let d = &c.delivery;
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "INSERT INTO checkouts (id, buyer_id, reservation_id, payment_method, status, province_code, commune_code, street, recipient_name,
+    // The checkout claims its reservation in the same statement: if the listing service's
+    // orphan sweep gave the reservation up first, the claim is taken and nothing is stored
+    // (see `super::orphans`).
+    let stored = sqlx::query!(
+        "WITH claim AS (INSERT INTO reservation_claims (reservation_id, outcome) VALUES ($3, 'placed'))
+         INSERT INTO checkouts (id, buyer_id, reservation_id, payment_method, status, province_code, commune_code, street, recipient_name,
             recipient_phone, items_total, delivery_total, grand_total, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         id.0,
@@ -92,7 +96,19 @@ pub async fn insert_checkout(
         expires_at,
     )
     .execute(&mut *tx)
-    .await?;
+    .await;
+    match stored {
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("reservation_claims_pkey") => {
+            return Err(OrderError::Conflict(
+                "reservation_expired",
+                Text::new(
+                    "This checkout took too long and its stock was given back; check out again with a new Idempotency-Key.",
+                    "Lượt thanh toán này quá lâu nên hàng đã được trả lại; hãy thanh toán lại với Idempotency-Key mới.",
+                ),
+            ));
+        }
+        other => other?,
+    };
     for (seller, lines) in &sellers {
         let order = OrderId::new();
         let items = sum(lines).ok_or_else(|| anyhow::anyhow!("total overflow"))?;

@@ -2,8 +2,9 @@
 
 use axum::{Json as AxumJson, extract::State, http::StatusCode};
 use nongsan_shared::{
-    ListingId, Quantity, ReservationId, Vnd,
+    AccountId, ListingId, Quantity, ReservationId, Vnd,
     auth::{Actor, Role},
+    contracts::reservations::ReservationStatus,
     http::{Json, Path},
     invalid::Invalid,
 };
@@ -14,8 +15,8 @@ use crate::{
     stock::{
         levels::{Movement, apply},
         reservations::{
-            model::{ReservationRequest, ReservationView, check_request},
-            store::{commit, load, release},
+            model::{ReservationRequest, ReservationView, ReservedLine, check_request},
+            store::{commit, load, release, seller},
         },
     },
 };
@@ -57,51 +58,42 @@ pub async fn create_reservation(
     let request = serde_json::to_value(&r.lines).map_err(anyhow::Error::from)?;
     // A sold-out listing answers at once, without queueing for its stock row: under a rush
     // for the last kilograms most requests end here. The check under the lock below decides.
-    let new_id = sqlx::query_scalar!(
-        r#"SELECT NOT EXISTS (SELECT 1 FROM reservations WHERE id = $1) AS "new!""#,
+    // (A reservation id already used reads no stock: its answer is the reservation.)
+    let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
+    let available: Vec<(ListingId, Quantity, Quantity)> = sqlx::query!(
+        r#"SELECT listing_id AS "listing_id: ListingId", on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity"
+           FROM stock WHERE listing_id = ANY($1) AND NOT EXISTS (SELECT 1 FROM reservations WHERE id = $2)"#,
+        &ids,
         r.id as _,
     )
-    .fetch_one(&app.pool)
-    .await?;
-    if new_id {
-        let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
-        let available: Vec<(ListingId, Quantity, Quantity)> = sqlx::query!(
-            r#"SELECT listing_id AS "listing_id: ListingId", on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity"
-               FROM stock WHERE listing_id = ANY($1)"#,
-            &ids,
-        )
-        .fetch_all(&app.pool)
-        .await?
-        .into_iter()
-        .map(|s| (s.listing_id, s.on_hand, s.reserved))
-        .collect();
-        for line in &r.lines {
-            if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id)
-            {
-                let free = on_hand.checked_sub(*reserved).unwrap_or(Quantity::ZERO);
-                if free < line.quantity {
-                    return Err(ListingError::InsufficientStock {
-                        listing: line.listing_id,
-                        available: free,
-                    });
-                }
+    .fetch_all(&app.pool)
+    .await?
+    .into_iter()
+    .map(|s| (s.listing_id, s.on_hand, s.reserved))
+    .collect();
+    for line in &r.lines {
+        if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id) {
+            let free = on_hand.checked_sub(*reserved).unwrap_or(Quantity::ZERO);
+            if free < line.quantity {
+                return Err(ListingError::InsufficientStock {
+                    listing: line.listing_id,
+                    available: free,
+                });
             }
         }
     }
     let mut tx = app.pool.begin().await?;
-    let inserted = sqlx::query!(
+    let inserted = sqlx::query_scalar!(
         "INSERT INTO reservations (id, status, request, expires_at, holder_id) VALUES ($1, 'active', $2, now() + make_interval(secs => $3), $4)
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (id) DO NOTHING RETURNING expires_at",
         r.id as _,
         &request,
         f64::from(ttl),
         r.holder as _,
     )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(expires_at) = inserted else {
         let earlier =
             sqlx::query_scalar!("SELECT request FROM reservations WHERE id = $1", r.id as _)
                 .fetch_one(&mut *tx)
@@ -117,22 +109,25 @@ pub async fn create_reservation(
             ));
         }
         return Ok((StatusCode::OK, AxumJson(load(&mut tx, r.id).await?)));
-    }
+    };
+    // The answer is built from what the lines read under their locks, not read back.
+    let mut reserved: Vec<Option<ReservedLine>> = r.lines.iter().map(|_| None).collect();
     // Lock stock rows in one order (listing id) so concurrent reservations cannot deadlock.
     let mut order: Vec<usize> = (0..r.lines.len()).collect();
     order.sort_by_key(|&i| r.lines[i].listing_id);
     for i in order {
         let line = &r.lines[i];
-        let listing: Option<(String, Quantity, Quantity, Vnd)> = sqlx::query!(
-            r#"SELECT status, min_order AS "min_order: Quantity", step AS "step: Quantity", price_vnd AS "price_vnd: Vnd"
-               FROM listings WHERE id = $1"#,
+        let listing = sqlx::query!(
+            r#"SELECT l.status, l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.price_vnd AS "price_vnd: Vnd",
+                l.title, l.unit_code, l.household_id AS "household_id: AccountId", l.cooperative_id, COALESCE(h.name, c.name) AS "seller_name!", l.gtin
+               FROM listings l LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
+               WHERE l.id = $1"#,
             line.listing_id as _,
         )
         .fetch_optional(&mut *tx)
-        .await?
-        .map(|l| (l.status, l.min_order, l.step, l.price_vnd));
+        .await?;
         let field = |f: &str| format!("lines[{i}].{f}");
-        let Some((status, min_order, step, price)) = listing else {
+        let Some(listing) = listing else {
             return Err(ListingError::field(
                 field("listing_id"),
                 Invalid::new(
@@ -142,7 +137,8 @@ pub async fn create_reservation(
                 ),
             ));
         };
-        if status != "active" {
+        let (min_order, step, price) = (listing.min_order, listing.step, listing.price_vnd);
+        if listing.status != "active" {
             return Err(ListingError::conflict(
                 "listing_unavailable",
                 format!("Listing {} is not for sale now.", line.listing_id),
@@ -190,6 +186,25 @@ pub async fn create_reservation(
         )
         .execute(&mut *tx)
         .await?;
+        let line_no = i32::try_from(i).unwrap_or(i32::MAX);
+        if let Some(slot) = reserved.get_mut(i) {
+            *slot = Some(ReservedLine {
+                line_no,
+                listing_id: line.listing_id,
+                title: listing.title,
+                unit: listing.unit_code,
+                quantity: line.quantity,
+                unit_price: price,
+                line_total: price.times(line.quantity).unwrap_or(Vnd(i64::MAX)),
+                seller: seller(
+                    listing.household_id,
+                    listing.cooperative_id,
+                    listing.seller_name,
+                ),
+                gtin: listing.gtin,
+                allocations: Vec::new(),
+            });
+        }
         // The stock row is locked: another reservation of the same holder for this listing
         // waits for this one and then counts it.
         if let Some(holder) = r.holder {
@@ -221,9 +236,15 @@ pub async fn create_reservation(
         }
     }
     tx.commit().await?;
-    // Read back after the commit, so the stock rows are not held while the answer is built.
-    let mut conn = app.pool.acquire().await?;
-    Ok((StatusCode::CREATED, AxumJson(load(&mut conn, r.id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(ReservationView {
+            id: r.id,
+            status: ReservationStatus::Active,
+            expires_at,
+            lines: reserved.into_iter().flatten().collect(),
+        }),
+    ))
 }
 
 /// A reservation.

@@ -17,6 +17,26 @@ use nongsan_shared::contracts::{
     sellers::{Seller, SellerKind},
 };
 
+/// A listing's seller: its household, else its cooperative.
+pub(crate) fn seller(
+    household: Option<AccountId>,
+    cooperative: Option<uuid::Uuid>,
+    name: String,
+) -> Seller {
+    match (household, cooperative) {
+        (Some(h), _) => Seller {
+            kind: SellerKind::Household,
+            id: h.0,
+            name,
+        },
+        (_, c) => Seller {
+            kind: SellerKind::Cooperative,
+            id: c.unwrap_or_default(),
+            name,
+        },
+    }
+}
+
 /// Loads a reservation with its lines, sellers and allocations.
 pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<ReservationView> {
     let (status, expires_at): (ReservationStatus, DateTime<Utc>) =
@@ -109,18 +129,7 @@ pub async fn load(conn: &mut PgConnection, id: ReservationId) -> Result<Reservat
                     quantity,
                     unit_price,
                     line_total: unit_price.times(quantity).unwrap_or(Vnd(i64::MAX)),
-                    seller: match (household, coop) {
-                        (Some(h), _) => Seller {
-                            kind: SellerKind::Household,
-                            id: h.0,
-                            name,
-                        },
-                        (_, c) => Seller {
-                            kind: SellerKind::Cooperative,
-                            id: c.unwrap_or_default(),
-                            name,
-                        },
-                    },
+                    seller: seller(household, coop, name),
                     gtin,
                     allocations: allocations
                         .iter()

@@ -1,0 +1,26 @@
+//! The dirty list: listings whose index document must be written again. Marking one is a
+//! write in the caller's transaction (an inbox handler's, or a stock change's when a listing
+//! runs out or comes back), which wakes the indexer when it commits. A leaf module, so that
+//! stock and catalog code can mark without depending on the indexer.
+
+use nongsan_shared::ListingId;
+use sqlx::PgConnection;
+
+/// The notification channel the indexer listens on.
+pub const CHANNEL: &str = "nongsan_search_dirty";
+
+/// Marks listings dirty; the indexer is woken when the transaction commits.
+pub async fn mark_dirty(conn: &mut PgConnection, ids: &[ListingId]) -> anyhow::Result<()> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
+    // One statement: the marks and the indexer's wake-up (a data-modifying WITH always runs).
+    sqlx::query!(
+        "WITH marked AS (INSERT INTO search_dirty (listing_id) SELECT unnest($1::uuid[])
+           ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp())
+         SELECT pg_notify($2, '')",
+        &ids,
+        CHANNEL,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

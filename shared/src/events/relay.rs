@@ -8,6 +8,11 @@ use super::{Bus, Envelope};
 use crate::{failpoint, ids::EventId};
 
 /// Publishes one service's outbox.
+/// Events published at once.
+const BATCH: i64 = 100;
+/// [`BATCH`] as a count.
+const BATCH_LEN: usize = 100;
+
 #[derive(Clone)]
 pub struct Relay {
     pool: PgPool,
@@ -41,7 +46,8 @@ impl Relay {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query!(
             r#"SELECT id AS "id: EventId", event_type, aggregate_id, version, payload, occurred_at FROM outbox
-             WHERE published_at IS NULL ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"#,
+             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+            BATCH,
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -94,7 +100,9 @@ impl Relay {
                         tracing::info!(source = %self.source, "event relay recovered");
                     }
                     failures = 0;
-                    if n > 0 {
+                    // A full batch may have left more behind; a partial one took all there
+                    // was, and anything committed since has notified.
+                    if n >= BATCH_LEN {
                         continue;
                     }
                 }
@@ -109,7 +117,20 @@ impl Relay {
             }
             match listener.as_mut() {
                 Some(l) => match tokio::time::timeout(self.poll, l.recv()).await {
-                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Ok(_)) => {
+                        // Commits notify one by one and come in bursts: the notifications
+                        // already here are taken together, for one poll of the outbox
+                        // instead of one each (a busy checkout path made hundreds a second).
+                        for _ in 0..BATCH_LEN {
+                            if !matches!(
+                                tokio::time::timeout(Duration::ZERO, l.recv()).await,
+                                Ok(Ok(_))
+                            ) {
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => {}
                     Ok(Err(_)) => listener = None,
                 },
                 None => tokio::time::sleep(self.poll).await,

@@ -266,8 +266,30 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// Marks an error as a dependency that cannot be reached now (Redis, for instance): a
+/// request that needs it answers 503 `dependency_unavailable` with `Retry-After`, not 500.
+/// Attach it with `anyhow::Context::context`.
+#[derive(Debug, Clone, Copy)]
+pub struct Unavailable(pub &'static str);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is unavailable", self.0)
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        if let Some(Unavailable(what)) = e.downcast_ref::<Unavailable>().copied() {
+            return Self::unavailable(
+                "dependency_unavailable",
+                Text::new(
+                    format!("{what} is unavailable; try again shortly."),
+                    format!("{what} tạm thời không khả dụng; vui lòng thử lại sau."),
+                ),
+            )
+            .with_cause(e);
+        }
         Self::internal(e)
     }
 }

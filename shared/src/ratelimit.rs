@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use redis::aio::ConnectionManager;
+
+use crate::error::Unavailable;
 
 /// Counts hits per key in a window.
 #[async_trait::async_trait]
@@ -105,7 +108,8 @@ impl RateLimiter for RedisLimiter {
             .ignore()
             .pttl(&key)
             .query_async(&mut con)
-            .await?;
+            .await
+            .context(Unavailable("redis"))?;
         Ok((
             count,
             Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
@@ -117,7 +121,8 @@ impl RateLimiter for RedisLimiter {
         let _: i64 = redis::cmd("DEL")
             .arg(format!("{}:rl:{key}", self.prefix))
             .query_async(&mut con)
-            .await?;
+            .await
+            .context(Unavailable("redis"))?;
         Ok(())
     }
 
@@ -128,7 +133,8 @@ impl RateLimiter for RedisLimiter {
             .get(&key)
             .pttl(&key)
             .query_async(&mut con)
-            .await?;
+            .await
+            .context(Unavailable("redis"))?;
         Ok((
             count.unwrap_or(0),
             Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),

@@ -7,9 +7,11 @@ use nongsan_shared::events::{Bus, Envelope, RedisBus};
 
 use nongsan_shared::auth::Role;
 
+use serde_json::json;
+
 use crate::support::{
-    AUTH_SECRET, TestApp, TestDb,
-    calls::basket,
+    AUTH_SECRET, RedisServer, TestApp, TestDb,
+    calls::{PASSWORD, basket},
     client::{Client, Request},
     eventually, free_port,
     process::{self, NongsanProcess, SplitApp},
@@ -489,5 +491,158 @@ async fn a_server_killed_mid_checkouts_loses_nothing_and_gives_back_what_dead_ch
     assert!(
         log.contains("gave back reservations whose checkout never came"),
         "{log}"
+    );
+}
+
+/// Issue 15: while Redis is away, `/readyz` says which dependency is down (503, `events` not
+/// ok, PostgreSQL ok); a request that needs Redis (signing in counts failures there) answers
+/// 503 `dependency_unavailable` with Retry-After, not a hang or a 500; a checkout, which does
+/// not need it, is stored and its events wait in the outbox. Once Redis is back, the same
+/// requests succeed and the events flow, without a restart.
+#[tokio::test]
+async fn with_redis_away_readyz_names_it_and_its_requests_get_503_until_it_is_back() {
+    let redis = RedisServer::start_private().await;
+    let db = TestDb::new().await;
+    let port = free_port();
+    let env = vec![
+        ("NONGSAN_PORT", port.to_string()),
+        ("DATABASE_URL", db.url.clone()),
+        ("REDIS_URL", redis.url()),
+        ("NONGSAN_REDIS_PREFIX", db.name.clone()),
+        ("NONGSAN_AUTH_SECRET", AUTH_SECRET.to_owned()),
+        (
+            "NONGSAN_DATA_DIR",
+            std::env::temp_dir()
+                .join(format!("nongsan-redis-away-{}", db.name))
+                .display()
+                .to_string(),
+        ),
+        ("NONGSAN_EVENTS_POLL_MS", "50".to_owned()),
+    ];
+    let server = NongsanProcess::start_on(&["up"], port, &env).await;
+    let api = Client::new(&server.url);
+    let (_seller, buyer, listing) = api.shop().await;
+    let sign_in = || {
+        Request::post("/v1/sessions").json(&json!({ "phone": buyer.phone(), "password": PASSWORD }))
+    };
+
+    redis.kill().await;
+    let ready = api.send(Request::get("/readyz")).await;
+    let report = ready.json();
+    assert_eq!(ready.status, 503, "{report}");
+    let ok_of = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["ok"].clone())
+    };
+    assert_eq!(ok_of("events"), Some(json!(false)), "{report}");
+    assert_eq!(ok_of("postgres"), Some(json!(true)), "{report}");
+    let res = tokio::time::timeout(Duration::from_secs(30), api.try_send(sign_in()))
+        .await
+        .expect("an answer while Redis is away, not a hang")
+        .unwrap();
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.json()["code"], "dependency_unavailable");
+    assert_eq!(res.header("retry-after"), Some("5"));
+    let (status, made) = api
+        .checkout(&buyer, "k1", &basket(&[(&listing, "1")], "cod"))
+        .await;
+    assert_eq!(status, 201, "a checkout needs no Redis: {made}");
+
+    redis.restart().await;
+    eventually(
+        Duration::from_secs(30),
+        "signing in to work again",
+        || async {
+            let res = api.try_send(sign_in()).await.ok()?;
+            (res.status == 200).then_some(())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "/readyz to be ready", || async {
+        let res = api.try_send(Request::get("/readyz")).await.ok()?;
+        (res.status == 200).then_some(())
+    })
+    .await;
+    let payment = db.pool("payment").await;
+    eventually(
+        Duration::from_secs(30),
+        "the checkout's order.placed to reach the payment service",
+        || async {
+            let handled: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM inbox WHERE event_type = 'order.placed' AND status = 'done'",
+            )
+            .fetch_one(&payment)
+            .await
+            .unwrap();
+            (handled == 1).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A checkout stored just before its process died, whose answer never reached the buyer:
+/// the buyer's retry with the same key, once the key is taken over, answers that checkout
+/// and its stock stays held (the retry's store fails on the existing checkout; what holds
+/// the reservation decides, and a stored checkout holds it).
+#[tokio::test]
+async fn a_retry_of_a_checkout_stored_before_a_crash_keeps_its_stock() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let mut env = vec![
+        ("NONGSAN_PORT", port.to_string()),
+        ("DATABASE_URL", db.url.clone()),
+        ("NONGSAN_AUTH_SECRET", AUTH_SECRET.to_owned()),
+        (
+            "NONGSAN_DATA_DIR",
+            std::env::temp_dir()
+                .join(format!("nongsan-retry-{}", db.name))
+                .display()
+                .to_string(),
+        ),
+    ];
+    let mut dying = env.clone();
+    dying.push((
+        "NONGSAN_FAILPOINTS",
+        "checkout.after_store=abort".to_owned(),
+    ));
+    let server = NongsanProcess::start_on(&["up"], port, &dying).await;
+    let api = Client::new(&server.url);
+    let (seller, buyer, listing) = api.shop().await;
+    let body = basket(&[(&listing, "3")], "cod");
+    let first = api
+        .try_send(
+            Request::post("/v1/checkouts")
+                .by(&buyer)
+                .header("idempotency-key", "k1")
+                .json(&body),
+        )
+        .await;
+    assert!(first.is_err(), "the process died after storing");
+    drop(server);
+    env.push(("NONGSAN_FAILPOINTS", String::new()));
+    let server = NongsanProcess::start_on(&["up"], port, &env).await;
+    let api = Client::new(&server.url);
+    // The key's first holder died: a minute later a retry takes it over.
+    let order = db.pool("order").await;
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '2 minutes'")
+        .execute(&order)
+        .await
+        .unwrap();
+    let (status, retried) = api.checkout(&buyer, "k1", &body).await;
+    assert_eq!(status, 201, "{retried}");
+    let stored: Vec<String> = sqlx::query_scalar("SELECT id::text FROM checkouts")
+        .fetch_all(&order)
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![retried["id"].as_str().unwrap().to_owned()]);
+    let s = api.stock(&seller, &listing).await.levels;
+    assert_eq!(
+        (s.reserved.as_str(), s.available.as_str()),
+        ("3", "7"),
+        "the stored checkout's stock is still held"
     );
 }

@@ -124,7 +124,7 @@ impl From<ListingError> for ApiError {
                 ),
             ),
             ListingError::Db(e) => e.into(),
-            ListingError::Other(e) => ApiError::internal(e),
+            ListingError::Other(e) => ApiError::from(e),
         }
     }
 }

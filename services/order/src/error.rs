@@ -86,7 +86,7 @@ impl From<OrderError> for ApiError {
             .with_cause(anyhow::anyhow!(why)),
             OrderError::Peer(e) => e.into(),
             OrderError::Db(e) => e.into(),
-            OrderError::Other(e) => ApiError::internal(e),
+            OrderError::Other(e) => ApiError::from(e),
         }
     }
 }

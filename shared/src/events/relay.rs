@@ -7,12 +7,12 @@ use sqlx::{PgPool, postgres::PgListener};
 use super::{Bus, Envelope};
 use crate::{failpoint, ids::EventId};
 
-/// Publishes one service's outbox.
 /// Events published at once.
 const BATCH: i64 = 100;
 /// [`BATCH`] as a count.
 const BATCH_LEN: usize = 100;
 
+/// Publishes one service's outbox.
 #[derive(Clone)]
 pub struct Relay {
     pool: PgPool,

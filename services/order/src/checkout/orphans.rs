@@ -14,6 +14,8 @@ use nongsan_shared::{
     http::Json,
 };
 
+use sqlx::PgPool;
+
 use crate::{
     AppState,
     error::{OrderError, Result},
@@ -46,13 +48,22 @@ pub async fn reservation_outcomes(
             ),
         )]));
     }
-    let mut ids: Vec<uuid::Uuid> = asked.reservation_ids.iter().map(|r| r.0).collect();
-    // One order for every asker, so two of them cannot wait on each other.
+    let ids: Vec<uuid::Uuid> = asked.reservation_ids.iter().map(|r| r.0).collect();
+    let (placed, abandoned) = settle(&app.pool, ids).await?;
+    Ok(AxumJson(ReservationOutcomes { placed, abandoned }))
+}
+
+/// Settles what became of these reservations, for good: (those a stored checkout holds,
+/// those given up now or before). A checkout being stored right now holds its claim: this
+/// waits for it to commit (then it is placed) or roll back (then it is given up).
+pub async fn settle(
+    pool: &PgPool,
+    mut ids: Vec<uuid::Uuid>,
+) -> Result<(Vec<ReservationId>, Vec<ReservationId>)> {
+    // One order for every caller, so two of them cannot wait on each other.
     ids.sort_unstable();
     ids.dedup();
-    let mut tx = app.pool.begin().await?;
-    // A checkout being stored right now holds its claim: this waits for it to commit (then
-    // it is placed) or roll back (then it is given up).
+    let mut tx = pool.begin().await?;
     sqlx::query!(
         "INSERT INTO reservation_claims (reservation_id, outcome) SELECT unnest($1::uuid[]), 'abandoned'
          ON CONFLICT (reservation_id) DO NOTHING",
@@ -60,6 +71,7 @@ pub async fn reservation_outcomes(
     )
     .execute(&mut *tx)
     .await?;
+    // A statement of its own: it sees the claims committed while the insert waited.
     let placed: Vec<ReservationId> = sqlx::query_scalar!(
         r#"SELECT reservation_id AS "id: ReservationId" FROM reservation_claims WHERE reservation_id = ANY($1) AND outcome = 'placed'"#,
         &ids,
@@ -73,5 +85,5 @@ pub async fn reservation_outcomes(
         .map(ReservationId)
         .filter(|id| !stored.contains(id))
         .collect();
-    Ok(AxumJson(ReservationOutcomes { placed, abandoned }))
+    Ok((placed, abandoned))
 }

@@ -1,6 +1,7 @@
 //! Steps 2–5 of a checkout, the reservation saga: reserve every line through the listing
 //! service, store the checkout and its orders, open the payment; a failure after the
-//! reservation gives the stock back (compensation), and a crash leaves it to expire.
+//! reservation gives the stock back (compensation) once the checkout is known not to be
+//! stored, and a crash leaves it to the listing service's orphan sweep.
 
 use chrono::Utc;
 use nongsan_shared::{
@@ -122,11 +123,24 @@ pub async fn place(
     let stored = store::insert_checkout(&app.pool, placement, c, &reservation).await;
     let mut view = match stored {
         Ok(v) => v,
-        Err(e) => {
-            release(app, reservation_id).await;
-            return Err(e);
-        }
+        // What holds the reservation decides, not the error: an earlier attempt of this
+        // checkout (retried after its answer was lost) may have stored it, and then its
+        // stock must stay held.
+        Err(e) => match super::orphans::settle(&app.pool, vec![reservation_id.0]).await {
+            Ok((placed, _)) if !placed.is_empty() => {
+                let mut conn = app.pool.acquire().await?;
+                crate::views::load_checkout(&mut conn, id).await?
+            }
+            // Given up for good (just now, or by the listing service's orphan sweep).
+            Ok(_) => {
+                release(app, reservation_id).await;
+                return Err(e);
+            }
+            // Nothing can be known now: the orphan sweep asks again later.
+            Err(_) => return Err(e),
+        },
     };
+    failpoint::hit("checkout.after_store")?;
     if c.payment_method != PaymentMethod::Cod {
         let open = OpenPayment {
             checkout_id: id,

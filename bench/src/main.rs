@@ -10,7 +10,11 @@
 //! cargo build --release -p nongsan -p nongsan-bench
 //! target/release/nongsan-bench --listings 100000 --secs 20 --append BENCHMARKS.md
 //! target/release/nongsan-bench --smoke          # what CI runs: seconds, little data
+//! target/release/nongsan-bench --listings 2000 --scenarios crash --secs 10 --append RELIABILITY.md
 //! ```
+//!
+//! The `crash` scenario ([`crash`]) kills `nongsan up` under a mixed load and checks the
+//! invariants after each restart; it is not part of `all`.
 #![expect(
     clippy::float_arithmetic,
     reason = "a benchmark's figures are rates, milliseconds and ratios"
@@ -33,6 +37,8 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+mod crash;
+
 /// What to run.
 #[derive(Debug, Parser)]
 #[command(
@@ -41,7 +47,8 @@ use serde_json::{Value, json};
 )]
 struct Args {
     /// Scenarios, comma-separated: bare, listing-read, listing-page, search, checkout,
-    /// hot-item, pgbench; or all.
+    /// hot-item, pgbench; or all (every one of these); and crash (the reliability rounds,
+    /// never part of all).
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Listings generated (seeded) and loaded through the API before the scenarios run.
@@ -59,6 +66,9 @@ struct Args {
     /// Connections of the other scenarios.
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Rounds of the crash scenario (a kill and a restart each).
+    #[arg(long, default_value_t = 3)]
+    crash_rounds: usize,
     /// Buyers racing for the hot item, whose stock is a tenth of them.
     #[arg(long, default_value_t = 1000)]
     hot_buyers: usize,
@@ -87,9 +97,10 @@ async fn main() -> Result<()> {
         args.hot_buyers = args.hot_buyers.min(60);
         args.search_connections = "4".to_owned();
         args.connections = args.connections.min(4);
+        args.crash_rounds = args.crash_rounds.min(1);
     }
     let wanted: Vec<String> = if args.scenarios == "all" {
-        [
+        let mut all = vec![
             "bare",
             "listing-read",
             "listing-page",
@@ -97,10 +108,12 @@ async fn main() -> Result<()> {
             "checkout",
             "hot-item",
             "pgbench",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+        ];
+        // CI's smoke run tries the crash rounds too, for seconds.
+        if args.smoke {
+            all.push("crash");
+        }
+        all.iter().map(|s| (*s).to_owned()).collect()
     } else {
         args.scenarios
             .split(',')
@@ -122,8 +135,15 @@ async fn main() -> Result<()> {
     }
     let data =
         std::env::temp_dir().join(format!("nongsan-bench-{}", uuid::Uuid::now_v7().simple()));
-    let server = Server::start(&bin, &data).await?;
-    let outcome = run(&args, &wanted, &server).await;
+    let mut env = Vec::new();
+    if wanted.iter().any(|w| w == "crash") {
+        env.push((
+            "NONGSAN_RESERVATION_ORPHAN_SECS",
+            crash::ORPHAN_SECS.to_string(),
+        ));
+    }
+    let mut server = Server::start(&bin, &data, env).await?;
+    let outcome = run(&args, &wanted, &mut server).await;
     server.stop().await;
     let report = outcome?;
     println!("{report}");
@@ -144,15 +164,55 @@ struct Server {
     child: tokio::process::Child,
     url: String,
     data: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Server {
-    async fn start(bin: &Path, data: &Path) -> Result<Self> {
+    async fn start(bin: &Path, data: &Path, env: Vec<(&'static str, String)>) -> Result<Self> {
         std::fs::create_dir_all(data)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let log = std::fs::File::create(data.join("server.log"))?;
+        let child = Self::spawn(bin, data, port, &env)?;
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data: data.to_owned(),
+            bin: bin.to_owned(),
+            port,
+            env,
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Kills the process with SIGKILL (nothing it was doing finishes; its PostgreSQL
+    /// cluster runs on) and starts it again on the same data and port.
+    async fn kill_and_restart(&mut self) -> Result<()> {
+        if let Some(pid) = self
+            .pid()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.wait().await;
+        self.child = Self::spawn(&self.bin, &self.data, self.port, &self.env)?;
+        self.wait_ready().await
+    }
+
+    fn spawn(
+        bin: &Path,
+        data: &Path,
+        port: u16,
+        env: &[(&'static str, String)],
+    ) -> Result<tokio::process::Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("server.log"))?;
         let mut cmd = tokio::process::Command::new(bin);
         cmd.arg("up");
         for (k, _) in std::env::vars() {
@@ -176,18 +236,17 @@ impl Server {
             .env("NONGSAN_MAX_OPEN_COD_CHECKOUTS", "1000000")
             .env("NONGSAN_MAX_HOLD_SHARE_PERCENT", "100")
             .env("NONGSAN_CLIENT_IP_HEADER", "x-bench-client")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let server = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data: data.to_owned(),
-        };
+        cmd.spawn()
+            .with_context(|| format!("starting {}", bin.display()))
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let (server, data) = (self, &self.data);
         let http = reqwest::Client::new();
         let start = Instant::now();
         loop {
@@ -209,7 +268,7 @@ impl Server {
             server.url,
             start.elapsed().as_secs_f64()
         );
-        Ok(server)
+        Ok(())
     }
 
     fn pid(&self) -> Option<u32> {
@@ -596,7 +655,7 @@ const QUERIES: [&str; 12] = [
     "q=thanh%20long&min_ocop=3&facets=ocop_stars",
 ];
 
-async fn run(args: &Args, wanted: &[String], server: &Server) -> Result<String> {
+async fn run(args: &Args, wanted: &[String], server: &mut Server) -> Result<String> {
     let api = Api::new(&server.url);
     let started = Instant::now();
     // Sellers and their listings, generated from the demo products (seeded).
@@ -807,6 +866,9 @@ async fn run(args: &Args, wanted: &[String], server: &Server) -> Result<String> 
     }
     if wanted.iter().any(|w| w == "hot-item") {
         notes.push(hot_item(&api, server, args, &households).await?);
+    }
+    if wanted.iter().any(|w| w == "crash") {
+        notes.push(crash::run(&api, server, args, &households, &listings).await?);
     }
 
     let mut out = String::new();

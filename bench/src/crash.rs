@@ -1,0 +1,514 @@
+//! The reliability scenario (`--scenarios crash`): a steady mixed load (two-seller cash
+//! checkouts, sellers confirming orders, listing edits, searches and listing reads) runs
+//! while `nongsan up` is killed with SIGKILL and started again on the same data, `--crash-rounds`
+//! times. After each round the harness waits for the events to settle and for the orphan
+//! reconciliation window, then checks the invariants and prints each with its count:
+//! acknowledged checkouts and edits all present; stock equals the sum of movements; reserved
+//! equals what active reservations hold; no reservation without a checkout; every event
+//! consumed once (each consumer's inbox against the producer's outbox); no payment credited
+//! twice; every ledger transaction sums to zero. A broken invariant fails the run.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+
+use super::{Api, Args, Server, in_parallel};
+
+/// Seconds after which the server asks about a reservation's checkout, in this scenario
+/// (the default is 60; the scenario would wait longer for the same check).
+pub const ORPHAN_SECS: u64 = 10;
+
+/// Per edited listing: the last price acknowledged, and the one in flight (if any).
+type Prices = HashMap<String, (Option<i64>, Option<i64>)>;
+
+/// One operation of a load task: `Some(true)` done, `Some(false)` refused or unanswered,
+/// `None` nothing to do this time.
+type Op = Arc<dyn Fn(u64) -> futures_util::future::BoxFuture<'static, Option<bool>> + Send + Sync>;
+
+/// What the load saw, shared by its tasks.
+#[derive(Default)]
+struct Seen {
+    /// Checkouts answered 201.
+    checkouts: Mutex<Vec<String>>,
+    /// The price edits.
+    prices: Mutex<Prices>,
+    /// Operations that succeeded, by kind.
+    ok: [AtomicU64; 5],
+    /// Operations refused (HTTP 4xx/5xx) or unanswered (connection refused while down).
+    failed: [AtomicU64; 5],
+}
+
+const KINDS: [&str; 5] = ["checkout", "confirm", "edit", "search", "read"];
+
+/// Runs the rounds; answers the report's section.
+pub async fn run(
+    api: &Api,
+    server: &mut Server,
+    args: &Args,
+    households: &[(String, String)],
+    listings: &[(String, usize)],
+) -> Result<String> {
+    let buyers = in_parallel((0..8).collect(), 4, |n| {
+        let api = api.clone();
+        async move { api.account(300_000 + n, "buyer").await }
+    })
+    .await?;
+    let mut by_seller: Vec<Vec<String>> = vec![Vec::new(); households.len()];
+    for (id, h) in listings {
+        by_seller[*h].push(id.clone());
+    }
+    let sellers: Vec<(usize, Vec<String>)> = by_seller
+        .into_iter()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .take(4)
+        .collect();
+    if sellers.len() < 2 {
+        bail!("the crash scenario needs listings of at least two households");
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Reliability: `nongsan up` killed with SIGKILL under a mixed load, {} rounds\n",
+        args.crash_rounds
+    );
+    let _ = writeln!(
+        out,
+        "Load: 8 buyers checking out (two sellers, cash on delivery), 1 seller confirming its orders, 1 seller editing prices, 2 searching, 2 reading listings; each round runs {} s, kills the process, starts it again on the same data and runs {} s more. Orphan window: `NONGSAN_RESERVATION_ORPHAN_SECS={ORPHAN_SECS}`. No online payment is in this load yet, so the payment and ledger columns count what the cash orders booked. Events: each flow's handled inbox rows / the producer's outbox rows of the types its consumer handles (the inbox key makes a second handling impossible; the counts show none lost).\n",
+        args.secs, args.secs
+    );
+    let _ = writeln!(
+        out,
+        "| round | ops before the kill | refused or unanswered while down | restart s | acknowledged checkouts present | live checkouts without their stock | stock = movements | reserved = active reservations | orphans at restart → after the window | events consumed once | payments credited twice | unbalanced ledger transactions | acknowledged edits kept |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let seen = Arc::new(Seen::default());
+    let mut broken = Vec::new();
+    for round in 1..=args.crash_rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = load(api, &seen, &stop, &buyers, &sellers, households);
+        tokio::time::sleep(Duration::from_secs(args.secs)).await;
+        let before: u64 = seen.ok.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let failed_before: u64 = seen.failed.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let restart = Instant::now();
+        server.kill_and_restart().await?;
+        let restart_secs = restart.elapsed().as_secs_f64();
+        let failed_down = seen
+            .failed
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+            - failed_before;
+        let mut db = PgConnection::connect(&server.postgres_url()?).await?;
+        let orphans_at_restart = orphans(&mut db).await?;
+        tokio::time::sleep(Duration::from_secs(args.secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        // Settle: every event published and handled, and the orphan window passed.
+        let settle = Instant::now();
+        let window = Duration::from_secs(ORPHAN_SECS * 2 + 5);
+        let (mut orphans_after, mut events) = (orphans(&mut db).await?, flows(&mut db).await?);
+        while (orphans_after > 0 || !events.settled)
+            && settle.elapsed() < window + Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            orphans_after = orphans(&mut db).await?;
+            events = flows(&mut db).await?;
+        }
+        let c = check(&mut db, &seen).await?;
+        let row = format!(
+            "| {round} | {before} | {failed_down} | {restart_secs:.1} | {} of {} | {} | {} of {} listings off | {} listings off | {orphans_at_restart} → {orphans_after} | {} | {} | {} | {} of {} |",
+            c.checkouts_present,
+            c.checkouts_acked,
+            c.live_without_stock,
+            c.stock_off,
+            c.listings,
+            c.reserved_off,
+            events.summary,
+            c.paid_twice,
+            c.unbalanced,
+            c.edits_kept,
+            c.edits
+        );
+        eprintln!("{row}");
+        let _ = writeln!(out, "{row}");
+        if c.checkouts_present != c.checkouts_acked
+            || c.live_without_stock > 0
+            || c.stock_off > 0
+            || c.reserved_off > 0
+            || orphans_after > 0
+            || !events.settled
+            || c.paid_twice > 0
+            || c.unbalanced > 0
+            || c.edits_kept != c.edits
+        {
+            broken.push(format!("round {round}: {row}"));
+        }
+        db.close().await?;
+    }
+    let totals: Vec<String> = KINDS
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            format!(
+                "{k} {} ok / {} refused or unanswered",
+                seen.ok[i].load(Ordering::Relaxed),
+                seen.failed[i].load(Ordering::Relaxed)
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "\nOperations over all rounds: {}.", totals.join("; "));
+    if !broken.is_empty() {
+        bail!("{out}\nbroken invariants: {}", broken.join("; "));
+    }
+    Ok(out)
+}
+
+/// Starts the load's tasks; they run until `stop`, retrying through the outage.
+fn load(
+    api: &Api,
+    seen: &Arc<Seen>,
+    stop: &Arc<AtomicBool>,
+    buyers: &[(String, String)],
+    sellers: &[(usize, Vec<String>)],
+    households: &[(String, String)],
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let spawn = |kind: usize, f: Op| {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0_u64;
+            while !stop.load(Ordering::Relaxed) {
+                match f(i).await {
+                    Some(true) => seen.ok[kind].fetch_add(1, Ordering::Relaxed),
+                    Some(false) => seen.failed[kind].fetch_add(1, Ordering::Relaxed),
+                    // Nothing to do this time.
+                    None => 0,
+                };
+                i += 1;
+            }
+        })
+    };
+    for (b, buyer) in buyers.iter().enumerate() {
+        let (api, seen, token) = (api.clone(), seen.clone(), buyer.1.clone());
+        let (first, second) = (
+            sellers[b % sellers.len()].1.clone(),
+            sellers[(b + 1) % sellers.len()].1.clone(),
+        );
+        tasks.push(spawn(0, Arc::new(move |i| {
+            let (api, seen, token) = (api.clone(), seen.clone(), token.clone());
+            let idx = usize::try_from(i).unwrap_or(0);
+            let body = json!({
+                "lines": [{ "listing_id": first[idx % first.len()], "quantity": "1" }, { "listing_id": second[(idx * 7) % second.len()], "quantity": "1" }],
+                "delivery": { "province_code": "68", "commune_code": "24931", "street": "12 Lê Lợi", "recipient_name": "Nguyễn Thị Hoa", "recipient_phone": "0987654321" },
+                "payment_method": "cod",
+            });
+            Box::pin(async move {
+                let key = uuid::Uuid::now_v7().to_string();
+                match api.call(reqwest::Method::POST, "/v1/checkouts", Some(&token), Some(&body), 500 + b, Some(&key)).await {
+                    Ok((201, made)) => {
+                        if let Some(id) = made["id"].as_str() {
+                            seen.checkouts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(id.to_owned());
+                        }
+                        Some(true)
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some(false)
+                    }
+                }
+            })
+        })));
+    }
+    // The first seller confirms its placed orders, one at a time.
+    {
+        let (api, (seller_id, token)) = (api.clone(), households[sellers[0].0].clone());
+        tasks.push(spawn(1, Arc::new(move |_| {
+            let (api, seller_id, token) = (api.clone(), seller_id.clone(), token.clone());
+            Box::pin(async move {
+                let path = format!("/v1/orders?seller_kind=household&seller_id={seller_id}&status=placed&limit=1");
+                let Ok((200, page)) = api.call(reqwest::Method::GET, &path, Some(&token), None, 700, None).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Some(false);
+                };
+                let Some(order) = page["items"][0]["id"].as_str().map(str::to_owned) else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return None;
+                };
+                let res = api
+                    .call(reqwest::Method::POST, &format!("/v1/orders/{order}/confirm"), Some(&token), Some(&json!({})), 700, None)
+                    .await;
+                Some(matches!(res, Ok((200, _))))
+            })
+        })));
+    }
+    // The second seller edits the price of its first listing; what was acknowledged must stay.
+    {
+        let (api, seen, token) = (
+            api.clone(),
+            seen.clone(),
+            households[sellers[1].0].1.clone(),
+        );
+        let listing = sellers[1].1[0].clone();
+        tasks.push(spawn(
+            2,
+            Arc::new(move |i| {
+                let (api, seen, token, listing) =
+                    (api.clone(), seen.clone(), token.clone(), listing.clone());
+                let price = 50_000 + i64::try_from(i % 1000).unwrap_or(0) * 10;
+                Box::pin(async move {
+                    let set = |acked: Option<i64>, flying: Option<i64>| {
+                        let mut p = seen
+                            .prices
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let entry = p.entry(listing.clone()).or_insert((None, None));
+                        if acked.is_some() {
+                            entry.0 = acked;
+                        }
+                        entry.1 = flying;
+                    };
+                    set(None, Some(price));
+                    let res = api
+                        .call(
+                            reqwest::Method::PATCH,
+                            &format!("/v1/listings/{listing}"),
+                            Some(&token),
+                            Some(&json!({ "price_vnd": price })),
+                            701,
+                            None,
+                        )
+                        .await;
+                    if matches!(res, Ok((200, _))) {
+                        set(Some(price), None);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Some(true)
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some(false)
+                    }
+                })
+            }),
+        ));
+    }
+    for s in 0..2 {
+        let api = api.clone();
+        tasks.push(spawn(
+            3,
+            Arc::new(move |i| {
+                let api = api.clone();
+                Box::pin(async move {
+                    let q = ["xoai", "ca%20phe", "rau", "gao%20st25"]
+                        [usize::try_from(i % 4).unwrap_or(0)];
+                    let ok = api.get(&format!("/v1/search?q={q}"), 800 + s).await.is_ok();
+                    if !ok {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Some(ok)
+                })
+            }),
+        ));
+    }
+    for r in 0..2 {
+        let (api, ids) = (api.clone(), sellers[r % sellers.len()].1.clone());
+        tasks.push(spawn(
+            4,
+            Arc::new(move |i| {
+                let api = api.clone();
+                let id = ids[usize::try_from(i).unwrap_or(0) % ids.len()].clone();
+                Box::pin(async move {
+                    let ok = api
+                        .get(&format!("/v1/listings/{id}"), 900 + r)
+                        .await
+                        .is_ok();
+                    if !ok {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Some(ok)
+                })
+            }),
+        ));
+    }
+    tasks
+}
+
+/// Active reservations with no stored checkout.
+async fn orphans(db: &mut PgConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        r#"SELECT count(*) FROM listing.reservations r WHERE r.status = 'active'
+           AND NOT EXISTS (SELECT 1 FROM "order".checkouts c WHERE c.reservation_id = r.id)"#,
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Each consumer's inbox against its producers' outboxes.
+struct Events {
+    settled: bool,
+    summary: String,
+}
+
+/// (producer, consumer, event types the consumer handles).
+const FLOWS: [(&str, &str, &[&str]); 6] = [
+    (
+        "order",
+        "payment",
+        &["order.placed", "order.refund_due", "order.delivered"],
+    ),
+    (
+        "order",
+        "listing",
+        &[
+            "order.confirmed",
+            "order.cancelled",
+            "order.returned",
+            "order.paid",
+        ],
+    ),
+    ("listing", "payment", &["stock.sold"]),
+    ("listing", "order", &["stock.sold"]),
+    ("listing", "listing", &["listing.changed"]),
+    (
+        "payment",
+        "order",
+        &["payment.succeeded", "payment.refunded"],
+    ),
+];
+
+async fn flows(db: &mut PgConnection) -> Result<Events> {
+    let mut settled = true;
+    let mut parts = Vec::new();
+    for (producer, consumer, types) in FLOWS {
+        let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
+        let sent: i64 = sqlx::query_scalar(&format!(
+            r#"SELECT count(*) FROM "{producer}".outbox WHERE event_type = ANY($1)"#
+        ))
+        .bind(&types)
+        .fetch_one(&mut *db)
+        .await?;
+        // The types the consumer has a handler for, each in its inbox once.
+        let (received, done): (i64, i64) = sqlx::query_as(&format!(
+            r#"SELECT count(*), count(*) FILTER (WHERE status = 'done') FROM "{consumer}".inbox WHERE source = $1 AND event_type = ANY($2)"#
+        ))
+        .bind(producer)
+        .bind(&types)
+        .fetch_one(&mut *db)
+        .await?;
+        settled &= received == done && received == sent;
+        parts.push(format!("{producer}→{consumer} {done}/{sent}"));
+    }
+    let unpublished: i64 = sqlx::query_scalar(
+        r#"SELECT (SELECT count(*) FROM listing.outbox WHERE published_at IS NULL)
+                + (SELECT count(*) FROM "order".outbox WHERE published_at IS NULL)
+                + (SELECT count(*) FROM payment.outbox WHERE published_at IS NULL)"#,
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    settled &= unpublished == 0;
+    Ok(Events {
+        settled,
+        summary: parts.join(", "),
+    })
+}
+
+/// The invariants' counts.
+struct Checked {
+    checkouts_acked: i64,
+    checkouts_present: i64,
+    /// Checkouts still alive (placed or awaiting payment) whose reservation no longer holds.
+    live_without_stock: i64,
+    listings: i64,
+    stock_off: i64,
+    reserved_off: i64,
+    paid_twice: i64,
+    unbalanced: i64,
+    edits: usize,
+    edits_kept: usize,
+}
+
+async fn check(db: &mut PgConnection, seen: &Seen) -> Result<Checked> {
+    let acked = seen
+        .checkouts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let present: i64 =
+        sqlx::query_scalar(r#"SELECT count(*) FROM "order".checkouts WHERE id::text = ANY($1)"#)
+            .bind(&acked)
+            .fetch_one(&mut *db)
+            .await?;
+    let live_without_stock: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "order".checkouts c WHERE c.status IN ('placed', 'pending_payment')
+           AND NOT EXISTS (SELECT 1 FROM listing.reservations r WHERE r.id = c.reservation_id AND r.status IN ('active', 'committed'))"#,
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let (listings, stock_off, reserved_off): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE s.on_hand <> m.on_hand OR s.reserved <> m.reserved),
+                count(*) FILTER (WHERE s.reserved <> COALESCE(r.held, 0))
+         FROM listing.stock s
+         JOIN (SELECT listing_id, sum(on_hand_delta) AS on_hand, sum(reserved_delta) AS reserved
+               FROM listing.stock_movements GROUP BY listing_id) m USING (listing_id)
+         LEFT JOIN (SELECT rl.listing_id, sum(rl.quantity) AS held FROM listing.reservation_lines rl
+                    JOIN listing.reservations r ON r.id = rl.reservation_id
+                    WHERE r.status = 'active' AND rl.state = 'reserved' GROUP BY rl.listing_id) r USING (listing_id)",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let paid_twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT checkout_id FROM payment.payments WHERE status = 'succeeded' GROUP BY checkout_id HAVING count(*) > 1) t",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let unbalanced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT transaction_id FROM payment.ledger_entries GROUP BY transaction_id HAVING sum(amount_vnd) <> 0) t",
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let prices = seen
+        .prices
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut edits_kept = 0;
+    for (listing, (acked, flying)) in &prices {
+        let stored: i64 =
+            sqlx::query_scalar("SELECT price_vnd FROM listing.listings WHERE id::text = $1")
+                .bind(listing)
+                .fetch_one(&mut *db)
+                .await
+                .context("an edited listing")?;
+        // The last acknowledged price, or a later one whose answer the kill cut off.
+        if acked.is_none_or(|a| a == stored) || *flying == Some(stored) {
+            edits_kept += 1;
+        }
+    }
+    Ok(Checked {
+        checkouts_acked: i64::try_from(acked.len()).unwrap_or(i64::MAX),
+        checkouts_present: present,
+        live_without_stock,
+        listings,
+        stock_off,
+        reserved_off,
+        paid_twice,
+        unbalanced,
+        edits: prices.len(),
+        edits_kept,
+    })
+}

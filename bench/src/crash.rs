@@ -31,9 +31,13 @@ pub const ORPHAN_SECS: u64 = 10;
 /// Per edited listing: the last price acknowledged, and the one in flight (if any).
 type Prices = HashMap<String, (Option<i64>, Option<i64>)>;
 
-/// One operation of a load task: `Some(true)` done, `Some(false)` refused or unanswered,
-/// `None` nothing to do this time.
-type Op = Arc<dyn Fn(u64) -> futures_util::future::BoxFuture<'static, Option<bool>> + Send + Sync>;
+/// One operation of a load task: `Some(Ok(()))` done, `Some(Err(why))` refused or
+/// unanswered, `None` nothing to do this time.
+type Op = Arc<
+    dyn Fn(u64) -> futures_util::future::BoxFuture<'static, Option<std::result::Result<(), String>>>
+        + Send
+        + Sync,
+>;
 
 /// What the load saw, shared by its tasks.
 #[derive(Default)]
@@ -46,6 +50,8 @@ struct Seen {
     ok: [AtomicU64; 5],
     /// Operations refused (HTTP 4xx/5xx) or unanswered (connection refused while down).
     failed: [AtomicU64; 5],
+    /// The last refusal of each kind that was an answer (not the process being down).
+    refusal: Mutex<[Option<String>; 5]>,
 }
 
 const KINDS: [&str; 5] = ["checkout", "confirm", "edit", "search", "read"];
@@ -89,7 +95,7 @@ pub async fn run(
     );
     let _ = writeln!(
         out,
-        "| round | ops before the kill | refused or unanswered while down | restart s | acknowledged checkouts present | live checkouts without their stock | stock = movements | reserved = active reservations | orphans at restart → after the window | events consumed once | payments credited twice | unbalanced ledger transactions | acknowledged edits kept |"
+        "| round | operations so far (all rounds) | refused or unanswered while down | restart s | acknowledged checkouts present | live checkouts without their stock | stock = movements | reserved = active reservations | orphans at restart → after the window | events consumed once | payments credited twice | unbalanced ledger transactions | acknowledged edits kept |"
     );
     let _ = writeln!(
         out,
@@ -173,6 +179,21 @@ pub async fn run(
         })
         .collect();
     let _ = writeln!(out, "\nOperations over all rounds: {}.", totals.join("; "));
+    let refusals: Vec<String> = seen
+        .refusal
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .zip(KINDS)
+        .filter_map(|(r, k)| r.as_ref().map(|r| format!("{k}: {r}")))
+        .collect();
+    if !refusals.is_empty() {
+        let _ = writeln!(
+            out,
+            "Last answered refusal of each kind: {}.",
+            refusals.join("; ")
+        );
+    }
     if !broken.is_empty() {
         bail!("{out}\nbroken invariants: {}", broken.join("; "));
     }
@@ -195,8 +216,16 @@ fn load(
             let mut i = 0_u64;
             while !stop.load(Ordering::Relaxed) {
                 match f(i).await {
-                    Some(true) => seen.ok[kind].fetch_add(1, Ordering::Relaxed),
-                    Some(false) => seen.failed[kind].fetch_add(1, Ordering::Relaxed),
+                    Some(Ok(())) => seen.ok[kind].fetch_add(1, Ordering::Relaxed),
+                    Some(Err(why)) => {
+                        if !why.starts_with("error sending request") {
+                            seen.refusal
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)[kind] =
+                                Some(why);
+                        }
+                        seen.failed[kind].fetch_add(1, Ordering::Relaxed)
+                    }
                     // Nothing to do this time.
                     None => 0,
                 };
@@ -225,11 +254,11 @@ fn load(
                         if let Some(id) = made["id"].as_str() {
                             seen.checkouts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(id.to_owned());
                         }
-                        Some(true)
+                        Some(Ok(()))
                     }
-                    _ => {
+                    other => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        Some(false)
+                        Some(Err(answer(other)))
                     }
                 }
             })
@@ -242,9 +271,12 @@ fn load(
             let (api, seller_id, token) = (api.clone(), seller_id.clone(), token.clone());
             Box::pin(async move {
                 let path = format!("/v1/orders?seller_kind=household&seller_id={seller_id}&status=placed&limit=1");
-                let Ok((200, page)) = api.call(reqwest::Method::GET, &path, Some(&token), None, 700, None).await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    return Some(false);
+                let page = match api.call(reqwest::Method::GET, &path, Some(&token), None, 700, None).await {
+                    Ok((200, page)) => page,
+                    other => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return Some(Err(answer(other)));
+                    }
                 };
                 let Some(order) = page["items"][0]["id"].as_str().map(str::to_owned) else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -253,7 +285,7 @@ fn load(
                 let res = api
                     .call(reqwest::Method::POST, &format!("/v1/orders/{order}/confirm"), Some(&token), Some(&json!({})), 700, None)
                     .await;
-                Some(matches!(res, Ok((200, _))))
+                Some(if matches!(res, Ok((200, _))) { Ok(()) } else { Err(answer(res)) })
             })
         })));
     }
@@ -297,10 +329,10 @@ fn load(
                     if matches!(res, Ok((200, _))) {
                         set(Some(price), None);
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        Some(true)
+                        Some(Ok(()))
                     } else {
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        Some(false)
+                        Some(Err(answer(res)))
                     }
                 })
             }),
@@ -315,11 +347,11 @@ fn load(
                 Box::pin(async move {
                     let q = ["xoai", "ca%20phe", "rau", "gao%20st25"]
                         [usize::try_from(i % 4).unwrap_or(0)];
-                    let ok = api.get(&format!("/v1/search?q={q}"), 800 + s).await.is_ok();
-                    if !ok {
+                    let res = api.get(&format!("/v1/search?q={q}"), 800 + s).await;
+                    if res.is_err() {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Some(ok)
+                    Some(res)
                 })
             }),
         ));
@@ -332,19 +364,24 @@ fn load(
                 let api = api.clone();
                 let id = ids[usize::try_from(i).unwrap_or(0) % ids.len()].clone();
                 Box::pin(async move {
-                    let ok = api
-                        .get(&format!("/v1/listings/{id}"), 900 + r)
-                        .await
-                        .is_ok();
-                    if !ok {
+                    let res = api.get(&format!("/v1/listings/{id}"), 900 + r).await;
+                    if res.is_err() {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Some(ok)
+                    Some(res)
                 })
             }),
         ));
     }
     tasks
+}
+
+/// What a refused call answered.
+fn answer(res: std::result::Result<(u16, serde_json::Value), String>) -> String {
+    match res {
+        Ok((status, body)) => format!("{status} {}", body["code"].as_str().unwrap_or("")),
+        Err(e) => e,
+    }
 }
 
 /// Active reservations with no stored checkout.

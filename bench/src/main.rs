@@ -170,8 +170,13 @@ struct Server {
 }
 
 impl Server {
-    async fn start(bin: &Path, data: &Path, env: Vec<(&'static str, String)>) -> Result<Self> {
+    async fn start(bin: &Path, data: &Path, mut env: Vec<(&'static str, String)>) -> Result<Self> {
         std::fs::create_dir_all(data)?;
+        // One signing key for the run: tokens stay valid across a restart.
+        env.push((
+            "NONGSAN_AUTH_SECRET",
+            format!("bench-{}", uuid::Uuid::now_v7().simple()),
+        ));
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -227,10 +232,6 @@ impl Server {
         cmd.env("NONGSAN_DATA_DIR", data)
             .env("NONGSAN_HOST", "127.0.0.1")
             .env("NONGSAN_PORT", port.to_string())
-            .env(
-                "NONGSAN_AUTH_SECRET",
-                format!("bench-{}", uuid::Uuid::now_v7().simple()),
-            )
             .env("NONGSAN_ACCESS_TOKEN_TTL_SECS", "3600")
             // The harness's buyers check out far more than a person would.
             .env("NONGSAN_MAX_OPEN_COD_CHECKOUTS", "1000000")

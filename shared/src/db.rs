@@ -77,6 +77,11 @@ pub async fn connect(
         // A burst (a thousand buyers at the last kilograms) queues for connections rather
         // than failing at once; past this wait the request gets 503.
         .acquire_timeout(Duration::from_secs(30))
+        // No ping before each use: it was a round trip to PostgreSQL per request on the hot
+        // paths. A connection that broke meanwhile (PostgreSQL restarted) fails its next
+        // statement once and is dropped; idle ones are closed before they go stale.
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(60))
         .connect_with(opts)
         .await
         .map_err(|e| unreachable_error(&where_, &e))

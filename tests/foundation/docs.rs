@@ -5,8 +5,24 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::support::TestApp;
 
+/// The headless Chromium for a browser test; without one the test is skipped (it says so),
+/// except under CI=true, where it fails: CI must run it (scripts/test installs chromium).
+pub fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed, and CI must run this test (scripts/test installs it)"
+        );
+        eprintln!(
+            "skipped: chromium is not installed (apt-get install chromium, or run scripts/test)"
+        );
+    }
+    found
+}
+
 /// The headless Chromium on PATH, if any.
-pub fn chromium() -> Option<PathBuf> {
+fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     ["chromium", "chromium-browser", "google-chrome"]
         .iter()
@@ -57,14 +73,7 @@ pub async fn headless(
 
 #[tokio::test]
 async fn docs_render_the_api_in_a_browser_with_no_network_but_the_server() {
-    let Some(chromium) = chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed, and CI must run this test (scripts/test installs it)"
-        );
-        eprintln!(
-            "skipped: chromium is not installed (apt-get install chromium, or run scripts/test)"
-        );
+    let Some(chromium) = chromium_or_skip() else {
         return;
     };
     let app = TestApp::spawn().await;

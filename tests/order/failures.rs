@@ -10,7 +10,7 @@ use nongsan_shared::auth::Role;
 use serde_json::json;
 
 use crate::support::{
-    AUTH_SECRET, RedisServer, TestApp, TestDb,
+    RedisServer, TestApp, TestDb,
     calls::{PASSWORD, basket},
     client::{Client, Request},
     eventually, free_port,
@@ -305,17 +305,12 @@ async fn with_the_payment_process_stopped_the_reservation_is_released_across_pro
 async fn a_server_killed_mid_checkouts_loses_nothing_and_gives_back_what_dead_checkouts_held() {
     let db = TestDb::new().await;
     let port = free_port();
-    let data_dir = std::env::temp_dir().join(format!("nongsan-crash-{}", db.name));
-    let mut env = vec![
-        ("NONGSAN_PORT", port.to_string()),
-        ("DATABASE_URL", db.url.clone()),
-        ("NONGSAN_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        ("NONGSAN_DATA_DIR", data_dir.display().to_string()),
-        ("NONGSAN_EVENTS_POLL_MS", "50".to_owned()),
+    let mut env = process::up_env(&db, port);
+    env.extend([
         ("NONGSAN_MAX_OPEN_COD_CHECKOUTS", "10000".to_owned()),
         ("NONGSAN_MAX_HOLD_SHARE_PERCENT", "100".to_owned()),
         ("NONGSAN_RESERVATION_ORPHAN_SECS", "3".to_owned()),
-    ];
+    ]);
     // Each checkout waits a little between reserving and storing, so the kill finds some
     // there (under load, as the operator's run found, the same happens without the wait).
     let mut slowed = env.clone();
@@ -504,21 +499,11 @@ async fn with_redis_away_readyz_names_it_and_its_requests_get_503_until_it_is_ba
     let redis = RedisServer::start_private().await;
     let db = TestDb::new().await;
     let port = free_port();
-    let env = vec![
-        ("NONGSAN_PORT", port.to_string()),
-        ("DATABASE_URL", db.url.clone()),
+    let mut env = process::up_env(&db, port);
+    env.extend([
         ("REDIS_URL", redis.url()),
         ("NONGSAN_REDIS_PREFIX", db.name.clone()),
-        ("NONGSAN_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        (
-            "NONGSAN_DATA_DIR",
-            std::env::temp_dir()
-                .join(format!("nongsan-redis-away-{}", db.name))
-                .display()
-                .to_string(),
-        ),
-        ("NONGSAN_EVENTS_POLL_MS", "50".to_owned()),
-    ];
+    ]);
     let server = NongsanProcess::start_on(&["up"], port, &env).await;
     let api = Client::new(&server.url);
     let (_seller, buyer, listing) = api.shop().await;
@@ -592,18 +577,7 @@ async fn with_redis_away_readyz_names_it_and_its_requests_get_503_until_it_is_ba
 async fn a_retry_of_a_checkout_stored_before_a_crash_keeps_its_stock() {
     let db = TestDb::new().await;
     let port = free_port();
-    let mut env = vec![
-        ("NONGSAN_PORT", port.to_string()),
-        ("DATABASE_URL", db.url.clone()),
-        ("NONGSAN_AUTH_SECRET", AUTH_SECRET.to_owned()),
-        (
-            "NONGSAN_DATA_DIR",
-            std::env::temp_dir()
-                .join(format!("nongsan-retry-{}", db.name))
-                .display()
-                .to_string(),
-        ),
-    ];
+    let mut env = process::up_env(&db, port);
     let mut dying = env.clone();
     dying.push((
         "NONGSAN_FAILPOINTS",

@@ -107,6 +107,24 @@ impl Drop for NongsanProcess {
     }
 }
 
+/// The environment of `nongsan up` on `port` over the test database `db` (the shared token
+/// key, a data folder of its own, events polled every 50 ms), to extend per test.
+pub fn up_env(db: &TestDb, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("NONGSAN_PORT", port.to_string()),
+        ("DATABASE_URL", db.url.clone()),
+        ("NONGSAN_AUTH_SECRET", AUTH_SECRET.to_owned()),
+        (
+            "NONGSAN_DATA_DIR",
+            std::env::temp_dir()
+                .join(format!("nongsan-up-{}", db.name))
+                .display()
+                .to_string(),
+        ),
+        ("NONGSAN_EVENTS_POLL_MS", "50".to_owned()),
+    ]
+}
+
 /// The split shape: `nongsan serve listing|order|payment` as three processes on one
 /// database and one Redis, each knowing the others' addresses.
 #[derive(Debug)]

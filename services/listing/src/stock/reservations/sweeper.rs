@@ -23,19 +23,31 @@ pub async fn sweep_once(pool: &PgPool) -> Result<usize> {
     )
     .fetch_all(pool)
     .await?;
+    give_back_each(pool, due, "expired", true).await
+}
+
+/// Releases each reservation still active (and, with `only_expired`, past its time), one
+/// transaction each, skipping those another sweeper or a commit holds; returns how many.
+async fn give_back_each(
+    pool: &PgPool,
+    ids: Vec<ReservationId>,
+    closed_as: &'static str,
+    only_expired: bool,
+) -> Result<usize> {
     let mut n = 0;
-    for id in due {
+    for id in ids {
         let mut tx = pool.begin().await?;
         // Another sweeper (or a commit) may have got there first.
-        let still_due = sqlx::query_scalar!(
-            r#"SELECT status = 'active' AND expires_at <= now() AS "due!" FROM reservations WHERE id = $1 FOR UPDATE SKIP LOCKED"#,
+        let still = sqlx::query_scalar!(
+            r#"SELECT status = 'active' AND (NOT $2 OR expires_at <= now()) AS "due!" FROM reservations WHERE id = $1 FOR UPDATE SKIP LOCKED"#,
             id as _,
+            only_expired,
         )
         .fetch_optional(&mut *tx)
         .await?
         .unwrap_or(false);
-        if still_due {
-            give_back(&mut tx, id, "expired").await?;
+        if still {
+            give_back(&mut tx, id, closed_as).await?;
             n += 1;
         }
         tx.commit().await?;
@@ -114,22 +126,7 @@ async fn reconcile_some(
     )
     .execute(pool)
     .await?;
-    let mut n = 0;
-    for id in outcomes.abandoned {
-        let mut tx = pool.begin().await?;
-        let active = sqlx::query_scalar!(
-            r#"SELECT status = 'active' AS "active!" FROM reservations WHERE id = $1 FOR UPDATE SKIP LOCKED"#,
-            id as _,
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .unwrap_or(false);
-        if active {
-            give_back(&mut tx, id, "released").await?;
-            n += 1;
-        }
-        tx.commit().await?;
-    }
+    let n = give_back_each(pool, outcomes.abandoned, "released", false).await?;
     Ok((n, count))
 }
 

@@ -249,6 +249,26 @@ async fn meilisearch_keeps_the_search_contract() {
     app.stop().await;
 }
 
+/// A deployment on a Meilisearch that has never held its index (a new server, or a new
+/// prefix) with nothing listed yet: nothing has written the index, and it is ready all the
+/// same.
+#[tokio::test]
+async fn on_a_meilisearch_without_its_index_an_empty_catalog_is_ready_and_searchable() {
+    let Some((url, key)) = meili_server() else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db).await;
+    settings.meili_url = Some(url);
+    settings.meili_key = key.map(secrecy::SecretString::from);
+    let app = TestApp::spawn_with(settings, db).await;
+    let (status, ready) = app.api.get("/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+    let found = search(&app, "q=xoai").await;
+    assert_eq!(found["total"], 0, "{found}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn bad_search_input_is_422_naming_the_parameter() {
     let app = TestApp::spawn().await;

@@ -7,6 +7,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use meilisearch_sdk::{
     client::Client,
     errors::Error as MeiliError,
+    indexes::Index,
+    request::HttpClient,
     search::Selectors,
     settings::{MinWordSizeForTypos, PaginationSetting, Settings, TypoToleranceSettings},
     tasks::Task,
@@ -155,6 +157,55 @@ pub fn sort_expression(q: &SearchQuery) -> Vec<String> {
     }
 }
 
+/// The facets a query asks for, of those nongsan knows: each costs Meilisearch work.
+fn asked_facets(q: &SearchQuery) -> Vec<&str> {
+    q.facets
+        .iter()
+        .map(String::as_str)
+        .filter(|f| FACETS.contains(f))
+        .collect()
+}
+
+/// The Meilisearch search nongsan sends for `q`.
+fn request<'a, H: HttpClient>(
+    index: &'a Index<H>,
+    q: &'a SearchQuery,
+    filter: &'a str,
+    sort: &'a [&'a str],
+    asked: &'a [&'a str],
+) -> meilisearch_sdk::search::SearchQuery<'a, H> {
+    let mut search = index.search();
+    if !asked.is_empty() {
+        search.with_facets(Selectors::Some(asked));
+    }
+    search
+        .with_query(&q.q)
+        .with_page(q.page)
+        .with_hits_per_page(q.per_page)
+        .with_attributes_to_highlight(Selectors::Some(&["title"]))
+        .with_highlight_pre_tag("<em>")
+        .with_highlight_post_tag("</em>");
+    if !filter.is_empty() {
+        search.with_filter(filter);
+    }
+    if !sort.is_empty() {
+        search.with_sort(sort);
+    }
+    search
+}
+
+/// The body of the `POST /indexes/{uid}/search` that nongsan sends for `q`: what the
+/// benchmark sends Meilisearch directly to compare `/v1/search` with it.
+pub fn request_body(q: &SearchQuery) -> anyhow::Result<serde_json::Value> {
+    let client = Client::new("http://127.0.0.1:7700", None::<String>)?;
+    let index = client.index("listings");
+    let (filter, sort, asked) = (filter_expression(q), sort_expression(q), asked_facets(q));
+    let sort_refs: Vec<&str> = sort.iter().map(String::as_str).collect();
+    Ok(serde_json::to_value(request(
+        &index, q, &filter, &sort_refs, &asked,
+    ))?)
+}
+
 fn classify(e: MeiliError) -> EngineError {
     match e {
         MeiliError::HttpError(_) | MeiliError::Timeout => EngineError::Unavailable(e.to_string()),
@@ -261,6 +312,9 @@ impl SearchEngine for MeiliEngine {
     }
 
     async fn count(&self) -> Result<u64, EngineError> {
+        // A Meilisearch that has never held the index makes it here, with its settings: an
+        // empty index, not a missing one, so readiness and the start-up backfill can go on.
+        self.prepare().await?;
         let stats = self
             .client
             .index(&self.index_uid)
@@ -273,33 +327,9 @@ impl SearchEngine for MeiliEngine {
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
         self.prepare().await?;
         let index = self.client.index(&self.index_uid);
-        let filter = filter_expression(q);
-        let sort = sort_expression(q);
+        let (filter, sort, asked) = (filter_expression(q), sort_expression(q), asked_facets(q));
         let sort_refs: Vec<&str> = sort.iter().map(String::as_str).collect();
-        // Facets cost Meilisearch work: only those asked for.
-        let asked: Vec<&str> = q
-            .facets
-            .iter()
-            .map(String::as_str)
-            .filter(|f| FACETS.contains(f))
-            .collect();
-        let mut search = index.search();
-        if !asked.is_empty() {
-            search.with_facets(Selectors::Some(&asked));
-        }
-        search
-            .with_query(&q.q)
-            .with_page(q.page)
-            .with_hits_per_page(q.per_page)
-            .with_attributes_to_highlight(Selectors::Some(&["title"]))
-            .with_highlight_pre_tag("<em>")
-            .with_highlight_post_tag("</em>");
-        if !filter.is_empty() {
-            search.with_filter(&filter);
-        }
-        if !sort_refs.is_empty() {
-            search.with_sort(&sort_refs);
-        }
+        let search = request(&index, q, &filter, &sort_refs, &asked);
         let res = search.execute::<SearchDoc>().await.map_err(classify)?;
         let mut facets: Facets = asked
             .iter()

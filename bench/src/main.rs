@@ -72,6 +72,11 @@ struct Args {
     /// Buyers racing for the hot item, whose stock is a tenth of them.
     #[arg(long, default_value_t = 1000)]
     hot_buyers: usize,
+    /// Search through Meilisearch at `MEILI_URL` (with `MEILI_KEY`) instead of the embedded
+    /// engine, in an index of the run's own; the search scenario then also sends Meilisearch
+    /// the same searches directly, as its reference.
+    #[arg(long)]
+    meili: bool,
     /// The nongsan binary (default: the one beside this program).
     #[arg(long)]
     nongsan: Option<PathBuf>,
@@ -142,9 +147,30 @@ async fn main() -> Result<()> {
             crash::ORPHAN_SECS.to_string(),
         ));
     }
+    let meili = if args.meili {
+        let url = std::env::var("MEILI_URL")
+            .context("--meili needs MEILI_URL (and MEILI_KEY when Meilisearch has a master key)")?;
+        let prefix = format!("bench{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        let m = Meili {
+            url: url.trim_end_matches('/').to_owned(),
+            key: std::env::var("MEILI_KEY").ok(),
+            index: format!("{prefix}_listings"),
+        };
+        env.push(("MEILI_URL", m.url.clone()));
+        if let Some(k) = &m.key {
+            env.push(("MEILI_KEY", k.clone()));
+        }
+        env.push(("NONGSAN_REDIS_PREFIX", prefix));
+        Some(m)
+    } else {
+        None
+    };
     let mut server = Server::start(&bin, &data, env).await?;
-    let outcome = run(&args, &wanted, &mut server).await;
+    let outcome = run(&args, &wanted, &mut server, meili.as_ref()).await;
     server.stop().await;
+    if let Some(m) = &meili {
+        m.drop_index().await;
+    }
     let report = outcome?;
     println!("{report}");
     if let Some(path) = &args.append {
@@ -639,24 +665,59 @@ where
         .collect()
 }
 
-/// The search mix: accented, without diacritics, with a typo, a prefix, several words; a
-/// third with filters and facets.
-const QUERIES: [&str; 12] = [
-    "q=xo%C3%A0i",
-    "q=xoai",
-    "q=xaoi",
-    "q=c%C3%A0%20ph%C3%AA",
-    "q=ca%20phe%20rang",
-    "q=buo",
-    "q=rau%20mu%E1%BB%91ng",
-    "q=gao%20st25",
-    "q=mat%20ong&facets=category,province_code",
-    "q=xoai&province=68&facets=certifications",
-    "q=ca&category=trai-cay&sort=price_asc&price_max=200000&facets=all",
-    "q=thanh%20long&min_ocop=3&facets=ocop_stars",
-];
+/// The Meilisearch a `--meili` run searches through, and the run's index in it.
+struct Meili {
+    url: String,
+    key: Option<String>,
+    index: String,
+}
 
-async fn run(args: &Args, wanted: &[String], server: &mut Server) -> Result<String> {
+impl Meili {
+    /// `POST /indexes/{index}/search` with `body`; answers the hits' total.
+    async fn search(
+        &self,
+        http: &reqwest::Client,
+        body: &Value,
+    ) -> std::result::Result<u64, String> {
+        let mut req = http
+            .post(format!("{}/indexes/{}/search", self.url, self.index))
+            .json(body);
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let res = req.send().await.map_err(|e| e.to_string())?;
+        let status = res.status();
+        let answer: Value = res.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status} {answer}"));
+        }
+        Ok(answer["totalHits"]
+            .as_u64()
+            .or_else(|| answer["estimatedTotalHits"].as_u64())
+            .unwrap_or(0))
+    }
+
+    /// Deletes the run's index: it holds every listing of the run.
+    async fn drop_index(&self) {
+        let mut req = reqwest::Client::new().delete(format!("{}/indexes/{}", self.url, self.index));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Err(e) = req.send().await {
+            eprintln!(
+                "the run's Meilisearch index {} was not deleted: {e}",
+                self.index
+            );
+        }
+    }
+}
+
+async fn run(
+    args: &Args,
+    wanted: &[String],
+    server: &mut Server,
+    meili: Option<&Meili>,
+) -> Result<String> {
     let api = Api::new(&server.url);
     let started = Instant::now();
     // Sellers and their listings, generated from the demo products (seeded).
@@ -789,17 +850,84 @@ async fn run(args: &Args, wanted: &[String], server: &mut Server) -> Result<Stri
         keep(&mut rows, &mut broken, &f, reference);
     }
     if wanted.iter().any(|w| w == "search") {
+        // The search mix (accented, diacritic-free, typo, prefix and multi-word queries, a
+        // third with filters and facets), as `/v1/search` paths and as the bodies nongsan's
+        // Meilisearch adapter sends for them.
+        let mix = nongsan_search::generate::query_mix();
+        let paths: Arc<Vec<String>> = Arc::new(
+            mix.iter()
+                .map(nongsan_search::generate::search_path)
+                .collect(),
+        );
+        let bodies: Arc<Vec<Value>> = Arc::new(
+            mix.iter()
+                .map(nongsan_search::meili::request_body)
+                .collect::<Result<_>>()?,
+        );
+        let direct = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        if let Some(m) = meili {
+            // The same searches: nongsan and Meilisearch count the same hits for each.
+            for (path, body) in paths.iter().zip(bodies.iter()) {
+                let (_, through) = api
+                    .call(reqwest::Method::GET, path, None, None, 0, None)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                let direct_total = m.search(&direct, body).await.map_err(anyhow::Error::msg)?;
+                if through["total"].as_u64() != Some(direct_total) {
+                    broken.push(format!(
+                        "{path} counts {} through nongsan and {direct_total} in Meilisearch directly",
+                        through["total"]
+                    ));
+                }
+            }
+        }
+        let name = if meili.is_some() {
+            "search mix through Meilisearch"
+        } else {
+            "search mix"
+        };
         for conns in args
             .search_connections
             .split(',')
             .filter_map(|c| c.trim().parse::<usize>().ok())
         {
-            let a = api.clone();
-            let f = drive(server, "search mix", conns, args.secs, move |c, i| {
-                let a = a.clone();
+            let mut reference = reference;
+            if let Some(m) = meili {
+                let (m, http, bodies) = (
+                    Arc::new(Meili {
+                        url: m.url.clone(),
+                        key: m.key.clone(),
+                        index: m.index.clone(),
+                    }),
+                    direct.clone(),
+                    bodies.clone(),
+                );
+                let f = drive(
+                    server,
+                    "Meilisearch directly, the same searches",
+                    conns,
+                    args.secs,
+                    move |c, i| {
+                        let (m, http, bodies) = (m.clone(), http.clone(), bodies.clone());
+                        async move {
+                            let body =
+                                &bodies[(c + usize::try_from(i).unwrap_or(0)) % bodies.len()];
+                            m.search(&http, body).await.map(|_| ())
+                        }
+                    },
+                )
+                .await;
+                reference = Some(("Meilisearch directly", f.rate()));
+                keep(&mut rows, &mut broken, &f, None);
+            }
+            let (a, paths) = (api.clone(), paths.clone());
+            let f = drive(server, name, conns, args.secs, move |c, i| {
+                let (a, paths) = (a.clone(), paths.clone());
                 async move {
-                    let q = QUERIES[(c + usize::try_from(i).unwrap_or(0)) % QUERIES.len()];
-                    a.get(&format!("/v1/search?{q}"), c).await
+                    let path = &paths[(c + usize::try_from(i).unwrap_or(0)) % paths.len()];
+                    a.get(path, c).await
                 }
             })
             .await;
@@ -888,9 +1016,18 @@ async fn run(args: &Args, wanted: &[String], server: &mut Server) -> Result<Stri
     let _ = writeln!(out, "- machine: {machine}");
     let _ = writeln!(
         out,
-        "- nongsan: `nongsan up` (one process, private PostgreSQL {}), release build {}",
+        "- nongsan: `nongsan up` (one process, private PostgreSQL {}), release build {}; search {}",
         postgres_version().await,
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        match meili {
+            Some(m) => format!(
+                "through Meilisearch {} at {} (index `{}`)",
+                meili_version(m).await,
+                m.url,
+                m.index
+            ),
+            None => "on the embedded engine".to_owned(),
+        }
     );
     let _ = writeln!(
         out,
@@ -928,6 +1065,21 @@ async fn run(args: &Args, wanted: &[String], server: &mut Server) -> Result<Stri
         bail!("{out}\nscenarios with errors: {}", broken.join("; "));
     }
     Ok(out)
+}
+
+/// Meilisearch's version, as it says.
+async fn meili_version(m: &Meili) -> String {
+    let mut req = reqwest::Client::new().get(format!("{}/version", m.url));
+    if let Some(k) = &m.key {
+        req = req.bearer_auth(k);
+    }
+    match req.send().await {
+        Ok(res) => res.json::<Value>().await.map_or_else(
+            |_| "?".to_owned(),
+            |v| v["pkgVersion"].as_str().unwrap_or("?").to_owned(),
+        ),
+        Err(_) => "?".to_owned(),
+    }
 }
 
 /// 1,000 buyers (or `--hot-buyers`) for a tenth as many units of one listing: exactly that

@@ -1,6 +1,6 @@
 //! Measures the embedded engine on generated listings: how long indexing N takes, and the
-//! latency of a query mix (accented, diacritic-free, typo, prefix, multi-word, a third with
-//! filters and facets) run one after another. A measuring tool, not a test:
+//! latency of the benchmark's query mix ([`generate::query_mix`]) run one after another.
+//! A measuring tool, not a test (`ROUNDS` rounds of the mix, `BATCH` documents a commit):
 //!
 //! ```sh
 //! cargo run --release -p nongsan-search --example scale -- 100000
@@ -17,22 +17,7 @@
 
 use std::time::Instant;
 
-use nongsan_search::{FACETS, SearchEngine, SearchQuery, embedded::EmbeddedEngine, generate};
-
-const QUERIES: [&str; 12] = [
-    "xoài",
-    "xoai",
-    "xaoi",
-    "cà phê",
-    "ca phe rang",
-    "sau rieng ri6",
-    "bơ",
-    "rau mu",
-    "gạo st25",
-    "buoi da xanh",
-    "mật ong",
-    "",
-];
+use nongsan_search::{SearchEngine, embedded::EmbeddedEngine, generate};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -44,33 +29,60 @@ async fn main() -> anyhow::Result<()> {
         .map(|g| g.search_doc(&format!("gen-{:07}", g.n), &format!("Hộ {}", g.household)))
         .collect();
     let start = Instant::now();
-    for batch in docs.chunks(10_000) {
+    let batch: usize = std::env::var("BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(10_000);
+    for batch in docs.chunks(batch) {
         engine.upsert_bulk(batch).await?;
     }
     println!(
-        "indexed {n} listings in {:.1} s",
-        start.elapsed().as_secs_f64()
+        "indexed {n} listings in {:.1} s, {} segments",
+        start.elapsed().as_secs_f64(),
+        engine.segments()
     );
 
+    // Merges that the last commits started finish before the searches are timed.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    engine.reload()?;
+    println!("{} segments after merging", engine.segments());
+    let mut mix = generate::query_mix();
+    // `ONLY=i`: the i-th search of the mix alone.
+    if let Some(only) = std::env::var("ONLY")
+        .ok()
+        .and_then(|i| i.parse::<usize>().ok())
+    {
+        mix = vec![mix.swap_remove(only)];
+    }
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
     let mut times = Vec::new();
-    for round in 0..20 {
-        for (i, q) in QUERIES.iter().enumerate() {
-            let mut query = SearchQuery {
-                q: (*q).to_owned(),
-                ..SearchQuery::default()
-            };
-            if (i + round) % 3 == 0 {
-                query.province = Some("68".to_owned());
-                query.price_max = Some(100_000);
-                query.facets = FACETS.iter().map(|f| (*f).to_owned()).collect();
-            }
+    let mut per_query = vec![0.0; mix.len()];
+    for round in 0..rounds {
+        for (i, query) in mix.iter().enumerate() {
             let t = Instant::now();
-            let r = engine.search(&query).await?;
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            let r = engine.search(query).await?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            times.push(ms);
+            per_query[i] += ms;
             if round == 0 {
-                println!("{q:>16}: {} matches", r.total);
+                println!("{:>16}: {} matches", query.q, r.total);
             }
         }
+    }
+    for (query, total) in mix.iter().zip(&per_query) {
+        println!(
+            "{:>16}: {:.2} ms{}",
+            query.q,
+            total / rounds as f64,
+            if query.facets.is_empty() {
+                ""
+            } else {
+                " (with filters or facets)"
+            }
+        );
     }
     times.sort_by(f64::total_cmp);
     let at = |p: f64| times[((times.len() as f64 - 1.0) * p) as usize];

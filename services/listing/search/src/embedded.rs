@@ -71,6 +71,10 @@ struct Fields {
     lng: Field,
 }
 
+/// The terms a query word may be, by field, word and whether it is a prefix: worked out once
+/// per search, though the words' buckets ask again.
+type TermCache = HashMap<(Field, String, bool), Vec<Vec<Term>>>;
+
 /// The tantivy index.
 pub struct EmbeddedEngine {
     reader: IndexReader,
@@ -168,6 +172,16 @@ impl EmbeddedEngine {
         })
     }
 
+    /// Serves what the writer has committed and merged so far.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        Ok(self.reader.reload()?)
+    }
+
+    /// Segments the index serves from: each costs every search a little.
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
     fn to_document(&self, d: &SearchDoc) -> Result<TantivyDocument, EngineError> {
         let f = &self.f;
         let mut doc = TantivyDocument::default();
@@ -214,21 +228,28 @@ impl EmbeddedEngine {
     fn word_query(
         &self,
         searcher: &Searcher,
+        cache: &mut TermCache,
         w: &str,
         prefix: bool,
     ) -> Result<Box<dyn Query>, EngineError> {
         let mut tiers: Vec<Box<dyn Query>> = Vec::new();
         for (field, in_title) in [(self.f.title, true), (self.f.body, false)] {
-            for (typos, terms) in matching_terms(searcher, field, w, prefix)?
-                .into_iter()
-                .enumerate()
-            {
+            let key = (field, w.to_owned(), prefix);
+            let matching = match cache.get(&key) {
+                Some(terms) => terms.clone(),
+                None => {
+                    let terms = matching_terms(searcher, field, w, prefix)?;
+                    cache.insert(key, terms.clone());
+                    terms
+                }
+            };
+            for (typos, terms) in matching.into_iter().enumerate() {
                 if terms.is_empty() {
                     continue;
                 }
                 let typos = u8::try_from(typos).unwrap_or(u8::MAX);
                 tiers.push(Box::new(ConstScoreQuery::new(
-                    Box::new(TermSetQuery::new(terms)),
+                    any_of(terms),
                     tier(typos, in_title),
                 )));
             }
@@ -239,10 +260,14 @@ impl EmbeddedEngine {
         Ok(Box::new(DisjunctionMaxQuery::new(tiers)))
     }
 
+    /// The words of `q` as a query: each word must match (any synonym alternative); when
+    /// `rank`, clauses that only order the matches (proximity, diacritics) are added.
     fn text_query(
         &self,
         searcher: &Searcher,
+        cache: &mut TermCache,
         q: &str,
+        rank: bool,
     ) -> Result<Option<Box<dyn Query>>, EngineError> {
         let expanded = expand_query(q);
         if expanded.alternatives.iter().all(Vec::is_empty) {
@@ -254,7 +279,7 @@ impl EmbeddedEngine {
             let mut words: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(alt.len());
             for (i, w) in alt.iter().enumerate() {
                 let prefix = expanded.last_is_prefix && i + 1 == alt.len();
-                let q = self.word_query(searcher, w, prefix)?;
+                let q = self.word_query(searcher, cache, w, prefix)?;
                 // Words past the ranked ones must still match, for nothing.
                 words.push(if i < MAX_WORDS {
                     (Occur::Must, q)
@@ -268,6 +293,9 @@ impl EmbeddedEngine {
             Occur::Must,
             Box::new(DisjunctionMaxQuery::new(alternatives)),
         )];
+        if !rank {
+            return Ok(Some(Box::new(BooleanQuery::new(clauses))));
+        }
         // Words closer together first: the words as typed, near each other in one field.
         let typed = &expanded.alternatives[0];
         if (2..=MAX_WORDS).contains(&typed.len()) {
@@ -375,6 +403,7 @@ impl EmbeddedEngine {
         let mut best: Vec<Kept> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut all = None;
+        let mut cache = TermCache::new();
         for k in (1..=words.len().max(1)).rev() {
             let full = best.len() >= keep;
             if full && k > 1 {
@@ -388,6 +417,7 @@ impl EmbeddedEngine {
             };
             let found = self.collect(
                 &searcher,
+                &mut cache,
                 &text,
                 q,
                 if full { 0 } else { keep },
@@ -436,6 +466,7 @@ impl EmbeddedEngine {
     fn collect(
         &self,
         searcher: &Searcher,
+        cache: &mut TermCache,
         text: &str,
         q: &SearchQuery,
         keep: usize,
@@ -452,14 +483,17 @@ impl EmbeddedEngine {
                 )
             })
             .collect();
-        match self.text_query(searcher, text)? {
+        match self.text_query(searcher, cache, text, keep > 0)? {
             Some(words) => clauses.push((Occur::Must, words)),
-            None => clauses.push((
+            // No words: the filters alone, or everything.
+            None if clauses.is_empty() => clauses.push((
                 Occur::Must,
                 Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0)),
             )),
+            None => {}
         }
         let collector = Page {
+            score: keep > 0,
             sort: q.sort,
             near: q.near,
             keep,
@@ -473,6 +507,26 @@ impl EmbeddedEngine {
             .search(&BooleanQuery::new(clauses), &collector)
             .map_err(other)
     }
+}
+
+/// Documents with any of `terms`. A few terms are a union of term queries: a
+/// `TermSetQuery` builds a finite-state transducer of its terms for every search, which costs
+/// more than the search itself when the set is small.
+fn any_of(terms: Vec<Term>) -> Box<dyn Query> {
+    if terms.len() > 64 {
+        return Box::new(TermSetQuery::new(terms));
+    }
+    Box::new(BooleanQuery::new(
+        terms
+            .into_iter()
+            .map(|t| {
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>,
+                )
+            })
+            .collect(),
+    ))
 }
 
 /// The terms of `field` that `word` may be, by typos (index 0: the word itself, or for a
@@ -504,6 +558,10 @@ fn matching_terms(
             let Ok(term) = std::str::from_utf8(stream.key()) else {
                 continue;
             };
+            // Segments share most of their terms: each is weighed once.
+            if seen.contains(term) {
+                continue;
+            }
             let len = term.chars().count();
             // Too short or (unless a prefix) too long to be within the budget.
             if len + usize::from(budget) < n || (!prefix && len > n + usize::from(budget)) {
@@ -515,17 +573,18 @@ fn matching_terms(
                 edit_distance(term, word, budget)
             };
             let begun = prefix.then(|| {
-                let head: String = term.chars().take(n).collect();
+                let head = term
+                    .char_indices()
+                    .nth(n)
+                    .map_or(term, |(at, _)| &term[..at]);
                 if head == word {
                     Some(0)
                 } else {
-                    edit_distance(&head, word, budget)
+                    edit_distance(head, word, budget)
                 }
             });
-            let Some(typos) = [whole, begun.flatten()].into_iter().flatten().min() else {
-                continue;
-            };
-            if seen.insert(term.to_owned()) {
+            seen.insert(term.to_owned());
+            if let Some(typos) = [whole, begun.flatten()].into_iter().flatten().min() {
                 tiers[usize::from(typos)].push(Term::from_field_text(field, term));
             }
         }
@@ -576,6 +635,8 @@ struct Found {
 
 /// The one collector of a search: counts, facets, radius and the best `keep` by the sort.
 struct Page {
+    /// Whether hits are kept, so ranked: a pass that only counts scores nothing.
+    score: bool,
     sort: Sort,
     near: Option<(Geo, Option<f64>)>,
     keep: usize,
@@ -594,8 +655,9 @@ struct PageSegment {
     lat: Column<f64>,
     lng: Column<f64>,
     /// Facet name → its column and counts by term ordinal.
-    str_facets: Vec<(String, StrColumn, HashMap<u64, u64>)>,
-    ocop: Option<(Column<u64>, HashMap<u64, u64>)>,
+    str_facets: Vec<(String, StrColumn, Vec<u64>)>,
+    /// Counts by number of stars.
+    ocop: Option<(Column<u64>, Vec<u64>)>,
 }
 
 impl Collector for Page {
@@ -616,12 +678,13 @@ impl Collector for Page {
                 "province_code" => "province",
                 "certifications" => "certification",
                 _ => {
-                    ocop = Some((ff.u64("ocop")?, HashMap::new()));
+                    ocop = Some((ff.u64("ocop")?, vec![0; 6]));
                     continue;
                 }
             };
             if let Some(c) = ff.str(column)? {
-                str_facets.push((facet.clone(), c, HashMap::new()));
+                let terms = c.num_terms();
+                str_facets.push((facet.clone(), c, vec![0; terms]));
             }
         }
         Ok(PageSegment {
@@ -641,7 +704,7 @@ impl Collector for Page {
     }
 
     fn requires_scoring(&self) -> bool {
-        true
+        self.score
     }
 
     fn merge_fruits(&self, fruits: Vec<Found>) -> tantivy::Result<Found> {
@@ -696,13 +759,18 @@ impl SegmentCollector for PageSegment {
         self.count += 1;
         for (_, column, counts) in &mut self.str_facets {
             for ord in column.term_ords(doc) {
-                *counts.entry(ord).or_insert(0) += 1;
+                if let Some(n) = usize::try_from(ord).ok().and_then(|o| counts.get_mut(o)) {
+                    *n += 1;
+                }
             }
         }
         if let Some((column, counts)) = &mut self.ocop
-            && let Some(stars) = column.first(doc)
+            && let Some(n) = column
+                .first(doc)
+                .and_then(|stars| usize::try_from(stars).ok())
+                .and_then(|s| counts.get_mut(s))
         {
-            *counts.entry(stars).or_insert(0) += 1;
+            *n += 1;
         }
         if self.keep == 0 {
             return;
@@ -735,7 +803,7 @@ impl SegmentCollector for PageSegment {
         let mut text = String::new();
         for (facet, column, counts) in self.str_facets {
             let entry: &mut BTreeMap<String, u64> = facets.entry(facet).or_default();
-            for (ord, n) in counts {
+            for (ord, n) in (0_u64..).zip(counts).filter(|(_, n)| *n > 0) {
                 text.clear();
                 if column.ord_to_str(ord, &mut text).unwrap_or(false) {
                     *entry.entry(text.clone()).or_insert(0) += n;
@@ -744,7 +812,7 @@ impl SegmentCollector for PageSegment {
         }
         if let Some((_, counts)) = self.ocop {
             let entry = facets.entry("ocop_stars".to_owned()).or_default();
-            for (stars, n) in counts {
+            for (stars, n) in counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
                 *entry.entry(stars.to_string()).or_insert(0) += n;
             }
         }

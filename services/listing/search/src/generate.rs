@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{Geo, SearchDoc};
+use crate::{FACETS, Geo, SearchDoc, SearchQuery, Sort};
 
 const DEMO_PRODUCTS_CSV: &str = include_str!("../../../../data/vn/catalog/demo_products.csv");
 
@@ -244,6 +244,111 @@ impl Generated {
             geo: self.point,
         }
     }
+}
+
+/// The search mix of the benchmark and the engine's measuring example: accented,
+/// diacritic-free, typo, prefix and multi-word queries, a third with filters and facets.
+pub fn query_mix() -> Vec<SearchQuery> {
+    let words = |q: &str| SearchQuery {
+        q: q.to_owned(),
+        ..SearchQuery::default()
+    };
+    let facets = |names: &[&str]| names.iter().map(|f| (*f).to_owned()).collect();
+    vec![
+        words("xoài"),
+        words("xoai"),
+        words("xaoi"),
+        words("cà phê"),
+        words("ca phe rang"),
+        words("buo"),
+        words("rau muống"),
+        words("gao st25"),
+        SearchQuery {
+            facets: facets(&["category", "province_code"]),
+            ..words("mat ong")
+        },
+        SearchQuery {
+            province: Some("68".to_owned()),
+            facets: facets(&["certifications"]),
+            ..words("xoai")
+        },
+        SearchQuery {
+            category: Some("trai-cay".to_owned()),
+            sort: Sort::PriceAsc,
+            price_max: Some(200_000),
+            facets: facets(&FACETS),
+            ..words("ca")
+        },
+        SearchQuery {
+            min_ocop: Some(3),
+            facets: facets(&["ocop_stars"]),
+            ..words("thanh long")
+        },
+    ]
+}
+
+/// The path and query of the `GET /v1/search` that asks for `q` (of what [`query_mix`]
+/// sets).
+pub fn search_path(q: &SearchQuery) -> String {
+    let pairs: Vec<String> = search_params(q)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", percent_encoded(&v)))
+        .collect();
+    format!("/v1/search?{}", pairs.join("&"))
+}
+
+/// `text` with every byte but letters, digits and `-._~` written `%XX`.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn search_params(q: &SearchQuery) -> Vec<(&'static str, String)> {
+    let mut out = vec![("q", q.q.clone())];
+    for (name, value) in [
+        ("category", &q.category),
+        ("province", &q.province),
+        ("commune", &q.commune),
+        ("certification", &q.certification),
+    ] {
+        if let Some(v) = value {
+            out.push((name, v.clone()));
+        }
+    }
+    if let Some(v) = q.min_ocop {
+        out.push(("min_ocop", v.to_string()));
+    }
+    if let Some(v) = q.price_min {
+        out.push(("price_min", v.to_string()));
+    }
+    if let Some(v) = q.price_max {
+        out.push(("price_max", v.to_string()));
+    }
+    let sort = match q.sort {
+        Sort::Relevance => None,
+        Sort::PriceAsc => Some("price_asc"),
+        Sort::PriceDesc => Some("price_desc"),
+        Sort::Newest => Some("newest"),
+        Sort::Distance => Some("distance"),
+    };
+    if let Some(sort) = sort {
+        out.push(("sort", sort.to_owned()));
+    }
+    if !q.facets.is_empty() {
+        out.push(("facets", q.facets.join(",")));
+    }
+    if !q.in_stock_only {
+        out.push(("in_stock", "false".to_owned()));
+    }
+    out.push(("limit", q.per_page.to_string()));
+    out
 }
 
 #[cfg(test)]

@@ -121,13 +121,73 @@ pub fn expand_query(q: &str) -> Expanded {
 }
 
 /// Optimal-string-alignment distance (a swap of two neighbours is one edit), or `None` when
-/// above `max`.
+/// above `max`. Search calls it for every term of the index a query word may be, so words of
+/// up to [`SHORT`] letters (every Vietnamese syllable) are compared on the stack, row by row,
+/// giving up as soon as a row is past `max`.
 pub fn edit_distance(a: &str, b: &str, max: u8) -> Option<u8> {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    if a.len().abs_diff(b.len()) > usize::from(max) {
+    let max = usize::from(max);
+    let (mut ab, mut bb) = (['\0'; SHORT], ['\0'; SHORT]);
+    let (Some(la), Some(lb)) = (fill(&mut ab, a), fill(&mut bb, b)) else {
+        let a: Vec<char> = a.chars().collect();
+        let b: Vec<char> = b.chars().collect();
+        return osa(&a, &b, max);
+    };
+    osa(&ab[..la], &bb[..lb], max)
+}
+
+/// Letters of a word compared on the stack.
+const SHORT: usize = 32;
+
+/// Copies `word`'s letters into `out`; `None` when they do not fit.
+fn fill(out: &mut [char; SHORT], word: &str) -> Option<usize> {
+    let mut n = 0;
+    for c in word.chars() {
+        *out.get_mut(n)? = c;
+        n += 1;
+    }
+    Some(n)
+}
+
+fn osa(a: &[char], b: &[char], max: usize) -> Option<u8> {
+    if a.len().abs_diff(b.len()) > max {
         return None;
     }
+    if b.len() >= SHORT {
+        return osa_long(a, b, max);
+    }
+    // Three rows: two back (for a swap), the last, and the one being filled.
+    let width = b.len() + 1;
+    let mut before = [0usize; SHORT];
+    let mut last = [0usize; SHORT];
+    let mut row = [0usize; SHORT];
+    for (j, cell) in last.iter_mut().enumerate().take(width) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        row[0] = i;
+        let mut least = i;
+        for j in 1..width {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (last[j] + 1).min(row[j - 1] + 1).min(last[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(before[j - 2] + 1);
+            }
+            row[j] = v;
+            least = least.min(v);
+        }
+        if least > max {
+            return None;
+        }
+        before = last;
+        last = row;
+    }
+    u8::try_from(last[b.len()])
+        .ok()
+        .filter(|&v| usize::from(v) <= max)
+}
+
+/// [`osa`] for words too long for the stack.
+fn osa_long(a: &[char], b: &[char], max: usize) -> Option<u8> {
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
@@ -147,7 +207,9 @@ pub fn edit_distance(a: &str, b: &str, max: u8) -> Option<u8> {
             d[i][j] = v;
         }
     }
-    u8::try_from(d[a.len()][b.len()]).ok().filter(|&v| v <= max)
+    u8::try_from(d[a.len()][b.len()])
+        .ok()
+        .filter(|&v| usize::from(v) <= max)
 }
 
 /// Whether a folded word of a document matches a folded query word.
@@ -218,6 +280,56 @@ mod tests {
             .count()
             - 1;
         assert_eq!(synonym_groups().len(), rows);
+    }
+
+    #[test]
+    fn the_stack_distance_agrees_with_the_table() {
+        let words = [
+            "",
+            "x",
+            "xoai",
+            "xaoi",
+            "xoia",
+            "oxai",
+            "loai",
+            "khoai",
+            "xoaii",
+            "ca",
+            "ac",
+            "phe",
+            "rieng",
+            "riengg",
+            "sau",
+            "mu",
+            "muong",
+            "dacbietdacbietdacbietdacbietdacbiet",
+            "dacbietdacbietdacbietdacbietdacbiec",
+            "đặc",
+            "dac",
+        ];
+        for a in words {
+            for b in words {
+                for max in 0..=2u8 {
+                    let ac: Vec<char> = a.chars().collect();
+                    let bc: Vec<char> = b.chars().collect();
+                    let table = if ac.len().abs_diff(bc.len()) > usize::from(max) {
+                        None
+                    } else {
+                        osa_long(&ac, &bc, usize::from(max))
+                    };
+                    assert_eq!(edit_distance(a, b, max), table, "{a} / {b} within {max}");
+                }
+            }
+        }
+        assert_eq!(
+            edit_distance(
+                "dacbietdacbietdacbietdacbietdacbiet",
+                "dacbietdacbietdacbietdacbietdacbiec",
+                2
+            ),
+            Some(1),
+            "words longer than the stack rows"
+        );
     }
 
     #[test]

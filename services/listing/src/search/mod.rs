@@ -425,3 +425,21 @@ pub fn readiness_mode(engine: &dyn SearchEngine) -> Mode {
         EngineMode::External => Mode::External,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::{extract::Query, http::Uri};
+
+    use super::SearchParams;
+
+    #[test]
+    fn the_benchmark_mix_asks_the_api_for_the_same_searches() {
+        for q in nongsan_search::generate::query_mix() {
+            let path = nongsan_search::generate::search_path(&q);
+            let uri: Uri = path.parse().expect("a path");
+            let Query(params) = Query::<SearchParams>::try_from_uri(&uri).expect("parameters");
+            let checked = params.check(None).expect("a valid search");
+            assert_eq!(checked, q, "{path}");
+        }
+    }
+}

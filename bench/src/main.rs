@@ -46,9 +46,9 @@ mod crash;
     about = "Benchmark nongsan against references measured in the same run"
 )]
 struct Args {
-    /// Scenarios, comma-separated: bare, listing-read, listing-page, search, checkout,
-    /// hot-item, pgbench; or all (every one of these); and crash (the reliability rounds,
-    /// never part of all).
+    /// Scenarios, comma-separated: bare, listing-read, listing-page, search, index-lag,
+    /// checkout, hot-item, pgbench; or all (every one of these); and crash (the reliability
+    /// rounds, never part of all).
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Listings generated (seeded) and loaded through the API before the scenarios run.
@@ -66,6 +66,9 @@ struct Args {
     /// Connections of the other scenarios.
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// Listing edits a second in the index-lag scenario.
+    #[arg(long, default_value_t = 100)]
+    lag_writes: u32,
     /// Rounds of the crash scenario (a kill and a restart each).
     #[arg(long, default_value_t = 3)]
     crash_rounds: usize,
@@ -110,6 +113,7 @@ async fn main() -> Result<()> {
             "listing-read",
             "listing-page",
             "search",
+            "index-lag",
             "checkout",
             "hot-item",
             "pgbench",
@@ -993,6 +997,10 @@ async fn run(
             tpcb.map(|t| ("pgbench TPC-B", t)),
         );
     }
+    if wanted.iter().any(|w| w == "index-lag") {
+        let f = index_lag(&api, server, args, &households, &listings).await;
+        keep(&mut rows, &mut broken, &f, None);
+    }
     if wanted.iter().any(|w| w == "hot-item") {
         notes.push(hot_item(&api, server, args, &households).await?);
     }
@@ -1080,6 +1088,121 @@ async fn meili_version(m: &Meili) -> String {
         ),
         Err(_) => "?".to_owned(),
     }
+}
+
+/// Sellers rename `--lag-writes` listings a second for `--secs`; after each rename is
+/// answered, the new title's word is searched every 20 ms until the listing is found. The
+/// figures are of that delay (change answered → found), under the write load; an edit not
+/// found in 30 s is an error.
+async fn index_lag(
+    api: &Api,
+    server: &Server,
+    args: &Args,
+    households: &[(String, String)],
+    listings: &[(String, usize)],
+) -> Figures {
+    let (cpu_n0, cpu_p0) = cpu(server);
+    let start = Instant::now();
+    let writes = u64::from(args.lag_writes.max(1));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / writes as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let run = &uuid::Uuid::now_v7().simple().to_string()[24..];
+    for n in 0..writes * args.secs {
+        tick.tick().await;
+        let Some((id, seller)) =
+            listings.get(usize::try_from(n).unwrap_or(0) * 7 % listings.len().max(1))
+        else {
+            break;
+        };
+        let (api, id, token) = (api.clone(), id.clone(), households[*seller].1.clone());
+        // A word no other title has (the run, then the edit's number).
+        let word = format!("lag{run}x{n:07}");
+        tasks.spawn(async move {
+            let body = json!({ "title": format!("Bưởi da xanh {word}") });
+            let (status, answer) = api
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/v1/listings/{id}"),
+                    Some(&token),
+                    Some(&body),
+                    0,
+                    None,
+                )
+                .await?;
+            if status != 200 {
+                return Err(format!("renaming: {status} {answer}"));
+            }
+            let changed = Instant::now();
+            loop {
+                let (status, found) = api
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/v1/search?q={word}&in_stock=false&limit=5"),
+                        None,
+                        None,
+                        1,
+                        None,
+                    )
+                    .await?;
+                if status != 200 {
+                    return Err(format!("searching: {status} {found}"));
+                }
+                let hits = found["items"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                if hits.iter().any(|h| h["id"].as_str() == Some(id.as_str())) {
+                    return Ok(changed.elapsed());
+                }
+                if changed.elapsed() > Duration::from_secs(30) {
+                    return Err(format!("{word} not found 30 s after the change"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).unwrap_or_else(|_| unreachable!());
+    let (mut ops, mut errors, mut first_error) = (0, 0, None);
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(lag)) => {
+                ops += 1;
+                let _ = histogram.record(u64::try_from(lag.as_micros()).unwrap_or(u64::MAX).max(1));
+            }
+            Ok(Err(e)) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let (cpu_n1, cpu_p1) = cpu(server);
+    let f = Figures {
+        name: format!(
+            "index lag: a rename answered → found by search, {writes} renames/s (ops/s: renames; latency: the lag)"
+        ),
+        connections: 0,
+        ops,
+        errors,
+        secs: start.elapsed().as_secs_f64(),
+        histogram,
+        cpu_nongsan: cpu_n1 - cpu_n0,
+        cpu_postgres: cpu_p1 - cpu_p0,
+        first_error,
+    };
+    eprintln!(
+        "index lag: {} renames found, p50 {:.0} ms, p99 {:.0} ms, {} errors",
+        f.ops,
+        f.ms(0.5),
+        f.ms(0.99),
+        f.errors
+    );
+    f
 }
 
 /// 1,000 buyers (or `--hot-buyers`) for a tenth as many units of one listing: exactly that

@@ -74,12 +74,23 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
     Ok(dirty.len())
 }
 
+/// The least time between two writes to the engine. Every write is a commit (the embedded
+/// index writes a segment, syncs it and reloads its reader; Meilisearch runs a task), so
+/// while listings change many times a second the changes are gathered and written together:
+/// at 100 renames a second on 100,000 listings, a commit per wake-up cost about 15 ms of CPU
+/// per rename and left search over a second behind.
+const COMMIT_GAP: Duration = Duration::from_millis(100);
+
 /// Indexes until aborted: woken by each commit that marked something dirty, and every
 /// second in case a wake-up was missed; backs off while the engine is away.
 pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
     let mut listener: Option<PgListener> = None;
     let mut failures = 0u32;
+    let mut last_write: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(at) = last_write {
+            tokio::time::sleep_until(at + COMMIT_GAP).await;
+        }
         if listener.is_none() {
             listener = match PgListener::connect_with(&pool).await {
                 Ok(mut l) => l.listen(CHANNEL).await.ok().map(|()| l),
@@ -93,6 +104,7 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
                 }
                 failures = 0;
                 if n > 0 {
+                    last_write = Some(tokio::time::Instant::now());
                     continue;
                 }
             }

@@ -757,11 +757,17 @@ impl Meili {
         if let Some(k) = &self.key {
             req = req.bearer_auth(k);
         }
-        if let Err(e) = req.send().await {
-            eprintln!(
+        match req.send().await {
+            Ok(res) if res.status().is_success() => {}
+            Ok(res) => eprintln!(
+                "the run's Meilisearch index {} was not deleted: {}",
+                self.index,
+                res.status()
+            ),
+            Err(e) => eprintln!(
                 "the run's Meilisearch index {} was not deleted: {e}",
                 self.index
-            );
+            ),
         }
     }
 }
@@ -1238,6 +1244,7 @@ async fn index_lag(
             }
         });
     }
+    let renaming = start.elapsed().as_secs_f64();
     let mut histogram =
         Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).unwrap_or_else(|_| unreachable!());
     let (mut ops, mut errors, mut first_error) = (0, 0, None);
@@ -1268,7 +1275,7 @@ async fn index_lag(
         connections: 0,
         ops,
         errors,
-        secs: start.elapsed().as_secs_f64(),
+        secs: renaming,
         histogram,
         cpu_nongsan: cpu_n1 - cpu_n0,
         cpu_postgres: cpu_p1 - cpu_p0,

@@ -218,6 +218,17 @@ pub trait SearchEngine: Send + Sync {
     async fn upsert_bulk(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
         self.upsert(docs).await
     }
+    /// Adds or replaces many documents without waiting for the engine to index them, where
+    /// the engine queues its work (Meilisearch's tasks): a reindex sends its next page while
+    /// the last is indexed. [`SearchEngine::settle`] waits for every queued write.
+    async fn upsert_queued(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
+        self.upsert_bulk(docs).await
+    }
+    /// Waits until every write [`SearchEngine::upsert_queued`] sent is indexed, and fails if
+    /// one failed.
+    async fn settle(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
     /// Removes every document.
     async fn clear(&self) -> Result<(), EngineError>;
     /// How many documents it holds.

@@ -37,6 +37,12 @@ pub struct Http {
 
 impl Http {
     fn new(key: Option<String>) -> anyhow::Result<Self> {
+        // A key that cannot be a header would fail every request as if Meilisearch were away.
+        if let Some(k) = &key {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
+                anyhow::anyhow!("MEILI_KEY: not a valid HTTP header value (a stray newline?)")
+            })?;
+        }
         Ok(Self {
             client: reqwest::Client::builder()
                 .user_agent(concat!("nongsan/", env!("CARGO_PKG_VERSION")))
@@ -162,6 +168,8 @@ pub struct MeiliEngine {
     client: Client<Http>,
     index_uid: String,
     prepared: Arc<OnceCell<()>>,
+    /// Tasks sent by `upsert_queued`, not yet awaited.
+    queued: std::sync::Mutex<Vec<meilisearch_sdk::task_info::TaskInfo>>,
 }
 
 impl std::fmt::Debug for MeiliEngine {
@@ -348,15 +356,13 @@ fn classify(e: MeiliError) -> EngineError {
 impl MeiliEngine {
     /// A client for the index `index_uid` at `url`.
     pub fn new(url: &str, key: Option<String>, index_uid: &str) -> anyhow::Result<Self> {
-        let client = Client::new_with_client(
-            url.trim_end_matches('/'),
-            key.clone(),
-            Http::new(key).map_err(|e| anyhow::anyhow!("MEILI_URL: {e}"))?,
-        );
+        let client =
+            Client::new_with_client(url.trim_end_matches('/'), key.clone(), Http::new(key)?);
         Ok(Self {
             client,
             index_uid: index_uid.to_owned(),
             prepared: Arc::new(OnceCell::new()),
+            queued: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -415,19 +421,35 @@ impl SearchEngine for MeiliEngine {
     }
 
     async fn upsert_bulk(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
+        self.upsert_queued(docs).await?;
+        self.settle().await
+    }
+
+    async fn upsert_queued(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
         self.prepare().await?;
         // Batches of 10,000, all sent before any is awaited: Meilisearch indexes them in
-        // turn while the next are on their way.
+        // turn (several queued additions in one batch) while the next are on their way.
         let index = self.client.index(&self.index_uid);
-        let mut tasks = Vec::new();
         for batch in docs.chunks(BULK_BATCH) {
-            tasks.push(
-                index
-                    .add_or_replace(batch, Some("id"))
-                    .await
-                    .map_err(classify)?,
-            );
+            let task = index
+                .add_or_replace(batch, Some("id"))
+                .await
+                .map_err(classify)?;
+            self.queued
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(task);
         }
+        Ok(())
+    }
+
+    async fn settle(&self) -> Result<(), EngineError> {
+        let tasks = std::mem::take(
+            &mut *self
+                .queued
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         for task in tasks {
             self.wait(task).await?;
         }

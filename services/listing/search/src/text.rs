@@ -306,6 +306,12 @@ mod tests {
             "dacbietdacbietdacbietdacbietdacbiec",
             "đặc",
             "dac",
+            // 31, 32 and 33 letters: both sides of the stack's limit.
+            "abcdefghijklmnopqrstuvwxyzabcde",
+            "abcdefghijklmnopqrstuvwxyzabcdef",
+            "abcdefghijklmnopqrstuvwxyzabcdeg",
+            "abcdefghijklmnopqrstuvwxyzabcdefg",
+            "bacdefghijklmnopqrstuvwxyzabcdefg",
         ];
         for a in words {
             for b in words {

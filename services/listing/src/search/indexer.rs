@@ -74,11 +74,13 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
     Ok(dirty.len())
 }
 
-/// The least time between two writes to the engine. Every write is a commit (the embedded
+/// The pause after a write to the engine that did not fill a batch, before the next. Every
+/// write is a commit (the embedded
 /// index writes a segment, syncs it and reloads its reader; Meilisearch runs a task), so
 /// while listings change many times a second the changes are gathered and written together:
 /// at 100 renames a second on 100,000 listings, a commit per wake-up cost about 15 ms of CPU
-/// per rename and left search over a second behind.
+/// per rename and left search over a second behind. A backlog (a full batch) is written
+/// without pauses.
 const COMMIT_GAP: Duration = Duration::from_millis(100);
 
 /// Indexes until aborted: woken by each commit that marked something dirty, and every
@@ -103,8 +105,9 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
                     tracing::info!("search indexer caught up");
                 }
                 failures = 0;
+                let full = i64::try_from(n).is_ok_and(|n| n >= BATCH);
+                last_write = (n > 0 && !full).then(tokio::time::Instant::now);
                 if n > 0 {
-                    last_write = Some(tokio::time::Instant::now());
                     continue;
                 }
             }
@@ -171,9 +174,11 @@ pub async fn reindex(
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         let docs: Vec<_> = page.iter().map(super::document).collect();
-        engine.upsert_bulk(&docs).await?;
+        // Sent, not awaited: the next page is read while the engine indexes this one.
+        engine.upsert_queued(&docs).await?;
         done += docs.len();
         progress(total.max(done), done);
     }
+    engine.settle().await?;
     Ok(done)
 }

@@ -495,19 +495,11 @@ async fn check(db: &mut PgConnection, seen: &Seen) -> Result<Checked> {
     )
     .fetch_one(&mut *db)
     .await?;
-    let (listings, stock_off, reserved_off): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*),
-                count(*) FILTER (WHERE s.on_hand <> m.on_hand OR s.reserved <> m.reserved),
-                count(*) FILTER (WHERE s.reserved <> COALESCE(r.held, 0))
-         FROM listing.stock s
-         JOIN (SELECT listing_id, sum(on_hand_delta) AS on_hand, sum(reserved_delta) AS reserved
-               FROM listing.stock_movements GROUP BY listing_id) m USING (listing_id)
-         LEFT JOIN (SELECT rl.listing_id, sum(rl.quantity) AS held FROM listing.reservation_lines rl
-                    JOIN listing.reservations r ON r.id = rl.reservation_id
-                    WHERE r.status = 'active' AND rl.state = 'reserved' GROUP BY rl.listing_id) r USING (listing_id)",
-    )
-    .fetch_one(&mut *db)
-    .await?;
+    let nongsan_listing::stock::levels::Consistency {
+        listings,
+        off_movements: stock_off,
+        off_reservations: reserved_off,
+    } = nongsan_listing::stock::levels::consistency(&mut *db).await?;
     let paid_twice: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT checkout_id FROM payment.payments WHERE status = 'succeeded' GROUP BY checkout_id HAVING count(*) > 1) t",
     )

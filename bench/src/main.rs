@@ -720,6 +720,7 @@ where
 }
 
 /// The Meilisearch a `--meili` run searches through, and the run's index in it.
+#[derive(Clone)]
 struct Meili {
     url: String,
     key: Option<String>,
@@ -727,19 +728,36 @@ struct Meili {
 }
 
 impl Meili {
+    /// A request to `path` with the key, if any.
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = http.request(method, format!("{}{path}", self.url));
+        match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+    }
+
     /// `POST /indexes/{index}/search` with `body`; answers the hits' total.
     async fn search(
         &self,
         http: &reqwest::Client,
         body: &Value,
     ) -> std::result::Result<u64, String> {
-        let mut req = http
-            .post(format!("{}/indexes/{}/search", self.url, self.index))
-            .json(body);
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        let res = req.send().await.map_err(|e| e.to_string())?;
+        let res = self
+            .request(
+                http,
+                reqwest::Method::POST,
+                &format!("/indexes/{}/search", self.index),
+            )
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         let status = res.status();
         let answer: Value = res.json().await.map_err(|e| e.to_string())?;
         if !status.is_success() {
@@ -753,11 +771,12 @@ impl Meili {
 
     /// Deletes the run's index: it holds every listing of the run.
     async fn drop_index(&self) {
-        let mut req = reqwest::Client::new().delete(format!("{}/indexes/{}", self.url, self.index));
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        match req.send().await {
+        let path = format!("/indexes/{}", self.index);
+        match self
+            .request(&reqwest::Client::new(), reqwest::Method::DELETE, &path)
+            .send()
+            .await
+        {
             Ok(res) if res.status().is_success() => {}
             Ok(res) => eprintln!(
                 "the run's Meilisearch index {} was not deleted: {}",
@@ -768,6 +787,21 @@ impl Meili {
                 "the run's Meilisearch index {} was not deleted: {e}",
                 self.index
             ),
+        }
+    }
+
+    /// Meilisearch's version, as it says.
+    async fn version(&self) -> String {
+        let answer = self
+            .request(&reqwest::Client::new(), reqwest::Method::GET, "/version")
+            .send()
+            .await;
+        match answer {
+            Ok(res) => res.json::<Value>().await.map_or_else(
+                |_| "?".to_owned(),
+                |v| v["pkgVersion"].as_str().unwrap_or("?").to_owned(),
+            ),
+            Err(_) => "?".to_owned(),
         }
     }
 }
@@ -955,15 +989,7 @@ async fn run(
         {
             let mut reference = reference;
             if let Some(m) = meili {
-                let (m, http, bodies) = (
-                    Arc::new(Meili {
-                        url: m.url.clone(),
-                        key: m.key.clone(),
-                        index: m.index.clone(),
-                    }),
-                    direct.clone(),
-                    bodies.clone(),
-                );
+                let (m, http, bodies) = (Arc::new(m.clone()), direct.clone(), bodies.clone());
                 let f = drive(
                     server,
                     "Meilisearch directly, the same searches",
@@ -1097,7 +1123,7 @@ async fn run(
         match meili {
             Some(m) => format!(
                 "through Meilisearch {} at {} (index `{}`)",
-                meili_version(m).await,
+                m.version().await,
                 m.url,
                 m.index
             ),
@@ -1146,21 +1172,6 @@ async fn run(
         bail!("{out}\nscenarios with errors: {}", broken.join("; "));
     }
     Ok(out)
-}
-
-/// Meilisearch's version, as it says.
-async fn meili_version(m: &Meili) -> String {
-    let mut req = reqwest::Client::new().get(format!("{}/version", m.url));
-    if let Some(k) = &m.key {
-        req = req.bearer_auth(k);
-    }
-    match req.send().await {
-        Ok(res) => res.json::<Value>().await.map_or_else(
-            |_| "?".to_owned(),
-            |v| v["pkgVersion"].as_str().unwrap_or("?").to_owned(),
-        ),
-        Err(_) => "?".to_owned(),
-    }
 }
 
 /// Renames followed by searches: one in this many.

@@ -428,19 +428,10 @@ async fn a_server_killed_mid_checkouts_loses_nothing_and_gives_back_what_dead_ch
         "an answered checkout lost its reservation"
     );
     // Stock equals its movements; reserved equals what active reservations hold.
-    let (off_movements, off_reservations): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE s.on_hand <> m.on_hand OR s.reserved <> m.reserved),
-                count(*) FILTER (WHERE s.reserved <> COALESCE(r.held, 0))
-         FROM listing.stock s
-         JOIN (SELECT listing_id, sum(on_hand_delta) AS on_hand, sum(reserved_delta) AS reserved
-               FROM listing.stock_movements GROUP BY listing_id) m USING (listing_id)
-         LEFT JOIN (SELECT rl.listing_id, sum(rl.quantity) AS held FROM listing.reservation_lines rl
-                    JOIN listing.reservations r ON r.id = rl.reservation_id
-                    WHERE r.status = 'active' AND rl.state = 'reserved' GROUP BY rl.listing_id) r USING (listing_id)",
-    )
-    .fetch_one(&listing)
-    .await
-    .unwrap();
+    let stock = nongsan_listing::stock::levels::consistency(&mut listing.acquire().await.unwrap())
+        .await
+        .unwrap();
+    let (off_movements, off_reservations) = (stock.off_movements, stock.off_reservations);
     assert_eq!(
         off_movements, 0,
         "a listing's stock differs from its movements"

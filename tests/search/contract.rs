@@ -235,16 +235,22 @@ pub fn meili_server() -> Option<(String, Option<String>)> {
     }
 }
 
-#[tokio::test]
-async fn meilisearch_keeps_the_search_contract() {
-    let Some((url, key)) = meili_server() else {
-        return;
-    };
+/// nongsan on a test database, searching through the Meilisearch server (an index of the
+/// test's own); `None` where there is none.
+async fn on_meilisearch() -> Option<TestApp> {
+    let (url, key) = meili_server()?;
     let db = TestDb::new().await;
     let mut settings = test_settings(&db).await;
     settings.meili_url = Some(url);
     settings.meili_key = key.map(secrecy::SecretString::from);
-    let app = TestApp::spawn_with(settings, db).await;
+    Some(TestApp::spawn_with(settings, db).await)
+}
+
+#[tokio::test]
+async fn meilisearch_keeps_the_search_contract() {
+    let Some(app) = on_meilisearch().await else {
+        return;
+    };
     contract(&app).await;
     app.stop().await;
 }
@@ -254,14 +260,9 @@ async fn meilisearch_keeps_the_search_contract() {
 /// same.
 #[tokio::test]
 async fn on_a_meilisearch_without_its_index_an_empty_catalog_is_ready_and_searchable() {
-    let Some((url, key)) = meili_server() else {
+    let Some(app) = on_meilisearch().await else {
         return;
     };
-    let db = TestDb::new().await;
-    let mut settings = test_settings(&db).await;
-    settings.meili_url = Some(url);
-    settings.meili_key = key.map(secrecy::SecretString::from);
-    let app = TestApp::spawn_with(settings, db).await;
     let (status, ready) = app.api.get("/readyz", None).await;
     assert_eq!(status, 200, "{ready}");
     let found = search(&app, "q=xoai").await;

@@ -54,6 +54,13 @@ async fn main() -> anyhow::Result<()> {
     {
         mix = vec![mix.swap_remove(only)];
     }
+    // `Q=words`: that search alone.
+    if let Ok(q) = std::env::var("Q") {
+        mix = vec![nongsan_search::SearchQuery {
+            q,
+            ..Default::default()
+        }];
+    }
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

@@ -37,6 +37,36 @@ impl ServiceName {
         ServiceName::Payment,
     ];
 
+    /// The service that serves `path` (a path with or without its query) in the split shape:
+    /// checkouts and orders are the order service's, payments the payment service's,
+    /// everything else (and every path outside `/v1/`) the listing service's. Callers of the
+    /// split shape (the tests, the benchmark) route by it; a test checks it against every
+    /// path in each service's OpenAPI document.
+    pub fn serving(path: &str) -> Self {
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+        };
+        if [
+            "/v1/checkouts",
+            "/v1/orders",
+            "/v1/ops/order",
+            "/v1/internal/checkouts",
+        ]
+        .into_iter()
+        .any(under)
+        {
+            Self::Order
+        } else if ["/v1/payments", "/v1/internal/payments", "/v1/ops/payment"]
+            .into_iter()
+            .any(under)
+        {
+            Self::Payment
+        } else {
+            Self::Listing
+        }
+    }
+
     async fn start(self, platform: &Platform) -> anyhow::Result<Service> {
         match self {
             ServiceName::Listing => nongsan_listing::start(platform).await,
@@ -473,4 +503,30 @@ pub async fn reindex(
     .await;
     close(platform).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceName;
+
+    #[test]
+    fn every_documented_path_is_routed_to_the_service_that_serves_it() {
+        let mut paths = 0;
+        for service in ServiceName::ALL {
+            for path in service.openapi().paths.paths.keys() {
+                assert_eq!(ServiceName::serving(path), service, "{path}");
+                paths += 1;
+            }
+        }
+        assert!(paths > 50, "only {paths} paths documented");
+        assert_eq!(
+            ServiceName::serving("/v1/orders?status=placed"),
+            ServiceName::Order
+        );
+        assert_eq!(
+            ServiceName::serving("/v1/ordersomething"),
+            ServiceName::Listing
+        );
+        assert_eq!(ServiceName::serving("/healthz"), ServiceName::Listing);
+    }
 }

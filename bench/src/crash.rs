@@ -1,15 +1,23 @@
 //! The reliability scenario (`--scenarios crash`): a steady mixed load (two-seller cash
-//! checkouts, sellers confirming orders, listing edits, searches and listing reads) runs
-//! while `nongsan up` is killed with SIGKILL and started again on the same data, `--crash-rounds`
-//! times. After each round the harness waits for the events to settle and for the orphan
-//! reconciliation window, then checks the invariants and prints each with its count:
-//! acknowledged checkouts and edits all present; stock equals the sum of movements; reserved
-//! equals what active reservations hold; no reservation without a checkout; every event
-//! consumed once (each consumer's inbox against the producer's outbox); no payment credited
-//! twice; every ledger transaction sums to zero. A broken invariant fails the run.
+//! checkouts, a buyer paying through VNPay, sellers confirming orders, listing edits,
+//! searches and listing reads) runs while one fault per round is made, `--crash-rounds`
+//! times: in the one-process shape `nongsan up` is killed with SIGKILL and started again on
+//! the same data; in the three-process shape the listing, order and payment processes are
+//! killed in turn, then Redis is killed and started again `--redis-outage-secs` later on its
+//! append-only file. The harness plays VNPay: each payment's IPN is first forged (it must be
+//! refused with 97), then sent genuinely three times at once, payments are settled out of
+//! order, and a late "cancelled" IPN follows (it must be refused as already recorded).
+//!
+//! During each fault the harness asks every process's `/readyz`; after the round it waits
+//! for the events to settle and for the orphan reconciliation window, then checks the
+//! invariants and prints each with its count: acknowledged checkouts, payments and edits all
+//! present; stock equals the sum of movements; reserved equals what active reservations
+//! hold; no reservation without a checkout; every event consumed once (each consumer's inbox
+//! against the producer's outbox); no forged callback accepted; no payment credited twice;
+//! every ledger transaction sums to zero. A broken invariant fails the run.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt::Write as _,
     sync::{
         Arc, Mutex,
@@ -22,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
-use super::{Api, Args, Server, in_parallel};
+use super::{Api, Args, Server, Shape, in_parallel};
 
 /// Seconds after which the server asks about a reservation's checkout, in this scenario
 /// (the default is 60; the scenario would wait longer for the same check).
@@ -47,14 +55,68 @@ struct Seen {
     /// The price edits.
     prices: Mutex<Prices>,
     /// Operations that succeeded, by kind.
-    ok: [AtomicU64; 5],
+    ok: [AtomicU64; 6],
     /// Operations refused (HTTP 4xx/5xx) or unanswered (connection refused while down).
-    failed: [AtomicU64; 5],
+    failed: [AtomicU64; 6],
     /// The last refusal of each kind that was an answer (not the process being down).
-    refusal: Mutex<[Option<String>; 5]>,
+    refusal: Mutex<[Option<String>; 6]>,
+    /// VNPay payments opened and not yet confirmed by an IPN answer: their payment URLs.
+    unpaid: Mutex<Vec<String>>,
+    /// The `vnp_TxnRef` of payments a genuine 'paid' IPN was answered 00 or 02 for.
+    paid: Mutex<Vec<String>>,
+    /// Genuine 'paid' IPNs sent, answered 00, answered 02; late 'cancelled' IPNs sent,
+    /// answered 02.
+    ipn: [AtomicU64; 5],
+    /// Forged IPNs sent, and those answered anything but 97 (bad signature).
+    forged: AtomicU64,
+    forged_accepted: AtomicU64,
 }
 
-const KINDS: [&str; 5] = ["checkout", "confirm", "edit", "search", "read"];
+const KINDS: [&str; 6] = [
+    "checkout",
+    "confirm",
+    "edit",
+    "search",
+    "read",
+    "VNPay checkout or IPN",
+];
+
+/// The faults of the rounds, taken in turn.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The process is killed with SIGKILL and started again.
+    Kill(&'static str),
+    /// Redis is killed and started again after `--redis-outage-secs`.
+    RedisAway,
+}
+
+impl Fault {
+    fn name(self) -> String {
+        match self {
+            Self::Kill("up") => "`nongsan up` killed".to_owned(),
+            Self::Kill(p) => format!("`{p}` killed"),
+            Self::RedisAway => "Redis away".to_owned(),
+        }
+    }
+}
+
+/// The faults of a shape: `nongsan up` killed; or each service's process killed, then Redis
+/// away.
+fn faults(server: &Server) -> Vec<Fault> {
+    let mut f: Vec<Fault> = server.names().into_iter().map(Fault::Kill).collect();
+    if server.redis.is_some() {
+        f.push(Fault::RedisAway);
+    }
+    f
+}
+
+/// How many rounds take every fault of the shape once.
+pub fn rounds_for(shape: Shape) -> usize {
+    match shape {
+        Shape::One => 1,
+        Shape::Three => 4,
+    }
+}
 
 /// Runs the rounds; answers the report's section.
 pub async fn run(
@@ -64,7 +126,7 @@ pub async fn run(
     households: &[(String, String)],
     listings: &[(String, usize)],
 ) -> Result<String> {
-    let buyers = in_parallel((0..8).collect(), 4, |n| {
+    let buyers = in_parallel((0..9).collect(), 4, |n| {
         let api = api.clone();
         async move { api.account(300_000 + n, "buyer").await }
     })
@@ -82,35 +144,66 @@ pub async fn run(
     if sellers.len() < 2 {
         bail!("the crash scenario needs listings of at least two households");
     }
+    let faults = faults(server);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### Reliability: `nongsan up` killed with SIGKILL under a mixed load, {} rounds\n",
-        args.crash_rounds
+        "### Reliability: {}), under a mixed load, {} round{}, faults in turn: {}\n",
+        server.describe(),
+        args.crash_rounds,
+        if args.crash_rounds == 1 { "" } else { "s" },
+        faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         out,
-        "Load: 8 buyers checking out (two sellers, cash on delivery), 1 seller confirming its orders, 1 seller editing prices, 2 searching, 2 reading listings; each round runs {} s, kills the process, starts it again on the same data and runs {} s more. Orphan window: `NONGSAN_RESERVATION_ORPHAN_SECS={ORPHAN_SECS}`. No online payment is in this load yet, so the payment and ledger columns count what the cash orders booked. Events: each flow's handled inbox rows / the producer's outbox rows of the types its consumer handles (the inbox key makes a second handling impossible; the counts show none lost).\n",
-        args.secs, args.secs
+        "Load: 8 buyers checking out (two sellers, cash on delivery), 1 buyer paying through VNPay (the harness plays VNPay: every payment's IPN is first forged (a wrong signature), then sent three times at once, the payments' IPNs in a different order than the payments, and a late 'cancelled' IPN follows a paid one), 1 seller confirming its orders, 1 seller editing prices, 2 searching, 2 reading listings. Each round runs {} s, makes its fault (a kill: SIGKILL, then the process started again on the same data; Redis: killed, and started again {} s later on its append-only file), and runs {} s more. Orphan window: `NONGSAN_RESERVATION_ORPHAN_SECS={ORPHAN_SECS}`. Events: each flow's handled inbox rows / the producer's outbox rows of the types its consumer handles (the inbox key makes a second handling impossible; the counts show none lost). Readiness: what each process's `/readyz` answered during the fault, and how long it took. Back in: seconds from the kill, or from Redis's start again, to every process ready.\n",
+        args.secs, args.redis_outage_secs, args.secs
     );
     let _ = writeln!(
         out,
-        "| round | operations so far (all rounds) | refused or unanswered while down | restart s | acknowledged checkouts present | live checkouts without their stock | stock = movements | reserved = active reservations | orphans at restart → after the window | events consumed once | payments credited twice | unbalanced ledger transactions | acknowledged edits kept |"
+        "| round | fault | operations so far (all rounds) | refused or unanswered during the fault | back in s | `/readyz` during the fault | acknowledged checkouts present | live checkouts without their stock | stock = movements | reserved = active reservations | orphans at restart → after the window | events consumed once | acknowledged payments paid | forged IPNs accepted | payments credited twice | unbalanced ledger transactions | acknowledged edits kept |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let seen = Arc::new(Seen::default());
     let mut broken = Vec::new();
     for round in 1..=args.crash_rounds {
+        let fault = faults[(round - 1) % faults.len()];
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = load(api, &seen, &stop, &buyers, &sellers, households);
         tokio::time::sleep(Duration::from_secs(args.secs)).await;
         let before: u64 = seen.ok.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         let failed_before: u64 = seen.failed.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-        let restart = Instant::now();
-        server.kill_and_restart().await?;
+        // Back in: from the kill to every process ready; for Redis, from its start again.
+        let mut restart = Instant::now();
+        let readiness = match fault {
+            Fault::Kill(name) => {
+                server.kill(name).await?;
+                let r = server.readiness().await;
+                server.restart(name).await?;
+                r
+            }
+            Fault::RedisAway => {
+                let redis = server.redis.as_mut().context("Redis")?;
+                redis.kill().await;
+                tokio::time::sleep(Duration::from_secs(args.redis_outage_secs / 2)).await;
+                let r = server.readiness().await;
+                tokio::time::sleep(Duration::from_secs(
+                    args.redis_outage_secs - args.redis_outage_secs / 2,
+                ))
+                .await;
+                server.redis.as_mut().context("Redis")?.launch().await?;
+                restart = Instant::now();
+                server.wait_ready().await?;
+                r
+            }
+        };
         let restart_secs = restart.elapsed().as_secs_f64();
         let failed_down = seen
             .failed
@@ -138,7 +231,9 @@ pub async fn run(
         }
         let c = check(&mut db, &seen).await?;
         let row = format!(
-            "| {round} | {before} | {failed_down} | {restart_secs:.1} | {} of {} | {} | {} of {} listings off | {} listings off | {orphans_at_restart} → {orphans_after} | {} | {} | {} | {} of {} |",
+            "| {round} | {} | {before} | {failed_down} | {restart_secs:.1} | {} | {} of {} | {} | {} of {} listings off | {} listings off | {orphans_at_restart} → {orphans_after} | {} | {} of {} | {} of {} | {} | {} | {} of {} |",
+            fault.name(),
+            readiness.join(", "),
             c.checkouts_present,
             c.checkouts_acked,
             c.live_without_stock,
@@ -146,6 +241,10 @@ pub async fn run(
             c.listings,
             c.reserved_off,
             events.summary,
+            c.payments_paid,
+            c.payments_acked,
+            seen.forged_accepted.load(Ordering::Relaxed),
+            seen.forged.load(Ordering::Relaxed),
             c.paid_twice,
             c.unbalanced,
             c.edits_kept,
@@ -159,6 +258,8 @@ pub async fn run(
             || c.reserved_off > 0
             || orphans_after > 0
             || !events.settled
+            || c.payments_paid != c.payments_acked
+            || seen.forged_accepted.load(Ordering::Relaxed) > 0
             || c.paid_twice > 0
             || c.unbalanced > 0
             || c.edits_kept != c.edits
@@ -179,6 +280,17 @@ pub async fn run(
         })
         .collect();
     let _ = writeln!(out, "\nOperations over all rounds: {}.", totals.join("; "));
+    let _ = writeln!(
+        out,
+        "VNPay IPNs: {} genuine 'paid' IPNs sent ({} answered 00 recorded, {} 02 already recorded), {} late 'cancelled' IPNs after payment ({} refused as already recorded), {} forged ({} accepted).",
+        seen.ipn[0].load(Ordering::Relaxed),
+        seen.ipn[1].load(Ordering::Relaxed),
+        seen.ipn[2].load(Ordering::Relaxed),
+        seen.ipn[3].load(Ordering::Relaxed),
+        seen.ipn[4].load(Ordering::Relaxed),
+        seen.forged.load(Ordering::Relaxed),
+        seen.forged_accepted.load(Ordering::Relaxed),
+    );
     let refusals: Vec<String> = seen
         .refusal
         .lock()
@@ -233,7 +345,7 @@ fn load(
             }
         })
     };
-    for (b, buyer) in buyers.iter().enumerate() {
+    for (b, buyer) in buyers.iter().take(8).enumerate() {
         let (api, seen, token) = (api.clone(), seen.clone(), buyer.1.clone());
         let (first, second) = (
             sellers[b % sellers.len()].1.clone(),
@@ -338,6 +450,10 @@ fn load(
             }),
         ));
     }
+    if let Some(payer) = buyers.get(8) {
+        let listing = sellers[sellers.len() - 1].1[0].clone();
+        tasks.push(spawn(5, pay(api, seen, &payer.1, &listing)));
+    }
     for s in 0..2 {
         let api = api.clone();
         tasks.push(spawn(
@@ -374,6 +490,161 @@ fn load(
         ));
     }
     tasks
+}
+
+/// The VNPay secret of the run's payment service: the harness plays VNPay.
+pub const VNPAY_SECRET: &str = "bench-vnpay-hash-secret-0123456789";
+/// The run's VNPay merchant code.
+pub const VNPAY_TMN: &str = "BENCH001";
+
+/// A buyer paying through VNPay, and VNPay: while fewer than two payments wait, it opens one
+/// (a checkout); otherwise it settles one of the two, the newer on even turns (so IPNs come
+/// in another order than the payments): a forged IPN first (signed with the wrong secret),
+/// then the genuine 'paid' IPN three times at once, then a late 'cancelled' one. A payment
+/// whose IPNs got no answer (the process down) waits for a later turn, as VNPay retries.
+fn pay(api: &Api, seen: &Arc<Seen>, token: &str, listing: &str) -> Op {
+    let (api, seen, token, listing) = (
+        api.clone(),
+        seen.clone(),
+        token.to_owned(),
+        listing.to_owned(),
+    );
+    Arc::new(move |i| {
+        let (api, seen, token, listing) =
+            (api.clone(), seen.clone(), token.clone(), listing.clone());
+        Box::pin(async move {
+            let waiting = {
+                let unpaid = seen
+                    .unpaid
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (unpaid.len() >= 2)
+                    .then(|| unpaid[if i % 2 == 0 { unpaid.len() - 1 } else { 0 }].clone())
+            };
+            let Some(url) = waiting else {
+                let body = json!({
+                    "lines": [{ "listing_id": listing, "quantity": "1" }],
+                    "delivery": { "province_code": "68", "commune_code": "24931", "street": "12 Lê Lợi", "recipient_name": "Nguyễn Thị Hoa", "recipient_phone": "0987654321" },
+                    "payment_method": "vnpay",
+                });
+                let key = uuid::Uuid::now_v7().to_string();
+                let res = api
+                    .call(
+                        reqwest::Method::POST,
+                        "/v1/checkouts",
+                        Some(&token),
+                        Some(&body),
+                        600,
+                        Some(&key),
+                    )
+                    .await;
+                return Some(match res {
+                    Ok((201, made)) => {
+                        let (Some(id), Some(url)) =
+                            (made["id"].as_str(), made["payment_url"].as_str())
+                        else {
+                            return Some(Err(format!(
+                                "a VNPay checkout without its payment URL: {made}"
+                            )));
+                        };
+                        seen.checkouts
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(id.to_owned());
+                        seen.unpaid
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(url.to_owned());
+                        Ok(())
+                    }
+                    other => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Err(answer(other))
+                    }
+                });
+            };
+            let sent: BTreeMap<String, String> = reqwest::Url::parse(&url)
+                .map(|u| {
+                    u.query_pairs()
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let number = format!("{}", 15_000_000 + i);
+            let ipn = |secret: &str, code: &str| {
+                let query = nongsan_payment::vnpay::ipn_query(&sent, secret, code, None, &number);
+                let api = api.clone();
+                async move {
+                    match api
+                        .call(
+                            reqwest::Method::GET,
+                            &format!("/v1/payments/vnpay/ipn?{query}"),
+                            None,
+                            None,
+                            601,
+                            None,
+                        )
+                        .await
+                    {
+                        Ok((200, a)) => Ok(a["RspCode"].as_str().unwrap_or("").to_owned()),
+                        other => Err(answer(other)),
+                    }
+                }
+            };
+            match ipn("not the merchant's secret", "00").await {
+                Ok(code) => {
+                    seen.forged.fetch_add(1, Ordering::Relaxed);
+                    if code != "97" {
+                        seen.forged_accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Some(Err(e));
+                }
+            }
+            let answers = futures_util::future::join_all([
+                ipn(VNPAY_SECRET, "00"),
+                ipn(VNPAY_SECRET, "00"),
+                ipn(VNPAY_SECRET, "00"),
+            ])
+            .await;
+            let mut recorded = false;
+            for code in answers.iter().flatten() {
+                seen.ipn[0].fetch_add(1, Ordering::Relaxed);
+                match code.as_str() {
+                    "00" => seen.ipn[1].fetch_add(1, Ordering::Relaxed),
+                    "02" => seen.ipn[2].fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+                recorded |= code == "00" || code == "02";
+            }
+            if !recorded {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Some(Err(answers
+                    .into_iter()
+                    .find_map(|a| a.err())
+                    .unwrap_or_else(|| "a genuine IPN was not recorded".to_owned())));
+            }
+            seen.unpaid
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|u| *u != url);
+            if let Some(txn) = sent.get("vnp_TxnRef") {
+                seen.paid
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(txn.clone());
+            }
+            if let Ok(code) = ipn(VNPAY_SECRET, "24").await {
+                seen.ipn[3].fetch_add(1, Ordering::Relaxed);
+                if code == "02" {
+                    seen.ipn[4].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(Ok(()))
+        })
+    })
 }
 
 /// What a refused call answered.
@@ -472,6 +743,9 @@ struct Checked {
     listings: i64,
     stock_off: i64,
     reserved_off: i64,
+    /// VNPay payments a genuine IPN was recorded for, and those of them stored as succeeded.
+    payments_acked: i64,
+    payments_paid: i64,
     paid_twice: i64,
     unbalanced: i64,
     edits: usize,
@@ -510,6 +784,17 @@ async fn check(db: &mut PgConnection, seen: &Seen) -> Result<Checked> {
     )
     .fetch_one(&mut *db)
     .await?;
+    let paid = seen
+        .paid
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let payments_paid: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payment.payments WHERE method = 'vnpay' AND status = 'succeeded' AND txn_ref = ANY($1)",
+    )
+    .bind(&paid)
+    .fetch_one(&mut *db)
+    .await?;
     let prices = seen
         .prices
         .lock()
@@ -535,6 +820,8 @@ async fn check(db: &mut PgConnection, seen: &Seen) -> Result<Checked> {
         listings,
         stock_off,
         reserved_off,
+        payments_acked: i64::try_from(paid.len()).unwrap_or(i64::MAX),
+        payments_paid,
         paid_twice,
         unbalanced,
         edits: prices.len(),

@@ -1,5 +1,7 @@
-//! `nongsan-bench`: the benchmark harness. It starts `nongsan up` (one process, its private
-//! PostgreSQL cluster) on a fresh data folder, loads generated listings through the API,
+//! `nongsan-bench`: the benchmark harness. It starts nongsan on a fresh data folder in one of
+//! two shapes ([`server`]): `nongsan up` (one process), or `nongsan serve listing`, `serve
+//! order` and `serve payment` with a `redis-server` of their own carrying the events; both on
+//! the data folder's private PostgreSQL cluster. It loads generated listings through the API,
 //! drives each scenario with a number of connections for a number of seconds, and reports
 //! throughput, latency percentiles (HDR histograms), errors and CPU time per operation of
 //! nongsan and of PostgreSQL, beside a reference measured in the same run: a bare endpoint
@@ -9,12 +11,15 @@
 //! ```text
 //! cargo build --release -p nongsan -p nongsan-bench
 //! target/release/nongsan-bench --listings 100000 --secs 20 --append BENCHMARKS.md
-//! target/release/nongsan-bench --smoke          # what CI runs: seconds, little data
-//! target/release/nongsan-bench --listings 2000 --scenarios crash --secs 10 --append RELIABILITY.md
+//! target/release/nongsan-bench --listings 100000 --secs 20 --shape three --append BENCHMARKS.md
+//! target/release/nongsan-bench --smoke [--shape three]  # what CI runs: seconds, little data
+//! target/release/nongsan-bench --listings 2000 --scenarios crash --secs 10 --shape three \
+//!     --crash-rounds 4 --append RELIABILITY.md
 //! ```
 //!
-//! The `crash` scenario ([`crash`]) kills `nongsan up` under a mixed load and checks the
-//! invariants after each restart; it is not part of `all`.
+//! The `crash` scenario ([`crash`]) makes one fault per round under a mixed load (a process
+//! killed with SIGKILL and started again, or Redis away) and checks the invariants after
+//! each; it is not part of `all`.
 #![expect(
     clippy::float_arithmetic,
     reason = "a benchmark's figures are rates, milliseconds and ratios"
@@ -23,8 +28,7 @@
 
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -38,6 +42,10 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 mod crash;
+mod server;
+
+use nongsan::ServiceName;
+use server::{Server, Shape, cpu};
 
 /// What to run.
 #[derive(Debug, Parser)]
@@ -81,6 +89,13 @@ struct Args {
     /// the same searches directly, as its reference.
     #[arg(long)]
     meili: bool,
+    /// How nongsan runs: one (`nongsan up`) or three (`nongsan serve listing|order|payment`
+    /// with events through a `redis-server` the harness starts).
+    #[arg(long, value_enum, default_value = "one")]
+    shape: Shape,
+    /// Seconds Redis is away in the crash scenario's Redis round (three-process shape).
+    #[arg(long, default_value_t = 30)]
+    redis_outage_secs: u64,
     /// The nongsan binary (default: the one beside this program).
     #[arg(long)]
     nongsan: Option<PathBuf>,
@@ -106,7 +121,9 @@ async fn main() -> Result<()> {
         args.hot_buyers = args.hot_buyers.min(60);
         args.search_connections = "4".to_owned();
         args.connections = args.connections.min(4);
-        args.crash_rounds = args.crash_rounds.min(1);
+        // Each fault of the shape once.
+        args.crash_rounds = crash::rounds_for(args.shape);
+        args.redis_outage_secs = args.redis_outage_secs.min(3);
     }
     let wanted: Vec<String> = if args.scenarios == "all" {
         let mut all = vec![
@@ -146,7 +163,11 @@ async fn main() -> Result<()> {
     }
     let data =
         std::env::temp_dir().join(format!("nongsan-bench-{}", uuid::Uuid::now_v7().simple()));
-    let mut env = Vec::new();
+    // The harness plays VNPay in the crash scenario's load.
+    let mut env = vec![
+        ("NONGSAN_VNPAY_TMN_CODE", crash::VNPAY_TMN.to_owned()),
+        ("NONGSAN_VNPAY_HASH_SECRET", crash::VNPAY_SECRET.to_owned()),
+    ];
     if wanted.iter().any(|w| w == "crash") {
         env.push((
             "NONGSAN_RESERVATION_ORPHAN_SECS",
@@ -171,7 +192,7 @@ async fn main() -> Result<()> {
     } else {
         None
     };
-    let mut server = Server::start(&bin, &data, env).await?;
+    let mut server = Server::start(&bin, &data, env, args.shape).await?;
     let outcome = run(&args, &wanted, &mut server, meili.as_ref()).await;
     server.stop().await;
     if let Some(m) = &meili {
@@ -189,255 +210,6 @@ async fn main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
-}
-
-/// `nongsan up`, as a child process on its own data folder.
-struct Server {
-    child: tokio::process::Child,
-    url: String,
-    data: PathBuf,
-    bin: PathBuf,
-    port: u16,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Server {
-    async fn start(bin: &Path, data: &Path, mut env: Vec<(&'static str, String)>) -> Result<Self> {
-        std::fs::create_dir_all(data)?;
-        // One signing key for the run: tokens stay valid across a restart.
-        env.push((
-            "NONGSAN_AUTH_SECRET",
-            format!("bench-{}", uuid::Uuid::now_v7().simple()),
-        ));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Self::spawn(bin, data, port, &env)?;
-        let server = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data: data.to_owned(),
-            bin: bin.to_owned(),
-            port,
-            env,
-        };
-        server.wait_ready().await?;
-        Ok(server)
-    }
-
-    /// Kills the process with SIGKILL (nothing it was doing finishes; its PostgreSQL
-    /// cluster runs on) and starts it again on the same data and port.
-    async fn kill_and_restart(&mut self) -> Result<()> {
-        if let Some(pid) = self
-            .pid()
-            .and_then(|p| i32::try_from(p).ok())
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-        let _ = self.child.wait().await;
-        self.child = Self::spawn(&self.bin, &self.data, self.port, &self.env)?;
-        self.wait_ready().await
-    }
-
-    fn spawn(
-        bin: &Path,
-        data: &Path,
-        port: u16,
-        env: &[(&'static str, String)],
-    ) -> Result<tokio::process::Child> {
-        Self::command(bin, data, port, env, "up")?
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))
-    }
-
-    /// `nongsan <what>` on the server's data, settings and log.
-    fn command(
-        bin: &Path,
-        data: &Path,
-        port: u16,
-        env: &[(&'static str, String)],
-        what: &str,
-    ) -> Result<tokio::process::Command> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.join("server.log"))?;
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.arg(what);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("NONGSAN_")
-                || k.starts_with("MEILI_")
-                || k == "DATABASE_URL"
-                || k == "REDIS_URL"
-            {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("NONGSAN_DATA_DIR", data)
-            .env("NONGSAN_HOST", "127.0.0.1")
-            .env("NONGSAN_PORT", port.to_string())
-            .env("NONGSAN_ACCESS_TOKEN_TTL_SECS", "3600")
-            // The harness's buyers check out far more than a person would.
-            .env("NONGSAN_MAX_OPEN_COD_CHECKOUTS", "1000000")
-            .env("NONGSAN_MAX_HOLD_SHARE_PERCENT", "100")
-            .env("NONGSAN_CLIENT_IP_HEADER", "x-bench-client")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        Ok(cmd)
-    }
-
-    /// Stops the server (SIGTERM), runs `nongsan reindex` on its data, starts it again;
-    /// answers how long the reindex took.
-    async fn reindex(&mut self) -> Result<Duration> {
-        self.terminate().await;
-        let start = Instant::now();
-        let status = Self::command(&self.bin, &self.data, self.port, &self.env, "reindex")?
-            .status()
-            .await?;
-        let took = start.elapsed();
-        self.child = Self::spawn(&self.bin, &self.data, self.port, &self.env)?;
-        self.wait_ready().await?;
-        if !status.success() {
-            bail!(
-                "nongsan reindex failed ({status}); its log is {}",
-                self.data.join("server.log").display()
-            );
-        }
-        Ok(took)
-    }
-
-    /// Resident memory of the server now and at its peak, in MiB (`/proc/<pid>/status`).
-    fn memory(&self) -> Option<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let kib = |field: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        };
-        Some((kib("VmRSS:")? / 1024, kib("VmHWM:")? / 1024))
-    }
-
-    async fn terminate(&mut self) {
-        // SIGTERM lets it stop its cluster (no `kill` program needed).
-        if let Some(pid) = self
-            .pid()
-            .and_then(|p| i32::try_from(p).ok())
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-        let _ = self.child.kill().await;
-    }
-
-    async fn wait_ready(&self) -> Result<()> {
-        let (server, data) = (self, &self.data);
-        let http = reqwest::Client::new();
-        let start = Instant::now();
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", server.url)).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(180) {
-                bail!(
-                    "nongsan did not become ready in 180 s; its log is {}",
-                    data.join("server.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        eprintln!(
-            "nongsan up at {} (ready in {:.1} s)",
-            server.url,
-            start.elapsed().as_secs_f64()
-        );
-        Ok(())
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// The private cluster's URL (from `<data>/postgres.json`).
-    fn postgres_url(&self) -> Result<String> {
-        let info: Value = serde_json::from_slice(&std::fs::read(self.data.join("postgres.json"))?)?;
-        Ok(format!(
-            "postgres://{}:{}@127.0.0.1:{}/{}",
-            info["user"].as_str().unwrap_or("nongsan"),
-            info["password"].as_str().unwrap_or(""),
-            info["port"],
-            info["database"].as_str().unwrap_or("nongsan"),
-        ))
-    }
-
-    /// The cluster's postmaster.
-    fn postmaster(&self) -> Option<u32> {
-        let pid =
-            std::fs::read_to_string(self.data.join("postgres").join("postmaster.pid")).ok()?;
-        pid.lines().next()?.trim().parse().ok()
-    }
-
-    async fn stop(mut self) {
-        self.terminate().await;
-    }
-}
-
-/// CPU seconds used so far by a process (user + system).
-fn cpu_of(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // The fields after the command (which may hold spaces) in parentheses.
-    let Some(rest) = stat.rsplit(')').next() else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime is field 14 and stime 15 of the whole line: 12 and 13 after the command.
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
-/// CPU seconds of a process and its children (PostgreSQL's backends).
-fn cpu_of_tree(root: u32) -> f64 {
-    let mut total = cpu_of(root);
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-                continue;
-            };
-            let parent = status
-                .lines()
-                .find_map(|l| l.strip_prefix("PPid:"))
-                .and_then(|p| p.trim().parse::<u32>().ok());
-            if parent == Some(root) {
-                total += cpu_of(pid);
-            }
-        }
-    }
-    total
-}
-
-/// CPU seconds of nongsan and of PostgreSQL.
-fn cpu(server: &Server) -> (f64, f64) {
-    (
-        server.pid().map_or(0.0, cpu_of),
-        server.postmaster().map_or(0.0, cpu_of_tree),
-    )
 }
 
 /// One scenario's figures.
@@ -592,19 +364,30 @@ where
 #[derive(Clone)]
 struct Api {
     http: reqwest::Client,
-    url: String,
+    /// The listing, order and payment services' base URLs (one URL thrice in one process).
+    urls: Arc<[String; 3]>,
 }
 
 impl Api {
-    fn new(url: &str) -> Self {
+    fn new(server: &Server) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .timeout(Duration::from_secs(60))
                 .build()
                 .unwrap_or_default(),
-            url: url.to_owned(),
+            urls: Arc::new(ServiceName::ALL.map(|s| server.url_for(s))),
         }
+    }
+
+    /// The URL of `path` at the process that serves it.
+    fn url(&self, path: &str) -> String {
+        let base = match ServiceName::serving(path) {
+            ServiceName::Listing => &self.urls[0],
+            ServiceName::Order => &self.urls[1],
+            ServiceName::Payment => &self.urls[2],
+        };
+        format!("{base}{path}")
     }
 
     async fn call(
@@ -616,18 +399,15 @@ impl Api {
         who: usize,
         key: Option<&str>,
     ) -> std::result::Result<(u16, Value), String> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .header(
-                "x-bench-client",
-                format!(
-                    "10.{}.{}.{}",
-                    (who >> 16) & 255,
-                    (who >> 8) & 255,
-                    who & 255
-                ),
-            );
+        let mut req = self.http.request(method, self.url(path)).header(
+            "x-bench-client",
+            format!(
+                "10.{}.{}.{}",
+                (who >> 16) & 255,
+                (who >> 8) & 255,
+                who & 255
+            ),
+        );
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -812,7 +592,7 @@ async fn run(
     server: &mut Server,
     meili: Option<&Meili>,
 ) -> Result<String> {
-    let api = Api::new(&server.url);
+    let api = Api::new(server);
     let started = Instant::now();
     // Sellers and their listings, generated from the demo products (seeded).
     let households = in_parallel((0..args.households).collect(), 4, |n| {
@@ -1117,8 +897,15 @@ async fn run(
     let _ = writeln!(out, "- machine: {machine}");
     let _ = writeln!(
         out,
-        "- nongsan: `nongsan up` (one process, private PostgreSQL {}), release build {}; search {}",
+        "- nongsan: {}, private PostgreSQL {}), {} build {}; search {}",
+        server.describe(),
         postgres_version().await,
+        // nongsan is the binary beside this one, built with the same profile.
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         env!("CARGO_PKG_VERSION"),
         match meili {
             Some(m) => format!(
@@ -1142,15 +929,20 @@ async fn run(
         args.households,
         listings.len() as f64 / load_secs.max(1e-9)
     );
-    if let Some((now, peak)) = memory {
+    if !memory.is_empty() {
+        let each: Vec<String> = memory
+            .iter()
+            .map(|(name, now, peak)| format!("{name} {now} MiB, at its peak {peak} MiB"))
+            .collect();
         let _ = writeln!(
             out,
-            "- nongsan's resident memory after the load and the scenarios: {now} MiB, at its peak {peak} MiB"
+            "- nongsan's resident memory after the load and the scenarios: {}",
+            each.join("; ")
         );
     }
     let _ = writeln!(
         out,
-        "- each scenario {} s; CPU is per operation, of the nongsan process and of PostgreSQL (postmaster and backends)",
+        "- each scenario {} s; CPU is per operation, of the nongsan processes and of PostgreSQL (postmaster and backends)",
         args.secs
     );
     let _ = writeln!(out);

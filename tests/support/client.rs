@@ -2,6 +2,7 @@
 //! service that serves its path and answers a [`Response`] (status, headers and body).
 //! The typed helpers for the common calls are in [`super::calls`].
 
+use nongsan::ServiceName;
 use reqwest::{
     Method,
     header::{HeaderMap, HeaderName, HeaderValue},
@@ -19,43 +20,6 @@ pub struct Client {
     listing: String,
     order: String,
     payment: String,
-}
-
-/// The service that serves a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Service {
-    Listing,
-    Order,
-    Payment,
-}
-
-impl Service {
-    /// Checkouts and orders are the order service's, payments the payment service's,
-    /// everything else (and every path outside `/v1/`) the listing service's.
-    fn of(path: &str) -> Self {
-        let under = |prefix: &str| {
-            path.strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
-        };
-        if [
-            "/v1/checkouts",
-            "/v1/orders",
-            "/v1/ops/order",
-            "/v1/internal/checkouts",
-        ]
-        .into_iter()
-        .any(under)
-        {
-            Self::Order
-        } else if ["/v1/payments", "/v1/internal/payments", "/v1/ops/payment"]
-            .into_iter()
-            .any(under)
-        {
-            Self::Payment
-        } else {
-            Self::Listing
-        }
-    }
 }
 
 impl Client {
@@ -76,10 +40,10 @@ impl Client {
 
     /// The full URL of `path`, at the service that serves it.
     pub fn url(&self, path: &str) -> String {
-        let base = match Service::of(path) {
-            Service::Listing => &self.listing,
-            Service::Order => &self.order,
-            Service::Payment => &self.payment,
+        let base = match ServiceName::serving(path) {
+            ServiceName::Listing => &self.listing,
+            ServiceName::Order => &self.order,
+            ServiceName::Payment => &self.payment,
         };
         format!("{base}{path}")
     }

@@ -53,24 +53,13 @@ pub fn ipn_query(payment_url: &str, response_code: &str, amount_override: Option
         vnpay::verify(VNPAY_SECRET, &sent),
         "the payment URL is signed"
     );
-    let mut p: BTreeMap<String, String> = BTreeMap::new();
-    let amount = amount_override.map_or_else(|| sent["vnp_Amount"].clone(), |a| a.to_string());
-    for (k, v) in [
-        ("vnp_Amount", amount),
-        ("vnp_BankCode", "NCB".to_owned()),
-        ("vnp_OrderInfo", sent["vnp_OrderInfo"].clone()),
-        ("vnp_PayDate", "20261127223500".to_owned()),
-        ("vnp_ResponseCode", response_code.to_owned()),
-        ("vnp_TmnCode", sent["vnp_TmnCode"].clone()),
-        ("vnp_TransactionNo", "14422574".to_owned()),
-        ("vnp_TransactionStatus", response_code.to_owned()),
-        ("vnp_TxnRef", sent["vnp_TxnRef"].clone()),
-    ] {
-        p.insert(k.to_owned(), v);
-    }
-    let query = vnpay::signing_string(&p);
-    let hash = vnpay::sign(VNPAY_SECRET, &query);
-    format!("{query}&vnp_SecureHash={hash}")
+    vnpay::ipn_query(
+        &sent,
+        VNPAY_SECRET,
+        response_code,
+        amount_override,
+        "14422574",
+    )
 }
 
 fn field<'a>(body: &'a Value, name: &str) -> &'a str {

@@ -112,6 +112,41 @@ pub fn payment_url(pay_url: &str, secret: &str, r: &PayRequest<'_>) -> String {
     format!("{pay_url}?{query}&vnp_SecureHash={hash}")
 }
 
+/// The query of the IPN VNPay sends for a payment whose URL carried `sent` (its parsed
+/// query): the result `response_code` (`00` paid, `24` given up by the buyer, ...) for the
+/// amount sent or `amount` (đồng × 100), with VNPay's transaction number, signed as VNPay
+/// signs with `secret`. Whoever plays VNPay (the tests' fake provider, the benchmark's
+/// reliability load) builds its IPNs with it.
+pub fn ipn_query(
+    sent: &BTreeMap<String, String>,
+    secret: &str,
+    response_code: &str,
+    amount: Option<i64>,
+    transaction_no: &str,
+) -> String {
+    let field = |k: &str| sent.get(k).cloned().unwrap_or_default();
+    let mut p: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in [
+        (
+            "vnp_Amount",
+            amount.map_or_else(|| field("vnp_Amount"), |a| a.to_string()),
+        ),
+        ("vnp_BankCode", "NCB".to_owned()),
+        ("vnp_OrderInfo", field("vnp_OrderInfo")),
+        ("vnp_PayDate", field("vnp_CreateDate")),
+        ("vnp_ResponseCode", response_code.to_owned()),
+        ("vnp_TmnCode", field("vnp_TmnCode")),
+        ("vnp_TransactionNo", transaction_no.to_owned()),
+        ("vnp_TransactionStatus", response_code.to_owned()),
+        ("vnp_TxnRef", field("vnp_TxnRef")),
+    ] {
+        p.insert(k.to_owned(), v);
+    }
+    let query = signing_string(&p);
+    let hash = sign(secret, &query);
+    format!("{query}&vnp_SecureHash={hash}")
+}
+
 /// A `querydr` (what happened to a payment) or `refund` request to the merchant API.
 #[derive(Debug, Clone)]
 pub enum ApiCall<'a> {

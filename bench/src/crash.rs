@@ -36,6 +36,9 @@ use super::{Api, Args, Server, Shape, in_parallel};
 /// (the default is 60; the scenario would wait longer for the same check).
 pub const ORPHAN_SECS: u64 = 10;
 
+/// How many households' listings the load buys from (at most).
+const SELLERS: usize = 32;
+
 /// Per edited listing: the last price acknowledged, and the one in flight (if any).
 type Prices = HashMap<String, (Option<i64>, Option<i64>)>;
 
@@ -139,7 +142,7 @@ pub async fn run(
         .into_iter()
         .enumerate()
         .filter(|(_, l)| !l.is_empty())
-        .take(4)
+        .take(SELLERS)
         .collect();
     if sellers.len() < 2 {
         bail!("the crash scenario needs listings of at least two households");
@@ -160,7 +163,7 @@ pub async fn run(
     );
     let _ = writeln!(
         out,
-        "Load: 8 buyers checking out (two sellers, cash on delivery), 1 buyer paying through VNPay (the harness plays VNPay: every payment's IPN is first forged (a wrong signature), then sent three times at once, the payments' IPNs in a different order than the payments, and a late 'cancelled' IPN follows a paid one), 1 seller confirming its orders, 1 seller editing prices, 2 searching, 2 reading listings. Each round runs {} s, makes its fault (a kill: SIGKILL, then the process started again on the same data; Redis: killed, and started again {} s later on its append-only file), and runs {} s more. Orphan window: `NONGSAN_RESERVATION_ORPHAN_SECS={ORPHAN_SECS}`. Events: each flow's handled inbox rows / the producer's outbox rows of the types its consumer handles (the inbox key makes a second handling impossible; the counts show none lost). Readiness: what each process's `/readyz` answered during the fault, and how long it took. Back in: seconds from the kill, or from Redis's start again, to every process ready.\n",
+        "Load: 8 buyers checking out (cash on delivery, one unit from each of two sellers, a different pair of the first {SELLERS} households each time), 1 buyer paying through VNPay (one unit, of those households' listings in turn; the harness plays VNPay: every payment's IPN is first forged (a wrong signature), then sent three times at once, the payments' IPNs in a different order than the payments, and a late 'cancelled' IPN follows a paid one), 1 seller confirming its orders, 1 seller editing prices, 2 searching, 2 reading listings. Each round runs {} s, makes its fault (a kill: SIGKILL, then the process started again on the same data; Redis: killed, and started again {} s later on its append-only file), and runs {} s more. Orphan window: `NONGSAN_RESERVATION_ORPHAN_SECS={ORPHAN_SECS}`. Events: each flow's handled inbox rows / the producer's outbox rows of the types its consumer handles (the inbox key makes a second handling impossible; the counts show none lost). Readiness: what each process's `/readyz` answered during the fault, and how long it took. Back in: seconds from the kill, or from Redis's start again, to every process ready.\n",
         args.secs, args.redis_outage_secs, args.secs
     );
     let _ = writeln!(
@@ -345,15 +348,15 @@ fn load(
             }
         })
     };
+    // Each checkout buys one unit from each of two sellers, a different pair each time, so
+    // that a long run spreads over many listings instead of selling a few out.
+    let stock: Arc<[Vec<String>]> = sellers.iter().map(|(_, l)| l.clone()).collect();
     for (b, buyer) in buyers.iter().take(8).enumerate() {
-        let (api, seen, token) = (api.clone(), seen.clone(), buyer.1.clone());
-        let (first, second) = (
-            sellers[b % sellers.len()].1.clone(),
-            sellers[(b + 1) % sellers.len()].1.clone(),
-        );
+        let (api, seen, token, stock) = (api.clone(), seen.clone(), buyer.1.clone(), stock.clone());
         tasks.push(spawn(0, Arc::new(move |i| {
             let (api, seen, token) = (api.clone(), seen.clone(), token.clone());
             let idx = usize::try_from(i).unwrap_or(0);
+            let (first, second) = (&stock[(b + 2 * idx) % stock.len()], &stock[(b + 2 * idx + 1) % stock.len()]);
             let body = json!({
                 "lines": [{ "listing_id": first[idx % first.len()], "quantity": "1" }, { "listing_id": second[(idx * 7) % second.len()], "quantity": "1" }],
                 "delivery": { "province_code": "68", "commune_code": "24931", "street": "12 Lê Lợi", "recipient_name": "Nguyễn Thị Hoa", "recipient_phone": "0987654321" },
@@ -451,8 +454,8 @@ fn load(
         ));
     }
     if let Some(payer) = buyers.get(8) {
-        let listing = sellers[sellers.len() - 1].1[0].clone();
-        tasks.push(spawn(5, pay(api, seen, &payer.1, &listing)));
+        let listings: Vec<String> = stock.iter().map(|l| l[l.len() - 1].clone()).collect();
+        tasks.push(spawn(5, pay(api, seen, &payer.1, listings)));
     }
     for s in 0..2 {
         let api = api.clone();
@@ -502,16 +505,11 @@ pub const VNPAY_TMN: &str = "BENCH001";
 /// in another order than the payments): a forged IPN first (signed with the wrong secret),
 /// then the genuine 'paid' IPN three times at once, then a late 'cancelled' one. A payment
 /// whose IPNs got no answer (the process down) waits for a later turn, as VNPay retries.
-fn pay(api: &Api, seen: &Arc<Seen>, token: &str, listing: &str) -> Op {
-    let (api, seen, token, listing) = (
-        api.clone(),
-        seen.clone(),
-        token.to_owned(),
-        listing.to_owned(),
-    );
+fn pay(api: &Api, seen: &Arc<Seen>, token: &str, listings: Vec<String>) -> Op {
+    let (api, seen, token) = (api.clone(), seen.clone(), token.to_owned());
     Arc::new(move |i| {
-        let (api, seen, token, listing) =
-            (api.clone(), seen.clone(), token.clone(), listing.clone());
+        let (api, seen, token) = (api.clone(), seen.clone(), token.clone());
+        let listing = listings[usize::try_from(i).unwrap_or(0) % listings.len()].clone();
         Box::pin(async move {
             let waiting = {
                 let unpaid = seen

@@ -168,7 +168,7 @@ pub async fn run(
     );
     let _ = writeln!(
         out,
-        "| round | fault | operations so far (all rounds) | refused or unanswered during the fault | back in s | `/readyz` during the fault | acknowledged checkouts present | live checkouts without their stock | stock = movements | reserved = active reservations | orphans at restart → after the window | events consumed once | acknowledged payments paid | forged IPNs accepted | payments credited twice | unbalanced ledger transactions | acknowledged edits kept |"
+        "| round | fault | operations so far (all rounds) | refused or unanswered during the fault | back in s | `/readyz` during the fault | acknowledged checkouts present | live checkouts without their stock | stock = movements | reserved = active reservations | orphans at restart → after the window | events consumed once | acknowledged payments paid | forged IPNs accepted | payments credited twice | unbalanced ledger transactions | edited listings at their last acknowledged price |"
     );
     let _ = writeln!(
         out,

@@ -30,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
-use super::{Api, Args, Server, Shape, in_parallel};
+use super::{Api, Args, Server, in_parallel};
 
 /// Seconds after which the server asks about a reservation's checkout, in this scenario
 /// (the default is 60; the scenario would wait longer for the same check).
@@ -73,6 +73,11 @@ struct Seen {
     /// Forged IPNs sent, and those answered anything but 97 (bad signature).
     forged: AtomicU64,
     forged_accepted: AtomicU64,
+    /// Settling turns taken: the newer of the two waiting payments on even turns, the older
+    /// on odd ones, so IPNs come in another order than the payments.
+    settles: AtomicU64,
+    /// Payments whose IPNs were answered while an older payment still waited for its own.
+    before_older: AtomicU64,
 }
 
 const KINDS: [&str; 6] = [
@@ -113,14 +118,6 @@ fn faults(server: &Server) -> Vec<Fault> {
     f
 }
 
-/// How many rounds take every fault of the shape once.
-pub fn rounds_for(shape: Shape) -> usize {
-    match shape {
-        Shape::One => 1,
-        Shape::Three => 4,
-    }
-}
-
 /// Runs the rounds; answers the report's section.
 pub async fn run(
     api: &Api,
@@ -148,13 +145,14 @@ pub async fn run(
         bail!("the crash scenario needs listings of at least two households");
     }
     let faults = faults(server);
+    let rounds = args.crash_rounds.unwrap_or(faults.len());
     let mut out = String::new();
     let _ = writeln!(
         out,
         "### Reliability: {}), under a mixed load, {} round{}, faults in turn: {}\n",
         server.describe(),
-        args.crash_rounds,
-        if args.crash_rounds == 1 { "" } else { "s" },
+        rounds,
+        if rounds == 1 { "" } else { "s" },
         faults
             .iter()
             .map(|f| f.name())
@@ -163,7 +161,7 @@ pub async fn run(
     );
     let _ = writeln!(
         out,
-        "Load: 8 buyers checking out (cash on delivery, one unit from each of two sellers, a different pair of the first {SELLERS} households each time), 1 buyer paying through VNPay (one unit, of those households' listings in turn; the harness plays VNPay: every payment's IPN is first forged (a wrong signature), then sent three times at once, the payments' IPNs in a different order than the payments, and a late 'cancelled' IPN follows a paid one), 1 seller confirming its orders, 1 seller editing prices, 2 searching, 2 reading listings. Each round runs {} s, makes its fault (a kill: SIGKILL, then the process started again on the same data; Redis: killed, and started again {} s later on its append-only file), and runs {} s more. Orphan window: `NONGSAN_RESERVATION_ORPHAN_SECS={ORPHAN_SECS}`. Events: each flow's handled inbox rows / the producer's outbox rows of the types its consumer handles (the inbox key makes a second handling impossible; the counts show none lost). Readiness: what each process's `/readyz` answered during the fault, and how long it took. Back in: seconds from the kill, or from Redis's start again, to every process ready.\n",
+        "Load: 8 buyers checking out (cash on delivery, one unit from each of two sellers, a different pair of the first {SELLERS} households each time), 1 buyer paying through VNPay (one unit, of those households' listings in turn; the harness plays VNPay: every payment's IPN is first forged (a wrong signature), then sent three times at once, the payments' IPNs in a different order than the payments, and a late 'cancelled' IPN follows a paid one), 1 seller confirming its orders, 1 seller editing prices, 2 searching, 2 reading listings. Each round runs {} s, makes its fault (a kill: SIGKILL, then the process started again on the same data; Redis: killed, and started again {} s later on its append-only file), and runs {} s more. Orphan window: `NONGSAN_RESERVATION_ORPHAN_SECS={ORPHAN_SECS}`. Events: each flow's handled inbox rows / the producer's outbox rows of the types its consumer handles (the inbox key makes a second handling impossible; the counts show none lost). Readiness: what each process's `/readyz` answered during the fault, and how long it took. Back in: seconds from the start again (of the killed process, or of Redis) to every process ready.\n",
         args.secs, args.redis_outage_secs, args.secs
     );
     let _ = writeln!(
@@ -176,35 +174,35 @@ pub async fn run(
     );
     let seen = Arc::new(Seen::default());
     let mut broken = Vec::new();
-    for round in 1..=args.crash_rounds {
+    for round in 1..=rounds {
         let fault = faults[(round - 1) % faults.len()];
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = load(api, &seen, &stop, &buyers, &sellers, households);
         tokio::time::sleep(Duration::from_secs(args.secs)).await;
         let before: u64 = seen.ok.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         let failed_before: u64 = seen.failed.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-        // Back in: from the kill to every process ready; for Redis, from its start again.
-        let mut restart = Instant::now();
-        let readiness = match fault {
+        // Back in: from the start again (of the killed process, or of Redis) to every
+        // process ready.
+        let (readiness, restart) = match fault {
             Fault::Kill(name) => {
                 server.kill(name).await?;
                 let r = server.readiness().await;
+                let restart = Instant::now();
                 server.restart(name).await?;
-                r
+                (r, restart)
             }
             Fault::RedisAway => {
                 let redis = server.redis.as_mut().context("Redis")?;
                 redis.kill().await;
+                let away = tokio::time::Instant::now();
                 tokio::time::sleep(Duration::from_secs(args.redis_outage_secs / 2)).await;
                 let r = server.readiness().await;
-                tokio::time::sleep(Duration::from_secs(
-                    args.redis_outage_secs - args.redis_outage_secs / 2,
-                ))
-                .await;
+                // The outage lasts what was asked, the probe's time included.
+                tokio::time::sleep_until(away + Duration::from_secs(args.redis_outage_secs)).await;
+                let restart = Instant::now();
                 server.redis.as_mut().context("Redis")?.launch().await?;
-                restart = Instant::now();
                 server.wait_ready().await?;
-                r
+                (r, restart)
             }
         };
         let restart_secs = restart.elapsed().as_secs_f64();
@@ -271,6 +269,26 @@ pub async fn run(
         }
         db.close().await?;
     }
+    // The payment invariants hold vacuously when no payment went through: the load must
+    // have paid, forged and sent late cancels, and every late cancel must have been refused.
+    let ipn = |n: usize| seen.ipn[n].load(Ordering::Relaxed);
+    let before_older = seen.before_older.load(Ordering::Relaxed);
+    if ipn(1) == 0 || seen.forged.load(Ordering::Relaxed) == 0 || ipn(3) == 0 || before_older == 0 {
+        broken.push(format!(
+            "the VNPay payer tested nothing: {} payments recorded, {} forged IPNs answered, {} late cancels answered, {} paid before an older one",
+            ipn(1),
+            seen.forged.load(Ordering::Relaxed),
+            ipn(3),
+            before_older
+        ));
+    }
+    if ipn(4) != ipn(3) {
+        broken.push(format!(
+            "{} of {} late 'cancelled' IPNs after a payment were not refused as already recorded (02)",
+            ipn(3) - ipn(4),
+            ipn(3)
+        ));
+    }
     let totals: Vec<String> = KINDS
         .iter()
         .enumerate()
@@ -285,7 +303,7 @@ pub async fn run(
     let _ = writeln!(out, "\nOperations over all rounds: {}.", totals.join("; "));
     let _ = writeln!(
         out,
-        "VNPay IPNs: {} genuine 'paid' IPNs sent ({} answered 00 recorded, {} 02 already recorded), {} late 'cancelled' IPNs after payment ({} refused as already recorded), {} forged ({} accepted).",
+        "VNPay IPNs answered: {} genuine 'paid' IPNs ({} 00 recorded, {} 02 already recorded), {} late 'cancelled' IPNs after payment ({} refused as already recorded), {} forged ({} accepted); {} payments paid while an older one still waited.",
         seen.ipn[0].load(Ordering::Relaxed),
         seen.ipn[1].load(Ordering::Relaxed),
         seen.ipn[2].load(Ordering::Relaxed),
@@ -293,6 +311,7 @@ pub async fn run(
         seen.ipn[4].load(Ordering::Relaxed),
         seen.forged.load(Ordering::Relaxed),
         seen.forged_accepted.load(Ordering::Relaxed),
+        before_older,
     );
     let refusals: Vec<String> = seen
         .refusal
@@ -516,8 +535,10 @@ fn pay(api: &Api, seen: &Arc<Seen>, token: &str, listings: Vec<String>) -> Op {
                     .unpaid
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                (unpaid.len() >= 2)
-                    .then(|| unpaid[if i % 2 == 0 { unpaid.len() - 1 } else { 0 }].clone())
+                (unpaid.len() >= 2).then(|| {
+                    let turn = seen.settles.fetch_add(1, Ordering::Relaxed);
+                    unpaid[if turn % 2 == 0 { unpaid.len() - 1 } else { 0 }].clone()
+                })
             };
             let Some(url) = waiting else {
                 let body = json!({
@@ -624,10 +645,16 @@ fn pay(api: &Api, seen: &Arc<Seen>, token: &str, listings: Vec<String>) -> Op {
                     .find_map(|a| a.err())
                     .unwrap_or_else(|| "a genuine IPN was not recorded".to_owned())));
             }
-            seen.unpaid
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|u| *u != url);
+            {
+                let mut unpaid = seen
+                    .unpaid
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if unpaid.first().is_some_and(|u| *u != url) {
+                    seen.before_older.fetch_add(1, Ordering::Relaxed);
+                }
+                unpaid.retain(|u| *u != url);
+            }
             if let Some(txn) = sent.get("vnp_TxnRef") {
                 seen.paid
                     .lock()

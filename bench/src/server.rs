@@ -82,18 +82,23 @@ impl Server {
             "NONGSAN_AUTH_SECRET",
             format!("bench-{}", uuid::Uuid::now_v7().simple()),
         ));
-        let free = || -> Result<u16> {
-            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port())
-        };
         let names: &[&'static str] = match shape {
             Shape::One => &["up"],
             Shape::Three => &["listing", "order", "payment"],
         };
-        let ports = names.iter().map(|_| free()).collect::<Result<Vec<_>>>()?;
+        // Free ports, one per process and one for Redis: all held open until every one is
+        // chosen, so that no two are the same.
+        let held = (0..=names.len())
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut ports = held
+            .iter()
+            .map(|l| Ok(l.local_addr()?.port()))
+            .collect::<Result<Vec<u16>>>()?;
+        drop(held);
+        let redis_port = ports.pop().context("a port for Redis")?;
         let redis = if shape == Shape::Three {
-            let redis = Redis::start(&data.join("redis"), free()?).await?;
+            let redis = Redis::start(&data.join("redis"), redis_port).await?;
             env.push(("REDIS_URL", redis.url()));
             for (name, port) in names.iter().zip(&ports) {
                 let var = match *name {
@@ -115,15 +120,26 @@ impl Server {
             env,
             redis,
         };
-        // One after another: each runs its own migrations on the shared cluster.
-        for (name, port) in names.iter().zip(ports) {
-            let child = server.spawn(name, port)?;
-            let proc = Proc { name, child, port };
-            server.wait(&proc, "/healthz").await?;
-            server.procs.push(proc);
+        match server.launch_all(names, ports).await {
+            Ok(()) => Ok(server),
+            Err(e) => {
+                // Those started stop, the last one stopping the cluster; Redis too.
+                server.stop().await;
+                Err(e)
+            }
         }
-        server.wait_ready().await?;
-        Ok(server)
+    }
+
+    /// Starts the processes one after another (each runs its own migrations on the shared
+    /// cluster), and waits until every one is ready.
+    async fn launch_all(&mut self, names: &[&'static str], ports: Vec<u16>) -> Result<()> {
+        for (name, port) in names.iter().zip(ports) {
+            let child = self.spawn(name, port)?;
+            self.procs.push(Proc { name, child, port });
+            let proc = self.procs.last().context("a process")?;
+            self.wait(proc, "/healthz").await?;
+        }
+        self.wait_ready().await
     }
 
     /// The base URL of the process serving `path`.

@@ -37,6 +37,15 @@ impl ServiceName {
         ServiceName::Payment,
     ];
 
+    /// Its name: its schema, its `nongsan serve <name>` and its processes' name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceName::Listing => nongsan_listing::NAME,
+            ServiceName::Order => nongsan_order::NAME,
+            ServiceName::Payment => nongsan_payment::NAME,
+        }
+    }
+
     /// The service that serves `path` (a path with or without its query) in the split shape:
     /// checkouts and orders are the order service's, payments the payment service's,
     /// everything else (and every path outside `/v1/`) the listing service's. Callers of the
@@ -79,29 +88,27 @@ impl ServiceName {
     /// The service's part of the OpenAPI document, with its dead-letter routes: taken from
     /// the same routers the service serves (see [`Service::new`]).
     fn openapi(self) -> utoipa::openapi::OpenApi {
-        let (name, mut doc) = match self {
-            ServiceName::Listing => (
-                nongsan_listing::NAME,
-                nongsan_listing::routes().into_openapi(),
-            ),
-            ServiceName::Order => (nongsan_order::NAME, nongsan_order::routes().into_openapi()),
-            ServiceName::Payment => (
-                nongsan_payment::NAME,
-                nongsan_payment::routes().into_openapi(),
-            ),
+        let mut doc = match self {
+            ServiceName::Listing => nongsan_listing::routes().into_openapi(),
+            ServiceName::Order => nongsan_order::routes().into_openapi(),
+            ServiceName::Payment => nongsan_payment::routes().into_openapi(),
         };
-        doc.merge(nongsan_shared::events::ops_routes(name).into_openapi());
+        doc.merge(nongsan_shared::events::ops_routes(self.name()).into_openapi());
         doc
     }
 
     /// Runs this service's migrations.
     async fn migrate(self, platform: &Platform) -> anyhow::Result<()> {
-        let (name, migrator) = match self {
-            ServiceName::Listing => (nongsan_listing::NAME, &nongsan_listing::MIGRATOR),
-            ServiceName::Order => (nongsan_order::NAME, &nongsan_order::MIGRATOR),
-            ServiceName::Payment => (nongsan_payment::NAME, &nongsan_payment::MIGRATOR),
+        let migrator = match self {
+            ServiceName::Listing => &nongsan_listing::MIGRATOR,
+            ServiceName::Order => &nongsan_order::MIGRATOR,
+            ServiceName::Payment => &nongsan_payment::MIGRATOR,
         };
-        platform.open_schema(name, migrator).await?.close().await;
+        platform
+            .open_schema(self.name(), migrator)
+            .await?
+            .close()
+            .await;
         Ok(())
     }
 }

@@ -67,9 +67,14 @@ struct Seen {
     unpaid: Mutex<Vec<String>>,
     /// The `vnp_TxnRef` of payments a genuine 'paid' IPN was answered 00 or 02 for.
     paid: Mutex<Vec<String>>,
-    /// Genuine 'paid' IPNs sent, answered 00, answered 02; late 'cancelled' IPNs sent,
-    /// answered 02.
-    ipn: [AtomicU64; 5],
+    /// Genuine 'paid' IPNs answered, answered 00 (recorded), answered 02 (already
+    /// recorded).
+    paid_ipns: AtomicU64,
+    paid_00: AtomicU64,
+    paid_02: AtomicU64,
+    /// Late 'cancelled' IPNs after a payment answered, and answered 02 (already recorded).
+    late_cancels: AtomicU64,
+    late_cancels_refused: AtomicU64,
     /// Forged IPNs sent, and those answered anything but 97 (bad signature).
     forged: AtomicU64,
     forged_accepted: AtomicU64,
@@ -271,22 +276,23 @@ pub async fn run(
     }
     // The payment invariants hold vacuously when no payment went through: the load must
     // have paid, forged and sent late cancels, and every late cancel must have been refused.
-    let ipn = |n: usize| seen.ipn[n].load(Ordering::Relaxed);
-    let before_older = seen.before_older.load(Ordering::Relaxed);
-    if ipn(1) == 0 || seen.forged.load(Ordering::Relaxed) == 0 || ipn(3) == 0 || before_older == 0 {
+    let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let (recorded, forged, late, late_refused, before_older) = (
+        count(&seen.paid_00),
+        count(&seen.forged),
+        count(&seen.late_cancels),
+        count(&seen.late_cancels_refused),
+        count(&seen.before_older),
+    );
+    if recorded == 0 || forged == 0 || late == 0 || before_older == 0 {
         broken.push(format!(
-            "the VNPay payer tested nothing: {} payments recorded, {} forged IPNs answered, {} late cancels answered, {} paid before an older one",
-            ipn(1),
-            seen.forged.load(Ordering::Relaxed),
-            ipn(3),
-            before_older
+            "the VNPay payer tested nothing: {recorded} payments recorded, {forged} forged IPNs answered, {late} late cancels answered, {before_older} paid before an older one"
         ));
     }
-    if ipn(4) != ipn(3) {
+    if late_refused != late {
         broken.push(format!(
-            "{} of {} late 'cancelled' IPNs after a payment were not refused as already recorded (02)",
-            ipn(3) - ipn(4),
-            ipn(3)
+            "{} of {late} late 'cancelled' IPNs after a payment were not refused as already recorded (02)",
+            late - late_refused
         ));
     }
     let totals: Vec<String> = KINDS
@@ -304,13 +310,13 @@ pub async fn run(
     let _ = writeln!(
         out,
         "VNPay IPNs answered: {} genuine 'paid' IPNs ({} 00 recorded, {} 02 already recorded), {} late 'cancelled' IPNs after payment ({} refused as already recorded), {} forged ({} accepted); {} payments paid while an older one still waited.",
-        seen.ipn[0].load(Ordering::Relaxed),
-        seen.ipn[1].load(Ordering::Relaxed),
-        seen.ipn[2].load(Ordering::Relaxed),
-        seen.ipn[3].load(Ordering::Relaxed),
-        seen.ipn[4].load(Ordering::Relaxed),
-        seen.forged.load(Ordering::Relaxed),
-        seen.forged_accepted.load(Ordering::Relaxed),
+        count(&seen.paid_ipns),
+        recorded,
+        count(&seen.paid_02),
+        late,
+        late_refused,
+        forged,
+        count(&seen.forged_accepted),
         before_older,
     );
     let refusals: Vec<String> = seen
@@ -630,10 +636,10 @@ fn pay(api: &Api, seen: &Arc<Seen>, token: &str, listings: Vec<String>) -> Op {
             .await;
             let mut recorded = false;
             for code in answers.iter().flatten() {
-                seen.ipn[0].fetch_add(1, Ordering::Relaxed);
+                seen.paid_ipns.fetch_add(1, Ordering::Relaxed);
                 match code.as_str() {
-                    "00" => seen.ipn[1].fetch_add(1, Ordering::Relaxed),
-                    "02" => seen.ipn[2].fetch_add(1, Ordering::Relaxed),
+                    "00" => seen.paid_00.fetch_add(1, Ordering::Relaxed),
+                    "02" => seen.paid_02.fetch_add(1, Ordering::Relaxed),
                     _ => 0,
                 };
                 recorded |= code == "00" || code == "02";
@@ -662,9 +668,9 @@ fn pay(api: &Api, seen: &Arc<Seen>, token: &str, listings: Vec<String>) -> Op {
                     .push(txn.clone());
             }
             if let Ok(code) = ipn(VNPAY_SECRET, "24").await {
-                seen.ipn[3].fetch_add(1, Ordering::Relaxed);
+                seen.late_cancels.fetch_add(1, Ordering::Relaxed);
                 if code == "02" {
-                    seen.ipn[4].fetch_add(1, Ordering::Relaxed);
+                    seen.late_cancels_refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Some(Ok(()))

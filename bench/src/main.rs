@@ -366,8 +366,9 @@ where
 #[derive(Clone)]
 struct Api {
     http: reqwest::Client,
-    /// The listing, order and payment services' base URLs (one URL thrice in one process).
-    urls: Arc<[String; 3]>,
+    /// Each service's base URL, in the order of [`ServiceName::ALL`] (one URL thrice in one
+    /// process).
+    urls: Arc<[(ServiceName, String); 3]>,
 }
 
 impl Api {
@@ -378,17 +379,18 @@ impl Api {
                 .timeout(Duration::from_secs(60))
                 .build()
                 .unwrap_or_default(),
-            urls: Arc::new(ServiceName::ALL.map(|s| server.url_for(s))),
+            urls: Arc::new(ServiceName::ALL.map(|s| (s, server.url_for(s)))),
         }
     }
 
     /// The URL of `path` at the process that serves it.
     fn url(&self, path: &str) -> String {
-        let base = match ServiceName::serving(path) {
-            ServiceName::Listing => &self.urls[0],
-            ServiceName::Order => &self.urls[1],
-            ServiceName::Payment => &self.urls[2],
-        };
+        let serving = ServiceName::serving(path);
+        let base = self
+            .urls
+            .iter()
+            .find_map(|(s, url)| (*s == serving).then_some(url.as_str()))
+            .unwrap_or_default();
         format!("{base}{path}")
     }
 

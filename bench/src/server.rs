@@ -82,9 +82,9 @@ impl Server {
             "NONGSAN_AUTH_SECRET",
             format!("bench-{}", uuid::Uuid::now_v7().simple()),
         ));
-        let names: &[&'static str] = match shape {
-            Shape::One => &["up"],
-            Shape::Three => &["listing", "order", "payment"],
+        let names: Vec<&'static str> = match shape {
+            Shape::One => vec!["up"],
+            Shape::Three => ServiceName::ALL.map(ServiceName::name).to_vec(),
         };
         // Free ports, one per process and one for Redis: all held open until every one is
         // chosen, so that no two are the same.
@@ -100,11 +100,11 @@ impl Server {
         let redis = if shape == Shape::Three {
             let redis = Redis::start(&data.join("redis"), redis_port).await?;
             env.push(("REDIS_URL", redis.url()));
-            for (name, port) in names.iter().zip(&ports) {
-                let var = match *name {
-                    "listing" => "NONGSAN_LISTING_URL",
-                    "order" => "NONGSAN_ORDER_URL",
-                    _ => "NONGSAN_PAYMENT_URL",
+            for (service, port) in ServiceName::ALL.into_iter().zip(&ports) {
+                let var = match service {
+                    ServiceName::Listing => "NONGSAN_LISTING_URL",
+                    ServiceName::Order => "NONGSAN_ORDER_URL",
+                    ServiceName::Payment => "NONGSAN_PAYMENT_URL",
                 };
                 env.push((var, format!("http://127.0.0.1:{port}")));
             }
@@ -120,7 +120,7 @@ impl Server {
             env,
             redis,
         };
-        match server.launch_all(names, ports).await {
+        match server.launch_all(&names, ports).await {
             Ok(()) => Ok(server),
             Err(e) => {
                 // Those started stop, the last one stopping the cluster; Redis too.
@@ -142,16 +142,18 @@ impl Server {
         self.wait_ready().await
     }
 
+    /// Starts the `i`th process again on its port, and waits until it is alive.
+    async fn respawn(&mut self, i: usize) -> Result<()> {
+        let (name, port) = (self.procs[i].name, self.procs[i].port);
+        self.procs[i].child = self.spawn(name, port)?;
+        self.wait(&self.procs[i], "/healthz").await
+    }
+
     /// The base URL of the process serving `path`.
     pub fn url_for(&self, service: ServiceName) -> String {
-        let name = match service {
-            ServiceName::Listing => "listing",
-            ServiceName::Order => "order",
-            ServiceName::Payment => "payment",
-        };
         self.procs
             .iter()
-            .find(|p| p.name == name || p.name == "up")
+            .find(|p| p.name == service.name() || p.name == "up")
             .map_or_else(String::new, Proc::url)
     }
 
@@ -190,9 +192,7 @@ impl Server {
     /// process is ready.
     pub async fn restart(&mut self, name: &str) -> Result<()> {
         let i = self.position(name)?;
-        let (pname, port) = (self.procs[i].name, self.procs[i].port);
-        self.procs[i].child = self.spawn(pname, port)?;
-        self.wait(&self.procs[i], "/healthz").await?;
+        self.respawn(i).await?;
         self.wait_ready().await
     }
 
@@ -243,9 +243,7 @@ impl Server {
         let status = self.command(&["reindex"], 0)?.status().await?;
         let took = start.elapsed();
         for i in 0..self.procs.len() {
-            let (name, port) = (self.procs[i].name, self.procs[i].port);
-            self.procs[i].child = self.spawn(name, port)?;
-            self.wait(&self.procs[i], "/healthz").await?;
+            self.respawn(i).await?;
         }
         self.wait_ready().await?;
         if !status.success() {

@@ -171,3 +171,57 @@ async fn the_embedded_index_survives_a_restart_and_reindex_rebuilds_it() {
         nongsan_listing::search::embedded::EmbeddedEngine::open(&data_dir.join("search")).unwrap();
     assert_eq!(engine.count().await.unwrap(), 50);
 }
+
+/// While a reindex runs (it holds the indexer's lock), the indexer writes nothing: a change
+/// stays marked, for the new index, and is written as soon as the reindex lets go.
+#[tokio::test]
+async fn while_a_reindex_runs_the_indexer_keeps_changes_for_the_new_index() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let pool = app.db.pool(nongsan_listing::NAME).await;
+    let mut reindex = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(nongsan_listing::search::indexer::REINDEX_LOCK)
+        .execute(&mut *reindex)
+        .await
+        .unwrap();
+
+    let listing = app.api.listing_with_stock(&seller, "20").await;
+    let marked = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM search_dirty WHERE listing_id = $1::text::uuid",
+        )
+        .bind(&listing)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the new listing to be marked",
+        || async { (marked().await == 1).then_some(()) },
+    )
+    .await;
+    // The indexer is woken by the mark and would write it within a fraction of a second.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(marked().await, 1, "still marked while the reindex runs");
+    assert!(
+        !found(&app, "xoai").await.contains(&listing),
+        "not written meanwhile"
+    );
+
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(nongsan_listing::search::indexer::REINDEX_LOCK)
+        .execute(&mut *reindex)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the listing to be found once the reindex let go",
+        || async { found(&app, "xoai").await.contains(&listing).then_some(()) },
+    )
+    .await;
+    assert_eq!(marked().await, 0);
+    drop(reindex);
+    app.stop().await;
+}

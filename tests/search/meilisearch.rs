@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use nongsan_listing::search::{Geo, SearchEngine, SearchQuery, Sort, meili::MeiliEngine};
+use nongsan_listing::search::{
+    Geo, SearchDoc, SearchEngine, SearchQuery, Sort, fold, generate, meili::MeiliEngine,
+};
 use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
@@ -197,4 +199,81 @@ async fn without_meilisearch_search_is_503_writes_succeed_and_the_index_catches_
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["engine"], "external");
     app.stop().await;
+}
+
+/// The ids of what a search for everything (hidden and sold-out listings included) finds, up
+/// to 1,000.
+async fn every_id(engine: &dyn SearchEngine) -> Vec<String> {
+    let r = engine
+        .search(&SearchQuery {
+            per_page: 1_000,
+            include_hidden: true,
+            in_stock_only: false,
+            ..SearchQuery::default()
+        })
+        .await
+        .expect("search");
+    let mut ids: Vec<String> = r.hits.into_iter().map(|h| h.doc.id).collect();
+    ids.sort();
+    ids
+}
+
+/// A reindex fills a new Meilisearch index while the old one answers, and swaps it in: search
+/// never finds nothing meanwhile, and what a stopped reindex left behind is not served.
+#[tokio::test]
+async fn a_meilisearch_rebuild_serves_the_old_index_until_the_new_one_takes_its_place() {
+    let Some((url, key)) = super::contract::meili_server() else {
+        return;
+    };
+    let uid = format!("rebuild_{}", uuid::Uuid::now_v7().simple());
+    let docs = |from: usize, prefix: &str| -> Vec<SearchDoc> {
+        generate::listings(5, 40, 4)
+            .iter()
+            .skip(from)
+            .take(20)
+            .map(|g| g.search_doc(&format!("{prefix}-{:03}", g.n), "Hộ Test"))
+            .collect()
+    };
+    let (old, new, left) = (docs(0, "old"), docs(20, "new"), docs(0, "left"));
+    let ids = |d: &[SearchDoc]| {
+        let mut ids: Vec<String> = d.iter().map(|d| d.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let engine = MeiliEngine::new(&url, key.clone(), &uid).unwrap();
+    engine.upsert(&old).await.unwrap();
+    // A reindex stopped half-way left documents in the rebuild's index.
+    let leftover = MeiliEngine::new(&url, key.clone(), &format!("{uid}_rebuild")).unwrap();
+    leftover.upsert(&left).await.unwrap();
+
+    engine.rebuild_begin().await.unwrap();
+    engine.upsert_queued(&new).await.unwrap();
+    engine.settle().await.unwrap();
+    // Indexed, and not yet served: the old index answers.
+    assert_eq!(every_id(&engine).await, ids(&old));
+    assert_eq!(engine.count().await.unwrap(), 20);
+
+    engine.rebuild_finish().await.unwrap();
+    assert_eq!(
+        every_id(&engine).await,
+        ids(&new),
+        "the new index serves, and only it"
+    );
+    // The old index is gone, not left to take space.
+    let mut gone = reqwest::Client::new().get(format!("{url}/indexes/{uid}_rebuild"));
+    if let Some(key) = &key {
+        gone = gone.bearer_auth(key);
+    }
+    assert_eq!(gone.send().await.unwrap().status(), 404);
+    // Searched with the index's settings (typos, folding): the swap kept them.
+    let r = engine
+        .search(&SearchQuery {
+            q: fold(&new[0].title),
+            include_hidden: true,
+            in_stock_only: false,
+            ..SearchQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.total > 0, "{:?}", new[0].title);
 }

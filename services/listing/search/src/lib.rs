@@ -229,6 +229,18 @@ pub trait SearchEngine: Send + Sync {
     async fn settle(&self) -> Result<(), EngineError> {
         Ok(())
     }
+    /// Starts a rebuild. Where the engine can swap indexes (Meilisearch), the queued writes
+    /// ([`SearchEngine::upsert_queued`]) go from here to a new, empty index while searches are
+    /// still answered from the current one; elsewhere the index is cleared (the embedded index
+    /// is rebuilt with the server stopped).
+    async fn rebuild_begin(&self) -> Result<(), EngineError> {
+        self.clear().await
+    }
+    /// Ends a rebuild: waits for its writes, then the new index serves, in one step, and the
+    /// old one is dropped.
+    async fn rebuild_finish(&self) -> Result<(), EngineError> {
+        self.settle().await
+    }
     /// Removes every document.
     async fn clear(&self) -> Result<(), EngineError>;
     /// How many documents it holds.

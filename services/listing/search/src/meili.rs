@@ -1,16 +1,26 @@
 //! The Meilisearch engine, through meilisearch-sdk. Index settings (searchable, filterable and
 //! sortable attributes, synonyms, typo tolerance tuned for Vietnamese syllables, ranking
-//! rules) are applied before the first write or search, and every write waits for its task.
+//! rules) are applied before the first write or search. The indexer's writes wait for their
+//! task; a reindex sends its batches without waiting, into a new index that then takes the
+//! serving one's place in one step (Meilisearch's index swap), so search never goes empty.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use meilisearch_sdk::{
-    client::Client,
+    client::{Client, SwapIndexes},
     errors::Error as MeiliError,
     indexes::Index,
     request::{HttpClient, Method},
     search::Selectors,
     settings::{MinWordSizeForTypos, PaginationSetting, Settings, TypoToleranceSettings},
+    task_info::TaskInfo,
     tasks::Task,
 };
 use tokio::sync::OnceCell;
@@ -169,7 +179,9 @@ pub struct MeiliEngine {
     index_uid: String,
     prepared: Arc<OnceCell<()>>,
     /// Tasks sent by `upsert_queued`, not yet awaited.
-    queued: std::sync::Mutex<Vec<meilisearch_sdk::task_info::TaskInfo>>,
+    queued: std::sync::Mutex<Vec<TaskInfo>>,
+    /// Between `rebuild_begin` and `rebuild_finish`: queued writes go to the new index.
+    rebuilding: AtomicBool,
 }
 
 impl std::fmt::Debug for MeiliEngine {
@@ -363,19 +375,28 @@ impl MeiliEngine {
             index_uid: index_uid.to_owned(),
             prepared: Arc::new(OnceCell::new()),
             queued: std::sync::Mutex::new(Vec::new()),
+            rebuilding: AtomicBool::new(false),
         })
     }
 
-    async fn wait(&self, task: meilisearch_sdk::task_info::TaskInfo) -> Result<(), EngineError> {
-        match task
-            .wait_for_completion(
-                &self.client,
-                Some(Duration::from_millis(50)),
-                Some(TASK_TIMEOUT),
-            )
-            .await
-            .map_err(classify)?
-        {
+    /// The index a rebuild fills before it takes the serving one's place.
+    fn rebuild_uid(&self) -> String {
+        format!("{}_rebuild", self.index_uid)
+    }
+
+    /// Waits until `task` has finished, succeeded or not.
+    async fn finished(&self, task: TaskInfo) -> Result<Task, EngineError> {
+        task.wait_for_completion(
+            &self.client,
+            Some(Duration::from_millis(50)),
+            Some(TASK_TIMEOUT),
+        )
+        .await
+        .map_err(classify)
+    }
+
+    async fn wait(&self, task: TaskInfo) -> Result<(), EngineError> {
+        match self.finished(task).await? {
             Task::Succeeded { .. } => Ok(()),
             Task::Failed { content } => Err(EngineError::Other(anyhow::anyhow!(
                 "meilisearch task failed: {}",
@@ -429,7 +450,13 @@ impl SearchEngine for MeiliEngine {
         self.prepare().await?;
         // Batches of 10,000, all sent before any is awaited: Meilisearch indexes them in
         // turn (several queued additions in one batch) while the next are on their way.
-        let index = self.client.index(&self.index_uid);
+        let index = self
+            .client
+            .index(if self.rebuilding.load(Ordering::SeqCst) {
+                self.rebuild_uid()
+            } else {
+                self.index_uid.clone()
+            });
         for batch in docs.chunks(BULK_BATCH) {
             let task = index
                 .add_or_replace(batch, Some("id"))
@@ -451,6 +478,47 @@ impl SearchEngine for MeiliEngine {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         for task in tasks {
+            self.wait(task).await?;
+        }
+        Ok(())
+    }
+
+    /// The rebuild fills an index of its own (`<index>_rebuild`, with the same settings);
+    /// searches are answered from the serving index until [`SearchEngine::rebuild_finish`]
+    /// swaps the two.
+    async fn rebuild_begin(&self) -> Result<(), EngineError> {
+        // The swap needs the serving index to exist.
+        self.prepare().await?;
+        let fresh = self.rebuild_uid();
+        // What a rebuild stopped half-way left behind; the task fails when there is none.
+        let task = self.client.index(&fresh).delete().await.map_err(classify)?;
+        self.finished(task).await?;
+        let task = self
+            .client
+            .index(&fresh)
+            .set_settings(&index_settings())
+            .await
+            .map_err(classify)?;
+        self.wait(task).await?;
+        self.rebuilding.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn rebuild_finish(&self) -> Result<(), EngineError> {
+        self.settle().await?;
+        let fresh = self.rebuild_uid();
+        if self.rebuilding.swap(false, Ordering::SeqCst) {
+            let task = self
+                .client
+                .swap_indexes([&SwapIndexes {
+                    indexes: (self.index_uid.clone(), fresh.clone()),
+                    rename: None,
+                }])
+                .await
+                .map_err(classify)?;
+            self.wait(task).await?;
+            // The old documents, under the rebuild's name since the swap.
+            let task = self.client.index(&fresh).delete().await.map_err(classify)?;
             self.wait(task).await?;
         }
         Ok(())

@@ -37,14 +37,31 @@ impl Handler for MarkDirty {
 /// Dirty listings written to the engine at once.
 const BATCH: i64 = 1_000;
 
+/// The advisory lock between the indexer and a reindex. Each write of the indexer holds it
+/// shared (for its transaction); a reindex holds it alone from before it reads the first page
+/// until the new index serves. So a change the reindex may have read too early stays marked,
+/// and the indexer writes it to the new index once the reindex lets go, never to the old one
+/// that the swap then drops.
+pub const REINDEX_LOCK: i64 = 0x6e6f_6e67_7361_6e01;
+
 /// Writes up to [`BATCH`] dirty listings to the engine (loaded in two queries, written in one
-/// commit); returns how many.
+/// commit); returns how many. Writes nothing (and returns 0) while a reindex runs.
 pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let free = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock_shared($1) AS "free!""#,
+        REINDEX_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !free {
+        return Ok(0);
+    }
     let dirty: Vec<(ListingId, DateTime<Utc>)> = sqlx::query!(
         r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty ORDER BY marked_at LIMIT $1"#,
         BATCH,
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(|d| (d.listing_id, d.marked_at))
@@ -52,9 +69,8 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
     if dirty.is_empty() {
         return Ok(0);
     }
-    let mut conn = pool.acquire().await?;
     let ids: Vec<ListingId> = dirty.iter().map(|d| d.0).collect();
-    let docs: Vec<_> = load_listings(&mut conn, &ids)
+    let docs: Vec<_> = load_listings(&mut tx, &ids)
         .await
         .map_err(|e| anyhow::anyhow!("loading dirty listings: {e}"))?
         .iter()
@@ -69,8 +85,9 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
         &ids.iter().map(|i| i.0).collect::<Vec<_>>(),
         &marked,
     )
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(dirty.len())
 }
 
@@ -152,23 +169,51 @@ pub async fn backfill_if_empty(pool: &PgPool, engine: &dyn SearchEngine) -> anyh
 }
 
 /// Rebuilds the index from PostgreSQL; `progress(total, done)` after each batch.
+///
+/// Where the engine can (Meilisearch), the listings go to a new index while the current one
+/// serves searches, and the new one takes its place in one step at the end; elsewhere the
+/// index is cleared and filled again. The indexer holds back meanwhile ([`REINDEX_LOCK`]):
+/// what changes during the rebuild is written to the new index after it.
 pub async fn reindex(
     pool: &PgPool,
     engine: &dyn SearchEngine,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
+    let mut conn = pool.acquire().await?;
+    // Waits for the indexer's write in flight, if any.
+    sqlx::query!("SELECT pg_advisory_lock($1)", REINDEX_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let rebuilt = rebuild(&mut conn, engine, progress).await;
+    let unlocked = sqlx::query_scalar!(
+        r#"SELECT pg_advisory_unlock($1) AS "unlocked!""#,
+        REINDEX_LOCK
+    )
+    .fetch_one(&mut *conn)
+    .await;
+    if !matches!(unlocked, Ok(true)) {
+        // A connection that may still hold the lock goes no further than this.
+        drop(conn.detach());
+    }
+    rebuilt
+}
+
+async fn rebuild(
+    conn: &mut PgConnection,
+    engine: &dyn SearchEngine,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> anyhow::Result<usize> {
     let total = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM listings"#)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     let total = usize::try_from(total).unwrap_or(0);
-    engine.clear().await?;
+    engine.rebuild_begin().await?;
     progress(total, 0);
-    let mut conn = pool.acquire().await?;
     let mut done = 0;
     let mut after = None;
     loop {
         // Pages of 10,000, each given to the engine as one bulk write.
-        let page = listings_after(&mut conn, after, 10_000)
+        let page = listings_after(&mut *conn, after, 10_000)
             .await
             .map_err(|e| anyhow::anyhow!("loading listings: {e}"))?;
         let Some(last) = page.last() else { break };
@@ -179,6 +224,6 @@ pub async fn reindex(
         done += docs.len();
         progress(total.max(done), done);
     }
-    engine.settle().await?;
+    engine.rebuild_finish().await?;
     Ok(done)
 }

@@ -10,30 +10,32 @@
 //! bucket of words, each word scores by the best tier it reaches, so the scores order the
 //! hits by those rules in turn (see [`tier`]).
 //!
-//! A search costs the page, not the matches: one collector walks the matching documents
-//! once, reading only columnar (fast) fields: it counts them, counts the facets asked for,
-//! applies the radius on indexed coordinates, and keeps the best `page × per_page` by the
-//! sort key. Stored documents are loaded for the hits returned only.
+//! A search is evaluated a term at a time, segment by segment, without tantivy's query
+//! scorers: each word's terms' postings are read block by block into the best score the word
+//! earns per document, later words only narrow the first word's documents, and the filters
+//! are bitsets of their terms' postings, read once per segment and kept. One pass over the
+//! matches then reads only columnar (fast) fields: it counts them, counts the facets asked
+//! for, applies the radius on indexed coordinates, and keeps the best `page × per_page` by
+//! the sort key. Stored documents are loaded for the hits returned only. The cost still
+//! grows with the postings of the words' terms (every match is counted for the total and the
+//! facets), but at a few nanoseconds a posting rather than a scorer's call per document.
 
 use std::{
     cmp::Ordering,
     collections::{BTreeMap, BinaryHeap, HashMap},
-    ops::Bound,
     path::Path,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
 use tantivy::{
-    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
-    SegmentOrdinal, SegmentReader, TantivyDocument, Term,
+    DocAddress, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
+    SegmentOrdinal, SegmentReader, TERMINATED, TantivyDocument, Term,
     collector::{Collector, SegmentCollector},
     columnar::{Column, StrColumn},
     directory::MmapDirectory,
-    query::{
-        AllQuery, BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, EmptyQuery, Occur,
-        PhraseQuery, Query, RangeQuery, TermQuery, TermSetQuery,
-    },
+    index::SegmentId,
+    query::{EnableScoring, PhraseQuery, Query},
     schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value},
 };
 use unicode_normalization::UnicodeNormalization;
@@ -80,7 +82,21 @@ pub struct EmbeddedEngine {
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     f: Fields,
+    /// The documents of each filter term (visible, in stock, a category...) by segment:
+    /// segments never change, so a filter's postings are read once, not on every search.
+    filters: Mutex<FilterCache>,
 }
+
+/// Filter bitsets by segment and term, and the bytes they hold.
+#[derive(Default)]
+struct FilterCache {
+    sets: HashMap<(SegmentId, Term), Arc<Bits>>,
+    bytes: usize,
+}
+
+/// The most the filter cache holds before it starts again: 32 MiB (a bitset is an eighth of
+/// a byte per document: a filter over 1,000,000 listings takes 125 KB).
+const FILTER_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl std::fmt::Debug for EmbeddedEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,6 +185,7 @@ impl EmbeddedEngine {
             reader,
             writer: Mutex::new(writer),
             f,
+            filters: Mutex::new(FilterCache::default()),
         })
     }
 
@@ -221,142 +238,94 @@ impl EmbeddedEngine {
         Ok(doc)
     }
 
-    /// One word: the best tier it reaches in the title or the rest. The terms it may be are
-    /// read from the index: those within its typo budget that start with its own first
-    /// letter (Meilisearch counts a typo on the first letter as two, so "xoai" never finds
-    /// "loai"); the last word being typed also matches the terms it begins.
-    fn word_query(
+    /// The words of a bucket's `text`, as the evaluation reads them: for each synonym
+    /// alternative, each word's terms with the score each earns (see [`tier`]; words past
+    /// [`MAX_WORDS`] must match and earn nothing). A word's terms are read from the index:
+    /// those within its typo budget that start with its own first letter (Meilisearch counts
+    /// a typo on the first letter as two, so "xoai" never finds "loai"); the last word being
+    /// typed also matches the terms it begins. When `rank`, also what only orders the matches:
+    /// the words as typed near each other, and the words typed with their diacritics.
+    fn words(
         &self,
         searcher: &Searcher,
         cache: &mut TermCache,
-        w: &str,
-        prefix: bool,
-    ) -> Result<Box<dyn Query>, EngineError> {
-        let mut tiers: Vec<Box<dyn Query>> = Vec::new();
-        for (field, in_title) in [(self.f.title, true), (self.f.body, false)] {
-            let key = (field, w.to_owned(), prefix);
-            let matching = match cache.get(&key) {
-                Some(terms) => terms.clone(),
-                None => {
-                    let terms = matching_terms(searcher, field, w, prefix)?;
-                    cache.insert(key, terms.clone());
-                    terms
-                }
-            };
-            for (typos, terms) in matching.into_iter().enumerate() {
-                if terms.is_empty() {
-                    continue;
-                }
-                let typos = u8::try_from(typos).unwrap_or(u8::MAX);
-                tiers.push(Box::new(ConstScoreQuery::new(
-                    any_of(terms),
-                    tier(typos, in_title),
-                )));
-            }
-        }
-        if tiers.is_empty() {
-            return Ok(Box::new(EmptyQuery));
-        }
-        Ok(Box::new(DisjunctionMaxQuery::new(tiers)))
-    }
-
-    /// The words of `q` as a query: each word must match (any synonym alternative); when
-    /// `rank`, clauses that only order the matches (proximity, diacritics) are added.
-    fn text_query(
-        &self,
-        searcher: &Searcher,
-        cache: &mut TermCache,
-        q: &str,
+        text: &str,
         rank: bool,
-    ) -> Result<Option<Box<dyn Query>>, EngineError> {
-        let expanded = expand_query(q);
+    ) -> Result<Option<Words>, EngineError> {
+        let expanded = expand_query(text);
         if expanded.alternatives.iter().all(Vec::is_empty) {
             return Ok(None);
         }
-        // Each synonym alternative needs all its words; a document scores by its best one.
-        let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
+        let mut alternatives = Vec::new();
         for alt in expanded.alternatives.iter().filter(|a| !a.is_empty()) {
-            let mut words: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(alt.len());
+            let mut words = Vec::with_capacity(alt.len());
             for (i, w) in alt.iter().enumerate() {
                 let prefix = expanded.last_is_prefix && i + 1 == alt.len();
-                let q = self.word_query(searcher, cache, w, prefix)?;
-                // Words past the ranked ones must still match, for nothing.
-                words.push(if i < MAX_WORDS {
-                    (Occur::Must, q)
-                } else {
-                    (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0)))
-                });
+                let mut terms: Vec<(Term, Score)> = Vec::new();
+                for (field, in_title) in [(self.f.title, true), (self.f.body, false)] {
+                    let key = (field, w.clone(), prefix);
+                    if !cache.contains_key(&key) {
+                        let found = matching_terms(searcher, field, w, prefix)?;
+                        cache.insert(key.clone(), found);
+                    }
+                    for (typos, found) in cache.get(&key).into_iter().flatten().enumerate() {
+                        let typos = u8::try_from(typos).unwrap_or(u8::MAX);
+                        let score = if i < MAX_WORDS {
+                            tier(typos, in_title)
+                        } else {
+                            0.0
+                        };
+                        terms.extend(found.iter().map(|t| (t.clone(), score)));
+                    }
+                }
+                words.push(terms);
             }
-            alternatives.push(Box::new(BooleanQuery::new(words)));
+            alternatives.push(words);
         }
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
-            Occur::Must,
-            Box::new(DisjunctionMaxQuery::new(alternatives)),
-        )];
-        if !rank {
-            return Ok(Some(Box::new(BooleanQuery::new(clauses))));
-        }
-        // Words closer together first: the words as typed, near each other in one field.
-        let typed = &expanded.alternatives[0];
-        if (2..=MAX_WORDS).contains(&typed.len()) {
-            let near: Vec<Box<dyn Query>> = [self.f.title, self.f.body]
-                .into_iter()
-                .map(|field| {
-                    let terms = typed
-                        .iter()
-                        .map(|w| Term::from_field_text(field, w))
-                        .collect();
-                    let mut phrase = PhraseQuery::new(terms);
-                    phrase.set_slop(2);
-                    Box::new(phrase) as Box<dyn Query>
-                })
+        let mut near = Vec::new();
+        let mut exact_words = Vec::new();
+        if rank {
+            // Words closer together: the words as typed, near each other in one field.
+            let typed = &expanded.alternatives[0];
+            if (2..=MAX_WORDS).contains(&typed.len()) {
+                for field in [self.f.title, self.f.body] {
+                    near.push(
+                        typed
+                            .iter()
+                            .map(|w| Term::from_field_text(field, w))
+                            .collect(),
+                    );
+                }
+            }
+            // Words typed with their diacritics: the titles that have them exactly.
+            exact_words = exact(text)
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .take(MAX_WORDS)
+                .map(|w| Term::from_field_text(self.f.title_exact, w))
                 .collect();
-            clauses.push((
-                Occur::Should,
-                Box::new(ConstScoreQuery::new(
-                    Box::new(DisjunctionMaxQuery::new(near)),
-                    PROXIMITY,
-                )),
-            ));
         }
-        // Words typed with their diacritics: the titles that have them exactly come first.
-        for w in exact(q)
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .take(MAX_WORDS)
-        {
-            let term = Term::from_field_text(self.f.title_exact, w);
-            clauses.push((
-                Occur::Should,
-                Box::new(ConstScoreQuery::new(
-                    Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
-                    DIACRITICS,
-                )),
-            ));
-        }
-        Ok(Some(Box::new(BooleanQuery::new(clauses))))
+        Ok(Some(Words {
+            alternatives,
+            near,
+            exact: exact_words,
+        }))
     }
 
-    fn filters(&self, q: &SearchQuery) -> Vec<(Occur, Box<dyn Query>)> {
+    /// The documents of `segment` that pass `q`'s term filters (a bitset), or `None` when it
+    /// has none. Ranges (stars, price) are read from columns by the caller.
+    fn filter_set(
+        &self,
+        segment: &SegmentReader,
+        q: &SearchQuery,
+    ) -> Result<Option<Bits>, EngineError> {
         let f = &self.f;
-        let term = |field: Field, v: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, v),
-                IndexRecordOption::Basic,
-            ))
-        };
-        let flag = |field: Field| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_u64(field, 1),
-                IndexRecordOption::Basic,
-            ))
-        };
-        let mut out: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut wanted: Vec<Term> = Vec::new();
         if !q.include_hidden {
-            out.push((Occur::Must, flag(f.visible)));
+            wanted.push(Term::from_field_u64(f.visible, 1));
         }
         if q.in_stock_only {
-            out.push((Occur::Must, flag(f.in_stock)));
+            wanted.push(Term::from_field_u64(f.in_stock, 1));
         }
         for (field, v) in [
             (f.category, &q.category),
@@ -365,26 +334,50 @@ impl EmbeddedEngine {
             (f.certification, &q.certification),
         ] {
             if let Some(v) = v {
-                out.push((Occur::Must, term(field, v)));
+                wanted.push(Term::from_field_text(field, v));
             }
         }
-        if let Some(stars) = q.min_ocop {
-            let lo = Term::from_field_u64(f.ocop, u64::try_from(stars).unwrap_or(0));
-            out.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(Bound::Included(lo), Bound::Unbounded)),
-            ));
-        }
-        if q.price_min.is_some() || q.price_max.is_some() {
-            let lo = q.price_min.map_or(Bound::Unbounded, |v| {
-                Bound::Included(Term::from_field_i64(f.price, v))
+        let mut set: Option<Bits> = None;
+        for term in wanted {
+            let one = self.filter_bits(segment, term)?;
+            set = Some(match set {
+                Some(mut all) => {
+                    all.intersect(&one);
+                    all
+                }
+                None => Bits::clone(&one),
             });
-            let hi = q.price_max.map_or(Bound::Unbounded, |v| {
-                Bound::Included(Term::from_field_i64(f.price, v))
-            });
-            out.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
-        out
+        Ok(set)
+    }
+
+    /// The documents of `segment` with `term`, from the cache or read once.
+    fn filter_bits(&self, segment: &SegmentReader, term: Term) -> Result<Arc<Bits>, EngineError> {
+        let key = (segment.segment_id(), term);
+        if let Some(bits) = self
+            .filters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sets
+            .get(&key)
+        {
+            return Ok(bits.clone());
+        }
+        let mut bits = Bits::new(segment.max_doc());
+        for_each_posting(segment, &key.1, |doc| bits.insert(doc))?;
+        let bits = Arc::new(bits);
+        let mut cache = self
+            .filters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let size = bits.0.len() * 8;
+        if cache.bytes + size > FILTER_CACHE_BYTES {
+            // Merged-away segments' sets go with the rest.
+            *cache = FilterCache::default();
+        }
+        cache.bytes += size;
+        cache.sets.insert(key, bits.clone());
+        Ok(bits)
     }
 
     /// Meilisearch's "words" rule with its `last` strategy: a listing with every word comes
@@ -463,6 +456,17 @@ impl EmbeddedEngine {
 
     /// The matches of `text` under `q`'s filters, on `searcher`: their count, the `facets`
     /// asked, and the addresses of the best `keep` by `q`'s sort.
+    ///
+    /// Evaluated a term at a time, segment by segment: each word's terms' postings are read
+    /// straight into an array of the segment's documents (the best score the word reaches in
+    /// each), the words' arrays are summed where every word matched, and the best alternative
+    /// kept; the filters are bitsets of their terms' postings. One pass over the segment's
+    /// documents then counts, counts facets and keeps the best of the page by the sort,
+    /// reading only columns.
+    #[expect(
+        clippy::float_arithmetic,
+        reason = "scores are whole-number tiers summed as tantivy sums them"
+    )]
     fn collect(
         &self,
         searcher: &Searcher,
@@ -472,28 +476,9 @@ impl EmbeddedEngine {
         keep: usize,
         facets: &[String],
     ) -> Result<Found, EngineError> {
-        // Filters score nothing: only the words rank.
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = self
-            .filters(q)
-            .into_iter()
-            .map(|(occur, query)| {
-                (
-                    occur,
-                    Box::new(ConstScoreQuery::new(query, 0.0)) as Box<dyn Query>,
-                )
-            })
-            .collect();
-        match self.text_query(searcher, cache, text, keep > 0)? {
-            Some(words) => clauses.push((Occur::Must, words)),
-            // No words: the filters alone, or everything.
-            None if clauses.is_empty() => clauses.push((
-                Occur::Must,
-                Box::new(ConstScoreQuery::new(Box::new(AllQuery), 0.0)),
-            )),
-            None => {}
-        }
-        let collector = Page {
-            score: keep > 0,
+        let rank = keep > 0;
+        let words = self.words(searcher, cache, text, rank)?;
+        let page = Page {
             sort: q.sort,
             near: q.near,
             keep,
@@ -503,30 +488,272 @@ impl EmbeddedEngine {
                 .cloned()
                 .collect(),
         };
-        searcher
-            .search(&BooleanQuery::new(clauses), &collector)
-            .map_err(other)
+        let min_ocop = q.min_ocop.map(|s| u64::try_from(s).unwrap_or(0));
+        let prices = (q.price_min.is_some() || q.price_max.is_some())
+            .then(|| q.price_min.unwrap_or(i64::MIN)..=q.price_max.unwrap_or(i64::MAX));
+        let mut fruits = Vec::new();
+        for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+            let ordinal = SegmentOrdinal::try_from(ordinal).map_err(other)?;
+            let max_doc = usize::try_from(segment.max_doc()).map_err(other)?;
+            let scores = match &words {
+                Some(words) => Some(scores(segment, words, max_doc)?),
+                None => None,
+            };
+            let boosts = match &words {
+                Some(words) if rank => Some(boosts(searcher, segment, words, max_doc)?),
+                _ => None,
+            };
+            let filter = self.filter_set(segment, q)?;
+            let alive = segment.alive_bitset();
+            let ff = segment.fast_fields();
+            let ocop = match min_ocop {
+                Some(_) => Some(ff.u64("ocop").map_err(other)?),
+                None => None,
+            };
+            let price = ff.i64("price").map_err(other)?;
+            let mut collector = page.for_segment(ordinal, segment).map_err(other)?;
+            // The words' matches, or with no words every document.
+            let every: Box<dyn Iterator<Item = DocId>> = match &scores {
+                Some(m) => Box::new(m.docs.iter().copied()),
+                None => Box::new(0..segment.max_doc()),
+            };
+            for doc in every {
+                let score = match &scores {
+                    Some(m) => usize::try_from(doc)
+                        .ok()
+                        .and_then(|d| m.score.get(d))
+                        .copied()
+                        .unwrap_or(0.0),
+                    None => 0.0,
+                };
+                if filter.as_ref().is_some_and(|f| !f.contains(doc))
+                    || alive.is_some_and(|a| a.is_deleted(doc))
+                {
+                    continue;
+                }
+                if let (Some(min), Some(column)) = (min_ocop, &ocop)
+                    && column.first(doc).is_none_or(|stars| stars < min)
+                {
+                    continue;
+                }
+                if let Some(range) = &prices
+                    && price.first(doc).is_none_or(|p| !range.contains(&p))
+                {
+                    continue;
+                }
+                let boost = boosts.as_ref().map_or(0.0, |b| b.of(doc));
+                collector.collect(doc, score + boost);
+            }
+            fruits.push(collector.harvest());
+        }
+        page.merge_fruits(fruits).map_err(other)
     }
 }
 
-/// Documents with any of `terms`. A few terms are a union of term queries: a
-/// `TermSetQuery` builds a finite-state transducer of its terms for every search, which costs
-/// more than the search itself when the set is small.
-fn any_of(terms: Vec<Term>) -> Box<dyn Query> {
-    if terms.len() > 64 {
-        return Box::new(TermSetQuery::new(terms));
+/// The words of a bucket, ready to evaluate (see [`EmbeddedEngine::words`]).
+struct Words {
+    /// Per synonym alternative, per word: the terms it may be, with what each earns.
+    alternatives: Vec<Vec<Vec<(Term, Score)>>>,
+    /// The words as typed, per field, for the proximity rule (empty below two words).
+    near: Vec<Vec<Term>>,
+    /// The words as typed with their diacritics, in the exact title.
+    exact: Vec<Term>,
+}
+
+/// A segment's documents as bits.
+#[derive(Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(max_doc: DocId) -> Self {
+        Self(vec![0; usize::try_from(max_doc.div_ceil(64)).unwrap_or(0)])
     }
-    Box::new(BooleanQuery::new(
-        terms
-            .into_iter()
-            .map(|t| {
-                (
-                    Occur::Should,
-                    Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>,
-                )
-            })
-            .collect(),
-    ))
+    fn insert(&mut self, doc: DocId) {
+        if let Some(word) = usize::try_from(doc / 64)
+            .ok()
+            .and_then(|w| self.0.get_mut(w))
+        {
+            *word |= 1 << (doc % 64);
+        }
+    }
+    fn contains(&self, doc: DocId) -> bool {
+        usize::try_from(doc / 64)
+            .ok()
+            .and_then(|w| self.0.get(w))
+            .is_some_and(|word| word & (1 << (doc % 64)) != 0)
+    }
+    fn intersect(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a &= b;
+        }
+    }
+}
+
+/// Calls `each` with every document of `segment` whose field has `term`, deleted ones
+/// included, reading the postings a block at a time.
+fn for_each_posting(
+    segment: &SegmentReader,
+    term: &Term,
+    mut each: impl FnMut(DocId),
+) -> Result<(), EngineError> {
+    let inverted = segment.inverted_index(term.field()).map_err(other)?;
+    if let Some(mut block) = inverted
+        .read_block_postings(term, IndexRecordOption::Basic)
+        .map_err(other)?
+    {
+        loop {
+            let docs = block.docs();
+            if docs.is_empty() {
+                break;
+            }
+            for &doc in docs {
+                each(doc);
+            }
+            block.advance();
+        }
+    }
+    Ok(())
+}
+
+/// The documents the words match in a segment, with their scores.
+struct Matches {
+    /// Each document's score (the best alternative in which every word matched, each word
+    /// by the best term it has), or a negative number where none matched.
+    score: Vec<Score>,
+    /// The documents that matched, each once, in no particular order.
+    docs: Vec<DocId>,
+}
+
+/// What the words match in `segment`. The cost follows the postings read and the candidates
+/// kept: each word after the first only narrows the first word's documents.
+#[expect(
+    clippy::float_arithmetic,
+    reason = "scores are whole-number tiers summed as tantivy sums them"
+)]
+fn scores(segment: &SegmentReader, words: &Words, max_doc: usize) -> Result<Matches, EngineError> {
+    let mut best: Vec<Score> = vec![-1.0; max_doc];
+    let mut docs: Vec<DocId> = Vec::new();
+    // One word's best score per document, -1 where it is absent (reset after each word).
+    let mut word: Vec<Score> = vec![-1.0; max_doc];
+    let mut touched: Vec<DocId> = Vec::new();
+    let mut candidates: Vec<(DocId, Score)> = Vec::new();
+    for alternative in &words.alternatives {
+        for (i, terms) in alternative.iter().enumerate() {
+            touched.clear();
+            for (term, score) in terms {
+                for_each_posting(segment, term, |doc| {
+                    if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
+                        if *w < 0.0 {
+                            touched.push(doc);
+                        }
+                        if *w < *score {
+                            *w = *score;
+                        }
+                    }
+                })?;
+            }
+            let of = |doc: DocId| {
+                usize::try_from(doc)
+                    .ok()
+                    .and_then(|d| word.get(d))
+                    .copied()
+                    .unwrap_or(-1.0)
+            };
+            if i == 0 {
+                candidates.clear();
+                candidates.extend(touched.iter().map(|&doc| (doc, of(doc))));
+            } else {
+                candidates.retain_mut(|(doc, sum)| {
+                    let w = of(*doc);
+                    *sum += w.max(0.0);
+                    w >= 0.0
+                });
+            }
+            for &doc in &touched {
+                if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
+                    *w = -1.0;
+                }
+            }
+            if candidates.is_empty() {
+                break;
+            }
+        }
+        for &(doc, sum) in &candidates {
+            if let Some(b) = usize::try_from(doc).ok().and_then(|d| best.get_mut(d)) {
+                if *b < 0.0 {
+                    docs.push(doc);
+                }
+                if *b < sum {
+                    *b = sum;
+                }
+            }
+        }
+        candidates.clear();
+    }
+    Ok(Matches { score: best, docs })
+}
+
+/// What only orders the matches, per document: the words as typed near each other (in the
+/// title or the rest, at most two words apart, in order), and each word typed with the
+/// diacritics the title has.
+#[expect(
+    clippy::float_arithmetic,
+    reason = "scores are whole-number tiers summed as tantivy sums them"
+)]
+fn boosts(
+    searcher: &Searcher,
+    segment: &SegmentReader,
+    words: &Words,
+    max_doc: usize,
+) -> Result<Boosts, EngineError> {
+    let mut near = Bits::new(segment.max_doc());
+    for terms in &words.near {
+        let mut phrase = PhraseQuery::new(terms.clone());
+        phrase.set_slop(2);
+        let weight = phrase
+            .weight(EnableScoring::disabled_from_searcher(searcher))
+            .map_err(other)?;
+        let mut scorer = weight.scorer(segment, 1.0).map_err(other)?;
+        let mut doc = scorer.doc();
+        while doc != TERMINATED {
+            near.insert(doc);
+            doc = scorer.advance();
+        }
+    }
+    let mut exact = vec![0.0; if words.exact.is_empty() { 0 } else { max_doc }];
+    for term in &words.exact {
+        for_each_posting(segment, term, |doc| {
+            if let Some(b) = usize::try_from(doc).ok().and_then(|d| exact.get_mut(d)) {
+                *b += DIACRITICS;
+            }
+        })?;
+    }
+    Ok(Boosts { near, exact })
+}
+
+/// What orders the matches of a segment beyond the words: see [`boosts`].
+struct Boosts {
+    near: Bits,
+    exact: Vec<Score>,
+}
+
+impl Boosts {
+    #[expect(
+        clippy::float_arithmetic,
+        reason = "scores are whole-number tiers summed as tantivy sums them"
+    )]
+    fn of(&self, doc: DocId) -> Score {
+        let near = if self.near.contains(doc) {
+            PROXIMITY
+        } else {
+            0.0
+        };
+        near + usize::try_from(doc)
+            .ok()
+            .and_then(|d| self.exact.get(d))
+            .copied()
+            .unwrap_or(0.0)
+    }
 }
 
 /// The terms of `field` that `word` may be, by typos (index 0: the word itself, or for a
@@ -635,8 +862,6 @@ struct Found {
 
 /// The one collector of a search: counts, facets, radius and the best `keep` by the sort.
 struct Page {
-    /// Whether hits are kept, so ranked: a pass that only counts scores nothing.
-    score: bool,
     sort: Sort,
     near: Option<(Geo, Option<f64>)>,
     keep: usize,
@@ -704,7 +929,7 @@ impl Collector for Page {
     }
 
     fn requires_scoring(&self) -> bool {
-        self.score
+        false
     }
 
     fn merge_fruits(&self, fruits: Vec<Found>) -> tantivy::Result<Found> {

@@ -460,6 +460,13 @@ impl Api {
         if status != 201 {
             bail!("registering {role} {n}: {status} {made}");
         }
+        self.sign_in(n, role).await
+    }
+
+    /// Signs account `n` of `role` in: its id and a new access token (an hour at most, so a
+    /// load longer than that signs in again).
+    async fn sign_in(&self, n: usize, role: &str) -> Result<(String, String)> {
+        let phone = format!("09{}{:07}", if role == "buyer" { 1 } else { 8 }, n);
         let (status, session) = self
             .call(
                 reqwest::Method::POST,
@@ -590,6 +597,37 @@ impl Meili {
     }
 }
 
+/// Signs every household in again, each keeping its place in `households` (the listings
+/// name their seller by that place).
+async fn signed_in_again(
+    api: &Api,
+    args: &Args,
+    households: &mut [(String, String)],
+) -> Result<()> {
+    let fresh: std::collections::HashMap<String, String> =
+        in_parallel((0..args.households).collect(), 4, |n| {
+            let api = api.clone();
+            async move { api.sign_in(n, "household").await }
+        })
+        .await?
+        .into_iter()
+        .collect();
+    for (id, token) in households.iter_mut() {
+        *token = fresh
+            .get(id)
+            .with_context(|| format!("household {id} signed in again"))?
+            .clone();
+    }
+    Ok(())
+}
+
+/// Listings loaded between two checks of the households' tokens.
+const LOAD_CHUNK: usize = 20_000;
+
+/// How old the households' access tokens may be before the load signs them in again: half
+/// their hour.
+const TOKENS_RENEWED_AFTER: Duration = Duration::from_secs(1800);
+
 async fn run(
     args: &Args,
     wanted: &[String],
@@ -607,7 +645,21 @@ async fn run(
     let generated = nongsan_search::generate::listings(2026, args.listings, args.households.max(1));
     let done = Arc::new(AtomicUsize::new(0));
     let total = generated.len();
-    let listings: Vec<(String, usize)> = in_parallel(generated, 8, |g| {
+    let mut households = households;
+    let mut signed_in = Instant::now();
+    let mut generated = generated.into_iter();
+    let mut listings: Vec<(String, usize)> = Vec::with_capacity(total);
+    loop {
+        // Access tokens last an hour: a long load (a million listings) signs in again.
+        if signed_in.elapsed() > TOKENS_RENEWED_AFTER {
+            signed_in_again(&api, args, &mut households).await?;
+            signed_in = Instant::now();
+        }
+        let chunk: Vec<_> = generated.by_ref().take(LOAD_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let part: Vec<(String, usize)> = in_parallel(chunk, 8, |g| {
         let api = api.clone();
         let seller = g.household % households.len();
         let token = households[seller].1.clone();
@@ -639,6 +691,8 @@ async fn run(
         }
     })
     .await?;
+        listings.extend(part);
+    }
     let load_secs = started.elapsed().as_secs_f64();
     // The index follows: wait until every listing is searchable.
     let start = Instant::now();
@@ -667,6 +721,10 @@ async fn run(
         "{} listings loaded in {load_secs:.1} s; searchable {caught_up:.1} s after the last write",
         listings.len()
     );
+    // The scenarios write as the households too: with tokens of a whole hour after a long load.
+    if signed_in.elapsed() > TOKENS_RENEWED_AFTER / 3 {
+        signed_in_again(&api, args, &mut households).await?;
+    }
     let ids: Arc<Vec<String>> = Arc::new(listings.iter().map(|l| l.0.clone()).collect());
 
     let mut rows: Vec<String> = Vec::new();

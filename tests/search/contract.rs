@@ -86,8 +86,13 @@ pub async fn contract(app: &TestApp) {
         titles(&r).iter().any(|t| fold(t).contains("xoai")),
         "xaoi: {r}"
     );
-    // A regional synonym.
+    // A regional synonym. A listing found by both names is counted once.
     let r = search(app, "q=thit%20lon").await;
+    assert_eq!(
+        r["total"].as_u64(),
+        Some(all_hits(app, "q=thit%20lon").await.len() as u64),
+        "{r}"
+    );
     let t = titles(&r);
     assert!(
         t.first().is_some_and(|t| fold(t).contains("thit heo")),

@@ -225,3 +225,50 @@ async fn while_a_reindex_runs_the_indexer_keeps_changes_for_the_new_index() {
     drop(reindex);
     app.stop().await;
 }
+
+/// The real reindex holds the indexer back while it runs, and lets go when it ends.
+#[tokio::test]
+async fn a_reindex_holds_the_indexer_back_until_it_ends() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    app.api.listing_with_stock(&seller, "5").await;
+    let pool = app.db.pool(nongsan_listing::NAME).await;
+    let lock = nongsan_listing::search::indexer::REINDEX_LOCK;
+    let url = app.db.url.clone();
+    // Whether a write of the indexer could start now, asked from a connection of its own
+    // (the progress callback is synchronous, so on a thread of its own).
+    let indexer_may_write = move || {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock_shared($1)")
+                    .bind(lock)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            })
+        })
+        .join()
+        .unwrap()
+    };
+    let asked = std::sync::Mutex::new(Vec::new());
+    let dir =
+        std::env::temp_dir().join(format!("nongsan-reindex-{}", uuid::Uuid::now_v7().simple()));
+    let engine = nongsan_listing::search::embedded::EmbeddedEngine::open(&dir).unwrap();
+    let n = nongsan_listing::search::indexer::reindex(&pool, &engine, &|_, _| {
+        asked.lock().unwrap().push(indexer_may_write());
+    })
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    let asked = asked.into_inner().unwrap();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|free| !free),
+        "{asked:?}"
+    );
+    assert!(indexer_may_write(), "the lock is let go");
+    app.stop().await;
+}

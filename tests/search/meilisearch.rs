@@ -265,15 +265,22 @@ async fn a_meilisearch_rebuild_serves_the_old_index_until_the_new_one_takes_its_
         gone = gone.bearer_auth(key);
     }
     assert_eq!(gone.send().await.unwrap().status(), 404);
-    // Searched with the index's settings (typos, folding): the swap kept them.
+    // The new index has the settings: a filter on a filterable attribute (an error on an
+    // index without them) and a word folded as the adapter folds it.
     let r = engine
         .search(&SearchQuery {
             q: fold(&new[0].title),
+            province: Some(new[0].province_code.clone()),
             include_hidden: true,
             in_stock_only: false,
             ..SearchQuery::default()
         })
         .await
-        .unwrap();
+        .expect("a filtered search on the swapped-in index");
     assert!(r.total > 0, "{:?}", new[0].title);
+    let mut drop = reqwest::Client::new().delete(format!("{url}/indexes/{uid}"));
+    if let Some(key) = &key {
+        drop = drop.bearer_auth(key);
+    }
+    drop.send().await.unwrap();
 }

@@ -375,8 +375,9 @@ impl EmbeddedEngine {
             // Merged-away segments' sets go with the rest.
             *cache = FilterCache::default();
         }
-        cache.bytes += size;
-        cache.sets.insert(key, bits.clone());
+        if cache.sets.insert(key, bits.clone()).is_none() {
+            cache.bytes += size;
+        }
         Ok(bits)
     }
 
@@ -495,12 +496,12 @@ impl EmbeddedEngine {
         for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
             let ordinal = SegmentOrdinal::try_from(ordinal).map_err(other)?;
             let max_doc = usize::try_from(segment.max_doc()).map_err(other)?;
-            let scores = match &words {
-                Some(words) => Some(scores(segment, words, max_doc)?),
+            let matches = match &words {
+                Some(words) => Some(matches(segment, words, max_doc)?),
                 None => None,
             };
             let boosts = match &words {
-                Some(words) if rank => Some(boosts(searcher, segment, words, max_doc)?),
+                Some(words) if rank => Some(boosts(searcher, segment, words)?),
                 _ => None,
             };
             let filter = self.filter_set(segment, q)?;
@@ -513,19 +514,11 @@ impl EmbeddedEngine {
             let price = ff.i64("price").map_err(other)?;
             let mut collector = page.for_segment(ordinal, segment).map_err(other)?;
             // The words' matches, or with no words every document.
-            let every: Box<dyn Iterator<Item = DocId>> = match &scores {
-                Some(m) => Box::new(m.docs.iter().copied()),
-                None => Box::new(0..segment.max_doc()),
+            let every: Box<dyn Iterator<Item = (DocId, Score)>> = match &matches {
+                Some(m) => Box::new(m.iter().copied()),
+                None => Box::new((0..segment.max_doc()).map(|doc| (doc, 0.0))),
             };
-            for doc in every {
-                let score = match &scores {
-                    Some(m) => usize::try_from(doc)
-                        .ok()
-                        .and_then(|d| m.score.get(d))
-                        .copied()
-                        .unwrap_or(0.0),
-                    None => 0.0,
-                };
+            for (doc, score) in every {
                 if filter.as_ref().is_some_and(|f| !f.contains(doc))
                     || alive.is_some_and(|a| a.is_deleted(doc))
                 {
@@ -615,96 +608,141 @@ fn for_each_posting(
     Ok(())
 }
 
-/// The documents the words match in a segment, with their scores.
-struct Matches {
-    /// Each document's score (the best alternative in which every word matched, each word
-    /// by the best term it has), or a negative number where none matched.
-    score: Vec<Score>,
-    /// The documents that matched, each once, in no particular order.
-    docs: Vec<DocId>,
+/// Per-thread work space of [`matches`], as long as the largest segment: reused, so a search
+/// neither allocates nor faults in arrays of a segment's size. Both are all "absent" between
+/// uses (whatever a search marks it unmarks).
+#[derive(Default)]
+struct Scratch {
+    /// One word's best score per document; negative where it is absent.
+    word: Vec<Score>,
+    /// Where each document is in the matches, plus one; 0 where it is not.
+    slot: Vec<u32>,
+    /// Set while a search uses it: still set at the next, that search panicked half-way,
+    /// and both arrays are filled afresh.
+    in_use: bool,
 }
 
-/// What the words match in `segment`. The cost follows the postings read and the candidates
-/// kept: each word after the first only narrows the first word's documents.
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// The documents the words match in `segment`, each once with its score: the best
+/// alternative in which every word matched, each word by the best term it has. The cost
+/// follows the postings read and the candidates kept: each word after the first only narrows
+/// the first word's documents.
 #[expect(
     clippy::float_arithmetic,
     reason = "scores are whole-number tiers summed as tantivy sums them"
 )]
-fn scores(segment: &SegmentReader, words: &Words, max_doc: usize) -> Result<Matches, EngineError> {
-    let mut best: Vec<Score> = vec![-1.0; max_doc];
-    let mut docs: Vec<DocId> = Vec::new();
-    // One word's best score per document, -1 where it is absent (reset after each word).
-    let mut word: Vec<Score> = vec![-1.0; max_doc];
-    let mut touched: Vec<DocId> = Vec::new();
-    let mut candidates: Vec<(DocId, Score)> = Vec::new();
-    for alternative in &words.alternatives {
-        for (i, terms) in alternative.iter().enumerate() {
-            touched.clear();
-            for (term, score) in terms {
-                for_each_posting(segment, term, |doc| {
-                    if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
-                        if *w < 0.0 {
-                            touched.push(doc);
+fn matches(
+    segment: &SegmentReader,
+    words: &Words,
+    max_doc: usize,
+) -> Result<Vec<(DocId, Score)>, EngineError> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let Scratch { word, slot, in_use } = &mut *scratch;
+        if *in_use {
+            word.fill(-1.0);
+            slot.fill(0);
+        }
+        *in_use = true;
+        if word.len() < max_doc {
+            word.resize(max_doc, -1.0);
+            slot.resize(max_doc, 0);
+        }
+        let mut found: Vec<(DocId, Score)> = Vec::new();
+        let mut touched: Vec<DocId> = Vec::new();
+        let mut candidates: Vec<(DocId, Score)> = Vec::new();
+        let mut result = Ok(());
+        for alternative in &words.alternatives {
+            for (i, terms) in alternative.iter().enumerate() {
+                touched.clear();
+                for (term, score) in terms {
+                    result = for_each_posting(segment, term, |doc| {
+                        if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
+                            if *w < 0.0 {
+                                touched.push(doc);
+                            }
+                            if *w < *score {
+                                *w = *score;
+                            }
                         }
-                        if *w < *score {
-                            *w = *score;
-                        }
+                    });
+                    if result.is_err() {
+                        break;
                     }
-                })?;
-            }
-            let of = |doc: DocId| {
-                usize::try_from(doc)
-                    .ok()
-                    .and_then(|d| word.get(d))
-                    .copied()
-                    .unwrap_or(-1.0)
-            };
-            if i == 0 {
-                candidates.clear();
-                candidates.extend(touched.iter().map(|&doc| (doc, of(doc))));
-            } else {
-                candidates.retain_mut(|(doc, sum)| {
-                    let w = of(*doc);
-                    *sum += w.max(0.0);
-                    w >= 0.0
-                });
-            }
-            for &doc in &touched {
-                if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
-                    *w = -1.0;
+                }
+                let of = |doc: DocId| {
+                    usize::try_from(doc)
+                        .ok()
+                        .and_then(|d| word.get(d))
+                        .copied()
+                        .unwrap_or(-1.0)
+                };
+                if i == 0 {
+                    candidates.clear();
+                    candidates.extend(touched.iter().map(|&doc| (doc, of(doc))));
+                } else {
+                    candidates.retain_mut(|(doc, sum)| {
+                        let w = of(*doc);
+                        *sum += w.max(0.0);
+                        w >= 0.0
+                    });
+                }
+                for &doc in &touched {
+                    if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
+                        *w = -1.0;
+                    }
+                }
+                if candidates.is_empty() || result.is_err() {
+                    break;
                 }
             }
-            if candidates.is_empty() {
+            if result.is_err() {
                 break;
             }
-        }
-        for &(doc, sum) in &candidates {
-            if let Some(b) = usize::try_from(doc).ok().and_then(|d| best.get_mut(d)) {
-                if *b < 0.0 {
-                    docs.push(doc);
+            if words.alternatives.len() == 1 {
+                found = std::mem::take(&mut candidates);
+                break;
+            }
+            for &(doc, sum) in &candidates {
+                let Some(at) = usize::try_from(doc).ok().and_then(|d| slot.get_mut(d)) else {
+                    continue;
+                };
+                match at
+                    .checked_sub(1)
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| found.get_mut(i))
+                {
+                    Some(kept) => kept.1 = kept.1.max(sum),
+                    None => {
+                        found.push((doc, sum));
+                        *at = u32::try_from(found.len()).unwrap_or(0);
+                    }
                 }
-                if *b < sum {
-                    *b = sum;
+            }
+            candidates.clear();
+        }
+        if words.alternatives.len() > 1 {
+            for &(doc, _) in &found {
+                if let Some(at) = usize::try_from(doc).ok().and_then(|d| slot.get_mut(d)) {
+                    *at = 0;
                 }
             }
         }
-        candidates.clear();
-    }
-    Ok(Matches { score: best, docs })
+        *in_use = false;
+        result.map(|()| found)
+    })
 }
 
 /// What only orders the matches, per document: the words as typed near each other (in the
 /// title or the rest, at most two words apart, in order), and each word typed with the
 /// diacritics the title has.
-#[expect(
-    clippy::float_arithmetic,
-    reason = "scores are whole-number tiers summed as tantivy sums them"
-)]
 fn boosts(
     searcher: &Searcher,
     segment: &SegmentReader,
     words: &Words,
-    max_doc: usize,
 ) -> Result<Boosts, EngineError> {
     let mut near = Bits::new(segment.max_doc());
     for terms in &words.near {
@@ -720,13 +758,11 @@ fn boosts(
             doc = scorer.advance();
         }
     }
-    let mut exact = vec![0.0; if words.exact.is_empty() { 0 } else { max_doc }];
+    let mut exact = Vec::with_capacity(words.exact.len());
     for term in &words.exact {
-        for_each_posting(segment, term, |doc| {
-            if let Some(b) = usize::try_from(doc).ok().and_then(|d| exact.get_mut(d)) {
-                *b += DIACRITICS;
-            }
-        })?;
+        let mut bits = Bits::new(segment.max_doc());
+        for_each_posting(segment, term, |doc| bits.insert(doc))?;
+        exact.push(bits);
     }
     Ok(Boosts { near, exact })
 }
@@ -734,7 +770,8 @@ fn boosts(
 /// What orders the matches of a segment beyond the words: see [`boosts`].
 struct Boosts {
     near: Bits,
-    exact: Vec<Score>,
+    /// Per word typed, the titles that have it with its diacritics.
+    exact: Vec<Bits>,
 }
 
 impl Boosts {
@@ -748,11 +785,10 @@ impl Boosts {
         } else {
             0.0
         };
-        near + usize::try_from(doc)
-            .ok()
-            .and_then(|d| self.exact.get(d))
-            .copied()
-            .unwrap_or(0.0)
+        self.exact
+            .iter()
+            .filter(|bits| bits.contains(doc))
+            .fold(near, |sum, _| sum + DIACRITICS)
     }
 }
 

@@ -14,7 +14,7 @@ use nongsan_shared::{
     events::{Envelope, Handler},
     telemetry::worth_logging,
 };
-use sqlx::{PgConnection, PgPool, postgres::PgListener};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgListener};
 
 use super::{
     SearchEngine,
@@ -179,21 +179,17 @@ pub async fn reindex(
     engine: &dyn SearchEngine,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
-    let mut conn = pool.acquire().await?;
+    // A connection of its own, never back in the pool: the lock ends with it, however the
+    // rebuild ends (an error, or the future dropped half-way).
+    let mut conn = pool.acquire().await?.detach();
     // Waits for the indexer's write in flight, if any.
     sqlx::query!("SELECT pg_advisory_lock($1)", REINDEX_LOCK)
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await?;
     let rebuilt = rebuild(&mut conn, engine, progress).await;
-    let unlocked = sqlx::query_scalar!(
-        r#"SELECT pg_advisory_unlock($1) AS "unlocked!""#,
-        REINDEX_LOCK
-    )
-    .fetch_one(&mut *conn)
-    .await;
-    if !matches!(unlocked, Ok(true)) {
-        // A connection that may still hold the lock goes no further than this.
-        drop(conn.detach());
+    // Closing ends the session, and with it the lock.
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the reindex's connection");
     }
     rebuilt
 }

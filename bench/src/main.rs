@@ -195,10 +195,18 @@ async fn main() -> Result<()> {
         None
     };
     let mut server = Server::start(&bin, &data, env, args.shape).await?;
-    let outcome = run(&args, &wanted, &mut server, meili.as_ref()).await;
+    // However the run ends (done, failed, or SIGTERM / Ctrl-C), what it started is stopped
+    // and its data folder removed.
+    let outcome = tokio::select! {
+        outcome = run(&args, &wanted, &mut server, meili.as_ref()) => outcome,
+        signal = stopped() => Err(anyhow::anyhow!("stopped by {signal}")),
+    };
     server.stop().await;
     if let Some(m) = &meili {
         m.drop_index().await;
+    }
+    if outcome.is_err() {
+        let _ = std::fs::remove_dir_all(&data);
     }
     let report = outcome?;
     println!("{report}");
@@ -212,6 +220,21 @@ async fn main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C, and says which came.
+async fn stopped() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "Ctrl-C",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }
 
 /// One scenario's figures.

@@ -31,7 +31,6 @@ use std::{
 use tantivy::{
     DocAddress, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
     SegmentOrdinal, SegmentReader, TERMINATED, TantivyDocument, Term,
-    collector::{Collector, SegmentCollector},
     columnar::{Column, StrColumn},
     directory::MmapDirectory,
     index::SegmentId,
@@ -539,7 +538,7 @@ impl EmbeddedEngine {
             }
             fruits.push(collector.harvest());
         }
-        page.merge_fruits(fruits).map_err(other)
+        Ok(page.merge(fruits))
     }
 }
 
@@ -921,10 +920,8 @@ struct PageSegment {
     ocop: Option<(Column<u64>, Vec<u64>)>,
 }
 
-impl Collector for Page {
-    type Fruit = Found;
-    type Child = PageSegment;
-
+/// Not a tantivy `Collector`: [`EmbeddedEngine::collect`] feeds it the matches itself.
+impl Page {
     fn for_segment(
         &self,
         segment: SegmentOrdinal,
@@ -964,11 +961,7 @@ impl Collector for Page {
         })
     }
 
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<Found>) -> tantivy::Result<Found> {
+    fn merge(&self, fruits: Vec<Found>) -> Found {
         let mut all = Found {
             facets: self
                 .facets
@@ -992,13 +985,11 @@ impl Collector for Page {
         best.sort();
         best.truncate(self.keep);
         all.best = best;
-        Ok(all)
+        all
     }
 }
 
-impl SegmentCollector for PageSegment {
-    type Fruit = Found;
-
+impl PageSegment {
     #[expect(
         clippy::float_arithmetic,
         clippy::cast_possible_truncation,

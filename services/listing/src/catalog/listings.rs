@@ -153,7 +153,7 @@ pub async fn list_listings(
         limit: paging::rows_to_fetch(limit),
     };
     let rows = select(&mut conn, &selection).await?;
-    let mut items = views(&mut conn, rows).await?;
+    let mut items = views(rows);
     let next_cursor = paging::next_cursor(&mut items, limit, |l| format!("after:{}", l.id));
     Ok(AxumJson(ListingPage { items, next_cursor }))
 }

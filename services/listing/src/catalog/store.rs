@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use nongsan_shared::{AccountId, CooperativeId, ListingId, Quantity, Vnd, auth::Actor, events};
-use serde::Serialize;
-use sqlx::PgConnection;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, types::Json};
 use utoipa::ToSchema;
 
 use crate::{
@@ -280,6 +280,19 @@ pub(crate) struct ListingRow {
     updated_at: DateTime<Utc>,
     on_hand: Quantity,
     reserved: Quantity,
+    certifications: Json<Vec<CertificationRow>>,
+}
+
+/// A certification as the listing's statement reads it (one JSON array per listing, so a
+/// listing costs one statement with its certifications).
+#[derive(Debug, Deserialize)]
+pub(crate) struct CertificationRow {
+    kind: String,
+    number: String,
+    issuer: String,
+    valid_from: NaiveDate,
+    valid_until: NaiveDate,
+    verification: String,
 }
 
 /// Which listings to read: every filter is optional.
@@ -340,7 +353,10 @@ async fn rows(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingR
                 COALESCE(h.name, c.name) AS "seller_name!", l.title, l.description, l.category_code, l.unit_code, l.price_vnd AS "price_vnd: Vnd",
                 l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon, l.gtin,
                 l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
-                s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity"
+                s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity",
+                COALESCE((SELECT json_agg(json_build_object('kind', c.kind, 'number', c.number, 'issuer', c.issuer, 'valid_from', c.valid_from,
+                    'valid_until', c.valid_until, 'verification', c.verification) ORDER BY c.position)
+                    FROM listing_certifications c WHERE c.listing_id = l.id), '[]'::json) AS "certifications!: Json<Vec<CertificationRow>>"
              FROM listings l JOIN stock s ON s.listing_id = l.id
              LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
              WHERE l.id = $1"#,
@@ -354,7 +370,10 @@ async fn rows(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingR
                 COALESCE(h.name, c.name) AS "seller_name!", l.title, l.description, l.category_code, l.unit_code, l.price_vnd AS "price_vnd: Vnd",
                 l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon, l.gtin,
                 l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
-                s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity"
+                s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity",
+                COALESCE((SELECT json_agg(json_build_object('kind', c.kind, 'number', c.number, 'issuer', c.issuer, 'valid_from', c.valid_from,
+                    'valid_until', c.valid_until, 'verification', c.verification) ORDER BY c.position)
+                    FROM listing_certifications c WHERE c.listing_id = l.id), '[]'::json) AS "certifications!: Json<Vec<CertificationRow>>"
              FROM listings l JOIN stock s ON s.listing_id = l.id
              LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
              WHERE l.id = ANY($1)
@@ -366,45 +385,11 @@ async fn rows(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingR
     }
 }
 
-pub(crate) async fn views(
-    conn: &mut PgConnection,
-    rows: Vec<ListingRow>,
-) -> Result<Vec<ListingView>> {
-    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id.0).collect();
-    let certs = sqlx::query!(
-        r#"SELECT listing_id AS "listing_id: ListingId", kind, number, issuer, valid_from, valid_until, verification
-           FROM listing_certifications WHERE listing_id = ANY($1) ORDER BY listing_id, position"#,
-        &ids,
-    )
-    .fetch_all(conn)
-    .await?;
+/// The views of these rows, each certification's standing as of today in Vietnam.
+pub(crate) fn views(rows: Vec<ListingRow>) -> Vec<ListingView> {
     let today = today_in_vietnam();
-    let mut certs_of: std::collections::HashMap<ListingId, Vec<CertificationView>> =
-        std::collections::HashMap::new();
-    for c in certs {
-        let status = if c.valid_until < today {
-            CertificationStatus::Expired
-        } else if c.valid_from > today {
-            CertificationStatus::NotYetValid
-        } else {
-            CertificationStatus::Valid
-        };
-        certs_of
-            .entry(c.listing_id)
-            .or_default()
-            .push(CertificationView {
-                kind: c.kind,
-                number: c.number,
-                issuer: c.issuer,
-                valid_from: c.valid_from,
-                valid_until: c.valid_until,
-                status,
-                verification: c.verification,
-            });
-    }
     let r = reference();
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
             let province_name = r
                 .province(&row.origin_province)
@@ -441,7 +426,26 @@ pub(crate) async fn views(
                     commune_name,
                     point: row.lat.zip(row.lon).map(|(lat, lon)| Point { lat, lon }),
                 },
-                certifications: certs_of.remove(&row.id).unwrap_or_default(),
+                certifications: row
+                    .certifications
+                    .0
+                    .into_iter()
+                    .map(|c| CertificationView {
+                        status: if c.valid_until < today {
+                            CertificationStatus::Expired
+                        } else if c.valid_from > today {
+                            CertificationStatus::NotYetValid
+                        } else {
+                            CertificationStatus::Valid
+                        },
+                        kind: c.kind,
+                        number: c.number,
+                        issuer: c.issuer,
+                        valid_from: c.valid_from,
+                        valid_until: c.valid_until,
+                        verification: c.verification,
+                    })
+                    .collect(),
                 gtin: row.gtin,
                 ocop_stars: row.ocop_stars,
                 status: row.status,
@@ -451,14 +455,14 @@ pub(crate) async fn views(
                 updated_at: row.updated_at,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Loads listings, whatever their status, in id order (those that do not exist are left
-/// out): two queries for any number.
+/// out): one statement for any number.
 pub async fn load_listings(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingView>> {
     let rows = rows(conn, ids).await?;
-    views(conn, rows).await
+    Ok(views(rows))
 }
 
 /// Every listing after `after` (in id order), at most `limit`, whatever its status.
@@ -474,7 +478,7 @@ pub async fn listings_after(
         ..Selection::default()
     };
     let rows = select(conn, &selection).await?;
-    views(conn, rows).await
+    Ok(views(rows))
 }
 
 /// Loads one listing.
@@ -483,5 +487,5 @@ pub async fn load_listing(conn: &mut PgConnection, id: ListingId) -> Result<List
     if rows.is_empty() {
         return Err(ListingError::NotFound("listing"));
     }
-    Ok(views(conn, rows).await?.remove(0))
+    Ok(views(rows).remove(0))
 }

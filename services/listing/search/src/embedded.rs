@@ -13,10 +13,13 @@
 //! A search is evaluated a term at a time, segment by segment, without tantivy's query
 //! scorers: each word's terms' postings are read block by block into the best score the word
 //! earns per document, later words only narrow the first word's documents, and the filters
-//! are bitsets of their terms' postings, read once per segment and kept. One pass over the
-//! matches then reads only columnar (fast) fields: it counts them, counts the facets asked
-//! for, applies the radius on indexed coordinates, and keeps the best `page × per_page` by
-//! the sort key. Stored documents are loaded for the hits returned only. The cost still
+//! are bitsets of their terms' postings, read once per segment and kept (the least stars
+//! too: the union of the star counts from there up). A word's documents are read once per
+//! search, though the buckets of fewer words ask for the first words again. One pass over the
+//! matches then reads only columnar (fast) fields: it counts them, counts the facets of many
+//! values (category, province), applies the radius on indexed coordinates, and keeps the best
+//! `page × per_page` by the sort key; the facets of few values (stars, certifications) are
+//! then counted as each value's documents in common with those counted. Stored documents are loaded for the hits returned only. The cost still
 //! grows with the postings of the words' terms (every match is counted for the total and the
 //! facets), but at a few nanoseconds a posting rather than a scorer's call per document.
 
@@ -75,6 +78,14 @@ struct Fields {
 /// The terms a query word may be, by field, word and whether it is a prefix: worked out once
 /// per search, though the words' buckets ask again.
 type TermCache = HashMap<(Field, String, bool), Vec<Vec<Term>>>;
+
+/// A query word as it is evaluated: the word, whether it is a prefix, whether it earns a
+/// score (see [`MAX_WORDS`]).
+type WordKey = (String, bool, bool);
+
+/// The documents a word reaches in a segment, with the score it earns in each: read once
+/// per search, though the words' buckets ask again (the first word is in every bucket).
+type WordHits = HashMap<(SegmentOrdinal, WordKey), Vec<(DocId, Score)>>;
 
 /// The tantivy index.
 pub struct EmbeddedEngine {
@@ -256,10 +267,12 @@ impl EmbeddedEngine {
             return Ok(None);
         }
         let mut alternatives = Vec::new();
+        let mut keys = Vec::new();
         for alt in expanded.alternatives.iter().filter(|a| !a.is_empty()) {
             let mut words = Vec::with_capacity(alt.len());
             for (i, w) in alt.iter().enumerate() {
                 let prefix = expanded.last_is_prefix && i + 1 == alt.len();
+                keys.push((w.clone(), prefix, i < MAX_WORDS));
                 let mut terms: Vec<(Term, Score)> = Vec::new();
                 for (field, in_title) in [(self.f.title, true), (self.f.body, false)] {
                     let key = (field, w.clone(), prefix);
@@ -306,6 +319,7 @@ impl EmbeddedEngine {
         }
         Ok(Some(Words {
             alternatives,
+            keys,
             near,
             exact: exact_words,
         }))
@@ -347,7 +361,59 @@ impl EmbeddedEngine {
                 None => Bits::clone(&one),
             });
         }
+        // At least so many stars: the union of the star counts the segment has from there up.
+        if let Some(min) = q.min_ocop.map(|m| u64::try_from(m).unwrap_or(0)) {
+            let mut stars = Bits::new(segment.max_doc());
+            for (value, bits) in self.values(segment, f.ocop)? {
+                if value.as_u64().is_some_and(|v| v >= min) {
+                    stars.union(&bits);
+                }
+            }
+            set = Some(match set {
+                Some(mut all) => {
+                    all.intersect(&stars);
+                    all
+                }
+                None => stars,
+            });
+        }
         Ok(set)
+    }
+
+    /// Every value `field` has in `segment`, each with its documents (from the filter cache):
+    /// for the fields whose values are few (stars, certifications).
+    fn values(
+        &self,
+        segment: &SegmentReader,
+        field: Field,
+    ) -> Result<Vec<(FacetValue, Arc<Bits>)>, EngineError> {
+        let numeric = field == self.f.ocop;
+        let inverted = segment.inverted_index(field).map_err(other)?;
+        let mut stream = inverted.terms().stream().map_err(other)?;
+        let mut terms = Vec::new();
+        while stream.advance() {
+            let key = stream.key();
+            let (value, term) = if numeric {
+                let Ok(bytes) = <[u8; 8]>::try_from(key) else {
+                    continue;
+                };
+                let v = u64::from_be_bytes(bytes);
+                (FacetValue::Number(v), Term::from_field_u64(field, v))
+            } else {
+                let Ok(text) = std::str::from_utf8(key) else {
+                    continue;
+                };
+                (
+                    FacetValue::Text(text.to_owned()),
+                    Term::from_field_text(field, text),
+                )
+            };
+            terms.push((value, term));
+        }
+        terms
+            .into_iter()
+            .map(|(value, term)| Ok((value, self.filter_bits(segment, term)?)))
+            .collect()
     }
 
     /// The documents of `segment` with `term`, from the cache or read once.
@@ -397,6 +463,7 @@ impl EmbeddedEngine {
         let mut seen = std::collections::HashSet::new();
         let mut all = None;
         let mut cache = TermCache::new();
+        let mut hits = WordHits::new();
         for k in (1..=words.len().max(1)).rev() {
             let full = best.len() >= keep;
             if full && k > 1 {
@@ -410,7 +477,7 @@ impl EmbeddedEngine {
             };
             let found = self.collect(
                 &searcher,
-                &mut cache,
+                (&mut cache, &mut hits),
                 &text,
                 q,
                 if full { 0 } else { keep },
@@ -470,7 +537,7 @@ impl EmbeddedEngine {
     fn collect(
         &self,
         searcher: &Searcher,
-        cache: &mut TermCache,
+        (cache, hits): (&mut TermCache, &mut WordHits),
         text: &str,
         q: &SearchQuery,
         keep: usize,
@@ -488,7 +555,6 @@ impl EmbeddedEngine {
                 .cloned()
                 .collect(),
         };
-        let min_ocop = q.min_ocop.map(|s| u64::try_from(s).unwrap_or(0));
         let prices = (q.price_min.is_some() || q.price_max.is_some())
             .then(|| q.price_min.unwrap_or(i64::MIN)..=q.price_max.unwrap_or(i64::MAX));
         let mut fruits = Vec::new();
@@ -496,7 +562,7 @@ impl EmbeddedEngine {
             let ordinal = SegmentOrdinal::try_from(ordinal).map_err(other)?;
             let max_doc = usize::try_from(segment.max_doc()).map_err(other)?;
             let matches = match &words {
-                Some(words) => Some(matches(segment, words, max_doc)?),
+                Some(words) => Some(matches(segment, ordinal, words, max_doc, hits)?),
                 None => None,
             };
             let boosts = match &words {
@@ -505,13 +571,18 @@ impl EmbeddedEngine {
             };
             let filter = self.filter_set(segment, q)?;
             let alive = segment.alive_bitset();
-            let ff = segment.fast_fields();
-            let ocop = match min_ocop {
-                Some(_) => Some(ff.u64("ocop").map_err(other)?),
-                None => None,
-            };
-            let price = ff.i64("price").map_err(other)?;
-            let mut collector = page.for_segment(ordinal, segment).map_err(other)?;
+            let price = segment.fast_fields().i64("price").map_err(other)?;
+            // The facets of few values are counted from their values' documents.
+            let mut few = Vec::new();
+            for (name, field) in [
+                ("certifications", self.f.certification),
+                ("ocop_stars", self.f.ocop),
+            ] {
+                if page.facets.iter().any(|f| f == name) {
+                    few.push((name.to_owned(), self.values(segment, field)?));
+                }
+            }
+            let mut collector = page.for_segment(ordinal, segment, few).map_err(other)?;
             // The words' matches, or with no words every document.
             let every: Box<dyn Iterator<Item = (DocId, Score)>> = match &matches {
                 Some(m) => Box::new(m.iter().copied()),
@@ -520,11 +591,6 @@ impl EmbeddedEngine {
             for (doc, score) in every {
                 if filter.as_ref().is_some_and(|f| !f.contains(doc))
                     || alive.is_some_and(|a| a.is_deleted(doc))
-                {
-                    continue;
-                }
-                if let (Some(min), Some(column)) = (min_ocop, &ocop)
-                    && column.first(doc).is_none_or(|stars| stars < min)
                 {
                     continue;
                 }
@@ -546,6 +612,8 @@ impl EmbeddedEngine {
 struct Words {
     /// Per synonym alternative, per word: the terms it may be, with what each earns.
     alternatives: Vec<Vec<Vec<(Term, Score)>>>,
+    /// What names each word of the alternatives, in their order, one after another.
+    keys: Vec<WordKey>,
     /// The words as typed, per field, for the proximity rule (empty below two words).
     near: Vec<Vec<Term>>,
     /// The words as typed with their diacritics, in the exact title.
@@ -579,7 +647,47 @@ impl Bits {
             *a &= b;
         }
     }
+    fn union(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+    /// How many documents both have.
+    fn count_common(&self, other: &Self) -> u64 {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| u64::from((a & b).count_ones()))
+            .sum()
+    }
 }
+
+/// A value of a field whose values are few, as its facet names it.
+enum FacetValue {
+    Number(u64),
+    Text(String),
+}
+
+impl FacetValue {
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::Number(v) => Some(*v),
+            Self::Text(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for FacetValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Number(v) => write!(f, "{v}"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// A facet counted from its values' documents: its name, and each value with its documents.
+type FewValues = (String, Vec<(FacetValue, Arc<Bits>)>);
 
 /// Calls `each` with every document of `segment` whose field has `term`, deleted ones
 /// included, reading the postings a block at a time.
@@ -616,6 +724,10 @@ struct Scratch {
     word: Vec<Score>,
     /// Where each document is in the matches, plus one; 0 where it is not.
     slot: Vec<u32>,
+    /// The documents one word reached (kept for their capacity).
+    touched: Vec<DocId>,
+    /// The documents every word so far reached, with their summed scores (kept likewise).
+    candidates: Vec<(DocId, Score)>,
     /// Set while a search uses it: still set at the next, that search panicked half-way,
     /// and both arrays are filled afresh.
     in_use: bool,
@@ -635,12 +747,20 @@ thread_local! {
 )]
 fn matches(
     segment: &SegmentReader,
+    ordinal: SegmentOrdinal,
     words: &Words,
     max_doc: usize,
+    hits: &mut WordHits,
 ) -> Result<Vec<(DocId, Score)>, EngineError> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        let Scratch { word, slot, in_use } = &mut *scratch;
+        let Scratch {
+            word,
+            slot,
+            touched,
+            candidates,
+            in_use,
+        } = &mut *scratch;
         if *in_use {
             word.fill(-1.0);
             slot.fill(0);
@@ -651,13 +771,31 @@ fn matches(
             slot.resize(max_doc, 0);
         }
         let mut found: Vec<(DocId, Score)> = Vec::new();
-        let mut touched: Vec<DocId> = Vec::new();
-        let mut candidates: Vec<(DocId, Score)> = Vec::new();
+        candidates.clear();
         let mut result = Ok(());
+        let mut first_key = 0;
         for alternative in &words.alternatives {
+            let keys = words.keys.get(first_key..).unwrap_or_default();
+            first_key += alternative.len();
             for (i, terms) in alternative.iter().enumerate() {
                 touched.clear();
-                for (term, score) in terms {
+                let key = keys.get(i).map(|k| (ordinal, k.clone()));
+                let known = key.as_ref().and_then(|k| hits.get(k));
+                let unread = known.is_none();
+                if let Some(known) = known {
+                    if i == 0 {
+                        candidates.clear();
+                        candidates.extend_from_slice(known);
+                        continue;
+                    }
+                    for &(doc, score) in known {
+                        if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
+                            *w = score;
+                            touched.push(doc);
+                        }
+                    }
+                }
+                for (term, score) in terms.iter().filter(|_| unread) {
                     result = for_each_posting(segment, term, |doc| {
                         if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
                             if *w < 0.0 {
@@ -679,6 +817,10 @@ fn matches(
                         .copied()
                         .unwrap_or(-1.0)
                 };
+                // A word the bucket below asks again (every word but the last) is kept.
+                if let Some(key) = key.filter(|_| unread && i + 1 < alternative.len()) {
+                    hits.insert(key, touched.iter().map(|&doc| (doc, of(doc))).collect());
+                }
                 if i == 0 {
                     candidates.clear();
                     candidates.extend(touched.iter().map(|&doc| (doc, of(doc))));
@@ -689,7 +831,7 @@ fn matches(
                         w >= 0.0
                     });
                 }
-                for &doc in &touched {
+                for &doc in touched.iter() {
                     if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
                         *w = -1.0;
                     }
@@ -702,10 +844,10 @@ fn matches(
                 break;
             }
             if words.alternatives.len() == 1 {
-                found = std::mem::take(&mut candidates);
+                found.extend_from_slice(candidates);
                 break;
             }
-            for &(doc, sum) in &candidates {
+            for &(doc, sum) in candidates.iter() {
                 let Some(at) = usize::try_from(doc).ok().and_then(|d| slot.get_mut(d)) else {
                     continue;
                 };
@@ -916,29 +1058,30 @@ struct PageSegment {
     lng: Column<f64>,
     /// Facet name → its column and counts by term ordinal.
     str_facets: Vec<(String, StrColumn, Vec<u64>)>,
-    /// Counts by number of stars.
-    ocop: Option<(Column<u64>, Vec<u64>)>,
+    /// The facets of few values (stars, certifications), counted at the end from the
+    /// documents counted, as their values' documents in common with them.
+    few: Vec<FewValues>,
+    /// The documents counted, when a facet of few values is asked.
+    counted: Option<Bits>,
 }
 
 /// Not a tantivy `Collector`: [`EmbeddedEngine::collect`] feeds it the matches itself.
 impl Page {
+    /// The collector of one segment; `few` are the facets of few values asked for, with the
+    /// segment's values.
     fn for_segment(
         &self,
         segment: SegmentOrdinal,
         reader: &SegmentReader,
+        few: Vec<FewValues>,
     ) -> tantivy::Result<PageSegment> {
         let ff = reader.fast_fields();
         let mut str_facets = Vec::new();
-        let mut ocop = None;
         for facet in &self.facets {
             let column = match facet.as_str() {
                 "category" => "category_leaf",
                 "province_code" => "province",
-                "certifications" => "certification",
-                _ => {
-                    ocop = Some((ff.u64("ocop")?, vec![0; 6]));
-                    continue;
-                }
+                _ => continue,
             };
             if let Some(c) = ff.str(column)? {
                 let terms = c.num_terms();
@@ -957,7 +1100,8 @@ impl Page {
             lat: ff.f64("lat")?,
             lng: ff.f64("lng")?,
             str_facets,
-            ocop,
+            counted: (!few.is_empty()).then(|| Bits::new(reader.max_doc())),
+            few,
         })
     }
 
@@ -1016,13 +1160,8 @@ impl PageSegment {
                 }
             }
         }
-        if let Some((column, counts)) = &mut self.ocop
-            && let Some(n) = column
-                .first(doc)
-                .and_then(|stars| usize::try_from(stars).ok())
-                .and_then(|s| counts.get_mut(s))
-        {
-            *n += 1;
+        if let Some(counted) = &mut self.counted {
+            counted.insert(doc);
         }
         if self.keep == 0 {
             return;
@@ -1062,10 +1201,15 @@ impl PageSegment {
                 }
             }
         }
-        if let Some((_, counts)) = self.ocop {
-            let entry = facets.entry("ocop_stars".to_owned()).or_default();
-            for (stars, n) in counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
-                *entry.entry(stars.to_string()).or_insert(0) += n;
+        if let Some(counted) = &self.counted {
+            for (facet, values) in self.few {
+                let entry = facets.entry(facet).or_default();
+                for (value, docs) in values {
+                    let n = counted.count_common(&docs);
+                    if n > 0 {
+                        *entry.entry(value.to_string()).or_insert(0) += n;
+                    }
+                }
             }
         }
         Found {

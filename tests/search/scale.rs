@@ -3,7 +3,10 @@
 //! listings, and facet counts are the numbers of matching listings. Run on the engine, the
 //! way `/v1/search` runs it; and the generated listings go in through the API too.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use nongsan_listing::search::{
     SearchDoc, SearchEngine, SearchQuery, embedded::EmbeddedEngine, fold, generate,
@@ -132,14 +135,43 @@ async fn typos_and_facets(engine: &dyn SearchEngine, docs: &[SearchDoc]) {
         assert_eq!(all.len() as u64, first.total, "`{q}`");
         let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_stars: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_certification: BTreeMap<String, u64> = BTreeMap::new();
         for h in &all {
             *by_category.entry(h.doc.category.clone()).or_default() += 1;
             if let Some(s) = h.doc.ocop_stars {
                 *by_stars.entry(s.to_string()).or_default() += 1;
             }
+            for c in h.doc.certifications.iter().collect::<BTreeSet<_>>() {
+                *by_certification.entry(c.clone()).or_default() += 1;
+            }
+        }
+        if q.is_empty() {
+            assert!(
+                !by_stars.is_empty() && !by_certification.is_empty(),
+                "the generated listings have stars and certifications"
+            );
         }
         assert_eq!(first.facets["category"], by_category, "`{q}`");
         assert_eq!(first.facets["ocop_stars"], by_stars, "`{q}`");
+        assert_eq!(first.facets["certifications"], by_certification, "`{q}`");
+
+        // At least four stars: exactly the matches with four or five.
+        let mut starred = asked.clone();
+        starred.min_ocop = Some(4);
+        let r = engine.search(&starred).await.unwrap();
+        let four_up: u64 = by_stars
+            .iter()
+            .filter(|(s, _)| s.parse::<i16>().unwrap() >= 4)
+            .map(|(_, n)| n)
+            .sum();
+        if q.is_empty() {
+            assert!(four_up > 0, "some listings have four stars or five");
+        }
+        assert_eq!(r.total, four_up, "`{q}` with at least four stars");
+        assert!(
+            r.hits.iter().all(|h| h.doc.ocop_stars >= Some(4)),
+            "`{q}` with at least four stars"
+        );
         if q.is_empty() {
             let in_stock = docs.iter().filter(|d| d.in_stock).count() as u64;
             assert_eq!(

@@ -50,8 +50,9 @@ pub async fn create_checkout(
         Claimed::Done(answer) => return Ok((StatusCode::OK, AxumJson(answer))),
         Claimed::Mine(id) => id,
     };
-    match saga::place(&app, &actor, checkout_id, &checkout, client.0).await {
-        Ok(view) => {
+    match saga::place(&app, &actor, checkout_id, &claim, &checkout, client.0).await {
+        Ok((_, Some(answer))) => Ok((StatusCode::CREATED, AxumJson(answer))),
+        Ok((view, None)) => {
             let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
             idempotency::complete(&app.pool, &claim, &answer).await?;
             Ok((StatusCode::CREATED, AxumJson(answer)))

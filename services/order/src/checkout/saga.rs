@@ -20,18 +20,22 @@ use super::{
 use crate::{
     AppState,
     error::{OrderError, Result},
+    idempotency::Claim,
     views::CheckoutView,
 };
 
 /// Places checkout `id`: reserves, stores, opens the payment. `client_ip` is the buyer's
-/// address, which online providers want with the payment.
+/// address, which online providers want with the payment. Returns the checkout, and its
+/// answer when it was stored as `claim`'s with the checkout (cash on delivery: nothing
+/// follows the checkout's transaction); otherwise the caller completes the claim.
 pub async fn place(
     app: &AppState,
     actor: &Actor,
     id: CheckoutId,
+    claim: &Claim,
     c: &NewCheckout,
     client_ip: Option<std::net::IpAddr>,
-) -> Result<CheckoutView> {
+) -> Result<(CheckoutView, Option<serde_json::Value>)> {
     if !app.settings.payment_methods().contains(&c.payment_method) {
         // Refused before any stock is held.
         return Err(OrderError::Invalid(vec![nongsan_shared::FieldError::new(
@@ -120,8 +124,10 @@ pub async fn place(
         expires_at: Utc::now()
             + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
     };
-    let stored = store::insert_checkout(&app.pool, placement, c, &reservation).await;
-    let mut view = match stored {
+    let cod = c.payment_method == PaymentMethod::Cod;
+    let stored =
+        store::insert_checkout(&app.pool, placement, c, &reservation, cod.then_some(claim)).await;
+    let (mut view, answer) = match stored {
         Ok(v) => v,
         // What holds the reservation decides, not the error: an earlier attempt of this
         // checkout (retried after its answer was lost) may have stored it, and then its
@@ -129,7 +135,7 @@ pub async fn place(
         Err(e) => match super::orphans::settle(&app.pool, vec![reservation_id.0]).await {
             Ok((placed, _)) if !placed.is_empty() => {
                 let mut conn = app.pool.acquire().await?;
-                crate::views::load_checkout(&mut conn, id).await?
+                (crate::views::load_checkout(&mut conn, id).await?, None)
             }
             // Given up for good (just now, or by the listing service's orphan sweep).
             Ok(_) => {
@@ -170,7 +176,7 @@ pub async fn place(
             }
         }
     }
-    Ok(view)
+    Ok((view, answer))
 }
 
 /// Compensation: gives the reservation's stock back. A failure is logged: it expires by

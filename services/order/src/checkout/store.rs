@@ -2,7 +2,7 @@
 //! `order.placed` per order), reading whose a checkout is, marking one failed or expired.
 
 use chrono::{DateTime, Utc};
-use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Text, Vnd, events};
+use nongsan_shared::{AccountId, CheckoutId, OrderId, Text, Vnd, events};
 use sqlx::{PgConnection, PgPool};
 
 use nongsan_shared::contracts::{
@@ -15,6 +15,7 @@ use nongsan_shared::contracts::{
 use super::request::{NewCheckout, PaymentMethod};
 use crate::{
     error::{OrderError, Result},
+    idempotency::{self, Claim},
     views::{CheckoutView, load_checkout},
 };
 
@@ -32,12 +33,15 @@ pub struct Placement {
 }
 
 /// The checkout and one order per seller, in one transaction, with `order.placed` per order.
+/// With `answers`, the checkout's view is also stored there as the key's answer (when the
+/// view is the whole answer: no payment to open), and returned as it was stored.
 pub async fn insert_checkout(
     pool: &PgPool,
     at: Placement,
     c: &NewCheckout,
     reservation: &ReservationView,
-) -> Result<CheckoutView> {
+    answers: Option<&Claim>,
+) -> Result<(CheckoutView, Option<serde_json::Value>)> {
     let Placement {
         id,
         buyer,
@@ -109,50 +113,37 @@ pub async fn insert_checkout(
         }
         other => other?,
     };
+    // Every order and line in one statement, and every `order.placed` in another.
+    let mut orders = OrderRows::default();
+    let mut rows = LineRows::default();
+    let mut placed = Vec::with_capacity(sellers.len());
     for (seller, lines) in &sellers {
         let order = OrderId::new();
         let items = sum(lines).ok_or_else(|| anyhow::anyhow!("total overflow"))?;
         let total = items
             .checked_add(fee)
             .ok_or_else(|| anyhow::anyhow!("total overflow"))?;
-        sqlx::query!(
-            "INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            order.0,
-            id.0,
-            buyer.0,
-            seller.kind as _,
-            seller.id,
-            &seller.name,
-            status as _,
-            items as _,
-            fee as _,
-            total as _,
-        )
-        .execute(&mut *tx)
-        .await?;
+        orders.id.push(order.0);
+        orders.seller_kind.push(seller.kind.as_str().to_owned());
+        orders.seller_id.push(seller.id);
+        orders.seller_name.push(seller.name.clone());
+        orders.items.push(items.get());
+        orders.total.push(total.get());
         for (n, l) in lines.iter().enumerate() {
-            sqlx::query!(
-                "INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                order.0,
-                i32::try_from(n).unwrap_or(i32::MAX),
-                l.listing_id.0,
-                &l.title,
-                &l.unit,
-                l.quantity as _,
-                l.unit_price as _,
-                l.line_total as _,
-            )
-            .execute(&mut *tx)
-            .await?;
+            rows.order.push(order.0);
+            rows.line_no.push(i32::try_from(n).unwrap_or(i32::MAX));
+            rows.listing.push(l.listing_id.0);
+            rows.title.push(l.title.clone());
+            rows.unit.push(l.unit.clone());
+            rows.quantity.push(l.quantity.as_decimal());
+            rows.unit_price.push(l.unit_price.get());
+            rows.line_total.push(l.line_total.get());
         }
-        let listing_ids: Vec<ListingId> = lines.iter().map(|l| l.listing_id).collect();
-        let placed = OrderEvent {
+        let event = OrderEvent {
             order_id: order,
             checkout_id: id,
             reservation_id: reservation.id,
-            listing_ids,
+            listing_ids: lines.iter().map(|l| l.listing_id).collect(),
             buyer_id: buyer,
             seller: (*seller).clone(),
             from: None,
@@ -163,18 +154,72 @@ pub async fn insert_checkout(
             total_vnd: total,
             cash_collected: false,
         };
-        events::emit(
-            &mut tx,
-            EventType::OrderPlaced,
-            &order.to_string(),
-            1,
-            &placed,
-        )
-        .await?;
+        placed.push((EventType::OrderPlaced, order.to_string(), 1, event));
     }
+    sqlx::query!(
+        "WITH o AS (
+             INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total)
+             SELECT o.id, $1, $2, o.kind, o.seller_id, o.name, $3, o.items, $4, o.total
+             FROM UNNEST($5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::int8[], $10::int8[]) AS o (id, kind, seller_id, name, items, total))
+         INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total)
+         SELECT * FROM UNNEST($11::uuid[], $12::int4[], $13::uuid[], $14::text[], $15::text[], $16::numeric[], $17::int8[], $18::int8[])",
+        id.0,
+        buyer.0,
+        status as _,
+        fee as _,
+        &orders.id,
+        &orders.seller_kind,
+        &orders.seller_id,
+        &orders.seller_name,
+        &orders.items,
+        &orders.total,
+        &rows.order,
+        &rows.line_no,
+        &rows.listing,
+        &rows.title,
+        &rows.unit,
+        &rows.quantity,
+        &rows.unit_price,
+        &rows.line_total,
+    )
+    .execute(&mut *tx)
+    .await?;
+    events::emit_all(&mut tx, &placed).await?;
     let view = load_checkout(&mut tx, id).await?;
+    let answer = match answers {
+        Some(claim) => {
+            let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+            idempotency::complete(&mut *tx, claim, &answer).await?;
+            Some(answer)
+        }
+        None => None,
+    };
     tx.commit().await?;
-    Ok(view)
+    Ok((view, answer))
+}
+
+/// A checkout's orders as the columns of their one statement.
+#[derive(Default)]
+struct OrderRows {
+    id: Vec<uuid::Uuid>,
+    seller_kind: Vec<String>,
+    seller_id: Vec<uuid::Uuid>,
+    seller_name: Vec<String>,
+    items: Vec<i64>,
+    total: Vec<i64>,
+}
+
+/// Their lines likewise.
+#[derive(Default)]
+struct LineRows {
+    order: Vec<uuid::Uuid>,
+    line_no: Vec<i32>,
+    listing: Vec<uuid::Uuid>,
+    title: Vec<String>,
+    unit: Vec<String>,
+    quantity: Vec<rust_decimal::Decimal>,
+    unit_price: Vec<i64>,
+    line_total: Vec<i64>,
 }
 
 /// Marks a checkout failed and cancels its orders (its payment could not be opened). A

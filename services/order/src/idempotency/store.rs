@@ -98,15 +98,20 @@ pub async fn claim(pool: &PgPool, c: &Claim) -> Result<Claimed> {
     }
 }
 
-/// Stores the answer of a claim served: the same key replays it from now on.
-pub async fn complete(pool: &PgPool, c: &Claim, answer: &serde_json::Value) -> Result<()> {
+/// Stores the answer of a claim served: the same key replays it from now on. On a
+/// transaction's connection, the answer is stored with what it answers.
+pub async fn complete(
+    conn: impl sqlx::PgExecutor<'_>,
+    c: &Claim,
+    answer: &serde_json::Value,
+) -> Result<()> {
     sqlx::query!(
         "UPDATE idempotency_keys SET state = 'done', response = $3 WHERE buyer_id = $1 AND key = $2",
         c.account.0,
         c.key.as_str(),
         answer,
     )
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

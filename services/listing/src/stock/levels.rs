@@ -104,28 +104,32 @@ pub async fn apply(
                 });
             }
         }
-        sqlx::query!(
-            "INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            uuid::Uuid::now_v7(),
-            m.listing as _,
-            m.lot,
-            m.kind,
-            m.on_hand as _,
-            m.reserved as _,
-            m.reason,
-            m.reservation as _,
-            m.actor.map(|a| a.account_id) as _,
-            m.actor.and_then(|a| a.on_behalf_of) as _,
-        )
-        .execute(&mut *conn)
-        .await?;
     }
+    // The movements and the new levels: one statement.
+    let column =
+        |f: fn(&Movement<'_>) -> Option<uuid::Uuid>| moves.iter().map(f).collect::<Vec<_>>();
+    let (lots, reservations) = (column(|m| m.lot), column(|m| m.reservation.map(|r| r.0)));
+    let actors = column(|m| m.actor.map(|a| a.account_id.0));
+    let on_behalf_of = column(|m| m.actor.and_then(|a| a.on_behalf_of).map(|a| a.0));
+    let reasons: Vec<Option<String>> = moves.iter().map(|m| m.reason.map(str::to_owned)).collect();
     sqlx::query!(
-        "UPDATE stock SET on_hand = $2, reserved = $3 WHERE listing_id = $1",
+        "WITH moved AS (
+             INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
+             SELECT * FROM UNNEST($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::numeric[], $9::numeric[], $10::text[], $11::uuid[], $12::uuid[], $13::uuid[]))
+         UPDATE stock SET on_hand = $2, reserved = $3 WHERE listing_id = $1",
         listing as _,
         on_hand as _,
         reserved as _,
+        &moves.iter().map(|_| uuid::Uuid::now_v7()).collect::<Vec<_>>(),
+        &moves.iter().map(|m| m.listing.0).collect::<Vec<_>>(),
+        &lots as &[Option<uuid::Uuid>],
+        &moves.iter().map(|m| m.kind.to_owned()).collect::<Vec<_>>(),
+        &moves.iter().map(|m| m.on_hand.as_decimal()).collect::<Vec<_>>(),
+        &moves.iter().map(|m| m.reserved.as_decimal()).collect::<Vec<_>>(),
+        &reasons as &[Option<String>],
+        &reservations as &[Option<uuid::Uuid>],
+        &actors as &[Option<uuid::Uuid>],
+        &on_behalf_of as &[Option<uuid::Uuid>],
     )
     .execute(&mut *conn)
     .await?;

@@ -176,16 +176,6 @@ pub async fn create_reservation(
             }],
         )
         .await?;
-        sqlx::query!(
-            "INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)",
-            r.id as _,
-            i32::try_from(i).unwrap_or(i32::MAX),
-            line.listing_id as _,
-            line.quantity as _,
-            price as _,
-        )
-        .execute(&mut *tx)
-        .await?;
         let line_no = i32::try_from(i).unwrap_or(i32::MAX);
         if let Some(slot) = reserved.get_mut(i) {
             *slot = Some(ReservedLine {
@@ -205,6 +195,25 @@ pub async fn create_reservation(
                 allocations: Vec::new(),
             });
         }
+    }
+    // The lines, in one statement.
+    let lines: Vec<&ReservedLine> = reserved.iter().flatten().collect();
+    sqlx::query!(
+        "INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price)
+         SELECT $1, * FROM UNNEST($2::int4[], $3::uuid[], $4::numeric[], $5::int8[])",
+        r.id as _,
+        &lines.iter().map(|l| l.line_no).collect::<Vec<_>>(),
+        &lines.iter().map(|l| l.listing_id.0).collect::<Vec<_>>(),
+        &lines
+            .iter()
+            .map(|l| l.quantity.as_decimal())
+            .collect::<Vec<_>>(),
+        &lines.iter().map(|l| l.unit_price.get()).collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    for (i, line) in r.lines.iter().enumerate() {
+        let field = |f: &str| format!("lines[{i}].{f}");
         // The stock row is locked: another reservation of the same holder for this listing
         // waits for this one and then counts it.
         if let Some(holder) = r.holder {

@@ -116,7 +116,8 @@ async fn typos_and_facets(engine: &dyn SearchEngine, docs: &[SearchDoc]) {
         );
     }
 
-    for q in ["", "rau ", "xoai "] {
+    // One word, and two words (whose buckets of fewer words reuse the first word's matches).
+    for q in ["", "rau ", "xoai ", "mat ong ", "thanh long"] {
         let mut asked = query(q);
         asked.facets = nongsan_listing::search::FACETS
             .iter()

@@ -354,9 +354,9 @@ async fn rows(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingR
                 l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon, l.gtin,
                 l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
                 s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity",
-                COALESCE((SELECT json_agg(json_build_object('kind', c.kind, 'number', c.number, 'issuer', c.issuer, 'valid_from', c.valid_from,
-                    'valid_until', c.valid_until, 'verification', c.verification) ORDER BY c.position)
-                    FROM listing_certifications c WHERE c.listing_id = l.id), '[]'::json) AS "certifications!: Json<Vec<CertificationRow>>"
+                COALESCE((SELECT json_agg(json_build_object('kind', lc.kind, 'number', lc.number, 'issuer', lc.issuer, 'valid_from', lc.valid_from,
+                    'valid_until', lc.valid_until, 'verification', lc.verification) ORDER BY lc.position)
+                    FROM listing_certifications lc WHERE lc.listing_id = l.id), '[]'::json) AS "certifications!: Json<Vec<CertificationRow>>"
              FROM listings l JOIN stock s ON s.listing_id = l.id
              LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
              WHERE l.id = $1"#,
@@ -371,9 +371,9 @@ async fn rows(conn: &mut PgConnection, ids: &[ListingId]) -> Result<Vec<ListingR
                 l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.photos, l.origin_province, l.origin_commune, l.lat, l.lon, l.gtin,
                 l.ocop_stars, l.status, l.low_stock_threshold AS "low_stock_threshold: Quantity", l.version, l.created_at, l.updated_at,
                 s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity",
-                COALESCE((SELECT json_agg(json_build_object('kind', c.kind, 'number', c.number, 'issuer', c.issuer, 'valid_from', c.valid_from,
-                    'valid_until', c.valid_until, 'verification', c.verification) ORDER BY c.position)
-                    FROM listing_certifications c WHERE c.listing_id = l.id), '[]'::json) AS "certifications!: Json<Vec<CertificationRow>>"
+                COALESCE((SELECT json_agg(json_build_object('kind', lc.kind, 'number', lc.number, 'issuer', lc.issuer, 'valid_from', lc.valid_from,
+                    'valid_until', lc.valid_until, 'verification', lc.verification) ORDER BY lc.position)
+                    FROM listing_certifications lc WHERE lc.listing_id = l.id), '[]'::json) AS "certifications!: Json<Vec<CertificationRow>>"
              FROM listings l JOIN stock s ON s.listing_id = l.id
              LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
              WHERE l.id = ANY($1)

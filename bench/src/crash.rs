@@ -697,9 +697,11 @@ async fn orphans(db: &mut PgConnection) -> Result<i64> {
 }
 
 /// Each consumer's inbox against its producers' outboxes.
-struct Events {
-    settled: bool,
-    summary: String,
+pub(crate) struct Events {
+    /// Every event sent has been handled by each of its consumers.
+    pub(crate) settled: bool,
+    /// Per flow, handled of sent.
+    pub(crate) summary: String,
 }
 
 /// (producer, consumer, event types the consumer handles).
@@ -729,7 +731,7 @@ const FLOWS: [(&str, &str, &[&str]); 6] = [
     ),
 ];
 
-async fn flows(db: &mut PgConnection) -> Result<Events> {
+pub(crate) async fn flows(db: &mut PgConnection) -> Result<Events> {
     let mut settled = true;
     let mut parts = Vec::new();
     for (producer, consumer, types) in FLOWS {

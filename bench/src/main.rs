@@ -943,6 +943,7 @@ async fn run(
             &f,
             tpcb.map(|t| ("pgbench TPC-B", t)),
         );
+        notes.push(settled_after(server, "the checkouts").await?);
     }
     if wanted.iter().any(|w| w == "index-lag") {
         let f = index_lag(&api, server, args, &households, &listings).await;
@@ -1274,6 +1275,44 @@ async fn hot_item(
     if sold != units || reserved != units.to_string() || available != "0" || other != 0 {
         bail!("the hot item was not sold exactly: {line}");
     }
+    Ok(line)
+}
+
+/// Waits (up to five minutes) until every event sent so far has been handled by each of its
+/// consumers, and says how far behind they were when the load ended, how long they took to
+/// catch up and what that cost: a rate measured while the consumers fall behind leaves part
+/// of each operation's work outside its window.
+async fn settled_after(server: &Server, load: &str) -> Result<String> {
+    let mut db: sqlx::PgConnection = sqlx::Connection::connect(&server.postgres_url()?).await?;
+    let started = Instant::now();
+    let (cpu_n0, cpu_p0) = cpu(server);
+    let first = crash::flows(&mut db).await?;
+    let mut last = crash::flows(&mut db).await?;
+    while !last.settled && started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        last = crash::flows(&mut db).await?;
+    }
+    let (cpu_n1, cpu_p1) = cpu(server);
+    let secs = started.elapsed().as_secs_f64();
+    let line = if first.settled {
+        format!(
+            "Events after {load}: every one was already handled when the load ended ({}).",
+            first.summary
+        )
+    } else if last.settled {
+        format!(
+            "Events after {load}: when the load ended the consumers had handled {} (handled of sent); they caught up {secs:.1} s later, using nongsan CPU {:.1} s and PostgreSQL CPU {:.1} s meanwhile.",
+            first.summary,
+            cpu_n1 - cpu_n0,
+            cpu_p1 - cpu_p0
+        )
+    } else {
+        format!(
+            "Events after {load}: still behind {secs:.0} s after the load ended: {} (handled of sent; {} when it ended).",
+            last.summary, first.summary
+        )
+    };
+    eprintln!("{line}");
     Ok(line)
 }
 

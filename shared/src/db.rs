@@ -15,6 +15,8 @@ use crate::http::{Mode, Readiness};
 
 /// The event tables every service schema holds: outbox, inbox, and their indexes.
 const EVENTS_SQL: &str = include_str!("../migrations/events.sql");
+/// The inbox walked in event order (version 2).
+const EVENTS_PENDING_SQL: &str = include_str!("../migrations/events_pending.sql");
 
 /// Parses a database URL. The error never repeats the URL, which may hold a password.
 pub fn parse_url(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
@@ -98,8 +100,8 @@ fn unreachable_error(where_: &str, e: &sqlx::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot reach PostgreSQL at {where_}: {why}")
 }
 
-/// A service's migrator: the shared event tables first (version 1), then the service's own
-/// migrations, which must use later versions.
+/// A service's migrator: the shared event tables first (versions 1 and 2), then the
+/// service's own migrations, which must use later versions.
 pub fn migrator(service: &Migrator) -> Migrator {
     let mut migrations = vec![Migration::new(
         1,
@@ -108,6 +110,13 @@ pub fn migrator(service: &Migrator) -> Migrator {
         Cow::Borrowed(EVENTS_SQL),
         false,
     )];
+    migrations.push(Migration::new(
+        2,
+        Cow::Borrowed("events inbox in event order"),
+        MigrationType::Simple,
+        Cow::Borrowed(EVENTS_PENDING_SQL),
+        false,
+    ));
     migrations.extend(service.migrations.iter().cloned());
     Migrator {
         migrations: Cow::Owned(migrations),

@@ -35,7 +35,7 @@ use crate::app::{App, AppState};
 /// The service's name, which is also its schema and its event stream.
 pub const NAME: &str = "listing";
 
-/// The service's own migrations; version 1 (the event tables) comes from the shared crate.
+/// The service's own migrations; versions 1 and 2 (the event tables) come from the shared crate.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/listing");
 
 /// How often expired reservations are looked for.

@@ -37,7 +37,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 /// The service's name, which is also its schema and its event stream.
 pub const NAME: &str = "payment";
 
-/// The service's own migrations; version 1 (the event tables) comes from the shared crate.
+/// The service's own migrations; versions 1 and 2 (the event tables) come from the shared crate.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/payment");
 
 /// The service's dependencies.

@@ -73,6 +73,12 @@ pub struct Settings {
     /// Memory the embedded search index's writer may use before it writes a segment, MiB
     /// (at least 15).
     pub search_writer_mb: u32,
+    /// Memory the listing service keeps listing pages in, MiB (0: none kept; every read goes
+    /// to PostgreSQL).
+    pub listing_cache_mb: u32,
+    /// Longest a kept listing page is served, seconds. A change forgets it at once; this
+    /// bounds what a change the service was not told of could leave.
+    pub listing_cache_secs: u64,
     /// VNPay's merchant API (refunds, `querydr`).
     pub vnpay_api_url: String,
     /// Stripe secret key (`sk_...`, secret); Stripe is offered when it and the webhook
@@ -181,6 +187,8 @@ impl Default for Settings {
             vnpay_api_url: "https://sandbox.vnpayment.vn/merchant_webapi/api/transaction"
                 .to_owned(),
             search_writer_mb: 64,
+            listing_cache_mb: 64,
+            listing_cache_secs: 300,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_url: None,

@@ -4,6 +4,7 @@ mod access;
 mod catalog;
 mod cooperative;
 mod identity;
+mod page_cache;
 mod reservations;
 mod sessions;
 mod traceability;

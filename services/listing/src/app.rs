@@ -27,6 +27,8 @@ pub struct App {
     pub max_hold_share_percent: u32,
     /// Where lots' QR codes point (scheme and host).
     pub trace_base: String,
+    /// Listing pages kept in memory.
+    pub views: Arc<crate::catalog::cache::ViewCache>,
 }
 
 impl AsRef<TokenKeys> for App {

@@ -148,6 +148,10 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
             "cannot tell whether the search index is empty; not backfilling now"
         );
     }
+    let views = Arc::new(catalog::cache::ViewCache::new(
+        usize::try_from(platform.settings.listing_cache_mb).unwrap_or(usize::MAX) << 20,
+        Duration::from_secs(platform.settings.listing_cache_secs),
+    ));
     let state = AppState::new(App {
         pool: pool.clone(),
         keys: platform.keys.clone(),
@@ -155,6 +159,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         search: search.clone(),
         max_hold_share_percent: platform.settings.max_hold_share_percent.clamp(1, 100),
         trace_base: platform.settings.trace_base_url.clone(),
+        views: views.clone(),
     });
     // The service follows its own events to keep the search index current.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
@@ -191,6 +196,9 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     service
         .workers
         .push(tokio::spawn(search::indexer::run(pool.clone(), search)));
+    service
+        .workers
+        .push(tokio::spawn(catalog::cache::follow(views, pool.clone())));
     service
         .workers
         .push(tokio::spawn(trace::run_certification_sweep(

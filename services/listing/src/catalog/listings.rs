@@ -1,6 +1,12 @@
 //! The listing endpoints: create, read, page through, change, and change status.
 
-use axum::{Json as AxumJson, extract::State, http::StatusCode};
+use axum::{
+    Json as AxumJson,
+    body::Bytes,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use nongsan_shared::{
     AccountId, CooperativeId, ListingId, Quantity,
     auth::{Actor, Role},
@@ -18,8 +24,8 @@ use crate::{
         input::{CheckedListing, ListingInput, ListingPatch},
         reference::reference,
         store::{
-            ListingView, Selection, emit_changed, insert_listing, load_listing, select, views,
-            write_certifications,
+            ListingView, Selection, emit_changed, insert_listing, load_listing, select,
+            today_in_vietnam, views, write_certifications,
         },
     },
     error::{ListingError, Problems, Result},
@@ -58,12 +64,18 @@ pub async fn create_listing(
 }
 
 /// One listing. Hidden, draft and paused listings are shown to those who manage them only.
+/// An active listing's page is served from memory when it is kept there ([`cache`](crate::catalog::cache)).
 #[utoipa::path(get, path = "/v1/listings/{id}", tag = "catalog", params(("id" = String, Path)), responses((status = 200, body = ListingView), (status = 404, body = nongsan_shared::error::ProblemSchema)))]
 pub async fn get_listing(
     State(app): State<AppState>,
     actor: Option<Actor>,
     Path(id): Path<ListingId>,
-) -> Result<AxumJson<ListingView>> {
+) -> Result<Response> {
+    let today = today_in_vietnam();
+    if let Some(body) = app.views.get(id, today) {
+        return Ok(json_body(body));
+    }
+    let ticket = app.views.ticket(id, today);
     let mut conn = app.pool.acquire().await?;
     let view = load_listing(&mut conn, id).await?;
     if view.status != "active" {
@@ -75,8 +87,24 @@ pub async fn get_listing(
         if !may {
             return Err(ListingError::NotFound("listing"));
         }
+        return Ok(AxumJson(view).into_response());
     }
-    Ok(AxumJson(view))
+    drop(conn);
+    let body = Bytes::from(serde_json::to_vec(&view).map_err(anyhow::Error::from)?);
+    app.views.put(ticket, body.clone());
+    Ok(json_body(body))
+}
+
+/// A JSON body already serialised, answered as [`AxumJson`] answers.
+fn json_body(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Catalog filters.
@@ -247,6 +275,7 @@ pub async fn update_listing(
     .await?;
     emit_changed(&mut tx, &view).await?;
     tx.commit().await?;
+    app.views.forget(id);
     Ok(AxumJson(view))
 }
 
@@ -327,5 +356,6 @@ pub async fn change_listing_status(
     .await?;
     emit_changed(&mut tx, &view).await?;
     tx.commit().await?;
+    app.views.forget(id);
     Ok(AxumJson(view))
 }

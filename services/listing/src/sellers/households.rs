@@ -239,5 +239,9 @@ pub async fn update_household(
     .await?;
     let view = load_household(&mut tx, id).await?;
     tx.commit().await?;
+    if patch.name.is_some() {
+        // The seller's name is on every page of its listings.
+        app.views.forget_all();
+    }
     Ok(AxumJson(view))
 }

@@ -497,5 +497,7 @@ pub async fn import_stock(
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
     let report = import_rows(&mut tx, &actor, id, &rows, &|_| {}).await?;
     tx.commit().await?;
+    // An import may touch any of the cooperative's listings.
+    app.views.forget_all();
     Ok(AxumJson(report))
 }

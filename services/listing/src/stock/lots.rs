@@ -185,6 +185,7 @@ pub async fn create_lot(
     may_manage(&mut tx, &actor, owner).await?;
     let lot = intake(&mut tx, &actor, id, owner, &i, None).await?;
     tx.commit().await?;
+    app.views.forget(id);
     Ok((StatusCode::CREATED, AxumJson(lot)))
 }
 
@@ -275,6 +276,7 @@ pub async fn adjust_stock(
     )
     .await?;
     tx.commit().await?;
+    app.views.forget(id);
     Ok(AxumJson(levels))
 }
 

@@ -238,5 +238,7 @@ pub async fn pool_lot(
     audit(&mut tx, &actor, Some(member), "stock.pooled", ("listing", r.to_listing_id.to_string()), &serde_json::json!({ "from": r.from_listing_id, "lot_code": r.lot_code, "quantity": r.quantity })).await?;
     let levels = lots::stock_view(&mut tx, r.to_listing_id).await?.stock;
     tx.commit().await?;
+    app.views.forget(r.from_listing_id);
+    app.views.forget(r.to_listing_id);
     Ok(AxumJson(levels))
 }

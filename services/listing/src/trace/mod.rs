@@ -585,6 +585,7 @@ pub async fn verify_certification(
     let view = load_listing(&mut tx, id).await?;
     emit_changed(&mut tx, &view).await?;
     tx.commit().await?;
+    app.views.forget(id);
     tracing::info!(listing = %id, position, status = %v.status, operator = %actor.account_id, "certification verified");
     Ok(axum::Json(view))
 }

@@ -1,0 +1,431 @@
+//! Listing pages kept in memory: `GET /v1/listings/{id}` of an active listing answers from
+//! here without a round trip to PostgreSQL.
+//!
+//! A page is forgotten when anything it shows changes, whoever changed it: triggers on the
+//! listing, its certifications, its stock levels and its seller's name notify the
+//! `listing_view` channel (migration `listing_view_changes`), and [`follow`] listens there
+//! on a connection of its own. PostgreSQL delivers a notification once its transaction is
+//! committed and visible, so the only stale page possible is one read before the commit and
+//! stored after the notification was handled; each shard's generation rules that out (a page
+//! is stored only if no notification reached its shard while it was read). While the
+//! listener is not connected nothing is served or stored, and every (re)connection starts
+//! from empty: notifications sent while nobody listened are lost. A page also lives at most
+//! a configured time, and only on the day (in Vietnam) it was made, since a certification's
+//! standing changes with the date.
+//!
+//! Memory is bounded by the bytes of the pages kept (first in, first out beyond it). Drafts,
+//! paused and hidden listings are never kept: only those who manage them may read them.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::body::Bytes;
+use chrono::NaiveDate;
+use nongsan_shared::{ListingId, telemetry::worth_logging};
+use sqlx::{PgPool, postgres::PgListener};
+
+/// The channel the triggers notify.
+pub const CHANNEL: &str = "listing_view";
+/// How often the listener sends itself a notification, to know its connection still works.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// Silence after which the listener's connection is taken for dead.
+const SILENCE: Duration = Duration::from_secs(15);
+const SHARDS: usize = 64;
+/// What a kept page costs beyond its body (map and queue entries, roughly).
+const ENTRY_OVERHEAD: usize = 128;
+
+/// The pages kept, in shards by listing id.
+#[derive(Debug)]
+pub struct ViewCache {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    shard_budget: usize,
+    ttl: Duration,
+    /// Whether the listener is connected: nothing is served or stored while it is not.
+    live: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<ListingId, Entry>,
+    /// Pages in the order they were stored, with the sequence number each was stored under
+    /// (a page forgotten or stored again leaves a stale pair, skipped when reached).
+    order: VecDeque<(ListingId, u64)>,
+    bytes: usize,
+    /// Grows with every notification for a listing of this shard.
+    generation: u64,
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    body: Bytes,
+    day: NaiveDate,
+    stored: Instant,
+    seq: u64,
+}
+
+/// Taken before a page is read from PostgreSQL; [`ViewCache::put`] stores the page only if
+/// nothing about the listing's shard changed since.
+#[derive(Debug)]
+pub struct Ticket {
+    id: ListingId,
+    generation: u64,
+    day: NaiveDate,
+}
+
+impl ViewCache {
+    /// A cache of at most `budget_bytes`, each page kept at most `ttl`. It serves nothing
+    /// until [`follow`] has connected.
+    pub fn new(budget_bytes: usize, ttl: Duration) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            shard_budget: budget_bytes / SHARDS,
+            ttl,
+            live: AtomicBool::new(false),
+        }
+    }
+
+    fn shard(&self, id: ListingId) -> MutexGuard<'_, Shard> {
+        let i = usize::try_from(self.hasher.hash_one(id.0)).unwrap_or_default() % SHARDS;
+        lock(&self.shards[i])
+    }
+
+    /// The page kept for `id`, if it was made on `today` and is not too old.
+    pub fn get(&self, id: ListingId, today: NaiveDate) -> Option<Bytes> {
+        if self.shard_budget == 0 || !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let shard = self.shard(id);
+        let e = shard.map.get(&id)?;
+        (e.day == today && e.stored.elapsed() < self.ttl).then(|| e.body.clone())
+    }
+
+    /// To be taken before the page is read.
+    pub fn ticket(&self, id: ListingId, today: NaiveDate) -> Ticket {
+        Ticket {
+            id,
+            generation: self.shard(id).generation,
+            day: today,
+        }
+    }
+
+    /// Keeps a page read after `ticket` was taken, unless a notification reached its shard
+    /// since or the listener is not connected.
+    pub fn put(&self, ticket: Ticket, body: Bytes) {
+        let cost = body.len() + ENTRY_OVERHEAD;
+        if cost > self.shard_budget {
+            return;
+        }
+        let mut shard = self.shard(ticket.id);
+        if shard.generation != ticket.generation || !self.live.load(Ordering::Acquire) {
+            return;
+        }
+        shard.seq += 1;
+        let seq = shard.seq;
+        if let Some(old) = shard.map.insert(
+            ticket.id,
+            Entry {
+                body,
+                day: ticket.day,
+                stored: Instant::now(),
+                seq,
+            },
+        ) {
+            shard.bytes -= old.body.len() + ENTRY_OVERHEAD;
+        }
+        shard.bytes += cost;
+        shard.order.push_back((ticket.id, seq));
+        while shard.bytes > self.shard_budget {
+            let Some((id, seq)) = shard.order.pop_front() else {
+                break;
+            };
+            if shard.map.get(&id).is_some_and(|e| e.seq == seq) {
+                let e = shard.map.remove(&id).expect("just seen");
+                shard.bytes -= e.body.len() + ENTRY_OVERHEAD;
+            }
+        }
+        // Pairs left by pages forgotten or stored again: dropped once they outnumber the
+        // pages, so the queue stays within twice the map.
+        if shard.order.len() > 2 * shard.map.len() + 64 {
+            let Shard { map, order, .. } = &mut *shard;
+            order.retain(|(id, seq)| map.get(id).is_some_and(|e| e.seq == *seq));
+        }
+    }
+
+    /// How many pages are kept, and their bytes.
+    pub fn size(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, b), s| {
+            let s = lock(s);
+            (n + s.map.len(), b + s.bytes)
+        })
+    }
+
+    /// Acts on one notification's payload: a listing id, `*` for every page, or nothing (the
+    /// listener's own ping).
+    fn apply(&self, payload: &str) {
+        match payload {
+            "" => {}
+            "*" => self.forget_all(),
+            id => match id.parse::<uuid::Uuid>() {
+                Ok(id) => self.forget(ListingId(id)),
+                Err(_) => self.forget_all(),
+            },
+        }
+    }
+
+    /// Forgets `id`'s page: called by this process's own writes right after they commit, so
+    /// that the writer's next read shows its change without waiting for the notification.
+    pub fn forget(&self, id: ListingId) {
+        let mut shard = self.shard(id);
+        shard.generation += 1;
+        if let Some(e) = shard.map.remove(&id) {
+            shard.bytes -= e.body.len() + ENTRY_OVERHEAD;
+        }
+    }
+
+    /// Forgets every page.
+    pub fn forget_all(&self) {
+        for s in &self.shards {
+            let mut s = lock(s);
+            s.generation += 1;
+            s.map.clear();
+            s.order.clear();
+            s.bytes = 0;
+        }
+    }
+
+    /// Connected: start from empty (what was missed while away is unknown), then serve.
+    /// Disconnected: stop serving, then forget everything.
+    fn set_live(&self, live: bool) {
+        if live {
+            self.forget_all();
+            self.live.store(true, Ordering::Release);
+        } else {
+            self.live.store(false, Ordering::Release);
+            self.forget_all();
+        }
+    }
+
+    /// Whether pages are served now (the listener is connected and the cache has room).
+    pub fn serving(&self) -> bool {
+        self.shard_budget > 0 && self.live.load(Ordering::Acquire)
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding a shard leaves it consistent enough to forget: start it afresh.
+    m.lock().unwrap_or_else(|poisoned| {
+        let mut s = poisoned.into_inner();
+        s.generation += 1;
+        s.map.clear();
+        s.order.clear();
+        s.bytes = 0;
+        s
+    })
+}
+
+/// Listens on [`CHANNEL`] for as long as the service runs, forgetting the pages named; on a
+/// lost or silent connection stops serving, connects again, and starts from empty. A ping to
+/// itself every few seconds tells a silent connection from a quiet catalog.
+pub async fn follow(cache: Arc<ViewCache>, pool: PgPool) {
+    if cache.shard_budget == 0 {
+        return;
+    }
+    let ping = tokio::spawn(ping(pool.clone()));
+    let _stop_ping = AbortOnDrop(ping);
+    let mut failures = 0u32;
+    loop {
+        match listen(&pool).await {
+            Ok(mut listener) => {
+                cache.set_live(true);
+                if failures > 0 {
+                    tracing::info!("listing page cache listening again");
+                }
+                failures = 0;
+                let why = loop {
+                    match tokio::time::timeout(SILENCE, listener.try_recv()).await {
+                        Ok(Ok(Some(n))) => cache.apply(n.payload()),
+                        Ok(Ok(None)) => break "the connection was lost".to_owned(),
+                        Ok(Err(e)) => break format!("{e:#}"),
+                        Err(_) => break format!("nothing heard for {SILENCE:?}"),
+                    }
+                };
+                cache.set_live(false);
+                tracing::warn!(
+                    reason = why,
+                    "listing page cache stopped serving; listening again"
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                if worth_logging(failures) {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "listing page cache cannot listen for changes; pages are read from the database"
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250 * u64::from(failures.clamp(1, 8)))).await;
+    }
+}
+
+async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn ping(pool: PgPool) {
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        // A failure shows as silence at the listener.
+        let _ = sqlx::query!("SELECT pg_notify($1, '')", CHANNEL)
+            .execute(&pool)
+            .await;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listening(budget: usize, ttl: Duration) -> ViewCache {
+        let c = ViewCache::new(budget, ttl);
+        c.set_live(true);
+        c
+    }
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, 3).unwrap()
+    }
+
+    fn keep(c: &ViewCache, id: ListingId, body: &'static [u8]) {
+        let t = c.ticket(id, day());
+        c.put(t, Bytes::from_static(body));
+    }
+
+    #[test]
+    fn a_page_read_across_a_change_is_not_kept_and_a_change_forgets_the_page() {
+        let c = listening(1 << 20, Duration::from_secs(60));
+        let id = ListingId::new();
+        // The change's notification arrives while the page is being read.
+        let t = c.ticket(id, day());
+        c.apply(&id.to_string());
+        c.put(t, Bytes::from_static(b"before"));
+        assert_eq!(c.get(id, day()), None);
+        // Another listing of the same shard or not: this one is kept.
+        keep(&c, id, b"after");
+        assert_eq!(c.get(id, day()).as_deref(), Some(&b"after"[..]));
+        c.apply(&id.to_string());
+        assert_eq!(c.get(id, day()), None);
+        keep(&c, id, b"again");
+        c.forget(id);
+        assert_eq!(c.get(id, day()), None);
+    }
+
+    #[test]
+    fn a_seller_renamed_or_an_unreadable_payload_forgets_every_page() {
+        let c = listening(1 << 20, Duration::from_secs(60));
+        let ids: Vec<ListingId> = (0..100).map(|_| ListingId::new()).collect();
+        for payload in ["*", "not an id"] {
+            for id in &ids {
+                keep(&c, *id, b"page");
+            }
+            assert_eq!(c.size().0, 100);
+            c.apply(payload);
+            assert_eq!(c.size(), (0, 0), "{payload}");
+            assert!(ids.iter().all(|id| c.get(*id, day()).is_none()));
+        }
+        // The listener's ping changes nothing.
+        keep(&c, ids[0], b"page");
+        c.apply("");
+        assert!(c.get(ids[0], day()).is_some());
+    }
+
+    #[test]
+    fn nothing_is_served_or_kept_while_not_listening_and_listening_again_starts_empty() {
+        let c = ViewCache::new(1 << 20, Duration::from_secs(60));
+        let id = ListingId::new();
+        keep(&c, id, b"page");
+        assert_eq!(c.get(id, day()), None, "not listening yet");
+        c.set_live(true);
+        // A page read before the listener connected may predate a change nobody heard of.
+        let early = c.ticket(id, day());
+        c.set_live(false);
+        c.set_live(true);
+        c.put(early, Bytes::from_static(b"early"));
+        assert_eq!(c.get(id, day()), None);
+        keep(&c, id, b"page");
+        assert!(c.get(id, day()).is_some());
+        c.set_live(false);
+        assert_eq!(c.get(id, day()), None);
+        c.set_live(true);
+        assert_eq!(c.get(id, day()), None, "a new connection starts from empty");
+    }
+
+    #[test]
+    fn a_page_is_served_only_on_its_day_and_within_its_time() {
+        let c = listening(1 << 20, Duration::from_secs(60));
+        let id = ListingId::new();
+        keep(&c, id, b"page");
+        assert!(c.get(id, day()).is_some());
+        assert_eq!(c.get(id, day().succ_opt().unwrap()), None);
+        let c = listening(1 << 20, Duration::ZERO);
+        keep(&c, id, b"page");
+        assert_eq!(c.get(id, day()), None);
+    }
+
+    #[test]
+    fn memory_stays_within_the_budget_and_the_newest_pages_stay() {
+        let budget = 256 * 1024;
+        let c = listening(budget, Duration::from_secs(60));
+        let page = vec![b'x'; 900];
+        let ids: Vec<ListingId> = (0..5_000).map(|_| ListingId::new()).collect();
+        for id in &ids {
+            let t = c.ticket(*id, day());
+            c.put(t, Bytes::from(page.clone()));
+            // Some pages are changed and read again, leaving stale pairs in the queue.
+            if id.0.as_u128() % 3 == 0 {
+                c.forget(*id);
+                let t = c.ticket(*id, day());
+                c.put(t, Bytes::from(page.clone()));
+            }
+        }
+        let (kept, bytes) = c.size();
+        assert!(bytes <= budget, "{bytes} bytes kept of {budget}");
+        assert!(kept > 100, "only {kept} kept");
+        assert!(c.get(*ids.last().unwrap(), day()).is_some());
+        assert_eq!(c.get(ids[0], day()), None, "the oldest went first");
+        for s in &*c.shards {
+            let s = lock(s);
+            assert!(s.order.len() <= 2 * s.map.len() + 64 + 1);
+        }
+        // A page larger than a shard's share is not kept at all.
+        let big = ListingId::new();
+        let t = c.ticket(big, day());
+        c.put(t, Bytes::from(vec![b'x'; budget]));
+        assert_eq!(c.get(big, day()), None);
+        // No budget: nothing is served.
+        let none = listening(0, Duration::from_secs(60));
+        keep(&none, big, b"page");
+        assert_eq!(none.get(big, day()), None);
+    }
+}

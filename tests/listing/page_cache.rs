@@ -1,0 +1,207 @@
+//! Listing pages kept in memory (`catalog::cache`): served without PostgreSQL, and never
+//! stale. The service's own writes show at the writer's next read; a change made by anyone
+//! else (another process, an operator's SQL) shows as soon as PostgreSQL's notification
+//! arrives; a lost listener connection makes the service forget everything it kept.
+
+use std::time::Duration;
+
+use nongsan_shared::auth::Role;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::support::{TestApp, eventually};
+
+/// Runs `sql` with triggers off: a change nobody is told of, the only way to see whether a
+/// page is served from memory.
+async fn unannounced(db: &PgPool, sql: &str) {
+    let mut conn = db.acquire().await.unwrap();
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    sqlx::query("RESET session_replication_role")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+async fn page(app: &TestApp, listing: &str) -> (u16, Value) {
+    app.api.get(&format!("/v1/listings/{listing}"), None).await
+}
+
+/// Waits until the listing's page is served from memory: it is read, its title changed
+/// unannounced, and read again; a page that still shows the old title came from memory.
+/// Leaves the title as it was.
+async fn until_served_from_memory(app: &TestApp, db: &PgPool, listing: &str) {
+    let mut round = 0;
+    eventually(
+        Duration::from_secs(20),
+        "the listing page to be served from memory",
+        || {
+            round += 1;
+            async move {
+                let (_, before) = page(app, listing).await;
+                let title = before["title"].as_str().unwrap().to_owned();
+                unannounced(
+                    db,
+                    &format!("UPDATE listings SET title = 'probe {round}' WHERE id = '{listing}'"),
+                )
+                .await;
+                let (_, after) = page(app, listing).await;
+                unannounced(
+                    db,
+                    &format!("UPDATE listings SET title = '{title}' WHERE id = '{listing}'"),
+                )
+                .await;
+                (after["title"] == before["title"]).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Reads the page until `check` holds of it, for at most 5 s (a notification's way).
+async fn shows(app: &TestApp, listing: &str, what: &str, check: impl Fn(u16, &Value) -> bool) {
+    eventually(Duration::from_secs(5), what, || async {
+        let (status, body) = page(app, listing).await;
+        check(status, &body).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_kept_listing_page_shows_every_change_whoever_makes_it() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "5").await;
+    let db = app.db.pool("listing").await;
+    until_served_from_memory(&app, &db, &listing).await;
+
+    // The service's own writes: the writer's very next read shows them.
+    let (status, _) = app
+        .api
+        .patch(
+            &format!("/v1/listings/{listing}"),
+            &seller,
+            &json!({ "title": "Xoài cát chu" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page(&app, &listing).await.1["title"], "Xoài cát chu");
+    app.api
+        .add_lot(&seller, &listing, "LOT-B", "2026-11-21", "3")
+        .await;
+    assert_eq!(page(&app, &listing).await.1["stock"]["on_hand"], "8");
+
+    // Changes made outside this process, each read after the page was kept again.
+    sqlx::query("UPDATE listings SET price_vnd = 70000 WHERE id = $1::uuid")
+        .bind(&listing)
+        .execute(&db)
+        .await
+        .unwrap();
+    shows(&app, &listing, "the new price", |_, p| {
+        p["price_vnd"] == 70000
+    })
+    .await;
+    sqlx::query("UPDATE stock SET reserved = 2 WHERE listing_id = $1::uuid")
+        .bind(&listing)
+        .execute(&db)
+        .await
+        .unwrap();
+    shows(&app, &listing, "the stock held", |_, p| {
+        p["stock"]["reserved"] == "2"
+    })
+    .await;
+    sqlx::query(
+        "INSERT INTO listing_certifications (listing_id, position, kind, number, issuer, valid_from, valid_until)
+         VALUES ($1::uuid, 99, 'vietgap', 'VG-MỚI', 'Trung tâm', '2026-01-01', '2030-01-01')",
+    )
+    .bind(&listing)
+    .execute(&db)
+    .await
+    .unwrap();
+    shows(&app, &listing, "the certification", |_, p| {
+        p["certifications"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["number"] == "VG-MỚI"))
+    })
+    .await;
+    sqlx::query("UPDATE households SET name = 'Hộ Tư Lành' WHERE account_id = $1::uuid")
+        .bind(&seller.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    shows(&app, &listing, "the seller's new name", |_, p| {
+        p["seller"]["name"] == "Hộ Tư Lành"
+    })
+    .await;
+    sqlx::query("UPDATE listings SET status = 'paused' WHERE id = $1::uuid")
+        .bind(&listing)
+        .execute(&db)
+        .await
+        .unwrap();
+    shows(
+        &app,
+        &listing,
+        "a paused listing hidden from buyers",
+        |s, _| s == 404,
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_listener_connection_forgets_every_kept_page_and_serving_resumes() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "5").await;
+    let db = app.db.pool("listing").await;
+    until_served_from_memory(&app, &db, &listing).await;
+
+    let listener = || async {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN %listing_view%'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        pids
+    };
+    let before = listener().await;
+    assert_eq!(before.len(), 1, "one listener connection");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(before[0])
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(ended);
+    // Changed while nobody listens, and unannounced, as a notification lost would be.
+    unannounced(
+        &db,
+        &format!("UPDATE listings SET title = 'Đổi khi không ai nghe' WHERE id = '{listing}'"),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the listener to connect again",
+        || async {
+            let now = listener().await;
+            (now.len() == 1 && now != before).then_some(())
+        },
+    )
+    .await;
+    // What was kept before the connection was lost is gone.
+    assert_eq!(
+        page(&app, &listing).await.1["title"],
+        "Đổi khi không ai nghe"
+    );
+    // Pages are served from memory again, and show the change.
+    until_served_from_memory(&app, &db, &listing).await;
+    assert_eq!(
+        page(&app, &listing).await.1["title"],
+        "Đổi khi không ai nghe"
+    );
+    app.stop().await;
+}

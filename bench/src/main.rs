@@ -958,6 +958,9 @@ async fn run(
     // The server's memory after the load and every scenario above (the reindex and the crash
     // rounds start it again).
     let memory = server.memory();
+    if let Some(n) = page_cache(server).await {
+        notes.push(n);
+    }
     if wanted.iter().any(|w| w == "reindex") {
         let took = server.reindex().await?;
         notes.push(format!(
@@ -1425,4 +1428,27 @@ async fn postgres_version() -> String {
         }
     }
     "?".to_owned()
+}
+
+/// What the listing service's page cache held when the scenarios ended, from its `/metrics`
+/// (reported every few seconds); `None` when it reports nothing.
+async fn page_cache(server: &Server) -> Option<String> {
+    let url = format!("{}/metrics", server.url_for(ServiceName::Listing));
+    let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    let (pages, bytes) = (
+        value("listing_page_cache_pages ")?,
+        value("listing_page_cache_bytes ")?,
+    );
+    let (hits, misses) = (
+        value("listing_page_cache_hits_total ")?,
+        value("listing_page_cache_misses_total ")?,
+    );
+    Some(format!(
+        "Listing page cache at the end: {pages:.0} pages in {:.1} MiB; {hits:.0} reads answered from it, {misses:.0} from PostgreSQL.",
+        bytes / 1_048_576.0
+    ))
 }

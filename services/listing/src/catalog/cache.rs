@@ -21,7 +21,7 @@ use std::{
     hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -50,6 +50,8 @@ pub struct ViewCache {
     ttl: Duration,
     /// Whether the listener is connected: nothing is served or stored while it is not.
     live: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +93,8 @@ impl ViewCache {
             shard_budget: budget_bytes / SHARDS,
             ttl,
             live: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -104,9 +108,21 @@ impl ViewCache {
         if self.shard_budget == 0 || !self.live.load(Ordering::Acquire) {
             return None;
         }
-        let shard = self.shard(id);
-        let e = shard.map.get(&id)?;
-        (e.day == today && e.stored.elapsed() < self.ttl).then(|| e.body.clone())
+        let found = {
+            let shard = self.shard(id);
+            shard
+                .map
+                .get(&id)
+                .filter(|e| e.day == today && e.stored.elapsed() < self.ttl)
+                .map(|e| e.body.clone())
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// To be taken before the page is read.
@@ -240,7 +256,7 @@ pub async fn follow(cache: Arc<ViewCache>, pool: PgPool) {
     if cache.shard_budget == 0 {
         return;
     }
-    let ping = tokio::spawn(ping(pool.clone()));
+    let ping = tokio::spawn(ping(pool.clone(), cache.clone()));
     let _stop_ping = AbortOnDrop(ping);
     let mut failures = 0u32;
     loop {
@@ -285,9 +301,17 @@ async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
     Ok(listener)
 }
 
-async fn ping(pool: PgPool) {
+/// Pings the listener, and reports the cache's size and hits to `/metrics`.
+async fn ping(pool: PgPool, cache: Arc<ViewCache>) {
     loop {
         tokio::time::sleep(PING_EVERY).await;
+        let (pages, bytes) = cache.size();
+        metrics::gauge!("listing_page_cache_pages").set(pages as f64);
+        metrics::gauge!("listing_page_cache_bytes").set(bytes as f64);
+        metrics::counter!("listing_page_cache_hits_total")
+            .absolute(cache.hits.load(Ordering::Relaxed));
+        metrics::counter!("listing_page_cache_misses_total")
+            .absolute(cache.misses.load(Ordering::Relaxed));
         // A failure shows as silence at the listener.
         let _ = sqlx::query!("SELECT pg_notify($1, '')", CHANNEL)
             .execute(&pool)

@@ -90,7 +90,10 @@ pub async fn get_listing(
         return Ok(AxumJson(view).into_response());
     }
     drop(conn);
-    let body = Bytes::from(serde_json::to_vec(&view).map_err(anyhow::Error::from)?);
+    let mut body = serde_json::to_vec(&view).map_err(anyhow::Error::from)?;
+    // Kept pages hold only their bytes, not the spare capacity the writer grew.
+    body.shrink_to_fit();
+    let body = Bytes::from(body);
     app.views.put(ticket, body.clone());
     Ok(json_body(body))
 }

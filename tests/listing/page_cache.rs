@@ -205,3 +205,57 @@ async fn a_lost_listener_connection_forgets_every_kept_page_and_serving_resumes(
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_catalog_pages_share_the_kept_pages_and_their_changes() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let first = app.api.listing_with_stock(&seller, "5").await;
+    let second = app.api.listing_with_stock(&seller, "5").await;
+    let db = app.db.pool("listing").await;
+    let catalog = format!("/v1/listings?household_id={}&limit=1", seller.id);
+    let item = |page: &Value| page["items"][0].clone();
+    // The first page holds the first listing; its cursor leads to the second.
+    let (status, page) = app.api.get(&catalog, None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(item(&page)["id"], first.as_str());
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, next) = app
+        .api
+        .get(&format!("{catalog}&cursor={cursor}"), None)
+        .await;
+    assert_eq!(item(&next)["id"], second.as_str());
+    assert_eq!(next["next_cursor"], Value::Null);
+    // Kept by the listing's own page, the catalog serves it from memory too: a title
+    // changed unannounced does not show; the same item as the listing page shows.
+    until_served_from_memory(&app, &db, &first).await;
+    unannounced(
+        &db,
+        &format!("UPDATE listings SET title = 'không ai báo' WHERE id = '{first}'"),
+    )
+    .await;
+    let (_, page) = app.api.get(&catalog, None).await;
+    assert_eq!(item(&page), page_of(&app, &first).await);
+    assert_ne!(item(&page)["title"], "không ai báo");
+    // An announced change shows in the catalog as on the listing's page.
+    sqlx::query("UPDATE listings SET price_vnd = 81000 WHERE id = $1::uuid")
+        .bind(&first)
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the catalog to show the new price",
+        || async {
+            let (_, page) = app.api.get(&catalog, None).await;
+            (item(&page)["price_vnd"] == 81000 && item(&page)["title"] == "không ai báo")
+                .then_some(())
+        },
+    )
+    .await;
+    app.stop().await;
+}
+
+async fn page_of(app: &TestApp, listing: &str) -> Value {
+    page(app, listing).await.1
+}

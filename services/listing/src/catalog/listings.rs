@@ -14,6 +14,8 @@ use nongsan_shared::{
     paging,
 };
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
@@ -21,11 +23,12 @@ use crate::{
     app::AppState,
     audit::audit,
     catalog::{
+        cache::Ticket,
         input::{CheckedListing, ListingInput, ListingPatch},
         reference::reference,
         store::{
-            ListingView, Selection, emit_changed, insert_listing, load_listing, select,
-            today_in_vietnam, views, write_certifications,
+            ListingView, Selection, emit_changed, insert_listing, load_listing, load_listings,
+            select, select_ids, today_in_vietnam, views, write_certifications,
         },
     },
     error::{ListingError, Problems, Result},
@@ -90,10 +93,7 @@ pub async fn get_listing(
         return Ok(AxumJson(view).into_response());
     }
     drop(conn);
-    let mut body = serde_json::to_vec(&view).map_err(anyhow::Error::from)?;
-    // Kept pages hold only their bytes, not the spare capacity the writer grew.
-    body.shrink_to_fit();
-    let body = Bytes::from(body);
+    let body = page_bytes(&view)?;
     app.views.put(ticket, body.clone());
     Ok(json_body(body))
 }
@@ -146,7 +146,7 @@ pub async fn list_listings(
     State(app): State<AppState>,
     actor: Option<Actor>,
     Query(f): Query<ListingFilter>,
-) -> Result<AxumJson<ListingPage>> {
+) -> Result<Response> {
     let mut p = Problems::default();
     let limit = paging::limit(&mut p, f.limit);
     let after = paging::position(&mut p, f.cursor.as_deref(), |s| {
@@ -183,10 +183,73 @@ pub async fn list_listings(
         after,
         limit: paging::rows_to_fetch(limit),
     };
-    let rows = select(&mut conn, &selection).await?;
-    let mut items = views(rows);
-    let next_cursor = paging::next_cursor(&mut items, limit, |l| format!("after:{}", l.id));
-    Ok(AxumJson(ListingPage { items, next_cursor }))
+    if f.all_statuses {
+        // A seller's own listings, drafts and all: never kept in memory.
+        let rows = select(&mut conn, &selection).await?;
+        let mut items = views(rows);
+        let next_cursor = paging::next_cursor(&mut items, limit, |l| format!("after:{}", l.id));
+        return Ok(AxumJson(ListingPage { items, next_cursor }).into_response());
+    }
+    let mut ids = select_ids(&mut conn, &selection).await?;
+    let next_cursor = paging::next_cursor(&mut ids, limit, |id| format!("after:{id}"));
+    let items = active_pages(&app, &mut conn, &ids).await?;
+    // As `ListingPage` serialises: the kept pages are its items.
+    let mut body = Vec::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 64);
+    body.extend_from_slice(b"{\"items\":[");
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"],\"next_cursor\":");
+    serde_json::to_writer(&mut body, &next_cursor).map_err(anyhow::Error::from)?;
+    body.push(b'}');
+    Ok(json_body(Bytes::from(body)))
+}
+
+/// The pages of these listings, in their order: from memory where kept, the rest read in one
+/// statement (and kept, when active). A listing gone meanwhile is left out.
+async fn active_pages(
+    app: &AppState,
+    conn: &mut PgConnection,
+    ids: &[ListingId],
+) -> Result<Vec<Bytes>> {
+    let today = today_in_vietnam();
+    let mut pages: Vec<Option<Bytes>> = ids.iter().map(|id| app.views.get(*id, today)).collect();
+    let missing: Vec<ListingId> = ids
+        .iter()
+        .zip(&pages)
+        .filter(|(_, p)| p.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    if !missing.is_empty() {
+        let mut tickets: HashMap<ListingId, Ticket> = missing
+            .iter()
+            .map(|id| (*id, app.views.ticket(*id, today)))
+            .collect();
+        let mut read: HashMap<ListingId, Bytes> = HashMap::with_capacity(missing.len());
+        for view in load_listings(conn, &missing).await? {
+            let body = page_bytes(&view)?;
+            if let (true, Some(ticket)) = (view.status == "active", tickets.remove(&view.id)) {
+                app.views.put(ticket, body.clone());
+            }
+            read.insert(view.id, body);
+        }
+        for (id, page) in ids.iter().zip(pages.iter_mut()) {
+            if page.is_none() {
+                *page = read.remove(id);
+            }
+        }
+    }
+    Ok(pages.into_iter().flatten().collect())
+}
+
+/// A listing's page as JSON, without spare capacity (kept pages hold only their bytes).
+fn page_bytes(view: &ListingView) -> Result<Bytes> {
+    let mut body = serde_json::to_vec(view).map_err(anyhow::Error::from)?;
+    body.shrink_to_fit();
+    Ok(Bytes::from(body))
 }
 
 fn subcategories(code: &str) -> Vec<String> {

@@ -314,10 +314,16 @@ pub(crate) struct Selection {
     pub limit: i64,
 }
 
-/// Reads the listings a selection picks, in id order: their ids from `listings` alone,
-/// then [`rows`].
+/// Reads the listings a selection picks, in id order: their ids from `listings` alone
+/// ([`select_ids`]), then [`rows`].
 pub(crate) async fn select(conn: &mut PgConnection, s: &Selection) -> Result<Vec<ListingRow>> {
-    let ids = sqlx::query_scalar!(
+    let ids = select_ids(conn, s).await?;
+    rows(conn, &ids).await
+}
+
+/// The ids of the listings a selection picks, in id order.
+pub(crate) async fn select_ids(conn: &mut PgConnection, s: &Selection) -> Result<Vec<ListingId>> {
+    Ok(sqlx::query_scalar!(
         r#"SELECT l.id AS "id: ListingId" FROM listings l
          WHERE ($1 OR l.status = 'active')
            AND ($2::uuid IS NULL OR l.household_id = $2) AND ($3::uuid IS NULL OR l.cooperative_id = $3)
@@ -333,8 +339,7 @@ pub(crate) async fn select(conn: &mut PgConnection, s: &Selection) -> Result<Vec
         s.limit,
     )
     .fetch_all(&mut *conn)
-    .await?;
-    rows(conn, &ids).await
+    .await?)
 }
 
 /// Reads these listings with their stock and seller, in id order, whatever their status.

@@ -245,6 +245,9 @@ pub async fn create_reservation(
         }
     }
     tx.commit().await?;
+    for line in &r.lines {
+        app.views.forget(line.listing_id);
+    }
     Ok((
         StatusCode::CREATED,
         AxumJson(ReservationView {
@@ -302,6 +305,7 @@ pub async fn commit_reservation(
     commit(&mut tx, id, None, Some(&actor)).await?;
     let view = load(&mut tx, id).await?;
     tx.commit().await?;
+    forget_pages(&app, &view);
     Ok(AxumJson(view))
 }
 
@@ -319,5 +323,14 @@ pub async fn release_reservation(
     release(&mut tx, id, "released", None, Some(&actor)).await?;
     let view = load(&mut tx, id).await?;
     tx.commit().await?;
+    forget_pages(&app, &view);
     Ok(AxumJson(view))
+}
+
+/// The listings' kept pages show their stock: forgotten once the change is committed, so that
+/// the checkout's next read shows it (other processes learn of it by notification).
+fn forget_pages(app: &AppState, view: &ReservationView) {
+    for line in &view.lines {
+        app.views.forget(line.listing_id);
+    }
 }

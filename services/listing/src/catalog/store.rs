@@ -321,8 +321,35 @@ pub(crate) async fn select(conn: &mut PgConnection, s: &Selection) -> Result<Vec
     rows(conn, &ids).await
 }
 
-/// The ids of the listings a selection picks, in id order.
+/// The ids of the listings a selection picks, in id order. The whole catalog (a buyer's
+/// first pages, no filter) has statements of its own, which PostgreSQL plans once per
+/// connection; the catch-all statement of the filters is planned again on every call.
 pub(crate) async fn select_ids(conn: &mut PgConnection, s: &Selection) -> Result<Vec<ListingId>> {
+    let unfiltered = !s.all_statuses
+        && s.household_id.is_none()
+        && s.cooperative_id.is_none()
+        && s.category.is_none();
+    if unfiltered {
+        return Ok(match s.after {
+            None => {
+                sqlx::query_scalar!(
+                    r#"SELECT id AS "id: ListingId" FROM listings WHERE status = 'active' ORDER BY id LIMIT $1"#,
+                    s.limit,
+                )
+                .fetch_all(&mut *conn)
+                .await?
+            }
+            Some(after) => {
+                sqlx::query_scalar!(
+                    r#"SELECT id AS "id: ListingId" FROM listings WHERE status = 'active' AND id > $1 ORDER BY id LIMIT $2"#,
+                    after as _,
+                    s.limit,
+                )
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        });
+    }
     Ok(sqlx::query_scalar!(
         r#"SELECT l.id AS "id: ListingId" FROM listings l
          WHERE ($1 OR l.status = 'active')

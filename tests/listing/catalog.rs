@@ -240,7 +240,7 @@ async fn lists_page_with_limit_and_the_cursor_the_previous_page_gave() {
     // The seller's listings (a filter), and the whole catalog (this seller's alone here).
     let mine = format!("/v1/listings?household_id={}&limit=2", seller.id);
     for mine in [mine.as_str(), "/v1/listings?limit=2"] {
-        let (status, first) = app.api.get(&mine, None).await;
+        let (status, first) = app.api.get(mine, None).await;
         assert_eq!(status, 200, "{first}");
         assert_eq!(first["items"].as_array().unwrap().len(), 2);
         let cursor = first["next_cursor"]

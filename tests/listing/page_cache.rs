@@ -9,7 +9,7 @@ use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::support::{TestApp, eventually};
+use crate::support::{TestApp, eventually, user::User};
 
 /// Runs `sql` with triggers off: a change nobody is told of, the only way to see whether a
 /// page is served from memory.
@@ -24,6 +24,20 @@ async fn unannounced(db: &PgPool, sql: &str) {
         .execute(&mut *conn)
         .await
         .unwrap();
+}
+
+/// Runs `sql` on the listing (`$1`) as any other writer would: triggers on.
+async fn announced(db: &PgPool, sql: &str, listing: &str) {
+    sqlx::query(sql).bind(listing).execute(db).await.unwrap();
+}
+
+/// A fresh app with one household's listing of 5 kg, and a pool on the listing schema.
+async fn one_listing() -> (TestApp, User, String, PgPool) {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "5").await;
+    let db = app.db.pool("listing").await;
+    (app, seller, listing, db)
 }
 
 async fn page(app: &TestApp, listing: &str) -> (u16, Value) {
@@ -73,10 +87,7 @@ async fn shows(app: &TestApp, listing: &str, what: &str, check: impl Fn(u16, &Va
 
 #[tokio::test]
 async fn a_kept_listing_page_shows_every_change_whoever_makes_it() {
-    let app = TestApp::spawn().await;
-    let seller = app.api.register(Role::Household).await;
-    let listing = app.api.listing_with_stock(&seller, "5").await;
-    let db = app.db.pool("listing").await;
+    let (app, seller, listing, db) = one_listing().await;
     until_served_from_memory(&app, &db, &listing).await;
 
     // The service's own writes: the writer's very next read shows them.
@@ -96,52 +107,50 @@ async fn a_kept_listing_page_shows_every_change_whoever_makes_it() {
     assert_eq!(page(&app, &listing).await.1["stock"]["on_hand"], "8");
 
     // Changes made outside this process, each read after the page was kept again.
-    sqlx::query("UPDATE listings SET price_vnd = 70000 WHERE id = $1::uuid")
-        .bind(&listing)
-        .execute(&db)
-        .await
-        .unwrap();
+    announced(
+        &db,
+        "UPDATE listings SET price_vnd = 70000 WHERE id = $1::uuid",
+        &listing,
+    )
+    .await;
     shows(&app, &listing, "the new price", |_, p| {
         p["price_vnd"] == 70000
     })
     .await;
-    sqlx::query("UPDATE stock SET reserved = 2 WHERE listing_id = $1::uuid")
-        .bind(&listing)
-        .execute(&db)
-        .await
-        .unwrap();
+    announced(
+        &db,
+        "UPDATE stock SET reserved = 2 WHERE listing_id = $1::uuid",
+        &listing,
+    )
+    .await;
     shows(&app, &listing, "the stock held", |_, p| {
         p["stock"]["reserved"] == "2"
     })
     .await;
-    sqlx::query(
-        "INSERT INTO listing_certifications (listing_id, position, kind, number, issuer, valid_from, valid_until)
-         VALUES ($1::uuid, 99, 'vietgap', 'VG-MỚI', 'Trung tâm', '2026-01-01', '2030-01-01')",
-    )
-    .bind(&listing)
-    .execute(&db)
-    .await
-    .unwrap();
+    announced(&db, "INSERT INTO listing_certifications (listing_id, position, kind, number, issuer, valid_from, valid_until)
+         VALUES ($1::uuid, 99, 'vietgap', 'VG-MỚI', 'Trung tâm', '2026-01-01', '2030-01-01')", &listing).await;
     shows(&app, &listing, "the certification", |_, p| {
         p["certifications"]
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["number"] == "VG-MỚI"))
     })
     .await;
-    sqlx::query("UPDATE households SET name = 'Hộ Tư Lành' WHERE account_id = $1::uuid")
-        .bind(&seller.id)
-        .execute(&db)
-        .await
-        .unwrap();
+    announced(
+        &db,
+        "UPDATE households SET name = 'Hộ Tư Lành' WHERE account_id = $1::uuid",
+        &seller.id,
+    )
+    .await;
     shows(&app, &listing, "the seller's new name", |_, p| {
         p["seller"]["name"] == "Hộ Tư Lành"
     })
     .await;
-    sqlx::query("UPDATE listings SET status = 'paused' WHERE id = $1::uuid")
-        .bind(&listing)
-        .execute(&db)
-        .await
-        .unwrap();
+    announced(
+        &db,
+        "UPDATE listings SET status = 'paused' WHERE id = $1::uuid",
+        &listing,
+    )
+    .await;
     shows(
         &app,
         &listing,
@@ -154,10 +163,7 @@ async fn a_kept_listing_page_shows_every_change_whoever_makes_it() {
 
 #[tokio::test]
 async fn a_lost_listener_connection_forgets_every_kept_page_and_serving_resumes() {
-    let app = TestApp::spawn().await;
-    let seller = app.api.register(Role::Household).await;
-    let listing = app.api.listing_with_stock(&seller, "5").await;
-    let db = app.db.pool("listing").await;
+    let (app, _, listing, db) = one_listing().await;
     until_served_from_memory(&app, &db, &listing).await;
 
     let listener = || async {
@@ -243,11 +249,12 @@ async fn the_catalog_pages_share_the_kept_pages_and_their_changes() {
     assert_eq!(item(&page), page_of(&app, &first).await);
     assert_ne!(item(&page)["title"], "không ai báo");
     // An announced change shows in the catalog as on the listing's page.
-    sqlx::query("UPDATE listings SET price_vnd = 81000 WHERE id = $1::uuid")
-        .bind(&first)
-        .execute(&db)
-        .await
-        .unwrap();
+    announced(
+        &db,
+        "UPDATE listings SET price_vnd = 81000 WHERE id = $1::uuid",
+        &first,
+    )
+    .await;
     eventually(
         Duration::from_secs(5),
         "the catalog to show the new price",

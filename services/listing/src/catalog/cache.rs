@@ -230,11 +230,6 @@ impl ViewCache {
             self.forget_all();
         }
     }
-
-    /// Whether pages are served now (the listener is connected and the cache has room).
-    pub fn serving(&self) -> bool {
-        self.shard_budget > 0 && self.live.load(Ordering::Acquire)
-    }
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {

@@ -497,7 +497,12 @@ pub async fn import_stock(
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
     let report = import_rows(&mut tx, &actor, id, &rows, &|_| {}).await?;
     tx.commit().await?;
-    // An import may touch any of the cooperative's listings.
-    app.views.forget_all();
+    // Every row named a listing (one that did not would have failed the import).
+    for id in rows
+        .iter()
+        .filter_map(|r| r.listing.trim().parse::<ListingId>().ok())
+    {
+        app.views.forget(id);
+    }
     Ok(AxumJson(report))
 }

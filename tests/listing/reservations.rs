@@ -103,6 +103,79 @@ async fn a_thousand_buyers_race_for_a_hundred_kilograms_and_exactly_a_hundred_wi
 }
 
 #[tokio::test]
+async fn baskets_of_three_listings_racing_in_every_line_order_reserve_all_or_nothing() {
+    // 10, 20 and 30 units; every basket takes one of each, its lines in one of six orders.
+    // Exactly 10 baskets can win, and a basket that loses under the locks must leave
+    // nothing behind: any half-made basket would show as more than 10 reserved of the
+    // larger listings. A lock order that followed the lines would deadlock here.
+    let app = Arc::new(TestApp::spawn().await);
+    let seller = app.api.register(Role::Household).await;
+    let mut listings = Vec::new();
+    for units in ["10", "20", "30"] {
+        listings.push(app.api.listing_with_stock(&seller, units).await);
+    }
+    let service = User::minted(Role::Service);
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    let tasks: Vec<_> = (0..120)
+        .map(|n| {
+            let (app, service) = (app.clone(), service.clone());
+            let lines: Vec<String> = orders[n % orders.len()]
+                .iter()
+                .map(|&i| listings[i].clone())
+                .collect();
+            tokio::spawn(async move {
+                let body = json!(
+                    lines
+                        .iter()
+                        .map(|l| json!({ "listing_id": l, "quantity": "1" }))
+                        .collect::<Vec<_>>()
+                );
+                let id = uuid::Uuid::now_v7().to_string();
+                let (status, answer) = reserve(&app, &service, &id, body, 600).await;
+                (lines, status, answer)
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        let (lines, status, answer) = t.await.unwrap();
+        match status {
+            201 => {
+                won += 1;
+                // The answer keeps the request's line order.
+                let answered: Vec<&str> = answer["lines"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["listing_id"].as_str().unwrap())
+                    .collect();
+                assert_eq!(answered, lines, "{answer}");
+            }
+            409 => assert_eq!(answer["code"], "insufficient_stock", "{answer}"),
+            other => panic!("unexpected {other}: {answer}"),
+        }
+    }
+    assert_eq!(won, 10);
+    for listing in &listings {
+        let (_, reserved) = assert_stock_agrees(&app, listing).await;
+        assert_eq!(reserved.parse::<f64>().unwrap(), 10.0, "listing {listing}");
+    }
+    let pool = app.db.pool("listing").await;
+    let lines: i64 = sqlx::query_scalar("SELECT count(*) FROM reservation_lines")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(lines, 30, "three lines for each of the 10 baskets that won");
+}
+
+#[tokio::test]
 async fn the_same_reservation_id_twice_reserves_once_and_answers_the_same() {
     let app = TestApp::spawn().await;
     let seller = app.api.register(Role::Household).await;

@@ -62,6 +62,27 @@ pub async fn lock_stock(
     .ok_or(ListingError::NotFound("listing"))
 }
 
+/// A listing's stock row as its caller locked it: the levels before the movements.
+#[derive(Debug, Clone, Copy)]
+pub struct Locked {
+    /// The listing.
+    pub listing: ListingId,
+    /// On-hand stock.
+    pub on_hand: Quantity,
+    /// Reserved stock.
+    pub reserved: Quantity,
+    /// The seller's low-stock threshold.
+    pub threshold: Option<Quantity>,
+}
+
+impl Locked {
+    fn available(&self) -> Quantity {
+        self.on_hand
+            .checked_sub(self.reserved)
+            .unwrap_or(Quantity::ZERO)
+    }
+}
+
 /// Applies movements to one listing whose stock row the caller has locked with
 /// [`lock_stock`]; fails with `insufficient_stock` (and changes nothing) when on-hand or
 /// reserved would leave their bounds. Emits one `stock.changed`.
@@ -70,22 +91,52 @@ pub async fn apply(
     listing: ListingId,
     moves: &[Movement<'_>],
 ) -> Result<StockLevels> {
-    let (mut on_hand, mut reserved, threshold) = lock_stock(conn, listing).await?;
-    let was_in_stock = reserved < on_hand;
+    let (on_hand, reserved, threshold) = lock_stock(conn, listing).await?;
+    let locked = Locked {
+        listing,
+        on_hand,
+        reserved,
+        threshold,
+    };
+    apply_locked(conn, &[locked], moves)
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no levels for listing {listing}").into())
+}
+
+/// Applies movements to the listings of `locked`, whose stock rows the caller holds locked
+/// as read there, whatever their number: one statement for the movements and the levels, one
+/// for their `stock.changed` events (one per listing), and one marking for search those
+/// whose availability flipped. Answers the new levels in the order of `locked`. Fails with
+/// `insufficient_stock` for the first listing of `locked` whose on-hand or reserved would
+/// leave their bounds, before writing anything.
+pub async fn apply_locked(
+    conn: &mut PgConnection,
+    locked: &[Locked],
+    moves: &[Movement<'_>],
+) -> Result<Vec<StockLevels>> {
+    let mut after: Vec<(Quantity, Quantity)> =
+        locked.iter().map(|l| (l.on_hand, l.reserved)).collect();
     for m in moves {
-        on_hand = on_hand
+        let at = locked
+            .iter()
+            .position(|l| l.listing == m.listing)
+            .ok_or_else(|| anyhow::anyhow!("listing {} moved without its lock", m.listing))?;
+        let (on_hand, reserved) = &mut after[at];
+        *on_hand = on_hand
             .checked_add(m.on_hand)
             .ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
-        reserved = reserved
+        *reserved = reserved
             .checked_add(m.reserved)
             .ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
     }
-    if on_hand < Quantity::ZERO || reserved < Quantity::ZERO || reserved > on_hand {
-        let (h, r, _) = lock_stock(conn, listing).await?;
-        return Err(ListingError::InsufficientStock {
-            listing,
-            available: h.checked_sub(r).unwrap_or(Quantity::ZERO),
-        });
+    for (l, &(on_hand, reserved)) in locked.iter().zip(&after) {
+        if on_hand < Quantity::ZERO || reserved < Quantity::ZERO || reserved > on_hand {
+            return Err(ListingError::InsufficientStock {
+                listing: l.listing,
+                available: l.available(),
+            });
+        }
     }
     for m in moves {
         if let Some(lot) = m.lot {
@@ -97,29 +148,36 @@ pub async fn apply(
             .fetch_optional(&mut *conn)
             .await?;
             if left.is_none() {
-                let (h, r, _) = lock_stock(conn, listing).await?;
+                let available = locked
+                    .iter()
+                    .find(|l| l.listing == m.listing)
+                    .map_or(Quantity::ZERO, Locked::available);
                 return Err(ListingError::InsufficientStock {
-                    listing,
-                    available: h.checked_sub(r).unwrap_or(Quantity::ZERO),
+                    listing: m.listing,
+                    available,
                 });
             }
         }
     }
-    // The movements and the new levels: one statement.
+    // The movements and the new levels: one statement. `listing_id = ANY` keeps each row's
+    // update an index probe whatever the planner guesses of the arrays' length.
     let column =
         |f: fn(&Movement<'_>) -> Option<uuid::Uuid>| moves.iter().map(f).collect::<Vec<_>>();
     let (lots, reservations) = (column(|m| m.lot), column(|m| m.reservation.map(|r| r.0)));
     let actors = column(|m| m.actor.map(|a| a.account_id.0));
     let on_behalf_of = column(|m| m.actor.and_then(|a| a.on_behalf_of).map(|a| a.0));
     let reasons: Vec<Option<String>> = moves.iter().map(|m| m.reason.map(str::to_owned)).collect();
+    let listings: Vec<uuid::Uuid> = locked.iter().map(|l| l.listing.0).collect();
     sqlx::query!(
         "WITH moved AS (
              INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
              SELECT * FROM UNNEST($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::numeric[], $9::numeric[], $10::text[], $11::uuid[], $12::uuid[], $13::uuid[]))
-         UPDATE stock SET on_hand = $2, reserved = $3 WHERE listing_id = $1",
-        listing as _,
-        on_hand as _,
-        reserved as _,
+         UPDATE stock s SET on_hand = v.on_hand, reserved = v.reserved
+         FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[]) AS v (listing_id, on_hand, reserved)
+         WHERE s.listing_id = ANY($1) AND s.listing_id = v.listing_id",
+        &listings,
+        &after.iter().map(|a| a.0.as_decimal()).collect::<Vec<_>>(),
+        &after.iter().map(|a| a.1.as_decimal()).collect::<Vec<_>>(),
         &moves.iter().map(|_| uuid::Uuid::now_v7()).collect::<Vec<_>>(),
         &moves.iter().map(|m| m.listing.0).collect::<Vec<_>>(),
         &lots as &[Option<uuid::Uuid>],
@@ -133,24 +191,39 @@ pub async fn apply(
     )
     .execute(&mut *conn)
     .await?;
-    let levels = StockLevels::new(on_hand, reserved, threshold);
+    let levels: Vec<StockLevels> = locked
+        .iter()
+        .zip(&after)
+        .map(|(l, &(on_hand, reserved))| StockLevels::new(on_hand, reserved, l.threshold))
+        .collect();
     // The index filters on whether anything is available and nothing else of the stock (a
     // hit's figures are read live): it is rewritten only when that flips, not on every
     // reservation of a busy listing.
-    if was_in_stock != (reserved < on_hand) {
-        crate::search::dirty::mark_dirty(conn, &[listing]).await?;
+    let flipped: Vec<ListingId> = locked
+        .iter()
+        .zip(&after)
+        .filter(|&(l, &(on_hand, reserved))| (l.reserved < l.on_hand) != (reserved < on_hand))
+        .map(|(l, _)| l.listing)
+        .collect();
+    if !flipped.is_empty() {
+        crate::search::dirty::mark_dirty(conn, &flipped).await?;
     }
-    events::emit(
-        conn,
-        EventType::StockChanged,
-        &listing.to_string(),
-        1,
-        &StockChanged {
-            listing_id: listing,
-            stock: levels,
-        },
-    )
-    .await?;
+    let events: Vec<_> = locked
+        .iter()
+        .zip(&levels)
+        .map(|(l, &stock)| {
+            (
+                EventType::StockChanged,
+                l.listing.to_string(),
+                1,
+                StockChanged {
+                    listing_id: l.listing,
+                    stock,
+                },
+            )
+        })
+        .collect();
+    events::emit_all(conn, &events).await?;
     Ok(levels)
 }
 

@@ -13,7 +13,7 @@ use crate::{
     app::AppState,
     error::{ListingError, Problems, Result},
     stock::{
-        levels::{Movement, apply},
+        levels::{Locked, Movement, apply_locked},
         reservations::{
             model::{ReservationRequest, ReservationView, ReservedLine, check_request},
             store::{commit, load, release, seller},
@@ -110,24 +110,33 @@ pub async fn create_reservation(
         }
         return Ok((StatusCode::OK, AxumJson(load(&mut tx, r.id).await?)));
     };
-    // The answer is built from what the lines read under their locks, not read back.
+    // Every line's listing with its stock row, the rows locked in one order (listing id) so
+    // concurrent reservations cannot deadlock: one statement whatever the number of lines.
+    let rows = sqlx::query!(
+        r#"SELECT s.listing_id AS "listing_id: ListingId", s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity",
+            l.low_stock_threshold AS "threshold: Quantity", l.status, l.min_order AS "min_order: Quantity", l.step AS "step: Quantity",
+            l.price_vnd AS "price_vnd: Vnd", l.title, l.unit_code, l.household_id AS "household_id: AccountId", l.cooperative_id,
+            COALESCE(h.name, c.name) AS "seller_name!", l.gtin
+           FROM stock s JOIN listings l ON l.id = s.listing_id
+           LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
+           WHERE s.listing_id = ANY($1) ORDER BY s.listing_id FOR UPDATE OF s"#,
+        &ids,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    // The lines are checked in the order their rows were locked; the answer keeps the
+    // request's order, built from what was read under the locks, not read back.
     let mut reserved: Vec<Option<ReservedLine>> = r.lines.iter().map(|_| None).collect();
-    // Lock stock rows in one order (listing id) so concurrent reservations cannot deadlock.
+    let mut locked = Vec::with_capacity(rows.len());
+    let mut moves = Vec::with_capacity(rows.len());
+    let mut p = Problems::default();
     let mut order: Vec<usize> = (0..r.lines.len()).collect();
     order.sort_by_key(|&i| r.lines[i].listing_id);
     for i in order {
         let line = &r.lines[i];
-        let listing = sqlx::query!(
-            r#"SELECT l.status, l.min_order AS "min_order: Quantity", l.step AS "step: Quantity", l.price_vnd AS "price_vnd: Vnd",
-                l.title, l.unit_code, l.household_id AS "household_id: AccountId", l.cooperative_id, COALESCE(h.name, c.name) AS "seller_name!", l.gtin
-               FROM listings l LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
-               WHERE l.id = $1"#,
-            line.listing_id as _,
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
         let field = |f: &str| format!("lines[{i}].{f}");
-        let Some(listing) = listing else {
+        // Every listing has its stock row from its creation: no row, no listing.
+        let Some(listing) = rows.iter().find(|s| s.listing_id == line.listing_id) else {
             return Err(ListingError::field(
                 field("listing_id"),
                 Invalid::new(
@@ -145,7 +154,6 @@ pub async fn create_reservation(
                 format!("Tin {} hiện không bán.", line.listing_id),
             ));
         }
-        let mut p = Problems::default();
         p.check(
             line.quantity < min_order,
             &field("quantity"),
@@ -160,42 +168,43 @@ pub async fn create_reservation(
             &format!("must be a multiple of {step}"),
             &format!("phải là bội số của {step}"),
         );
-        p.finish()?;
-        apply(
-            &mut tx,
-            line.listing_id,
-            &[Movement {
-                listing: line.listing_id,
-                lot: None,
-                kind: "reservation",
-                on_hand: Quantity::ZERO,
-                reserved: line.quantity,
-                reason: None,
-                reservation: Some(r.id),
-                actor: Some(&actor),
-            }],
-        )
-        .await?;
-        let line_no = i32::try_from(i).unwrap_or(i32::MAX);
+        locked.push(Locked {
+            listing: line.listing_id,
+            on_hand: listing.on_hand,
+            reserved: listing.reserved,
+            threshold: listing.threshold,
+        });
+        moves.push(Movement {
+            listing: line.listing_id,
+            lot: None,
+            kind: "reservation",
+            on_hand: Quantity::ZERO,
+            reserved: line.quantity,
+            reason: None,
+            reservation: Some(r.id),
+            actor: Some(&actor),
+        });
         if let Some(slot) = reserved.get_mut(i) {
             *slot = Some(ReservedLine {
-                line_no,
+                line_no: i32::try_from(i).unwrap_or(i32::MAX),
                 listing_id: line.listing_id,
-                title: listing.title,
-                unit: listing.unit_code,
+                title: listing.title.clone(),
+                unit: listing.unit_code.clone(),
                 quantity: line.quantity,
                 unit_price: price,
                 line_total: price.times(line.quantity).unwrap_or(Vnd(i64::MAX)),
                 seller: seller(
                     listing.household_id,
                     listing.cooperative_id,
-                    listing.seller_name,
+                    listing.seller_name.clone(),
                 ),
-                gtin: listing.gtin,
+                gtin: listing.gtin.clone(),
                 allocations: Vec::new(),
             });
         }
     }
+    p.finish()?;
+    apply_locked(&mut tx, &locked, &moves).await?;
     // The lines, in one statement.
     let lines: Vec<&ReservedLine> = reserved.iter().flatten().collect();
     sqlx::query!(
@@ -212,36 +221,35 @@ pub async fn create_reservation(
     )
     .execute(&mut *tx)
     .await?;
-    for (i, line) in r.lines.iter().enumerate() {
-        let field = |f: &str| format!("lines[{i}].{f}");
-        // The stock row is locked: another reservation of the same holder for this listing
-        // waits for this one and then counts it.
-        if let Some(holder) = r.holder {
-            let over = sqlx::query_scalar!(
-                r#"SELECT COALESCE(SUM(rl.quantity), 0) * 100 > (SELECT on_hand FROM stock WHERE listing_id = $2) * $3::int4 AS "over!"
-                   FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
-                   WHERE r.holder_id = $1 AND r.status = 'active' AND rl.state = 'reserved' AND rl.listing_id = $2"#,
-                holder as _,
-                line.listing_id as _,
-                i32::try_from(app.max_hold_share_percent).unwrap_or(100),
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            if over {
-                let share = app.max_hold_share_percent;
-                return Err(ListingError::field(
-                    field("quantity"),
-                    Invalid::new(
-                        "hold_limit",
-                        format!(
-                            "would hold more than {share}% of this listing's stock in orders its seller has not confirmed"
-                        ),
-                        format!(
-                            "vượt quá {share}% hàng của tin này trong các đơn người bán chưa xác nhận"
-                        ),
+    // A holder's share of each listing, in one statement. The stock rows are locked: another
+    // reservation of the same holder for these listings waits for this one and then counts
+    // it; this statement's snapshot, taken after the locks, counts every one committed before.
+    if let Some(holder) = r.holder {
+        let over: Vec<ListingId> = sqlx::query_scalar!(
+            r#"SELECT x.listing_id AS "listing_id!: ListingId" FROM UNNEST($2::uuid[]) AS x (listing_id)
+               WHERE (SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
+                      WHERE r.holder_id = $1 AND r.status = 'active' AND rl.state = 'reserved' AND rl.listing_id = x.listing_id) * 100
+                     > (SELECT on_hand FROM stock WHERE listing_id = x.listing_id) * $3::int4"#,
+            holder as _,
+            &ids,
+            i32::try_from(app.max_hold_share_percent).unwrap_or(100),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if let Some(i) = r.lines.iter().position(|l| over.contains(&l.listing_id)) {
+            let share = app.max_hold_share_percent;
+            return Err(ListingError::field(
+                format!("lines[{i}].quantity"),
+                Invalid::new(
+                    "hold_limit",
+                    format!(
+                        "would hold more than {share}% of this listing's stock in orders its seller has not confirmed"
                     ),
-                ));
-            }
+                    format!(
+                        "vượt quá {share}% hàng của tin này trong các đơn người bán chưa xác nhận"
+                    ),
+                ),
+            ));
         }
     }
     tx.commit().await?;

@@ -900,7 +900,16 @@ async fn run(
     }
     if wanted.iter().any(|w| w == "checkout") {
         // Buyers, each with a token; every checkout takes one unit of two sellers' listings.
-        let buyers = in_parallel((0..args.connections * 4).collect(), 4, |n| {
+        // Many buyers, as the issue asks: a buyer's open cash-on-delivery checkouts are
+        // capped in service (5 by default; raised for the harness), and what a checkout
+        // reads of its buyer's open orders and holds grows with them. 40 buyers per second
+        // of load keeps each at about five at 200 checkouts a second.
+        let count = (args.connections * 4).max(
+            usize::try_from(args.secs.saturating_mul(40))
+                .unwrap_or(usize::MAX)
+                .min(1_200),
+        );
+        let buyers = in_parallel((0..count).collect(), 4, |n| {
             let api = api.clone();
             async move { api.account(100_000 + n, "buyer").await }
         })
@@ -943,6 +952,9 @@ async fn run(
             &f,
             tpcb.map(|t| ("pgbench TPC-B", t)),
         );
+        notes.push(format!(
+            "The checkouts were made by {count} buyers, each checkout two lines of two sellers' listings."
+        ));
         notes.push(match settled_after(server, "the checkouts").await {
             Ok(line) => line,
             Err(e) => format!("Events after the checkouts: not counted ({e:#})."),

@@ -159,8 +159,8 @@ pub async fn apply_locked(
             }
         }
     }
-    // The movements and the new levels: one statement. `listing_id = ANY` keeps each row's
-    // update an index probe whatever the planner guesses of the arrays' length.
+    // The movements and the new levels: one statement, planned once per connection (see the
+    // reservation's lock statement for why `ANY((SELECT $1)::uuid[])`).
     let column =
         |f: fn(&Movement<'_>) -> Option<uuid::Uuid>| moves.iter().map(f).collect::<Vec<_>>();
     let (lots, reservations) = (column(|m| m.lot), column(|m| m.reservation.map(|r| r.0)));
@@ -172,9 +172,10 @@ pub async fn apply_locked(
         "WITH moved AS (
              INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
              SELECT * FROM UNNEST($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::numeric[], $9::numeric[], $10::text[], $11::uuid[], $12::uuid[], $13::uuid[]))
-         UPDATE stock s SET on_hand = v.on_hand, reserved = v.reserved
-         FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[]) AS v (listing_id, on_hand, reserved)
-         WHERE s.listing_id = ANY($1) AND s.listing_id = v.listing_id",
+         UPDATE stock s SET (on_hand, reserved) = (
+             SELECT v.on_hand, v.reserved FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[]) AS v (listing_id, on_hand, reserved)
+             WHERE v.listing_id = s.listing_id)
+         WHERE s.listing_id = ANY((SELECT $1::uuid[])::uuid[])",
         &listings,
         &after.iter().map(|a| a.0.as_decimal()).collect::<Vec<_>>(),
         &after.iter().map(|a| a.1.as_decimal()).collect::<Vec<_>>(),

@@ -62,7 +62,7 @@ pub async fn create_reservation(
     let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
     let available: Vec<(ListingId, Quantity, Quantity)> = sqlx::query!(
         r#"SELECT listing_id AS "listing_id: ListingId", on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity"
-           FROM stock WHERE listing_id = ANY($1) AND NOT EXISTS (SELECT 1 FROM reservations WHERE id = $2)"#,
+           FROM stock WHERE listing_id = ANY((SELECT $1::uuid[])::uuid[]) AND NOT EXISTS (SELECT 1 FROM reservations WHERE id = $2)"#,
         &ids,
         r.id as _,
     )
@@ -112,6 +112,9 @@ pub async fn create_reservation(
     };
     // Every line's listing with its stock row, the rows locked in one order (listing id) so
     // concurrent reservations cannot deadlock: one statement whatever the number of lines.
+    // `ANY((SELECT $1)::uuid[])` hides the array's length from the planner: with it known, every
+    // custom plan looks cheaper than the generic one, and PostgreSQL would plan this join at
+    // every call (0.7 ms, measured with pg_stat_statements) instead of once per connection.
     let rows = sqlx::query!(
         r#"SELECT s.listing_id AS "listing_id: ListingId", s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity",
             l.low_stock_threshold AS "threshold: Quantity", l.status, l.min_order AS "min_order: Quantity", l.step AS "step: Quantity",
@@ -119,7 +122,7 @@ pub async fn create_reservation(
             COALESCE(h.name, c.name) AS "seller_name!", l.gtin
            FROM stock s JOIN listings l ON l.id = s.listing_id
            LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
-           WHERE s.listing_id = ANY($1) ORDER BY s.listing_id FOR UPDATE OF s"#,
+           WHERE s.listing_id = ANY((SELECT $1::uuid[])::uuid[]) ORDER BY s.listing_id FOR UPDATE OF s"#,
         &ids,
     )
     .fetch_all(&mut *tx)
@@ -226,10 +229,11 @@ pub async fn create_reservation(
     // it; this statement's snapshot, taken after the locks, counts every one committed before.
     if let Some(holder) = r.holder {
         let over: Vec<ListingId> = sqlx::query_scalar!(
-            r#"SELECT x.listing_id AS "listing_id!: ListingId" FROM UNNEST($2::uuid[]) AS x (listing_id)
-               WHERE (SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
-                      WHERE r.holder_id = $1 AND r.status = 'active' AND rl.state = 'reserved' AND rl.listing_id = x.listing_id) * 100
-                     > (SELECT on_hand FROM stock WHERE listing_id = x.listing_id) * $3::int4"#,
+            r#"SELECT s.listing_id AS "listing_id: ListingId" FROM stock s
+               WHERE s.listing_id = ANY((SELECT $2::uuid[])::uuid[])
+                 AND (SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
+                      WHERE r.holder_id = $1 AND r.status = 'active' AND rl.state = 'reserved' AND rl.listing_id = s.listing_id) * 100
+                     > s.on_hand * $3::int4"#,
             holder as _,
             &ids,
             i32::try_from(app.max_hold_share_percent).unwrap_or(100),

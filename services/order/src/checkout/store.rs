@@ -1,7 +1,7 @@
 //! Checkouts in PostgreSQL: storing a checkout with one order per seller (and
 //! `order.placed` per order), reading whose a checkout is, marking one failed or expired.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use nongsan_shared::{AccountId, CheckoutId, OrderId, Text, Vnd, events};
 use sqlx::{PgConnection, PgPool};
 
@@ -16,7 +16,7 @@ use super::request::{NewCheckout, PaymentMethod};
 use crate::{
     error::{OrderError, Result},
     idempotency::{self, Claim},
-    views::{CheckoutView, load_checkout},
+    views::{CheckoutView, Delivery, OrderLine, OrderView},
 };
 
 /// A checkout about to be stored: what the saga decided besides the request.
@@ -79,11 +79,12 @@ pub async fn insert_checkout(
     // The checkout claims its reservation in the same statement: if the listing service's
     // orphan sweep gave the reservation up first, the claim is taken and nothing is stored
     // (see `super::orphans`).
-    let stored = sqlx::query!(
-        "WITH claim AS (INSERT INTO reservation_claims (reservation_id, outcome) VALUES ($3, 'placed'))
+    let stored = sqlx::query_scalar!(
+        r#"WITH claim AS (INSERT INTO reservation_claims (reservation_id, outcome) VALUES ($3, 'placed'))
          INSERT INTO checkouts (id, buyer_id, reservation_id, payment_method, status, province_code, commune_code, street, recipient_name,
             recipient_phone, items_total, delivery_total, grand_total, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         RETURNING now() AS "at!""#,
         id.0,
         buyer.0,
         reservation.id.0,
@@ -99,9 +100,10 @@ pub async fn insert_checkout(
         grand_total as _,
         expires_at,
     )
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await;
-    match stored {
+    // When the transaction began: the orders' `created_at` and `updated_at`.
+    let at = match stored {
         Err(sqlx::Error::Database(e)) if e.constraint() == Some("reservation_claims_pkey") => {
             return Err(OrderError::Conflict(
                 "reservation_expired",
@@ -117,6 +119,7 @@ pub async fn insert_checkout(
     let mut orders = OrderRows::default();
     let mut rows = LineRows::default();
     let mut placed = Vec::with_capacity(sellers.len());
+    let mut views = Vec::with_capacity(sellers.len());
     for (seller, lines) in &sellers {
         let order = OrderId::new();
         let items = sum(lines).ok_or_else(|| anyhow::anyhow!("total overflow"))?;
@@ -155,6 +158,34 @@ pub async fn insert_checkout(
             cash_collected: false,
         };
         placed.push((EventType::OrderPlaced, order.to_string(), 1, event));
+        views.push(OrderView {
+            id: order,
+            checkout_id: id,
+            buyer_id: buyer,
+            seller: (*seller).clone(),
+            status,
+            payment_method: c.payment_method,
+            items_total: items,
+            delivery_fee: fee,
+            total,
+            cash_collected: false,
+            reason: None,
+            lines: lines
+                .iter()
+                .map(|l| OrderLine {
+                    listing_id: l.listing_id,
+                    title: l.title.clone(),
+                    unit: l.unit.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    line_total: l.line_total,
+                    lots: None,
+                })
+                .collect(),
+            refunds: Vec::new(),
+            created_at: at,
+            updated_at: at,
+        });
     }
     sqlx::query!(
         "WITH o AS (
@@ -185,7 +216,29 @@ pub async fn insert_checkout(
     .execute(&mut *tx)
     .await?;
     events::emit_all(&mut tx, &placed).await?;
-    let view = load_checkout(&mut tx, id).await?;
+    // The view is what was just written, not read back: the same as `load_checkout` would
+    // read (the checkout test compares the answer with a later read), four statements fewer.
+    views.sort_by(|a, b| a.seller.name.cmp(&b.seller.name).then(a.id.cmp(&b.id)));
+    let view = CheckoutView {
+        id,
+        status: status.as_str().to_owned(),
+        payment_method: c.payment_method.as_str().to_owned(),
+        // As stored: PostgreSQL keeps microseconds.
+        expires_at: expires_at.trunc_subsecs(6),
+        delivery: Delivery {
+            province_code: d.province_code().to_owned(),
+            commune_code: d.commune_code().to_owned(),
+            street: d.street().to_owned(),
+            recipient_name: d.recipient_name().to_owned(),
+            recipient_phone: d.recipient_phone().clone(),
+        },
+        items_total,
+        delivery_total,
+        grand_total,
+        orders: views,
+        payment_url: None,
+        payment_client_secret: None,
+    };
     let answer = match answers {
         Some(claim) => {
             let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;

@@ -176,6 +176,62 @@ async fn baskets_of_three_listings_racing_in_every_line_order_reserve_all_or_not
 }
 
 #[tokio::test]
+async fn a_holder_over_its_share_on_a_later_line_is_named_and_holds_nothing() {
+    // One holder may keep at most half of a listing's stock (the default) in reservations
+    // its sellers have not confirmed; the basket's lines are checked in one statement.
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let buyer = app.api.register(Role::Buyer).await;
+    let (first, second) = (
+        app.api.listing_with_stock(&seller, "10").await,
+        app.api.listing_with_stock(&seller, "10").await,
+    );
+    let service = User::minted(Role::Service);
+    let hold = |lines: Value| json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": buyer.id, "lines": lines });
+    let (status, body) = app
+        .api
+        .post(
+            "/v1/internal/reservations",
+            Some(&service),
+            &hold(json!([{ "listing_id": first, "quantity": "1" }, { "listing_id": second, "quantity": "6" }])),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        (
+            body["errors"][0]["field"].as_str(),
+            body["errors"][0]["code"].as_str()
+        ),
+        (Some("lines[1].quantity"), Some("hold_limit")),
+        "{body}"
+    );
+    for listing in [&first, &second] {
+        assert_eq!(app.api.stock(&seller, listing).await.levels.reserved, "0");
+    }
+    // Within the share on both lines it holds; the holder's next reservation counts it.
+    let (status, body) = app
+        .api
+        .post(
+            "/v1/internal/reservations",
+            Some(&service),
+            &hold(json!([{ "listing_id": first, "quantity": "1" }, { "listing_id": second, "quantity": "5" }])),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .api
+        .post(
+            "/v1/internal/reservations",
+            Some(&service),
+            &hold(json!([{ "listing_id": second, "quantity": "1" }, { "listing_id": first, "quantity": "1" }])),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "lines[0].quantity", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_same_reservation_id_twice_reserves_once_and_answers_the_same() {
     let app = TestApp::spawn().await;
     let seller = app.api.register(Role::Household).await;

@@ -42,9 +42,10 @@ impl Handler for TrackOrder {
         let order: OrderEvent = event.body()?;
         ledger::lock_checkout(tx, order.checkout_id.0).await?;
         ledger::remember_order(tx, &order, None).await?;
-        // Only a capture can have come before the order: cash on delivery has none, and its
-        // delivery (the cash collected) books itself. Settling it here found nothing to book,
-        // in five statements per order.
+        // At placement, only a capture that came first can be due for booking, and cash on
+        // delivery has none. Its delivery and its sale settle it themselves, even when one
+        // of them is handled before this event (`remember_order` only fills what is
+        // missing). Settling here found nothing to book, in five statements per order.
         if order.payment_method != PaymentMethod::Cod {
             ledger::settle_order(tx, order.order_id, "order placed").await?;
         }

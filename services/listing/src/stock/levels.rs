@@ -104,8 +104,8 @@ pub async fn apply(
         .ok_or_else(|| anyhow::anyhow!("no levels for listing {listing}").into())
 }
 
-/// Applies movements to the listings of `locked`, whose stock rows the caller holds locked
-/// as read there, whatever their number: one statement for the movements and the levels, one
+/// Applies movements to the listings of `locked` (each listing once), whose stock rows the
+/// caller holds locked as read there, whatever their number: one statement for the movements and the levels, one
 /// for their `stock.changed` events (one per listing), and one marking for search those
 /// whose availability flipped. Answers the new levels in the order of `locked`. Fails with
 /// `insufficient_stock` for the first listing of `locked` whose on-hand or reserved would
@@ -115,6 +115,13 @@ pub async fn apply_locked(
     locked: &[Locked],
     moves: &[Movement<'_>],
 ) -> Result<Vec<StockLevels>> {
+    debug_assert!(
+        locked
+            .iter()
+            .enumerate()
+            .all(|(i, l)| locked[..i].iter().all(|o| o.listing != l.listing)),
+        "each listing is locked once"
+    );
     let mut after: Vec<(Quantity, Quantity)> =
         locked.iter().map(|l| (l.on_hand, l.reserved)).collect();
     for m in moves {

@@ -127,21 +127,19 @@ pub async fn create_reservation(
     )
     .fetch_all(&mut *tx)
     .await?;
-    // The lines are checked in the order their rows were locked; the answer keeps the
-    // request's order, built from what was read under the locks, not read back.
-    let mut reserved: Vec<Option<ReservedLine>> = r.lines.iter().map(|_| None).collect();
-    let mut locked = Vec::with_capacity(rows.len());
-    let mut moves = Vec::with_capacity(rows.len());
-    let mut p = Problems::default();
+    // The lines are checked in the order their rows were locked: a listing that does not
+    // exist or is not for sale decides first, then every line's quantity problems together,
+    // then the stock. The answer keeps the request's order, built from what was read under
+    // the locks, not read back.
     let mut order: Vec<usize> = (0..r.lines.len()).collect();
     order.sort_by_key(|&i| r.lines[i].listing_id);
+    let mut found = Vec::with_capacity(order.len());
     for i in order {
         let line = &r.lines[i];
-        let field = |f: &str| format!("lines[{i}].{f}");
         // Every listing has its stock row from its creation: no row, no listing.
         let Some(listing) = rows.iter().find(|s| s.listing_id == line.listing_id) else {
             return Err(ListingError::field(
-                field("listing_id"),
+                format!("lines[{i}].listing_id"),
                 Invalid::new(
                     "unknown_listing",
                     "is not a listing",
@@ -149,7 +147,6 @@ pub async fn create_reservation(
                 ),
             ));
         };
-        let (min_order, step, price) = (listing.min_order, listing.step, listing.price_vnd);
         if listing.status != "active" {
             return Err(ListingError::conflict(
                 "listing_unavailable",
@@ -157,6 +154,15 @@ pub async fn create_reservation(
                 format!("Tin {} hiện không bán.", line.listing_id),
             ));
         }
+        found.push((i, line, listing));
+    }
+    let mut reserved: Vec<Option<ReservedLine>> = r.lines.iter().map(|_| None).collect();
+    let mut locked = Vec::with_capacity(found.len());
+    let mut moves = Vec::with_capacity(found.len());
+    let mut p = Problems::default();
+    for (i, line, listing) in found {
+        let field = |f: &str| format!("lines[{i}].{f}");
+        let (min_order, step, price) = (listing.min_order, listing.step, listing.price_vnd);
         p.check(
             line.quantity < min_order,
             &field("quantity"),

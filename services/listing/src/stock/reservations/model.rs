@@ -32,8 +32,8 @@ pub(crate) fn check_request(r: &ReservationRequest) -> Result<()> {
             !(1..=MAX_TTL_SECS).contains(&ttl),
             "ttl_secs",
             "out_of_range",
-            "must be 1 to 3600",
-            "phải từ 1 đến 3600",
+            "must be 1 to 259200 seconds (three days)",
+            "phải từ 1 đến 259200 giây (ba ngày)",
         );
     }
     for (i, l) in r.lines.iter().enumerate() {

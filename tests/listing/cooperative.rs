@@ -676,3 +676,60 @@ async fn the_demo_cooperatives_members_are_active_members() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_import_locks_its_listings_stock_in_listing_order_not_file_order() {
+    // A checkout locks its listings' stock in listing-id order; an import that locked in file
+    // order could hold the later listing while waiting for the earlier one, and deadlock
+    // with it. Here the earlier listing's row is held elsewhere and the file names the later
+    // listing first: the waiting import must not hold the later one.
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let c = std::sync::Arc::new(coop(&app).await);
+    let mut ids = [c.pooled.clone(), c.member_listing.clone()];
+    ids.sort_by_key(|id| uuid::Uuid::parse_str(id).unwrap());
+    let [earlier, later] = ids;
+    let pool = app.db.pool("listing").await;
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM stock WHERE listing_id = $1::uuid FOR UPDATE")
+        .bind(&earlier)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{later},ORD-1,{m},2,2026-11-20\n{earlier},ORD-2,{m},3,2026-11-20\n",
+        m = c.member.id,
+    );
+    let importing = {
+        let (app, c) = (app.clone(), c.clone());
+        tokio::spawn(async move { import(&app, &c, CSV, csv).await })
+    };
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the import to wait for the held stock row",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    let free = sqlx::query("SELECT 1 FROM stock WHERE listing_id = $1::uuid FOR UPDATE NOWAIT")
+        .bind(&later)
+        .execute(&pool)
+        .await;
+    assert!(
+        free.is_ok(),
+        "the waiting import holds the later listing's stock: {free:?}"
+    );
+    holder.commit().await.unwrap();
+    let (status, body) = importing.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["imported"], 2);
+    if let Ok(app) = std::sync::Arc::try_unwrap(app) {
+        app.stop().await;
+    }
+}

@@ -424,7 +424,11 @@ pub async fn import_rows(
     }
     p.finish()?;
     // Every row is readable; the intake checks (membership, lot clashes) may still reject
-    // one, and then the whole transaction is rolled back by the caller.
+    // one, and then the whole transaction is rolled back by the caller. The rows' stock is
+    // locked first, in listing-id order: taken in file order, an import could deadlock with
+    // a checkout of two of its listings.
+    let listings: Vec<ListingId> = parsed.iter().map(|(_, l, _, _)| *l).collect();
+    crate::stock::levels::lock_in_order(conn, &listings).await?;
     let mut problems = Problems::default();
     for (n, (line, listing, owner, intake)) in parsed.iter().enumerate() {
         match lots::intake(conn, actor, *listing, *owner, intake, Some(*line)).await {

@@ -62,6 +62,22 @@ pub async fn lock_stock(
     .ok_or(ListingError::NotFound("listing"))
 }
 
+/// Locks the stock rows of `listings` in listing-id order, the order a reservation takes
+/// them in, so that two writers of several listings cannot deadlock. A writer that then
+/// moves them in another order (an import's rows in file order) finds its locks held.
+pub async fn lock_in_order(conn: &mut PgConnection, listings: &[ListingId]) -> Result<()> {
+    let mut ids: Vec<uuid::Uuid> = listings.iter().map(|l| l.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query_scalar!(
+        "SELECT listing_id FROM stock WHERE listing_id = ANY((SELECT $1::uuid[])::uuid[]) ORDER BY listing_id FOR UPDATE",
+        &ids,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(())
+}
+
 /// A listing's stock row as its caller locked it: the levels before the movements.
 #[derive(Debug, Clone, Copy)]
 pub struct Locked {

@@ -19,7 +19,7 @@ use crate::{
     error::{ListingError, Problems, Result},
     sellers::cooperatives::load_cooperative,
     stock::{
-        levels::{Movement, StockLevels, apply, parse_lot_code},
+        levels::{Movement, StockLevels, apply, lock_in_order, parse_lot_code},
         lots,
         lots::LotIntake,
     },
@@ -204,6 +204,8 @@ pub async fn pool_lot(
             ),
         )
     })?;
+    // Both listings' stock in listing-id order, as a checkout of both would take them.
+    lock_in_order(&mut tx, &[r.from_listing_id, r.to_listing_id]).await?;
     let reason = format!("pooled into {}", r.to_listing_id);
     apply(
         &mut tx,

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use crate::{
     error::{ListingError, Result},
     stock::{
-        levels::{Movement, apply, lock_stock},
+        levels::{Movement, apply, lock_in_order, lock_stock},
         reservations::model::{Allocation, ReservationView, ReservedLine},
     },
 };
@@ -347,6 +347,10 @@ pub async fn give_back(
     reason: &str,
     actor: Option<&Actor>,
 ) -> Result<()> {
+    // Its releases and its returns touch the same listings: all locked first, in id order,
+    // after the reservation (the order commit and release take them in).
+    lock_reservation(conn, id).await?;
+    lock_in_order(conn, only).await?;
     release(conn, id, "released", Some(only), actor).await?;
     for (line_no, listing, _) in lines_of(conn, id, "committed", Some(only)).await? {
         let lots: Vec<(uuid::Uuid, Quantity)> = sqlx::query!(

@@ -366,13 +366,26 @@ impl Server {
     /// The private cluster's URL (from `<data>/postgres.json`).
     pub fn postgres_url(&self) -> Result<String> {
         let info: Value = serde_json::from_slice(&std::fs::read(self.data.join("postgres.json"))?)?;
-        Ok(format!(
-            "postgres://{}:{}@127.0.0.1:{}/{}",
+        let (user, password, port, database) = (
             info["user"].as_str().unwrap_or("nongsan"),
             info["password"].as_str().unwrap_or(""),
-            info["port"],
+            &info["port"],
             info["database"].as_str().unwrap_or("nongsan"),
-        ))
+        );
+        // Through the cluster's Unix socket when the server listens on one, as nongsan
+        // connects: pgbench, the reference, goes the same way.
+        let cluster = std::fs::canonicalize(self.data.join("postgres"))?;
+        Ok(
+            match nongsan_shared::embedded_pg::socket_dir(&cluster)
+                .filter(|dir| dir.join(format!(".s.PGSQL.{port}")).exists())
+            {
+                Some(dir) => format!(
+                    "postgres://{user}:{password}@localhost:{port}/{database}?host={}",
+                    dir.display()
+                ),
+                None => format!("postgres://{user}:{password}@127.0.0.1:{port}/{database}"),
+            },
+        )
     }
 
     /// The cluster's postmaster.

@@ -120,10 +120,11 @@ impl Platform {
                 tracing::info!(
                     cluster = %pg.cluster_dir().display(),
                     port = pg.info.port,
+                    socket = pg.socket_dir().map(|d| d.display().to_string()),
                     "{} the private PostgreSQL cluster",
                     if pg.created { "created and started" } else { "reusing" }
                 );
-                (db::parse_url(&pg.info.url())?, Mode::Embedded, Some(pg))
+                (db::parse_url(&pg.url())?, Mode::Embedded, Some(pg))
             }
         };
         let admin = sqlx::postgres::PgPoolOptions::new()

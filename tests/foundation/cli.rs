@@ -72,10 +72,26 @@ async fn up_with_nothing_configured_runs_on_a_private_postgres_and_reuses_it() {
         .execute(&mut conn)
         .await
         .unwrap();
+    // nongsan's own connections come through the cluster's Unix socket (no client address),
+    // only this test's over TCP.
+    let (socket, tcp): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE client_addr IS NULL), count(*) FILTER (WHERE client_addr IS NOT NULL)
+         FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(socket > 0, "no connection through the Unix socket");
+    assert_eq!(tcp, 0, "nongsan connected over TCP");
     conn.close().await.unwrap();
     let first_log = first.log_text();
     assert!(
         first_log.contains("created and started the private PostgreSQL cluster"),
+        "{first_log}"
+    );
+    let cluster = std::fs::canonicalize(data_dir.join("postgres")).unwrap();
+    assert!(
+        first_log.contains(&format!("\"socket\":\"{}\"", cluster.display())),
         "{first_log}"
     );
 

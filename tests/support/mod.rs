@@ -89,10 +89,8 @@ async fn start_servers() -> Servers {
             )
             .await
             .unwrap_or_else(|e| panic!("test PostgreSQL: {e:#}"));
-            format!(
-                "postgres://{}:{}@127.0.0.1:{}/postgres",
-                pg.info.user, pg.info.password, pg.info.port
-            )
+            // Through the cluster's Unix socket where it has one, as `nongsan up` connects.
+            secrecy::ExposeSecret::expose_secret(&pg.url_of("postgres")).to_owned()
         }
     };
     let redis = match std::env::var("REDIS_URL") {
@@ -287,13 +285,20 @@ impl TestDb {
             .await
             .expect("create the test database");
         admin.close().await.ok();
-        let base = servers
+        // The same URL naming the new database (its options, a socket's folder, kept).
+        let (address, options) = servers
             .pg_admin
+            .split_once('?')
+            .map_or((servers.pg_admin.as_str(), None), |(a, o)| (a, Some(o)));
+        let base = address
             .rsplit_once('/')
             .expect("a database URL has a path")
             .0;
         Self {
-            url: format!("{base}/{name}"),
+            url: format!(
+                "{base}/{name}{}",
+                options.map(|o| format!("?{o}")).unwrap_or_default()
+            ),
             name,
         }
     }

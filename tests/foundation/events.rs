@@ -137,6 +137,23 @@ impl Handler for AlwaysFails {
     }
 }
 
+/// Writes, then fails for the event numbered 2 only.
+struct FailsOnTwo;
+
+#[async_trait::async_trait]
+impl Handler for FailsOnTwo {
+    async fn handle(&self, tx: &mut PgConnection, e: &Envelope) -> anyhow::Result<()> {
+        let seq = i32::try_from(e.data["seq"].as_i64().unwrap())?;
+        sqlx::query("INSERT INTO effects (event_id, seq) VALUES ($1, $2)")
+            .bind(e.id)
+            .bind(seq)
+            .execute(tx)
+            .await?;
+        anyhow::ensure!(seq != 2, "the warehouse API said no to 2");
+        Ok(())
+    }
+}
+
 fn fast() -> events::Settings {
     events::Settings {
         max_attempts: 3,
@@ -336,4 +353,53 @@ async fn an_event_whose_handler_keeps_failing_ends_on_the_dead_letter_list() {
             .await
             .unwrap();
     assert_eq!((status.as_str(), attempts), ("pending", 0));
+}
+
+/// The inbox handles a batch in one transaction: when one event of it fails, only that
+/// event's writes are undone (its attempt recorded, to be tried again), and each of the
+/// others takes effect once and is done.
+#[tokio::test]
+async fn one_failing_event_in_a_batch_undoes_only_its_own_writes_and_the_others_take_effect_once()
+{
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    let inbox =
+        Inbox::new("probe", fx.consumer.clone(), fast()).on_named("probe.happened", FailsOnTwo);
+    let batch: Vec<Envelope> = (0..5)
+        .map(|i| Envelope {
+            id: nongsan_shared::EventId::new(),
+            event_type: "probe.happened".to_owned(),
+            source: "listing".to_owned(),
+            aggregate_id: format!("agg-{i}"),
+            version: 1,
+            occurred_at: chrono::Utc::now(),
+            data: json!({ "seq": i }),
+        })
+        .collect();
+    assert_eq!(inbox.ingest_many(&batch).await.unwrap(), 5);
+    assert_eq!(inbox.work_batch(100).await.unwrap(), 5, "one batch takes all five");
+
+    let effects: Vec<i32> = sqlx::query_scalar("SELECT seq FROM effects ORDER BY seq")
+        .fetch_all(&fx.consumer)
+        .await
+        .unwrap();
+    assert_eq!(effects, [0, 1, 3, 4], "each other event once, the failing one's undone");
+    let inbox_rows: Vec<(i32, String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT (event->'data'->>'seq')::int, status, attempts, last_error FROM inbox ORDER BY 1",
+    )
+    .fetch_all(&fx.consumer)
+    .await
+    .unwrap();
+    for (seq, status, attempts, last_error) in &inbox_rows {
+        if *seq == 2 {
+            assert_eq!((status.as_str(), *attempts), ("pending", 1));
+            assert!(
+                last_error.as_deref().is_some_and(|e| e.contains("said no to 2")),
+                "{last_error:?}"
+            );
+        } else {
+            assert_eq!((status.as_str(), *attempts, last_error), ("done", 1, &None));
+        }
+    }
+    assert_eq!(inbox_rows.len(), 5);
 }

@@ -359,8 +359,7 @@ async fn an_event_whose_handler_keeps_failing_ends_on_the_dead_letter_list() {
 /// event's writes are undone (its attempt recorded, to be tried again), and each of the
 /// others takes effect once and is done.
 #[tokio::test]
-async fn one_failing_event_in_a_batch_undoes_only_its_own_writes_and_the_others_take_effect_once()
-{
+async fn one_failing_event_in_a_batch_undoes_only_its_own_writes_and_the_others_take_effect_once() {
     let db = TestDb::new().await;
     let fx = Fixture::new(&db).await;
     let inbox =
@@ -377,13 +376,21 @@ async fn one_failing_event_in_a_batch_undoes_only_its_own_writes_and_the_others_
         })
         .collect();
     assert_eq!(inbox.ingest_many(&batch).await.unwrap(), 5);
-    assert_eq!(inbox.work_batch(100).await.unwrap(), 5, "one batch takes all five");
+    assert_eq!(
+        inbox.work_batch(100).await.unwrap(),
+        5,
+        "one batch takes all five"
+    );
 
     let effects: Vec<i32> = sqlx::query_scalar("SELECT seq FROM effects ORDER BY seq")
         .fetch_all(&fx.consumer)
         .await
         .unwrap();
-    assert_eq!(effects, [0, 1, 3, 4], "each other event once, the failing one's undone");
+    assert_eq!(
+        effects,
+        [0, 1, 3, 4],
+        "each other event once, the failing one's undone"
+    );
     let inbox_rows: Vec<(i32, String, i32, Option<String>)> = sqlx::query_as(
         "SELECT (event->'data'->>'seq')::int, status, attempts, last_error FROM inbox ORDER BY 1",
     )
@@ -394,7 +401,9 @@ async fn one_failing_event_in_a_batch_undoes_only_its_own_writes_and_the_others_
         if *seq == 2 {
             assert_eq!((status.as_str(), *attempts), ("pending", 1));
             assert!(
-                last_error.as_deref().is_some_and(|e| e.contains("said no to 2")),
+                last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("said no to 2")),
                 "{last_error:?}"
             );
         } else {

@@ -375,17 +375,17 @@ impl Server {
         // Through the cluster's Unix socket when the server listens on one, as nongsan
         // connects: pgbench, the reference, goes the same way.
         let cluster = std::fs::canonicalize(self.data.join("postgres"))?;
-        Ok(
-            match nongsan_shared::embedded_pg::socket_dir(&cluster)
-                .filter(|dir| dir.join(format!(".s.PGSQL.{port}")).exists())
-            {
-                Some(dir) => format!(
-                    "postgres://{user}:{password}@localhost:{port}/{database}?host={}",
-                    dir.display()
-                ),
-                None => format!("postgres://{user}:{password}@127.0.0.1:{port}/{database}"),
-            },
-        )
+        let socket = port
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .and_then(|p| nongsan_shared::embedded_pg::listening_socket(&cluster, p));
+        Ok(match socket {
+            Some(dir) => format!(
+                "postgres://{user}:{password}@localhost:{port}/{database}?host={}",
+                dir.display()
+            ),
+            None => format!("postgres://{user}:{password}@127.0.0.1:{port}/{database}"),
+        })
     }
 
     /// The cluster's postmaster.

@@ -35,9 +35,13 @@ fn redact_error(e: &sqlx::Error) -> String {
     }
 }
 
-/// "host:port" of a connection, for messages that must not show credentials.
+/// "host:port" of a connection, or its Unix socket's path, for messages that must not show
+/// credentials.
 pub fn describe(opts: &PgConnectOptions) -> String {
-    format!("{}:{}", opts.get_host(), opts.get_port())
+    match opts.get_socket() {
+        Some(dir) => format!("{}/.s.PGSQL.{}", dir.display(), opts.get_port()),
+        None => format!("{}:{}", opts.get_host(), opts.get_port()),
+    }
 }
 
 /// Opens a pool whose connections use `schema`, creating the schema when missing. A server

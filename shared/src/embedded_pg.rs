@@ -1,12 +1,14 @@
 //! A private PostgreSQL cluster in the data folder, for `nongsan up` with no `DATABASE_URL`
 //! and for the test harness.
 //!
-//! The cluster is made once with `initdb` (a generated password, TCP on loopback only) and
-//! reused on every later start. Where the cluster's folder allows (a short path of plain
-//! characters), the server also listens on a Unix socket in that folder, which only its owner
-//! can enter, and nongsan connects through it: a statement's round trip then skips the
-//! loopback TCP stack, which took about a third of the CPU of a checkout in `perf`. PostgreSQL refuses to run as root, so when
-//! nongsan runs as root the cluster is owned by and run as the unprivileged `nobody`.
+//! The cluster is made once with `initdb` (a generated password, TCP on 127.0.0.1) and reused
+//! on every later start. Where the cluster's folder allows (a short path of plain
+//! characters), `pg_ctl` also gives the server a Unix socket in that folder, which only its
+//! owner can enter, and nongsan connects through it: a statement's round trip then skips
+//! the loopback TCP stack (the kernel took about a third of a checkout's CPU in `perf`).
+//!
+//! PostgreSQL refuses to run as root, so when nongsan runs as root the cluster is owned by
+//! and run as the unprivileged `nobody`.
 //! `nobody` must be able to reach the cluster's folder; when it cannot enter the data folder
 //! (one under `/root`, or any folder of mode 0700), the cluster is kept in
 //! `/var/lib/nongsan/clusters/<hash of the data folder's path>` instead, and
@@ -57,7 +59,7 @@ impl Default for Options {
 /// How to connect to the cluster; kept in `<data>/postgres.json`, readable by its owner only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnInfo {
-    /// TCP port on 127.0.0.1.
+    /// The server's port: TCP on 127.0.0.1, and the number in its socket's name.
     pub port: u16,
     /// Superuser name.
     pub user: String,
@@ -207,8 +209,7 @@ impl EmbeddedPostgres {
             pg.started = true;
         }
         // A server adopted from a nongsan that started it without the socket has none: TCP.
-        pg.socket = socket_dir(&pg.cluster)
-            .filter(|dir| dir.join(format!(".s.PGSQL.{}", pg.info.port)).exists());
+        pg.socket = listening_socket(&pg.cluster, pg.info.port);
         pg.ensure_database().await?;
         Ok(pg)
     }
@@ -277,7 +278,7 @@ impl EmbeddedPostgres {
         }
         let port = free_port()?;
         let mut conf = format!(
-            "\n# nongsan: a private cluster on loopback only\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\nmax_connections = {}\n",
+            "\n# nongsan: a private cluster on 127.0.0.1, and on a Unix socket in this folder when\n# nongsan starts it (pg_ctl -o '-k <folder>')\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\nmax_connections = {}\n",
             opts.max_connections
         );
         if !opts.durable {
@@ -434,6 +435,17 @@ impl EmbeddedPostgres {
             None => format!("postgres://{user}:{password}@127.0.0.1:{port}/{database}"),
         })
     }
+}
+
+/// The folder of the Unix socket the server of `cluster` listens on: the one its
+/// `postmaster.pid` records (line 5, empty without a socket), when that is the folder nongsan
+/// gives it ([`socket_dir`]) and the socket is there. A socket file left by a server that was
+/// killed and started again without one is not taken for a live socket.
+pub fn listening_socket(cluster: &Path, port: u16) -> Option<PathBuf> {
+    let dir = socket_dir(cluster)?;
+    let pid = std::fs::read_to_string(cluster.join("postmaster.pid")).ok()?;
+    let recorded = pid.lines().nth(4)?.trim();
+    (Path::new(recorded) == dir && dir.join(format!(".s.PGSQL.{port}")).exists()).then_some(dir)
 }
 
 /// Where the server of `cluster` listens on a Unix socket: the cluster's folder itself, when
@@ -596,5 +608,35 @@ mod tests {
         let longest = format!("/{}", "a".repeat(107 - "/.s.PGSQL.65535".len() - 1));
         assert!(socket_dir(Path::new(&longest)).is_some());
         assert_eq!(socket_dir(Path::new(&format!("{longest}a"))), None);
+    }
+
+    #[test]
+    fn a_socket_file_counts_only_where_the_running_server_recorded_it() {
+        let dir = std::env::temp_dir().join(format!("nongsan-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".s.PGSQL.5999"), b"").unwrap();
+        let pid = |socket: &str| {
+            let lines = [
+                "4242",
+                &dir.display().to_string(),
+                "1764800000",
+                "5999",
+                socket,
+                "127.0.0.1",
+                "0 1",
+                "ready",
+            ];
+            std::fs::write(dir.join("postmaster.pid"), lines.join("\n")).unwrap();
+        };
+        // Left by a server started with one, now running without: TCP.
+        pid("");
+        assert_eq!(listening_socket(&dir, 5999), None);
+        pid(&dir.display().to_string());
+        assert_eq!(listening_socket(&dir, 5999), Some(dir.clone()));
+        // Another port's socket, or none at all.
+        assert_eq!(listening_socket(&dir, 6000), None);
+        std::fs::remove_file(dir.join("postmaster.pid")).unwrap();
+        assert_eq!(listening_socket(&dir, 5999), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

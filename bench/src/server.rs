@@ -11,6 +11,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use nongsan::ServiceName;
+use nongsan_shared::embedded_pg::{self, ConnInfo};
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
 /// How nongsan runs.
@@ -365,27 +367,16 @@ impl Server {
 
     /// The private cluster's URL (from `<data>/postgres.json`).
     pub fn postgres_url(&self) -> Result<String> {
-        let info: Value = serde_json::from_slice(&std::fs::read(self.data.join("postgres.json"))?)?;
-        let (user, password, port, database) = (
-            info["user"].as_str().unwrap_or("nongsan"),
-            info["password"].as_str().unwrap_or(""),
-            &info["port"],
-            info["database"].as_str().unwrap_or("nongsan"),
-        );
+        let info: ConnInfo =
+            serde_json::from_slice(&std::fs::read(self.data.join("postgres.json"))?)?;
         // Through the cluster's Unix socket when the server listens on one, as nongsan
         // connects: pgbench, the reference, goes the same way.
         let cluster = std::fs::canonicalize(self.data.join("postgres"))?;
-        let socket = port
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .and_then(|p| nongsan_shared::embedded_pg::listening_socket(&cluster, p));
-        Ok(match socket {
-            Some(dir) => format!(
-                "postgres://{user}:{password}@localhost:{port}/{database}?host={}",
-                dir.display()
-            ),
-            None => format!("postgres://{user}:{password}@127.0.0.1:{port}/{database}"),
-        })
+        let socket = embedded_pg::listening_socket(&cluster, info.port);
+        Ok(info
+            .url_of(&info.database, socket.as_deref())
+            .expose_secret()
+            .to_owned())
     }
 
     /// The cluster's postmaster.

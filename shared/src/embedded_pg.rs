@@ -69,6 +69,27 @@ pub struct ConnInfo {
     pub database: String,
 }
 
+impl ConnInfo {
+    /// The URL of `database` on this cluster: through the Unix socket in `socket` (a folder
+    /// [`socket_dir`] allows: a plain path, nothing to escape) when given, else TCP on
+    /// 127.0.0.1.
+    pub fn url_of(&self, database: &str, socket: Option<&Path>) -> SecretString {
+        let Self {
+            port,
+            user,
+            password,
+            ..
+        } = self;
+        SecretString::from(match socket {
+            Some(dir) => format!(
+                "postgres://{user}:{password}@localhost:{port}/{database}?host={}",
+                dir.display()
+            ),
+            None => format!("postgres://{user}:{password}@127.0.0.1:{port}/{database}"),
+        })
+    }
+}
+
 /// A running private cluster.
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
@@ -308,21 +329,18 @@ impl EmbeddedPostgres {
 
     async fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let log = self.cluster.join("server.log");
-        let status = self
-            .command("pg_ctl")
+        let mut start = self.command("pg_ctl");
+        start
             .arg("start")
             .arg("-D")
             .arg(&self.cluster)
             .arg("-l")
-            .arg(&log)
-            // pg_ctl runs the server through the shell: only plain paths are given.
-            .args(
-                socket_dir(&self.cluster)
-                    .map(|dir| format!("-k {}", dir.display()))
-                    .map(|k| ["-o".to_owned(), k])
-                    .into_iter()
-                    .flatten(),
-            )
+            .arg(&log);
+        // pg_ctl runs the server through the shell: only plain paths are given.
+        if let Some(dir) = socket_dir(&self.cluster) {
+            start.arg("-o").arg(format!("-k {}", dir.display()));
+        }
+        let status = start
             .args(["-w", "-t", "60"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -420,20 +438,7 @@ impl EmbeddedPostgres {
 
     /// The URL of `database` on this cluster (see [`Self::url`]).
     pub fn url_of(&self, database: &str) -> SecretString {
-        let ConnInfo {
-            port,
-            user,
-            password,
-            ..
-        } = &self.info;
-        SecretString::from(match &self.socket {
-            // The socket's folder is a plain path (see `socket_dir`): nothing to escape.
-            Some(dir) => format!(
-                "postgres://{user}:{password}@localhost:{port}/{database}?host={}",
-                dir.display()
-            ),
-            None => format!("postgres://{user}:{password}@127.0.0.1:{port}/{database}"),
-        })
+        self.info.url_of(database, self.socket.as_deref())
     }
 }
 

@@ -293,6 +293,36 @@ async fn the_ranking_rules_apply_in_order_on_the_embedded_engine() {
     rules_in_order(embedded_with(&[]).await.as_ref()).await;
 }
 
+/// Words are near when each follows the one before with at most two words between, in the
+/// order typed (the embedded engine's reading of "words closer together").
+#[tokio::test]
+async fn the_embedded_engine_counts_words_near_when_each_follows_within_two_words() {
+    // Newest first where the words rank alike: without the proximity rule, the order
+    // these are listed in.
+    let docs: Vec<SearchDoc> = [
+        ("reversed", "Rừng ong mật U Minh"),
+        ("three-between", "Mật mía đường non ong rừng"),
+        ("two-between", "Mật mía đường ong rừng"),
+        ("together", "Mật ong rừng U Minh"),
+    ]
+    .into_iter()
+    .zip((1..=4).rev())
+    .map(|((id, title), created)| SearchDoc {
+        created_at: created,
+        ..doc(id, title, "Đặc sản")
+    })
+    .collect();
+    let engine = embedded_with(&docs).await;
+    let r = engine.search(&query("mat ong rung ")).await.unwrap();
+    let ids: Vec<&str> = r.hits.iter().map(|h| h.doc.id.as_str()).collect();
+    // The near ones first, then newest first within each.
+    assert_eq!(
+        ids,
+        ["two-between", "together", "reversed", "three-between"],
+        "mat ong rung"
+    );
+}
+
 #[tokio::test]
 async fn the_ranking_rules_apply_in_order_on_meilisearch() {
     let Some(engine) = meili_with(&[]).await else {

@@ -19,9 +19,15 @@
 //! matches then reads only columnar (fast) fields: it counts them, counts the facets of many
 //! values (category, province), applies the radius on indexed coordinates, and keeps the best
 //! `page × per_page` by the sort key; the facets of few values (stars, certifications) are
-//! then counted as each value's documents in common with those counted. Stored documents are loaded for the hits returned only. The cost still
-//! grows with the postings of the words' terms (every match is counted for the total and the
-//! facets), but at a few nanoseconds a posting rather than a scorer's call per document.
+//! then counted as each value's documents in common with those counted. Stored documents are
+//! loaded for the hits returned only. The cost still grows with the postings of the words'
+//! terms (every match is counted for the total and the facets), but at a few nanoseconds a
+//! posting rather than a scorer's call per document.
+//!
+//! Words are indexed without positions. The proximity rule reads instead the pairs of words
+//! indexed with each document (each word with each of the next three, per field: see
+//! [`near_pairs`]), as postings like any word: a phrase query over positions cost a fifth of
+//! a search's time.
 
 use std::{
     cmp::Ordering,
@@ -32,13 +38,15 @@ use std::{
 };
 
 use tantivy::{
-    DocAddress, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
-    SegmentOrdinal, SegmentReader, TERMINATED, TantivyDocument, Term,
+    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
+    SegmentOrdinal, SegmentReader, TantivyDocument, Term,
     columnar::{Column, StrColumn},
     directory::MmapDirectory,
     index::SegmentId,
-    query::{EnableScoring, PhraseQuery, Query},
-    schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TEXT, Value},
+    schema::{
+        FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
+        TextOptions, Value,
+    },
 };
 use unicode_normalization::UnicodeNormalization;
 
@@ -49,7 +57,7 @@ use crate::{
 
 /// The index's layout version: a folder of its own, so an index of an older layout is left
 /// alone and this one is built from PostgreSQL at start.
-const LAYOUT: &str = "v2";
+const LAYOUT: &str = "v3";
 
 /// Memory the index writer uses by default before it writes a segment: 64 MiB, which with
 /// the serving caches fits a 2 GB container.
@@ -60,6 +68,8 @@ struct Fields {
     title: Field,
     title_exact: Field,
     body: Field,
+    /// The words near each other (see [`near_pairs`]), for the proximity rule.
+    pairs: Field,
     category: Field,
     province: Field,
     commune: Field,
@@ -95,6 +105,34 @@ pub struct EmbeddedEngine {
     /// The documents of each filter term (visible, in stock, a category...) by segment:
     /// segments never change, so a filter's postings are read once, not on every search.
     filters: Mutex<FilterCache>,
+    /// The columns of each segment served (merged-away segments' are dropped when a new
+    /// segment's are opened).
+    columns: Mutex<HashMap<SegmentId, Arc<Columns>>>,
+}
+
+/// The columns a search reads, of one segment: opened once, not on every search.
+struct Columns {
+    price: Column<i64>,
+    created: Column<i64>,
+    lat: Column<f64>,
+    lng: Column<f64>,
+    /// The facets of many values.
+    category: Option<StrColumn>,
+    province: Option<StrColumn>,
+}
+
+impl Columns {
+    fn open(segment: &SegmentReader) -> tantivy::Result<Self> {
+        let ff = segment.fast_fields();
+        Ok(Self {
+            price: ff.i64("price")?,
+            created: ff.i64("created")?,
+            lat: ff.f64("lat")?,
+            lng: ff.f64("lng")?,
+            category: ff.str("category_leaf")?,
+            province: ff.str("province")?,
+        })
+    }
 }
 
 /// Filter bitsets by segment and term, and the bytes they hold.
@@ -116,11 +154,18 @@ impl std::fmt::Debug for EmbeddedEngine {
 
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
+    let words = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer("default")
+            .set_index_option(IndexRecordOption::Basic),
+    );
     let f = Fields {
         id: b.add_text_field("id", STRING | STORED),
-        title: b.add_text_field("title", TEXT),
-        title_exact: b.add_text_field("title_exact", TEXT),
-        body: b.add_text_field("body", TEXT),
+        // Words only (no positions): the proximity rule reads `pairs`.
+        title: b.add_text_field("title", words.clone()),
+        title_exact: b.add_text_field("title_exact", words.clone()),
+        body: b.add_text_field("body", words),
+        pairs: b.add_text_field("pairs", STRING),
         // The category and its parent, for the filter.
         category: b.add_text_field("category", STRING),
         province: b.add_text_field("province", STRING | FAST),
@@ -139,6 +184,35 @@ fn schema() -> (Schema, Fields) {
     };
     (b.build(), f)
 }
+
+/// The pairs of `folded`'s words in order at most two words apart (what the proximity rule
+/// calls near), each as `"{field} {first} {second}"`: a term of `pairs`, so that "words near
+/// each other" is read from postings like any word, not from positions.
+fn near_pairs(field: char, folded: &str) -> std::collections::BTreeSet<String> {
+    let words: Vec<&str> = folded
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut pairs = std::collections::BTreeSet::new();
+    for (i, first) in words.iter().enumerate() {
+        for second in words.iter().skip(i + 1).take(NEAR) {
+            pairs.insert(pair_term(field, first, second));
+        }
+    }
+    pairs
+}
+
+/// A term of `pairs`: `second` within [`NEAR`] words after `first` in `field`.
+fn pair_term(field: char, first: &str, second: &str) -> String {
+    format!("{field} {first} {second}")
+}
+
+/// The pairs of the title, and of the rest.
+const TITLE_PAIRS: char = 't';
+const BODY_PAIRS: char = 'b';
+
+/// Words at most so many places after another are near it (at most two words between).
+const NEAR: usize = 3;
 
 fn exact(text: &str) -> String {
     text.nfc().collect::<String>().to_lowercase()
@@ -196,6 +270,7 @@ impl EmbeddedEngine {
             writer: Mutex::new(writer),
             f,
             filters: Mutex::new(FilterCache::default()),
+            columns: Mutex::new(HashMap::new()),
         })
     }
 
@@ -213,16 +288,23 @@ impl EmbeddedEngine {
         let f = &self.f;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.id, &d.id);
-        doc.add_text(f.title, crate::fold(&d.title));
+        let title = crate::fold(&d.title);
+        let body = crate::fold(
+            &[
+                d.description.as_str(),
+                &d.seller_name,
+                &d.category_name,
+                &d.commune_name,
+                &d.province_name,
+            ]
+            .join(" "),
+        );
+        for pair in near_pairs(TITLE_PAIRS, &title).union(&near_pairs(BODY_PAIRS, &body)) {
+            doc.add_text(f.pairs, pair);
+        }
+        doc.add_text(f.title, title);
         doc.add_text(f.title_exact, exact(&d.title));
-        let body = [
-            d.description.as_str(),
-            &d.seller_name,
-            &d.category_name,
-            &d.commune_name,
-            &d.province_name,
-        ];
-        doc.add_text(f.body, crate::fold(&body.join(" ")));
+        doc.add_text(f.body, body);
         doc.add_text(f.category, &d.category);
         if let Some(parent) = &d.category_parent {
             doc.add_text(f.category, parent);
@@ -300,11 +382,13 @@ impl EmbeddedEngine {
             // Words closer together: the words as typed, near each other in one field.
             let typed = &expanded.alternatives[0];
             if (2..=MAX_WORDS).contains(&typed.len()) {
-                for field in [self.f.title, self.f.body] {
+                for field in [TITLE_PAIRS, BODY_PAIRS] {
                     near.push(
                         typed
-                            .iter()
-                            .map(|w| Term::from_field_text(field, w))
+                            .windows(2)
+                            .map(|w| {
+                                Term::from_field_text(self.f.pairs, &pair_term(field, &w[0], &w[1]))
+                            })
                             .collect(),
                     );
                 }
@@ -414,6 +498,29 @@ impl EmbeddedEngine {
             .into_iter()
             .map(|(value, term)| Ok((value, self.filter_bits(segment, term)?)))
             .collect()
+    }
+
+    /// The columns of `segment`, from the cache or opened once.
+    fn columns(&self, segment: &SegmentReader) -> Result<Arc<Columns>, EngineError> {
+        let id = segment.segment_id();
+        let mut cache = self
+            .columns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(columns) = cache.get(&id) {
+            return Ok(columns.clone());
+        }
+        let columns = Arc::new(Columns::open(segment).map_err(other)?);
+        let served: Vec<SegmentId> = self
+            .reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .map(SegmentReader::segment_id)
+            .collect();
+        cache.retain(|id, _| served.contains(id));
+        cache.insert(id, columns.clone());
+        Ok(columns)
     }
 
     /// The documents of `segment` with `term`, from the cache or read once.
@@ -558,20 +665,27 @@ impl EmbeddedEngine {
         let prices = (q.price_min.is_some() || q.price_max.is_some())
             .then(|| q.price_min.unwrap_or(i64::MIN)..=q.price_max.unwrap_or(i64::MAX));
         let mut fruits = Vec::new();
+        // The matches of a segment, in a buffer this thread keeps (they run to a segment's
+        // size, and allocating that much afresh costs page faults).
+        let mut found = FOUND.take();
         for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
             let ordinal = SegmentOrdinal::try_from(ordinal).map_err(other)?;
             let max_doc = usize::try_from(segment.max_doc()).map_err(other)?;
             let matches = match &words {
-                Some(words) => Some(matches(segment, ordinal, words, max_doc, hits)?),
+                Some(words) => {
+                    matches(segment, ordinal, words, max_doc, hits, &mut found)?;
+                    Some(&found)
+                }
                 None => None,
             };
             let boosts = match &words {
-                Some(words) if rank => Some(boosts(searcher, segment, words)?),
+                Some(words) if rank => Some(boosts(segment, words)?),
                 _ => None,
             };
             let filter = self.filter_set(segment, q)?;
             let alive = segment.alive_bitset();
-            let price = segment.fast_fields().i64("price").map_err(other)?;
+            let columns = self.columns(segment)?;
+            let price = &columns.price;
             // The facets of few values are counted from their values' documents.
             let mut few = Vec::new();
             for (name, field) in [
@@ -582,7 +696,7 @@ impl EmbeddedEngine {
                     few.push((name.to_owned(), self.values(segment, field)?));
                 }
             }
-            let mut collector = page.for_segment(ordinal, segment, few).map_err(other)?;
+            let mut collector = page.for_segment(ordinal, segment, &columns, few);
             // The words' matches, or with no words every document.
             let every: Box<dyn Iterator<Item = (DocId, Score)>> = match &matches {
                 Some(m) => Box::new(m.iter().copied()),
@@ -604,6 +718,7 @@ impl EmbeddedEngine {
             }
             fruits.push(collector.harvest());
         }
+        FOUND.replace(found);
         Ok(page.merge(fruits))
     }
 }
@@ -614,7 +729,8 @@ struct Words {
     alternatives: Vec<Vec<Vec<(Term, Score)>>>,
     /// What names each word of the alternatives, in their order, one after another.
     keys: Vec<WordKey>,
-    /// The words as typed, per field, for the proximity rule (empty below two words).
+    /// Per field, the pairs of the words as typed one after the other, for the proximity
+    /// rule (empty below two words).
     near: Vec<Vec<Term>>,
     /// The words as typed with their diacritics, in the exact title.
     exact: Vec<Term>,
@@ -735,10 +851,13 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+    /// The matches of a segment (see [`EmbeddedEngine::collect`]).
+    static FOUND: std::cell::Cell<Vec<(DocId, Score)>> =
+        const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// The documents the words match in `segment`, each once with its score: the best
-/// alternative in which every word matched, each word by the best term it has. The cost
+/// The documents the words match in `segment`, into `found`, each once with its score: the
+/// best alternative in which every word matched, each word by the best term it has. The cost
 /// follows the postings read and the candidates kept: each word after the first only narrows
 /// the first word's documents.
 #[expect(
@@ -751,7 +870,8 @@ fn matches(
     words: &Words,
     max_doc: usize,
     hits: &mut WordHits,
-) -> Result<Vec<(DocId, Score)>, EngineError> {
+    found: &mut Vec<(DocId, Score)>,
+) -> Result<(), EngineError> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         let Scratch {
@@ -770,7 +890,7 @@ fn matches(
             word.resize(max_doc, -1.0);
             slot.resize(max_doc, 0);
         }
-        let mut found: Vec<(DocId, Score)> = Vec::new();
+        found.clear();
         candidates.clear();
         let mut result = Ok(());
         let mut first_key = 0;
@@ -866,37 +986,37 @@ fn matches(
             candidates.clear();
         }
         if words.alternatives.len() > 1 {
-            for &(doc, _) in &found {
+            for &(doc, _) in found.iter() {
                 if let Some(at) = usize::try_from(doc).ok().and_then(|d| slot.get_mut(d)) {
                     *at = 0;
                 }
             }
         }
         *in_use = false;
-        result.map(|()| found)
+        result
     })
 }
 
 /// What only orders the matches, per document: the words as typed near each other (in the
-/// title or the rest, at most two words apart, in order), and each word typed with the
-/// diacritics the title has.
-fn boosts(
-    searcher: &Searcher,
-    segment: &SegmentReader,
-    words: &Words,
-) -> Result<Boosts, EngineError> {
+/// title or in the rest, each next word at most two words after the one before), and each
+/// word typed with the diacritics the title has.
+fn boosts(segment: &SegmentReader, words: &Words) -> Result<Boosts, EngineError> {
     let mut near = Bits::new(segment.max_doc());
-    for terms in &words.near {
-        let mut phrase = PhraseQuery::new(terms.clone());
-        phrase.set_slop(2);
-        let weight = phrase
-            .weight(EnableScoring::disabled_from_searcher(searcher))
-            .map_err(other)?;
-        let mut scorer = weight.scorer(segment, 1.0).map_err(other)?;
-        let mut doc = scorer.doc();
-        while doc != TERMINATED {
-            near.insert(doc);
-            doc = scorer.advance();
+    for pairs in &words.near {
+        let mut all: Option<Bits> = None;
+        for pair in pairs {
+            let mut bits = Bits::new(segment.max_doc());
+            for_each_posting(segment, pair, |doc| bits.insert(doc))?;
+            all = Some(match all {
+                Some(mut all) => {
+                    all.intersect(&bits);
+                    all
+                }
+                None => bits,
+            });
+        }
+        if let Some(all) = all {
+            near.union(&all);
         }
     }
     let mut exact = Vec::with_capacity(words.exact.len());
@@ -1073,36 +1193,36 @@ impl Page {
         &self,
         segment: SegmentOrdinal,
         reader: &SegmentReader,
+        columns: &Columns,
         few: Vec<FewValues>,
-    ) -> tantivy::Result<PageSegment> {
-        let ff = reader.fast_fields();
+    ) -> PageSegment {
         let mut str_facets = Vec::new();
         for facet in &self.facets {
             let column = match facet.as_str() {
-                "category" => "category_leaf",
-                "province_code" => "province",
+                "category" => &columns.category,
+                "province_code" => &columns.province,
                 _ => continue,
             };
-            if let Some(c) = ff.str(column)? {
+            if let Some(c) = column {
                 let terms = c.num_terms();
-                str_facets.push((facet.clone(), c, vec![0; terms]));
+                str_facets.push((facet.clone(), c.clone(), vec![0; terms]));
             }
         }
-        Ok(PageSegment {
+        PageSegment {
             segment,
             sort: self.sort,
             near: self.near,
             keep: self.keep,
             heap: BinaryHeap::with_capacity(self.keep.min(10_000) + 1),
             count: 0,
-            price: ff.i64("price")?,
-            created: ff.i64("created")?,
-            lat: ff.f64("lat")?,
-            lng: ff.f64("lng")?,
+            price: columns.price.clone(),
+            created: columns.created.clone(),
+            lat: columns.lat.clone(),
+            lng: columns.lng.clone(),
             str_facets,
             counted: (!few.is_empty()).then(|| Bits::new(reader.max_doc())),
             few,
-        })
+        }
     }
 
     fn merge(&self, fruits: Vec<Found>) -> Found {

@@ -53,6 +53,22 @@ pub fn synonym_groups() -> &'static [Vec<String>] {
     &GROUPS
 }
 
+/// The synonym groups with each term folded into its words, worked out once.
+fn folded_synonym_groups() -> &'static [Vec<Vec<String>>] {
+    static FOLDED: LazyLock<Vec<Vec<Vec<String>>>> = LazyLock::new(|| {
+        synonym_groups()
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|t| fold(t).split_whitespace().map(str::to_owned).collect())
+                    .collect()
+            })
+            .collect()
+    });
+    &FOLDED
+}
+
 /// A query as word lists: the folded words as typed, then the alternatives the synonyms
 /// give ("thit lon" → "thit heo", "heo", ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +99,7 @@ pub fn expand_query(q: &str) -> Expanded {
     // Every place a synonym term occurs, longest terms first; a shorter term inside a longer
     // one ("lon" inside "thit lon") is not expanded again.
     let mut found: Vec<(usize, Vec<String>, Vec<Vec<String>>)> = Vec::new();
-    for group in synonym_groups() {
-        let folded: Vec<Vec<String>> = group
-            .iter()
-            .map(|t| fold(t).split_whitespace().map(str::to_owned).collect())
-            .collect();
+    for folded in folded_synonym_groups() {
         for term in folded
             .iter()
             .filter(|t| !t.is_empty() && t.len() <= words.len())

@@ -370,14 +370,15 @@ pub async fn search_listings(
 
 /// Sets each hit's stock figures from the stock table, in one statement: the index is
 /// rewritten when a listing's stock runs out or comes back, not on every reservation of a
-/// busy listing, so its own figure may be behind.
+/// busy listing, so its own figure may be behind. The array is read through a subquery so
+/// that PostgreSQL plans the statement once per connection, not again for every page's ids.
 async fn live_stock(pool: &sqlx::PgPool, hits: &mut [nongsan_search::Hit]) -> Result<(), ApiError> {
     let ids: Vec<uuid::Uuid> = hits.iter().filter_map(|h| h.doc.id.parse().ok()).collect();
     if ids.is_empty() {
         return Ok(());
     }
     let levels: std::collections::HashMap<String, Quantity> = sqlx::query!(
-        r#"SELECT listing_id, on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity" FROM stock WHERE listing_id = ANY($1)"#,
+        r#"SELECT listing_id, on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity" FROM stock WHERE listing_id = ANY((SELECT $1::uuid[])::uuid[])"#,
         &ids,
     )
     .fetch_all(pool)

@@ -116,8 +116,10 @@ async fn typos_and_facets(engine: &dyn SearchEngine, docs: &[SearchDoc]) {
         );
     }
 
-    // One word, and two words (whose buckets of fewer words reuse the first word's matches).
-    for q in ["", "rau ", "xoai ", "mat ong ", "thanh long"] {
+    // One word, and two words (whose buckets of fewer words reuse the first word's matches);
+    // "17" (a seller's name) matches few, whose category and province the embedded engine
+    // reads from columns, where it counts the many matches of the others by values.
+    for q in ["", "rau ", "xoai ", "mat ong ", "thanh long", "17 "] {
         let mut asked = query(q);
         asked.facets = nongsan_listing::search::FACETS
             .iter()
@@ -135,10 +137,12 @@ async fn typos_and_facets(engine: &dyn SearchEngine, docs: &[SearchDoc]) {
         }
         assert_eq!(all.len() as u64, first.total, "`{q}`");
         let mut by_category: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_province: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_stars: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_certification: BTreeMap<String, u64> = BTreeMap::new();
         for h in &all {
             *by_category.entry(h.doc.category.clone()).or_default() += 1;
+            *by_province.entry(h.doc.province_code.clone()).or_default() += 1;
             if let Some(s) = h.doc.ocop_stars {
                 *by_stars.entry(s.to_string()).or_default() += 1;
             }
@@ -152,7 +156,9 @@ async fn typos_and_facets(engine: &dyn SearchEngine, docs: &[SearchDoc]) {
                 "the generated listings have stars and certifications"
             );
         }
+        assert!(first.total > 0, "`{q}` finds nothing");
         assert_eq!(first.facets["category"], by_category, "`{q}`");
+        assert_eq!(first.facets["province_code"], by_province, "`{q}`");
         assert_eq!(first.facets["ocop_stars"], by_stars, "`{q}`");
         assert_eq!(first.facets["certifications"], by_certification, "`{q}`");
 
@@ -291,6 +297,40 @@ async fn rules_in_order(engine: &dyn SearchEngine) {
 #[tokio::test]
 async fn the_ranking_rules_apply_in_order_on_the_embedded_engine() {
     rules_in_order(embedded_with(&[]).await.as_ref()).await;
+}
+
+/// The embedded engine keeps what each word reaches per segment between searches: a change
+/// is found at once, and what it replaced is not.
+#[tokio::test]
+async fn a_word_searched_before_a_change_finds_what_the_change_made() {
+    let docs = [
+        doc("mango", "Xoài cát Hòa Lộc", "Trái cây miền Tây"),
+        doc("other-mango", "Xoài keo", "Trái cây miền Tây"),
+        doc("pomelo", "Bưởi da xanh", "Trái cây miền Tây"),
+    ];
+    let engine = embedded_with(&docs).await;
+    let ids = |r: &nongsan_listing::search::SearchResults| -> Vec<String> {
+        let mut ids: Vec<String> = r.hits.iter().map(|h| h.doc.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    for _ in 0..2 {
+        let r = engine.search(&query("xoai ")).await.unwrap();
+        assert_eq!(ids(&r), ["mango", "other-mango"]);
+        let r = engine.search(&query("buoi ")).await.unwrap();
+        assert_eq!(ids(&r), ["pomelo"]);
+    }
+    // The first mango becomes a pomelo.
+    engine
+        .upsert(&[doc("mango", "Bưởi năm roi", "Trái cây miền Tây")])
+        .await
+        .unwrap();
+    let r = engine.search(&query("xoai ")).await.unwrap();
+    assert_eq!(ids(&r), ["other-mango"], "xoai after the change");
+    assert_eq!(r.total, 1);
+    let r = engine.search(&query("buoi ")).await.unwrap();
+    assert_eq!(ids(&r), ["mango", "pomelo"], "buoi after the change");
+    assert_eq!(r.total, 2);
 }
 
 /// Words are near when each follows the one before with at most two words between, in the

@@ -17,12 +17,18 @@
 //! too: the union of the star counts from there up). A word's documents are read once per
 //! search, though the buckets of fewer words ask for the first words again. One pass over the
 //! matches then reads only columnar (fast) fields: it counts them, counts the facets of many
-//! values (category, province), applies the radius on indexed coordinates, and keeps the best
-//! `page × per_page` by the sort key; the facets of few values (stars, certifications) are
-//! then counted as each value's documents in common with those counted. Stored documents are
+//! values (category, province) when the matches are few, applies the radius on indexed
+//! coordinates, and keeps the best `page × per_page` by the sort key; the facets of few
+//! values (stars, certifications), and those of many when the matches are many (a
+//! thirty-second of the segment or more), are then counted as each value's documents in
+//! common with those counted. Stored documents are
 //! loaded for the hits returned only. The cost still grows with the postings of the words'
 //! terms (every match is counted for the total and the facets), but at a few nanoseconds a
 //! posting rather than a scorer's call per document.
+//!
+//! What a word reaches in a segment (its documents, each with the score it earns) is kept
+//! between searches, at most 32 MiB ([`WordCache`]): a word searched again costs neither its
+//! typos' scan of the term dictionary nor its postings.
 //!
 //! Words are indexed without positions. The proximity rule reads instead the pairs of words
 //! indexed with each document (each word with each of the next three, per field: see
@@ -93,9 +99,42 @@ type TermCache = HashMap<(Field, String, bool), Vec<Vec<Term>>>;
 /// score (see [`MAX_WORDS`]).
 type WordKey = (String, bool, bool);
 
-/// The documents a word reaches in a segment, with the score it earns in each: read once
-/// per search, though the words' buckets ask again (the first word is in every bucket).
-type WordHits = HashMap<(SegmentOrdinal, WordKey), Vec<(DocId, Score)>>;
+/// The documents a word reaches in a segment, with the score it earns in each.
+type Reach = Arc<Vec<(DocId, Score)>>;
+
+/// The reach of each word of a search by segment: read once per search, though the words'
+/// buckets ask again (the first word is in every bucket), or taken from the [`WordCache`].
+type WordHits = HashMap<(SegmentOrdinal, WordKey), Reach>;
+
+/// The reach of the words searched lately, by segment: a segment never changes (deletions
+/// are read apart), so a word's documents and scores in it hold until it is merged away.
+/// Searches repeat words (a catalog's common ones above all); a cached word costs neither
+/// the scan of the term dictionary for its typos and completions nor its postings.
+#[derive(Default)]
+struct WordCache {
+    reach: HashMap<(SegmentId, WordKey), Reach>,
+    bytes: usize,
+}
+
+/// The most the word cache holds before it starts again: 32 MiB (a word in every one of
+/// 100,000 listings takes 800 KB).
+const WORD_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+impl WordCache {
+    fn keep(&mut self, segment: SegmentId, key: WordKey, reach: Reach) {
+        let size = reach.len() * std::mem::size_of::<(DocId, Score)>() + 64;
+        if size > WORD_CACHE_BYTES / 8 {
+            return;
+        }
+        if self.bytes + size > WORD_CACHE_BYTES {
+            // Merged-away segments' words go with the rest.
+            *self = Self::default();
+        }
+        if self.reach.insert((segment, key), reach).is_none() {
+            self.bytes += size;
+        }
+    }
+}
 
 /// The tantivy index.
 pub struct EmbeddedEngine {
@@ -105,6 +144,7 @@ pub struct EmbeddedEngine {
     /// The documents of each filter term (visible, in stock, a category...) by segment:
     /// segments never change, so a filter's postings are read once, not on every search.
     filters: Mutex<FilterCache>,
+    words: Mutex<WordCache>,
     /// The columns of each segment served (merged-away segments' are dropped when a new
     /// segment's are opened).
     columns: Mutex<HashMap<SegmentId, Arc<Columns>>>,
@@ -270,6 +310,7 @@ impl EmbeddedEngine {
             writer: Mutex::new(writer),
             f,
             filters: Mutex::new(FilterCache::default()),
+            words: Mutex::new(WordCache::default()),
             columns: Mutex::new(HashMap::new()),
         })
     }
@@ -337,10 +378,13 @@ impl EmbeddedEngine {
     /// a typo on the first letter as two, so "xoai" never finds "loai"); the last word being
     /// typed also matches the terms it begins. When `rank`, also what only orders the matches:
     /// the words as typed near each other, and the words typed with their diacritics.
+    ///
+    /// A word whose reach every segment has in the word cache (or this search has read) needs
+    /// no terms: its reach goes into `hits`.
     fn words(
         &self,
         searcher: &Searcher,
-        cache: &mut TermCache,
+        (cache, hits): (&mut TermCache, &mut WordHits),
         text: &str,
         rank: bool,
     ) -> Result<Option<Words>, EngineError> {
@@ -354,8 +398,14 @@ impl EmbeddedEngine {
             let mut words = Vec::with_capacity(alt.len());
             for (i, w) in alt.iter().enumerate() {
                 let prefix = expanded.last_is_prefix && i + 1 == alt.len();
-                keys.push((w.clone(), prefix, i < MAX_WORDS));
+                let key = (w.clone(), prefix, i < MAX_WORDS);
+                let known = self.known(searcher, &key, hits);
+                keys.push(key);
                 let mut terms: Vec<(Term, Score)> = Vec::new();
+                if known {
+                    words.push(terms);
+                    continue;
+                }
                 for (field, in_title) in [(self.f.title, true), (self.f.body, false)] {
                     let key = (field, w.clone(), prefix);
                     if !cache.contains_key(&key) {
@@ -465,7 +515,7 @@ impl EmbeddedEngine {
     }
 
     /// Every value `field` has in `segment`, each with its documents (from the filter cache):
-    /// for the fields whose values are few (stars, certifications).
+    /// for the facets counted by their values' documents.
     fn values(
         &self,
         segment: &SegmentReader,
@@ -498,6 +548,32 @@ impl EmbeddedEngine {
             .into_iter()
             .map(|(value, term)| Ok((value, self.filter_bits(segment, term)?)))
             .collect()
+    }
+
+    /// Whether every segment's reach of the word `key` is in `hits`, after adding those the
+    /// word cache has.
+    fn known(&self, searcher: &Searcher, key: &WordKey, hits: &mut WordHits) -> bool {
+        let cache = self
+            .words
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all = true;
+        for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+            let Ok(ordinal) = SegmentOrdinal::try_from(ordinal) else {
+                return false;
+            };
+            let at = (ordinal, key.clone());
+            if hits.contains_key(&at) {
+                continue;
+            }
+            match cache.reach.get(&(segment.segment_id(), key.clone())) {
+                Some(reach) => {
+                    hits.insert(at, reach.clone());
+                }
+                None => all = false,
+            }
+        }
+        all
     }
 
     /// The columns of `segment`, from the cache or opened once.
@@ -651,7 +727,7 @@ impl EmbeddedEngine {
         facets: &[String],
     ) -> Result<Found, EngineError> {
         let rank = keep > 0;
-        let words = self.words(searcher, cache, text, rank)?;
+        let words = self.words(searcher, (cache, hits), text, rank)?;
         let page = Page {
             sort: q.sort,
             near: q.near,
@@ -673,7 +749,13 @@ impl EmbeddedEngine {
             let max_doc = usize::try_from(segment.max_doc()).map_err(other)?;
             let matches = match &words {
                 Some(words) => {
-                    matches(segment, ordinal, words, max_doc, hits, &mut found)?;
+                    matches(
+                        (segment, ordinal),
+                        words,
+                        max_doc,
+                        (hits, &self.words),
+                        &mut found,
+                    )?;
                     Some(&found)
                 }
                 None => None,
@@ -686,13 +768,18 @@ impl EmbeddedEngine {
             let alive = segment.alive_bitset();
             let columns = self.columns(segment)?;
             let price = &columns.price;
-            // The facets of few values are counted from their values' documents.
+            // The facets of few values are counted from their values' documents; so are
+            // those of many (category, province) when the matches are many: a bitset's
+            // common count per value then costs less than a column read per match.
+            let many = matches.is_none_or(|m| m.len() >= max_doc / 32);
             let mut few = Vec::new();
-            for (name, field) in [
-                ("certifications", self.f.certification),
-                ("ocop_stars", self.f.ocop),
+            for (name, field, by_values) in [
+                ("certifications", self.f.certification, true),
+                ("ocop_stars", self.f.ocop, true),
+                ("category", self.f.category_leaf, many),
+                ("province_code", self.f.province, many),
             ] {
-                if page.facets.iter().any(|f| f == name) {
+                if by_values && page.facets.iter().any(|f| f == name) {
                     few.push((name.to_owned(), self.values(segment, field)?));
                 }
             }
@@ -865,11 +952,10 @@ thread_local! {
     reason = "scores are whole-number tiers summed as tantivy sums them"
 )]
 fn matches(
-    segment: &SegmentReader,
-    ordinal: SegmentOrdinal,
+    (segment, ordinal): (&SegmentReader, SegmentOrdinal),
     words: &Words,
     max_doc: usize,
-    hits: &mut WordHits,
+    (hits, cache): (&mut WordHits, &Mutex<WordCache>),
     found: &mut Vec<(DocId, Score)>,
 ) -> Result<(), EngineError> {
     SCRATCH.with(|scratch| {
@@ -900,15 +986,15 @@ fn matches(
             for (i, terms) in alternative.iter().enumerate() {
                 touched.clear();
                 let key = keys.get(i).map(|k| (ordinal, k.clone()));
-                let known = key.as_ref().and_then(|k| hits.get(k));
+                let known = key.as_ref().and_then(|k| hits.get(k)).cloned();
                 let unread = known.is_none();
                 if let Some(known) = known {
                     if i == 0 {
                         candidates.clear();
-                        candidates.extend_from_slice(known);
+                        candidates.extend_from_slice(&known);
                         continue;
                     }
-                    for &(doc, score) in known {
+                    for &(doc, score) in known.iter() {
                         if let Some(w) = usize::try_from(doc).ok().and_then(|d| word.get_mut(d)) {
                             *w = score;
                             touched.push(doc);
@@ -937,9 +1023,15 @@ fn matches(
                         .copied()
                         .unwrap_or(-1.0)
                 };
-                // A word the bucket below asks again (every word but the last) is kept.
-                if let Some(key) = key.filter(|_| unread && i + 1 < alternative.len()) {
-                    hits.insert(key, touched.iter().map(|&doc| (doc, of(doc))).collect());
+                // A word read is kept, for the buckets below and the searches after.
+                if let Some(key) = key.filter(|_| unread && result.is_ok()) {
+                    let reach: Reach =
+                        Arc::new(touched.iter().map(|&doc| (doc, of(doc))).collect());
+                    cache
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .keep(segment.segment_id(), key.1.clone(), reach.clone());
+                    hits.insert(key, reach);
                 }
                 if i == 0 {
                     candidates.clear();
@@ -1178,17 +1270,17 @@ struct PageSegment {
     lng: Column<f64>,
     /// Facet name → its column and counts by term ordinal.
     str_facets: Vec<(String, StrColumn, Vec<u64>)>,
-    /// The facets of few values (stars, certifications), counted at the end from the
-    /// documents counted, as their values' documents in common with them.
+    /// The facets counted at the end from the documents counted, as their values' documents
+    /// in common with them (those of few values, and of many when the matches are many).
     few: Vec<FewValues>,
-    /// The documents counted, when a facet of few values is asked.
+    /// The documents counted, when a facet is counted so.
     counted: Option<Bits>,
 }
 
 /// Not a tantivy `Collector`: [`EmbeddedEngine::collect`] feeds it the matches itself.
 impl Page {
-    /// The collector of one segment; `few` are the facets of few values asked for, with the
-    /// segment's values.
+    /// The collector of one segment; `few` are the facets asked for that are counted from
+    /// their values' documents, with the segment's values (the others are read from columns).
     fn for_segment(
         &self,
         segment: SegmentOrdinal,
@@ -1197,7 +1289,11 @@ impl Page {
         few: Vec<FewValues>,
     ) -> PageSegment {
         let mut str_facets = Vec::new();
-        for facet in &self.facets {
+        for facet in self
+            .facets
+            .iter()
+            .filter(|facet| few.iter().all(|(name, _)| name != *facet))
+        {
             let column = match facet.as_str() {
                 "category" => &columns.category,
                 "province_code" => &columns.province,
@@ -1286,18 +1382,22 @@ impl PageSegment {
         if self.keep == 0 {
             return;
         }
-        // The ranking rules first (the score), then the requested sort.
-        let created = self.created.first(doc).unwrap_or(0);
-        let price = self.price.first(doc).unwrap_or(0);
+        // The ranking rules first (the score), then the requested sort: a full page's worst
+        // hit scoring more needs no column read.
+        let score = f64::from(score);
+        if self.heap.len() >= self.keep && self.heap.peek().is_some_and(|worst| worst.key.0 > score)
+        {
+            return;
+        }
         let secondary = match self.sort {
-            Sort::Relevance | Sort::Newest => created,
-            Sort::PriceAsc => price.saturating_neg(),
-            Sort::PriceDesc => price,
+            Sort::Relevance | Sort::Newest => self.created.first(doc).unwrap_or(0),
+            Sort::PriceAsc => self.price.first(doc).unwrap_or(0).saturating_neg(),
+            Sort::PriceDesc => self.price.first(doc).unwrap_or(0),
             // Metres, nearest first; no point is farthest.
             Sort::Distance => distance.map_or(i64::MIN, |d| -((d * 1000.0).round() as i64)),
         };
         let kept = Kept {
-            key: (f64::from(score), secondary),
+            key: (score, secondary),
             address: DocAddress::new(self.segment, doc),
             distance,
         };

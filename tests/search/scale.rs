@@ -157,6 +157,14 @@ async fn typos_and_facets(engine: &dyn SearchEngine, docs: &[SearchDoc]) {
             );
         }
         assert!(first.total > 0, "`{q}` finds nothing");
+        // A facet asked twice is counted once.
+        let mut twice = asked.clone();
+        twice.facets.extend(asked.facets.clone());
+        let again = engine.search(&twice).await.unwrap();
+        assert_eq!(
+            again.facets, first.facets,
+            "`{q}` with each facet asked twice"
+        );
         assert_eq!(first.facets["category"], by_category, "`{q}`");
         assert_eq!(first.facets["province_code"], by_province, "`{q}`");
         assert_eq!(first.facets["ocop_stars"], by_stars, "`{q}`");

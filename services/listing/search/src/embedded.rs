@@ -27,8 +27,8 @@
 //! posting rather than a scorer's call per document.
 //!
 //! What a word reaches in a segment (its documents, each with the score it earns) is kept
-//! between searches, at most 32 MiB ([`WordCache`]): a word searched again costs neither its
-//! typos' scan of the term dictionary nor its postings.
+//! between searches, about 32 MiB at most ([`WordCache`]): a word searched again costs
+//! neither its typos' scan of the term dictionary nor its postings.
 //!
 //! Words are indexed without positions. The proximity rule reads instead the pairs of words
 //! indexed with each document (each word with each of the next three, per field: see
@@ -121,9 +121,12 @@ struct WordCache {
 const WORD_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl WordCache {
+    /// Keeps `reach`, counted with its key and what the map and the `Arc` take (about 200
+    /// bytes): an empty reach costs that too. Words longer than a syllable is likely to be
+    /// (32 bytes) are not kept, so that made-up words cannot crowd out the catalog's.
     fn keep(&mut self, segment: SegmentId, key: WordKey, reach: Reach) {
-        let size = reach.len() * std::mem::size_of::<(DocId, Score)>() + 64;
-        if size > WORD_CACHE_BYTES / 8 {
+        let size = reach.len() * std::mem::size_of::<(DocId, Score)>() + key.0.len() + 200;
+        if size > WORD_CACHE_BYTES / 8 || key.0.len() > 32 {
             return;
         }
         if self.bytes + size > WORD_CACHE_BYTES {
@@ -216,7 +219,7 @@ fn schema() -> (Schema, Fields) {
         in_stock: b.add_u64_field("in_stock", INDEXED),
         visible: b.add_u64_field("visible", INDEXED),
         doc: b.add_text_field("doc", STORED),
-        // Columns only: what the collector reads.
+        // The leaf category alone: its column for the collector, its values for the facet.
         category_leaf: b.add_text_field("category_leaf", STRING | FAST),
         created: b.add_i64_field("created", FAST),
         lat: b.add_f64_field("lat", FAST),
@@ -270,8 +273,8 @@ const EXACT: Score = 100_000.0;
 const TYPO: Score = 40_000.0;
 /// A word in the title rather than only in the rest.
 const IN_TITLE: Score = 1_000.0;
-/// The words as typed close together (at most two words apart, in order), in the title or
-/// the rest: more than any difference of fields, less than one typo.
+/// The words as typed close together (in order, at most two words between each and the
+/// next), in the title or the rest: more than any difference of fields, less than one typo.
 const PROXIMITY: Score = 20_000.0;
 /// A word typed with the diacritics the title has.
 const DIACRITICS: Score = 10.0;
@@ -618,7 +621,8 @@ impl EmbeddedEngine {
             .filters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let size = bits.0.len() * 8;
+        // With what the map and the `Arc` take.
+        let size = bits.0.len() * 8 + 200;
         if cache.bytes + size > FILTER_CACHE_BYTES {
             // Merged-away segments' sets go with the rest.
             *cache = FilterCache::default();
@@ -712,7 +716,7 @@ impl EmbeddedEngine {
     /// each), the words' arrays are summed where every word matched, and the best alternative
     /// kept; the filters are bitsets of their terms' postings. One pass over the segment's
     /// documents then counts, counts facets and keeps the best of the page by the sort,
-    /// reading only columns.
+    /// reading columns (and the facets' values' bitsets, see [`PageSegment`]).
     #[expect(
         clippy::float_arithmetic,
         reason = "scores are whole-number tiers summed as tantivy sums them"
@@ -732,10 +736,11 @@ impl EmbeddedEngine {
             sort: q.sort,
             near: q.near,
             keep,
-            facets: facets
+            // Each facet once, however often it is asked.
+            facets: FACETS
                 .iter()
-                .filter(|name| FACETS.contains(&String::as_str(name)))
-                .cloned()
+                .filter(|name| facets.iter().any(|f| f == *name))
+                .map(|name| (*name).to_owned())
                 .collect(),
         };
         let prices = (q.price_min.is_some() || q.price_max.is_some())
@@ -1090,7 +1095,7 @@ fn matches(
 }
 
 /// What only orders the matches, per document: the words as typed near each other (in the
-/// title or in the rest, each next word at most two words after the one before), and each
+/// title or in the rest, in order, at most two words between each and the next), and each
 /// word typed with the diacritics the title has.
 fn boosts(segment: &SegmentReader, words: &Words) -> Result<Boosts, EngineError> {
     let mut near = Bits::new(segment.max_doc());

@@ -439,35 +439,20 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let res = req.send().await.map_err(|e| e.to_string())?;
-        let status = res.status().as_u16();
-        let bytes = res.bytes().await.map_err(|e| e.to_string())?;
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, value))
+        let (status, bytes) = answer(req).await?;
+        let value = serde_json::from_slice(bytes.as_ref()).unwrap_or(Value::Null);
+        Ok((status.as_u16(), value))
     }
 
     /// A read of the load: the answer is read whole but parsed only when it is an error, so
     /// that the harness, on the same cores, spends as little as it can per request (a search
     /// page of 20 hits is about 20 KB of JSON).
     async fn get(&self, path: &str, who: usize) -> std::result::Result<(), String> {
-        let res = self
+        let req = self
             .http
             .get(self.url(path))
-            .header("x-bench-client", client_ip(who))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| e.to_string())?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} {}",
-                status.as_u16(),
-                String::from_utf8_lossy(&bytes)
-            ))
-        }
+            .header("x-bench-client", client_ip(who));
+        succeeded(answer(req).await?)
     }
 
     /// Registers an account and signs it in; answers (account id, access token).
@@ -525,6 +510,31 @@ impl Api {
     }
 }
 
+/// Sends `req` and reads its answer whole: the status and the body's bytes.
+async fn answer(
+    req: reqwest::RequestBuilder,
+) -> std::result::Result<(reqwest::StatusCode, impl AsRef<[u8]>), String> {
+    let res = req.send().await.map_err(|e| e.to_string())?;
+    let status = res.status();
+    let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, bytes))
+}
+
+/// Ok for a successful answer; otherwise its status and body, unparsed.
+fn succeeded(
+    (status, bytes): (reqwest::StatusCode, impl AsRef<[u8]>),
+) -> std::result::Result<(), String> {
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {}",
+            status.as_u16(),
+            String::from_utf8_lossy(bytes.as_ref())
+        ))
+    }
+}
+
 /// The address the server counts request `who` as coming from (`x-bench-client`): each
 /// simulated client its own, so per-client limits see many clients.
 fn client_ip(who: usize) -> String {
@@ -575,24 +585,24 @@ impl Meili {
         }
     }
 
-    /// `POST /indexes/{index}/search` with `body`; answers the hits' total.
+    /// `POST /indexes/{index}/search` with `body`.
+    fn search_request(&self, http: &reqwest::Client, body: &Value) -> reqwest::RequestBuilder {
+        self.request(
+            http,
+            reqwest::Method::POST,
+            &format!("/indexes/{}/search", self.index),
+        )
+        .json(body)
+    }
+
+    /// Searches with `body`; answers the hits' total.
     async fn search(
         &self,
         http: &reqwest::Client,
         body: &Value,
     ) -> std::result::Result<u64, String> {
-        let res = self
-            .request(
-                http,
-                reqwest::Method::POST,
-                &format!("/indexes/{}/search", self.index),
-            )
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = res.status();
-        let answer: Value = res.json().await.map_err(|e| e.to_string())?;
+        let (status, bytes) = answer(self.search_request(http, body)).await?;
+        let answer: Value = serde_json::from_slice(bytes.as_ref()).map_err(|e| e.to_string())?;
         if !status.is_success() {
             return Err(format!("{status} {answer}"));
         }
@@ -609,23 +619,7 @@ impl Meili {
         http: &reqwest::Client,
         body: &Value,
     ) -> std::result::Result<(), String> {
-        let res = self
-            .request(
-                http,
-                reqwest::Method::POST,
-                &format!("/indexes/{}/search", self.index),
-            )
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| e.to_string())?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("{status} {}", String::from_utf8_lossy(&bytes)))
-        }
+        succeeded(answer(self.search_request(http, body)).await?)
     }
 
     /// Deletes the run's index: it holds every listing of the run.

@@ -232,10 +232,7 @@ fn schema() -> (Schema, Fields) {
 /// calls near), each as `"{field} {first} {second}"`: a term of `pairs`, so that "words near
 /// each other" is read from postings like any word, not from positions.
 fn near_pairs(field: char, folded: &str) -> std::collections::BTreeSet<String> {
-    let words: Vec<&str> = folded
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = crate::text::words(folded).collect();
     let mut pairs = std::collections::BTreeSet::new();
     for (i, first) in words.iter().enumerate() {
         for second in words.iter().skip(i + 1).take(NEAR) {
@@ -447,9 +444,7 @@ impl EmbeddedEngine {
                 }
             }
             // Words typed with their diacritics: the titles that have them exactly.
-            exact_words = exact(text)
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
+            exact_words = crate::text::words(&exact(text))
                 .take(MAX_WORDS)
                 .map(|w| Term::from_field_text(self.f.title_exact, w))
                 .collect();
@@ -1269,10 +1264,8 @@ struct PageSegment {
     keep: usize,
     heap: BinaryHeap<Kept>,
     count: u64,
-    price: Column<i64>,
-    created: Column<i64>,
-    lat: Column<f64>,
-    lng: Column<f64>,
+    /// The segment's columns (price, date, coordinates).
+    columns: Arc<Columns>,
     /// Facet name → its column and counts by term ordinal.
     str_facets: Vec<(String, StrColumn, Vec<u64>)>,
     /// The facets counted at the end from the documents counted, as their values' documents
@@ -1290,7 +1283,7 @@ impl Page {
         &self,
         segment: SegmentOrdinal,
         reader: &SegmentReader,
-        columns: &Columns,
+        columns: &Arc<Columns>,
         few: Vec<FewValues>,
     ) -> PageSegment {
         let mut str_facets = Vec::new();
@@ -1316,10 +1309,7 @@ impl Page {
             keep: self.keep,
             heap: BinaryHeap::with_capacity(self.keep.min(10_000) + 1),
             count: 0,
-            price: columns.price.clone(),
-            created: columns.created.clone(),
-            lat: columns.lat.clone(),
-            lng: columns.lng.clone(),
+            columns: columns.clone(),
             str_facets,
             counted: (!few.is_empty()).then(|| Bits::new(reader.max_doc())),
             few,
@@ -1363,8 +1353,8 @@ impl PageSegment {
     fn collect(&mut self, doc: DocId, score: Score) {
         let distance = self.near.and_then(|(p, _)| {
             let g = Geo {
-                lat: self.lat.first(doc)?,
-                lng: self.lng.first(doc)?,
+                lat: self.columns.lat.first(doc)?,
+                lng: self.columns.lng.first(doc)?,
             };
             Some(distance_km(p, g))
         });
@@ -1395,9 +1385,9 @@ impl PageSegment {
             return;
         }
         let secondary = match self.sort {
-            Sort::Relevance | Sort::Newest => self.created.first(doc).unwrap_or(0),
-            Sort::PriceAsc => self.price.first(doc).unwrap_or(0).saturating_neg(),
-            Sort::PriceDesc => self.price.first(doc).unwrap_or(0),
+            Sort::Relevance | Sort::Newest => self.columns.created.first(doc).unwrap_or(0),
+            Sort::PriceAsc => self.columns.price.first(doc).unwrap_or(0).saturating_neg(),
+            Sort::PriceDesc => self.columns.price.first(doc).unwrap_or(0),
             // Metres, nearest first; no point is farthest.
             Sort::Distance => distance.map_or(i64::MIN, |d| -((d * 1000.0).round() as i64)),
         };

@@ -82,13 +82,16 @@ pub struct Expanded {
 /// Words of a query that are searched; the rest are ignored (Meilisearch's limit too).
 pub const MAX_QUERY_WORDS: usize = 10;
 
+/// The words of `text` as search reads them, on both sides of the index: split on anything
+/// but letters and digits (as tantivy's default tokenizer splits the indexed text).
+pub fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+}
+
 /// Folds a query and expands it with synonyms (at most 8 alternatives).
 pub fn expand_query(q: &str) -> Expanded {
-    let mut words: Vec<String> = fold(q)
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let mut words: Vec<String> = words(&fold(q)).map(str::to_owned).collect();
     // The words past the first ten are not searched, as Meilisearch does: each word the
     // embedded engine ranks by costs a pass over its matches (512 characters of common words
     // took 1.2 s of CPU at 100,000 listings), and the last word kept is a whole word.

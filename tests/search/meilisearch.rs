@@ -198,6 +198,11 @@ async fn without_meilisearch_search_is_503_writes_succeed_and_the_index_catches_
     let (status, r) = app.api.search("q=xoai").await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["engine"], "external");
+    // Meilisearch is not asked to highlight (the fake never does): nongsan marks the word.
+    assert_eq!(
+        r["items"][0]["title_highlighted"], "<em>Xoài</em> cát Hòa Lộc",
+        "{r}"
+    );
     app.stop().await;
 }
 

@@ -95,11 +95,7 @@ async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Res
         }))
         .into_response(),
         ("POST", p) if p.ends_with("/search") => {
-            let hits: Vec<Value> = s.documents.iter().take(1).map(|d| {
-                let mut h = d.clone();
-                h["_formatted"] = json!({ "title": format!("<em>{}</em>", d["title"].as_str().unwrap_or("")) });
-                h
-            }).collect();
+            let hits: Vec<Value> = s.documents.iter().take(1).cloned().collect();
             axum::Json(json!({
                 "hits": hits, "query": body["q"], "processingTimeMs": 1, "hitsPerPage": body["hitsPerPage"], "page": body["page"],
                 "totalPages": 1, "totalHits": hits.len(), "facetDistribution": { "category": { "trai-cay-dac-san": hits.len() } }

@@ -27,7 +27,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     EngineError, EngineMode, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery,
-    SearchResults, Sort, distance_km, synonym_groups,
+    SearchResults, Sort, distance_km, expand_query, highlight, synonym_groups,
 };
 
 /// How long a write waits for Meilisearch to process it.
@@ -332,10 +332,7 @@ fn request<'a, H: HttpClient>(
     search
         .with_query(&q.q)
         .with_page(q.page)
-        .with_hits_per_page(q.per_page)
-        .with_attributes_to_highlight(Selectors::Some(&["title"]))
-        .with_highlight_pre_tag("<em>")
-        .with_highlight_post_tag("</em>");
+        .with_hits_per_page(q.per_page);
     if !filter.is_empty() {
         search.with_filter(filter);
     }
@@ -565,16 +562,15 @@ impl SearchEngine for MeiliEngine {
                 entry.insert(value, u64::try_from(n).unwrap_or(0));
             }
         }
+        // The titles are highlighted here, by the embedded engine's rule, and not by
+        // Meilisearch: asked to highlight, it returns with each hit a second, formatted copy
+        // of every attribute, which would be read for one field.
+        let expanded = expand_query(&q.q);
         let hits = res
             .hits
             .into_iter()
             .map(|h| {
-                let title_highlighted = h
-                    .formatted_result
-                    .as_ref()
-                    .and_then(|f| f.get("title"))
-                    .and_then(|t| t.as_str())
-                    .map_or_else(|| h.result.title.clone(), str::to_owned);
+                let title_highlighted = highlight(&h.result.title, &expanded);
                 let distance_km = q
                     .near
                     .and_then(|(p, _)| h.result.geo.map(|g| distance_km(p, g)));

@@ -271,3 +271,62 @@ async fn the_catalog_pages_share_the_kept_pages_and_their_changes() {
 async fn page_of(app: &TestApp, listing: &str) -> Value {
     page(app, listing).await.1
 }
+
+/// The stock a search shows for `listing` (sold-out listings included).
+async fn searched_stock(app: &TestApp, listing: &str) -> Value {
+    let (status, r) = app.api.search("q=xoai&in_stock=false").await;
+    assert_eq!(status, 200, "{r}");
+    r["items"]
+        .as_array()
+        .and_then(|hits| hits.iter().find(|h| h["id"] == listing))
+        .map_or(Value::Null, |h| h["available"].clone())
+}
+
+#[tokio::test]
+async fn a_search_shows_stock_as_fresh_as_the_listing_page_without_reading_it_each_time() {
+    let (app, _, listing, db) = one_listing().await;
+    let listing = listing.as_str();
+    eventually(
+        Duration::from_secs(10),
+        "the listing to be searchable",
+        || async { (searched_stock(&app, listing).await == "5").then_some(()) },
+    )
+    .await;
+    // Kept: a level changed unannounced between two searches is not seen by the second.
+    let (db, a) = (&db, &app);
+    eventually(
+        Duration::from_secs(20),
+        "the stock a search shows to be kept",
+        || async move {
+            let before = searched_stock(a, listing).await;
+            let change = |by: &str| {
+                format!("UPDATE stock SET on_hand = on_hand {by} WHERE listing_id = '{listing}'")
+            };
+            unannounced(db, &change("+ 100")).await;
+            let after = searched_stock(a, listing).await;
+            unannounced(db, &change("- 100")).await;
+            (after == before).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(searched_stock(a, listing).await, "5");
+
+    // Another writer's change shows once its notification arrives.
+    announced(
+        db,
+        "UPDATE stock SET on_hand = on_hand + 1 WHERE listing_id = $1::uuid",
+        listing,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the search to show the announced stock",
+        || async { (searched_stock(a, listing).await == "6").then_some(()) },
+    )
+    .await;
+    // The service's own reservation shows at the very next search.
+    let buyer = a.api.register(Role::Buyer).await;
+    a.api.cod_order(&buyer, listing, "2").await;
+    assert_eq!(searched_stock(a, listing).await, "4");
+    app.stop().await;
+}

@@ -15,6 +15,12 @@
 //!
 //! Memory is bounded by the bytes of the pages kept (first in, first out beyond it). Drafts,
 //! paused and hidden listings are never kept: only those who manage them may read them.
+//!
+//! Beside the pages, the same shards keep each listing's available stock as the search page
+//! shows it ([`ViewCache::level`]): the same notifications forget it, under the same
+//! generations, so a search shows stock exactly as fresh as a listing page does, without a
+//! statement per search. Levels take a fixed cost each; a shard over its share of the budget
+//! forgets all its levels at once.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -28,7 +34,7 @@ use std::{
 
 use axum::body::Bytes;
 use chrono::NaiveDate;
-use nongsan_shared::{ListingId, telemetry::worth_logging};
+use nongsan_shared::{ListingId, Quantity, telemetry::worth_logging};
 use sqlx::{PgPool, postgres::PgListener};
 
 /// The channel the triggers notify.
@@ -40,6 +46,8 @@ const SILENCE: Duration = Duration::from_secs(15);
 const SHARDS: usize = 64;
 /// What a kept page costs beyond its body (map and queue entries, roughly).
 const ENTRY_OVERHEAD: usize = 128;
+/// What a kept stock level costs (its map entry, roughly).
+const LEVEL_COST: usize = 64;
 
 /// The pages kept, in shards by listing id.
 #[derive(Debug)]
@@ -64,6 +72,8 @@ struct Shard {
     /// Grows with every notification for a listing of this shard.
     generation: u64,
     seq: u64,
+    /// Available stock per listing, and when it was read.
+    levels: HashMap<ListingId, (Quantity, Instant)>,
 }
 
 #[derive(Debug)]
@@ -81,6 +91,13 @@ pub struct Ticket {
     id: ListingId,
     generation: u64,
     day: NaiveDate,
+}
+
+impl Ticket {
+    /// The listing it was taken for.
+    pub fn listing(&self) -> ListingId {
+        self.id
+    }
 }
 
 impl ViewCache {
@@ -134,6 +151,15 @@ impl ViewCache {
         }
     }
 
+    /// To be taken before a stock level is read.
+    pub fn level_ticket(&self, id: ListingId) -> Ticket {
+        Ticket {
+            id,
+            generation: self.shard(id).generation,
+            day: NaiveDate::MIN,
+        }
+    }
+
     /// Keeps a page read after `ticket` was taken, unless a notification reached its shard
     /// since or the listener is not connected.
     pub fn put(&self, ticket: Ticket, body: Bytes) {
@@ -177,6 +203,35 @@ impl ViewCache {
         }
     }
 
+    /// The available stock kept for `id`, if it is not too old.
+    pub fn level(&self, id: ListingId) -> Option<Quantity> {
+        if self.shard_budget == 0 || !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let shard = self.shard(id);
+        shard
+            .levels
+            .get(&id)
+            .filter(|(_, stored)| stored.elapsed() < self.ttl)
+            .map(|(available, _)| *available)
+    }
+
+    /// Keeps the available stock read after `ticket` was taken, unless a notification
+    /// reached its shard since or the listener is not connected.
+    pub fn put_level(&self, ticket: &Ticket, available: Quantity) {
+        let mut shard = self.shard(ticket.id);
+        if shard.generation != ticket.generation || !self.live.load(Ordering::Acquire) {
+            return;
+        }
+        if (shard.levels.len() + 1) * LEVEL_COST > self.shard_budget {
+            shard.levels.clear();
+            if LEVEL_COST > self.shard_budget {
+                return;
+            }
+        }
+        shard.levels.insert(ticket.id, (available, Instant::now()));
+    }
+
     /// How many pages are kept, and their bytes.
     pub fn size(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(n, b), s| {
@@ -203,6 +258,7 @@ impl ViewCache {
     pub fn forget(&self, id: ListingId) {
         let mut shard = self.shard(id);
         shard.generation += 1;
+        shard.levels.remove(&id);
         if let Some(e) = shard.map.remove(&id) {
             shard.bytes -= e.body.len() + ENTRY_OVERHEAD;
         }
@@ -215,6 +271,7 @@ impl ViewCache {
             s.generation += 1;
             s.map.clear();
             s.order.clear();
+            s.levels.clear();
             s.bytes = 0;
         }
     }
@@ -239,6 +296,7 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
         s.generation += 1;
         s.map.clear();
         s.order.clear();
+        s.levels.clear();
         s.bytes = 0;
         s
     })
@@ -446,5 +504,60 @@ mod tests {
         let none = listening(0, Duration::from_secs(60));
         keep(&none, big, b"page");
         assert_eq!(none.get(big, day()), None);
+    }
+
+    fn kg(s: &str) -> Quantity {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_stock_level_read_across_a_change_is_not_kept_and_changes_forget_it() {
+        let c = listening(1 << 20, Duration::from_secs(60));
+        let id = ListingId::new();
+        let t = c.level_ticket(id);
+        c.apply(&id.to_string());
+        c.put_level(&t, kg("5"));
+        assert_eq!(c.level(id), None, "read across a change");
+        let t = c.level_ticket(id);
+        c.put_level(&t, kg("4"));
+        assert_eq!(c.level(id), Some(kg("4")));
+        // The page and the level of a listing are forgotten together.
+        keep(&c, id, b"page");
+        c.apply(&id.to_string());
+        assert_eq!((c.level(id), c.get(id, day())), (None, None));
+        for forget in [
+            &(|c: &ViewCache, id| c.forget(id)) as &dyn Fn(&ViewCache, ListingId),
+            &|c, _| c.apply("*"),
+            &|c, _| c.set_live(false),
+        ] {
+            c.set_live(true);
+            let t = c.level_ticket(id);
+            c.put_level(&t, kg("3"));
+            assert_eq!(c.level(id), Some(kg("3")));
+            forget(&c, id);
+            assert_eq!(c.level(id), None);
+        }
+        // Too old, or no budget: not served.
+        let old = listening(1 << 20, Duration::ZERO);
+        old.put_level(&old.level_ticket(id), kg("1"));
+        assert_eq!(old.level(id), None);
+        let none = listening(0, Duration::from_secs(60));
+        none.put_level(&none.level_ticket(id), kg("1"));
+        assert_eq!(none.level(id), None);
+    }
+
+    #[test]
+    fn stock_levels_stay_within_the_budget() {
+        let budget = 64 * 1024;
+        let c = listening(budget, Duration::from_secs(60));
+        let ids: Vec<ListingId> = (0..20_000).map(|_| ListingId::new()).collect();
+        for id in &ids {
+            c.put_level(&c.level_ticket(*id), kg("2"));
+        }
+        let kept: usize = c.shards.iter().map(|s| lock(s).levels.len()).sum();
+        assert!(kept * LEVEL_COST <= budget, "{kept} levels kept");
+        assert!(kept > 0);
+        // The last one stored is always served.
+        assert_eq!(c.level(*ids.last().unwrap()), Some(kg("2")));
     }
 }

@@ -4,11 +4,11 @@
 pub mod dirty;
 pub mod indexer;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{Json as AxumJson, extract::State};
 use nongsan_shared::{
-    ApiError, Quantity, Text,
+    ApiError, ListingId, Quantity, Text,
     auth::{Actor, Role},
     http::{Mode, Query},
     paging,
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use crate::{
-    app::AppState,
-    catalog::store::ListingView,
+    app::{App, AppState},
+    catalog::{cache::Ticket, store::ListingView},
     error::{ListingError, Problems},
 };
 
@@ -354,7 +354,7 @@ pub async fn search_listings(
 ) -> Result<AxumJson<SearchPage>, ApiError> {
     let query = params.check(actor.as_ref())?;
     let mut found = app.search.search(&query).await.map_err(engine_problem)?;
-    live_stock(&app.pool, &mut found.hits).await?;
+    live_stock(&app, &mut found.hits).await?;
     let seen = u64::try_from(query.page.saturating_mul(query.per_page)).unwrap_or(u64::MAX);
     let next_cursor = (seen < found.total && query.page < MAX_PAGES)
         .then(|| paging::cursor(&format!("page:{}:{}", query.page + 1, query.per_page)));
@@ -368,34 +368,58 @@ pub async fn search_listings(
     }))
 }
 
-/// Sets each hit's stock figures from the stock table, in one statement: the index is
-/// rewritten when a listing's stock runs out or comes back, not on every reservation of a
-/// busy listing, so its own figure may be behind. The array is read through a subquery so
-/// that PostgreSQL plans the statement once per connection, not again for every page's ids.
-async fn live_stock(pool: &sqlx::PgPool, hits: &mut [nongsan_search::Hit]) -> Result<(), ApiError> {
-    let ids: Vec<uuid::Uuid> = hits.iter().filter_map(|h| h.doc.id.parse().ok()).collect();
-    if ids.is_empty() {
+/// Sets each hit's stock figures as the stock table has them: the index is rewritten when a
+/// listing's stock runs out or comes back, not on every reservation of a busy listing, so its
+/// own figure may be behind. The figures come from the listing pages' cache when it has them
+/// (kept as fresh as the pages, by the same notifications), and the others from PostgreSQL
+/// in one statement. The array is read through a subquery so that PostgreSQL plans the
+/// statement once per connection, not again for every page's ids.
+async fn live_stock(app: &App, hits: &mut [nongsan_search::Hit]) -> Result<(), ApiError> {
+    let mut unknown = Vec::new();
+    for h in hits.iter_mut() {
+        let Ok(id) = h.doc.id.parse::<uuid::Uuid>() else {
+            continue;
+        };
+        match app.views.level(ListingId(id)) {
+            Some(available) => set_stock(h, available),
+            None => unknown.push(id),
+        }
+    }
+    if unknown.is_empty() {
         return Ok(());
     }
-    let levels: std::collections::HashMap<String, Quantity> = sqlx::query!(
+    let tickets: Vec<Ticket> = unknown
+        .iter()
+        .map(|id| app.views.level_ticket(ListingId(*id)))
+        .collect();
+    let levels: HashMap<uuid::Uuid, Quantity> = sqlx::query!(
         r#"SELECT listing_id, on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity" FROM stock WHERE listing_id = ANY((SELECT $1::uuid[])::uuid[])"#,
-        &ids,
+        &unknown,
     )
-    .fetch_all(pool)
+    .fetch_all(&app.pool)
     .await?
     .into_iter()
     .map(|r| {
         let available = r.on_hand.checked_sub(r.reserved).unwrap_or(Quantity::ZERO);
-        (r.listing_id.to_string(), available)
+        (r.listing_id, available)
     })
     .collect();
+    for ticket in &tickets {
+        if let Some(available) = levels.get(&ticket.listing().0) {
+            app.views.put_level(ticket, *available);
+        }
+    }
     for h in hits {
-        if let Some(available) = levels.get(&h.doc.id) {
-            h.doc.available = available.to_string();
-            h.doc.in_stock = available.is_positive();
+        if let Some(available) = h.doc.id.parse().ok().and_then(|id| levels.get(&id)) {
+            set_stock(h, *available);
         }
     }
     Ok(())
+}
+
+fn set_stock(h: &mut nongsan_search::Hit, available: Quantity) {
+    h.doc.available = available.to_string();
+    h.doc.in_stock = available.is_positive();
 }
 
 /// Deepest page a search reaches (as engines do: past it, refine the words or filters).

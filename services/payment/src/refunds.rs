@@ -40,15 +40,18 @@ pub struct TrackOrder;
 impl Handler for TrackOrder {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
         let order: OrderEvent = event.body()?;
-        ledger::lock_checkout(tx, order.checkout_id.0).await?;
-        ledger::remember_order(tx, &order, None).await?;
         // At placement, only a capture that came first can be due for booking, and cash on
         // delivery has none. Its delivery and its sale settle it themselves, even when one
         // of them is handled before this event (`remember_order` only fills what is
-        // missing). Settling here found nothing to book, in five statements per order.
-        if order.payment_method != PaymentMethod::Cod {
-            ledger::settle_order(tx, order.order_id, "order placed").await?;
+        // missing). Settling here found nothing to book, in five statements per order; the
+        // checkout's lock, taken so that a capture and this event see each other, has no
+        // capture to wait for either.
+        if order.payment_method == PaymentMethod::Cod {
+            return ledger::remember_order(tx, &order, None).await;
         }
+        ledger::lock_checkout(tx, order.checkout_id.0).await?;
+        ledger::remember_order(tx, &order, None).await?;
+        ledger::settle_order(tx, order.order_id, "order placed").await?;
         Ok(())
     }
 }

@@ -121,6 +121,39 @@ pub async fn emit_named(
     Ok(id)
 }
 
+/// Outbox rows as the columns of one `INSERT INTO outbox (id, event_type, aggregate_id,
+/// version, payload) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[],
+/// $5::jsonb[])`: what [`emit_all`] sends, and what a service's own statement sends when it
+/// writes its change and its events in one round trip.
+#[derive(Debug, Default)]
+pub struct OutboxRows {
+    /// Event ids.
+    pub ids: Vec<uuid::Uuid>,
+    /// Event types.
+    pub types: Vec<String>,
+    /// Aggregate ids.
+    pub aggregates: Vec<String>,
+    /// Versions of their aggregates.
+    pub versions: Vec<i64>,
+    /// Bodies.
+    pub payloads: Vec<serde_json::Value>,
+}
+
+impl OutboxRows {
+    /// The rows of `events`, in the order given. Each is `(type, aggregate, version, body)`.
+    pub fn of<B: EventBody>(events: &[(EventType, String, i64, B)]) -> anyhow::Result<Self> {
+        let mut rows = Self::default();
+        for (event_type, aggregate, version, body) in events {
+            rows.ids.push(EventId::new().0);
+            rows.types.push(event_type.as_str().to_owned());
+            rows.aggregates.push(aggregate.clone());
+            rows.versions.push(*version);
+            rows.payloads.push(serde_json::to_value(body)?);
+        }
+        Ok(rows)
+    }
+}
+
 /// Several events of one kind of body in one statement, in the order given, with one wake-up
 /// of the relay: what [`emit`] does for each, in one round trip. Each is `(type, aggregate,
 /// version, body)`.
@@ -128,30 +161,20 @@ pub async fn emit_all<B: EventBody>(
     conn: &mut PgConnection,
     events: &[(EventType, String, i64, B)],
 ) -> anyhow::Result<Vec<EventId>> {
-    let ids: Vec<EventId> = events.iter().map(|_| EventId::new()).collect();
-    let mut types = Vec::with_capacity(events.len());
-    let mut aggregates = Vec::with_capacity(events.len());
-    let mut versions = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
-    for (event_type, aggregate, version, body) in events {
-        types.push(event_type.as_str().to_owned());
-        aggregates.push(aggregate.clone());
-        versions.push(*version);
-        payloads.push(serde_json::to_value(body)?);
-    }
+    let rows = OutboxRows::of(events)?;
     sqlx::query!(
         "WITH stored AS (INSERT INTO outbox (id, event_type, aggregate_id, version, payload)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::jsonb[]))
          SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS notified",
-        &ids.iter().map(|i| i.0).collect::<Vec<_>>(),
-        &types,
-        &aggregates,
-        &versions,
-        &payloads,
+        &rows.ids,
+        &rows.types,
+        &rows.aggregates,
+        &rows.versions,
+        &rows.payloads,
     )
     .fetch_one(&mut *conn)
     .await?;
-    Ok(ids)
+    Ok(rows.ids.into_iter().map(EventId).collect())
 }
 
 /// Name of the Redis stream a service publishes to.

@@ -15,7 +15,7 @@ use nongsan_shared::contracts::{
 use super::request::{NewCheckout, PaymentMethod};
 use crate::{
     error::{OrderError, Result},
-    idempotency::{self, Claim},
+    idempotency::Claim,
     views::{CheckoutView, Delivery, OrderLine, OrderView},
 };
 
@@ -115,7 +115,6 @@ pub async fn insert_checkout(
         }
         other => other?,
     };
-    // Every order and line in one statement, and every `order.placed` in another.
     let mut orders = OrderRows::default();
     let mut rows = LineRows::default();
     let mut placed = Vec::with_capacity(sellers.len());
@@ -187,37 +186,8 @@ pub async fn insert_checkout(
             updated_at: at,
         });
     }
-    sqlx::query!(
-        "WITH o AS (
-             INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total)
-             SELECT o.id, $1, $2, o.kind, o.seller_id, o.name, $3, o.items, $4, o.total
-             FROM UNNEST($5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::int8[], $10::int8[]) AS o (id, kind, seller_id, name, items, total))
-         INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total)
-         SELECT * FROM UNNEST($11::uuid[], $12::int4[], $13::uuid[], $14::text[], $15::text[], $16::numeric[], $17::int8[], $18::int8[])",
-        id.0,
-        buyer.0,
-        status as _,
-        fee as _,
-        &orders.id,
-        &orders.seller_kind,
-        &orders.seller_id,
-        &orders.seller_name,
-        &orders.items,
-        &orders.total,
-        &rows.order,
-        &rows.line_no,
-        &rows.listing,
-        &rows.title,
-        &rows.unit,
-        &rows.quantity,
-        &rows.unit_price,
-        &rows.line_total,
-    )
-    .execute(&mut *tx)
-    .await?;
-    events::emit_all(&mut tx, &placed).await?;
-    // The view is what was just written, not read back: the same as `load_checkout` would
-    // read (the checkout test compares the answer with a later read), four statements fewer.
+    // The view is what is written, not read back: the same as `load_checkout` would read
+    // (the checkout test compares the answer with a later read), four statements fewer.
     views.sort_by(|a, b| a.seller.name.cmp(&b.seller.name).then(a.id.cmp(&b.id)));
     let view = CheckoutView {
         id,
@@ -239,14 +209,58 @@ pub async fn insert_checkout(
         payment_url: None,
         payment_client_secret: None,
     };
-    let answer = match answers {
-        Some(claim) => {
-            let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-            idempotency::complete(&mut *tx, claim, &answer).await?;
-            Some(answer)
-        }
-        None => None,
-    };
+    let answer = answers
+        .map(|_| serde_json::to_value(&view))
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let (answer_account, answer_key) = answers.map(Claim::key).unzip();
+    let events = events::OutboxRows::of(&placed)?;
+    // Every order and line, every `order.placed` (and the relay's wake-up), and the key's
+    // answer, in one statement: a data-modifying WITH always runs whole, and its foreign
+    // keys are checked when it ends.
+    sqlx::query!(
+        "WITH o AS (
+             INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total)
+             SELECT o.id, $1, $2, o.kind, o.seller_id, o.name, $3, o.items, $4, o.total
+             FROM UNNEST($5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::int8[], $10::int8[]) AS o (id, kind, seller_id, name, items, total)),
+         l AS (
+             INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total)
+             SELECT * FROM UNNEST($11::uuid[], $12::int4[], $13::uuid[], $14::text[], $15::text[], $16::numeric[], $17::int8[], $18::int8[])),
+         e AS (
+             INSERT INTO outbox (id, event_type, aggregate_id, version, payload)
+             SELECT * FROM UNNEST($19::uuid[], $20::text[], $21::text[], $22::int8[], $23::jsonb[])),
+         k AS (
+             UPDATE idempotency_keys SET state = 'done', response = $26 WHERE buyer_id = $24 AND key = $25)
+         SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS notified",
+        id.0,
+        buyer.0,
+        status as _,
+        fee as _,
+        &orders.id,
+        &orders.seller_kind,
+        &orders.seller_id,
+        &orders.seller_name,
+        &orders.items,
+        &orders.total,
+        &rows.order,
+        &rows.line_no,
+        &rows.listing,
+        &rows.title,
+        &rows.unit,
+        &rows.quantity,
+        &rows.unit_price,
+        &rows.line_total,
+        &events.ids,
+        &events.types,
+        &events.aggregates,
+        &events.versions,
+        &events.payloads,
+        answer_account.map(|a| a.0),
+        answer_key,
+        answer.as_ref(),
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok((view, answer))
 }

@@ -29,6 +29,11 @@ impl Claim {
             hash: Sha256::digest(body).to_vec(),
         })
     }
+
+    /// Whose key it is, and the key: the row a statement of its own completes.
+    pub fn key(&self) -> (AccountId, &str) {
+        (self.account, self.key.as_str())
+    }
 }
 
 /// What claiming a key gave.

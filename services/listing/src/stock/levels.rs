@@ -121,9 +121,9 @@ pub async fn apply(
 }
 
 /// Applies movements to the listings of `locked` (each listing once), whose stock rows the
-/// caller holds locked as read there, whatever their number: one statement for the movements and the levels, one
-/// for their `stock.changed` events (one per listing), and one marking for search those
-/// whose availability flipped. Answers the new levels in the order of `locked`. Fails with
+/// caller holds locked as read there, whatever their number: one statement for the movements,
+/// the levels and their `stock.changed` events (one per listing), and one marking for search
+/// those whose availability flipped. Answers the new levels in the order of `locked`. Fails with
 /// `insufficient_stock` for the first listing of `locked` whose on-hand or reserved would
 /// leave their bounds, before writing anything.
 pub async fn apply_locked(
@@ -182,56 +182,11 @@ pub async fn apply_locked(
             }
         }
     }
-    // The movements and the new levels: one statement, planned once per connection (see the
-    // reservation's lock statement for why `ANY((SELECT $1)::uuid[])`).
-    let column =
-        |f: fn(&Movement<'_>) -> Option<uuid::Uuid>| moves.iter().map(f).collect::<Vec<_>>();
-    let (lots, reservations) = (column(|m| m.lot), column(|m| m.reservation.map(|r| r.0)));
-    let actors = column(|m| m.actor.map(|a| a.account_id.0));
-    let on_behalf_of = column(|m| m.actor.and_then(|a| a.on_behalf_of).map(|a| a.0));
-    let reasons: Vec<Option<String>> = moves.iter().map(|m| m.reason.map(str::to_owned)).collect();
-    let listings: Vec<uuid::Uuid> = locked.iter().map(|l| l.listing.0).collect();
-    sqlx::query!(
-        "WITH moved AS (
-             INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
-             SELECT * FROM UNNEST($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::numeric[], $9::numeric[], $10::text[], $11::uuid[], $12::uuid[], $13::uuid[]))
-         UPDATE stock s SET (on_hand, reserved) = (
-             SELECT v.on_hand, v.reserved FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[]) AS v (listing_id, on_hand, reserved)
-             WHERE v.listing_id = s.listing_id)
-         WHERE s.listing_id = ANY((SELECT $1::uuid[])::uuid[])",
-        &listings,
-        &after.iter().map(|a| a.0.as_decimal()).collect::<Vec<_>>(),
-        &after.iter().map(|a| a.1.as_decimal()).collect::<Vec<_>>(),
-        &moves.iter().map(|_| uuid::Uuid::now_v7()).collect::<Vec<_>>(),
-        &moves.iter().map(|m| m.listing.0).collect::<Vec<_>>(),
-        &lots as &[Option<uuid::Uuid>],
-        &moves.iter().map(|m| m.kind.to_owned()).collect::<Vec<_>>(),
-        &moves.iter().map(|m| m.on_hand.as_decimal()).collect::<Vec<_>>(),
-        &moves.iter().map(|m| m.reserved.as_decimal()).collect::<Vec<_>>(),
-        &reasons as &[Option<String>],
-        &reservations as &[Option<uuid::Uuid>],
-        &actors as &[Option<uuid::Uuid>],
-        &on_behalf_of as &[Option<uuid::Uuid>],
-    )
-    .execute(&mut *conn)
-    .await?;
     let levels: Vec<StockLevels> = locked
         .iter()
         .zip(&after)
         .map(|(l, &(on_hand, reserved))| StockLevels::new(on_hand, reserved, l.threshold))
         .collect();
-    // The index filters on whether anything is available and nothing else of the stock (a
-    // hit's figures are read live): it is rewritten only when that flips, not on every
-    // reservation of a busy listing.
-    let flipped: Vec<ListingId> = locked
-        .iter()
-        .zip(&after)
-        .filter(|&(l, &(on_hand, reserved))| (l.reserved < l.on_hand) != (reserved < on_hand))
-        .map(|(l, _)| l.listing)
-        .collect();
-    if !flipped.is_empty() {
-        crate::search::dirty::mark_dirty(conn, &flipped).await?;
-    }
     let events: Vec<_> = locked
         .iter()
         .zip(&levels)
@@ -247,7 +202,63 @@ pub async fn apply_locked(
             )
         })
         .collect();
-    events::emit_all(conn, &events).await?;
+    let events = events::OutboxRows::of(&events)?;
+    // The movements, the new levels and their `stock.changed` (with the relay's wake-up): one
+    // statement, planned once per connection (see the reservation's lock statement for why
+    // `ANY((SELECT $1)::uuid[])`).
+    let column =
+        |f: fn(&Movement<'_>) -> Option<uuid::Uuid>| moves.iter().map(f).collect::<Vec<_>>();
+    let (lots, reservations) = (column(|m| m.lot), column(|m| m.reservation.map(|r| r.0)));
+    let actors = column(|m| m.actor.map(|a| a.account_id.0));
+    let on_behalf_of = column(|m| m.actor.and_then(|a| a.on_behalf_of).map(|a| a.0));
+    let reasons: Vec<Option<String>> = moves.iter().map(|m| m.reason.map(str::to_owned)).collect();
+    let listings: Vec<uuid::Uuid> = locked.iter().map(|l| l.listing.0).collect();
+    sqlx::query!(
+        "WITH moved AS (
+             INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
+             SELECT * FROM UNNEST($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::numeric[], $9::numeric[], $10::text[], $11::uuid[], $12::uuid[], $13::uuid[])),
+         levels AS (
+             UPDATE stock s SET (on_hand, reserved) = (
+                 SELECT v.on_hand, v.reserved FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[]) AS v (listing_id, on_hand, reserved)
+                 WHERE v.listing_id = s.listing_id)
+             WHERE s.listing_id = ANY((SELECT $1::uuid[])::uuid[])),
+         changed AS (
+             INSERT INTO outbox (id, event_type, aggregate_id, version, payload)
+             SELECT * FROM UNNEST($14::uuid[], $15::text[], $16::text[], $17::int8[], $18::jsonb[]))
+         SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS notified",
+        &listings,
+        &after.iter().map(|a| a.0.as_decimal()).collect::<Vec<_>>(),
+        &after.iter().map(|a| a.1.as_decimal()).collect::<Vec<_>>(),
+        &moves.iter().map(|_| uuid::Uuid::now_v7()).collect::<Vec<_>>(),
+        &moves.iter().map(|m| m.listing.0).collect::<Vec<_>>(),
+        &lots as &[Option<uuid::Uuid>],
+        &moves.iter().map(|m| m.kind.to_owned()).collect::<Vec<_>>(),
+        &moves.iter().map(|m| m.on_hand.as_decimal()).collect::<Vec<_>>(),
+        &moves.iter().map(|m| m.reserved.as_decimal()).collect::<Vec<_>>(),
+        &reasons as &[Option<String>],
+        &reservations as &[Option<uuid::Uuid>],
+        &actors as &[Option<uuid::Uuid>],
+        &on_behalf_of as &[Option<uuid::Uuid>],
+        &events.ids,
+        &events.types,
+        &events.aggregates,
+        &events.versions,
+        &events.payloads,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    // The index filters on whether anything is available and nothing else of the stock (a
+    // hit's figures are read live): it is rewritten only when that flips, not on every
+    // reservation of a busy listing.
+    let flipped: Vec<ListingId> = locked
+        .iter()
+        .zip(&after)
+        .filter(|&(l, &(on_hand, reserved))| (l.reserved < l.on_hand) != (reserved < on_hand))
+        .map(|(l, _)| l.listing)
+        .collect();
+    if !flipped.is_empty() {
+        crate::search::dirty::mark_dirty(conn, &flipped).await?;
+    }
     Ok(levels)
 }
 

@@ -1,6 +1,7 @@
 //! The internal reservation endpoints the order service calls.
 
 use axum::{Json as AxumJson, extract::State, http::StatusCode};
+use chrono::{DateTime, Utc};
 use nongsan_shared::{
     AccountId, ListingId, Quantity, ReservationId, Vnd,
     auth::{Actor, Role},
@@ -10,7 +11,7 @@ use nongsan_shared::{
 };
 
 use crate::{
-    app::AppState,
+    app::{App, AppState},
     error::{ListingError, Problems, Result},
     stock::{
         levels::{Locked, Movement, apply_locked},
@@ -214,54 +215,75 @@ pub async fn create_reservation(
     }
     p.finish()?;
     apply_locked(&mut tx, &locked, &moves).await?;
-    // The lines, in one statement.
+    // The lines, in one statement, and with a holder, that holder's share of each listing in
+    // the same one. The stock rows are locked: another reservation of the same holder for
+    // these listings waits for this one and then counts it; this statement's snapshot, taken
+    // after the locks, counts every one committed before. The lines it inserts are not in
+    // that snapshot, so they are added from its parameters.
     let lines: Vec<&ReservedLine> = reserved.iter().flatten().collect();
-    sqlx::query!(
-        "INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price)
-         SELECT $1, * FROM UNNEST($2::int4[], $3::uuid[], $4::numeric[], $5::int8[])",
-        r.id as _,
-        &lines.iter().map(|l| l.line_no).collect::<Vec<_>>(),
-        &lines.iter().map(|l| l.listing_id.0).collect::<Vec<_>>(),
-        &lines
-            .iter()
-            .map(|l| l.quantity.as_decimal())
-            .collect::<Vec<_>>(),
-        &lines.iter().map(|l| l.unit_price.get()).collect::<Vec<_>>(),
-    )
-    .execute(&mut *tx)
-    .await?;
-    // A holder's share of each listing, in one statement. The stock rows are locked: another
-    // reservation of the same holder for these listings waits for this one and then counts
-    // it; this statement's snapshot, taken after the locks, counts every one committed before.
-    if let Some(holder) = r.holder {
-        let over: Vec<ListingId> = sqlx::query_scalar!(
-            r#"SELECT s.listing_id AS "listing_id: ListingId" FROM stock s
-               WHERE s.listing_id = ANY((SELECT $2::uuid[])::uuid[])
-                 AND (SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
-                      WHERE r.holder_id = $1 AND r.status = 'active' AND rl.state = 'reserved' AND rl.listing_id = s.listing_id) * 100
-                     > s.on_hand * $3::int4"#,
-            holder as _,
-            &ids,
-            i32::try_from(app.max_hold_share_percent).unwrap_or(100),
+    let line_nos: Vec<i32> = lines.iter().map(|l| l.line_no).collect();
+    let listings: Vec<uuid::Uuid> = lines.iter().map(|l| l.listing_id.0).collect();
+    let quantities: Vec<rust_decimal::Decimal> =
+        lines.iter().map(|l| l.quantity.as_decimal()).collect();
+    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price.get()).collect();
+    let Some(holder) = r.holder else {
+        sqlx::query!(
+            "INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price)
+             SELECT $1, * FROM UNNEST($2::int4[], $3::uuid[], $4::numeric[], $5::int8[])",
+            r.id as _,
+            &line_nos,
+            &listings,
+            &quantities,
+            &prices,
         )
-        .fetch_all(&mut *tx)
+        .execute(&mut *tx)
         .await?;
-        if let Some(i) = r.lines.iter().position(|l| over.contains(&l.listing_id)) {
-            let share = app.max_hold_share_percent;
-            return Err(ListingError::field(
-                format!("lines[{i}].quantity"),
-                Invalid::new(
-                    "hold_limit",
-                    format!(
-                        "would hold more than {share}% of this listing's stock in orders its seller has not confirmed"
-                    ),
-                    format!(
-                        "vượt quá {share}% hàng của tin này trong các đơn người bán chưa xác nhận"
-                    ),
+        return reserved_answer(&app, tx, &r, expires_at, reserved).await;
+    };
+    let over: Vec<ListingId> = sqlx::query_scalar!(
+        r#"WITH mine AS (SELECT * FROM UNNEST($2::int4[], $3::uuid[], $4::numeric[], $5::int8[]) AS m (line_no, listing_id, quantity, unit_price)),
+             lines AS (INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price)
+                       SELECT $1, line_no, listing_id, quantity, unit_price FROM mine)
+           SELECT s.listing_id AS "listing_id: ListingId" FROM stock s
+           WHERE s.listing_id = ANY((SELECT $3::uuid[])::uuid[])
+             AND ((SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
+                   WHERE r.holder_id = $6 AND r.status = 'active' AND rl.state = 'reserved' AND rl.listing_id = s.listing_id)
+                  + (SELECT COALESCE(SUM(m.quantity), 0) FROM mine m WHERE m.listing_id = s.listing_id)) * 100
+                 > s.on_hand * $7::int4"#,
+        r.id as _,
+        &line_nos,
+        &listings,
+        &quantities,
+        &prices,
+        holder as _,
+        i32::try_from(app.max_hold_share_percent).unwrap_or(100),
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some(i) = r.lines.iter().position(|l| over.contains(&l.listing_id)) {
+        let share = app.max_hold_share_percent;
+        return Err(ListingError::field(
+            format!("lines[{i}].quantity"),
+            Invalid::new(
+                "hold_limit",
+                format!(
+                    "would hold more than {share}% of this listing's stock in orders its seller has not confirmed"
                 ),
-            ));
-        }
+                format!("vượt quá {share}% hàng của tin này trong các đơn người bán chưa xác nhận"),
+            ),
+        ));
     }
+    reserved_answer(&app, tx, &r, expires_at, reserved).await
+}
+
+/// Commits a new reservation, forgets its listings' kept pages, and answers it.
+async fn reserved_answer(
+    app: &App,
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    r: &ReservationRequest,
+    expires_at: DateTime<Utc>,
+    reserved: Vec<Option<ReservedLine>>,
+) -> Result<(StatusCode, AxumJson<ReservationView>)> {
     tx.commit().await?;
     for line in &r.lines {
         app.views.forget(line.listing_id);

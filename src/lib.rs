@@ -168,6 +168,8 @@ pub struct Running {
     server: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
     platform: Platform,
+    /// The router the services call each other through (held weakly by their clients).
+    router: Arc<Router>,
 }
 
 impl std::fmt::Debug for Running {
@@ -198,6 +200,9 @@ impl Running {
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server failed"),
             Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
         }
+        // The services' state, the search index's writer with it, goes with the last router:
+        // requests still served until now called their peers through it.
+        drop(self.router);
         for t in &self.tasks {
             t.abort();
         }
@@ -299,11 +304,16 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         client_ip_header,
         http::record_client_addr,
     ));
+    // Calls between the services of this process go through the router in memory from now,
+    // for as long as `Running` holds it.
+    let router = Arc::new(router);
+    platform.local.set(&router);
     let (stop, mut stopped) = watch::channel(false);
+    let served = Router::clone(&router);
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            served.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -317,6 +327,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         server,
         tasks,
         platform,
+        router,
     })
 }
 

@@ -12,7 +12,7 @@ use sqlx::{PgPool, migrate::Migrator, postgres::PgConnectOptions};
 
 use crate::{
     auth::TokenKeys,
-    client::ServiceClient,
+    client::{LocalRouter, ServiceClient},
     config::Settings,
     db,
     embedded_pg::{self, EmbeddedPostgres},
@@ -85,6 +85,8 @@ pub struct Platform {
     pub events: events::Settings,
     /// Clients for the other services.
     pub peers: Peers,
+    /// This process's router, through which peers it serves itself are called, once set.
+    pub local: LocalRouter,
     /// Rate limits: in Redis when configured, else in this process.
     pub limiter: Arc<dyn crate::ratelimit::RateLimiter>,
     /// The private cluster, when nongsan started one.
@@ -158,8 +160,12 @@ impl Platform {
             None => load_or_make_secret(&settings.data_dir)?,
         };
         let keys = TokenKeys::new(secret, settings.access_token_ttl_secs);
-        let peer = |name: &'static str, url: &Option<String>| {
-            ServiceClient::new(name, url.as_deref().unwrap_or(self_url), keys.clone())
+        // A peer without an address of its own is served by this process, and called through
+        // its router once the router is built.
+        let local = LocalRouter::default();
+        let peer = |name: &'static str, url: &Option<String>| match url {
+            Some(url) => ServiceClient::new(name, url, keys.clone()),
+            None => ServiceClient::new(name, self_url, keys.clone()).in_process(local.clone()),
         };
         let peers = Peers {
             listing: peer("listing", &settings.listing_url),
@@ -174,6 +180,7 @@ impl Platform {
             keys,
             bus,
             peers,
+            local,
             limiter,
             embedded,
             admin,

@@ -417,7 +417,10 @@ mod tests {
         // Once the router is let go, calls go over HTTP again.
         drop(router);
         let late: Result<Value, _> = client.post("/echo", &json!({ "n": 1 })).await;
-        assert!(matches!(late, Err(CallError::Unavailable { .. })), "{late:?}");
+        assert!(
+            matches!(late, Err(CallError::Unavailable { .. })),
+            "{late:?}"
+        );
         // A client for a peer elsewhere never uses the router.
         let remote = ServiceClient::new("listing", NOWHERE, keys());
         let far: Result<Value, _> = remote.post("/echo", &json!({ "n": 1 })).await;

@@ -200,15 +200,15 @@ impl Running {
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server failed"),
             Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
         }
-        // The services' state, the search index's writer with it, goes with the last router:
-        // requests still served until now called their peers through it.
-        drop(self.router);
         for t in &self.tasks {
             t.abort();
         }
         for t in self.tasks {
             let _ = t.await;
         }
+        // The services' state, the search index's writer with it, goes with the last router:
+        // requests and workers called their peers through it until now.
+        drop(self.router);
         close(self.platform).await;
     }
 }

@@ -162,7 +162,7 @@ pub struct Hit {
     /// The listing as indexed.
     #[serde(flatten)]
     pub doc: SearchDoc,
-    /// The title with matched words in `<em>`.
+    /// The title as HTML: matched words in `<em>`, the rest escaped.
     pub title_highlighted: String,
     /// Distance from the point, when one was given, in km.
     pub distance_km: Option<f64>,

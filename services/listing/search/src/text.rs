@@ -248,7 +248,8 @@ pub fn word_matches(doc_word: &str, query_word: &str, prefix: bool) -> bool {
     doc_word == query_word || edit_distance(doc_word, query_word, budget).is_some()
 }
 
-/// Wraps the words of `title` that match the query in `<em>`.
+/// Wraps the words of `title` that match the query in `<em>`, as HTML: the rest of the title
+/// is escaped, so a seller's `<` or `&` cannot become markup where the hit is shown.
 pub fn highlight(title: &str, query: &Expanded) -> String {
     let mut out = String::new();
     let mut word = String::new();
@@ -276,7 +277,14 @@ pub fn highlight(title: &str, query: &Expanded) -> String {
             word.push(c);
         } else {
             flush(&mut word, &mut out);
-            out.push(c);
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
         }
     }
     flush(&mut word, &mut out);
@@ -397,6 +405,11 @@ mod tests {
         assert_eq!(
             highlight("Xoài cát Hòa Lộc", &q),
             "<em>Xoài</em> <em>cát</em> Hòa Lộc"
+        );
+        // Words are letters and digits; everything else is escaped.
+        assert_eq!(
+            highlight("Xoài <b>cát</b> & \"ngon\" 'lắm'", &q),
+            "<em>Xoài</em> &lt;b&gt;<em>cát</em>&lt;/b&gt; &amp; &quot;ngon&quot; &#39;lắm&#39;"
         );
     }
 }

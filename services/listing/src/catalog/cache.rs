@@ -19,8 +19,8 @@
 //! Beside the pages, the same shards keep each listing's available stock as the search page
 //! shows it ([`ViewCache::level`]): the same notifications forget it, under the same
 //! generations, so a search shows stock exactly as fresh as a listing page does, without a
-//! statement per search. Levels take a fixed cost each; a shard over its share of the budget
-//! forgets all its levels at once.
+//! statement per search. Levels have an eighth of the budget (the pages the rest), at a fixed
+//! cost each; a shard over its share forgets all its levels at once.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -46,15 +46,19 @@ const SILENCE: Duration = Duration::from_secs(15);
 const SHARDS: usize = 64;
 /// What a kept page costs beyond its body (map and queue entries, roughly).
 const ENTRY_OVERHEAD: usize = 128;
-/// What a kept stock level costs (its map entry, roughly).
-const LEVEL_COST: usize = 64;
+/// What a kept stock level costs: its map entry (about 48 bytes and a control byte), with
+/// the table's room to grow (its capacity doubles).
+const LEVEL_COST: usize = 112;
 
 /// The pages kept, in shards by listing id.
 #[derive(Debug)]
 pub struct ViewCache {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// Each shard's bytes for pages.
     shard_budget: usize,
+    /// Each shard's bytes for stock levels.
+    level_budget: usize,
     ttl: Duration,
     /// Whether the listener is connected: nothing is served or stored while it is not.
     live: AtomicBool,
@@ -107,7 +111,8 @@ impl ViewCache {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
-            shard_budget: budget_bytes / SHARDS,
+            shard_budget: budget_bytes / SHARDS - budget_bytes / SHARDS / 8,
+            level_budget: budget_bytes / SHARDS / 8,
             ttl,
             live: AtomicBool::new(false),
             hits: AtomicU64::new(0),
@@ -205,7 +210,7 @@ impl ViewCache {
 
     /// The available stock kept for `id`, if it is not too old.
     pub fn level(&self, id: ListingId) -> Option<Quantity> {
-        if self.shard_budget == 0 || !self.live.load(Ordering::Acquire) {
+        if self.level_budget == 0 || !self.live.load(Ordering::Acquire) {
             return None;
         }
         let shard = self.shard(id);
@@ -223,9 +228,11 @@ impl ViewCache {
         if shard.generation != ticket.generation || !self.live.load(Ordering::Acquire) {
             return;
         }
-        if (shard.levels.len() + 1) * LEVEL_COST > self.shard_budget {
+        if !shard.levels.contains_key(&ticket.id)
+            && (shard.levels.len() + 1) * LEVEL_COST > self.level_budget
+        {
             shard.levels.clear();
-            if LEVEL_COST > self.shard_budget {
+            if LEVEL_COST > self.level_budget {
                 return;
             }
         }
@@ -555,7 +562,7 @@ mod tests {
             c.put_level(&c.level_ticket(*id), kg("2"));
         }
         let kept: usize = c.shards.iter().map(|s| lock(s).levels.len()).sum();
-        assert!(kept * LEVEL_COST <= budget, "{kept} levels kept");
+        assert!(kept * LEVEL_COST <= budget / 8, "{kept} levels kept");
         assert!(kept > 0);
         // The last one stored is always served.
         assert_eq!(c.level(*ids.last().unwrap()), Some(kg("2")));

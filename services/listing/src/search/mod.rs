@@ -375,26 +375,24 @@ pub async fn search_listings(
 /// in one statement. The array is read through a subquery so that PostgreSQL plans the
 /// statement once per connection, not again for every page's ids.
 async fn live_stock(app: &App, hits: &mut [nongsan_search::Hit]) -> Result<(), ApiError> {
-    let mut unknown = Vec::new();
-    for h in hits.iter_mut() {
+    // The hits whose level is not kept, each with its ticket, taken before the statement.
+    let mut unknown: Vec<(usize, Ticket)> = Vec::new();
+    for (i, h) in hits.iter_mut().enumerate() {
         let Ok(id) = h.doc.id.parse::<uuid::Uuid>() else {
             continue;
         };
         match app.views.level(ListingId(id)) {
             Some(available) => set_stock(h, available),
-            None => unknown.push(id),
+            None => unknown.push((i, app.views.level_ticket(ListingId(id)))),
         }
     }
     if unknown.is_empty() {
         return Ok(());
     }
-    let tickets: Vec<Ticket> = unknown
-        .iter()
-        .map(|id| app.views.level_ticket(ListingId(*id)))
-        .collect();
+    let ids: Vec<uuid::Uuid> = unknown.iter().map(|(_, t)| t.listing().0).collect();
     let levels: HashMap<uuid::Uuid, Quantity> = sqlx::query!(
         r#"SELECT listing_id, on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity" FROM stock WHERE listing_id = ANY((SELECT $1::uuid[])::uuid[])"#,
-        &unknown,
+        &ids,
     )
     .fetch_all(&app.pool)
     .await?
@@ -404,13 +402,9 @@ async fn live_stock(app: &App, hits: &mut [nongsan_search::Hit]) -> Result<(), A
         (r.listing_id, available)
     })
     .collect();
-    for ticket in &tickets {
-        if let Some(available) = levels.get(&ticket.listing().0) {
+    for (i, ticket) in &unknown {
+        if let (Some(available), Some(h)) = (levels.get(&ticket.listing().0), hits.get_mut(*i)) {
             app.views.put_level(ticket, *available);
-        }
-    }
-    for h in hits {
-        if let Some(available) = h.doc.id.parse().ok().and_then(|id| levels.get(&id)) {
             set_stock(h, *available);
         }
     }

@@ -59,6 +59,11 @@ enum Command {
     },
 }
 
+/// The process's allocator. With glibc's, nongsan spent a fifth of its CPU per search
+/// through Meilisearch in `malloc` and `free` (`perf`; BENCHMARKS.md, 2026-12-05).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

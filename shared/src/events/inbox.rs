@@ -108,38 +108,97 @@ impl Inbox {
         Ok(inserted)
     }
 
-    /// Handles the due events, up to `limit` of them, oldest first, in one transaction (each
-    /// in a savepoint of its own: a failing handler's writes are undone and its event tried
-    /// again later, the others' are kept); answers how many it took.
+    /// Handles the due events, up to `limit` of them, oldest first, in one transaction;
+    /// answers how many it took.
+    ///
+    /// The batch is first handled whole, with no savepoint: when every handler succeeds (the
+    /// common case) that costs two round trips fewer per event. When one fails, all of it is
+    /// undone and the batch is handled again with a savepoint per event: a failing handler's
+    /// writes are undone and its event tried again later, the others' are kept.
     pub async fn work_batch(&self, limit: i64) -> anyhow::Result<usize> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query!(
+        match self.work_whole(limit).await? {
+            Some(taken) => Ok(taken),
+            None => self.work_each(limit).await,
+        }
+    }
+
+    /// Due events, up to `limit`, oldest first, locked for `tx`.
+    async fn due(
+        tx: &mut sqlx::PgConnection,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(EventId, serde_json::Value, i32)>> {
+        Ok(sqlx::query!(
             r#"SELECT event_id AS "event_id: EventId", event, attempts FROM inbox WHERE status = 'pending' AND next_attempt_at <= now()
              ORDER BY event_id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
             limit,
         )
         .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.event_id, r.event, r.attempts))
+        .collect())
+    }
+
+    /// Marks `done` handled in `tx`.
+    async fn mark_done(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        done: &[uuid::Uuid],
+    ) -> sqlx::Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "UPDATE inbox SET status = 'done', attempts = attempts + 1, handled_at = now(), last_error = NULL WHERE event_id = ANY($1)",
+            done,
+        )
+        .execute(&mut *tx)
         .await?;
+        metrics::counter!("events_handled_total", "consumer" => self.service.clone())
+            .increment(done.len() as u64);
+        Ok(())
+    }
+
+    /// The batch in one transaction with no savepoint; `None` (and nothing written) when an
+    /// event cannot be read, has no handler, or its handler fails.
+    async fn work_whole(&self, limit: i64) -> anyhow::Result<Option<usize>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = Self::due(&mut tx, limit).await?;
         let taken = rows.len();
         let mut done: Vec<uuid::Uuid> = Vec::with_capacity(taken);
-        for row in rows {
-            if self
-                .work_on(&mut tx, row.event_id, row.event, row.attempts)
-                .await?
-            {
-                done.push(row.event_id.0);
+        for (id, raw, _) in rows {
+            let handled = match serde_json::from_value::<Envelope>(raw) {
+                Ok(event) => match self.handlers.get(&event.event_type) {
+                    Some(h) => h.handle(&mut tx, &event).await.is_ok(),
+                    None => false,
+                },
+                Err(_) => false,
+            };
+            if !handled {
+                // The transaction may be aborted by the failure: all of it is undone, and the
+                // batch handled one savepoint per event, where the failure is recorded.
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            done.push(id.0);
+        }
+        self.mark_done(&mut tx, &done).await?;
+        tx.commit().await?;
+        Ok(Some(taken))
+    }
+
+    /// The batch in one transaction, each event in a savepoint of its own.
+    async fn work_each(&self, limit: i64) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let rows = Self::due(&mut tx, limit).await?;
+        let taken = rows.len();
+        let mut done: Vec<uuid::Uuid> = Vec::with_capacity(taken);
+        for (id, raw, attempts) in rows {
+            if self.work_on(&mut tx, id, raw, attempts).await? {
+                done.push(id.0);
             }
         }
-        if !done.is_empty() {
-            sqlx::query!(
-                "UPDATE inbox SET status = 'done', attempts = attempts + 1, handled_at = now(), last_error = NULL WHERE event_id = ANY($1)",
-                &done,
-            )
-            .execute(&mut *tx)
-            .await?;
-            metrics::counter!("events_handled_total", "consumer" => self.service.clone())
-                .increment(done.len() as u64);
-        }
+        self.mark_done(&mut tx, &done).await?;
         tx.commit().await?;
         Ok(taken)
     }

@@ -12,7 +12,7 @@ use nongsan_shared::{
 };
 
 use super::{
-    request::{CheckoutRequest, NewCheckout},
+    request::{CheckoutRequest, NewCheckout, PaymentMethod},
     saga, store,
 };
 use crate::{
@@ -46,11 +46,22 @@ pub async fn create_checkout(
     // The claim hashes the request as sent; the saga sees only its checked form.
     let claim = Claim::new(actor.account_id, key, &request)?;
     let checkout = NewCheckout::try_from(request)?;
-    let checkout_id = match idempotency::claim(&app.pool, &claim).await? {
+    let cod = checkout.payment_method == PaymentMethod::Cod;
+    let (checkout_id, open_cod) = match idempotency::claim(&app.pool, &claim, cod).await? {
         Claimed::Done(answer) => return Ok((StatusCode::OK, AxumJson(answer))),
-        Claimed::Mine(id) => id,
+        Claimed::Mine(id, open_cod) => (id, open_cod),
     };
-    match saga::place(&app, &actor, checkout_id, &claim, &checkout, client.0).await {
+    match saga::place(
+        &app,
+        &actor,
+        checkout_id,
+        &claim,
+        &checkout,
+        open_cod,
+        client.0,
+    )
+    .await
+    {
         Ok((_, Some(answer))) => Ok((StatusCode::CREATED, AxumJson(answer))),
         Ok((view, None)) => {
             let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;

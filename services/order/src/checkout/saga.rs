@@ -24,7 +24,8 @@ use crate::{
     views::CheckoutView,
 };
 
-/// Places checkout `id`: reserves, stores, opens the payment. `client_ip` is the buyer's
+/// Places checkout `id`: reserves, stores, opens the payment. `open_cod` is the buyer's
+/// open cash-on-delivery checkouts when the claim counted them. `client_ip` is the buyer's
 /// address, which online providers want with the payment. Returns the checkout, and its
 /// answer when it was stored as `claim`'s with the checkout (cash on delivery: nothing
 /// follows the checkout's transaction); otherwise the caller completes the claim.
@@ -34,6 +35,7 @@ pub async fn place(
     id: CheckoutId,
     claim: &Claim,
     c: &NewCheckout,
+    open_cod: Option<i64>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<(CheckoutView, Option<serde_json::Value>)> {
     if !app.settings.payment_methods().contains(&c.payment_method) {
@@ -55,12 +57,17 @@ pub async fn place(
     }
     if c.payment_method == PaymentMethod::Cod {
         // Cash-on-delivery stock is held until a seller confirms: bounded per buyer.
-        let open = sqlx::query_scalar!(
-            r#"SELECT count(DISTINCT checkout_id) AS "open!" FROM orders WHERE buyer_id = $1 AND status = 'placed'"#,
-            actor.account_id.0,
-        )
-        .fetch_one(&app.pool)
-        .await?;
+        let open = match open_cod {
+            Some(n) => n,
+            None => {
+                sqlx::query_scalar!(
+                    r#"SELECT count(DISTINCT checkout_id) AS "open!" FROM orders WHERE buyer_id = $1 AND status = 'placed'"#,
+                    actor.account_id.0,
+                )
+                .fetch_one(&app.pool)
+                .await?
+            }
+        };
         let max = app.settings.max_open_cod_checkouts;
         if open >= i64::from(max) {
             return Err(OrderError::Invalid(vec![nongsan_shared::FieldError::new(

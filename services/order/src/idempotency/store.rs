@@ -39,8 +39,10 @@ impl Claim {
 /// What claiming a key gave.
 #[derive(Debug)]
 pub enum Claimed {
-    /// This request serves the key, for this checkout id.
-    Mine(CheckoutId),
+    /// This request serves the key, for this checkout id; with the buyer's open
+    /// cash-on-delivery checkouts counted in the claim's statement when they were asked for
+    /// (`None` when not, or when the key was taken over from a request that died).
+    Mine(CheckoutId, Option<i64>),
     /// It was served before: the answer.
     Done(serde_json::Value),
 }
@@ -53,8 +55,10 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 const WAIT_AT_MOST: Duration = Duration::from_secs(30);
 
 /// Claims the key: the same key returns the same answer, also when two identical requests
-/// race; another request with it is [`OrderError::KeyReused`].
-pub async fn claim(pool: &PgPool, c: &Claim) -> Result<Claimed> {
+/// race; another request with it is [`OrderError::KeyReused`]. With `count_open_cod`, the
+/// same statement counts the buyer's cash-on-delivery checkouts still waiting for a seller
+/// (the checkout's bound on them), one round trip fewer than a statement of its own.
+pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Claimed> {
     let started = tokio::time::Instant::now();
     loop {
         let fresh = CheckoutId::new();
@@ -63,19 +67,22 @@ pub async fn claim(pool: &PgPool, c: &Claim) -> Result<Claimed> {
                 INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state) VALUES ($1, $2, $3, $4, 'started')
                 ON CONFLICT (buyer_id, key) DO NOTHING RETURNING request_hash, checkout_id, state, response, true AS mine)
              SELECT request_hash AS "request_hash!", checkout_id AS "checkout_id!: CheckoutId", state AS "state!",
-                    response AS "response?", mine AS "mine!" FROM ins
-             UNION ALL
-             SELECT request_hash, checkout_id, state, response, false FROM idempotency_keys WHERE buyer_id = $1 AND key = $2
-             LIMIT 1"#,
+                    response AS "response?", mine AS "mine!",
+                    CASE WHEN $5 THEN (SELECT count(DISTINCT checkout_id) FROM orders WHERE buyer_id = $1 AND status = 'placed') END AS "open_cod?"
+             FROM (SELECT * FROM ins
+                   UNION ALL
+                   SELECT request_hash, checkout_id, state, response, false FROM idempotency_keys WHERE buyer_id = $1 AND key = $2
+                   LIMIT 1) AS claimed"#,
             c.account.0,
             c.key.as_str(),
             &c.hash,
             fresh.0,
+            count_open_cod,
         )
         .fetch_one(pool)
         .await?;
         if row.mine {
-            return Ok(Claimed::Mine(row.checkout_id));
+            return Ok(Claimed::Mine(row.checkout_id, row.open_cod));
         }
         if row.request_hash != c.hash {
             return Err(OrderError::KeyReused);
@@ -94,7 +101,7 @@ pub async fn claim(pool: &PgPool, c: &Claim) -> Result<Claimed> {
         .fetch_optional(pool)
         .await?;
         if let Some(checkout) = taken {
-            return Ok(Claimed::Mine(checkout));
+            return Ok(Claimed::Mine(checkout, None));
         }
         if started.elapsed() > WAIT_AT_MOST {
             return Err(OrderError::KeyInUse);

@@ -148,10 +148,13 @@ impl Inbox {
         if done.is_empty() {
             return Ok(());
         }
+        // Planned at each call, as the relay's marking: a plan kept from when the inbox was
+        // nearly empty would scan all of it.
         sqlx::query!(
             "UPDATE inbox SET status = 'done', attempts = attempts + 1, handled_at = now(), last_error = NULL WHERE event_id = ANY($1)",
             done,
         )
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
         metrics::counter!("events_handled_total", "consumer" => self.service.clone())

@@ -69,10 +69,16 @@ impl Relay {
         self.bus.publish(&self.source, &events).await?;
         failpoint::hit("relay.after_publish")?;
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id.0).collect();
+        // Planned at each call (an unnamed statement), not once per connection: a relay's
+        // connection lives long, and a plan kept from when the outbox was nearly empty is a
+        // sequential scan. Under checkout load that kept plan read the whole growing outbox
+        // for every batch (auto_explain: 697 of the 700 markings slower than 2 ms were
+        // sequential scans; BENCHMARKS.md, 2026-12-05).
         sqlx::query!(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
             &ids[..],
         )
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

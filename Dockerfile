@@ -12,6 +12,11 @@ COPY shared/ shared/
 COPY services/ services/
 COPY migrations/ migrations/
 COPY data/ data/
+# The benchmark crate is a workspace member (not built here), and the compile-time SQL data
+# lets the build check every query without a database.
+COPY bench/ bench/
+COPY .sqlx/ .sqlx/
+ENV SQLX_OFFLINE=true
 # Cargo.toml declares the `integration` test target at tests/main.rs; keep the
 # manifest's paths valid even though the test is not built here.
 COPY tests/ tests/

@@ -170,16 +170,18 @@ impl Inbox {
         let taken = rows.len();
         let mut done: Vec<uuid::Uuid> = Vec::with_capacity(taken);
         for (id, raw, _) in rows {
-            let handled = match serde_json::from_value::<Envelope>(raw) {
+            let failure = match serde_json::from_value::<Envelope>(raw) {
                 Ok(event) => match self.handlers.get(&event.event_type) {
-                    Some(h) => h.handle(&mut tx, &event).await.is_ok(),
-                    None => false,
+                    Some(h) => h.handle(&mut tx, &event).await.err(),
+                    None => Some(anyhow::anyhow!("no handler for {}", event.event_type)),
                 },
-                Err(_) => false,
+                Err(e) => Some(anyhow::Error::from(e).context("unreadable event")),
             };
-            if !handled {
+            if let Some(e) = failure {
                 // The transaction may be aborted by the failure: all of it is undone, and the
-                // batch handled one savepoint per event, where the failure is recorded.
+                // batch handled one savepoint per event, where a failure that happens again is
+                // recorded with the event (its attempts, its error, its next try).
+                tracing::debug!(consumer = %self.service, event.id = %id, error = format!("{e:#}"), "a handler failed in a whole batch; handling the batch event by event");
                 tx.rollback().await?;
                 return Ok(None);
             }

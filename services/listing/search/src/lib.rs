@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use text::{Expanded, expand_query, fold, highlight, synonym_groups, typo_budget};
+pub use text::{Expanded, escape_html, expand_query, fold, highlight, synonym_groups, typo_budget};
 
 /// How an engine runs: in this process (embedded) or as a server reached by URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -10,21 +10,8 @@ use nongsan_shared::error::Lang;
 use super::{LotTrace, TraceCertification};
 use crate::catalog::store::CertificationStatus;
 
-/// Text for HTML.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+// Text for HTML: the same escaping as search's highlighted titles.
+use nongsan_search::escape_html as esc;
 
 /// A page as a response, never cached long (certifications expire).
 pub fn html(status: StatusCode, body: String) -> Response {

@@ -187,7 +187,7 @@ impl Default for Settings {
             vnpay_api_url: "https://sandbox.vnpayment.vn/merchant_webapi/api/transaction"
                 .to_owned(),
             search_writer_mb: 64,
-            listing_cache_mb: 64,
+            listing_cache_mb: 256,
             listing_cache_secs: 300,
             stripe_secret_key: None,
             stripe_webhook_secret: None,

@@ -1,7 +1,8 @@
 //! Listing pages kept in memory (`catalog::cache`): served without PostgreSQL, and never
 //! stale. The service's own writes show at the writer's next read; a change made by anyone
 //! else (another process, an operator's SQL) shows as soon as PostgreSQL's notification
-//! arrives; a lost listener connection makes the service forget everything it kept.
+//! arrives; a lost listener connection makes the service forget everything it kept. The
+//! cache fills itself with the active listings, so a page nobody opened yet is in memory too.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::support::{TestApp, eventually, user::User};
+use crate::support::{TestApp, TestDb, client::Request, eventually, test_settings, user::User};
 
 /// Runs `sql` with triggers off: a change nobody is told of, the only way to see whether a
 /// page is served from memory.
@@ -328,5 +329,65 @@ async fn a_search_shows_stock_as_fresh_as_the_listing_page_without_reading_it_ea
     let buyer = a.api.register(Role::Buyer).await;
     a.api.cod_order(&buyer, listing, "2").await;
     assert_eq!(searched_stock(a, listing).await, "4");
+    app.stop().await;
+}
+
+/// The listing pages kept, as `/metrics` last reported them (every 5 s).
+async fn pages_kept(app: &TestApp) -> f64 {
+    let text = app.api.send(Request::get("/metrics")).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("listing_page_cache_pages "))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_cache_fills_itself_with_the_active_listings_nobody_has_opened() {
+    let db = TestDb::new().await;
+    // Pages live 20 s: the cache walks the catalog every 4 s and renews a page at 10 s.
+    let settings = nongsan_shared::config::Settings {
+        listing_cache_secs: 20,
+        ..test_settings(&db).await
+    };
+    let app = TestApp::spawn_with(settings, db).await;
+    let seller = app.api.register(Role::Household).await;
+    let first = app.api.listing_with_stock(&seller, "5").await;
+    let second = app.api.listing_with_stock(&seller, "3").await;
+    let paused = app.api.listing_with_stock(&seller, "2").await;
+    let db = app.db.pool("listing").await;
+    announced(
+        &db,
+        "UPDATE listings SET status = 'paused' WHERE id = $1::uuid",
+        &paused,
+    )
+    .await;
+
+    // No page has been read, yet the two active listings' pages are kept; the paused one's
+    // is not (only its managers may read it).
+    eventually(
+        Duration::from_secs(20),
+        "the two active listings' pages kept",
+        || async { (pages_kept(&app).await == 2.0).then_some(()) },
+    )
+    .await;
+    // The first read of each is answered from memory: it shows the title as it was before
+    // a change nobody was told of.
+    for listing in [&first, &second] {
+        let title: String = sqlx::query_scalar("SELECT title FROM listings WHERE id = $1::uuid")
+            .bind(listing.as_str())
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        unannounced(
+            &db,
+            &format!(
+                "UPDATE listings SET title = 'changed behind its back' WHERE id = '{listing}'"
+            ),
+        )
+        .await;
+        let (status, body) = page(&app, listing).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["title"], title.as_str(), "{listing}");
+    }
+    assert_eq!(page(&app, &paused).await.0, 404);
     app.stop().await;
 }

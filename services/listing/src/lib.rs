@@ -196,9 +196,13 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     service
         .workers
         .push(tokio::spawn(search::indexer::run(pool.clone(), search)));
+    service.workers.push(tokio::spawn(catalog::cache::follow(
+        views.clone(),
+        pool.clone(),
+    )));
     service
         .workers
-        .push(tokio::spawn(catalog::cache::follow(views, pool.clone())));
+        .push(tokio::spawn(catalog::warm::warm(views, pool.clone())));
     service
         .workers
         .push(tokio::spawn(trace::run_certification_sweep(

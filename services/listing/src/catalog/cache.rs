@@ -16,6 +16,8 @@
 //! Memory is bounded by the bytes of the pages kept (first in, first out beyond it). Drafts,
 //! paused and hidden listings are never kept: only those who manage them may read them.
 //!
+//! The cache fills itself with the pages of active listings ([`warm`](super::warm)).
+//!
 //! Beside the pages, the same shards keep each listing's available stock as the search page
 //! shows it ([`ViewCache::level`]): the same notifications forget it, under the same
 //! generations, so a search shows stock exactly as fresh as a listing page does, without a
@@ -36,6 +38,7 @@ use axum::body::Bytes;
 use chrono::NaiveDate;
 use nongsan_shared::{ListingId, Quantity, telemetry::worth_logging};
 use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::Notify;
 
 /// The channel the triggers notify.
 pub const CHANNEL: &str = "listing_view";
@@ -62,6 +65,8 @@ pub struct ViewCache {
     ttl: Duration,
     /// Whether the listener is connected: nothing is served or stored while it is not.
     live: AtomicBool,
+    /// Told each time the listener connects, for [`warm`](super::warm) to fill the cache at once.
+    connected: Notify,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -115,6 +120,7 @@ impl ViewCache {
             level_budget: budget_bytes / SHARDS / 8,
             ttl,
             live: AtomicBool::new(false),
+            connected: Notify::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -239,6 +245,42 @@ impl ViewCache {
         shard.levels.insert(ticket.id, (available, Instant::now()));
     }
 
+    /// Whether [`warm`](super::warm) should read `id`'s page: it is not kept, was made before `today`, or
+    /// has lived half its time (so that a walk every fifth of it renews the page before it
+    /// lapses).
+    pub(crate) fn wants(&self, id: ListingId, today: NaiveDate) -> bool {
+        self.shard(id)
+            .map
+            .get(&id)
+            .is_none_or(|e| e.day != today || e.stored.elapsed() >= self.ttl / 2)
+    }
+
+    /// Whether [`warm`](super::warm) may add pages: less than nine tenths of the pages' budget is spent
+    /// (the rest is left to the pages buyers read beyond what the walk kept).
+    pub(crate) fn has_room(&self) -> bool {
+        self.size().1 < self.shard_budget * SHARDS / 10 * 9
+    }
+
+    /// Whether pages are kept at all (a budget of 0 keeps none).
+    pub(crate) fn keeps_pages(&self) -> bool {
+        self.shard_budget > 0
+    }
+
+    /// Whether the listener is connected, so that pages are served and stored.
+    pub(crate) fn serving(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The longest a page is served.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Completes once the listener (re)connects, or at once if it has since the last call.
+    pub(crate) async fn connected(&self) {
+        self.connected.notified().await;
+    }
+
     /// How many pages are kept, and their bytes.
     pub fn size(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(n, b), s| {
@@ -289,6 +331,7 @@ impl ViewCache {
         if live {
             self.forget_all();
             self.live.store(true, Ordering::Release);
+            self.connected.notify_one();
         } else {
             self.live.store(false, Ordering::Release);
             self.forget_all();
@@ -566,5 +609,32 @@ mod tests {
         assert!(kept > 0);
         // The last one stored is always served.
         assert_eq!(c.level(*ids.last().unwrap()), Some(kg("2")));
+    }
+
+    #[test]
+    fn the_walk_reads_pages_missing_of_another_day_or_half_lived_and_stops_at_nine_tenths() {
+        let c = listening(1 << 20, Duration::from_secs(60));
+        let id = ListingId::new();
+        assert!(c.wants(id, day()), "not kept");
+        keep(&c, id, b"page");
+        assert!(!c.wants(id, day()), "kept today, fresh");
+        assert!(c.wants(id, day().succ_opt().unwrap()), "kept yesterday");
+        let old = listening(1 << 20, Duration::ZERO);
+        keep(&old, id, b"page");
+        assert!(old.wants(id, day()), "past half its time to live");
+
+        // Pages of about a kilobyte until the walk would stop: then nine tenths of the pages'
+        // budget (seven eighths of the whole) are spent, and no more than that and one page.
+        let pages_budget = (1 << 20) / SHARDS * 7 / 8 * SHARDS;
+        let mut kept = 0;
+        while c.has_room() {
+            let t = c.ticket(ListingId::new(), day());
+            c.put(t, Bytes::from(vec![b'x'; 1000]));
+            kept += 1;
+            assert!(kept < 1000, "still room after {kept} pages");
+        }
+        let (_, bytes) = c.size();
+        assert!(bytes >= pages_budget / 10 * 9, "{bytes} of {pages_budget}");
+        assert!(bytes < pages_budget / 10 * 9 + 1000 + ENTRY_OVERHEAD + 4);
     }
 }

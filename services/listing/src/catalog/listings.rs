@@ -28,7 +28,7 @@ use crate::{
         reference::reference,
         store::{
             ListingView, Selection, emit_changed, insert_listing, load_listing, load_listings,
-            select, select_ids, today_in_vietnam, views, write_certifications,
+            page_bytes, select, select_ids, today_in_vietnam, views, write_certifications,
         },
     },
     error::{ListingError, Problems, Result},
@@ -243,13 +243,6 @@ async fn active_pages(
         }
     }
     Ok(pages.into_iter().flatten().collect())
-}
-
-/// A listing's page as JSON, without spare capacity (kept pages hold only their bytes).
-fn page_bytes(view: &ListingView) -> Result<Bytes> {
-    let mut body = serde_json::to_vec(view).map_err(anyhow::Error::from)?;
-    body.shrink_to_fit();
-    Ok(Bytes::from(body))
 }
 
 fn subcategories(code: &str) -> Vec<String> {

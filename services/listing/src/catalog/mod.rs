@@ -6,3 +6,4 @@ pub mod input;
 pub mod listings;
 pub mod reference;
 pub mod store;
+pub mod warm;

@@ -1,6 +1,7 @@
 //! Listings in PostgreSQL: writing them, reading them back as views, and the `listing.changed`
 //! event every change emits.
 
+use axum::body::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use nongsan_shared::{AccountId, CooperativeId, ListingId, Quantity, Vnd, auth::Actor, events};
 use serde::{Deserialize, Serialize};
@@ -511,6 +512,13 @@ pub async fn listings_after(
     };
     let rows = select(conn, &selection).await?;
     Ok(views(rows))
+}
+
+/// A listing's page as JSON, without spare capacity (kept pages hold only their bytes).
+pub(crate) fn page_bytes(view: &ListingView) -> Result<Bytes> {
+    let mut body = serde_json::to_vec(view).map_err(anyhow::Error::from)?;
+    body.shrink_to_fit();
+    Ok(Bytes::from(body))
 }
 
 /// Loads one listing.

@@ -299,3 +299,72 @@ async fn one_buyer_holds_a_bounded_share_and_count_of_unconfirmed_cash_orders() 
     assert_eq!(r["errors"][0]["code"], "too_many_open_orders", "{r}");
     app.stop().await;
 }
+
+/// A reservation and a checkout send no `NOTIFY` from their transactions (it would make each
+/// commit wait its turn on PostgreSQL's notification lock; `events::committed`). Their events
+/// still leave at once, each process's relay woken after the commit, and every listing
+/// process is still told of the new stock levels, in a notification of its own.
+#[tokio::test]
+async fn a_checkout_s_events_leave_at_once_and_its_stock_is_announced_after_its_commit() {
+    use sqlx::postgres::PgListener;
+
+    let db = crate::support::TestDb::new().await;
+    // The relays poll once a minute: only a wake-up sends the events sooner.
+    let settings = nongsan_shared::config::Settings {
+        events_poll_ms: 60_000,
+        ..crate::support::test_settings(&db).await
+    };
+    let app = TestApp::spawn_with(settings, db).await;
+    let (_seller, buyer, listing) = app.api.shop().await;
+    let (listing_db, order_db) = (app.db.pool("listing").await, app.db.pool("order").await);
+    let unpublished = || async {
+        let mut left = 0i64;
+        for (pool, event) in [(&listing_db, "stock.changed"), (&order_db, "order.placed")] {
+            left += sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM outbox WHERE event_type = $1 AND published_at IS NULL",
+            )
+            .bind(event)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        }
+        left
+    };
+    eventually(Duration::from_secs(10), "the shop's events published", || async {
+        (unpublished().await == 0).then_some(())
+    })
+    .await;
+    let mut heard = PgListener::connect_with(&listing_db).await.unwrap();
+    heard
+        .listen_all(["listing_view", "nongsan_outbox_listing", "nongsan_outbox_order"])
+        .await
+        .unwrap();
+
+    app.api.cod_order(&buyer, &listing, "2").await;
+
+    // Every listing process hears that the listing's page changed.
+    let told = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = heard.recv().await.unwrap();
+            assert_eq!(n.channel(), "listing_view", "a notification from a hot transaction");
+            if n.payload() == listing {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(told.is_ok(), "no listing process was told of the new stock levels");
+    // The reservation's `stock.changed` and the checkout's `order.placed` left well before
+    // the relays' next poll.
+    eventually(Duration::from_secs(10), "the checkout's events published", || async {
+        (unpublished().await == 0).then_some(())
+    })
+    .await;
+    // Nothing notified the relays meanwhile.
+    let more = tokio::time::timeout(Duration::from_millis(300), heard.recv()).await;
+    if let Ok(n) = more {
+        let n = n.unwrap();
+        assert_eq!(n.channel(), "listing_view", "{}: {}", n.channel(), n.payload());
+    }
+    app.stop().await;
+}

@@ -202,6 +202,12 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     )));
     service
         .workers
+        .push(tokio::spawn(catalog::cache::announce_changes(
+            views.clone(),
+            pool.clone(),
+        )));
+    service
+        .workers
         .push(tokio::spawn(catalog::warm::warm(views, pool.clone())));
     service
         .workers

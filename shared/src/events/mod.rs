@@ -19,7 +19,7 @@ use sqlx::PgConnection;
 pub use bus::{Bus, InProcessBus, RedisBus};
 pub use inbox::{Handler, Inbox};
 pub use ops::{DeadLetter, OpsState, ops_router, ops_routes};
-pub use relay::Relay;
+pub use relay::{Relay, committed};
 
 use crate::{
     contracts::events::{EventBody, EventType},

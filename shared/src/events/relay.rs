@@ -1,8 +1,13 @@
 //! The outbox relay: publishes unpublished outbox rows in id order, then marks them.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::Notify;
 
 use super::{Bus, Envelope};
 use crate::{failpoint, ids::EventId};
@@ -11,6 +16,28 @@ use crate::{failpoint, ids::EventId};
 const BATCH: i64 = 100;
 /// [`BATCH`] as a count.
 const BATCH_LEN: usize = 100;
+
+/// This process's wake-up of its relay for `source`, made on first use.
+fn wake_of(source: &str) -> Arc<Notify> {
+    static WAKES: OnceLock<Mutex<HashMap<String, Arc<Notify>>>> = OnceLock::new();
+    let mut wakes = WAKES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    wakes.entry(source.to_owned()).or_default().clone()
+}
+
+/// Wakes this process's relay of `source`'s outbox: for a writer whose transaction wrote
+/// outbox rows without `NOTIFY`, to be called right after it commits.
+///
+/// A `NOTIFY` costs every transaction that sends one a turn on a lock that PostgreSQL holds
+/// from before the commit until the commit is flushed, so the notifying commits of the whole
+/// cluster go one at a time. The hottest writers (a reservation, a checkout) leave it out
+/// and wake their own process's relay instead; the relay of another process of the same
+/// service finds their events at its next poll.
+pub fn committed(source: &str) {
+    wake_of(source).notify_one();
+}
 
 /// Publishes one service's outbox.
 #[derive(Clone)]
@@ -88,9 +115,11 @@ impl Relay {
     }
 
     /// Runs until the task is aborted: woken by each commit that wrote to the outbox
-    /// (LISTEN/NOTIFY), and every poll interval in case a notification was missed.
+    /// (LISTEN/NOTIFY, or [`committed`] in this process), and every poll interval in case a
+    /// notification was missed.
     pub async fn run(self) {
         let channel = format!("nongsan_outbox_{}", self.source);
+        let wake = wake_of(&self.source);
         let mut listener = None;
         let mut failures = 0u32;
         loop {
@@ -121,25 +150,34 @@ impl Relay {
                     continue;
                 }
             }
-            match listener.as_mut() {
-                Some(l) => match tokio::time::timeout(self.poll, l.recv()).await {
-                    Ok(Ok(_)) => {
-                        // Commits notify one by one and come in bursts: the notifications
-                        // already here are taken together, for one poll of the outbox
-                        // instead of one each (a busy checkout path made hundreds a second).
-                        for _ in 0..BATCH_LEN {
-                            if !matches!(
-                                tokio::time::timeout(Duration::ZERO, l.recv()).await,
-                                Ok(Ok(_))
-                            ) {
-                                break;
-                            }
+            let Some(l) = listener.as_mut() else {
+                tokio::select! {
+                    () = tokio::time::sleep(self.poll) => {}
+                    () = wake.notified() => {}
+                }
+                continue;
+            };
+            // A notification, a commit of this process, or the poll interval.
+            let heard = tokio::select! {
+                heard = tokio::time::timeout(self.poll, l.recv()) => Some(heard),
+                () = wake.notified() => None,
+            };
+            match heard {
+                Some(Ok(Ok(_))) => {
+                    // Commits notify one by one and come in bursts: the notifications
+                    // already here are taken together, for one poll of the outbox instead
+                    // of one each (a busy checkout path made hundreds a second).
+                    for _ in 0..BATCH_LEN {
+                        if !matches!(
+                            tokio::time::timeout(Duration::ZERO, l.recv()).await,
+                            Ok(Ok(_))
+                        ) {
+                            break;
                         }
                     }
-                    Err(_) => {}
-                    Ok(Err(_)) => listener = None,
-                },
-                None => tokio::time::sleep(self.poll).await,
+                }
+                Some(Ok(Err(_))) => listener = None,
+                Some(Err(_)) | None => {}
             }
         }
     }

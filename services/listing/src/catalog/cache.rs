@@ -65,6 +65,10 @@ pub struct ViewCache {
     ttl: Duration,
     /// Whether the listener is connected: nothing is served or stored while it is not.
     live: AtomicBool,
+    /// Listings whose change this process announces to the other listing processes itself
+    /// ([`ViewCache::announce`]), waiting for [`announce_changes`] to send them.
+    to_announce: Mutex<Vec<ListingId>>,
+    announcing: Notify,
     /// Told each time the listener connects, for [`warm`](super::warm) to fill the cache at once.
     connected: Notify,
     hits: AtomicU64,
@@ -120,6 +124,8 @@ impl ViewCache {
             level_budget: budget_bytes / SHARDS / 8,
             ttl,
             live: AtomicBool::new(false),
+            to_announce: Mutex::default(),
+            announcing: Notify::new(),
             connected: Notify::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -313,6 +319,19 @@ impl ViewCache {
         }
     }
 
+    /// Forgets `id`'s page here at once and tells every other listing process to, soon, in
+    /// one notification statement with the other listings announced meanwhile: for a writer
+    /// whose transaction did not notify (`stock::levels::Announce::ByCaller`), right after it
+    /// commits.
+    pub fn announce(&self, id: ListingId) {
+        self.forget(id);
+        self.to_announce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id);
+        self.announcing.notify_one();
+    }
+
     /// Forgets every page.
     pub fn forget_all(&self) {
         for s in &self.shards {
@@ -402,6 +421,67 @@ async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
     Ok(listener)
+}
+
+/// Sends the changes [`ViewCache::announce`]d to every listing process, for as long as the
+/// service runs: all those waiting, in one statement (one turn on PostgreSQL's notification
+/// lock for many writers' commits). It first tells every listing process to forget all its
+/// pages: a process that stopped between a commit and its announcement left changes
+/// unannounced, and this is how it starts again.
+pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
+    let mut failures = 0u32;
+    let mut started = false;
+    loop {
+        if started {
+            cache.announcing.notified().await;
+        }
+        let mut ids = std::mem::take(
+            &mut *cache
+                .to_announce
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        ids.sort_unstable_by_key(|id| id.0);
+        ids.dedup();
+        let payloads: Vec<String> = if started {
+            ids.iter().map(ToString::to_string).collect()
+        } else {
+            vec!["*".to_owned()]
+        };
+        if payloads.is_empty() {
+            continue;
+        }
+        let sent = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "sent!" FROM (SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload) n"#,
+            CHANNEL,
+            &payloads,
+        )
+        .fetch_one(&pool)
+        .await;
+        match sent {
+            Ok(_) => {
+                failures = 0;
+                started = true;
+            }
+            Err(e) => {
+                failures += 1;
+                if worth_logging(failures) {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "cannot tell the other listing processes which pages changed; retrying"
+                    );
+                }
+                // Kept for the next try, with whatever is announced meanwhile.
+                cache
+                    .to_announce
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(ids);
+                cache.announcing.notify_one();
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(failures.min(8)))).await;
+            }
+        }
+    }
 }
 
 /// Pings the listener, and reports the cache's size and hits to `/metrics`.

@@ -99,6 +99,21 @@ impl Locked {
     }
 }
 
+/// Who tells the rest of the system that stock levels changed: the relay (their
+/// `stock.changed`) and every listing process (their kept pages, `catalog::cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// PostgreSQL, when the transaction commits: the statement notifies the relay, and the
+    /// stock table's trigger the listing pages. Every writer but the hottest.
+    OnCommit,
+    /// The caller, right after its commit: `ViewCache::announce` for each listing and
+    /// `events::committed` for the relay. The transaction takes no turn on PostgreSQL's
+    /// notification lock (see `events::committed`). For the rest of the transaction no change
+    /// of stock levels notifies the listing pages: the caller announces every listing whose
+    /// levels its transaction changed.
+    ByCaller,
+}
+
 /// Applies movements to one listing whose stock row the caller has locked with
 /// [`lock_stock`]; fails with `insufficient_stock` (and changes nothing) when on-hand or
 /// reserved would leave their bounds. Emits one `stock.changed`.
@@ -114,7 +129,7 @@ pub async fn apply(
         reserved,
         threshold,
     };
-    apply_locked(conn, &[locked], moves)
+    apply_locked(conn, &[locked], moves, Announce::OnCommit)
         .await?
         .pop()
         .ok_or_else(|| anyhow::anyhow!("no levels for listing {listing}").into())
@@ -125,11 +140,12 @@ pub async fn apply(
 /// the levels and their `stock.changed` events (one per listing), and one marking for search
 /// those whose availability flipped. Answers the new levels in the order of `locked`. Fails with
 /// `insufficient_stock` for the first listing of `locked` whose on-hand or reserved would
-/// leave their bounds, before writing anything.
+/// leave their bounds, before writing anything. `announce` says who tells of the change.
 pub async fn apply_locked(
     conn: &mut PgConnection,
     locked: &[Locked],
     moves: &[Movement<'_>],
+    announce: Announce,
 ) -> Result<Vec<StockLevels>> {
     debug_assert!(
         locked
@@ -203,9 +219,11 @@ pub async fn apply_locked(
         })
         .collect();
     let events = events::OutboxRows::of(&events)?;
-    // The movements, the new levels and their `stock.changed` (with the relay's wake-up): one
-    // statement, planned once per connection (see the reservation's lock statement for why
-    // `ANY((SELECT $1)::uuid[])`).
+    // The movements, the new levels and their `stock.changed` (with the relay's wake-up, when
+    // PostgreSQL announces): one statement, planned once per connection (see the reservation's
+    // lock statement for why `ANY((SELECT $1)::uuid[])`). `nongsan.levels_announced`, set
+    // for the rest of the transaction before any row changes, is what the stock trigger reads
+    // (migration `levels_announced_by_the_writer`).
     let column =
         |f: fn(&Movement<'_>) -> Option<uuid::Uuid>| moves.iter().map(f).collect::<Vec<_>>();
     let (lots, reservations) = (column(|m| m.lot), column(|m| m.reservation.map(|r| r.0)));
@@ -221,11 +239,12 @@ pub async fn apply_locked(
              UPDATE stock s SET (on_hand, reserved) = (
                  SELECT v.on_hand, v.reserved FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[]) AS v (listing_id, on_hand, reserved)
                  WHERE v.listing_id = s.listing_id)
-             WHERE s.listing_id = ANY((SELECT $1::uuid[])::uuid[])),
+             WHERE s.listing_id = ANY((SELECT $1::uuid[])::uuid[])
+               AND set_config('nongsan.levels_announced', CASE WHEN $19 THEN 'on' ELSE 'off' END, true) IS NOT NULL),
          changed AS (
              INSERT INTO outbox (id, event_type, aggregate_id, version, payload)
              SELECT * FROM UNNEST($14::uuid[], $15::text[], $16::text[], $17::int8[], $18::jsonb[]))
-         SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS notified",
+         SELECT count(*) AS notified FROM (SELECT pg_notify('nongsan_outbox_' || current_schema(), '') WHERE NOT $19) n",
         &listings,
         &after.iter().map(|a| a.0.as_decimal()).collect::<Vec<_>>(),
         &after.iter().map(|a| a.1.as_decimal()).collect::<Vec<_>>(),
@@ -244,6 +263,7 @@ pub async fn apply_locked(
         &events.aggregates,
         &events.versions,
         &events.payloads,
+        announce == Announce::ByCaller,
     )
     .fetch_one(&mut *conn)
     .await?;

@@ -215,9 +215,10 @@ pub async fn insert_checkout(
         .map_err(anyhow::Error::from)?;
     let (answer_account, answer_key) = answers.map(Claim::key).unzip();
     let events = events::OutboxRows::of(&placed)?;
-    // Every order and line, every `order.placed` (and the relay's wake-up), and the key's
-    // answer, in one statement: a data-modifying WITH always runs whole, and its foreign
-    // keys are checked when it ends.
+    // Every order and line, every `order.placed`, and the key's answer, in one statement: a
+    // data-modifying WITH always runs whole, and its foreign keys are checked when it ends.
+    // No `NOTIFY`: the relay of this process is woken after the commit (see
+    // `events::committed` for why).
     sqlx::query!(
         "WITH o AS (
              INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total)
@@ -231,7 +232,7 @@ pub async fn insert_checkout(
              SELECT * FROM UNNEST($19::uuid[], $20::text[], $21::text[], $22::int8[], $23::jsonb[])),
          k AS (
              UPDATE idempotency_keys SET state = 'done', response = $26 WHERE buyer_id = $24 AND key = $25)
-         SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS notified",
+         SELECT 1 AS stored",
         id.0,
         buyer.0,
         status as _,
@@ -262,6 +263,7 @@ pub async fn insert_checkout(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
+    events::committed(crate::NAME);
     Ok((view, answer))
 }
 

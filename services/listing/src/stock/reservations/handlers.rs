@@ -6,6 +6,7 @@ use nongsan_shared::{
     AccountId, ListingId, Quantity, ReservationId, Vnd,
     auth::{Actor, Role},
     contracts::reservations::ReservationStatus,
+    events,
     http::{Json, Path},
     invalid::Invalid,
 };
@@ -14,7 +15,7 @@ use crate::{
     app::{App, AppState},
     error::{ListingError, Problems, Result},
     stock::{
-        levels::{Locked, Movement, apply_locked},
+        levels::{Announce, Locked, Movement, apply_locked},
         reservations::{
             model::{ReservationRequest, ReservationView, ReservedLine, check_request},
             store::{commit, load, release, seller},
@@ -214,7 +215,9 @@ pub async fn create_reservation(
         }
     }
     p.finish()?;
-    apply_locked(&mut tx, &locked, &moves).await?;
+    // The reservation announces its levels itself once committed ([`reserved_answer`]): the
+    // hottest write of the marketplace takes no turn on PostgreSQL's notification lock.
+    apply_locked(&mut tx, &locked, &moves, Announce::ByCaller).await?;
     // The lines, in one statement, and with a holder, that holder's share of each listing in
     // the same one. The stock rows are locked: another reservation of the same holder for
     // these listings waits for this one and then counts it; this statement's snapshot, taken
@@ -276,7 +279,9 @@ pub async fn create_reservation(
     reserved_answer(&app, tx, &r, expires_at, reserved).await
 }
 
-/// Commits a new reservation, forgets its listings' kept pages, and answers it.
+/// Commits a new reservation, announces its listings' new levels (their pages forgotten here
+/// at once, in the other listing processes soon) and its `stock.changed` to this process's
+/// relay, and answers it.
 async fn reserved_answer(
     app: &App,
     tx: sqlx::Transaction<'_, sqlx::Postgres>,
@@ -286,8 +291,9 @@ async fn reserved_answer(
 ) -> Result<(StatusCode, AxumJson<ReservationView>)> {
     tx.commit().await?;
     for line in &r.lines {
-        app.views.forget(line.listing_id);
+        app.views.announce(line.listing_id);
     }
+    events::committed(crate::NAME);
     Ok((
         StatusCode::CREATED,
         AxumJson(ReservationView {

@@ -330,13 +330,19 @@ async fn a_checkout_s_events_leave_at_once_and_its_stock_is_announced_after_its_
         }
         left
     };
-    eventually(Duration::from_secs(10), "the shop's events published", || async {
-        (unpublished().await == 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the shop's events published",
+        || async { (unpublished().await == 0).then_some(()) },
+    )
     .await;
     let mut heard = PgListener::connect_with(&listing_db).await.unwrap();
     heard
-        .listen_all(["listing_view", "nongsan_outbox_listing", "nongsan_outbox_order"])
+        .listen_all([
+            "listing_view",
+            "nongsan_outbox_listing",
+            "nongsan_outbox_order",
+        ])
         .await
         .unwrap();
 
@@ -346,25 +352,40 @@ async fn a_checkout_s_events_leave_at_once_and_its_stock_is_announced_after_its_
     let told = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let n = heard.recv().await.unwrap();
-            assert_eq!(n.channel(), "listing_view", "a notification from a hot transaction");
+            assert_eq!(
+                n.channel(),
+                "listing_view",
+                "a notification from a hot transaction"
+            );
             if n.payload() == listing {
                 return;
             }
         }
     })
     .await;
-    assert!(told.is_ok(), "no listing process was told of the new stock levels");
+    assert!(
+        told.is_ok(),
+        "no listing process was told of the new stock levels"
+    );
     // The reservation's `stock.changed` and the checkout's `order.placed` left well before
     // the relays' next poll.
-    eventually(Duration::from_secs(10), "the checkout's events published", || async {
-        (unpublished().await == 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the checkout's events published",
+        || async { (unpublished().await == 0).then_some(()) },
+    )
     .await;
     // Nothing notified the relays meanwhile.
     let more = tokio::time::timeout(Duration::from_millis(300), heard.recv()).await;
     if let Ok(n) = more {
         let n = n.unwrap();
-        assert_eq!(n.channel(), "listing_view", "{}: {}", n.channel(), n.payload());
+        assert_eq!(
+            n.channel(),
+            "listing_view",
+            "{}: {}",
+            n.channel(),
+            n.payload()
+        );
     }
     app.stop().await;
 }

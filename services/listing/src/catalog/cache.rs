@@ -4,7 +4,12 @@
 //! A page is forgotten when anything it shows changes, whoever changed it: triggers on the
 //! listing, its certifications, its stock levels and its seller's name notify the
 //! `listing_view` channel (migration `listing_view_changes`), and [`follow`] listens there
-//! on a connection of its own. PostgreSQL delivers a notification once its transaction is
+//! on a connection of its own. A reservation, the hottest writer, keeps its transaction
+//! free of notifications: it forgets its listings' pages here right after its commit and
+//! has [`announce_changes`] tell the other listing processes, many listings per
+//! notification ([`ViewCache::announce`]). Should a process stop between such a commit and
+//! its announcement, the other processes learn of it when it starts again (it first tells
+//! them to forget every page), or from the pages' time to live. PostgreSQL delivers a notification once its transaction is
 //! committed and visible, so the only stale page possible is one read before the commit and
 //! stored after the notification was handled; each shard's generation rules that out (a page
 //! is stored only if no notification reached its shard while it was read). While the
@@ -295,16 +300,21 @@ impl ViewCache {
         })
     }
 
-    /// Acts on one notification's payload: a listing id, `*` for every page, or nothing (the
-    /// listener's own ping).
+    /// Acts on one notification's payload: a listing id, several separated by commas (what
+    /// [`announce_changes`] sends), `*` for every page, or nothing (the listener's own ping).
+    /// Anything unreadable forgets every page.
     fn apply(&self, payload: &str) {
         match payload {
             "" => {}
             "*" => self.forget_all(),
-            id => match id.parse::<uuid::Uuid>() {
-                Ok(id) => self.forget(ListingId(id)),
-                Err(_) => self.forget_all(),
-            },
+            ids => {
+                for id in ids.split(',') {
+                    match id.parse::<uuid::Uuid>() {
+                        Ok(id) => self.forget(ListingId(id)),
+                        Err(_) => return self.forget_all(),
+                    }
+                }
+            }
         }
     }
 
@@ -423,6 +433,9 @@ async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
     Ok(listener)
 }
 
+/// Listing ids in one notification of [`announce_changes`] (37 bytes each with its comma).
+const PER_NOTIFICATION: usize = 200;
+
 /// Sends the changes [`ViewCache::announce`]d to every listing process, for as long as the
 /// service runs: all those waiting, in one statement (one turn on PostgreSQL's notification
 /// lock for many writers' commits). It first tells every listing process to forget all its
@@ -443,8 +456,18 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
         );
         ids.sort_unstable_by_key(|id| id.0);
         ids.dedup();
+        // One notification per [`PER_NOTIFICATION`] listings: a listener reads each
+        // notification as one message, and PostgreSQL takes payloads under 8,000 bytes.
         let payloads: Vec<String> = if started {
-            ids.iter().map(ToString::to_string).collect()
+            ids.chunks(PER_NOTIFICATION)
+                .map(|chunk| {
+                    chunk
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .collect()
         } else {
             vec!["*".to_owned()]
         };
@@ -716,5 +739,22 @@ mod tests {
         let (_, bytes) = c.size();
         assert!(bytes >= pages_budget / 10 * 9, "{bytes} of {pages_budget}");
         assert!(bytes < pages_budget / 10 * 9 + 1000 + ENTRY_OVERHEAD + 4);
+    }
+
+    #[test]
+    fn an_announcement_of_several_listings_forgets_each_and_only_them() {
+        let c = listening(1 << 20, Duration::from_secs(60));
+        let ids: Vec<ListingId> = (0..3).map(|_| ListingId::new()).collect();
+        for id in &ids {
+            keep(&c, *id, b"page");
+        }
+        c.apply(&format!("{},{}", ids[0], ids[1]));
+        assert_eq!(c.get(ids[0], day()), None);
+        assert_eq!(c.get(ids[1], day()), None);
+        assert!(c.get(ids[2], day()).is_some());
+        // One unreadable part: every page.
+        keep(&c, ids[0], b"page");
+        c.apply(&format!("{},not an id", ids[0]));
+        assert_eq!(c.size(), (0, 0));
     }
 }

@@ -129,6 +129,11 @@ pub struct Settings {
     pub events_retry_base_ms: u64,
     /// How often the outbox relay and inbox workers look for work when not woken, in milliseconds.
     pub events_poll_ms: u64,
+    /// The least time between two passes of the outbox relay while events keep coming, in
+    /// milliseconds: each pass then carries what many commits wrote (a pass costs a
+    /// transaction and a marking whatever it carries). An event after a quiet spell still
+    /// goes at once. 0: a pass per wake-up.
+    pub events_pace_ms: u64,
     /// Behind a reverse proxy: the header in which the proxy appends the client's address
     /// (e.g. `X-Forwarded-For`); the last address in it is the client's. Unset: the peer's
     /// address is the client's.
@@ -208,6 +213,7 @@ impl Default for Settings {
             events_max_attempts: 8,
             events_retry_base_ms: 500,
             events_poll_ms: 500,
+            events_pace_ms: 100,
             client_ip_header: None,
             max_hold_share_percent: 50,
             max_open_cod_checkouts: 5,

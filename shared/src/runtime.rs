@@ -372,7 +372,8 @@ impl Service {
             name,
             platform.bus.clone(),
             platform.events.poll,
-        );
+        )
+        .with_pace(platform.events.pace);
         Self {
             name,
             router,

@@ -180,6 +180,7 @@ fn fast() -> events::Settings {
         max_attempts: 3,
         retry_base: Duration::from_millis(10),
         poll: Duration::from_millis(50),
+        pace: Duration::ZERO,
     }
 }
 
@@ -445,4 +446,55 @@ async fn the_event_numbered_two_fails_alone(handler: impl Handler + 'static, err
         }
     }
     assert_eq!(inbox_rows.len(), 5);
+}
+
+/// Passes of a paced relay that found events are at least its pace apart, so that each
+/// carries what many commits wrote; an event after a quiet spell still goes at once.
+#[tokio::test]
+async fn a_paced_relay_takes_the_events_of_its_pause_together_and_a_lone_event_at_once() {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    // Woken only by the commits' notifications: its poll is ten minutes away.
+    let relay = Relay::new(
+        fx.producer.clone(),
+        "listing",
+        Arc::new(InProcessBus::default()),
+        Duration::from_secs(600),
+    )
+    .with_pace(Duration::from_secs(3));
+    let task = tokio::spawn(relay.run());
+    let unpublished = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&fx.producer)
+            .await
+            .unwrap()
+    };
+    // The first pass finds nothing; a lone event after it goes well within the pace.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fx.emit(0, 1).await;
+    eventually(
+        Duration::from_secs(2),
+        "the lone event published",
+        || async { (unpublished().await == 0).then_some(()) },
+    )
+    .await;
+    // Events written during the pause wait for its end, and go in one pass.
+    fx.emit(1, 3).await;
+    fx.emit(4, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(unpublished().await, 5, "published during the pause");
+    eventually(
+        Duration::from_secs(10),
+        "the pause's events published",
+        || async { (unpublished().await == 0).then_some(()) },
+    )
+    .await;
+    let passes: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT published_at) FROM outbox WHERE aggregate_id <> 'agg-0'",
+    )
+    .fetch_one(&fx.producer)
+    .await
+    .unwrap();
+    assert_eq!(passes, 1, "the pause's events in one pass");
+    task.abort();
 }

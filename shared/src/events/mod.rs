@@ -69,6 +69,8 @@ pub struct Settings {
     pub retry_base: std::time::Duration,
     /// How often idle workers look for work without being woken.
     pub poll: std::time::Duration,
+    /// The least time between two passes of the relay that found events.
+    pub pace: std::time::Duration,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
             max_attempts: c.events_max_attempts.max(1),
             retry_base: std::time::Duration::from_millis(c.events_retry_base_ms),
             poll: std::time::Duration::from_millis(c.events_poll_ms.max(10)),
+            pace: std::time::Duration::from_millis(c.events_pace_ms),
         }
     }
 }

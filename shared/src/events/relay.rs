@@ -46,6 +46,7 @@ pub struct Relay {
     source: String,
     bus: Arc<dyn Bus>,
     poll: Duration,
+    pace: Duration,
 }
 
 impl std::fmt::Debug for Relay {
@@ -64,7 +65,17 @@ impl Relay {
             source: source.to_owned(),
             bus,
             poll,
+            pace: Duration::ZERO,
         }
+    }
+
+    /// Passes that found events at least `pace` apart while events keep coming (none by
+    /// default): each pass then takes what many commits wrote, at the cost of up to `pace`
+    /// more delay for an event written during the pause.
+    #[must_use]
+    pub fn with_pace(mut self, pace: Duration) -> Self {
+        self.pace = pace;
+        self
     }
 
     /// Publishes up to 100 unpublished events and marks them published. If it stops between
@@ -139,6 +150,10 @@ impl Relay {
                     // was, and anything committed since has notified.
                     if n >= BATCH_LEN {
                         continue;
+                    }
+                    // The wake-ups of the pause are kept: the next pass starts after it.
+                    if n > 0 && !self.pace.is_zero() {
+                        tokio::time::sleep(self.pace).await;
                     }
                 }
                 Err(e) => {

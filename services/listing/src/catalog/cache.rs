@@ -7,9 +7,11 @@
 //! on a connection of its own. A reservation, the hottest writer, keeps its transaction
 //! free of notifications: it forgets its listings' pages here right after its commit and
 //! has [`announce_changes`] tell the other listing processes, many listings per
-//! notification ([`ViewCache::announce`]). Should a process stop between such a commit and
-//! its announcement, the other processes learn of it when it starts again (it first tells
-//! them to forget every page), or from the pages' time to live. PostgreSQL delivers a notification once its transaction is
+//! notification ([`ViewCache::announce`]), even when its caller stopped waiting at the
+//! commit. Should a process stop between such a commit and its announcement (killed, or
+//! stopped with announcements queued: they are not flushed), the other processes learn of
+//! it when it starts again (it first tells them to forget every page), or from the pages'
+//! time to live. PostgreSQL delivers a notification once its transaction is
 //! committed and visible, so the only stale page possible is one read before the commit and
 //! stored after the notification was handled; each shard's generation rules that out (a page
 //! is stored only if no notification reached its shard while it was read). While the
@@ -74,7 +76,7 @@ pub struct ViewCache {
     /// ([`ViewCache::announce`]), waiting for [`announce_changes`] to send them.
     to_announce: Mutex<Vec<ListingId>>,
     announcing: Notify,
-    /// Told each time the listener connects, for [`warm`](super::warm) to fill the cache at once.
+    /// Told each time the listener connects or every page is forgotten, for [`warm`](super::warm) to fill the cache at once.
     connected: Notify,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -272,6 +274,12 @@ impl ViewCache {
         self.size().1 < self.shard_budget * SHARDS / 10 * 9
     }
 
+    /// Whether a walk reads `id`'s page: [`ViewCache::wants`] it, and it is kept already
+    /// (fresh or not: renewing it takes no new room) or `room` is left.
+    pub(crate) fn walk_reads(&self, id: ListingId, today: NaiveDate, room: bool) -> bool {
+        self.wants(id, today) && (room || self.shard(id).map.contains_key(&id))
+    }
+
     /// Whether pages are kept at all (a budget of 0 keeps none).
     pub(crate) fn keeps_pages(&self) -> bool {
         self.shard_budget > 0
@@ -306,12 +314,12 @@ impl ViewCache {
     fn apply(&self, payload: &str) {
         match payload {
             "" => {}
-            "*" => self.forget_all(),
+            "*" => self.forget_all_and_refill(),
             ids => {
                 for id in ids.split(',') {
                     match id.parse::<uuid::Uuid>() {
                         Ok(id) => self.forget(ListingId(id)),
-                        Err(_) => return self.forget_all(),
+                        Err(_) => return self.forget_all_and_refill(),
                     }
                 }
             }
@@ -340,6 +348,12 @@ impl ViewCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(id);
         self.announcing.notify_one();
+    }
+
+    /// Forgets every page, and has [`warm`](super::warm) fill the cache again at once.
+    fn forget_all_and_refill(&self) {
+        self.forget_all();
+        self.connected.notify_one();
     }
 
     /// Forgets every page.
@@ -756,5 +770,23 @@ mod tests {
         keep(&c, ids[0], b"page");
         c.apply(&format!("{},not an id", ids[0]));
         assert_eq!(c.size(), (0, 0));
+    }
+
+    #[test]
+    fn a_walk_without_room_still_renews_the_pages_kept_and_takes_no_new_ones() {
+        // Every page is past half its time to live at once.
+        let c = listening(1 << 20, Duration::ZERO);
+        let kept = ListingId::new();
+        keep(&c, kept, b"page");
+        assert!(c.walk_reads(kept, day(), false), "a kept page is renewed");
+        assert!(
+            !c.walk_reads(ListingId::new(), day(), false),
+            "no room for a new one"
+        );
+        assert!(c.walk_reads(ListingId::new(), day(), true));
+        // A fresh page is not read again, room or not.
+        let fresh = listening(1 << 20, Duration::from_secs(60));
+        keep(&fresh, kept, b"page");
+        assert!(!fresh.walk_reads(kept, day(), true));
     }
 }

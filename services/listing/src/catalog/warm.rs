@@ -1,7 +1,7 @@
 //! The listing page cache fills itself: when its listener connects, and then every fifth of
 //! a page's time to live, the active listings are walked in id order and the pages missing
-//! or past half their time to live are read, [`WARM_BATCH`] per statement, until nine tenths
-//! of the budget is spent. A catalog that fits is served from memory whichever listing a
+//! or past half their time to live are read, [`WARM_BATCH`] per statement: new pages until
+//! nine tenths of the budget is spent, renewals of pages kept whatever the budget. A catalog that fits is served from memory whichever listing a
 //! buyer opens, not only the ones opened before. The pages read carry the same tickets as a
 //! buyer's read (taken before the statement), so a change during the walk is never
 //! overwritten by what the walk read before it.
@@ -21,7 +21,7 @@ use crate::catalog::{
 const WARM_BATCH: i64 = 500;
 
 /// Fills the cache with the pages of active listings for as long as the service runs: at
-/// once when the listener (re)connects, and every fifth of a page's time to live (at least
+/// once when the listener (re)connects or every page was forgotten, and every fifth of a page's time to live (at least
 /// a second apart, at most a minute).
 pub async fn warm(cache: Arc<ViewCache>, pool: PgPool) {
     if !cache.keeps_pages() {
@@ -55,12 +55,12 @@ pub async fn warm(cache: Arc<ViewCache>, pool: PgPool) {
 }
 
 /// One walk of the active listings in id order, [`WARM_BATCH`] at a time: the pages
-/// [`ViewCache::wants`] are read in one statement and kept. Stops when the cache stops
-/// serving or has no room left. Returns how many pages it kept.
+/// [`ViewCache::wants`] are read in one statement and kept; a page not kept yet only while
+/// the cache has room. Stops when the cache stops serving. Returns how many pages it kept.
 async fn warm_once(cache: &ViewCache, pool: &PgPool) -> anyhow::Result<usize> {
     let mut after = None;
     let mut kept = 0;
-    while cache.serving() && cache.has_room() {
+    while cache.serving() {
         let mut conn = pool.acquire().await.context("no connection")?;
         let selection = Selection {
             after,
@@ -73,9 +73,10 @@ async fn warm_once(cache: &ViewCache, pool: &PgPool) -> anyhow::Result<usize> {
         };
         after = Some(*last);
         let today = today_in_vietnam();
+        let room = cache.has_room();
         let mut tickets: HashMap<ListingId, Ticket> = ids
             .into_iter()
-            .filter(|id| cache.wants(*id, today))
+            .filter(|id| cache.walk_reads(*id, today, room))
             .map(|id| (id, cache.ticket(id, today)))
             .collect();
         if tickets.is_empty() {

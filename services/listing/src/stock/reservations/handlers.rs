@@ -110,6 +110,9 @@ pub async fn create_reservation(
                 ),
             ));
         }
+        // The first attempt may have committed and stopped before announcing (a caller that
+        // gave up): announcing again costs a forgotten page at most.
+        let _announce = Announcement::of(&app, &r);
         return Ok((StatusCode::OK, AxumJson(load(&mut tx, r.id).await?)));
     };
     // Every line's listing with its stock row, the rows locked in one order (listing id) so
@@ -289,11 +292,11 @@ async fn reserved_answer(
     expires_at: DateTime<Utc>,
     reserved: Vec<Option<ReservedLine>>,
 ) -> Result<(StatusCode, AxumJson<ReservationView>)> {
+    // Announced however this ends, once the commit was sent: a caller that stops waiting
+    // (a timeout, a buyer gone) drops this future at the commit, which PostgreSQL may still
+    // complete. An announcement of a commit that failed only forgets pages.
+    let _announce = Announcement::of(app, r);
     tx.commit().await?;
-    for line in &r.lines {
-        app.views.announce(line.listing_id);
-    }
-    events::committed(crate::NAME);
     Ok((
         StatusCode::CREATED,
         AxumJson(ReservationView {
@@ -378,5 +381,31 @@ pub async fn release_reservation(
 fn forget_pages(app: &AppState, view: &ReservationView) {
     for line in &view.lines {
         app.views.forget(line.listing_id);
+    }
+}
+
+/// Announces a reservation's listings ([`ViewCache::announce`](crate::catalog::cache::ViewCache::announce))
+/// and wakes this process's relay when dropped: on every way out of the code after its commit
+/// was sent, a cancelled future's included.
+struct Announcement<'a> {
+    app: &'a App,
+    listings: Vec<ListingId>,
+}
+
+impl<'a> Announcement<'a> {
+    fn of(app: &'a App, r: &ReservationRequest) -> Self {
+        Self {
+            app,
+            listings: r.lines.iter().map(|l| l.listing_id).collect(),
+        }
+    }
+}
+
+impl Drop for Announcement<'_> {
+    fn drop(&mut self) {
+        for id in &self.listings {
+            self.app.views.announce(*id);
+        }
+        events::committed(crate::NAME);
     }
 }

@@ -76,8 +76,9 @@ pub struct ViewCache {
     /// ([`ViewCache::announce`]), waiting for [`announce_changes`] to send them.
     to_announce: Mutex<Vec<ListingId>>,
     announcing: Notify,
-    /// Told each time the listener connects or every page is forgotten, for [`warm`](super::warm) to fill the cache at once.
-    connected: Notify,
+    /// Told each time the listener connects or every page is forgotten, for
+    /// [`warm`](super::warm) to fill the cache at once.
+    refill: Notify,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -133,7 +134,7 @@ impl ViewCache {
             live: AtomicBool::new(false),
             to_announce: Mutex::default(),
             announcing: Notify::new(),
-            connected: Notify::new(),
+            refill: Notify::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -258,9 +259,9 @@ impl ViewCache {
         shard.levels.insert(ticket.id, (available, Instant::now()));
     }
 
-    /// Whether [`warm`](super::warm) should read `id`'s page: it is not kept, was made before `today`, or
-    /// has lived half its time (so that a walk every fifth of it renews the page before it
-    /// lapses).
+    /// Whether [`warm`](super::warm) should read `id`'s page: it is not kept, was made
+    /// before `today`, or has lived half its time (so that a walk every fifth of it renews
+    /// the page before it lapses).
     pub(crate) fn wants(&self, id: ListingId, today: NaiveDate) -> bool {
         self.shard(id)
             .map
@@ -268,8 +269,8 @@ impl ViewCache {
             .is_none_or(|e| e.day != today || e.stored.elapsed() >= self.ttl / 2)
     }
 
-    /// Whether [`warm`](super::warm) may add pages: less than nine tenths of the pages' budget is spent
-    /// (the rest is left to the pages buyers read beyond what the walk kept).
+    /// Whether [`warm`](super::warm) may add pages: less than nine tenths of the pages'
+    /// budget is spent (the rest is left to the pages buyers read beyond what the walk kept).
     pub(crate) fn has_room(&self) -> bool {
         self.size().1 < self.shard_budget * SHARDS / 10 * 9
     }
@@ -295,9 +296,17 @@ impl ViewCache {
         self.ttl
     }
 
-    /// Completes once the listener (re)connects, or at once if it has since the last call.
-    pub(crate) async fn connected(&self) {
-        self.connected.notified().await;
+    /// Completes once the cache is to be filled again at once (the listener (re)connected, or
+    /// every page was forgotten), or at once if it was since the last call.
+    pub(crate) async fn refill_asked(&self) {
+        self.refill.notified().await;
+    }
+
+    /// The listings announced and not sent yet.
+    fn to_announce(&self) -> MutexGuard<'_, Vec<ListingId>> {
+        self.to_announce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How many pages are kept, and their bytes.
@@ -343,17 +352,14 @@ impl ViewCache {
     /// commits.
     pub fn announce(&self, id: ListingId) {
         self.forget(id);
-        self.to_announce
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(id);
+        self.to_announce().push(id);
         self.announcing.notify_one();
     }
 
     /// Forgets every page, and has [`warm`](super::warm) fill the cache again at once.
     fn forget_all_and_refill(&self) {
         self.forget_all();
-        self.connected.notify_one();
+        self.refill.notify_one();
     }
 
     /// Forgets every page.
@@ -374,7 +380,7 @@ impl ViewCache {
         if live {
             self.forget_all();
             self.live.store(true, Ordering::Release);
-            self.connected.notify_one();
+            self.refill.notify_one();
         } else {
             self.live.store(false, Ordering::Release);
             self.forget_all();
@@ -462,12 +468,7 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
         if started {
             cache.announcing.notified().await;
         }
-        let mut ids = std::mem::take(
-            &mut *cache
-                .to_announce
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut ids = std::mem::take(&mut *cache.to_announce());
         ids.sort_unstable_by_key(|id| id.0);
         ids.dedup();
         // One notification per [`PER_NOTIFICATION`] listings: a listener reads each
@@ -509,11 +510,7 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
                     );
                 }
                 // Kept for the next try, with whatever is announced meanwhile.
-                cache
-                    .to_announce
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend(ids);
+                cache.to_announce().extend(ids);
                 cache.announcing.notify_one();
                 tokio::time::sleep(Duration::from_millis(250 * u64::from(failures.min(8)))).await;
             }

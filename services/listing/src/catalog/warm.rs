@@ -1,8 +1,9 @@
 //! The listing page cache fills itself: when its listener connects, and then every fifth of
 //! a page's time to live, the active listings are walked in id order and the pages missing
 //! or past half their time to live are read, [`WARM_BATCH`] per statement: new pages until
-//! nine tenths of the budget is spent, renewals of pages kept whatever the budget. A catalog that fits is served from memory whichever listing a
-//! buyer opens, not only the ones opened before. The pages read carry the same tickets as a
+//! nine tenths of the budget is spent, renewals of pages kept whatever the budget. A catalog
+//! that fits is served from memory whichever listing a buyer opens, not only the ones opened
+//! before. The pages read carry the same tickets as a
 //! buyer's read (taken before the statement), so a change during the walk is never
 //! overwritten by what the walk read before it.
 
@@ -21,8 +22,8 @@ use crate::catalog::{
 const WARM_BATCH: i64 = 500;
 
 /// Fills the cache with the pages of active listings for as long as the service runs: at
-/// once when the listener (re)connects or every page was forgotten, and every fifth of a page's time to live (at least
-/// a second apart, at most a minute).
+/// once when the listener (re)connects or every page was forgotten, and every fifth of a
+/// page's time to live (at least a second apart, at most a minute).
 pub async fn warm(cache: Arc<ViewCache>, pool: PgPool) {
     if !cache.keeps_pages() {
         return;
@@ -31,7 +32,7 @@ pub async fn warm(cache: Arc<ViewCache>, pool: PgPool) {
     let mut failures = 0u32;
     loop {
         tokio::select! {
-            () = cache.connected() => {}
+            () = cache.refill_asked() => {}
             () = tokio::time::sleep(every) => {}
         }
         match warm_once(&cache, &pool).await {

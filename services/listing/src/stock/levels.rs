@@ -109,9 +109,9 @@ pub enum Announce {
     /// The caller, right after its commit: `ViewCache::announce` for each listing and
     /// `events::committed` for the relay. The transaction takes no turn on PostgreSQL's
     /// notification lock (see `events::committed`), unless a listing's availability flips:
-    /// search's mark of it still notifies the indexer. For the rest of the transaction no change
-    /// of stock levels notifies the listing pages: the caller announces every listing whose
-    /// levels its transaction changed.
+    /// search's mark of it still notifies the indexer. For the rest of the transaction no
+    /// change of stock levels notifies the listing pages: the caller announces every listing
+    /// whose levels its transaction changed.
     ByCaller,
 }
 

@@ -384,9 +384,10 @@ fn forget_pages(app: &AppState, view: &ReservationView) {
     }
 }
 
-/// Announces a reservation's listings ([`ViewCache::announce`](crate::catalog::cache::ViewCache::announce))
-/// and wakes this process's relay when dropped: on every way out of the code after its commit
-/// was sent, a cancelled future's included.
+/// Announces a reservation's listings
+/// ([`ViewCache::announce`](crate::catalog::cache::ViewCache::announce)) and wakes this
+/// process's relay when dropped: on every way out of the code after its commit was sent, a
+/// cancelled future's included.
 struct Announcement<'a> {
     app: &'a App,
     listings: Vec<ListingId>,

@@ -189,6 +189,52 @@ async fn fifty_identical_requests_with_one_key_make_one_checkout_across_three_pr
     one_key_one_checkout(app.api.clone(), &app.db).await;
 }
 
+/// A request whose key another request inserts at the same moment: its claim waits for the
+/// other's insert, finds the key taken, and must then read what took it. Here the other
+/// claim (with another body) is held open in a transaction until the request waits on it.
+#[tokio::test]
+async fn a_key_claimed_by_a_racing_request_is_read_once_that_claim_commits() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (_, buyer, listing) = api.shop().await;
+    let pool = app.db.pool("order").await;
+    let mut racing = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state)
+         VALUES ($1::uuid, 'raced', '\\x00', gen_random_uuid(), 'started')",
+    )
+    .bind(&buyer.id)
+    .execute(&mut *racing)
+    .await
+    .unwrap();
+    let request = {
+        let (api, buyer) = (api.clone(), buyer.clone());
+        let body = basket(&[(&listing, "1")], "cod");
+        tokio::spawn(async move { api.checkout(&buyer, "raced", &body).await })
+    };
+    // The request's claim waits on the racing insert.
+    eventually(
+        Duration::from_secs(10),
+        "the claim waiting on the racing insert",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO idempotency_keys%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    racing.commit().await.unwrap();
+    let (status, answer) = request.await.unwrap();
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["code"], "idempotency_key_reused");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn bad_checkout_input_is_422_naming_the_field() {
     let app = TestApp::spawn().await;

@@ -79,8 +79,12 @@ pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Cla
             fresh.0,
             count_open_cod,
         )
-        .fetch_one(pool)
+        .fetch_optional(pool)
         .await?;
+        // No row: the insert waited for a racing request's insert of the key and found it
+        // taken once that committed, but the statement's snapshot, taken before that
+        // commit, cannot see the row. The next statement can.
+        let Some(row) = row else { continue };
         if row.mine {
             return Ok(Claimed::Mine(row.checkout_id, row.open_cod));
         }

@@ -639,3 +639,65 @@ async fn stored_before_a_crash(method: &str) {
         "{method}: the stored checkout's stock is still held"
     );
 }
+
+/// The listing service's orphan sweep may give up a reservation whose checkout is slow to
+/// be stored (it takes the reservation's claim as abandoned). The checkout then stores
+/// nothing: no checkout, no order, no event; the buyer gets 409 `reservation_expired`, the
+/// stock is given back, and the key is free for a retry.
+#[tokio::test]
+async fn a_checkout_whose_reservation_was_given_up_first_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    nongsan_shared::failpoint::set(
+        "checkout.before_store",
+        nongsan_shared::failpoint::Action::Delay(1500),
+    );
+    let checkout = {
+        let (api, buyer) = (api.clone(), buyer.clone());
+        let body = basket(&[(&listing, "2")], "cod");
+        tokio::spawn(async move { api.checkout(&buyer, "given-up", &body).await })
+    };
+    let order = app.db.pool("order").await;
+    let listing_pool = app.db.pool("listing").await;
+    let reservation: uuid::Uuid =
+        eventually(Duration::from_secs(10), "the reservation", || async {
+            sqlx::query_scalar("SELECT id FROM reservations")
+                .fetch_optional(&listing_pool)
+                .await
+                .unwrap()
+        })
+        .await;
+    // What the sweep does first when it gives a reservation up (`checkout::orphans`).
+    sqlx::query(
+        "INSERT INTO reservation_claims (reservation_id, outcome) VALUES ($1, 'abandoned')",
+    )
+    .bind(reservation)
+    .execute(&order)
+    .await
+    .unwrap();
+
+    let (status, answer) = checkout.await.unwrap();
+    nongsan_shared::failpoint::clear("checkout.before_store");
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["code"], "reservation_expired");
+    for table in [
+        "checkouts",
+        "orders",
+        "order_lines",
+        "outbox",
+        "idempotency_keys",
+    ] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&order)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+    assert_eq!(api.stock(&seller, &listing).await.levels.reserved, "0");
+    let (status, again) = api
+        .checkout(&buyer, "given-up", &basket(&[(&listing, "2")], "cod"))
+        .await;
+    assert_eq!(status, 201, "{again}");
+    app.stop().await;
+}

@@ -75,46 +75,9 @@ pub async fn insert_checkout(
         OrderStatus::PendingPayment
     };
     let d = &c.delivery;
-    let mut tx = pool.begin().await?;
-    // The checkout claims its reservation in the same statement: if the listing service's
-    // orphan sweep gave the reservation up first, the claim is taken and nothing is stored
-    // (see `super::orphans`).
-    let stored = sqlx::query_scalar!(
-        r#"WITH claim AS (INSERT INTO reservation_claims (reservation_id, outcome) VALUES ($3, 'placed'))
-         INSERT INTO checkouts (id, buyer_id, reservation_id, payment_method, status, province_code, commune_code, street, recipient_name,
-            recipient_phone, items_total, delivery_total, grand_total, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         RETURNING now() AS "at!""#,
-        id.0,
-        buyer.0,
-        reservation.id.0,
-        c.payment_method.as_str(),
-        status as _,
-        d.province_code(),
-        d.commune_code(),
-        d.street(),
-        d.recipient_name(),
-        d.recipient_phone().as_str(),
-        items_total as _,
-        delivery_total as _,
-        grand_total as _,
-        expires_at,
-    )
-    .fetch_one(&mut *tx)
-    .await;
-    // When the transaction began: the orders' `created_at` and `updated_at`.
-    let at = match stored {
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("reservation_claims_pkey") => {
-            return Err(OrderError::Conflict(
-                "reservation_expired",
-                Text::new(
-                    "This checkout took too long and its stock was given back; check out again with a new Idempotency-Key.",
-                    "Lượt thanh toán này quá lâu nên hàng đã được trả lại; hãy thanh toán lại với Idempotency-Key mới.",
-                ),
-            ));
-        }
-        other => other?,
-    };
+    // When the checkout and its orders were made, as stored (PostgreSQL keeps microseconds):
+    // the answer stored with them carries it, so it is chosen before the statement.
+    let at = Utc::now().trunc_subsecs(6);
     let mut orders = OrderRows::default();
     let mut rows = LineRows::default();
     let mut placed = Vec::with_capacity(sellers.len());
@@ -215,14 +178,23 @@ pub async fn insert_checkout(
         .map_err(anyhow::Error::from)?;
     let (answer_account, answer_key) = answers.map(Claim::key).unzip();
     let events = events::OutboxRows::of(&placed)?;
-    // Every order and line, every `order.placed`, and the key's answer, in one statement: a
+    // The checkout, its orders and lines, every `order.placed`, and the key's answer, in one
+    // statement and so one transaction without BEGIN and COMMIT of its own: a
     // data-modifying WITH always runs whole, and its foreign keys are checked when it ends.
-    // No `NOTIFY`: the relay of this process is woken after the commit (see
-    // `events::committed` for why).
-    sqlx::query!(
-        "WITH o AS (
-             INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total)
-             SELECT o.id, $1, $2, o.kind, o.seller_id, o.name, $3, o.items, $4, o.total
+    // The checkout claims its reservation in the same statement: if the listing service's
+    // orphan sweep gave the reservation up first, the claim is taken and nothing is stored
+    // (see `super::orphans`). No `NOTIFY`: the relay of this process is woken after the
+    // commit (see `events::committed` for why).
+    let stored = sqlx::query!(
+        "WITH claim AS (
+             INSERT INTO reservation_claims (reservation_id, outcome) VALUES ($27, 'placed')),
+         c AS (
+             INSERT INTO checkouts (id, buyer_id, reservation_id, payment_method, status, province_code, commune_code, street, recipient_name,
+                recipient_phone, items_total, delivery_total, grand_total, expires_at, created_at, updated_at)
+             VALUES ($1, $2, $27, $28, $3, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $38)),
+         o AS (
+             INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total, created_at, updated_at)
+             SELECT o.id, $1, $2, o.kind, o.seller_id, o.name, $3, o.items, $4, o.total, $38, $38
              FROM UNNEST($5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::int8[], $10::int8[]) AS o (id, kind, seller_id, name, items, total)),
          l AS (
              INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total)
@@ -259,10 +231,33 @@ pub async fn insert_checkout(
         answer_account.map(|a| a.0),
         answer_key,
         answer.as_ref(),
+        reservation.id.0,
+        c.payment_method.as_str(),
+        d.province_code(),
+        d.commune_code(),
+        d.street(),
+        d.recipient_name(),
+        d.recipient_phone().as_str(),
+        items_total as _,
+        delivery_total as _,
+        grand_total as _,
+        expires_at,
+        at,
     )
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    .fetch_one(pool)
+    .await;
+    match stored {
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("reservation_claims_pkey") => {
+            return Err(OrderError::Conflict(
+                "reservation_expired",
+                Text::new(
+                    "This checkout took too long and its stock was given back; check out again with a new Idempotency-Key.",
+                    "Lượt thanh toán này quá lâu nên hàng đã được trả lại; hãy thanh toán lại với Idempotency-Key mới.",
+                ),
+            ));
+        }
+        other => other?,
+    };
     events::committed(crate::NAME);
     Ok((view, answer))
 }

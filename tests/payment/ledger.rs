@@ -1065,3 +1065,64 @@ async fn while_one_order_is_held_an_operator_refunds_another_that_is_not_deliver
     every_transaction_balances(&payment).await;
     no_balance_is_negative(&payment, "a refund during the hold").await;
 }
+
+/// The payment service remembers every order of every cash-on-delivery checkout from its
+/// `order.placed` (the placed events of a batch in one statement): its checkout, total,
+/// seller and method, exactly as the order service stored them.
+#[tokio::test]
+async fn the_orders_of_cash_on_delivery_checkouts_are_remembered_as_placed() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (a, b) = (
+        api.register(Role::Household).await,
+        api.register(Role::Household).await,
+    );
+    let la = api.listing_in_two_lots(&a, 65_000, 50).await;
+    let lb = api.listing_in_two_lots(&b, 45_500, 50).await;
+    for n in 0..3 {
+        let buyer = api.register(Role::Buyer).await;
+        let (status, c) = api
+            .checkout(
+                &buyer,
+                &format!("k{n}"),
+                &basket(&[(&la, "1"), (&lb, "2")], "cod"),
+            )
+            .await;
+        assert_eq!(status, 201, "{c}");
+    }
+    let order = app.db.pool("order").await;
+    let payment = app.db.pool("payment").await;
+    let placed: Vec<(uuid::Uuid, uuid::Uuid, i64, String, uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT id, checkout_id, total, seller_kind, seller_id, seller_name FROM orders ORDER BY id",
+    )
+    .fetch_all(&order)
+    .await
+    .unwrap();
+    assert_eq!(placed.len(), 6);
+    let remembered = eventually(Duration::from_secs(20), "the orders remembered", || async {
+        let rows: Vec<(
+            uuid::Uuid,
+            uuid::Uuid,
+            i64,
+            String,
+            uuid::Uuid,
+            String,
+            String,
+        )> = sqlx::query_as(
+            "SELECT order_id, checkout_id, total_vnd, seller_kind, seller_id, seller_name, method
+                 FROM payment_orders ORDER BY order_id",
+        )
+        .fetch_all(&payment)
+        .await
+        .unwrap();
+        (rows.len() == placed.len()).then_some(rows)
+    })
+    .await;
+    for (p, r) in placed.iter().zip(&remembered) {
+        assert_eq!(
+            (&p.0, &p.1, p.2, &p.3, &p.4, &p.5, "cod"),
+            (&r.0, &r.1, r.2, &r.3, &r.4, &r.5, r.6.as_str())
+        );
+    }
+    app.stop().await;
+}

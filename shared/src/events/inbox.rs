@@ -15,6 +15,18 @@ use crate::ids::EventId;
 pub trait Handler: Send + Sync {
     /// Applies the event.
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()>;
+
+    /// Applies several events of its type, in the order given: by default one by one. A
+    /// handler that writes many events' rows in one statement overrides it. A failure undoes
+    /// the whole batch, which is then handled again one event at a time with [`handle`].
+    ///
+    /// [`handle`]: Handler::handle
+    async fn handle_many(&self, tx: &mut PgConnection, events: &[Envelope]) -> anyhow::Result<()> {
+        for event in events {
+            self.handle(tx, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A consuming service's inbox and its handlers.
@@ -163,29 +175,40 @@ impl Inbox {
     }
 
     /// The batch in one transaction with no savepoint; `None` (and nothing written) when an
-    /// event cannot be read, has no handler, or its handler fails.
+    /// event cannot be read, has no handler, or its handler fails. Each run of events of one
+    /// type goes to its handler together ([`Handler::handle_many`]), in the batch's order.
     async fn work_whole(&self, limit: i64) -> anyhow::Result<Option<usize>> {
         let mut tx = self.pool.begin().await?;
         let rows = Self::due(&mut tx, limit).await?;
         let taken = rows.len();
+        let mut events: Vec<Envelope> = Vec::with_capacity(taken);
         let mut done: Vec<uuid::Uuid> = Vec::with_capacity(taken);
         for (id, raw, _) in rows {
             let failure = match serde_json::from_value::<Envelope>(raw) {
-                Ok(event) => match self.handlers.get(&event.event_type) {
-                    Some(h) => h.handle(&mut tx, &event).await.err(),
-                    None => Some(anyhow::anyhow!("no handler for {}", event.event_type)),
-                },
-                Err(e) => Some(anyhow::Error::from(e).context("unreadable event")),
+                Ok(event) if self.handlers.contains_key(&event.event_type) => {
+                    events.push(event);
+                    done.push(id.0);
+                    continue;
+                }
+                Ok(event) => anyhow::anyhow!("no handler for {}", event.event_type),
+                Err(e) => anyhow::Error::from(e).context("unreadable event"),
             };
-            if let Some(e) = failure {
+            tracing::debug!(consumer = %self.service, event.id = %id, error = format!("{failure:#}"), "an event of a whole batch cannot be handled; handling the batch event by event");
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        for run in events.chunk_by(|a, b| a.event_type == b.event_type) {
+            let Some(handler) = self.handlers.get(&run[0].event_type) else {
+                continue;
+            };
+            if let Err(e) = handler.handle_many(&mut tx, run).await {
                 // The transaction may be aborted by the failure: all of it is undone, and the
                 // batch handled one savepoint per event, where a failure that happens again is
                 // recorded with the event (its attempts, its error, its next try).
-                tracing::debug!(consumer = %self.service, event.id = %id, error = format!("{e:#}"), "a handler failed in a whole batch; handling the batch event by event");
+                tracing::debug!(consumer = %self.service, event.id = %run[0].id, events = run.len(), error = format!("{e:#}"), "a handler failed in a whole batch; handling the batch event by event");
                 tx.rollback().await?;
                 return Ok(None);
             }
-            done.push(id.0);
         }
         self.mark_done(&mut tx, &done).await?;
         tx.commit().await?;

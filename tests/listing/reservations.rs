@@ -262,6 +262,40 @@ async fn the_same_reservation_id_twice_reserves_once_and_answers_the_same() {
     app.stop().await;
 }
 
+/// Ten requests with one reservation id at once (an order service retrying while its first
+/// request still runs): the stock is reserved once, one request makes the reservation and
+/// the others answer it.
+#[tokio::test]
+async fn one_reservation_id_sent_ten_times_at_once_reserves_once() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "10").await;
+    let service = User::minted(Role::Service);
+    let id = uuid::Uuid::now_v7().to_string();
+    let lines = json!([{ "listing_id": listing, "quantity": "2.5" }]);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (app, service, id, lines) =
+                (app.clone(), service.clone(), id.clone(), lines.clone());
+            tokio::spawn(async move { reserve(&app, &service, &id, lines, 600).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let made = answers.iter().filter(|(s, _)| *s == 201).count();
+    let again = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((made, again), (1, 9), "{answers:?}");
+    assert!(answers.iter().all(|(_, a)| a["id"] == answers[0].1["id"]));
+    let (_, reserved) = assert_stock_agrees(&app, &listing).await;
+    assert_eq!(reserved.parse::<f64>().unwrap(), 2.5);
+    let Ok(app) = std::sync::Arc::try_unwrap(app) else {
+        panic!("a request still holds the app")
+    };
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_expired_reservation_gives_its_stock_back() {
     let app = TestApp::spawn().await;

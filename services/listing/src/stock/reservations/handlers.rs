@@ -85,43 +85,19 @@ pub async fn create_reservation(
         }
     }
     let mut tx = app.pool.begin().await?;
-    let inserted = sqlx::query_scalar!(
-        "INSERT INTO reservations (id, status, request, expires_at, holder_id) VALUES ($1, 'active', $2, now() + make_interval(secs => $3), $4)
-         ON CONFLICT (id) DO NOTHING RETURNING expires_at",
-        r.id as _,
-        &request,
-        f64::from(ttl),
-        r.holder as _,
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(expires_at) = inserted else {
-        let earlier =
-            sqlx::query_scalar!("SELECT request FROM reservations WHERE id = $1", r.id as _)
-                .fetch_one(&mut *tx)
-                .await?;
-        if earlier != request {
-            return Err(ListingError::field(
-                "id",
-                Invalid::new(
-                    "reservation_id_reused",
-                    "was used for a reservation with other lines",
-                    "đã được dùng cho một lần giữ hàng khác",
-                ),
-            ));
-        }
-        // The first attempt may have committed and stopped before announcing (a caller that
-        // gave up): announcing again costs a forgotten page at most.
-        let _announce = Announcement::of(&app, &r);
-        return Ok((StatusCode::OK, AxumJson(load(&mut tx, r.id).await?)));
-    };
-    // Every line's listing with its stock row, the rows locked in one order (listing id) so
-    // concurrent reservations cannot deadlock: one statement whatever the number of lines.
+    // The reservation's row, then every line's listing with its stock row, in one statement.
+    // The rows are locked in one order (listing id) so concurrent reservations cannot
+    // deadlock: one statement whatever the number of lines. The same id again (a retried
+    // request) inserts nothing, and waits for a first request still running to end.
     // `ANY((SELECT $1)::uuid[])` hides the array's length from the planner: with it known, every
     // custom plan looks cheaper than the generic one, and PostgreSQL would plan this join at
     // every call (0.7 ms, measured with pg_stat_statements) instead of once per connection.
     let rows = sqlx::query!(
-        r#"SELECT s.listing_id AS "listing_id: ListingId", s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity",
+        r#"WITH made AS (
+             INSERT INTO reservations (id, status, request, expires_at, holder_id) VALUES ($2, 'active', $3, now() + make_interval(secs => $4), $5)
+             ON CONFLICT (id) DO NOTHING RETURNING expires_at)
+           SELECT (SELECT expires_at FROM made) AS "made_expiring?",
+            s.listing_id AS "listing_id: ListingId", s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity",
             l.low_stock_threshold AS "threshold: Quantity", l.status, l.min_order AS "min_order: Quantity", l.step AS "step: Quantity",
             l.price_vnd AS "price_vnd: Vnd", l.title, l.unit_code, l.household_id AS "household_id: AccountId", l.cooperative_id,
             COALESCE(h.name, c.name) AS "seller_name!", l.gtin
@@ -129,9 +105,38 @@ pub async fn create_reservation(
            LEFT JOIN households h ON h.account_id = l.household_id LEFT JOIN cooperatives c ON c.id = l.cooperative_id
            WHERE s.listing_id = ANY((SELECT $1::uuid[])::uuid[]) ORDER BY s.listing_id FOR UPDATE OF s"#,
         &ids,
+        r.id as _,
+        &request,
+        f64::from(ttl),
+        r.holder as _,
     )
     .fetch_all(&mut *tx)
     .await?;
+    let made = match rows.first().map(|row| row.made_expiring) {
+        Some(None) => {
+            let earlier =
+                sqlx::query_scalar!("SELECT request FROM reservations WHERE id = $1", r.id as _)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if earlier != request {
+                return Err(ListingError::field(
+                    "id",
+                    Invalid::new(
+                        "reservation_id_reused",
+                        "was used for a reservation with other lines",
+                        "đã được dùng cho một lần giữ hàng khác",
+                    ),
+                ));
+            }
+            // The first attempt may have committed and stopped before announcing (a caller
+            // that gave up): announcing again costs a forgotten page at most.
+            let _announce = Announcement::of(&app, &r);
+            return Ok((StatusCode::OK, AxumJson(load(&mut tx, r.id).await?)));
+        }
+        // No row: none of the listings exists, and the first line is refused below (listings
+        // are never deleted, so no reservation made before can be for them).
+        made => made.flatten(),
+    };
     // The lines are checked in the order their rows were locked: a listing that does not
     // exist or is not for sale decides first, then every line's quantity problems together,
     // then the stock. The answer keeps the request's order, built from what was read under
@@ -218,6 +223,8 @@ pub async fn create_reservation(
         }
     }
     p.finish()?;
+    let expires_at =
+        made.ok_or_else(|| anyhow::anyhow!("a reservation with listings but no row made"))?;
     // The reservation announces its levels itself once committed ([`reserved_answer`]): the
     // hottest write of the marketplace takes no turn on PostgreSQL's notification lock.
     apply_locked(&mut tx, &locked, &moves, Announce::ByCaller).await?;

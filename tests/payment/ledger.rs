@@ -1124,5 +1124,53 @@ async fn the_orders_of_cash_on_delivery_checkouts_are_remembered_as_placed() {
             (&r.0, &r.1, r.2, &r.3, &r.4, &r.5, r.6.as_str())
         );
     }
+
+    // The same events handed to the handler together, as orders not seen yet (a consumer's
+    // batch falls back to one event at a time when the batch fails, so the rows above may
+    // have come either way): one statement writes them all.
+    let events: Vec<nongsan_shared::events::Envelope> = sqlx::query_scalar::<_, Value>(
+        "SELECT payload FROM outbox WHERE event_type = 'order.placed'",
+    )
+    .fetch_all(&order)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|mut data| {
+        data["order_id"] = json!(uuid::Uuid::now_v7());
+        serde_json::from_value(json!({
+            "id": uuid::Uuid::now_v7(), "type": "order.placed", "source": "order",
+            "aggregate_id": data["order_id"], "version": 1,
+            "occurred_at": "2026-12-05T00:00:00Z", "data": data,
+        }))
+        .unwrap()
+    })
+    .collect();
+    assert_eq!(events.len(), 6);
+    let mut tx = payment.begin().await.unwrap();
+    nongsan_shared::events::Handler::handle_many(
+        &nongsan_payment::refunds::TrackOrder,
+        &mut tx,
+        &events,
+    )
+    .await
+    .unwrap();
+    for e in &events {
+        let (total, name, method): (i64, String, String) = sqlx::query_as(
+            "SELECT total_vnd, seller_name, method FROM payment_orders WHERE order_id = $1::uuid",
+        )
+        .bind(e.data["order_id"].as_str().unwrap())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(
+            (json!(total), json!(name), method.as_str()),
+            (
+                e.data["total_vnd"].clone(),
+                e.data["seller"]["name"].clone(),
+                "cod"
+            )
+        );
+    }
+    tx.rollback().await.unwrap();
     app.stop().await;
 }

@@ -76,7 +76,9 @@ pub async fn insert_checkout(
     };
     let d = &c.delivery;
     // When the checkout and its orders were made, as stored (PostgreSQL keeps microseconds):
-    // the answer stored with them carries it, so it is chosen before the statement.
+    // the answer stored with them carries it, so it is chosen before the statement, by this
+    // process's clock as `expires_at` is (later changes stamp `updated_at` with the
+    // database's: the hosts' clocks are expected to agree, as NTP keeps them).
     let at = Utc::now().trunc_subsecs(6);
     let mut orders = OrderRows::default();
     let mut rows = LineRows::default();

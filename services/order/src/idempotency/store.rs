@@ -84,7 +84,12 @@ pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Cla
         // No row: the insert waited for a racing request's insert of the key and found it
         // taken once that committed, but the statement's snapshot, taken before that
         // commit, cannot see the row. The next statement can.
-        let Some(row) = row else { continue };
+        let Some(row) = row else {
+            if started.elapsed() > WAIT_AT_MOST {
+                return Err(OrderError::KeyInUse);
+            }
+            continue;
+        };
         if row.mine {
             return Ok(Claimed::Mine(row.checkout_id, row.open_cod));
         }

@@ -60,19 +60,26 @@ pub async fn create_reservation(
     let request = serde_json::to_value(&r.lines).map_err(anyhow::Error::from)?;
     // A sold-out listing answers at once, without queueing for its stock row: under a rush
     // for the last kilograms most requests end here. The check under the lock below decides.
-    // (A reservation id already used reads no stock: its answer is the reservation.)
+    // A reservation id already used reads no stock and takes no lock: its answer is the
+    // reservation.
     let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
-    let available: Vec<(ListingId, Quantity, Quantity)> = sqlx::query!(
-        r#"SELECT listing_id AS "listing_id: ListingId", on_hand AS "on_hand: Quantity", reserved AS "reserved: Quantity"
-           FROM stock WHERE listing_id = ANY((SELECT $1::uuid[])::uuid[]) AND NOT EXISTS (SELECT 1 FROM reservations WHERE id = $2)"#,
+    let read = sqlx::query!(
+        r#"SELECT m.used AS "used!", s.listing_id AS "listing_id?: ListingId", s.on_hand AS "on_hand?: Quantity", s.reserved AS "reserved?: Quantity"
+           FROM (SELECT EXISTS (SELECT 1 FROM reservations WHERE id = $2) AS used) m
+           LEFT JOIN stock s ON NOT m.used AND s.listing_id = ANY((SELECT $1::uuid[])::uuid[])"#,
         &ids,
         r.id as _,
     )
     .fetch_all(&app.pool)
-    .await?
-    .into_iter()
-    .map(|s| (s.listing_id, s.on_hand, s.reserved))
-    .collect();
+    .await?;
+    if read.first().is_some_and(|row| row.used) {
+        let mut conn = app.pool.acquire().await?;
+        return made_before(&app, &mut conn, &r, &request).await;
+    }
+    let available: Vec<(ListingId, Quantity, Quantity)> = read
+        .into_iter()
+        .filter_map(|s| Some((s.listing_id?, s.on_hand?, s.reserved?)))
+        .collect();
     for line in &r.lines {
         if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id) {
             let free = on_hand.checked_sub(*reserved).unwrap_or(Quantity::ZERO);
@@ -113,26 +120,9 @@ pub async fn create_reservation(
     .fetch_all(&mut *tx)
     .await?;
     let made = match rows.first().map(|row| row.made_expiring) {
-        Some(None) => {
-            let earlier =
-                sqlx::query_scalar!("SELECT request FROM reservations WHERE id = $1", r.id as _)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if earlier != request {
-                return Err(ListingError::field(
-                    "id",
-                    Invalid::new(
-                        "reservation_id_reused",
-                        "was used for a reservation with other lines",
-                        "đã được dùng cho một lần giữ hàng khác",
-                    ),
-                ));
-            }
-            // The first attempt may have committed and stopped before announcing (a caller
-            // that gave up): announcing again costs a forgotten page at most.
-            let _announce = Announcement::of(&app, &r);
-            return Ok((StatusCode::OK, AxumJson(load(&mut tx, r.id).await?)));
-        }
+        // Made by a request that committed after the check above (or ran at the same time,
+        // and was waited for).
+        Some(None) => return made_before(&app, &mut tx, &r, &request).await,
         // No row: none of the listings exists, and the first line is refused below (listings
         // are never deleted, so no reservation made before can be for them).
         made => made.flatten(),
@@ -287,6 +277,33 @@ pub async fn create_reservation(
         ));
     }
     reserved_answer(&app, tx, &r, expires_at, reserved).await
+}
+
+/// The answer to a reservation id already used: the reservation made with it, when the lines
+/// are the same; `reservation_id_reused` when not.
+async fn made_before(
+    app: &App,
+    conn: &mut sqlx::PgConnection,
+    r: &ReservationRequest,
+    request: &serde_json::Value,
+) -> Result<(StatusCode, AxumJson<ReservationView>)> {
+    let earlier = sqlx::query_scalar!("SELECT request FROM reservations WHERE id = $1", r.id as _)
+        .fetch_one(&mut *conn)
+        .await?;
+    if earlier != *request {
+        return Err(ListingError::field(
+            "id",
+            Invalid::new(
+                "reservation_id_reused",
+                "was used for a reservation with other lines",
+                "đã được dùng cho một lần giữ hàng khác",
+            ),
+        ));
+    }
+    // The first attempt may have committed and stopped before announcing (a caller that gave
+    // up): announcing again costs a forgotten page at most.
+    let _announce = Announcement::of(app, r);
+    Ok((StatusCode::OK, AxumJson(load(conn, r.id).await?)))
 }
 
 /// Commits a new reservation, announces its listings' new levels (their pages forgotten here

@@ -107,3 +107,39 @@ fn without_root_on_a_machine_missing_packages_it_says_in_one_line_what_to_instal
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The shared test cluster drops the databases of tests that ended (made more than an hour
+/// ago, as their UUIDv7 names say) and keeps those of tests that may still run.
+#[tokio::test]
+async fn the_test_cluster_drops_the_databases_of_tests_that_ended() {
+    use sqlx::Connection;
+    let admin = &crate::support::servers().await.pg_admin;
+    let running = crate::support::TestDb::new().await;
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 2 * 3600;
+    let old = format!(
+        "test_{}",
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            two_hours_ago,
+            0
+        ))
+        .simple()
+    );
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {old}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(crate::support::drop_old_test_databases(admin).await >= 1);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname = ANY($1)")
+            .bind(vec![old.clone(), running.name.clone()])
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(left, vec![running.name.clone()]);
+}

@@ -659,15 +659,7 @@ async fn a_checkout_whose_reservation_was_given_up_first_stores_nothing() {
         tokio::spawn(async move { api.checkout(&buyer, "given-up", &body).await })
     };
     let order = app.db.pool("order").await;
-    let listing_pool = app.db.pool("listing").await;
-    let reservation: uuid::Uuid =
-        eventually(Duration::from_secs(10), "the reservation", || async {
-            sqlx::query_scalar("SELECT id FROM reservations")
-                .fetch_optional(&listing_pool)
-                .await
-                .unwrap()
-        })
-        .await;
+    let reservation = app.db.first_reservation().await;
     // What the sweep does first when it gives a reservation up (`checkout::orphans`).
     sqlx::query(
         "INSERT INTO reservation_claims (reservation_id, outcome) VALUES ($1, 'abandoned')",

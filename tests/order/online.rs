@@ -93,15 +93,7 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
         );
         tokio::spawn(async move { api.checkout(&buyer, "early", &body).await })
     };
-    let listing_pool = app.db.pool("listing").await;
-    let checkout_id: uuid::Uuid =
-        eventually(Duration::from_secs(10), "the reservation", || async {
-            sqlx::query_scalar("SELECT id FROM reservations")
-                .fetch_optional(&listing_pool)
-                .await
-                .unwrap()
-        })
-        .await;
+    let checkout_id = app.db.first_reservation().await;
     // Meanwhile the payment succeeds and is told before the checkout exists.
     let payment_pool = app.db.pool("payment").await;
     let mut tx = payment_pool.begin().await.unwrap();

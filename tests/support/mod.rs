@@ -342,6 +342,19 @@ impl TestDb {
             .await
             .expect("connect to the test database")
     }
+
+    /// The id of the first reservation the listing service makes, once it is made (within
+    /// 10 s): a checkout held between reserving and storing is found by it.
+    pub async fn first_reservation(&self) -> uuid::Uuid {
+        let listing = self.pool("listing").await;
+        eventually(Duration::from_secs(10), "the reservation", || async {
+            sqlx::query_scalar("SELECT id FROM reservations")
+                .fetch_optional(&listing)
+                .await
+                .unwrap()
+        })
+        .await
+    }
 }
 
 /// Settings of a test app on `db`: port 0, real Redis with a key prefix of its own, fast

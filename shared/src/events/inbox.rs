@@ -198,10 +198,11 @@ impl Inbox {
             return Ok(None);
         }
         for run in events.chunk_by(|a, b| a.event_type == b.event_type) {
-            let Some(handler) = self.handlers.get(&run[0].event_type) else {
-                continue;
+            let handled = match self.handlers.get(&run[0].event_type) {
+                Some(handler) => handler.handle_many(&mut tx, run).await,
+                None => Err(anyhow::anyhow!("no handler for {}", run[0].event_type)),
             };
-            if let Err(e) = handler.handle_many(&mut tx, run).await {
+            if let Err(e) = handled {
                 // The transaction may be aborted by the failure: all of it is undone, and the
                 // batch handled one savepoint per event, where a failure that happens again is
                 // recorded with the event (its attempts, its error, its next try).

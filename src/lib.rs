@@ -13,7 +13,7 @@ use nongsan_shared::{
     config::Settings,
     embedded_pg::Released,
     http::{self, Readiness},
-    runtime::{Platform, Service},
+    runtime::{FINISH_WITHIN, Platform, Service, StopStep},
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use utoipa::OpenApi;
@@ -167,6 +167,9 @@ pub struct Running {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The services' last steps on a graceful stop ([`Service::on_stop`]); in a mutex, which
+    /// is never contended, only so that `Running` is `Sync` (a future is not).
+    on_stop: std::sync::Mutex<Vec<StopStep>>,
     platform: Platform,
     /// The router the services call each other through (held weakly by their clients).
     router: Arc<Router>,
@@ -191,8 +194,9 @@ impl Running {
         &self.platform
     }
 
-    /// Stops serving (open requests finish), stops the workers, and leaves the private
-    /// PostgreSQL cluster, stopping it unless another process still uses it.
+    /// Stops serving (open requests finish), stops the workers, has the services finish what
+    /// the workers left in memory (each step bounded by [`FINISH_WITHIN`]), and leaves the
+    /// private PostgreSQL cluster, stopping it unless another process still uses it.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         match self.server.await {
@@ -205,6 +209,18 @@ impl Running {
         }
         for t in self.tasks {
             let _ = t.await;
+        }
+        let steps = self
+            .on_stop
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for step in steps {
+            if tokio::time::timeout(FINISH_WITHIN, step).await.is_err() {
+                tracing::warn!(
+                    within = ?FINISH_WITHIN,
+                    "a service's last step before stopping did not finish in time; stopping without it"
+                );
+            }
         }
         // The services' state, the search index's writer with it, goes with the last router:
         // requests and workers called their peers through it until now.
@@ -263,6 +279,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
     let mut checks: Vec<Arc<dyn Readiness>> = platform.readiness();
     let mut router = Router::new();
     let mut tasks = Vec::new();
+    let mut on_stop = Vec::new();
     let mut relays = Vec::new();
     let mut started = Vec::new();
     for name in services {
@@ -276,6 +293,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         checks.extend(service.readiness);
         router = router.merge(service.router);
         tasks.extend(service.workers);
+        on_stop.extend(service.on_stop);
         relays.push(service.relay);
         started.push(*name);
     }
@@ -326,6 +344,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         stop,
         server,
         tasks,
+        on_stop: std::sync::Mutex::new(on_stop),
         platform,
         router,
     })

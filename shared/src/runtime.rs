@@ -321,6 +321,12 @@ impl<A: AsRef<TokenKeys>> axum::extract::FromRef<AppState<A>> for TokenKeys {
     }
 }
 
+/// A service's step on a graceful stop ([`Service::on_stop`]).
+pub type StopStep = futures_util::future::BoxFuture<'static, ()>;
+
+/// How long a graceful stop waits for each of a service's [`Service::on_stop`] steps.
+pub const FINISH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One service, ready to be served.
 pub struct Service {
     /// Its name, which is also its schema.
@@ -333,6 +339,11 @@ pub struct Service {
     pub relay: Relay,
     /// Its background workers (inbox worker, sweepers), already running.
     pub workers: Vec<tokio::task::JoinHandle<()>>,
+    /// What it does on a graceful stop, once the server has answered its last request and
+    /// the workers are stopped, before the pools close: what the workers left undone in
+    /// memory and no other process would do (the listing pages' announcements). Each is
+    /// given [`FINISH_WITHIN`].
+    pub on_stop: Vec<StopStep>,
     /// Its pool.
     pub pool: PgPool,
 }
@@ -380,6 +391,7 @@ impl Service {
             readiness: Vec::new(),
             relay,
             workers,
+            on_stop: Vec::new(),
             pool,
         }
     }

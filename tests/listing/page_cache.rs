@@ -1,12 +1,16 @@
 //! Listing pages kept in memory (`catalog::cache`): served without PostgreSQL, and never
 //! stale. The service's own writes show at the writer's next read; a change made by anyone
 //! else (another process, an operator's SQL) shows as soon as PostgreSQL's notification
-//! arrives; a lost listener connection makes the service forget everything it kept. The
+//! arrives; a lost listener connection makes the service forget everything it kept; a
+//! process stopping tells the others of the changes it had not announced yet. The
 //! cache fills itself with the active listings, so a page nobody opened yet is in memory too.
 
 use std::time::Duration;
 
-use nongsan_shared::auth::Role;
+use nongsan_shared::{
+    auth::Role,
+    failpoint::{self, Action},
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -216,6 +220,44 @@ async fn a_lost_listener_connection_forgets_every_kept_page_and_serving_resumes(
         "Đổi khi không ai nghe"
     );
     app.stop().await;
+}
+
+/// A reservation's listing is announced to the other listing processes by its writer after
+/// the commit, not by PostgreSQL (`Announce::ByCaller`): a writer stopped with announcements
+/// queued sends them as it goes, and the other processes' pages of those listings do not
+/// outlive it.
+#[tokio::test]
+async fn a_process_stopping_tells_the_others_of_the_changes_it_had_not_announced_yet() {
+    let (writer, _, listing, db) = one_listing().await;
+    let reader = TestApp::spawn_with(test_settings(&writer.db).await, writer.db.clone()).await;
+    until_served_from_memory(&reader, &db, &listing).await;
+    // The announcements wait (the reader's would too, but it has none to send).
+    failpoint::set("cache.before_announce", Action::Delay(60_000));
+    let service = User::minted(Role::Service);
+    let (status, _) = writer
+        .api
+        .post(
+            "/v1/internal/reservations",
+            Some(&service),
+            &json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600,
+                     "lines": [{ "listing_id": listing, "quantity": "2" }] }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // The writer's own page shows the reservation at once; the reader's kept page does not.
+    assert_eq!(page(&writer, &listing).await.1["stock"]["reserved"], "2");
+    assert_eq!(page(&reader, &listing).await.1["stock"]["reserved"], "0");
+
+    writer.stop().await;
+    failpoint::clear("cache.before_announce");
+    shows(
+        &reader,
+        &listing,
+        "the reservation the writer announced as it stopped",
+        |_, p| p["stock"]["reserved"] == "2",
+    )
+    .await;
+    reader.stop().await;
 }
 
 #[tokio::test]

@@ -207,6 +207,12 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
             pool.clone(),
         )));
     service
+        .on_stop
+        .push(Box::pin(catalog::cache::flush_announcements(
+            views.clone(),
+            pool.clone(),
+        )));
+    service
         .workers
         .push(tokio::spawn(catalog::warm::warm(views, pool.clone())));
     service

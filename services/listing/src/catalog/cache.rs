@@ -8,10 +8,10 @@
 //! free of notifications: it forgets its listings' pages here right after its commit and
 //! has [`announce_changes`] tell the other listing processes, many listings per
 //! notification ([`ViewCache::announce`]), even when its caller stopped waiting at the
-//! commit. Should a process stop between such a commit and its announcement (killed, or
-//! stopped with announcements queued: they are not flushed), the other processes learn of
-//! it when it starts again (it first tells them to forget every page), or from the pages'
-//! time to live. PostgreSQL delivers a notification once its transaction is
+//! commit. A process stopped gracefully sends what it has queued before it goes
+//! ([`flush_announcements`]); should one be killed between such a commit and its
+//! announcement, the other processes learn of it when it starts again (it first tells them
+//! to forget every page), or from the pages' time to live. PostgreSQL delivers a notification once its transaction is
 //! committed and visible, so the only stale page possible is one read before the commit and
 //! stored after the notification was handled; each shard's generation rules that out (a page
 //! is stored only if no notification reached its shard while it was read). While the
@@ -43,7 +43,7 @@ use std::{
 
 use axum::body::Bytes;
 use chrono::NaiveDate;
-use nongsan_shared::{ListingId, Quantity, telemetry::worth_logging};
+use nongsan_shared::{ListingId, Quantity, failpoint, telemetry::worth_logging};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::Notify;
 
@@ -459,8 +459,9 @@ const PER_NOTIFICATION: usize = 200;
 /// Sends the changes [`ViewCache::announce`]d to every listing process, for as long as the
 /// service runs: all those waiting, in one statement (one turn on PostgreSQL's notification
 /// lock for many writers' commits). It first tells every listing process to forget all its
-/// pages: a process that stopped between a commit and its announcement left changes
-/// unannounced, and this is how it starts again.
+/// pages: a process killed between a commit and its announcement left changes unannounced,
+/// and this is how it starts again. The listings stay queued until their statement succeeds,
+/// so that a process stopped meanwhile sends them in [`flush_announcements`].
 pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
     let mut failures = 0u32;
     let mut started = false;
@@ -468,37 +469,30 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
         if started {
             cache.announcing.notified().await;
         }
-        let mut ids = std::mem::take(&mut *cache.to_announce());
-        ids.sort_unstable_by_key(|id| id.0);
-        ids.dedup();
-        // One notification per [`PER_NOTIFICATION`] listings: a listener reads each
-        // notification as one message, and PostgreSQL takes payloads under 8,000 bytes.
-        let payloads: Vec<String> = if started {
-            ids.chunks(PER_NOTIFICATION)
-                .map(|chunk| {
-                    chunk
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .collect()
+        // Copied, not taken: removed once sent. Only this task removes, so the first
+        // `pending` are these still.
+        let ids = cache.to_announce().clone();
+        let pending = ids.len();
+        let payloads = if started {
+            payloads(ids)
         } else {
             vec!["*".to_owned()]
         };
         if payloads.is_empty() {
             continue;
         }
-        let sent = sqlx::query_scalar!(
-            r#"SELECT count(*) AS "sent!" FROM (SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload) n"#,
-            CHANNEL,
-            &payloads,
-        )
-        .fetch_one(&pool)
-        .await;
+        let sent = match failpoint::hit_async("cache.before_announce").await {
+            Ok(()) => notify(&pool, &payloads).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
         match sent {
-            Ok(_) => {
+            Ok(()) => {
                 failures = 0;
+                if started {
+                    let mut queued = cache.to_announce();
+                    let sent = pending.min(queued.len());
+                    queued.drain(..sent);
+                }
                 started = true;
             }
             Err(e) => {
@@ -509,13 +503,62 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
                         "cannot tell the other listing processes which pages changed; retrying"
                     );
                 }
-                // Kept for the next try, with whatever is announced meanwhile.
-                cache.to_announce().extend(ids);
+                // Still queued, with whatever is announced meanwhile, for the next try.
                 cache.announcing.notify_one();
                 tokio::time::sleep(Duration::from_millis(250 * u64::from(failures.min(8)))).await;
             }
         }
     }
+}
+
+/// Sends what was announced and not sent yet, on a graceful stop once [`announce_changes`]
+/// has stopped: without it the other listing processes would keep the pages of this
+/// process's last changes until they expire.
+pub async fn flush_announcements(cache: Arc<ViewCache>, pool: PgPool) {
+    let ids = std::mem::take(&mut *cache.to_announce());
+    let payloads = payloads(ids);
+    if payloads.is_empty() {
+        return;
+    }
+    match notify(&pool, &payloads).await {
+        Ok(()) => tracing::info!(
+            notifications = payloads.len(),
+            "told the other listing processes of the last changed pages before stopping"
+        ),
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot tell the other listing processes of the last changed pages; they keep them until they expire"
+        ),
+    }
+}
+
+/// The notifications' payloads for `ids`: each listing once, [`PER_NOTIFICATION`] to a
+/// payload (a listener reads each notification as one message, and PostgreSQL takes payloads
+/// under 8,000 bytes).
+fn payloads(mut ids: Vec<ListingId>) -> Vec<String> {
+    ids.sort_unstable_by_key(|id| id.0);
+    ids.dedup();
+    ids.chunks(PER_NOTIFICATION)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// Sends `payloads` on [`CHANNEL`], in one statement.
+async fn notify(pool: &PgPool, payloads: &[String]) -> sqlx::Result<()> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "sent!" FROM (SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload) n"#,
+        CHANNEL,
+        payloads,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(())
 }
 
 /// Pings the listener, and reports the cache's size and hits to `/metrics`.

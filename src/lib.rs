@@ -169,7 +169,7 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     /// The services' last steps on a graceful stop ([`Service::on_stop`]); in a mutex, which
     /// is never contended, only so that `Running` is `Sync` (a future is not).
-    on_stop: std::sync::Mutex<Vec<StopStep>>,
+    on_stop: std::sync::Mutex<Vec<(&'static str, StopStep)>>,
     platform: Platform,
     /// The router the services call each other through (held weakly by their clients).
     router: Arc<Router>,
@@ -214,12 +214,23 @@ impl Running {
             .on_stop
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for step in steps {
-            if tokio::time::timeout(FINISH_WITHIN, step).await.is_err() {
-                tracing::warn!(
-                    within = ?FINISH_WITHIN,
-                    "a service's last step before stopping did not finish in time; stopping without it"
-                );
+        for (service, step) in steps {
+            // A task of its own: a step that panics does not keep the rest from stopping.
+            let task = tokio::spawn(step);
+            let abort = task.abort_handle();
+            match tokio::time::timeout(FINISH_WITHIN, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(service, error = %e, "a service's last step before stopping failed")
+                }
+                Err(_) => {
+                    abort.abort();
+                    tracing::warn!(
+                        service,
+                        within = ?FINISH_WITHIN,
+                        "a service's last step before stopping did not finish in time; stopping without it"
+                    );
+                }
             }
         }
         // The services' state, the search index's writer with it, goes with the last router:
@@ -293,7 +304,7 @@ pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Resu
         checks.extend(service.readiness);
         router = router.merge(service.router);
         tasks.extend(service.workers);
-        on_stop.extend(service.on_stop);
+        on_stop.extend(service.on_stop.into_iter().map(|step| (service.name, step)));
         relays.push(service.relay);
         started.push(*name);
     }

@@ -340,9 +340,9 @@ pub struct Service {
     /// Its background workers (inbox worker, sweepers), already running.
     pub workers: Vec<tokio::task::JoinHandle<()>>,
     /// What it does on a graceful stop, once the server has answered its last request and
-    /// the workers are stopped, before the pools close: what the workers left undone in
-    /// memory and no other process would do (the listing pages' announcements). Each is
-    /// given [`FINISH_WITHIN`].
+    /// the workers are stopped, before the router and the platform go: what the workers left
+    /// undone in memory and no other process would do (the listing pages' announcements).
+    /// Each runs as a task of its own, given [`FINISH_WITHIN`].
     pub on_stop: Vec<StopStep>,
     /// Its pool.
     pub pool: PgPool,

@@ -9,10 +9,10 @@
 //! has [`announce_changes`] tell the other listing processes, many listings per
 //! notification ([`ViewCache::announce`]), even when its caller stopped waiting at the
 //! commit. A process stopped gracefully sends what it has queued before it goes
-//! ([`flush_announcements`]); should one be killed between such a commit and its
-//! announcement, the other processes learn of it when it starts again (it first tells them
-//! to forget every page), or from the pages' time to live. PostgreSQL delivers a notification once its transaction is
-//! committed and visible, so the only stale page possible is one read before the commit and
+//! ([`flush_announcements`], if PostgreSQL answers within the stop's bound); should one be
+//! killed between such a commit and its announcement, the other processes learn of it when
+//! it starts again (it first tells them to forget every page), or from the pages' time to
+//! live. PostgreSQL delivers a notification once its transaction is committed and visible, so the only stale page possible is one read before the commit and
 //! stored after the notification was handled; each shard's generation rules that out (a page
 //! is stored only if no notification reached its shard while it was read). While the
 //! listener is not connected nothing is served or stored, and every (re)connection starts
@@ -73,9 +73,13 @@ pub struct ViewCache {
     /// Whether the listener is connected: nothing is served or stored while it is not.
     live: AtomicBool,
     /// Listings whose change this process announces to the other listing processes itself
-    /// ([`ViewCache::announce`]), waiting for [`announce_changes`] to send them.
+    /// ([`ViewCache::announce`]), waiting for [`announce_changes`] (or, on a graceful stop,
+    /// [`flush_announcements`]) to send them.
     to_announce: Mutex<Vec<ListingId>>,
     announcing: Notify,
+    /// Whether [`announce_changes`] has told the other processes to forget every page, as it
+    /// does first: until then, the flush on a stop tells them that too.
+    started_announcing: AtomicBool,
     /// Told each time the listener connects or every page is forgotten, for
     /// [`warm`](super::warm) to fill the cache at once.
     refill: Notify,
@@ -134,6 +138,7 @@ impl ViewCache {
             live: AtomicBool::new(false),
             to_announce: Mutex::default(),
             announcing: Notify::new(),
+            started_announcing: AtomicBool::new(false),
             refill: Notify::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -455,6 +460,8 @@ async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
 
 /// Listing ids in one notification of [`announce_changes`] (37 bytes each with its comma).
 const PER_NOTIFICATION: usize = 200;
+/// Listings [`flush_announcements`] names; beyond, it has every page forgotten.
+const FLUSH_AT_MOST: usize = 10 * PER_NOTIFICATION;
 
 /// Sends the changes [`ViewCache::announce`]d to every listing process, for as long as the
 /// service runs: all those waiting, in one statement (one turn on PostgreSQL's notification
@@ -469,8 +476,8 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
         if started {
             cache.announcing.notified().await;
         }
-        // Copied, not taken: removed once sent. Only this task removes, so the first
-        // `pending` are these still.
+        // Copied, not taken: removed once sent. Nothing else removes while this task runs
+        // (the flush on a stop runs once it has ended), so the first `pending` are these.
         let ids = cache.to_announce().clone();
         let pending = ids.len();
         let payloads = if started {
@@ -490,10 +497,12 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
                 failures = 0;
                 if started {
                     let mut queued = cache.to_announce();
+                    debug_assert!(pending <= queued.len(), "only this task removes");
                     let sent = pending.min(queued.len());
                     queued.drain(..sent);
                 }
                 started = true;
+                cache.started_announcing.store(true, Ordering::Release);
             }
             Err(e) => {
                 failures += 1;
@@ -513,10 +522,17 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
 
 /// Sends what was announced and not sent yet, on a graceful stop once [`announce_changes`]
 /// has stopped: without it the other listing processes would keep the pages of this
-/// process's last changes until they expire.
+/// process's last changes until they expire. It tells them to forget every page instead when
+/// [`announce_changes`] never could (PostgreSQL unreachable since the start), or when more
+/// than [`FLUSH_AT_MOST`] listings wait (a backlog of an outage, cheaper forgotten whole).
 pub async fn flush_announcements(cache: Arc<ViewCache>, pool: PgPool) {
     let ids = std::mem::take(&mut *cache.to_announce());
-    let payloads = payloads(ids);
+    let payloads = if !cache.started_announcing.load(Ordering::Acquire) || ids.len() > FLUSH_AT_MOST
+    {
+        vec!["*".to_owned()]
+    } else {
+        payloads(ids)
+    };
     if payloads.is_empty() {
         return;
     }

@@ -12,9 +12,10 @@
 //! ([`flush_announcements`], if PostgreSQL answers within the stop's bound); should one be
 //! killed between such a commit and its announcement, the other processes learn of it when
 //! it starts again (it first tells them to forget every page), or from the pages' time to
-//! live. PostgreSQL delivers a notification once its transaction is committed and visible, so the only stale page possible is one read before the commit and
-//! stored after the notification was handled; each shard's generation rules that out (a page
-//! is stored only if no notification reached its shard while it was read). While the
+//! live. PostgreSQL delivers a notification once its transaction is committed and visible,
+//! so the only stale page possible is one read before the commit and stored after the
+//! notification was handled; each shard's generation rules that out (a page is stored only
+//! if no notification reached its shard while it was read). While the
 //! listener is not connected nothing is served or stored, and every (re)connection starts
 //! from empty: notifications sent while nobody listened are lost. A page also lives at most
 //! a configured time, and only on the day (in Vietnam) it was made, since a certification's
@@ -495,12 +496,12 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
         match sent {
             Ok(()) => {
                 failures = 0;
-                if started {
-                    let mut queued = cache.to_announce();
-                    debug_assert!(pending <= queued.len(), "only this task removes");
-                    let sent = pending.min(queued.len());
-                    queued.drain(..sent);
-                }
+                // Sent, or covered by the first pass's `*`.
+                let mut queued = cache.to_announce();
+                debug_assert!(pending <= queued.len(), "only this task removes");
+                let sent = pending.min(queued.len());
+                queued.drain(..sent);
+                drop(queued);
                 started = true;
                 cache.started_announcing.store(true, Ordering::Release);
             }

@@ -7,14 +7,13 @@
 
 use std::time::Duration;
 
-use nongsan_shared::{
-    auth::Role,
-    failpoint::{self, Action},
-};
+use nongsan_shared::{auth::Role, failpoint::Action};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::support::{TestApp, TestDb, client::Request, eventually, test_settings, user::User};
+use crate::support::{
+    FailPoint, TestApp, TestDb, client::Request, eventually, test_settings, user::User,
+};
 
 /// Runs `sql` with triggers off: a change nobody is told of, the only way to see whether a
 /// page is served from memory.
@@ -231,22 +230,6 @@ async fn a_lost_listener_connection_forgets_every_kept_page_and_serving_resumes(
         "Đổi khi không ai nghe"
     );
     app.stop().await;
-}
-
-/// A fail point set in this process until dropped.
-struct FailPoint(&'static str);
-
-impl FailPoint {
-    fn set(name: &'static str, action: Action) -> Self {
-        failpoint::set(name, action);
-        Self(name)
-    }
-}
-
-impl Drop for FailPoint {
-    fn drop(&mut self) {
-        failpoint::clear(self.0);
-    }
 }
 
 /// A reservation's listing is announced to the other listing processes by its writer after

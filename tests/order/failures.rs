@@ -649,7 +649,7 @@ async fn a_checkout_whose_reservation_was_given_up_first_stores_nothing() {
     let app = TestApp::spawn().await;
     let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
-    nongsan_shared::failpoint::set(
+    let delayed = crate::support::FailPoint::set(
         "checkout.before_store",
         nongsan_shared::failpoint::Action::Delay(1500),
     );
@@ -670,7 +670,7 @@ async fn a_checkout_whose_reservation_was_given_up_first_stores_nothing() {
     .unwrap();
 
     let (status, answer) = checkout.await.unwrap();
-    nongsan_shared::failpoint::clear("checkout.before_store");
+    drop(delayed);
     assert_eq!(status, 409, "{answer}");
     assert_eq!(answer["code"], "reservation_expired");
     for table in [

@@ -81,7 +81,7 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
     let (seller, buyer, listing) = api.shop().await;
 
     // The order service stops for a while between reserving and storing.
-    nongsan_shared::failpoint::set(
+    let _delayed = crate::support::FailPoint::set(
         "checkout.before_store",
         nongsan_shared::failpoint::Action::Delay(1500),
     );

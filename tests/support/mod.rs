@@ -429,6 +429,24 @@ fn init_test_tracing() {
     nongsan_shared::telemetry::init_tracing(nongsan_shared::config::LogFormat::Text);
 }
 
+/// A fail point set in this test's process until dropped: cleared however the test ends.
+#[must_use = "the fail point is cleared when this is dropped"]
+pub struct FailPoint(&'static str);
+
+impl FailPoint {
+    /// Sets `name` to `action`.
+    pub fn set(name: &'static str, action: nongsan_shared::failpoint::Action) -> Self {
+        nongsan_shared::failpoint::set(name, action);
+        Self(name)
+    }
+}
+
+impl Drop for FailPoint {
+    fn drop(&mut self) {
+        nongsan_shared::failpoint::clear(self.0);
+    }
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where

@@ -15,6 +15,9 @@
 //! target/release/nongsan-bench --smoke [--shape three]  # what CI runs: seconds, little data
 //! target/release/nongsan-bench --listings 2000 --scenarios crash --secs 10 --shape three \
 //!     --crash-rounds 4 --append RELIABILITY.md
+//! # a large catalog loaded once, its scenarios run again on it:
+//! target/release/nongsan-bench --listings 1000000 --households 2000 --scenarios bare --keep-data
+//! target/release/nongsan-bench --data /tmp/nongsan-bench-<id> --scenarios index-lag
 //! ```
 //!
 //! The `crash` scenario ([`crash`]) makes one fault per round under a mixed load (a process
@@ -28,7 +31,7 @@
 
 use std::{
     fmt::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -104,6 +107,17 @@ struct Args {
     /// Appends the report to this Markdown file (BENCHMARKS.md).
     #[arg(long)]
     append: Option<PathBuf>,
+    /// Keeps the data folder (the server stopped) and writes the loaded catalog's listings
+    /// into it, so that `--data` can run scenarios on it again, and `nongsan up` can be
+    /// started on it (`NONGSAN_DATA_DIR`) to look into what a scenario found. A
+    /// 1,000,000-listing load takes an hour on two cores.
+    #[arg(long)]
+    keep_data: bool,
+    /// Runs the scenarios on a catalog loaded before and kept with `--keep-data` (its
+    /// `--listings` and `--households` are read from the folder), instead of loading one.
+    /// The folder is kept.
+    #[arg(long, conflicts_with = "smoke")]
+    data: Option<PathBuf>,
     /// What CI runs: a few seconds of every scenario on little data. Figures are printed,
     /// never judged; a broken scenario (errors, an oversold hot item) fails it.
     #[arg(long)]
@@ -163,8 +177,16 @@ async fn main() -> Result<()> {
             bin.display()
         );
     }
-    let data =
-        std::env::temp_dir().join(format!("nongsan-bench-{}", uuid::Uuid::now_v7().simple()));
+    let kept = args.data.is_some() || args.keep_data;
+    let catalog = args.data.as_deref().map(Catalog::read).transpose()?;
+    let data = match (&args.data, &catalog) {
+        (Some(dir), Some(catalog)) => {
+            args.listings = catalog.listings.len();
+            args.households = catalog.households.len();
+            dir.clone()
+        }
+        _ => std::env::temp_dir().join(format!("nongsan-bench-{}", uuid::Uuid::now_v7().simple())),
+    };
     // The harness plays VNPay in the crash scenario's load.
     let mut env = vec![
         ("NONGSAN_VNPAY_TMN_CODE", crash::VNPAY_TMN.to_owned()),
@@ -196,16 +218,18 @@ async fn main() -> Result<()> {
     };
     let mut server = Server::start(&bin, &data, env, args.shape).await?;
     // However the run ends (done, failed, or SIGTERM / Ctrl-C), what it started is stopped
-    // and its data folder removed.
+    // and its data folder removed (unless kept).
     let outcome = tokio::select! {
-        outcome = run(&args, &wanted, &mut server, meili.as_ref()) => outcome,
+        outcome = run(&args, &wanted, &mut server, meili.as_ref(), catalog) => outcome,
         signal = stopped() => Err(anyhow::anyhow!("stopped by {signal}")),
     };
     server.stop().await;
     if let Some(m) = &meili {
         m.drop_index().await;
     }
-    if outcome.is_err() {
+    if kept {
+        eprintln!("data folder kept: {}", data.display());
+    } else if outcome.is_err() {
         let _ = std::fs::remove_dir_all(&data);
     }
     let report = outcome?;
@@ -218,7 +242,9 @@ async fn main() -> Result<()> {
         std::io::Write::write_all(&mut file, format!("\n{report}").as_bytes())?;
         eprintln!("appended to {}", path.display());
     }
-    let _ = std::fs::remove_dir_all(&data);
+    if !kept {
+        let _ = std::fs::remove_dir_all(&data);
+    }
     Ok(())
 }
 
@@ -690,13 +716,70 @@ const LOAD_CHUNK: usize = 20_000;
 /// their hour.
 const TOKENS_RENEWED_AFTER: Duration = Duration::from_secs(1800);
 
-async fn run(
+/// How the catalog came to be: loaded by this run (its seconds, and how long the index took to
+/// catch up after the last write), or kept from a run before.
+enum Loaded {
+    Now { secs: f64, caught_up: f64 },
+    Before(PathBuf),
+}
+
+/// The catalog a `--keep-data` run leaves in its folder for `--data`: the households' ids
+/// (in the order the listings name them) and each listing with its household's place. As
+/// text: the households' ids on the first line, then a listing and its household's place per
+/// line.
+struct Catalog {
+    households: Vec<String>,
+    listings: Vec<(String, usize)>,
+}
+
+impl Catalog {
+    const FILE: &str = "bench-catalog.txt";
+
+    fn write(&self, data: &Path) -> Result<()> {
+        let mut text = format!("{}\n", self.households.join(" "));
+        for (id, seller) in &self.listings {
+            let _ = writeln!(text, "{id} {seller}");
+        }
+        std::fs::write(data.join(Self::FILE), text).context("writing the kept catalog")
+    }
+
+    fn read(data: &Path) -> Result<Self> {
+        let path = data.join(Self::FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{} is not a folder kept by --keep-data (no {})",
+                data.display(),
+                Self::FILE
+            )
+        })?;
+        let unreadable = || format!("{} is not a kept catalog", path.display());
+        let mut lines = text.lines();
+        let households: Vec<String> = lines
+            .next()
+            .with_context(unreadable)?
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        let listings = lines
+            .map(|l| {
+                let (id, seller) = l.split_once(' ')?;
+                Some((id.to_owned(), seller.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .with_context(unreadable)?;
+        Ok(Self {
+            households,
+            listings,
+        })
+    }
+}
+
+/// Registers the households and loads the generated listings through the API, then waits
+/// until every one is searchable. The households' tokens are at most ten minutes old.
+async fn load(
+    api: &Api,
     args: &Args,
-    wanted: &[String],
-    server: &mut Server,
-    meili: Option<&Meili>,
-) -> Result<String> {
-    let api = Api::new(server);
+) -> Result<(Vec<(String, String)>, Vec<(String, usize)>, Loaded)> {
     let started = Instant::now();
     // Sellers and their listings, generated from the demo products (seeded).
     let households = in_parallel((0..args.households).collect(), 4, |n| {
@@ -714,7 +797,7 @@ async fn run(
     loop {
         // Access tokens last an hour: a long load (a million listings) signs in again.
         if signed_in.elapsed() > TOKENS_RENEWED_AFTER {
-            signed_in_again(&api, args, &mut households).await?;
+            signed_in_again(api, args, &mut households).await?;
             signed_in = Instant::now();
         }
         let chunk: Vec<_> = generated.by_ref().take(LOAD_CHUNK).collect();
@@ -785,8 +868,56 @@ async fn run(
     );
     // The scenarios write as the households too: with tokens of a whole hour after a long load.
     if signed_in.elapsed() > TOKENS_RENEWED_AFTER / 3 {
-        signed_in_again(&api, args, &mut households).await?;
+        signed_in_again(api, args, &mut households).await?;
     }
+    Ok((
+        households,
+        listings,
+        Loaded::Now {
+            secs: load_secs,
+            caught_up,
+        },
+    ))
+}
+
+/// Loads the catalog (or takes the one `kept` from an earlier run), runs the scenarios
+/// `wanted`, and returns the report.
+async fn run(
+    args: &Args,
+    wanted: &[String],
+    server: &mut Server,
+    meili: Option<&Meili>,
+    kept: Option<Catalog>,
+) -> Result<String> {
+    let api = Api::new(server);
+    let (households, listings, loaded) = match (kept, &args.data) {
+        (Some(catalog), Some(dir)) => {
+            let mut households: Vec<(String, String)> = catalog
+                .households
+                .iter()
+                .map(|id| (id.clone(), String::new()))
+                .collect();
+            signed_in_again(&api, args, &mut households).await?;
+            eprintln!(
+                "{} listings of {} households, loaded before in {}",
+                catalog.listings.len(),
+                households.len(),
+                dir.display()
+            );
+            (households, catalog.listings, Loaded::Before(dir.clone()))
+        }
+        _ => {
+            let (households, listings, loaded) = load(&api, args).await?;
+            if args.keep_data {
+                Catalog {
+                    households: households.iter().map(|h| h.0.clone()).collect(),
+                    listings: listings.clone(),
+                }
+                .write(&server.data)?;
+            }
+            (households, listings, loaded)
+        }
+    };
     let ids: Arc<Vec<String>> = Arc::new(listings.iter().map(|l| l.0.clone()).collect());
 
     let mut rows: Vec<String> = Vec::new();
@@ -1064,13 +1195,26 @@ async fn run(
         "- command: `nongsan-bench {}`",
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
-    let _ = writeln!(
-        out,
-        "- data: {} generated listings (seed 2026) of {} households, loaded through the API in {load_secs:.1} s ({:.0}/s, listing and lot); all searchable {caught_up:.1} s after the last write",
-        listings.len(),
-        args.households,
-        listings.len() as f64 / load_secs.max(1e-9)
-    );
+    match &loaded {
+        Loaded::Now { secs, caught_up } => {
+            let _ = writeln!(
+                out,
+                "- data: {} generated listings (seed 2026) of {} households, loaded through the API in {secs:.1} s ({:.0}/s, listing and lot); all searchable {caught_up:.1} s after the last write",
+                listings.len(),
+                args.households,
+                listings.len() as f64 / secs.max(1e-9)
+            );
+        }
+        Loaded::Before(dir) => {
+            let _ = writeln!(
+                out,
+                "- data: {} generated listings (seed 2026) of {} households, loaded by an earlier run and kept in {} (what earlier scenarios changed stays changed)",
+                listings.len(),
+                args.households,
+                dir.display()
+            );
+        }
+    }
     if !memory.is_empty() {
         let each: Vec<String> = memory
             .iter()

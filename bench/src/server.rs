@@ -64,7 +64,7 @@ impl Proc {
 pub struct Server {
     pub shape: Shape,
     procs: Vec<Proc>,
-    data: PathBuf,
+    pub data: PathBuf,
     bin: PathBuf,
     env: Vec<(&'static str, String)>,
     /// The three-process shape's Redis.

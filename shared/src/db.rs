@@ -162,3 +162,72 @@ impl Readiness for PgReadiness {
         Ok(())
     }
 }
+
+/// The notifications of one channel, read as they come by a task of their own: a worker
+/// waits for the next with [`Notifications::next`] whenever it is ready, however long it was
+/// busy.
+///
+/// A `LISTEN` connection must be read promptly. PostgreSQL sends each notification from
+/// inside a transaction of the listening backend; when the client does not read, the socket
+/// fills, the backend waits to send (`ClientWrite`) with that transaction open, and its
+/// snapshot holds back every vacuum of the cluster for as long as the client stays away. A
+/// relay that read its connection only between backlogs did that for the whole of a
+/// 50-minute catalog load: the outbox's dead rows piled up, each pass read 470,000 of them,
+/// and events fell minutes behind (BENCHMARKS.md, 2026-12-05).
+#[derive(Debug)]
+pub struct Notifications {
+    heard: std::sync::Arc<tokio::sync::Notify>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Notifications {
+    /// Starts listening on `channel` with a connection of `pool`'s (connecting again, with
+    /// backoff, whenever it is lost). A (re)connection counts as a notification: what was
+    /// sent while away is unknown.
+    pub fn listen(pool: &PgPool, channel: &str) -> Self {
+        let heard = std::sync::Arc::new(tokio::sync::Notify::new());
+        let reader = tokio::spawn(read(pool.clone(), channel.to_owned(), heard.clone()));
+        Self { heard, reader }
+    }
+
+    /// Completes at the first notification since the last call (at once if one came
+    /// meanwhile): any number of notifications wake one call.
+    pub async fn next(&self) {
+        self.heard.notified().await;
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read(pool: PgPool, channel: String, heard: std::sync::Arc<tokio::sync::Notify>) {
+    let mut failures = 0u32;
+    loop {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(mut listener) => {
+                failures = 0;
+                heard.notify_one();
+                // Every message read as soon as it arrives; the worker is told once. A lost
+                // connection (`None`, connected again by the next call) may have missed some.
+                while let Ok(_notification_or_lost) = listener.try_recv().await {
+                    heard.notify_one();
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if crate::telemetry::worth_logging(failures) {
+                    tracing::warn!(channel, error = %e, "cannot listen for notifications; polling meanwhile");
+                }
+            }
+        }
+        tokio::time::sleep(crate::events::backoff(failures)).await;
+    }
+}

@@ -498,3 +498,99 @@ async fn a_paced_relay_takes_the_events_of_its_pause_together_and_a_lone_event_a
     assert_eq!(passes, 1, "the pause's events in one pass");
     task.abort();
 }
+
+/// A bus that takes its time over each batch: a relay with a backlog stays busy.
+struct SlowBus;
+
+#[async_trait::async_trait]
+impl Bus for SlowBus {
+    async fn publish(&self, _source: &str, _events: &[Envelope]) -> anyhow::Result<()> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
+    }
+    async fn subscribe(
+        &self,
+        _source: &str,
+        _inbox: Arc<Inbox>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+    fn mode(&self) -> nongsan_shared::http::Mode {
+        InProcessBus::default().mode()
+    }
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A relay working through a backlog still reads its notifications as they come. One that
+/// read them only between backlogs left PostgreSQL's sending backend blocked on a full
+/// socket, inside a transaction whose snapshot held back every vacuum of the cluster: at
+/// 1,000,000 listings the outbox's dead rows piled up, each pass of the relay read 470,000 of
+/// them (332 ms for 100 events), and events fell minutes behind (BENCHMARKS.md, 2026-12-05).
+#[tokio::test]
+async fn a_busy_relay_keeps_reading_its_notifications_so_its_connection_holds_no_snapshot() {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    // A backlog of 30,000 events: 300 passes of at least 20 ms.
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, aggregate_id, version, payload)
+         SELECT gen_random_uuid(), 'probe.happened', 'agg-' || i, 1, '{}' FROM generate_series(1, 30000) i",
+    )
+    .execute(&fx.producer)
+    .await
+    .unwrap();
+    let task = tokio::spawn(
+        Relay::new(
+            fx.producer.clone(),
+            "listing",
+            Arc::new(SlowBus),
+            Duration::from_secs(600),
+        )
+        .run(),
+    );
+    let listening = "SELECT wait_event IS DISTINCT FROM 'ClientWrite' AND backend_xmin IS NULL
+                     FROM pg_stat_activity WHERE query = 'LISTEN \"nongsan_outbox_listing\"'";
+    eventually(Duration::from_secs(10), "the relay listening", || async {
+        sqlx::query_scalar::<_, bool>(listening)
+            .fetch_optional(&fx.producer)
+            .await
+            .unwrap()
+    })
+    .await;
+    // 200,000 notifications (distinct, so none is folded into another): megabytes, more than
+    // the sockets between PostgreSQL and the relay hold.
+    sqlx::query("SELECT count(pg_notify('nongsan_outbox_listing', i::text)) FROM generate_series(1, 200000) i")
+        .execute(&fx.producer)
+        .await
+        .unwrap();
+    let unpublished = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&fx.producer)
+            .await
+            .unwrap()
+    };
+    // Within three seconds the connection has everything PostgreSQL had to send, while the
+    // relay is still at its backlog.
+    let mut free = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        free = sqlx::query_scalar::<_, bool>(listening)
+            .fetch_one(&fx.producer)
+            .await
+            .unwrap();
+        if free {
+            break;
+        }
+    }
+    let left = unpublished().await;
+    assert!(
+        left > 0,
+        "the relay had finished its backlog: the test proves nothing"
+    );
+    assert!(
+        free,
+        "the relay's listening connection still waits to send (or holds a snapshot) with {left} events left"
+    );
+    task.abort();
+}

@@ -19,6 +19,7 @@ use sqlx::PgConnection;
 pub use bus::{Bus, InProcessBus, RedisBus};
 pub use inbox::{Handler, Inbox};
 pub use ops::{DeadLetter, OpsState, ops_router, ops_routes};
+pub(crate) use relay::backoff;
 pub use relay::{Relay, committed};
 
 use crate::{

@@ -6,11 +6,11 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use super::{Bus, Envelope};
-use crate::{failpoint, ids::EventId};
+use crate::{db::Notifications, failpoint, ids::EventId};
 
 /// Events published at once.
 const BATCH: i64 = 100;
@@ -126,20 +126,14 @@ impl Relay {
     }
 
     /// Runs until the task is aborted: woken by each commit that wrote to the outbox
-    /// (LISTEN/NOTIFY, or [`committed`] in this process), and every poll interval in case a
-    /// notification was missed.
+    /// (LISTEN/NOTIFY, read as they come by [`Notifications`], or [`committed`] in this
+    /// process), and every poll interval in case a notification was missed.
     pub async fn run(self) {
-        let channel = format!("nongsan_outbox_{}", self.source);
+        let notifications =
+            Notifications::listen(&self.pool, &format!("nongsan_outbox_{}", self.source));
         let wake = wake_of(&self.source);
-        let mut listener = None;
         let mut failures = 0u32;
         loop {
-            if listener.is_none() {
-                listener = match PgListener::connect_with(&self.pool).await {
-                    Ok(mut l) => l.listen(&channel).await.ok().map(|()| l),
-                    Err(_) => None,
-                };
-            }
             match self.relay_once().await {
                 Ok(n) => {
                     if failures > 0 {
@@ -165,34 +159,12 @@ impl Relay {
                     continue;
                 }
             }
-            let Some(l) = listener.as_mut() else {
-                tokio::select! {
-                    () = tokio::time::sleep(self.poll) => {}
-                    () = wake.notified() => {}
-                }
-                continue;
-            };
-            // A notification, a commit of this process, or the poll interval.
-            let heard = tokio::select! {
-                heard = tokio::time::timeout(self.poll, l.recv()) => Some(heard),
-                () = wake.notified() => None,
-            };
-            match heard {
-                Some(Ok(Ok(_))) => {
-                    // Commits notify one by one and come in bursts: the notifications
-                    // already here are taken together, for one poll of the outbox instead
-                    // of one each (a busy checkout path made hundreds a second).
-                    for _ in 0..BATCH_LEN {
-                        if !matches!(
-                            tokio::time::timeout(Duration::ZERO, l.recv()).await,
-                            Ok(Ok(_))
-                        ) {
-                            break;
-                        }
-                    }
-                }
-                Some(Ok(Err(_))) => listener = None,
-                Some(Err(_)) | None => {}
+            // A notification (commits notify one by one and come in bursts: those heard
+            // meanwhile wake one pass), a commit of this process, or the poll interval.
+            tokio::select! {
+                () = notifications.next() => {}
+                () = wake.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
             }
         }
     }

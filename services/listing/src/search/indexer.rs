@@ -11,10 +11,11 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use nongsan_shared::{
     ListingId,
+    db::Notifications,
     events::{Envelope, Handler},
     telemetry::worth_logging,
 };
-use sqlx::{Connection, PgConnection, PgPool, postgres::PgListener};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use super::{
     SearchEngine,
@@ -100,21 +101,16 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
 /// without pauses.
 const COMMIT_GAP: Duration = Duration::from_millis(100);
 
-/// Indexes until aborted: woken by each commit that marked something dirty, and every
-/// second in case a wake-up was missed; backs off while the engine is away.
+/// Indexes until aborted: woken by each commit that marked something dirty (read as they
+/// come, [`Notifications`]), and every second in case a wake-up was missed; backs off while
+/// the engine is away.
 pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
-    let mut listener: Option<PgListener> = None;
+    let notifications = Notifications::listen(&pool, CHANNEL);
     let mut failures = 0u32;
     let mut last_write: Option<tokio::time::Instant> = None;
     loop {
         if let Some(at) = last_write {
             tokio::time::sleep_until(at + COMMIT_GAP).await;
-        }
-        if listener.is_none() {
-            listener = match PgListener::connect_with(&pool).await {
-                Ok(mut l) => l.listen(CHANNEL).await.ok().map(|()| l),
-                Err(_) => None,
-            };
         }
         match index_once(&pool, engine.as_ref()).await {
             Ok(n) => {
@@ -144,12 +140,9 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
                 continue;
             }
         }
-        match listener.as_mut() {
-            Some(l) => match tokio::time::timeout(Duration::from_secs(1), l.recv()).await {
-                Ok(Ok(_)) | Err(_) => {}
-                Ok(Err(_)) => listener = None,
-            },
-            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        tokio::select! {
+            () = notifications.next() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

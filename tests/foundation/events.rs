@@ -549,18 +549,22 @@ async fn a_busy_relay_keeps_reading_its_notifications_so_its_connection_holds_no
         )
         .run(),
     );
+    // This relay's connection: the cluster is shared with other tests, whose relays listen
+    // on the same channel in databases of their own.
     let listening = "SELECT wait_event IS DISTINCT FROM 'ClientWrite' AND backend_xmin IS NULL
-                     FROM pg_stat_activity WHERE query = 'LISTEN \"nongsan_outbox_listing\"'";
+                     FROM pg_stat_activity WHERE datname = current_database()
+                       AND query = 'LISTEN \"nongsan_outbox_listing\"'";
     eventually(Duration::from_secs(10), "the relay listening", || async {
-        sqlx::query_scalar::<_, bool>(listening)
+        sqlx::query_scalar::<_, bool>(&format!("{listening} AND state = 'idle'"))
             .fetch_optional(&fx.producer)
             .await
             .unwrap()
+            .filter(|free| *free)
     })
     .await;
-    // 200,000 notifications (distinct, so none is folded into another): megabytes, more than
-    // the sockets between PostgreSQL and the relay hold.
-    sqlx::query("SELECT count(pg_notify('nongsan_outbox_listing', i::text)) FROM generate_series(1, 200000) i")
+    // 200,000 notifications (distinct, so none is folded into another) of 200 bytes each:
+    // 40 MB, more than the sockets between PostgreSQL and the relay hold, over TCP as well.
+    sqlx::query("SELECT count(pg_notify('nongsan_outbox_listing', i::text || repeat('x', 200))) FROM generate_series(1, 200000) i")
         .execute(&fx.producer)
         .await
         .unwrap();

@@ -134,6 +134,9 @@ pub struct Settings {
     /// transaction and a marking whatever it carries). An event after a quiet spell still
     /// goes at once. 0: a pass per wake-up.
     pub events_pace_ms: u64,
+    /// How long published outbox rows, handled inbox rows (a day longer) and acknowledged
+    /// stream entries are kept, in hours; 0 keeps them for ever.
+    pub events_keep_hours: u64,
     /// Behind a reverse proxy: the header in which the proxy appends the client's address
     /// (e.g. `X-Forwarded-For`); the last address in it is the client's. Unset: the peer's
     /// address is the client's.
@@ -214,6 +217,7 @@ impl Default for Settings {
             events_retry_base_ms: 500,
             events_poll_ms: 500,
             events_pace_ms: 100,
+            events_keep_hours: 168,
             client_ip_header: None,
             max_hold_share_percent: 50,
             max_open_cod_checkouts: 5,

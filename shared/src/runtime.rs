@@ -373,6 +373,10 @@ impl Service {
             }
             workers.push(tokio::spawn(inbox.run()));
         }
+        if let Some(keep) = platform.events.keep {
+            let retention = events::Retention::new(pool.clone(), name, platform.bus.clone(), keep);
+            workers.push(tokio::spawn(retention.run()));
+        }
         let router = router.merge(events::ops_router(
             name,
             pool.clone(),

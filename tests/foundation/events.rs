@@ -1,13 +1,15 @@
 //! Events from an outbox to an inbox: exactly once in effect, through a relay that stops at
 //! the worst moment, through a Redis restart, and onto the dead-letter list when a handler
-//! keeps failing.
+//! keeps failing; and what is done with removed once old, what is not kept.
 
 use std::{sync::Arc, time::Duration};
 
 use nongsan_shared::{
     auth::Role,
     db,
-    events::{self, Bus, Envelope, Handler, InProcessBus, Inbox, RedisBus, Relay},
+    events::{
+        self, Bus, Envelope, Handler, InProcessBus, Inbox, Pruned, RedisBus, Relay, Retention,
+    },
     failpoint,
 };
 use serde_json::json;
@@ -181,6 +183,7 @@ fn fast() -> events::Settings {
         retry_base: Duration::from_millis(10),
         poll: Duration::from_millis(50),
         pace: Duration::ZERO,
+        keep: None,
     }
 }
 
@@ -597,4 +600,234 @@ async fn a_busy_relay_keeps_reading_its_notifications_so_its_connection_holds_no
         "the relay's listening connection still waits to send (or holds a snapshot) with {left} events left"
     );
     task.abort();
+}
+
+/// An id of an event made `age` ago (UUIDv7 carries its time).
+fn id_made(age: Duration) -> uuid::Uuid {
+    let at = std::time::SystemTime::now() - age;
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        since.as_secs(),
+        since.subsec_nanos(),
+    ))
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `n` outbox rows made `age` ago, published `published_days_ago` (`None`: not yet).
+async fn old_outbox_rows(
+    pool: &PgPool,
+    n: usize,
+    age: Duration,
+    published_days_ago: Option<f64>,
+) -> Vec<uuid::Uuid> {
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| id_made(age)).collect();
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, aggregate_id, payload, occurred_at, published_at)
+         SELECT id, 'probe.happened', 'agg', '{}', now() - make_interval(secs => $2),
+                now() - make_interval(secs => $3 * 86400)
+         FROM unnest($1::uuid[]) id",
+    )
+    .bind(&ids)
+    .bind(age.as_secs_f64())
+    .bind(published_days_ago)
+    .execute(pool)
+    .await
+    .unwrap();
+    ids
+}
+
+/// `n` inbox rows of events made `age` ago, in `status`, handled `handled_days_ago`.
+async fn old_inbox_rows(
+    pool: &PgPool,
+    n: usize,
+    age: Duration,
+    status: &str,
+    handled_days_ago: Option<f64>,
+) -> Vec<uuid::Uuid> {
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| id_made(age)).collect();
+    sqlx::query(
+        "INSERT INTO inbox (event_id, event_type, source, event, status, received_at, handled_at)
+         SELECT id, 'probe.happened', 'listing', '{}', $2, now() - make_interval(secs => $3),
+                now() - make_interval(secs => $4 * 86400)
+         FROM unnest($1::uuid[]) id",
+    )
+    .bind(&ids)
+    .bind(status)
+    .bind(age.as_secs_f64())
+    .bind(handled_days_ago)
+    .execute(pool)
+    .await
+    .unwrap();
+    ids
+}
+
+#[tokio::test]
+async fn events_older_than_the_retention_are_removed_once_published_or_handled_and_the_rest_stay() {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    // Kept a week. More old rows than one statement deletes (5,000), in both tables.
+    old_outbox_rows(&fx.producer, 12_000, 9 * DAY, Some(9.0)).await;
+    let unpublished = old_outbox_rows(&fx.producer, 1, 9 * DAY, None).await;
+    let published_lately = old_outbox_rows(&fx.producer, 1, 9 * DAY, Some(6.0)).await;
+    let recent = old_outbox_rows(&fx.producer, 1, DAY, Some(1.0)).await;
+    old_inbox_rows(&fx.consumer, 6_000, 10 * DAY, "done", Some(9.0)).await;
+    // Handled seven and a half days ago: past the week, not past the inbox's extra day.
+    let within_margin = old_inbox_rows(&fx.consumer, 1, 10 * DAY, "done", Some(7.5)).await;
+    let pending = old_inbox_rows(&fx.consumer, 1, 10 * DAY, "pending", None).await;
+    let dead = old_inbox_rows(&fx.consumer, 1, 10 * DAY, "dead", None).await;
+    let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
+
+    let producer = Retention::new(fx.producer.clone(), "listing", bus.clone(), 7 * DAY);
+    let consumer = Retention::new(fx.consumer.clone(), "probe", bus, 7 * DAY);
+    assert_eq!(
+        producer.prune_once().await.unwrap(),
+        Pruned {
+            outbox: 12_000,
+            inbox: 0,
+            stream: 0
+        }
+    );
+    assert_eq!(
+        consumer.prune_once().await.unwrap(),
+        Pruned {
+            outbox: 0,
+            inbox: 6_000,
+            stream: 0
+        }
+    );
+
+    let mut left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
+        .fetch_all(&fx.producer)
+        .await
+        .unwrap();
+    let mut expected = [unpublished, published_lately, recent].concat();
+    expected.sort();
+    left.sort();
+    assert_eq!(
+        left, expected,
+        "an unpublished event and those published within the week stay"
+    );
+    let mut left: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM inbox")
+        .fetch_all(&fx.consumer)
+        .await
+        .unwrap();
+    let mut expected = [within_margin, pending, dead].concat();
+    expected.sort();
+    left.sort();
+    assert_eq!(
+        left, expected,
+        "pending and dead-lettered events stay, and a handled one a day past the week"
+    );
+    assert_eq!(producer.prune_once().await.unwrap(), Pruned::default());
+}
+
+/// Reads up to `count` new entries of `stream` for `group`; answers their ids.
+async fn read_as(
+    con: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    count: usize,
+) -> Vec<String> {
+    let reply: redis::streams::StreamReadReply = redis::AsyncCommands::xread_options(
+        con,
+        &[stream],
+        &[">"],
+        &redis::streams::StreamReadOptions::default()
+            .group(group, "reader")
+            .count(count),
+    )
+    .await
+    .unwrap();
+    reply
+        .keys
+        .into_iter()
+        .flat_map(|k| k.ids)
+        .map(|m| m.id)
+        .collect()
+}
+
+async fn ack(
+    con: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    ids: &[String],
+) {
+    let _: i64 = redis::AsyncCommands::xack(con, stream, group, ids)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_is_trimmed_only_below_what_every_consumer_group_has_acknowledged() {
+    let db = TestDb::new().await;
+    let redis_url = servers().await.redis.clone();
+    let bus = RedisBus::connect(&redis_url, &db.name).await.unwrap();
+    let events: Vec<Envelope> = (0..30)
+        .map(|i| Envelope {
+            id: nongsan_shared::ids::EventId::new(),
+            event_type: "probe.happened".into(),
+            source: "listing".into(),
+            aggregate_id: format!("agg-{i}"),
+            version: 1,
+            occurred_at: chrono::Utc::now(),
+            data: json!({ "seq": i }),
+        })
+        .collect();
+    bus.publish("listing", &events).await.unwrap();
+    let stream = events::stream_name(&db.name, "listing");
+    let mut con = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for group in ["ahead", "behind"] {
+        let () = redis::AsyncCommands::xgroup_create(&mut con, &stream, group, "0")
+            .await
+            .unwrap();
+    }
+    // "ahead" read and acknowledged all 30; "behind" read 20 and acknowledged the first 10.
+    let all = read_as(&mut con, &stream, "ahead", 30).await;
+    assert_eq!(all.len(), 30);
+    ack(&mut con, &stream, "ahead", &all).await;
+    let read = read_as(&mut con, &stream, "behind", 20).await;
+    ack(&mut con, &stream, "behind", &read[..10]).await;
+
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let in_a_minute = chrono::Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(
+        bus.trim("listing", an_hour_ago).await.unwrap(),
+        0,
+        "nothing is older than the retention"
+    );
+    assert_eq!(
+        bus.trim("listing", in_a_minute).await.unwrap(),
+        10,
+        "only what both groups acknowledged goes"
+    );
+    let first: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_count(&mut con, &stream, "-", "+", 1)
+            .await
+            .unwrap();
+    assert_eq!(
+        first.ids[0].id, all[10],
+        "the oldest entry \"behind\" has not acknowledged stays"
+    );
+
+    ack(&mut con, &stream, "behind", &read[10..]).await;
+    assert_eq!(
+        bus.trim("listing", in_a_minute).await.unwrap(),
+        9,
+        "the entries \"behind\" has not read yet stay, and the last it was given"
+    );
+    let rest = read_as(&mut con, &stream, "behind", 30).await;
+    assert_eq!(rest, all[20..]);
+    ack(&mut con, &stream, "behind", &rest).await;
+    assert_eq!(bus.trim("listing", in_a_minute).await.unwrap(), 10);
+    assert_eq!(
+        xlen(&redis_url, &stream).await,
+        1,
+        "the last delivered entry stays"
+    );
 }

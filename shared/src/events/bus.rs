@@ -3,11 +3,14 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use redis::{
     AsyncCommands,
     aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{
-        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoGroupsReply,
+        StreamPendingReply, StreamReadOptions, StreamReadReply, StreamTrimOptions,
+        StreamTrimmingMode,
     },
 };
 use tokio::sync::RwLock;
@@ -31,6 +34,11 @@ pub trait Bus: Send + Sync {
     fn mode(&self) -> Mode;
     /// Whether the transport answers now.
     async fn ping(&self) -> anyhow::Result<()>;
+    /// Removes what the transport still holds of `source`'s events made before `before` and
+    /// acknowledged by every consumer group; answers how many went. Without a stream, none.
+    async fn trim(&self, _source: &str, _before: DateTime<Utc>) -> anyhow::Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Delivery inside one process (`nongsan up` without Redis): publishing writes straight into
@@ -189,6 +197,53 @@ impl Bus for RedisBus {
         let _: String = redis::cmd("PING").query_async(&mut con).await?;
         Ok(())
     }
+
+    /// Trims the stream below the oldest entry that some group has not acknowledged (its
+    /// oldest pending entry, or past its last delivered one), and below `before`. A group
+    /// that does not exist yet (its service never ran) is not waited for: made later, it
+    /// reads the stream from what is left.
+    async fn trim(&self, source: &str, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        let stream = stream_name(&self.prefix, source);
+        let mut con = self.publisher.clone();
+        let exists: bool = con.exists(&stream).await?;
+        if !exists {
+            return Ok(0);
+        }
+        let mut floor = (u64::try_from(before.timestamp_millis()).unwrap_or(0), 0);
+        let groups: StreamInfoGroupsReply = con
+            .xinfo_groups(&stream)
+            .await
+            .context("reading the stream's consumer groups")?;
+        for group in groups.groups {
+            let mut kept_from = group.last_delivered_id;
+            if group.pending > 0
+                && let StreamPendingReply::Data(pending) =
+                    con.xpending(&stream, &group.name).await?
+            {
+                kept_from = pending.start_id;
+            }
+            floor = floor.min(parse_stream_id(&kept_from)?);
+        }
+        let trimmed: usize = con
+            .xtrim_options(
+                &stream,
+                &StreamTrimOptions::minid(
+                    StreamTrimmingMode::Exact,
+                    format!("{}-{}", floor.0, floor.1),
+                ),
+            )
+            .await?;
+        Ok(trimmed as u64)
+    }
+}
+
+/// A stream entry id, `<milliseconds>-<sequence>`, as a pair that sorts as Redis sorts ids.
+fn parse_stream_id(id: &str) -> anyhow::Result<(u64, u64)> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    Ok((
+        ms.parse().with_context(|| format!("stream id {id}"))?,
+        seq.parse().with_context(|| format!("stream id {id}"))?,
+    ))
 }
 
 /// Reads one stream in one consumer group into an inbox.

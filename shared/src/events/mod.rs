@@ -11,6 +11,7 @@ mod bus;
 mod inbox;
 mod ops;
 mod relay;
+mod retention;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ pub use inbox::{Handler, Inbox};
 pub use ops::{DeadLetter, OpsState, ops_router, ops_routes};
 pub(crate) use relay::backoff;
 pub use relay::{Relay, committed};
+pub use retention::{Pruned, Retention};
 
 use crate::{
     contracts::events::{EventBody, EventType},
@@ -72,6 +74,8 @@ pub struct Settings {
     pub poll: std::time::Duration,
     /// The least time between two passes of the relay that found events.
     pub pace: std::time::Duration,
+    /// How long published and handled events are kept ([`Retention`]); `None`: for ever.
+    pub keep: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -82,6 +86,8 @@ impl Settings {
             retry_base: std::time::Duration::from_millis(c.events_retry_base_ms),
             poll: std::time::Duration::from_millis(c.events_poll_ms.max(10)),
             pace: std::time::Duration::from_millis(c.events_pace_ms),
+            keep: (c.events_keep_hours > 0)
+                .then(|| std::time::Duration::from_secs(c.events_keep_hours.saturating_mul(3600))),
         }
     }
 }

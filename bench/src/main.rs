@@ -57,10 +57,11 @@ use server::{Server, Shape, cpu};
     about = "Benchmark nongsan against references measured in the same run"
 )]
 struct Args {
-    /// Scenarios, comma-separated: bare, listing-read, listing-page, search, index-lag,
-    /// checkout, hot-item, pgbench, reindex (the server stopped, `nongsan reindex` timed, the
-    /// server started again); or all (every one of these); and crash (the reliability
-    /// rounds, never part of all).
+    /// Scenarios, comma-separated: bare, listing-read, listing-page, search, reads-beside-search
+    /// (listing reads and the search mix at once, each on `--connections / 2` connections),
+    /// index-lag, checkout, hot-item, pgbench, reindex (the server stopped, `nongsan reindex`
+    /// timed, the server started again); or all (every one of these); and crash (the
+    /// reliability rounds, never part of all).
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// Listings generated (seeded) and loaded through the API before the scenarios run.
@@ -147,6 +148,7 @@ async fn main() -> Result<()> {
             "listing-read",
             "listing-page",
             "search",
+            "reads-beside-search",
             "index-lag",
             "checkout",
             "hot-item",
@@ -287,7 +289,7 @@ impl Figures {
 
     fn row(&self, reference: Option<(&str, f64)>) -> String {
         let per_op = |cpu: f64| {
-            if self.ops == 0 {
+            if self.ops == 0 || cpu.is_nan() {
                 "–".to_owned()
             } else {
                 format!("{:.2}", cpu * 1000.0 / self.ops as f64)
@@ -926,7 +928,7 @@ async fn run(
     let mut bare: Option<f64> = None;
     if wanted
         .iter()
-        .any(|w| w == "bare" || w.starts_with("listing") || w == "search")
+        .any(|w| w == "bare" || w.starts_with("listing") || w.contains("search"))
     {
         let a = api.clone();
         let f = drive(
@@ -944,23 +946,44 @@ async fn run(
         keep(&mut rows, &mut broken, &f, None);
     }
     let reference = bare.map(|b| ("bare", b));
+    // A listing read: the listing `i` of connection `c`.
+    let read = |a: Api, ids: Arc<Vec<String>>| {
+        move |c: usize, i: u64| {
+            let (a, ids) = (a.clone(), ids.clone());
+            async move {
+                let id = &ids[(c * 7919 + usize::try_from(i).unwrap_or(0) * 104_729) % ids.len()];
+                a.get(&format!("/v1/listings/{id}"), c).await
+            }
+        }
+    };
+    // The search mix (accented, diacritic-free, typo, prefix and multi-word queries, a third
+    // with filters and facets) as `/v1/search` paths; a search: the path `i` of connection `c`.
+    let mix = nongsan_search::generate::query_mix();
+    let paths: Arc<Vec<String>> = Arc::new(
+        mix.iter()
+            .map(nongsan_search::generate::search_path)
+            .collect(),
+    );
+    let search = |a: Api, paths: Arc<Vec<String>>| {
+        move |c: usize, i: u64| {
+            let (a, paths) = (a.clone(), paths.clone());
+            async move {
+                let path = &paths[(c + usize::try_from(i).unwrap_or(0)) % paths.len()];
+                a.get(path, c).await
+            }
+        }
+    };
+    let mut read_alone: Option<(f64, f64)> = None;
     if wanted.iter().any(|w| w == "listing-read") {
-        let (a, ids) = (api.clone(), ids.clone());
         let f = drive(
             server,
             "`GET /v1/listings/{id}`",
             args.connections,
             args.secs,
-            move |c, i| {
-                let (a, ids) = (a.clone(), ids.clone());
-                async move {
-                    let id =
-                        &ids[(c * 7919 + usize::try_from(i).unwrap_or(0) * 104_729) % ids.len()];
-                    a.get(&format!("/v1/listings/{id}"), c).await
-                }
-            },
+            read(api.clone(), ids.clone()),
         )
         .await;
+        read_alone = Some((f.rate(), f.ms(0.99)));
         keep(&mut rows, &mut broken, &f, reference);
     }
     if wanted.iter().any(|w| w == "listing-page") {
@@ -979,15 +1002,7 @@ async fn run(
         keep(&mut rows, &mut broken, &f, reference);
     }
     if wanted.iter().any(|w| w == "search") {
-        // The search mix (accented, diacritic-free, typo, prefix and multi-word queries, a
-        // third with filters and facets), as `/v1/search` paths and as the bodies nongsan's
-        // Meilisearch adapter sends for them.
-        let mix = nongsan_search::generate::query_mix();
-        let paths: Arc<Vec<String>> = Arc::new(
-            mix.iter()
-                .map(nongsan_search::generate::search_path)
-                .collect(),
-        );
+        // The search mix as the bodies nongsan's Meilisearch adapter sends for its paths.
         let bodies: Arc<Vec<Value>> = Arc::new(
             mix.iter()
                 .map(nongsan_search::meili::request_body)
@@ -1043,16 +1058,56 @@ async fn run(
                 reference = Some(("Meilisearch directly", f.rate()));
                 keep(&mut rows, &mut broken, &f, None);
             }
-            let (a, paths) = (api.clone(), paths.clone());
-            let f = drive(server, name, conns, args.secs, move |c, i| {
-                let (a, paths) = (a.clone(), paths.clone());
-                async move {
-                    let path = &paths[(c + usize::try_from(i).unwrap_or(0)) % paths.len()];
-                    a.get(path, c).await
-                }
-            })
+            let f = drive(
+                server,
+                name,
+                conns,
+                args.secs,
+                search(api.clone(), paths.clone()),
+            )
             .await;
             keep(&mut rows, &mut broken, &f, reference);
+        }
+    }
+    if wanted.iter().any(|w| w == "reads-beside-search") {
+        // Does a search hold up the requests that come beside it? Half the connections read
+        // listings while the other half search, for the same seconds.
+        let half = (args.connections / 2).max(1);
+        let (mut reads, mut searches) = tokio::join!(
+            drive(
+                server,
+                "`GET /v1/listings/{id}` while the search mix runs beside it",
+                half,
+                args.secs,
+                read(api.clone(), ids.clone()),
+            ),
+            drive(
+                server,
+                "search mix while listings are read beside it",
+                half,
+                args.secs,
+                search(api.clone(), paths.clone()),
+            ),
+        );
+        // Both ran at once: the CPU each saw is the sum of both, so neither row shows it.
+        for f in [&mut reads, &mut searches] {
+            f.cpu_nongsan = f64::NAN;
+            f.cpu_postgres = f64::NAN;
+        }
+        keep(
+            &mut rows,
+            &mut broken,
+            &reads,
+            read_alone.map(|(rate, _)| ("listing reads alone", rate)),
+        );
+        keep(&mut rows, &mut broken, &searches, None);
+        if let Some((_, p99)) = read_alone {
+            notes.push(format!(
+                "Listing reads beside the search mix: p99 {:.2} ms ({:.2} ms alone, on {} connections).",
+                reads.ms(0.99),
+                p99,
+                args.connections
+            ));
         }
     }
     let mut tpcb: Option<f64> = None;

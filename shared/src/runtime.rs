@@ -366,16 +366,18 @@ impl Service {
         inbox: Option<(Inbox, &[&str])>,
     ) -> Self {
         let mut workers = Vec::new();
+        if let Some(keep) = platform.events.keep {
+            let reads = inbox.as_ref().map_or(&[][..], |(_, sources)| *sources);
+            let retention = events::Retention::new(pool.clone(), name, platform.bus.clone(), keep)
+                .reading(reads);
+            workers.push(tokio::spawn(retention.run()));
+        }
         if let Some((inbox, sources)) = inbox {
             let inbox = Arc::new(inbox);
             for source in sources {
                 workers.extend(platform.bus.subscribe(source, inbox.clone()).await);
             }
             workers.push(tokio::spawn(inbox.run()));
-        }
-        if let Some(keep) = platform.events.keep {
-            let retention = events::Retention::new(pool.clone(), name, platform.bus.clone(), keep);
-            workers.push(tokio::spawn(retention.run()));
         }
         let router = router.merge(events::ops_router(
             name,

@@ -39,6 +39,11 @@ pub trait Bus: Send + Sync {
     async fn trim(&self, _source: &str, _before: DateTime<Utc>) -> anyhow::Result<u64> {
         Ok(0)
     }
+    /// When the oldest event the transport still holds of `source` was put in it: none
+    /// older can be delivered again. `None`: it holds none.
+    async fn oldest_kept(&self, _source: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        Ok(None)
+    }
 }
 
 /// Delivery inside one process (`nongsan up` without Redis): publishing writes straight into
@@ -234,6 +239,22 @@ impl Bus for RedisBus {
             )
             .await?;
         Ok(trimmed as u64)
+    }
+
+    async fn oldest_kept(&self, source: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let stream = stream_name(&self.prefix, source);
+        let mut con = self.publisher.clone();
+        let first: redis::streams::StreamRangeReply =
+            con.xrange_count(&stream, "-", "+", 1).await?;
+        first
+            .ids
+            .first()
+            .map(|entry| {
+                let (ms, _) = parse_stream_id(&entry.id)?;
+                DateTime::from_timestamp_millis(i64::try_from(ms)?)
+                    .with_context(|| format!("stream id {}", entry.id))
+            })
+            .transpose()
     }
 }
 

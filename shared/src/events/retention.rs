@@ -7,11 +7,18 @@
 //! and with Redis every event also stays in the stream's memory.
 //!
 //! Exactly-once handling rests on the inbox remembering an event id for as long as the event
-//! can come again. It can come again from the stream only (the relay publishes again only
-//! what it has not marked published): a redelivery of what a consumer did not acknowledge,
-//! or a consumer group made again, which reads the stream from its start. So a stream entry
-//! goes only when every group has acknowledged it and it is older than the retention, and a
-//! handled inbox row is kept a day longer than that.
+//! can come again. It can come again from the stream (a redelivery of what a consumer did not
+//! acknowledge, or a consumer group made again, which reads the stream from its start), and
+//! from a relay that published it and stopped before marking it published.
+//! - A stream entry goes only when every group has acknowledged it and it is older than the
+//!   retention.
+//! - A handled inbox row goes only when it was handled a day longer ago than the retention,
+//!   and a day before the oldest entry still in each stream its service reads: an event is
+//!   put in the stream before it is handled, so its entry is gone (the day allows for the
+//!   clocks of Redis and PostgreSQL to differ).
+//! - Left: a relay that published an event, stopped before marking it, and stayed stopped for
+//!   longer than that day publishes it again as a new entry; if the consumer's pass came in
+//!   between, the event is handled again.
 
 use std::time::Duration;
 
@@ -24,8 +31,8 @@ use super::Bus;
 const BATCH: i64 = 5_000;
 /// How much longer than the retention a handled inbox row is kept (module doc).
 const INBOX_MARGIN: Duration = Duration::from_secs(24 * 3600);
-/// The first pass comes this long after the start, the next ones [`Retention::every`] apart:
-/// a consumer that was stopped first reads what was delivered to it and not acknowledged.
+/// The first pass comes this long after the start (not in the middle of it), the next ones
+/// [`Retention::every`] apart.
 const FIRST_PASS_AFTER: Duration = Duration::from_secs(60);
 
 /// What one pass removed.
@@ -47,6 +54,8 @@ pub struct Retention {
     bus: std::sync::Arc<dyn Bus>,
     keep: Duration,
     every: Duration,
+    /// The producing services whose streams this service's inbox reads.
+    reads: Vec<String>,
 }
 
 impl std::fmt::Debug for Retention {
@@ -69,7 +78,16 @@ impl Retention {
             // A tenth of the retention, between a minute and an hour: a pass removes what
             // came in that long, in batches.
             every: (keep / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600)),
+            reads: Vec::new(),
         }
+    }
+
+    /// This service's inbox reads the streams of `sources`: its handled events are kept as
+    /// long as those streams may still hold them.
+    #[must_use]
+    pub fn reading(mut self, sources: &[&str]) -> Self {
+        self.reads = sources.iter().map(|s| (*s).to_owned()).collect();
+        self
     }
 
     /// How long events are kept.
@@ -78,50 +96,77 @@ impl Retention {
     }
 
     /// Removes what is older than the retention: the outbox rows published before it, the
-    /// inbox rows handled before it and a day, the stream entries before it that every
-    /// consumer group has acknowledged. An outbox row not yet published, an inbox row not
+    /// inbox rows handled before it and a day (and a day before the oldest entry of each
+    /// stream the inbox reads), the stream entries before it that every consumer group has
+    /// acknowledged. An outbox row not yet published, an inbox row not
     /// handled or dead-lettered, and a stream entry some group has not acknowledged stay,
     /// however old.
     pub async fn prune_once(&self) -> anyhow::Result<Pruned> {
-        let now = Utc::now();
-        let cut = now - chrono::Duration::from_std(self.keep)?;
-        let inbox_cut = cut - chrono::Duration::from_std(INBOX_MARGIN)?;
+        let margin = chrono::Duration::from_std(INBOX_MARGIN)?;
+        let Some(cut) = chrono::Duration::from_std(self.keep)
+            .ok()
+            .and_then(|keep| Utc::now().checked_sub_signed(keep))
+        else {
+            // A retention longer than the calendar: nothing is old enough.
+            return Ok(Pruned::default());
+        };
+        let Some(mut inbox_cut) = cut.checked_sub_signed(margin) else {
+            return Ok(Pruned::default());
+        };
+        for source in &self.reads {
+            if let Some(oldest) = self.bus.oldest_kept(source).await? {
+                inbox_cut = inbox_cut.min(oldest - margin);
+            }
+        }
         let mut pruned = Pruned::default();
-        // The ids are UUIDv7: every event made before `cut` has an id below `id_before(cut)`,
-        // so each statement walks the primary key from its start instead of the whole table.
-        // The time columns decide; the id bound only narrows the walk.
+        // The ids are UUIDv7: every event made before a moment has an id below
+        // `id_before(moment)`, so each statement walks the primary key from where the one
+        // before stopped, not the whole table, nor again the rows it just deleted (dead until
+        // a vacuum). The time columns decide; the ids only bound the walk.
+        let mut after = uuid::Uuid::nil();
         loop {
-            let n = sqlx::query!(
-                "DELETE FROM outbox WHERE id IN (
-                     SELECT id FROM outbox WHERE id < $1 AND published_at < $2 ORDER BY id LIMIT $3)",
+            let gone = sqlx::query!(
+                r#"WITH gone AS (
+                     DELETE FROM outbox WHERE id IN (
+                         SELECT id FROM outbox WHERE id > $1 AND id < $2 AND published_at < $3
+                         ORDER BY id LIMIT $4)
+                     RETURNING id)
+                 SELECT count(*) AS "n!", (array_agg(id ORDER BY id DESC))[1] AS last FROM gone"#,
+                after,
                 id_before(cut),
                 cut,
                 BATCH,
             )
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            pruned.outbox += n;
-            if n < BATCH as u64 {
-                break;
+            .fetch_one(&self.pool)
+            .await?;
+            pruned.outbox += u64::try_from(gone.n).unwrap_or(0);
+            match gone.last {
+                Some(last) if gone.n >= BATCH => after = last,
+                _ => break,
             }
             tokio::task::yield_now().await;
         }
+        let mut after = uuid::Uuid::nil();
         loop {
-            let n = sqlx::query!(
-                "DELETE FROM inbox WHERE event_id IN (
-                     SELECT event_id FROM inbox WHERE event_id < $1 AND status = 'done' AND handled_at < $2
-                     ORDER BY event_id LIMIT $3)",
+            let gone = sqlx::query!(
+                r#"WITH gone AS (
+                     DELETE FROM inbox WHERE event_id IN (
+                         SELECT event_id FROM inbox
+                         WHERE event_id > $1 AND event_id < $2 AND status = 'done' AND handled_at < $3
+                         ORDER BY event_id LIMIT $4)
+                     RETURNING event_id)
+                 SELECT count(*) AS "n!", (array_agg(event_id ORDER BY event_id DESC))[1] AS last FROM gone"#,
+                after,
                 id_before(inbox_cut),
                 inbox_cut,
                 BATCH,
             )
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            pruned.inbox += n;
-            if n < BATCH as u64 {
-                break;
+            .fetch_one(&self.pool)
+            .await?;
+            pruned.inbox += u64::try_from(gone.n).unwrap_or(0);
+            match gone.last {
+                Some(last) if gone.n >= BATCH => after = last,
+                _ => break,
             }
             tokio::task::yield_now().await;
         }

@@ -217,9 +217,14 @@ async fn read(pool: PgPool, channel: String, heard: std::sync::Arc<tokio::sync::
                 heard.notify_one();
                 // Every message read as soon as it arrives; the worker is told once. A lost
                 // connection (`None`, connected again by the next call) may have missed some.
-                while let Ok(_notification_or_lost) = listener.try_recv().await {
-                    heard.notify_one();
-                }
+                let lost = loop {
+                    match listener.try_recv().await {
+                        Ok(_notification_or_lost) => heard.notify_one(),
+                        Err(e) => break e,
+                    }
+                };
+                // The worker polls meanwhile, and is told when listening again.
+                tracing::warn!(channel, error = %lost, "stopped hearing notifications; listening again");
             }
             Err(e) => {
                 failures += 1;

@@ -139,25 +139,31 @@ impl WordCache {
     }
 }
 
-/// The embedded engine: a tantivy index. Cheap to clone: the clones share one index.
+/// The embedded engine: a tantivy index.
 ///
-/// Its writes (a commit writes and syncs files) run on tokio's blocking threads, so that no
-/// async worker waits on the disk. Its searches run where they are called, on the async
-/// worker: moving them to blocking threads was measured on 100,000 listings on two cores
-/// (BENCHMARKS.md, 2026-12-05 15:36–16:02). It let listing reads made beside a full search
-/// load go 5.7 times as fast (p99 2.3 ms instead of 5.8), but every search cost 0.1 ms more
-/// CPU in hand-offs between threads, and the search mix alone answered 2,200 a second
-/// instead of 3,300 (with two searches at a time; 2,850 with no limit, p99 8 ms instead
-/// of 5).
-#[derive(Clone)]
+/// Its searches run on tokio's blocking threads, at most two per core at once; its writes
+/// run in place on their async worker, whose other tasks tokio hands to another thread
+/// meanwhile. On the async workers a search held up every request queued behind it: with
+/// the search mix on 8 connections and listing reads on 8 others, on 1,000,000 listings, a
+/// read answered in 14 ms at p50 and 37 ms at p99; with the searches on blocking threads,
+/// in 0.4 ms and 8 ms (BENCHMARKS.md, 2026-12-05 16:08–16:27). The cost is about 0.1 ms
+/// more CPU per search in hand-offs between threads. The search mix alone answered 16 %
+/// fewer searches at 100,000 listings, and about as many at 1,000,000, where a search takes
+/// longer. Two per core keeps the cores busy between hand-offs; with no limit the searches
+/// shared the cores among themselves and each finished later.
 pub struct EmbeddedEngine {
+    /// What searches read, shared with the threads they run on.
     engine: Arc<Engine>,
+    /// The writer, not shared: a search still running when the engine is dropped does not
+    /// hold the index's lock.
+    writer: Mutex<IndexWriter>,
+    /// Turns to search: two per core.
+    searches: tokio::sync::Semaphore,
 }
 
-/// The index itself, its writer and its caches.
+/// The index as searches read it, and their caches.
 struct Engine {
     reader: IndexReader,
-    writer: Mutex<IndexWriter>,
     f: Fields,
     /// The documents of each filter term (visible, in stock, a category...) by segment:
     /// segments never change, so a filter's postings are read once, not on every search.
@@ -311,8 +317,12 @@ impl EmbeddedEngine {
     /// Opens (or creates) the index in `dir`; the writer uses at most `writer_heap` bytes
     /// before it writes a segment (tantivy's floor is 15 MB).
     pub fn open_with(dir: &Path, writer_heap: usize) -> anyhow::Result<Self> {
+        let (engine, writer) = Engine::open_with(dir, writer_heap)?;
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Ok(Self {
-            engine: Arc::new(Engine::open_with(dir, writer_heap)?),
+            engine: Arc::new(engine),
+            writer: Mutex::new(writer),
+            searches: tokio::sync::Semaphore::new(2 * cores),
         })
     }
 
@@ -326,20 +336,34 @@ impl EmbeddedEngine {
         self.engine.segments()
     }
 
-    /// Runs `work` (a write) on the engine on a blocking thread.
-    async fn off_the_workers<R: Send + 'static>(
+    /// Runs `write` with the writer, then serves what it committed. It runs in place, not
+    /// on another thread: stopping the caller (a task aborted) never leaves a write going on
+    /// without it. On a multi-threaded runtime tokio first hands this worker's other tasks to
+    /// another thread.
+    fn write(
         &self,
-        work: impl FnOnce(&Engine) -> Result<R, EngineError> + Send + 'static,
-    ) -> Result<R, EngineError> {
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || work(&engine))
-            .await
-            .map_err(other)?
+        write: impl FnOnce(&Engine, &mut IndexWriter) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let run = || {
+            let mut writer = self
+                .writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            write(&self.engine, &mut writer)?;
+            drop(writer);
+            self.engine.reader.reload().map_err(other)
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        }
     }
 }
 
 impl Engine {
-    fn open_with(dir: &Path, writer_heap: usize) -> anyhow::Result<Self> {
+    fn open_with(dir: &Path, writer_heap: usize) -> anyhow::Result<(Self, IndexWriter)> {
         let dir = dir.join(LAYOUT);
         std::fs::create_dir_all(&dir)?;
         let (schema, f) = schema();
@@ -349,14 +373,14 @@ impl Engine {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        Ok(Self {
+        let engine = Self {
             reader,
-            writer: Mutex::new(writer),
             f,
             filters: Mutex::new(FilterCache::default()),
             words: Mutex::new(WordCache::default()),
             columns: Mutex::new(HashMap::new()),
-        })
+        };
+        Ok((engine, writer))
     }
 
     fn reload(&self) -> anyhow::Result<()> {
@@ -1484,12 +1508,30 @@ impl SearchEngine for EmbeddedEngine {
     }
 
     async fn upsert(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
-        let docs = docs.to_vec();
-        self.off_the_workers(move |e| e.upsert(&docs)).await
+        self.write(|engine, writer| {
+            // Every document made first: one that cannot be leaves the writer untouched.
+            let made: Vec<(Term, TantivyDocument)> = docs
+                .iter()
+                .map(|d| {
+                    let doc = engine.to_document(d)?;
+                    Ok((Term::from_field_text(engine.f.id, &d.id), doc))
+                })
+                .collect::<Result<_, EngineError>>()?;
+            for (id, doc) in made {
+                writer.delete_term(id);
+                writer.add_document(doc).map_err(other)?;
+            }
+            writer.commit().map_err(other)?;
+            Ok(())
+        })
     }
 
     async fn clear(&self) -> Result<(), EngineError> {
-        self.off_the_workers(Engine::clear).await
+        self.write(|_, writer| {
+            writer.delete_all_documents().map_err(other)?;
+            writer.commit().map_err(other)?;
+            Ok(())
+        })
     }
 
     async fn count(&self) -> Result<u64, EngineError> {
@@ -1497,41 +1539,10 @@ impl SearchEngine for EmbeddedEngine {
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
-        self.engine.run(q)
-    }
-}
-
-impl Engine {
-    fn upsert(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
-        let docs: Vec<TantivyDocument> = docs
-            .iter()
-            .map(|d| self.to_document(d))
-            .collect::<Result<_, _>>()?;
-        let ids: Vec<Term> = docs
-            .iter()
-            .filter_map(|d| {
-                d.get_first(self.f.id)
-                    .and_then(|v| v.as_str())
-                    .map(|id| Term::from_field_text(self.f.id, id))
-            })
-            .collect();
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, doc) in ids.into_iter().zip(docs) {
-            writer.delete_term(id);
-            writer.add_document(doc).map_err(other)?;
-        }
-        writer.commit().map_err(other)?;
-        drop(writer);
-        self.reader.reload().map_err(other)?;
-        Ok(())
-    }
-
-    fn clear(&self) -> Result<(), EngineError> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        writer.delete_all_documents().map_err(other)?;
-        writer.commit().map_err(other)?;
-        drop(writer);
-        self.reader.reload().map_err(other)?;
-        Ok(())
+        let _turn = self.searches.acquire().await.map_err(other)?;
+        let (engine, q) = (self.engine.clone(), q.clone());
+        tokio::task::spawn_blocking(move || engine.run(&q))
+            .await
+            .map_err(other)?
     }
 }

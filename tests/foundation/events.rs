@@ -832,46 +832,64 @@ async fn a_stream_is_trimmed_only_below_what_every_consumer_group_has_acknowledg
     );
 }
 
+/// Puts an entry in `stream` with the id of the moment `age` ago; answers its id.
+async fn entry_made(
+    con: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    age: Duration,
+) -> String {
+    let at = chrono::Utc::now() - chrono::Duration::from_std(age).unwrap();
+    redis::cmd("XADD")
+        .arg(stream)
+        .arg(format!("{}-0", at.timestamp_millis()))
+        .arg("event")
+        .arg("{}")
+        .query_async(con)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn handled_events_are_kept_while_a_stream_the_inbox_reads_may_still_deliver_them() {
     let db = TestDb::new().await;
     let fx = Fixture::new(&db).await;
     let redis_url = servers().await.redis.clone();
     let bus: Arc<dyn Bus> = Arc::new(RedisBus::connect(&redis_url, &db.name).await.unwrap());
-    // Handled nine days ago: past the week and the inbox's extra day.
-    old_inbox_rows(&fx.consumer, 3, 10 * DAY, "done", Some(9.0)).await;
-    // The stream the inbox reads still holds an entry put in it ten days ago (a consumer
-    // group that has not acknowledged it keeps it): those events may come again.
-    let stream = events::stream_name(&db.name, "listing");
-    let ten_days_ago = (chrono::Utc::now() - chrono::Duration::days(10)).timestamp_millis();
     let mut con = redis::Client::open(redis_url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let entry: String = redis::cmd("XADD")
-        .arg(&stream)
-        .arg(format!("{ten_days_ago}-0"))
-        .arg("event")
-        .arg("{}")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let consumer =
-        Retention::new(fx.consumer.clone(), "probe", bus.clone(), 7 * DAY).reading(&["listing"]);
+    // Handled ten and a half days ago: past the week and the inbox's extra day.
+    old_inbox_rows(&fx.consumer, 3, 12 * DAY, "done", Some(10.5)).await;
+    // The inbox reads two streams. The first still holds an entry put in it ten days ago (a
+    // consumer group that has not acknowledged it keeps it), and one of now; the second,
+    // only one of now. Events handled less than a day before that old entry may still be
+    // in the first stream.
+    let first = events::stream_name(&db.name, "listing");
+    let second = events::stream_name(&db.name, "order");
+    let old = entry_made(&mut con, &first, 10 * DAY).await;
+    entry_made(&mut con, &first, Duration::ZERO).await;
+    entry_made(&mut con, &second, Duration::ZERO).await;
+    let consumer = Retention::new(fx.consumer.clone(), "probe", bus.clone(), 7 * DAY)
+        .reading(&["listing", "order"]);
     assert_eq!(
         consumer.prune_once().await.unwrap().inbox,
         0,
-        "handled after the oldest entry of the stream, so perhaps its own is still there"
+        "handled less than a day before the oldest entry of a stream it reads"
     );
-    // A service that does not read that stream is not held back by it.
-    let not_reading = Retention::new(fx.consumer.clone(), "probe", bus, 7 * DAY);
+    // A service that does not read those streams is not held back by them.
+    let not_reading = Retention::new(fx.consumer.clone(), "probe", bus.clone(), 7 * DAY);
     assert_eq!(not_reading.prune_once().await.unwrap().inbox, 3);
     // Once the old entry is gone, none of them can come again.
-    old_inbox_rows(&fx.consumer, 2, 10 * DAY, "done", Some(9.0)).await;
+    old_inbox_rows(&fx.consumer, 2, 12 * DAY, "done", Some(10.5)).await;
     assert_eq!(consumer.prune_once().await.unwrap().inbox, 0);
-    let _: i64 = redis::AsyncCommands::xdel(&mut con, &stream, &[&entry])
+    let _: i64 = redis::AsyncCommands::xdel(&mut con, &first, &[&old])
         .await
         .unwrap();
     assert_eq!(consumer.prune_once().await.unwrap().inbox, 2);
+    // A retention longer than the calendar removes nothing (and does not fail).
+    old_inbox_rows(&fx.consumer, 1, 12 * DAY, "done", Some(10.5)).await;
+    let for_ever = Retention::new(fx.consumer.clone(), "probe", bus, Duration::MAX);
+    assert_eq!(for_ever.prune_once().await.unwrap(), Pruned::default());
 }

@@ -110,21 +110,8 @@ impl Retention {
             // A retention longer than the calendar: nothing is old enough.
             return Ok(Pruned::default());
         };
-        let Some(mut inbox_cut) = cut.checked_sub_signed(margin) else {
-            return Ok(Pruned::default());
-        };
-        for source in &self.reads {
-            if let Some(oldest) = self.bus.oldest_kept(source).await? {
-                inbox_cut = inbox_cut.min(oldest - margin);
-            }
-        }
-        let mut pruned = Pruned::default();
-        // The ids are UUIDv7: every event made before a moment has an id below
-        // `id_before(moment)`, so each statement walks the primary key from where the one
-        // before stopped, not the whole table, nor again the rows it just deleted (dead until
-        // a vacuum). The time columns decide; the ids only bound the walk.
-        let mut after = uuid::Uuid::nil();
-        loop {
+        let pool = &self.pool;
+        let outbox = in_batches(|after| async move {
             let gone = sqlx::query!(
                 r#"WITH gone AS (
                      DELETE FROM outbox WHERE id IN (
@@ -137,17 +124,27 @@ impl Retention {
                 cut,
                 BATCH,
             )
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await?;
-            pruned.outbox += u64::try_from(gone.n).unwrap_or(0);
-            match gone.last {
-                Some(last) if gone.n >= BATCH => after = last,
-                _ => break,
+            Ok((gone.n, gone.last))
+        })
+        .await?;
+        // The outbox needs nothing of the bus: pruned first, whatever happens to what follows.
+        let Some(mut inbox_cut) = cut.checked_sub_signed(margin) else {
+            return Ok(Pruned::default());
+        };
+        for source in &self.reads {
+            let Some(oldest) = self.bus.oldest_kept(source).await? else {
+                continue;
+            };
+            if oldest < inbox_cut {
+                // Kept by a consumer group that has not acknowledged it: one whose service
+                // is stopped, or was removed and left its group behind.
+                tracing::warn!(consumer = %self.source, stream = %source, oldest = %oldest, "a stream still holds an event older than the retention; the events handled since are kept until it goes");
             }
-            tokio::task::yield_now().await;
+            inbox_cut = inbox_cut.min(oldest - margin);
         }
-        let mut after = uuid::Uuid::nil();
-        loop {
+        let inbox = in_batches(|after| async move {
             let gone = sqlx::query!(
                 r#"WITH gone AS (
                      DELETE FROM inbox WHERE event_id IN (
@@ -161,15 +158,16 @@ impl Retention {
                 inbox_cut,
                 BATCH,
             )
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await?;
-            pruned.inbox += u64::try_from(gone.n).unwrap_or(0);
-            match gone.last {
-                Some(last) if gone.n >= BATCH => after = last,
-                _ => break,
-            }
-            tokio::task::yield_now().await;
-        }
+            Ok((gone.n, gone.last))
+        })
+        .await?;
+        let mut pruned = Pruned {
+            outbox,
+            inbox,
+            stream: 0,
+        };
         pruned.stream = self.bus.trim(&self.source, cut).await?;
         if pruned != Pruned::default() {
             tracing::info!(source = %self.source, outbox = pruned.outbox, inbox = pruned.inbox, stream = pruned.stream, keep_hours = self.keep.as_secs() / 3600, "removed old events");
@@ -193,6 +191,31 @@ impl Retention {
             }
             tokio::time::sleep(self.every).await;
         }
+    }
+}
+
+/// Runs `delete` until it deletes fewer than [`BATCH`] rows; answers how many went. Each call
+/// is given the greatest id the one before deleted (the nil id at first) and answers how many
+/// it deleted and the greatest id among them.
+///
+/// The ids are UUIDv7: every event made before a moment has an id below `id_before(moment)`,
+/// so each statement walks the primary key from where the one before stopped, not the whole
+/// table, nor again the rows it just deleted (dead until a vacuum). The time columns decide
+/// what goes; the ids only bound the walk.
+async fn in_batches<F, Fut>(mut delete: F) -> anyhow::Result<u64>
+where
+    F: FnMut(uuid::Uuid) -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<(i64, Option<uuid::Uuid>)>>,
+{
+    let (mut deleted, mut after) = (0u64, uuid::Uuid::nil());
+    loop {
+        let (n, last) = delete(after).await?;
+        deleted += u64::try_from(n).unwrap_or(0);
+        match last {
+            Some(last) if n >= BATCH => after = last,
+            _ => return Ok(deleted),
+        }
+        tokio::task::yield_now().await;
     }
 }
 

@@ -146,19 +146,22 @@ impl WordCache {
 /// meanwhile. On the async workers a search held up every request queued behind it: with
 /// the search mix on 8 connections and listing reads on 8 others, on 1,000,000 listings, a
 /// read answered in 14 ms at p50 and 37 ms at p99; with the searches on blocking threads,
-/// in 0.4 ms and 8 ms (BENCHMARKS.md, 2026-12-05 16:08–16:27). The cost is about 0.1 ms
-/// more CPU per search in hand-offs between threads. The search mix alone answered 16 %
-/// fewer searches at 100,000 listings, and about as many at 1,000,000, where a search takes
-/// longer. Two per core keeps the cores busy between hand-offs; with no limit the searches
-/// shared the cores among themselves and each finished later.
+/// in 0.4 ms and 8 ms (BENCHMARKS.md, 2026-12-05 16:08–16:27, one run of each build). The
+/// cost is about 0.1 ms more CPU per search in hand-offs between threads. The search mix
+/// alone answered 16 % fewer searches at 100,000 listings, and about as many at 1,000,000,
+/// where a search takes longer; there its p99 rose from 33 to 43 ms, four searches sharing
+/// two cores. Two per core keeps the cores busy between hand-offs; with no limit the
+/// searches shared the cores among themselves and each finished later (at 100,000 listings,
+/// 2026-12-05 15:36–16:02).
 pub struct EmbeddedEngine {
     /// What searches read, shared with the threads they run on.
     engine: Arc<Engine>,
     /// The writer, not shared: a search still running when the engine is dropped does not
     /// hold the index's lock.
     writer: Mutex<IndexWriter>,
-    /// Turns to search: two per core.
-    searches: tokio::sync::Semaphore,
+    /// Turns to search: two per core. A turn is held by the thread that searches, not by the
+    /// request: a request dropped meanwhile does not let another search start beside it.
+    searches: Arc<tokio::sync::Semaphore>,
 }
 
 /// The index as searches read it, and their caches.
@@ -322,7 +325,7 @@ impl EmbeddedEngine {
         Ok(Self {
             engine: Arc::new(engine),
             writer: Mutex::new(writer),
-            searches: tokio::sync::Semaphore::new(2 * cores),
+            searches: Arc::new(tokio::sync::Semaphore::new(2 * cores)),
         })
     }
 
@@ -1539,10 +1542,14 @@ impl SearchEngine for EmbeddedEngine {
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
-        let _turn = self.searches.acquire().await.map_err(other)?;
+        let turn = self.searches.clone().acquire_owned().await.map_err(other)?;
         let (engine, q) = (self.engine.clone(), q.clone());
-        tokio::task::spawn_blocking(move || engine.run(&q))
-            .await
-            .map_err(other)?
+        tokio::task::spawn_blocking(move || {
+            let found = engine.run(&q);
+            drop(turn);
+            found
+        })
+        .await
+        .map_err(other)?
     }
 }

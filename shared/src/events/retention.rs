@@ -90,11 +90,6 @@ impl Retention {
         self
     }
 
-    /// How long events are kept.
-    pub fn keep(&self) -> Duration {
-        self.keep
-    }
-
     /// Removes what is older than the retention: the outbox rows published before it, the
     /// inbox rows handled before it and a day (and a day before the oldest entry of each
     /// stream the inbox reads), the stream entries before it that every consumer group has
@@ -108,6 +103,9 @@ impl Retention {
             .and_then(|keep| Utc::now().checked_sub_signed(keep))
         else {
             // A retention longer than the calendar: nothing is old enough.
+            return Ok(Pruned::default());
+        };
+        let Some(mut inbox_cut) = cut.checked_sub_signed(margin) else {
             return Ok(Pruned::default());
         };
         let pool = &self.pool;
@@ -130,9 +128,6 @@ impl Retention {
         })
         .await?;
         // The outbox needs nothing of the bus: pruned first, whatever happens to what follows.
-        let Some(mut inbox_cut) = cut.checked_sub_signed(margin) else {
-            return Ok(Pruned::default());
-        };
         for source in &self.reads {
             let Some(oldest) = self.bus.oldest_kept(source).await? else {
                 continue;

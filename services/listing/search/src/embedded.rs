@@ -331,12 +331,12 @@ impl EmbeddedEngine {
 
     /// Serves what the writer has committed and merged so far.
     pub fn reload(&self) -> anyhow::Result<()> {
-        self.engine.reload()
+        Ok(self.engine.reader.reload()?)
     }
 
     /// Segments the index serves from: each costs every search a little.
     pub fn segments(&self) -> usize {
-        self.engine.segments()
+        self.engine.reader.searcher().segment_readers().len()
     }
 
     /// Runs `write` with the writer, then serves what it committed. It runs in place, not
@@ -384,14 +384,6 @@ impl Engine {
             columns: Mutex::new(HashMap::new()),
         };
         Ok((engine, writer))
-    }
-
-    fn reload(&self) -> anyhow::Result<()> {
-        Ok(self.reader.reload()?)
-    }
-
-    fn segments(&self) -> usize {
-        self.reader.searcher().segment_readers().len()
     }
 
     fn to_document(&self, d: &SearchDoc) -> Result<TantivyDocument, EngineError> {

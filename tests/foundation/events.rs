@@ -404,17 +404,7 @@ async fn the_event_numbered_two_fails_alone(handler: impl Handler + 'static, err
     let fx = Fixture::new(&db).await;
     let inbox =
         Inbox::new("probe", fx.consumer.clone(), fast()).on_named("probe.happened", handler);
-    let batch: Vec<Envelope> = (0..5)
-        .map(|i| Envelope {
-            id: nongsan_shared::EventId::new(),
-            event_type: "probe.happened".to_owned(),
-            source: "listing".to_owned(),
-            aggregate_id: format!("agg-{i}"),
-            version: 1,
-            occurred_at: chrono::Utc::now(),
-            data: json!({ "seq": i }),
-        })
-        .collect();
+    let batch = probe_events(&[0, 1, 2, 3, 4]);
     assert_eq!(inbox.ingest_many(&batch).await.unwrap(), 5);
     assert_eq!(
         inbox.work_batch(100).await.unwrap(),
@@ -449,6 +439,99 @@ async fn the_event_numbered_two_fails_alone(handler: impl Handler + 'static, err
         }
     }
     assert_eq!(inbox_rows.len(), 5);
+}
+
+/// Events numbered `seqs`, in that order, for the probe inbox.
+fn probe_events(seqs: &[i32]) -> Vec<Envelope> {
+    seqs.iter()
+        .map(|&i| Envelope {
+            id: nongsan_shared::EventId::new(),
+            event_type: "probe.happened".to_owned(),
+            source: "listing".to_owned(),
+            aggregate_id: format!("agg-{i}"),
+            version: 1,
+            occurred_at: chrono::Utc::now(),
+            data: json!({ "seq": i }),
+        })
+        .collect()
+}
+
+/// The inbox's rows, by number: (number, status, attempts, handled).
+async fn inbox_rows(fx: &Fixture) -> Vec<(i32, String, i32, bool)> {
+    sqlx::query_as(
+        "SELECT (event->'data'->>'seq')::int, status, attempts, handled_at IS NOT NULL FROM inbox ORDER BY 1",
+    )
+    .fetch_all(&fx.consumer)
+    .await
+    .unwrap()
+}
+
+async fn effects(fx: &Fixture) -> Vec<i32> {
+    sqlx::query_scalar("SELECT seq FROM effects ORDER BY seq")
+        .fetch_all(&fx.consumer)
+        .await
+        .unwrap()
+}
+
+/// When nothing waits in the inbox, events are handled as they are received, once each (a
+/// copy, in the same batch or later, is dropped); when a handler fails on receipt, its
+/// batch is stored for the worker with nothing of it written; and while an event waits, a
+/// newer one is stored behind it rather than handled before it.
+#[tokio::test]
+async fn events_are_handled_on_receipt_unless_an_earlier_one_waits() {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    let inbox =
+        Inbox::new("probe", fx.consumer.clone(), fast()).on_named("probe.happened", FailsOnTwo);
+    let first = probe_events(&[0, 1]);
+    let with_a_copy = [first.clone(), vec![first[0].clone()]].concat();
+    assert_eq!(inbox.ingest_many(&with_a_copy).await.unwrap(), 2);
+    assert_eq!(effects(&fx).await, [0, 1], "handled on receipt, once each");
+    assert_eq!(inbox.ingest_many(&first).await.unwrap(), 0, "copies");
+    assert_eq!(effects(&fx).await, [0, 1]);
+    assert_eq!(
+        inbox_rows(&fx).await,
+        [
+            (0, "done".to_owned(), 1, true),
+            (1, "done".to_owned(), 1, true)
+        ]
+    );
+
+    // The handler fails on the event numbered 2: the batch (3 with it) is stored for the worker.
+    assert_eq!(inbox.ingest_many(&probe_events(&[3, 2])).await.unwrap(), 2);
+    assert_eq!(
+        effects(&fx).await,
+        [0, 1],
+        "nothing of the failed batch stays"
+    );
+    // 2 waits, so 4 is not handled before it.
+    assert_eq!(inbox.ingest_many(&probe_events(&[4])).await.unwrap(), 1);
+    assert_eq!(
+        effects(&fx).await,
+        [0, 1],
+        "nothing overtakes a waiting event"
+    );
+    let waiting: Vec<(i32, String)> = inbox_rows(&fx)
+        .await
+        .into_iter()
+        .filter(|(seq, ..)| *seq >= 2)
+        .map(|(seq, status, ..)| (seq, status))
+        .collect();
+    assert_eq!(
+        waiting,
+        [
+            (2, "pending".to_owned()),
+            (3, "pending".to_owned()),
+            (4, "pending".to_owned())
+        ]
+    );
+
+    // The worker takes the three: 3 and 4 take effect, 2 fails again and is recorded.
+    assert_eq!(inbox.work_batch(100).await.unwrap(), 3);
+    assert_eq!(effects(&fx).await, [0, 1, 3, 4]);
+    let rows = inbox_rows(&fx).await;
+    assert_eq!(rows[2], (2, "pending".to_owned(), 1, false));
+    assert_eq!(rows[3], (3, "done".to_owned(), 1, true));
 }
 
 /// Passes of a paced relay that found events are at least its pace apart, so that each

@@ -476,7 +476,7 @@ async fn effects(fx: &Fixture) -> Vec<i32> {
 /// When nothing waits in the inbox, events are handled as they are received, once each (a
 /// copy, in the same batch or later, is dropped); when a handler fails on receipt, its
 /// batch is stored for the worker with nothing of it written; and while an event waits, a
-/// newer one is stored behind it rather than handled before it.
+/// newer one is not handled on receipt but stored for the worker, as every event was before.
 #[tokio::test]
 async fn events_are_handled_on_receipt_unless_an_earlier_one_waits() {
     let db = TestDb::new().await;
@@ -504,12 +504,12 @@ async fn events_are_handled_on_receipt_unless_an_earlier_one_waits() {
         [0, 1],
         "nothing of the failed batch stays"
     );
-    // 2 waits, so 4 is not handled before it.
+    // 2 waits, so 4 is not handled on receipt: it is stored for the worker.
     assert_eq!(inbox.ingest_many(&probe_events(&[4])).await.unwrap(), 1);
     assert_eq!(
         effects(&fx).await,
         [0, 1],
-        "nothing overtakes a waiting event"
+        "not handled on receipt while an event waits"
     );
     let waiting: Vec<(i32, String)> = inbox_rows(&fx)
         .await
@@ -532,6 +532,91 @@ async fn events_are_handled_on_receipt_unless_an_earlier_one_waits() {
     let rows = inbox_rows(&fx).await;
     assert_eq!(rows[2], (2, "pending".to_owned(), 1, false));
     assert_eq!(rows[3], (3, "done".to_owned(), 1, true));
+    assert_eq!(rows[4], (4, "done".to_owned(), 1, true));
+}
+
+/// Records the batches it is given (one call number per batch) in `prelocked`.
+struct RecordsBatches(std::sync::atomic::AtomicI32);
+
+#[async_trait::async_trait]
+impl events::Prelock for RecordsBatches {
+    async fn lock(&self, tx: &mut PgConnection, events: &[Envelope]) -> anyhow::Result<()> {
+        let call = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for e in events {
+            sqlx::query("INSERT INTO prelocked (event_id, call) VALUES ($1, $2)")
+                .bind(e.id)
+                .bind(call)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Records its event, failing when the batch's locks were not taken first in its transaction.
+struct AfterThePrelock;
+
+#[async_trait::async_trait]
+impl Handler for AfterThePrelock {
+    async fn handle(&self, tx: &mut PgConnection, e: &Envelope) -> anyhow::Result<()> {
+        let prelocked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM prelocked WHERE event_id = $1")
+                .bind(e.id)
+                .fetch_one(&mut *tx)
+                .await?;
+        anyhow::ensure!(prelocked == 1, "handled before the batch's locks");
+        Recorder.handle(tx, e).await
+    }
+}
+
+/// An inbox's batch locks are taken once per batch, for all of its events whatever their
+/// type, before any of them is handled: on receipt, and by the worker.
+#[tokio::test]
+async fn a_batch_takes_its_locks_first_for_all_its_events_on_receipt_and_in_the_worker() {
+    let db = TestDb::new().await;
+    let fx = Fixture::new(&db).await;
+    sqlx::query("CREATE TABLE prelocked (event_id uuid NOT NULL, call int NOT NULL)")
+        .execute(&fx.consumer)
+        .await
+        .unwrap();
+    let inbox = Inbox::new("probe", fx.consumer.clone(), fast())
+        .on_named("probe.happened", AfterThePrelock)
+        .on_named("probe.other", AfterThePrelock)
+        .prelocking(RecordsBatches(0.into()));
+    // Two types in three runs: happened, other, happened.
+    let batch = |seqs: &[i32]| {
+        let mut events = probe_events(seqs);
+        events[1].event_type = "probe.other".to_owned();
+        events
+    };
+    let calls = || async {
+        sqlx::query_scalar::<_, i32>("SELECT call FROM prelocked ORDER BY call, event_id")
+            .fetch_all(&fx.consumer)
+            .await
+            .unwrap()
+    };
+
+    assert_eq!(inbox.ingest_many(&batch(&[0, 1, 2])).await.unwrap(), 3);
+    assert_eq!(effects(&fx).await, [0, 1, 2], "handled on receipt");
+    assert_eq!(calls().await, [0, 0, 0], "one call for the three");
+
+    // An event waiting for a retry sends the next batch to the worker.
+    sqlx::query(
+        "INSERT INTO inbox (event_id, event_type, source, event, next_attempt_at)
+         VALUES (gen_random_uuid(), 'probe.stuck', 'listing', '{}', now() + interval '1 hour')",
+    )
+    .execute(&fx.consumer)
+    .await
+    .unwrap();
+    assert_eq!(inbox.ingest_many(&batch(&[3, 4, 5])).await.unwrap(), 3);
+    assert_eq!(effects(&fx).await, [0, 1, 2]);
+    assert_eq!(inbox.work_batch(100).await.unwrap(), 3);
+    assert_eq!(
+        effects(&fx).await,
+        [0, 1, 2, 3, 4, 5],
+        "handled by the worker"
+    );
+    assert_eq!(calls().await, [0, 0, 0, 1, 1, 1]);
 }
 
 /// Passes of a paced relay that found events are at least its pace apart, so that each

@@ -938,6 +938,25 @@ async fn random_checkouts_payments_deliveries_refunds_and_payouts_keep_the_ledge
                     if left <= 1 {
                         continue;
                     }
+                    // The order side can show an order paid before the payment service has
+                    // handled its placement: the two come from two services' events, in no
+                    // set order, and until then the payment service does not know the order
+                    // (404). An operator refunds an order the payment service knows.
+                    let order_id: uuid::Uuid = o.id.parse().unwrap();
+                    eventually(
+                        Duration::from_secs(20),
+                        "the payment service to know the order",
+                        || async {
+                            sqlx::query_scalar::<_, uuid::Uuid>(
+                                "SELECT order_id FROM payment_orders WHERE order_id = $1",
+                            )
+                            .bind(order_id)
+                            .fetch_optional(&payment)
+                            .await
+                            .unwrap()
+                        },
+                    )
+                    .await;
                     let mut body = json!({ "order_id": o.id, "amount_vnd": rng.random_range(1..=left / 2), "note": "hàng dập" });
                     if rng.random_bool(0.5) {
                         body["listing_id"] = json!(o.listing);

@@ -179,7 +179,8 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         .on(
             EventType::OrderReturned,
             stock::reservations::consumers::GiveBackOrderLines,
-        );
+        )
+        .prelocking(stock::reservations::consumers::LockOrderRows);
     let mut service = Service::new(
         platform,
         NAME,

@@ -29,11 +29,22 @@ pub trait Handler: Send + Sync {
     }
 }
 
+/// Takes, first in each transaction that handles a batch of events, the row locks the
+/// batch's handlers will take, in one order. Handlers taking them event after event could
+/// hold a later row while another writer, taking the same rows in order, holds an earlier
+/// one and waits for it: a deadlock, which PostgreSQL ends by failing one of the two.
+#[async_trait::async_trait]
+pub trait Prelock: Send + Sync {
+    /// Locks what `events` will touch. An event it cannot read is left to its handler.
+    async fn lock(&self, tx: &mut PgConnection, events: &[Envelope]) -> anyhow::Result<()>;
+}
+
 /// A consuming service's inbox and its handlers.
 pub struct Inbox {
     service: String,
     pool: PgPool,
     handlers: HashMap<String, Arc<dyn Handler>>,
+    prelock: Option<Box<dyn Prelock>>,
     settings: Settings,
     wake: Notify,
 }
@@ -54,6 +65,7 @@ impl Inbox {
             service: service.to_owned(),
             pool,
             handlers: HashMap::new(),
+            prelock: None,
             settings,
             wake: Notify::new(),
         }
@@ -76,6 +88,12 @@ impl Inbox {
         self
     }
 
+    /// Takes `prelock`'s locks first in each transaction that handles a batch.
+    pub fn prelocking(mut self, prelock: impl Prelock + 'static) -> Self {
+        self.prelock = Some(Box::new(prelock));
+        self
+    }
+
     /// The consuming service's name (the Redis consumer group).
     pub fn service(&self) -> &str {
         &self.service
@@ -83,11 +101,19 @@ impl Inbox {
 
     /// Takes in the events this service handles and has not seen; answers how many were new.
     ///
-    /// When none of this inbox's events waits for the worker, the new ones are handled on
-    /// receipt: stored as done and handled in one transaction, which saves the worker's
-    /// transaction, its row locks and the update that marks each event done. Otherwise (an
-    /// earlier event waits, and the new ones must not overtake it), or when a handler fails,
-    /// they are stored for the worker, which handles them in order and records failures.
+    /// When no event of this inbox is pending (whatever its source, due now or waiting for a
+    /// retry), the new ones are handled on receipt: stored as done and handled in one
+    /// transaction, which saves the worker's transaction, its row locks and the update that
+    /// marks each event done. Otherwise, or when a handler fails (the transaction is then
+    /// undone whole), they are stored as pending for the worker, exactly as every event was
+    /// before: the worker takes the due ones in event order, in savepoints, and records
+    /// failures. So an event pending for a retry is never passed on receipt; the worker
+    /// itself lets a due event pass one that waits for its retry, as it always did.
+    ///
+    /// Handlers now run where events arrive: in one process, inside the relay's publishing
+    /// (which waits for every subscriber's handlers, holding its outbox rows meanwhile), and
+    /// with Redis, in each stream's consumer; so handlers of events from different sources
+    /// can run at the same time, where the one worker ran them one batch at a time.
     pub async fn ingest_many(&self, events: &[Envelope]) -> anyhow::Result<u64> {
         let wanted: Vec<&Envelope> = events
             .iter()
@@ -139,12 +165,13 @@ impl Inbox {
         // One statement: whether anything waits, and if not, the rows stored. The statement's
         // snapshot sees a waiting event that the worker holds (its status is still pending).
         // The check asks for the first waiting event in the order of the partial index of
-        // waiting events: a plan reading the table instead would read all of it before its
-        // first row, so a large inbox is never read whole, even when its statistics say that
-        // half of it waits. (An `EXISTS` would not do: PostgreSQL drops the order from it,
-        // and with such statistics read 500,000 rows to find none waiting.)
+        // waiting events (`inbox_pending`, by event id): it reads one entry of that index,
+        // where a plan reading the table would have to read all of it before its first row;
+        // so no plan reads a large inbox whole, even when its statistics say that half of it
+        // waits. (An `EXISTS` would not do: PostgreSQL drops the order from it, and with such
+        // statistics it read 500,000 rows to find none waiting.)
         let stored = sqlx::query!(
-            r#"WITH waiting AS (SELECT (SELECT next_attempt_at FROM inbox WHERE status = 'pending' ORDER BY next_attempt_at LIMIT 1) IS NOT NULL AS yes),
+            r#"WITH waiting AS (SELECT (SELECT event_id FROM inbox WHERE status = 'pending' ORDER BY event_id LIMIT 1) IS NOT NULL AS yes),
                     stored AS (
                         INSERT INTO inbox (event_id, event_type, source, event, status, attempts, handled_at)
                         SELECT e.*, 'done', 1, now() FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) AS e
@@ -179,12 +206,14 @@ impl Inbox {
     }
 
     /// Hands each run of events of one type to its handler together
-    /// ([`Handler::handle_many`]), in the order given.
+    /// ([`Handler::handle_many`]), in the order given, after the batch's locks
+    /// ([`Prelock`]).
     async fn handle_runs(
         &self,
         tx: &mut sqlx::PgConnection,
         events: &[Envelope],
     ) -> anyhow::Result<()> {
+        self.lock_first(tx, events).await?;
         for run in events.chunk_by(|a, b| a.event_type == b.event_type) {
             let handler = self
                 .handlers
@@ -196,6 +225,21 @@ impl Inbox {
                 .map_err(|e| e.context(format!("handling {} {}", run[0].event_type, run[0].id)))?;
         }
         Ok(())
+    }
+
+    /// The batch's locks ([`Prelock`]), when the inbox takes any.
+    async fn lock_first(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        events: &[Envelope],
+    ) -> anyhow::Result<()> {
+        match &self.prelock {
+            Some(prelock) if !events.is_empty() => prelock
+                .lock(tx, events)
+                .await
+                .map_err(|e| e.context("taking the batch's locks")),
+            _ => Ok(()),
+        }
     }
 
     /// Handles the due events, up to `limit` of them, oldest first, in one transaction;
@@ -293,6 +337,13 @@ impl Inbox {
         let mut tx = self.pool.begin().await?;
         let rows = Self::due(&mut tx, limit).await?;
         let taken = rows.len();
+        if self.prelock.is_some() {
+            let readable: Vec<Envelope> = rows
+                .iter()
+                .filter_map(|(_, raw, _)| serde_json::from_value(raw.clone()).ok())
+                .collect();
+            self.lock_first(&mut tx, &readable).await?;
+        }
         let mut done: Vec<uuid::Uuid> = Vec::with_capacity(taken);
         for (id, raw, attempts) in rows {
             if self.work_on(&mut tx, id, raw, attempts).await? {

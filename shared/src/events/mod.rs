@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 pub use bus::{Bus, InProcessBus, RedisBus};
-pub use inbox::{Handler, Inbox};
+pub use inbox::{Handler, Inbox, Prelock};
 pub use ops::{DeadLetter, OpsState, ops_router, ops_routes};
 pub(crate) use relay::backoff;
 pub use relay::{Relay, committed};

@@ -4,7 +4,7 @@
 
 use sqlx::PgConnection;
 
-use crate::stock::reservations::store::{commit, give_back, load};
+use crate::stock::reservations::store::{commit, give_back, load, lock_batch};
 use nongsan_shared::{
     ListingId,
     contracts::events::{EventType, OrderEvent, SoldLine, SoldLot, StockSold},
@@ -104,5 +104,37 @@ impl nongsan_shared::events::Handler for GiveBackOrderLines {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// The listing inbox's batch locks: the reservations and the stock rows that a batch's order
+/// events will touch, in the order one event takes them ([`lock_batch`]), whichever of
+/// [`CommitOrderLines`] and [`GiveBackOrderLines`] handles each.
+#[derive(Debug, Clone, Copy)]
+pub struct LockOrderRows;
+
+#[async_trait::async_trait]
+impl nongsan_shared::events::Prelock for LockOrderRows {
+    async fn lock(
+        &self,
+        tx: &mut PgConnection,
+        events: &[nongsan_shared::events::Envelope],
+    ) -> anyhow::Result<()> {
+        let orders: Vec<OrderEvent> = events
+            .iter()
+            .filter(|e| e.event_type.starts_with("order."))
+            .filter_map(|e| e.body().ok())
+            .collect();
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let reservations: Vec<_> = orders.iter().map(|o| o.reservation_id).collect();
+        let listings: Vec<ListingId> = orders
+            .iter()
+            .flat_map(|o| o.listing_ids.iter().copied())
+            .collect();
+        lock_batch(tx, &reservations, &listings)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 }

@@ -165,6 +165,29 @@ async fn lock_reservation(conn: &mut PgConnection, id: ReservationId) -> Result<
     .ok_or(ListingError::NotFound("reservation"))
 }
 
+/// Locks what a batch of order events handled in one transaction touches: first their
+/// reservations, then their listings' stock rows, each in id order. One event's handling
+/// takes its reservation and then its stock rows in listing order; a batch taking them event
+/// after event could hold a later listing while a checkout holds an earlier one and waits
+/// for it: a deadlock, which PostgreSQL ends by failing one of them (the checkout's
+/// reservation answered 500 in the ledger's random walk).
+pub async fn lock_batch(
+    conn: &mut PgConnection,
+    reservations: &[ReservationId],
+    listings: &[ListingId],
+) -> Result<()> {
+    let mut ids: Vec<uuid::Uuid> = reservations.iter().map(|r| r.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query_scalar!(
+        "SELECT id FROM reservations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    lock_in_order(conn, listings).await
+}
+
 /// The lines of a reservation in `state`, within `only` when given, in listing order.
 pub(crate) async fn lines_of(
     conn: &mut PgConnection,

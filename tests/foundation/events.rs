@@ -565,12 +565,14 @@ impl Handler for AfterThePrelock {
                 .fetch_one(&mut *tx)
                 .await?;
         anyhow::ensure!(prelocked == 1, "handled before the batch's locks");
+        anyhow::ensure!(e.data["seq"] != 8, "the event numbered 8 fails");
         Recorder.handle(tx, e).await
     }
 }
 
 /// An inbox's batch locks are taken once per batch, for all of its events whatever their
-/// type, before any of them is handled: on receipt, and by the worker.
+/// type, before any of them is handled: on receipt, by the worker, and by the worker again
+/// when it handles a failed batch event by event.
 #[tokio::test]
 async fn a_batch_takes_its_locks_first_for_all_its_events_on_receipt_and_in_the_worker() {
     let db = TestDb::new().await;
@@ -617,6 +619,13 @@ async fn a_batch_takes_its_locks_first_for_all_its_events_on_receipt_and_in_the_
         "handled by the worker"
     );
     assert_eq!(calls().await, [0, 0, 0, 1, 1, 1]);
+
+    // The event numbered 8 fails: the worker's whole batch is undone (call 2), and the batch
+    // handled event by event takes its locks first again (call 3).
+    assert_eq!(inbox.ingest_many(&batch(&[6, 7, 8])).await.unwrap(), 3);
+    assert_eq!(inbox.work_batch(100).await.unwrap(), 3);
+    assert_eq!(effects(&fx).await, [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(calls().await, [0, 0, 0, 1, 1, 1, 3, 3, 3]);
 }
 
 /// Passes of a paced relay that found events are at least its pace apart, so that each

@@ -342,7 +342,17 @@ impl Inbox {
                 .iter()
                 .filter_map(|(_, raw, _)| serde_json::from_value(raw.clone()).ok())
                 .collect();
-            self.lock_first(&mut tx, &readable).await?;
+            // In a savepoint: when the locks cannot be taken, the events are still handled
+            // one by one, each failure recorded with its event, rather than the batch failing
+            // again and again with none of them recorded.
+            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            match self.lock_first(&mut sp, &readable).await {
+                Ok(()) => sp.commit().await?,
+                Err(e) => {
+                    sp.rollback().await?;
+                    tracing::warn!(consumer = %self.service, error = format!("{e:#}"), "the batch's locks could not be taken first; handling its events one by one without them");
+                }
+            }
         }
         let mut done: Vec<uuid::Uuid> = Vec::with_capacity(taken);
         for (id, raw, attempts) in rows {

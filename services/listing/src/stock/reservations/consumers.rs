@@ -107,6 +107,15 @@ impl nongsan_shared::events::Handler for GiveBackOrderLines {
     }
 }
 
+/// The order events the listing service follows, each handled by [`CommitOrderLines`] or
+/// [`GiveBackOrderLines`].
+pub const ORDER_EVENTS: [EventType; 4] = [
+    EventType::OrderPaid,
+    EventType::OrderConfirmed,
+    EventType::OrderCancelled,
+    EventType::OrderReturned,
+];
+
 /// The listing inbox's batch locks: the reservations and the stock rows that a batch's order
 /// events will touch, in the order one event takes them ([`lock_batch`]), whichever of
 /// [`CommitOrderLines`] and [`GiveBackOrderLines`] handles each.
@@ -122,7 +131,7 @@ impl nongsan_shared::events::Prelock for LockOrderRows {
     ) -> anyhow::Result<()> {
         let orders: Vec<OrderEvent> = events
             .iter()
-            .filter(|e| e.event_type.starts_with("order."))
+            .filter(|e| ORDER_EVENTS.iter().any(|t| t.as_str() == e.event_type))
             .filter_map(|e| e.body().ok())
             .collect();
         if orders.is_empty() {

@@ -120,8 +120,11 @@ async fn reconcile_some(
         )
         .await?;
     let placed: Vec<uuid::Uuid> = outcomes.placed.iter().map(|r| r.0).collect();
+    // Locked in id order, as a batch of order events locks them (`store::lock_batch`): an
+    // update of many rows locks them in the order it finds them, which could deadlock.
     sqlx::query!(
-        "UPDATE reservations SET checkout_confirmed_at = now() WHERE id = ANY($1)",
+        "UPDATE reservations r SET checkout_confirmed_at = now()
+         FROM (SELECT id FROM reservations WHERE id = ANY($1) ORDER BY id FOR UPDATE) locked WHERE r.id = locked.id",
         &placed,
     )
     .execute(pool)

@@ -412,12 +412,8 @@ async fn the_event_numbered_two_fails_alone(handler: impl Handler + 'static, err
         "one batch takes all five"
     );
 
-    let effects: Vec<i32> = sqlx::query_scalar("SELECT seq FROM effects ORDER BY seq")
-        .fetch_all(&fx.consumer)
-        .await
-        .unwrap();
     assert_eq!(
-        effects,
+        effects(&fx).await,
         [0, 1, 3, 4],
         "each other event once, the failing one's undone"
     );
@@ -941,17 +937,7 @@ async fn a_stream_is_trimmed_only_below_what_every_consumer_group_has_acknowledg
     let db = TestDb::new().await;
     let redis_url = servers().await.redis.clone();
     let bus = RedisBus::connect(&redis_url, &db.name).await.unwrap();
-    let events: Vec<Envelope> = (0..30)
-        .map(|i| Envelope {
-            id: nongsan_shared::ids::EventId::new(),
-            event_type: "probe.happened".into(),
-            source: "listing".into(),
-            aggregate_id: format!("agg-{i}"),
-            version: 1,
-            occurred_at: chrono::Utc::now(),
-            data: json!({ "seq": i }),
-        })
-        .collect();
+    let events = probe_events(&(0..30).collect::<Vec<_>>());
     bus.publish("listing", &events).await.unwrap();
     let stream = events::stream_name(&db.name, "listing");
     let mut con = redis::Client::open(redis_url.as_str())

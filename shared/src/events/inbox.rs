@@ -104,16 +104,16 @@ impl Inbox {
     /// When no event of this inbox is pending (whatever its source, due now or waiting for a
     /// retry), the new ones are handled on receipt: stored as done and handled in one
     /// transaction, which saves the worker's transaction, its row locks and the update that
-    /// marks each event done. Otherwise, or when a handler fails (the transaction is then
-    /// undone whole), they are stored as pending for the worker, exactly as every event was
-    /// before: the worker takes the due ones in event order, in savepoints, and records
-    /// failures. So an event pending for a retry is never passed on receipt; the worker
-    /// itself lets a due event pass one that waits for its retry, as it always did.
+    /// marks each event done. When one is pending, the same statement stores them as pending
+    /// for the worker; when a handler fails, the transaction is undone whole and they are
+    /// stored as pending then. The worker takes the due ones in event order, in savepoints,
+    /// and records failures. So an event pending for a retry is never passed on receipt; the
+    /// worker itself lets a due event pass one that waits for its retry.
     ///
-    /// Handlers now run where events arrive: in one process, inside the relay's publishing
+    /// Handlers run where events arrive: in one process, inside the relay's publishing
     /// (which waits for every subscriber's handlers, holding its outbox rows meanwhile), and
     /// with Redis, in each stream's consumer; so handlers of events from different sources
-    /// can run at the same time, where the one worker ran them one batch at a time.
+    /// can run at the same time.
     pub async fn ingest_many(&self, events: &[Envelope]) -> anyhow::Result<u64> {
         let wanted: Vec<&Envelope> = events
             .iter()
@@ -124,11 +124,9 @@ impl Inbox {
         }
         let rows = Rows::of(&wanted)?;
         let inserted = match self.handle_on_receipt(&wanted, &rows).await {
-            Ok(Some(inserted)) => inserted,
-            outcome => {
-                if let Err(e) = outcome {
-                    tracing::debug!(consumer = %self.service, events = wanted.len(), error = format!("{e:#}"), "events not handled on receipt; storing them for the worker");
-                }
+            Ok(inserted) => inserted,
+            Err(e) => {
+                tracing::debug!(consumer = %self.service, events = wanted.len(), error = format!("{e:#}"), "events not handled on receipt; storing them for the worker");
                 let inserted = sqlx::query!(
                     "INSERT INTO inbox (event_id, event_type, source, event)
                      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) ON CONFLICT (event_id) DO NOTHING",
@@ -154,28 +152,26 @@ impl Inbox {
         Ok(inserted)
     }
 
-    /// Stores `wanted` as done and handles the new ones, in one transaction; `None` (and
-    /// nothing written) when an event of this inbox waits for the worker.
-    async fn handle_on_receipt(
-        &self,
-        wanted: &[&Envelope],
-        rows: &Rows,
-    ) -> anyhow::Result<Option<u64>> {
+    /// Stores `wanted` and answers how many were new: as done, handled in the same
+    /// transaction, when no event of this inbox is pending; otherwise as pending, for the
+    /// worker (woken). An error (a failing handler) leaves nothing written.
+    async fn handle_on_receipt(&self, wanted: &[&Envelope], rows: &Rows) -> anyhow::Result<u64> {
         let mut tx = self.pool.begin().await?;
-        // One statement: whether anything waits, and if not, the rows stored. The statement's
-        // snapshot sees a waiting event that the worker holds (its status is still pending).
-        // The check asks for the first waiting event in the order of the partial index of
-        // waiting events (`inbox_pending`, by event id): it reads one entry of that index,
-        // where a plan reading the table would have to read all of it before its first row;
-        // so no plan reads a large inbox whole, even when its statistics say that half of it
-        // waits. (An `EXISTS` would not do: PostgreSQL drops the order from it, and with such
-        // statistics it read 500,000 rows to find none waiting.)
+        // One statement: whether anything waits, and the rows stored accordingly. The
+        // statement's snapshot sees a waiting event that the worker holds (its status is still
+        // pending). The check asks for the first waiting event in the order of the partial
+        // index of waiting events (`inbox_pending`, by event id): it reads one entry of that
+        // index, where a plan reading the table would have to read all of it before its first
+        // row; so no plan reads a large inbox whole, even when its statistics say that half
+        // of it waits. (An `EXISTS` would not do: PostgreSQL drops the order from it, and with
+        // such statistics it read 500,000 rows to find none waiting.)
         let stored = sqlx::query!(
             r#"WITH waiting AS (SELECT (SELECT event_id FROM inbox WHERE status = 'pending' ORDER BY event_id LIMIT 1) IS NOT NULL AS yes),
                     stored AS (
                         INSERT INTO inbox (event_id, event_type, source, event, status, attempts, handled_at)
-                        SELECT e.*, 'done', 1, now() FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) AS e
-                        WHERE NOT (SELECT yes FROM waiting)
+                        SELECT e.*, CASE WHEN w.yes THEN 'pending' ELSE 'done' END, CASE WHEN w.yes THEN 0 ELSE 1 END,
+                               CASE WHEN w.yes THEN NULL ELSE now() END
+                        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) AS e, waiting w
                         ON CONFLICT (event_id) DO NOTHING
                         RETURNING event_id)
                SELECT (SELECT yes FROM waiting) AS "waiting!", array(SELECT event_id FROM stored) AS "stored!""#,
@@ -186,12 +182,15 @@ impl Inbox {
         )
         .fetch_one(&mut *tx)
         .await?;
-        if stored.waiting {
-            tx.rollback().await?;
-            return Ok(None);
-        }
         let mut new: std::collections::HashSet<uuid::Uuid> = stored.stored.into_iter().collect();
         let inserted = new.len() as u64;
+        if stored.waiting {
+            tx.commit().await?;
+            if inserted > 0 {
+                self.wake.notify_one();
+            }
+            return Ok(inserted);
+        }
         // In the order received; an event given twice is handled once.
         let fresh: Vec<Envelope> = wanted
             .iter()
@@ -202,7 +201,7 @@ impl Inbox {
         tx.commit().await?;
         metrics::counter!("events_handled_total", "consumer" => self.service.clone())
             .increment(inserted);
-        Ok(Some(inserted))
+        Ok(inserted)
     }
 
     /// Hands each run of events of one type to its handler together

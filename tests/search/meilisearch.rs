@@ -10,7 +10,9 @@ use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
 use crate::support::{
-    TestApp, TestDb, eventually, fake_meili::FakeMeili, free_port, test_settings,
+    TestApp, TestDb, eventually,
+    fake_meili::{FakeMeili, Outcome},
+    free_port, test_settings,
 };
 
 #[tokio::test]
@@ -204,6 +206,147 @@ async fn without_meilisearch_search_is_503_writes_succeed_and_the_index_catches_
         "{r}"
     );
     app.stop().await;
+}
+
+/// The indexer sends the next change while Meilisearch is still indexing the last write, and
+/// clears a listing's mark only once the write that carried it is searchable: a write that
+/// fails leaves the marks, and the listings are sent again.
+#[tokio::test]
+async fn the_indexer_sends_changes_while_meilisearch_indexes_and_clears_marks_once_searchable() {
+    let fake = FakeMeili::start().await;
+    fake.state.lock().unwrap().additions = Outcome::Hold;
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db).await;
+    settings.meili_url = Some(fake.url.clone());
+    let app = TestApp::spawn_with(settings, db).await;
+    let pool = app.db.pool(nongsan_listing::NAME).await;
+    let seller = app.api.register(Role::Household).await;
+    // How many document additions carried the listing.
+    let sent = |listing: &str| {
+        fake.requests("POST", "/documents")
+            .iter()
+            .filter(|e| {
+                e.body
+                    .as_array()
+                    .is_some_and(|docs| docs.iter().any(|d| d["id"] == listing))
+            })
+            .count()
+    };
+    let marked = |listing: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM search_dirty WHERE listing_id = $1::text::uuid",
+            )
+            .bind(&listing)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    let first = app.api.listing_with_stock(&seller, "10").await;
+    eventually(
+        Duration::from_secs(30),
+        "the first listing to be sent",
+        || async { (sent(&first) > 0).then_some(()) },
+    )
+    .await;
+    // The indexer asks after its write's task again and again: it has sent the write, and
+    // waits for it.
+    let task = *fake.state.lock().unwrap().addition_tasks.first().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the indexer to ask after its task twice",
+        || async { (fake.requests("GET", &format!("/tasks/{task}")).len() >= 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(marked(first.clone()).await, 1, "marked until searchable");
+
+    // Changed while Meilisearch has not finished the first write: sent without waiting for it.
+    let second = app.api.listing_with_stock(&seller, "5").await;
+    eventually(
+        Duration::from_secs(10),
+        "the second listing to be sent while the first write is still indexed",
+        || async { (sent(&second) > 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(fake.state.lock().unwrap().additions, Outcome::Hold);
+    assert_eq!(marked(second.clone()).await, 1, "marked until searchable");
+
+    // The writes fail: the marks stay, and the listings are sent again.
+    let before = sent(&second);
+    fake.state.lock().unwrap().additions = Outcome::Fail;
+    eventually(
+        Duration::from_secs(20),
+        "the second listing to be sent again after its write failed",
+        || async { (sent(&second) > before).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        marked(first.clone()).await,
+        1,
+        "still marked after a failure"
+    );
+    assert_eq!(
+        marked(second.clone()).await,
+        1,
+        "still marked after a failure"
+    );
+
+    // Meilisearch indexes them: the marks are cleared.
+    fake.state.lock().unwrap().additions = Outcome::Succeed;
+    eventually(
+        Duration::from_secs(30),
+        "the marks to be cleared once the writes are searchable",
+        || async {
+            (marked(first.clone()).await == 0 && marked(second.clone()).await == 0).then_some(())
+        },
+    )
+    .await;
+    app.stop().await;
+}
+
+/// A rebuild begins only once the indexer's writes still queued in Meilisearch have ended: one
+/// that ran after the swap would put an older document into the new index.
+#[tokio::test]
+async fn a_meilisearch_rebuild_waits_for_the_writes_still_queued() {
+    let fake = FakeMeili::start().await;
+    let engine = std::sync::Arc::new(MeiliEngine::new(&fake.url, None, "listings").unwrap());
+    fake.state.lock().unwrap().additions = Outcome::Hold;
+    let doc = generate::listings(7, 1, 1)
+        .remove(0)
+        .search_doc("0193a1b2-0000-7000-8000-000000000001", "Nhà vườn Bảy");
+    let _indexing = engine.upsert_sent(&[doc]).await.unwrap();
+    let rebuild = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.rebuild_begin().await }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the rebuild to ask which writes are unfinished",
+        || async { (!fake.requests("GET", "/tasks").is_empty()).then_some(()) },
+    )
+    .await;
+    let task = *fake.state.lock().unwrap().addition_tasks.first().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the rebuild to wait for the queued write",
+        || async { (fake.requests("GET", &format!("/tasks/{task}")).len() >= 2).then_some(()) },
+    )
+    .await;
+    assert!(!rebuild.is_finished(), "began while a write was queued");
+    assert!(
+        fake.requests("DELETE", "/indexes/listings_rebuild")
+            .is_empty(),
+        "nothing of the rebuild is done before the write ends"
+    );
+    fake.state.lock().unwrap().additions = Outcome::Succeed;
+    tokio::time::timeout(Duration::from_secs(10), rebuild)
+        .await
+        .expect("the rebuild to begin once the write ended")
+        .unwrap()
+        .unwrap();
 }
 
 /// The ids of what a search for everything (hidden and sold-out listings included) finds, up

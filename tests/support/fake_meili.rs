@@ -31,23 +31,7 @@ pub struct FakeState {
     pub exchanges: Vec<Exchange>,
     /// Documents added, by id.
     pub documents: Vec<Value>,
-    /// What the document additions' tasks answer when asked (all of them, whenever asked).
-    pub additions: Outcome,
-    /// The document additions' task uids, in order.
-    pub addition_tasks: Vec<u32>,
     next_task: u32,
-}
-
-/// How a document addition's task stands.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Succeeded.
-    #[default]
-    Succeed,
-    /// Still processing.
-    Hold,
-    /// Failed.
-    Fail,
 }
 
 /// A running fake.
@@ -66,31 +50,6 @@ fn task(s: &mut FakeState, index_uid: &str, kind: &str) -> Response {
     s.next_task += 1;
     let info = json!({ "taskUid": s.next_task, "indexUid": index_uid, "status": "enqueued", "type": kind, "enqueuedAt": AT });
     (StatusCode::ACCEPTED, axum::Json(info)).into_response()
-}
-
-/// A document addition's task, as `GET /tasks/{uid}` answers.
-fn addition(uid: u32, outcome: Outcome) -> Value {
-    let mut t = json!({
-        "uid": uid, "indexUid": "listings", "type": "documentAdditionOrUpdate",
-        "details": { "receivedDocuments": 1, "indexedDocuments": null },
-        "enqueuedAt": AT, "startedAt": AT, "canceledBy": null, "error": null
-    });
-    match outcome {
-        Outcome::Hold => t["status"] = json!("processing"),
-        Outcome::Succeed | Outcome::Fail => {
-            t["status"] = json!(if outcome == Outcome::Fail {
-                "failed"
-            } else {
-                "succeeded"
-            });
-            t["duration"] = json!("PT0.001S");
-            t["finishedAt"] = json!(AT);
-        }
-    }
-    if outcome == Outcome::Fail {
-        t["error"] = json!({ "message": "the fake failed it", "code": "internal", "type": "internal", "link": "" });
-    }
-    t
 }
 
 async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Response {
@@ -116,29 +75,11 @@ async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Res
         ("POST" | "PUT", p) if p.ends_with("/documents") => {
             let docs = body.as_array().cloned().unwrap_or_default();
             s.documents.extend(docs);
-            let uid = s.next_task + 1;
-            s.addition_tasks.push(uid);
             task(&mut s, &index_uid, "documentAdditionOrUpdate")
-        }
-        ("GET", p) if p.starts_with("/tasks/") && s.addition_tasks.contains(&p.trim_start_matches("/tasks/").parse().unwrap_or(0)) => {
-            let uid: u32 = p.trim_start_matches("/tasks/").parse().unwrap_or(0);
-            axum::Json(addition(uid, s.additions)).into_response()
-        }
-        ("GET", "/tasks") => {
-            // The additions not finished, newest first, as Meilisearch lists tasks.
-            let results: Vec<Value> = if s.additions == Outcome::Hold {
-                s.addition_tasks.iter().rev().map(|uid| addition(*uid, Outcome::Hold)).collect()
-            } else {
-                Vec::new()
-            };
-            axum::Json(json!({ "results": results, "total": results.len(), "limit": 20, "from": null, "next": null })).into_response()
         }
         ("DELETE", p) if p.ends_with("/documents") => {
             s.documents.clear();
             task(&mut s, &index_uid, "documentDeletion")
-        }
-        ("DELETE", p) if p.starts_with("/indexes/") && !p.contains("/documents") => {
-            task(&mut s, &index_uid, "indexDeletion")
         }
         ("GET", p) if p.starts_with("/tasks/") => {
             let uid: u32 = p.trim_start_matches("/tasks/").parse().unwrap_or(0);

@@ -206,11 +206,6 @@ pub enum EngineError {
     Other(#[from] anyhow::Error),
 }
 
-/// A write the engine has taken ([`SearchEngine::upsert_sent`]): resolves when its documents
-/// are searchable, or with why they will not be.
-pub type Indexing =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send>>;
-
 /// A search engine: the same contract for Meilisearch and the embedded index.
 #[async_trait::async_trait]
 pub trait SearchEngine: Send + Sync {
@@ -218,14 +213,6 @@ pub trait SearchEngine: Send + Sync {
     fn mode(&self) -> EngineMode;
     /// Adds or replaces documents; done when they are searchable.
     async fn upsert(&self, docs: &[SearchDoc]) -> Result<(), EngineError>;
-    /// Sends documents to be added or replaced, and returns once the engine has them, with
-    /// what resolves when they are searchable (or with why they will not be). Where the
-    /// engine queues its work (Meilisearch's tasks), the indexer sends its next write while
-    /// this one is indexed; elsewhere they are searchable before this returns.
-    async fn upsert_sent(&self, docs: &[SearchDoc]) -> Result<Indexing, EngineError> {
-        self.upsert(docs).await?;
-        Ok(Box::pin(std::future::ready(Ok(()))))
-    }
     /// Adds or replaces many documents at once (a reindex): as large batches as the engine
     /// takes, done when all are searchable.
     async fn upsert_bulk(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {

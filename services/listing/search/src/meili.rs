@@ -1,9 +1,8 @@
 //! The Meilisearch engine, through meilisearch-sdk. Index settings (searchable, filterable and
 //! sortable attributes, synonyms, typo tolerance tuned for Vietnamese syllables, ranking
-//! rules) are applied before the first write or search. The indexer sends its next write
-//! while Meilisearch indexes the last, and learns of each when its task ends; a reindex sends
-//! its batches without waiting, into a new index that then takes the serving one's place in
-//! one step (Meilisearch's index swap), so search never goes empty.
+//! rules) are applied before the first write or search. The indexer's writes wait for their
+//! task; a reindex sends its batches without waiting, into a new index that then takes the
+//! serving one's place in one step (Meilisearch's index swap), so search never goes empty.
 
 use std::{
     collections::HashMap,
@@ -22,12 +21,12 @@ use meilisearch_sdk::{
     search::Selectors,
     settings::{MinWordSizeForTypos, PaginationSetting, Settings, TypoToleranceSettings},
     task_info::TaskInfo,
-    tasks::{Task, TasksSearchQuery},
+    tasks::Task,
 };
 use tokio::sync::OnceCell;
 
 use crate::{
-    EngineError, EngineMode, FACETS, Facets, Hit, Indexing, SearchDoc, SearchEngine, SearchQuery,
+    EngineError, EngineMode, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery,
     SearchResults, Sort, distance_km, expand_query, highlight, synonym_groups,
 };
 
@@ -401,28 +400,6 @@ fn classify(e: MeiliError) -> EngineError {
     }
 }
 
-/// Waits until `task` has finished, succeeded or not.
-async fn finished(client: &Client<Http>, task: impl AsRef<u32>) -> Result<Task, EngineError> {
-    client
-        .wait_for_task(task, Some(Duration::from_millis(50)), Some(TASK_TIMEOUT))
-        .await
-        .map_err(classify)
-}
-
-/// A finished task's outcome.
-fn succeeded(task: Task) -> Result<(), EngineError> {
-    match task {
-        Task::Succeeded { .. } => Ok(()),
-        Task::Failed { content } => Err(EngineError::Other(anyhow::anyhow!(
-            "meilisearch task failed: {}",
-            content.error
-        ))),
-        _ => Err(EngineError::Unavailable(
-            "meilisearch task did not finish".to_owned(),
-        )),
-    }
-}
-
 impl MeiliEngine {
     /// A client for the index `index_uid` at `url`.
     pub fn new(url: &str, key: Option<String>, index_uid: &str) -> anyhow::Result<Self> {
@@ -445,11 +422,26 @@ impl MeiliEngine {
 
     /// Waits until `task` has finished, succeeded or not.
     async fn finished(&self, task: TaskInfo) -> Result<Task, EngineError> {
-        finished(&self.client, task).await
+        task.wait_for_completion(
+            &self.client,
+            Some(Duration::from_millis(50)),
+            Some(TASK_TIMEOUT),
+        )
+        .await
+        .map_err(classify)
     }
 
     async fn wait(&self, task: TaskInfo) -> Result<(), EngineError> {
-        succeeded(finished(&self.client, task).await?)
+        match self.finished(task).await? {
+            Task::Succeeded { .. } => Ok(()),
+            Task::Failed { content } => Err(EngineError::Other(anyhow::anyhow!(
+                "meilisearch task failed: {}",
+                content.error
+            ))),
+            _ => Err(EngineError::Unavailable(
+                "meilisearch task did not finish".to_owned(),
+            )),
+        }
     }
 
     /// Applies the index settings once per process.
@@ -483,23 +475,6 @@ impl SearchEngine for MeiliEngine {
             .await
             .map_err(classify)?;
         self.wait(task).await
-    }
-
-    /// The task is sent; the answer waits for it. Meilisearch runs an index's tasks in the
-    /// order they came, and takes the additions queued behind a running one together, in
-    /// its next batch.
-    async fn upsert_sent(&self, docs: &[SearchDoc]) -> Result<Indexing, EngineError> {
-        self.prepare().await?;
-        let task = self
-            .client
-            .index(&self.index_uid)
-            .add_or_replace(docs, Some("id"))
-            .await
-            .map_err(classify)?;
-        let client = self.client.clone();
-        Ok(Box::pin(async move {
-            succeeded(finished(&client, task).await?)
-        }))
     }
 
     async fn upsert_bulk(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
@@ -550,23 +525,6 @@ impl SearchEngine for MeiliEngine {
     async fn rebuild_begin(&self) -> Result<(), EngineError> {
         // The swap needs the serving index to exist.
         self.prepare().await?;
-        // The indexer's writes sent before the reindex held it back end first: one still
-        // queued could otherwise run after the swap, and put an older document into the new
-        // index.
-        let unfinished = self
-            .client
-            .get_tasks_with(
-                TasksSearchQuery::new(&self.client)
-                    .with_index_uids([self.index_uid.as_str()])
-                    .with_statuses(["enqueued", "processing"])
-                    .with_limit(1),
-            )
-            .await
-            .map_err(classify)?;
-        // The newest first: once it has ended, so have the others.
-        if let Some(last) = unfinished.results.first() {
-            finished(&self.client, last).await?;
-        }
         let fresh = self.rebuild_uid();
         // What a rebuild stopped half-way left behind; the task fails when there is none.
         let task = self.client.index(&fresh).delete().await.map_err(classify)?;

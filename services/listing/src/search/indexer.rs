@@ -6,10 +6,9 @@
 //! the engine, retrying with backoff while the engine is away: nothing is lost, and the index
 //! always ends with the latest state, whatever order the events came in.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use nongsan_shared::{
     ListingId,
     db::Notifications,
@@ -17,10 +16,9 @@ use nongsan_shared::{
     telemetry::worth_logging,
 };
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::time::Instant;
 
 use super::{
-    Indexing, SearchEngine,
+    SearchEngine,
     dirty::{CHANNEL, mark_dirty},
 };
 use crate::catalog::store::{listings_after, load_listings};
@@ -38,44 +36,18 @@ impl Handler for MarkDirty {
 }
 
 /// Dirty listings written to the engine at once.
-const BATCH: usize = 1_000;
+const BATCH: i64 = 1_000;
 
-/// Writes sent to the engine and not yet searchable, at most. Meilisearch takes every write
-/// queued behind the batch it is indexing into its next batch: at a write every
-/// [`COMMIT_GAP`], sixteen cover a batch of over a second and a half.
-const IN_FLIGHT: usize = 16;
-
-/// The advisory lock between the indexer and a reindex. Each send of the indexer holds it
+/// The advisory lock between the indexer and a reindex. Each write of the indexer holds it
 /// shared (for its transaction); a reindex holds it alone from before it reads the first page
 /// until the new index serves. So a change the reindex may have read too early stays marked,
 /// and the indexer writes it to the new index once the reindex lets go, never to the old one
-/// that the swap then drops. (A write sent before the reindex began may still be queued in
-/// the engine: the reindex waits for it first, see `SearchEngine::rebuild_begin`.)
+/// that the swap then drops.
 pub const REINDEX_LOCK: i64 = 0x6e6f_6e67_7361_6e01;
 
-/// A write sent to the engine: the marks it answers for, each a listing and when it was
-/// marked.
-#[derive(Debug)]
-struct Sent {
-    ids: Vec<uuid::Uuid>,
-    marked: Vec<DateTime<Utc>>,
-}
-
-impl Sent {
-    fn marks(&self) -> impl Iterator<Item = (uuid::Uuid, DateTime<Utc>)> + '_ {
-        self.ids.iter().copied().zip(self.marked.iter().copied())
-    }
-}
-
-/// Sends up to [`BATCH`] dirty listings to the engine, as they are now (loaded in two
-/// queries), leaving out the marks of writes still on their way (`flying`). Answers the write
-/// and what resolves when it is searchable; `None` when nothing is left to send, or while a
-/// reindex runs. The marks stay until the write is searchable ([`clear_marks`]).
-async fn send_once(
-    pool: &PgPool,
-    engine: &dyn SearchEngine,
-    flying: &HashSet<(uuid::Uuid, DateTime<Utc>)>,
-) -> anyhow::Result<Option<(Sent, Indexing)>> {
+/// Writes up to [`BATCH`] dirty listings to the engine (loaded in two queries, written in one
+/// commit); returns how many. Writes nothing (and returns 0) while a reindex runs.
+pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let free = sqlx::query_scalar!(
         r#"SELECT pg_try_advisory_xact_lock_shared($1) AS "free!""#,
@@ -84,48 +56,40 @@ async fn send_once(
     .fetch_one(&mut *tx)
     .await?;
     if !free {
-        return Ok(None);
+        return Ok(0);
     }
-    let limit = i64::try_from(BATCH + flying.len()).unwrap_or(i64::MAX);
-    let (ids, marked): (Vec<uuid::Uuid>, Vec<DateTime<Utc>>) = sqlx::query!(
-        "SELECT listing_id, marked_at FROM search_dirty ORDER BY marked_at LIMIT $1",
-        limit,
+    let dirty: Vec<(ListingId, DateTime<Utc>)> = sqlx::query!(
+        r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty ORDER BY marked_at LIMIT $1"#,
+        BATCH,
     )
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(|d| (d.listing_id, d.marked_at))
-    .filter(|mark| !flying.contains(mark))
-    .take(BATCH)
-    .unzip();
-    if ids.is_empty() {
-        return Ok(None);
+    .collect();
+    if dirty.is_empty() {
+        return Ok(0);
     }
-    let listings: Vec<ListingId> = ids.iter().copied().map(ListingId).collect();
-    let docs: Vec<_> = load_listings(&mut tx, &listings)
+    let ids: Vec<ListingId> = dirty.iter().map(|d| d.0).collect();
+    let docs: Vec<_> = load_listings(&mut tx, &ids)
         .await
         .map_err(|e| anyhow::anyhow!("loading dirty listings: {e}"))?
         .iter()
         .map(super::document)
         .collect();
-    let indexing = engine.upsert_sent(&docs).await?;
-    // Nothing was written: the transaction only held the reindex back while sending.
-    tx.commit().await?;
-    Ok(Some((Sent { ids, marked }, indexing)))
-}
-
-/// Clears the marks a searchable write answered for, but not those marked again since it was
-/// loaded (their `marked_at` moved on): those are sent again.
-async fn clear_marks(pool: &PgPool, sent: &Sent) -> anyhow::Result<()> {
+    engine.upsert(&docs).await?;
+    // Only those not marked again while we were writing.
+    let marked: Vec<DateTime<Utc>> = dirty.iter().map(|d| d.1).collect();
     sqlx::query!(
         "DELETE FROM search_dirty d USING unnest($1::uuid[], $2::timestamptz[]) AS w(listing_id, marked_at)
          WHERE d.listing_id = w.listing_id AND d.marked_at = w.marked_at",
-        &sent.ids,
-        &sent.marked,
+        &ids.iter().map(|i| i.0).collect::<Vec<_>>(),
+        &marked,
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await?;
+    Ok(dirty.len())
 }
 
 /// The pause after a write to the engine that did not fill a batch, before the next. Every
@@ -137,77 +101,48 @@ async fn clear_marks(pool: &PgPool, sent: &Sent) -> anyhow::Result<()> {
 /// without pauses.
 const COMMIT_GAP: Duration = Duration::from_millis(100);
 
-/// How long the indexer waits after its `failures`-th failure in a row.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5))
-}
-
 /// Indexes until aborted: woken by each commit that marked something dirty (read as they
-/// come, [`Notifications`]), by each write that becomes searchable, and every second in case
-/// a wake-up was missed; backs off while the engine is away.
-///
-/// Up to [`IN_FLIGHT`] writes are on their way at once: where the engine queues its work
-/// (Meilisearch), changes made while it indexes one batch are sent at once, and it takes
-/// them together in its next batch, instead of after this one is known to be searchable.
-/// The embedded engine's writes are searchable when sent.
+/// come, [`Notifications`]), and every second in case a wake-up was missed; backs off while
+/// the engine is away.
 pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
     let notifications = Notifications::listen(&pool, CHANNEL);
-    let mut writes = FuturesUnordered::new();
-    // The marks of the writes on their way: not sent again meanwhile.
-    let mut flying: HashSet<(uuid::Uuid, DateTime<Utc>)> = HashSet::new();
     let mut failures = 0u32;
-    // When the next write may be sent, and whether there may be something to send.
-    let mut next = Instant::now();
-    let mut wanted = true;
-    let failed = |failures: &mut u32, e: &dyn std::fmt::Display| {
-        *failures += 1;
-        if worth_logging(*failures) {
-            tracing::warn!(
-                failures = *failures,
-                error = %e,
-                "search indexer cannot write; the listings stay marked and will be retried"
-            );
-        }
-        Instant::now() + backoff(*failures)
-    };
+    let mut last_write: Option<tokio::time::Instant> = None;
     loop {
-        if wanted && writes.len() < IN_FLIGHT && Instant::now() >= next {
-            match send_once(&pool, engine.as_ref(), &flying).await {
-                Ok(Some((sent, indexing))) => {
-                    let full = sent.ids.len() >= BATCH;
-                    flying.extend(sent.marks());
-                    writes.push(async move { (indexing.await, sent) });
-                    next = Instant::now() + if full { Duration::ZERO } else { COMMIT_GAP };
+        if let Some(at) = last_write {
+            tokio::time::sleep_until(at + COMMIT_GAP).await;
+        }
+        match index_once(&pool, engine.as_ref()).await {
+            Ok(n) => {
+                if failures > 0 {
+                    tracing::info!("search indexer caught up");
+                }
+                failures = 0;
+                let full = i64::try_from(n).is_ok_and(|n| n >= BATCH);
+                last_write = (n > 0 && !full).then(tokio::time::Instant::now);
+                if n > 0 {
                     continue;
                 }
-                Ok(None) => wanted = false,
-                Err(e) => next = failed(&mut failures, &format_args!("{e:#}")),
+            }
+            Err(e) => {
+                failures += 1;
+                if worth_logging(failures) {
+                    tracing::warn!(
+                        failures,
+                        error = format!("{e:#}"),
+                        "search indexer cannot write; the listings stay marked and will be retried"
+                    );
+                }
+                tokio::time::sleep(
+                    Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5)),
+                )
+                .await;
+                continue;
             }
         }
-        let may_send = wanted && writes.len() < IN_FLIGHT;
         tokio::select! {
-            Some((searchable, sent)) = writes.next(), if !writes.is_empty() => {
-                for mark in sent.marks() {
-                    flying.remove(&mark);
-                }
-                match searchable {
-                    Ok(()) => {
-                        if failures > 0 {
-                            tracing::info!("search indexer caught up");
-                        }
-                        failures = 0;
-                        // Left marked, the listings are written again: harmless.
-                        if let Err(e) = clear_marks(&pool, &sent).await {
-                            tracing::warn!(error = format!("{e:#}"), "search indexer could not clear its marks");
-                        }
-                    }
-                    Err(e) => next = failed(&mut failures, &e),
-                }
-                wanted = true;
-            }
-            () = notifications.next() => wanted = true,
-            () = tokio::time::sleep_until(next), if may_send => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => wanted = true,
+            () = notifications.next() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

@@ -24,8 +24,8 @@ use crate::{
 };
 
 pub use nongsan_search::{
-    EngineError, EngineMode, FACETS, Geo, Indexing, SearchDoc, SearchEngine, SearchQuery,
-    SearchResults, Sort, embedded, fold, generate, meili,
+    EngineError, EngineMode, FACETS, Geo, SearchDoc, SearchEngine, SearchQuery, SearchResults,
+    Sort, embedded, fold, generate, meili,
 };
 
 /// The index document of a listing.

@@ -672,6 +672,84 @@ impl Meili {
         }
     }
 
+    /// The uid of Meilisearch's latest batch, if any: the batches of a scenario come after it.
+    async fn last_batch(&self) -> Option<u64> {
+        let answer: Value = self
+            .request(
+                &reqwest::Client::new(),
+                reqwest::Method::GET,
+                "/batches?limit=1",
+            )
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        answer["results"][0]["uid"].as_u64()
+    }
+
+    /// Meilisearch's own account (`GET /batches`) of the batches that wrote the run's index
+    /// after batch `after`: how many, how long each took and what it held, and how long of it
+    /// went to writing the geo R-tree, which Meilisearch writes whole in every batch.
+    async fn batches_since(&self, after: Option<u64>, what: &str) -> String {
+        let path = format!("/batches?indexUids={}&limit=1000", self.index);
+        let answer = self
+            .request(&reqwest::Client::new(), reqwest::Method::GET, &path)
+            .send()
+            .await;
+        let batches: Value = match answer {
+            Ok(res) => match res.json().await {
+                Ok(v) => v,
+                Err(e) => return format!("Meilisearch's batches of {what}: not read ({e})."),
+            },
+            Err(e) => return format!("Meilisearch's batches of {what}: not read ({e})."),
+        };
+        let mine: Vec<&Value> = batches["results"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter(|b| b["uid"].as_u64() > after)
+                    .filter(|b| b["details"]["receivedDocuments"].is_u64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if mine.is_empty() {
+            return format!("Meilisearch's batches of {what}: none found.");
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let took = median(
+            mine.iter()
+                .filter_map(|b| b["duration"].as_str().and_then(iso_duration_ms))
+                .collect(),
+        );
+        let docs = median(
+            mine.iter()
+                .filter_map(|b| b["details"]["receivedDocuments"].as_f64())
+                .collect(),
+        );
+        let geo: Vec<f64> = mine
+            .iter()
+            .filter_map(|b| {
+                b["stats"]["progressTrace"]["processing tasks > indexing > writing geo points"]
+                    .as_str()
+                    .and_then(trace_duration_ms)
+            })
+            .collect();
+        let geo = if geo.is_empty() {
+            "no step writing geo points".to_owned()
+        } else {
+            format!("`writing geo points` p50 {:.0} ms of it", median(geo))
+        };
+        format!(
+            "Meilisearch's batches of {what} (its own record, `GET /batches`): {} batches, p50 {took:.0} ms each holding p50 {docs:.0} documents; {geo}.",
+            mine.len()
+        )
+    }
+
     /// Meilisearch's version, as it says.
     async fn version(&self) -> String {
         let answer = self
@@ -685,6 +763,31 @@ impl Meili {
             ),
             Err(_) => "?".to_owned(),
         }
+    }
+}
+
+/// Milliseconds of an ISO 8601 duration as Meilisearch writes a batch's (`PT1.564637107S`,
+/// `PT1M2.5S`).
+fn iso_duration_ms(d: &str) -> Option<f64> {
+    let rest = d.strip_prefix("PT")?.strip_suffix('S')?;
+    let (minutes, seconds) = match rest.split_once('M') {
+        Some((m, s)) => (m.parse::<f64>().ok()?, s),
+        None => (0.0, rest),
+    };
+    Some((minutes * 60.0 + seconds.parse::<f64>().ok()?) * 1000.0)
+}
+
+/// Milliseconds of a step's duration in Meilisearch's progress trace (`1.24s`, `22.02ms`,
+/// `866.51µs`).
+fn trace_duration_ms(d: &str) -> Option<f64> {
+    if let Some(us) = d.strip_suffix("µs") {
+        us.parse::<f64>().ok().map(|v| v / 1000.0)
+    } else if let Some(ms) = d.strip_suffix("ms") {
+        ms.parse().ok()
+    } else if let Some(s) = d.strip_suffix('s') {
+        s.parse::<f64>().ok().map(|v| v * 1000.0)
+    } else {
+        None
     }
 }
 
@@ -1194,8 +1297,15 @@ async fn run(
         });
     }
     if wanted.iter().any(|w| w == "index-lag") {
+        let before = match meili {
+            Some(m) => m.last_batch().await,
+            None => None,
+        };
         let f = index_lag(&api, server, args, &households, &listings).await;
         keep(&mut rows, &mut broken, &f, None);
+        if let Some(m) = meili {
+            notes.push(m.batches_since(before, "the index-lag scenario").await);
+        }
     }
     if wanted.iter().any(|w| w == "hot-item") {
         notes.push(hot_item(&api, server, args, &households).await?);
@@ -1709,4 +1819,20 @@ async fn page_cache(server: &Server) -> Option<String> {
         "Listing page cache at the end: {pages:.0} pages in {:.1} MiB; {hits:.0} reads answered from it, {misses:.0} from PostgreSQL.",
         bytes / 1_048_576.0
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{iso_duration_ms, trace_duration_ms};
+
+    #[test]
+    fn meilisearch_durations_are_read_as_it_writes_them() {
+        assert_eq!(iso_duration_ms("PT1.5S"), Some(1500.0));
+        assert_eq!(iso_duration_ms("PT1M2.5S"), Some(62_500.0));
+        assert_eq!(iso_duration_ms("1.5S"), None);
+        assert_eq!(trace_duration_ms("1.24s"), Some(1240.0));
+        assert_eq!(trace_duration_ms("22.02ms"), Some(22.02));
+        assert_eq!(trace_duration_ms("866.5µs"), Some(0.8665));
+        assert_eq!(trace_duration_ms("soon"), None);
+    }
 }

@@ -92,14 +92,13 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
     Ok(dirty.len())
 }
 
-/// The least time from the start of a write to the engine that did not fill a batch to the
-/// start of the next. Every write is a commit (the embedded index writes a segment, syncs it
-/// and reloads its reader; Meilisearch runs a task), so while listings change many times a
-/// second the changes are gathered and written together: at 100 renames a second on 100,000
-/// listings, a commit per wake-up cost about 15 ms of CPU per rename and left search over a
-/// second behind. A backlog (a full batch) is written without pauses, and so is whatever
-/// changed during a write that took longer than this (a Meilisearch task of over a second at
-/// 100,000 listings): waiting more would only add to its lag.
+/// The pause after a write to the engine that did not fill a batch, before the next. Every
+/// write is a commit (the embedded
+/// index writes a segment, syncs it and reloads its reader; Meilisearch runs a task), so
+/// while listings change many times a second the changes are gathered and written together:
+/// at 100 renames a second on 100,000 listings, a commit per wake-up cost about 15 ms of CPU
+/// per rename and left search over a second behind. A backlog (a full batch) is written
+/// without pauses.
 const COMMIT_GAP: Duration = Duration::from_millis(100);
 
 /// Indexes until aborted: woken by each commit that marked something dirty (read as they
@@ -113,7 +112,6 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
         if let Some(at) = last_write {
             tokio::time::sleep_until(at + COMMIT_GAP).await;
         }
-        let started = tokio::time::Instant::now();
         match index_once(&pool, engine.as_ref()).await {
             Ok(n) => {
                 if failures > 0 {
@@ -121,7 +119,7 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
                 }
                 failures = 0;
                 let full = i64::try_from(n).is_ok_and(|n| n >= BATCH);
-                last_write = (n > 0 && !full).then_some(started);
+                last_write = (n > 0 && !full).then(tokio::time::Instant::now);
                 if n > 0 {
                     continue;
                 }

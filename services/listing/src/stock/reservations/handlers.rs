@@ -63,6 +63,9 @@ pub async fn create_reservation(
     // A reservation id already used reads no stock and takes no lock: its answer is the
     // reservation.
     let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
+    // One connection for the check and the reservation's transaction: sqlx sends a round trip
+    // (a ping) with each connection given back to its pool.
+    let mut conn = app.pool.acquire().await?;
     let read = sqlx::query!(
         r#"SELECT m.used AS "used!", s.listing_id AS "listing_id?: ListingId", s.on_hand AS "on_hand?: Quantity", s.reserved AS "reserved?: Quantity"
            FROM (SELECT EXISTS (SELECT 1 FROM reservations WHERE id = $2) AS used) m
@@ -70,10 +73,9 @@ pub async fn create_reservation(
         &ids,
         r.id as _,
     )
-    .fetch_all(&app.pool)
+    .fetch_all(&mut *conn)
     .await?;
     if read.first().is_some_and(|row| row.used) {
-        let mut conn = app.pool.acquire().await?;
         return made_before(&app, &mut conn, &r, &request).await;
     }
     let available: Vec<(ListingId, Quantity, Quantity)> = read
@@ -91,7 +93,7 @@ pub async fn create_reservation(
             }
         }
     }
-    let mut tx = app.pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // The reservation's row, then every line's listing with its stock row, in one statement.
     // The rows are locked in one order (listing id) so concurrent reservations cannot
     // deadlock: one statement whatever the number of lines. The same id again (a retried

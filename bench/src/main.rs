@@ -672,8 +672,9 @@ impl Meili {
         }
     }
 
-    /// The uid of Meilisearch's latest batch, if any: the batches of a scenario come after it.
-    async fn last_batch(&self) -> Option<u64> {
+    /// The uid of Meilisearch's latest batch (`None` when there is none yet): the batches of
+    /// a scenario come after it.
+    async fn last_batch(&self) -> std::result::Result<Option<u64>, String> {
         let answer: Value = self
             .request(
                 &reqwest::Client::new(),
@@ -682,18 +683,31 @@ impl Meili {
             )
             .send()
             .await
-            .ok()?
+            .map_err(|e| e.to_string())?
             .json()
             .await
-            .ok()?;
-        answer["results"][0]["uid"].as_u64()
+            .map_err(|e| e.to_string())?;
+        Ok(answer["results"][0]["uid"].as_u64())
     }
 
     /// Meilisearch's own account (`GET /batches`) of the batches that wrote the run's index
     /// after batch `after`: how many, how long each took and what it held, and how long of it
     /// went to writing the geo R-tree, which Meilisearch writes whole in every batch.
-    async fn batches_since(&self, after: Option<u64>, what: &str) -> String {
-        let path = format!("/batches?indexUids={}&limit=1000", self.index);
+    async fn batches_since(
+        &self,
+        after: std::result::Result<Option<u64>, String>,
+        what: &str,
+    ) -> String {
+        let after = match after {
+            Ok(after) => after,
+            Err(e) => {
+                return format!(
+                    "Meilisearch's batches of {what}: not read (its latest batch before: {e})."
+                );
+            }
+        };
+        // The newest first: a scenario of a few minutes makes far fewer.
+        let path = format!("/batches?indexUids={}&limit=10000", self.index);
         let answer = self
             .request(&reqwest::Client::new(), reqwest::Method::GET, &path)
             .send()
@@ -711,6 +725,8 @@ impl Meili {
                 all.iter()
                     .filter(|b| b["uid"].as_u64() > after)
                     .filter(|b| b["details"]["receivedDocuments"].is_u64())
+                    // Finished: a batch still running has no duration yet.
+                    .filter(|b| b["duration"].as_str().and_then(iso_duration_ms).is_some())
                     .collect()
             })
             .unwrap_or_default();
@@ -719,7 +735,8 @@ impl Meili {
         }
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+            // Every batch kept has a duration and documents: neither list is empty.
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
         };
         let took = median(
             mine.iter()
@@ -766,15 +783,17 @@ impl Meili {
     }
 }
 
-/// Milliseconds of an ISO 8601 duration as Meilisearch writes a batch's (`PT1.564637107S`,
-/// `PT1M2.5S`).
+/// Milliseconds of an ISO 8601 duration as Meilisearch writes a batch's: seconds
+/// (`PT1.564637107S`, `PT62.5S`), with days before them from a day on (`P1DT3.5S`).
 fn iso_duration_ms(d: &str) -> Option<f64> {
-    let rest = d.strip_prefix("PT")?.strip_suffix('S')?;
-    let (minutes, seconds) = match rest.split_once('M') {
-        Some((m, s)) => (m.parse::<f64>().ok()?, s),
-        None => (0.0, rest),
+    let (days, time) = d.strip_prefix('P')?.split_once('T')?;
+    let days: f64 = match days.strip_suffix('D') {
+        Some(n) => n.parse().ok()?,
+        None if days.is_empty() => 0.0,
+        None => return None,
     };
-    Some((minutes * 60.0 + seconds.parse::<f64>().ok()?) * 1000.0)
+    let seconds: f64 = time.strip_suffix('S')?.parse().ok()?;
+    Some((days * 86_400.0 + seconds) * 1000.0)
 }
 
 /// Milliseconds of a step's duration in Meilisearch's progress trace (`1.24s`, `22.02ms`,
@@ -1299,7 +1318,7 @@ async fn run(
     if wanted.iter().any(|w| w == "index-lag") {
         let before = match meili {
             Some(m) => m.last_batch().await,
-            None => None,
+            None => Ok(None),
         };
         let f = index_lag(&api, server, args, &households, &listings).await;
         keep(&mut rows, &mut broken, &f, None);
@@ -1828,7 +1847,9 @@ mod tests {
     #[test]
     fn meilisearch_durations_are_read_as_it_writes_them() {
         assert_eq!(iso_duration_ms("PT1.5S"), Some(1500.0));
-        assert_eq!(iso_duration_ms("PT1M2.5S"), Some(62_500.0));
+        assert_eq!(iso_duration_ms("PT62.5S"), Some(62_500.0));
+        assert_eq!(iso_duration_ms("P1DT0.5S"), Some(86_400_500.0));
+        assert_eq!(iso_duration_ms("PT1M2.5S"), None);
         assert_eq!(iso_duration_ms("1.5S"), None);
         assert_eq!(trace_duration_ms("1.24s"), Some(1240.0));
         assert_eq!(trace_duration_ms("22.02ms"), Some(22.02));

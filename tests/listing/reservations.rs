@@ -1,6 +1,6 @@
 //! Reservations: all or nothing under contention, idempotent, expiring, committed to lots.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
@@ -503,5 +503,150 @@ async fn movements_page_oldest_first_with_the_cursor_of_the_previous_page() {
         (422, Some("cursor")),
         "{r}"
     );
+    app.stop().await;
+}
+
+/// Whether a row is locked by another transaction now: asked with `FOR UPDATE NOWAIT` from a
+/// transaction of its own, rolled back at once.
+async fn row_locked(pool: &sqlx::PgPool, table: &str, column: &str, id: &str) -> bool {
+    let mut tx = pool.begin().await.unwrap();
+    // dynamic: the table and column are the test's own constants.
+    let asked = sqlx::query(&format!(
+        "SELECT 1 FROM {table} WHERE {column} = $1::text::uuid FOR UPDATE NOWAIT"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await;
+    match asked {
+        Ok(row) => {
+            assert!(row.is_some(), "no {table} row {id}");
+            false
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => true,
+        Err(e) => panic!("asking whether {table} {id} is locked: {e}"),
+    }
+}
+
+/// The listing inbox's lock of a batch (`LockOrderRows`): a batch of order events takes its
+/// reservations first, then its listings' stock rows in listing order (what a checkout's
+/// reservation takes in the same order, so the two cannot deadlock), and takes nothing for an
+/// event the listing service does not follow.
+#[tokio::test]
+async fn a_batch_of_order_events_locks_its_reservations_then_its_stock_rows_in_listing_order() {
+    use nongsan_shared::events::{Envelope, Prelock};
+
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let buyer = app.api.register(Role::Buyer).await;
+    let mut two = [
+        app.api.listing_with_stock(&seller, "10").await,
+        app.api.listing_with_stock(&seller, "10").await,
+    ];
+    two.sort_by_key(|l| uuid::Uuid::parse_str(l).unwrap());
+    let [first, second] = two;
+    let other = app.api.listing_with_stock(&seller, "10").await;
+    let body = crate::support::calls::basket(&[(&first, "1"), (&second, "1")], "cod");
+    let (status, made) = app
+        .api
+        .checkout(&buyer, &uuid::Uuid::now_v7().to_string(), &body)
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let body = crate::support::calls::basket(&[(&other, "1")], "cod");
+    let (status, made) = app
+        .api
+        .checkout(&buyer, &uuid::Uuid::now_v7().to_string(), &body)
+        .await;
+    assert_eq!(status, 201, "{made}");
+
+    // The orders' `order.placed` bodies as the order service wrote them: `order.paid`, which
+    // the listing service follows, has the same body.
+    let order_pool = app.db.pool("order").await;
+    let placed: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM outbox WHERE event_type = 'order.placed' ORDER BY id",
+    )
+    .fetch_all(&order_pool)
+    .await
+    .unwrap();
+    let of = |listing: &str| {
+        placed
+            .iter()
+            .find(|p| {
+                p["listing_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l == listing)
+            })
+            .unwrap()
+            .clone()
+    };
+    let (paid, not_followed) = (of(&first), of(&other));
+    let envelope = |event_type: &str, data: Value| Envelope {
+        id: nongsan_shared::EventId::new(),
+        event_type: event_type.to_owned(),
+        source: "order".to_owned(),
+        aggregate_id: data["order_id"].as_str().unwrap().to_owned(),
+        version: 2,
+        occurred_at: chrono::Utc::now(),
+        data,
+    };
+    let reservation = paid["reservation_id"].as_str().unwrap().to_owned();
+    let other_reservation = not_followed["reservation_id"].as_str().unwrap().to_owned();
+    let batch = vec![
+        envelope("order.paid", paid),
+        envelope("order.placed", not_followed),
+    ];
+
+    let pool = app.db.pool("listing").await;
+    // Someone holds the first listing's stock row.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM stock WHERE listing_id = $1::text::uuid FOR UPDATE")
+        .bind(&first)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let locking = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            nongsan_listing::stock::reservations::consumers::LockOrderRows
+                .lock(&mut tx, &batch)
+                .await
+                .unwrap();
+            tx
+        }
+    });
+    // The batch holds its reservation and waits for the first listing's row.
+    crate::support::eventually(
+        Duration::from_secs(10),
+        "the batch to hold its reservation and wait for a stock row",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM stock%FOR UPDATE%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting == 1 && row_locked(&pool, "reservations", "id", &reservation).await)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !row_locked(&pool, "stock", "listing_id", &second).await,
+        "the second listing is taken only after the first"
+    );
+    holder.rollback().await.unwrap();
+    let tx = tokio::time::timeout(Duration::from_secs(10), locking)
+        .await
+        .expect("the batch to take its rows once the first is free")
+        .unwrap();
+    assert!(row_locked(&pool, "reservations", "id", &reservation).await);
+    assert!(row_locked(&pool, "stock", "listing_id", &first).await);
+    assert!(row_locked(&pool, "stock", "listing_id", &second).await);
+    // `order.placed` is not followed by the listing service: nothing of its order is locked.
+    assert!(!row_locked(&pool, "reservations", "id", &other_reservation).await);
+    assert!(!row_locked(&pool, "stock", "listing_id", &other).await);
+    tx.rollback().await.unwrap();
     app.stop().await;
 }

@@ -708,25 +708,34 @@ impl Meili {
         };
         // The newest first: a scenario of a few minutes makes far fewer.
         let path = format!("/batches?indexUids={}&limit=10000", self.index);
-        let answer = self
-            .request(&reqwest::Client::new(), reqwest::Method::GET, &path)
-            .send()
-            .await;
-        let batches: Value = match answer {
-            Ok(res) => match res.json().await {
-                Ok(v) => v,
-                Err(e) => return format!("Meilisearch's batches of {what}: not read ({e})."),
-            },
+        let read = async {
+            self.request(&reqwest::Client::new(), reqwest::Method::GET, &path)
+                .send()
+                .await?
+                .json::<Value>()
+                .await
+        };
+        let batches = match read.await {
+            Ok(v) => v,
             Err(e) => return format!("Meilisearch's batches of {what}: not read ({e})."),
         };
-        let mine: Vec<&Value> = batches["results"]
+        // Each finished batch of documents after `after`: its milliseconds, its documents,
+        // and its milliseconds writing the geo R-tree (a batch still running has no duration).
+        let mine: Vec<(f64, f64, Option<f64>)> = batches["results"]
             .as_array()
             .map(|all| {
                 all.iter()
                     .filter(|b| b["uid"].as_u64() > after)
-                    .filter(|b| b["details"]["receivedDocuments"].is_u64())
-                    // Finished: a batch still running has no duration yet.
-                    .filter(|b| b["duration"].as_str().and_then(iso_duration_ms).is_some())
+                    .filter_map(|b| {
+                        Some((
+                            iso_duration_ms(b["duration"].as_str()?)?,
+                            b["details"]["receivedDocuments"].as_f64()?,
+                            b["stats"]["progressTrace"]
+                                ["processing tasks > indexing > writing geo points"]
+                                .as_str()
+                                .and_then(trace_duration_ms),
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -735,27 +744,11 @@ impl Meili {
         }
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
-            // Every batch kept has a duration and documents: neither list is empty.
             v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
         };
-        let took = median(
-            mine.iter()
-                .filter_map(|b| b["duration"].as_str().and_then(iso_duration_ms))
-                .collect(),
-        );
-        let docs = median(
-            mine.iter()
-                .filter_map(|b| b["details"]["receivedDocuments"].as_f64())
-                .collect(),
-        );
-        let geo: Vec<f64> = mine
-            .iter()
-            .filter_map(|b| {
-                b["stats"]["progressTrace"]["processing tasks > indexing > writing geo points"]
-                    .as_str()
-                    .and_then(trace_duration_ms)
-            })
-            .collect();
+        let took = median(mine.iter().map(|b| b.0).collect());
+        let docs = median(mine.iter().map(|b| b.1).collect());
+        let geo: Vec<f64> = mine.iter().filter_map(|b| b.2).collect();
         let geo = if geo.is_empty() {
             "no step writing geo points".to_owned()
         } else {

@@ -706,24 +706,12 @@ async fn an_import_locks_its_listings_stock_in_listing_order_not_file_order() {
     crate::support::eventually(
         std::time::Duration::from_secs(10),
         "the import to wait for the held stock row",
-        || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            (waiting > 0).then_some(())
-        },
+        || async { (crate::support::lock_waiters(&pool, "%").await > 0).then_some(()) },
     )
     .await;
-    let free = sqlx::query("SELECT 1 FROM stock WHERE listing_id = $1::uuid FOR UPDATE NOWAIT")
-        .bind(&later)
-        .execute(&pool)
-        .await;
     assert!(
-        free.is_ok(),
-        "the waiting import holds the later listing's stock: {free:?}"
+        !crate::support::row_locked(&pool, "stock", "listing_id", &later).await,
+        "the waiting import holds the later listing's stock"
     );
     holder.commit().await.unwrap();
     let (status, body) = importing.await.unwrap();

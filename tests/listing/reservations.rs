@@ -6,7 +6,7 @@ use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::support::{TestApp, user::User};
+use crate::support::{TestApp, lock_waiters, row_locked, user::User};
 
 async fn reserve(app: &TestApp, service: &User, id: &str, lines: Value, ttl: u32) -> (u16, Value) {
     app.api
@@ -506,27 +506,6 @@ async fn movements_page_oldest_first_with_the_cursor_of_the_previous_page() {
     app.stop().await;
 }
 
-/// Whether a row is locked by another transaction now: asked with `FOR UPDATE NOWAIT` from a
-/// transaction of its own, rolled back at once.
-async fn row_locked(pool: &sqlx::PgPool, table: &str, column: &str, id: &str) -> bool {
-    let mut tx = pool.begin().await.unwrap();
-    // dynamic: the table and column are the test's own constants.
-    let asked = sqlx::query(&format!(
-        "SELECT 1 FROM {table} WHERE {column} = $1::text::uuid FOR UPDATE NOWAIT"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await;
-    match asked {
-        Ok(row) => {
-            assert!(row.is_some(), "no {table} row {id}");
-            false
-        }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => true,
-        Err(e) => panic!("asking whether {table} {id} is locked: {e}"),
-    }
-}
-
 /// The listing inbox's lock of a batch (`LockOrderRows`): a batch of order events takes its
 /// reservations first, then its listings' stock rows in listing order (what a checkout's
 /// reservation takes in the same order, so the two cannot deadlock), and takes nothing for an
@@ -621,13 +600,8 @@ async fn a_batch_of_order_events_locks_its_reservations_then_its_stock_rows_in_l
         Duration::from_secs(10),
         "the batch to hold its reservation and wait for a stock row",
         || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM stock%FOR UPDATE%'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            (waiting == 1 && row_locked(&pool, "reservations", "id", &reservation).await)
+            (lock_waiters(&pool, "%FROM stock%FOR UPDATE%").await == 1
+                && row_locked(&pool, "reservations", "id", &reservation).await)
                 .then_some(())
         },
     )

@@ -447,6 +447,39 @@ impl Drop for FailPoint {
     }
 }
 
+/// Whether a row is locked by another transaction now: asked with `FOR UPDATE NOWAIT` from a
+/// transaction of its own, rolled back at once.
+pub async fn row_locked(pool: &sqlx::PgPool, table: &str, column: &str, id: &str) -> bool {
+    let mut tx = pool.begin().await.unwrap();
+    // dynamic: the table and column are the test's own constants.
+    let asked = sqlx::query(&format!(
+        "SELECT 1 FROM {table} WHERE {column} = $1::text::uuid FOR UPDATE NOWAIT"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await;
+    match asked {
+        Ok(row) => {
+            assert!(row.is_some(), "no {table} row {id}");
+            false
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => true,
+        Err(e) => panic!("asking whether {table} {id} is locked: {e}"),
+    }
+}
+
+/// How many statements of this database wait for a lock now, of those whose text is `LIKE`
+/// `query`.
+pub async fn lock_waiters(pool: &sqlx::PgPool, query: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() AND query LIKE $1",
+    )
+    .bind(query)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where

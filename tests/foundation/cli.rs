@@ -180,6 +180,33 @@ async fn a_database_url_on_a_closed_port_gives_one_line_naming_host_and_port() {
     );
 }
 
+/// The test harness tells its own process from one that took its port by this line (see
+/// `support::process`), so its words are checked here.
+#[tokio::test]
+async fn a_port_already_taken_gives_one_line_naming_it_before_anything_starts() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let closed = free_port();
+    let (code, stderr) = run_to_exit(&[
+        ("NONGSAN_HOST", "127.0.0.1".to_owned()),
+        ("NONGSAN_PORT", port.to_string()),
+        // Never reached: the port is bound before the database is asked for.
+        (
+            "DATABASE_URL",
+            format!("postgres://nongsan:pw@127.0.0.1:{closed}/nongsan"),
+        ),
+    ])
+    .await;
+    drop(taken);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_clean_line(&stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
 #[tokio::test]
 async fn without_postgres_binaries_or_database_url_it_says_how_to_get_one() {
     let empty =

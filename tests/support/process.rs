@@ -52,31 +52,39 @@ pub struct NongsanProcess {
 }
 
 impl NongsanProcess {
-    /// Starts `nongsan <args>` on a free port with `env`, and waits until `/healthz` answers.
+    /// Starts `nongsan <args>` on a free port with `env`, and waits until it serves.
     pub async fn start(args: &[&str], env: &[(&str, String)]) -> Self {
-        Self::start_on(args, free_port(), env).await
+        for _ in 0..ATTEMPTS {
+            if let Ok(p) = Self::try_start_on(args, free_port(), env).await {
+                return p;
+            }
+        }
+        panic!("{ATTEMPTS} free ports in a row were taken before nongsan could listen on them");
     }
 
-    async fn wait_healthy(&mut self) {
+    /// Waits until this child says it serves and `/healthz` answers. The log line tells it
+    /// from another test's process that took the port between [`free_port`] and the bind:
+    /// that one would answer `/healthz` too (so the child must log at `info`). `Err` when the
+    /// child could not listen.
+    async fn wait_serving(&mut self) -> Result<(), PortTaken> {
         let api = Client::new(&self.url);
         for _ in 0..600 {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "nongsan exited with {status} before answering:\n{}",
-                    self.log_text()
-                );
+                let log = self.log_text();
+                if log.contains("cannot listen on") {
+                    return Err(PortTaken);
+                }
+                panic!("nongsan exited with {status} before answering:\n{log}");
             }
-            if let Ok(r) = api.try_send(Request::get("/healthz")).await
+            if self.log_text().contains("nongsan is serving")
+                && let Ok(r) = api.try_send(Request::get("/healthz")).await
                 && (200..300).contains(&r.status)
             {
-                return;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "nongsan did not answer /healthz in 30 s:\n{}",
-            self.log_text()
-        );
+        panic!("nongsan did not serve within 30 s:\n{}", self.log_text());
     }
 
     /// What it has logged so far.
@@ -140,8 +148,11 @@ pub struct SplitApp {
     /// Their API, each call to the process that serves it.
     pub api: Client,
     /// The payment process's port and environment, to start it again.
-    payment_start: (u16, Vec<(String, String)>),
+    payment_start: PaymentStart,
 }
+
+/// A process's port and environment.
+type PaymentStart = (u16, Vec<(String, String)>);
 
 impl SplitApp {
     /// Starts the three processes on a fresh database.
@@ -158,8 +169,34 @@ impl SplitApp {
     /// the order process.
     pub async fn spawn_configured(every: &[(&str, String)], order_env: &[(&str, String)]) -> Self {
         let db = TestDb::new().await;
+        for _ in 0..ATTEMPTS {
+            if let Ok((listing, order, payment, payment_start)) =
+                Self::try_spawn(&db, every, order_env).await
+            {
+                return Self {
+                    api: Client::split(&listing.url, &order.url, &payment.url),
+                    listing,
+                    order,
+                    payment,
+                    db,
+                    payment_start,
+                };
+            }
+        }
+        panic!(
+            "{ATTEMPTS} sets of free ports in a row were taken before the three processes could listen on them"
+        );
+    }
+
+    /// The three processes on `db` and three new ports, or `Err` when one of the ports was
+    /// taken first (the processes already started stop when dropped).
+    async fn try_spawn(
+        db: &TestDb,
+        every: &[(&str, String)],
+        order_env: &[(&str, String)],
+    ) -> Result<(NongsanProcess, NongsanProcess, NongsanProcess, PaymentStart), PortTaken> {
         let servers = servers().await;
-        let ports = [free_port(), free_port(), free_port()];
+        let ports = free_ports::<3>();
         let urls = ports.map(|p| format!("http://127.0.0.1:{p}"));
         let env = |port: u16| {
             let mut vars = vec![
@@ -187,26 +224,22 @@ impl SplitApp {
         };
         // Started one after another: each runs its own migrations.
         let listing =
-            NongsanProcess::start_on(&["serve", "listing"], ports[0], &env(ports[0])).await;
+            NongsanProcess::try_start_on(&["serve", "listing"], ports[0], &env(ports[0])).await?;
         let mut order_vars = env(ports[1]);
         order_vars.extend(order_env.iter().cloned());
-        let order = NongsanProcess::start_on(&["serve", "order"], ports[1], &order_vars).await;
+        let order =
+            NongsanProcess::try_start_on(&["serve", "order"], ports[1], &order_vars).await?;
         let payment_env = env(ports[2]);
-        let payment = NongsanProcess::start_on(&["serve", "payment"], ports[2], &payment_env).await;
-        Self {
-            api: Client::split(&listing.url, &order.url, &payment.url),
-            listing,
-            order,
-            payment,
-            db,
-            payment_start: (
-                ports[2],
-                payment_env
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
-            ),
-        }
+        let payment =
+            NongsanProcess::try_start_on(&["serve", "payment"], ports[2], &payment_env).await?;
+        let payment_start = (
+            ports[2],
+            payment_env
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        );
+        Ok((listing, order, payment, payment_start))
     }
 
     /// Kills the payment process with SIGKILL (nothing it was doing finishes) and starts it
@@ -224,8 +257,20 @@ impl SplitApp {
 }
 
 impl NongsanProcess {
-    /// Like [`NongsanProcess::start`] on a given port.
+    /// Like [`NongsanProcess::start`] on a given port, which must stay free.
     pub async fn start_on(args: &[&str], port: u16, env: &[(&str, String)]) -> Self {
+        match Self::try_start_on(args, port, env).await {
+            Ok(p) => p,
+            Err(PortTaken) => panic!("port {port} was taken before nongsan could listen on it"),
+        }
+    }
+
+    /// Like [`NongsanProcess::start_on`]; `Err` when something else took the port first.
+    async fn try_start_on(
+        args: &[&str],
+        port: u16,
+        env: &[(&str, String)],
+    ) -> Result<Self, PortTaken> {
         let log = std::env::temp_dir().join(format!(
             "nongsan-proc-{}.log",
             uuid::Uuid::now_v7().simple()
@@ -245,7 +290,20 @@ impl NongsanProcess {
             url: format!("http://127.0.0.1:{port}"),
             log,
         };
-        p.wait_healthy().await;
-        p
+        p.wait_serving().await?;
+        Ok(p)
     }
+}
+
+/// How many times a start picks new ports when one it picked was taken.
+const ATTEMPTS: usize = 5;
+
+/// Another process listened on the port first.
+#[derive(Debug)]
+struct PortTaken;
+
+/// `N` distinct free ports on loopback (held together while picked, so never the same one).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held = [(); N].map(|()| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
 }

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
 use crate::support::{
+    ClosedPort,
     client::{Client, Request},
     free_port,
     process::{NongsanProcess, nongsan},
@@ -165,7 +166,8 @@ fn assert_one_clean_line(stderr: &str) {
 
 #[tokio::test]
 async fn a_database_url_on_a_closed_port_gives_one_line_naming_host_and_port() {
-    let port = free_port(); // nothing listens there once the probe listener is gone
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let (code, stderr) = run_to_exit(&[(
         "DATABASE_URL",
         format!("postgres://nongsan:hunter2-secret@127.0.0.1:{port}/nongsan"),
@@ -186,14 +188,14 @@ async fn a_database_url_on_a_closed_port_gives_one_line_naming_host_and_port() {
 async fn a_port_already_taken_gives_one_line_naming_it_before_anything_starts() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let closed = free_port();
+    let closed = ClosedPort::new();
     let (code, stderr) = run_to_exit(&[
         ("NONGSAN_HOST", "127.0.0.1".to_owned()),
         ("NONGSAN_PORT", port.to_string()),
         // Never reached: the port is bound before the database is asked for.
         (
             "DATABASE_URL",
-            format!("postgres://nongsan:pw@127.0.0.1:{closed}/nongsan"),
+            format!("postgres://nongsan:pw@127.0.0.1:{}/nongsan", closed.port()),
         ),
     ])
     .await;
@@ -260,7 +262,8 @@ async fn an_access_token_lifetime_above_an_hour_is_refused_at_start() {
 #[tokio::test]
 async fn a_redis_url_on_a_closed_port_gives_one_line_naming_it() {
     let db = crate::support::TestDb::new().await;
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port();
     let (code, stderr) = run_to_exit(&[
         ("DATABASE_URL", db.url.clone()),
         ("REDIS_URL", format!("redis://127.0.0.1:{port}")),

@@ -10,7 +10,7 @@ use nongsan_shared::auth::Role;
 use serde_json::json;
 
 use crate::support::{
-    RedisServer, TestApp, TestDb,
+    ClosedPort, RedisServer, TestApp, TestDb,
     calls::{PASSWORD, basket},
     client::{Client, Request},
     eventually, free_port,
@@ -22,7 +22,8 @@ use crate::support::{
 async fn with_the_listing_service_away_the_buyer_gets_503_and_nothing_is_stored() {
     let db = TestDb::new().await;
     let mut settings = test_settings(&db).await;
-    settings.listing_url = Some(format!("http://127.0.0.1:{}", free_port()));
+    let away = ClosedPort::new();
+    settings.listing_url = Some(format!("http://127.0.0.1:{}", away.port()));
     let app = TestApp::spawn_with(settings, db).await;
     let api = &app.api;
     let (_seller, buyer, listing) = api.shop().await;
@@ -61,7 +62,8 @@ async fn with_the_listing_service_away_the_buyer_gets_503_and_nothing_is_stored(
 async fn with_the_payment_service_away_the_reservation_is_released_and_the_buyer_gets_503() {
     let db = TestDb::new().await;
     let mut settings = test_settings(&db).await;
-    settings.payment_url = Some(format!("http://127.0.0.1:{}", free_port()));
+    let away = ClosedPort::new();
+    settings.payment_url = Some(format!("http://127.0.0.1:{}", away.port()));
     let app = TestApp::spawn_with(settings, db).await;
     let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;

@@ -10,7 +10,7 @@ use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
 use crate::support::{
-    TestApp, TestDb, eventually, fake_meili::FakeMeili, free_port, test_settings,
+    ClosedPort, TestApp, TestDb, eventually, fake_meili::FakeMeili, test_settings,
 };
 
 #[tokio::test]
@@ -163,10 +163,10 @@ async fn the_adapter_sends_exactly_the_recorded_search_request() {
 
 #[tokio::test]
 async fn without_meilisearch_search_is_503_writes_succeed_and_the_index_catches_up() {
-    let port = free_port();
+    let port = ClosedPort::new();
     let db = TestDb::new().await;
     let mut settings = test_settings(&db).await;
-    settings.meili_url = Some(format!("http://127.0.0.1:{port}"));
+    settings.meili_url = Some(format!("http://127.0.0.1:{}", port.port()));
     let app = TestApp::spawn_with(settings, db).await;
     let (status, r) = app.api.search("q=xoai").await;
     assert_eq!(status, 503, "{r}");

@@ -113,12 +113,9 @@ impl FakeMeili {
         Self::serve(listener).await
     }
 
-    /// Starts the fake on a given port (one the app was told about while nothing listened).
-    pub async fn start_on(port: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        Self::serve(listener).await
+    /// Starts the fake on a port the app was told about while nothing listened there.
+    pub async fn start_on(port: super::ClosedPort) -> Self {
+        Self::serve(port.listen()).await
     }
 
     async fn serve(listener: tokio::net::TcpListener) -> Self {

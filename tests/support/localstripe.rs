@@ -1,5 +1,5 @@
 //! localstripe (PyPI), a stateful fake Stripe server, for one test: started through
-//! `scripts/localstripe-adapter` on a free loopback port, with its state in memory.
+//! `scripts/localstripe-adapter` on a loopback port it picks, with its state in memory.
 //!
 //! The Python that has localstripe installed is `NONGSAN_LOCALSTRIPE_PYTHON`, else the
 //! virtual environment `scripts/test` installs it into
@@ -12,8 +12,6 @@ use std::{
 };
 
 use serde_json::Value;
-
-use super::free_port;
 
 /// The secret key the tests' apps use with localstripe (any `sk_test_` key works).
 pub const SECRET_KEY: &str = "sk_test_nongsan";
@@ -53,32 +51,53 @@ fn python() -> String {
 }
 
 impl LocalStripe {
-    /// Starts it and waits until it answers.
+    /// Starts it on a port it picks itself (so no other process can take it in between)
+    /// and waits until it answers.
     pub async fn start() -> Self {
-        let port = free_port();
         let log =
             std::env::temp_dir().join(format!("localstripe-{}.log", uuid::Uuid::now_v7().simple()));
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/localstripe-adapter");
         let python = python();
-        let child = Command::new(&python)
+        let mut child = Command::new(&python)
             .arg(&script)
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("start localstripe with {python}: {e} (scripts/test installs it)")
             });
+        // Its first line names its port; nothing else goes to stdout.
+        let stdout = child.stdout.take().unwrap();
+        let first = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                    .map(|_| line)
+            }),
+        )
+        .await;
+        let port = match first {
+            Ok(Ok(Ok(line))) => line.trim().strip_prefix("listening on ").map(str::to_owned),
+            _ => None,
+        };
         let mut me = Self {
-            url: format!("http://127.0.0.1:{port}/"),
+            url: format!("http://127.0.0.1:{}/", port.as_deref().unwrap_or("0")),
             child,
             log,
             http: reqwest::Client::new(),
         };
+        if port.is_none() {
+            let _ = me.child.kill();
+            panic!(
+                "localstripe did not say its port within 30 s (is it installed for {python}? scripts/test installs it):\n{}",
+                std::fs::read_to_string(&me.log).unwrap_or_default()
+            );
+        }
         for _ in 0..300 {
             if let Some(status) = me.child.try_wait().unwrap() {
                 panic!(
-                    "localstripe exited with {status} (is it installed for {python}? scripts/test installs it):\n{}",
+                    "localstripe exited with {status}:\n{}",
                     std::fs::read_to_string(&me.log).unwrap_or_default()
                 );
             }

@@ -181,7 +181,34 @@ async fn redis_answers(url: &str) -> bool {
         .is_ok()
 }
 
-/// A free TCP port on loopback.
+/// A loopback port held bound but not listening: connecting to it is refused, and no other
+/// process can take it while this is held (one that [`free_port`] found free can be taken
+/// at any moment). [`ClosedPort::listen`] opens it later, on the same port.
+#[derive(Debug)]
+pub struct ClosedPort(tokio::net::TcpSocket);
+
+impl ClosedPort {
+    /// Holds a new one.
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .unwrap();
+        Self(socket)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().port()
+    }
+
+    /// Starts listening on it.
+    pub fn listen(self) -> tokio::net::TcpListener {
+        self.0.listen(1024).unwrap()
+    }
+}
+
+/// A free TCP port on loopback (free now: see [`ClosedPort`] for one that stays so).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

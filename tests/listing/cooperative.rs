@@ -371,6 +371,125 @@ async fn a_workbook_claiming_a_huge_sheet_is_refused_before_it_is_read_and_memor
     app.stop().await;
 }
 
+/// A workbook of a few KiB: one shared string of `len` bytes (one letter repeated, so it
+/// packs small), and a sheet whose `cells` rows all point at it.
+fn xlsx_sharing_one_long_string(len: usize, cells: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut sheet = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>"#,
+    );
+    for r in 1..=cells {
+        sheet.push_str(&format!(
+            r#"<row r="{r}"><c r="A{r}" t="s"><v>0</v></c></row>"#
+        ));
+    }
+    sheet.push_str("</sheetData></worksheet>");
+    let files = [
+        ("[Content_Types].xml", r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/><Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>"#.to_owned()),
+        ("_rels/.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#.to_owned()),
+        ("xl/workbook.xml", r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Kho" sheetId="1" r:id="rId1"/></sheets></workbook>"#.to_owned()),
+        ("xl/_rels/workbook.xml.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/></Relationships>"#.to_owned()),
+        ("xl/worksheets/sheet1.xml", sheet),
+    ];
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    for (name, body) in files {
+        z.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(body.as_bytes()).unwrap();
+    }
+    // Written in pieces: this process's peak memory is what the tests measure.
+    z.start_file(
+        "xl/sharedStrings.xml",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
+    z.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" uniqueCount="1"><si><t>"#).unwrap();
+    let piece = [b'x'; 64 * 1024];
+    for _ in 0..len / piece.len() {
+        z.write_all(&piece).unwrap();
+    }
+    z.write_all(&piece[..len % piece.len()]).unwrap();
+    z.write_all(b"</t></si></sst>").unwrap();
+    z.finish().unwrap();
+    out.into_inner()
+}
+
+/// A long string stored once in a workbook and pointed at by every row would be copied for
+/// each cell: 4 MiB × 250 rows is 1 GiB from 20 KiB sent (and 40 MiB × 10,000 rows, within
+/// every other bound, would be 400 GB: the process aborts). A cell longer than any value of
+/// an import is refused before it is copied.
+#[tokio::test]
+async fn a_workbook_whose_rows_share_one_huge_string_is_refused_and_memory_stays_bounded() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let bomb = xlsx_sharing_one_long_string(4 * 1024 * 1024, 250);
+    assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+    let before = peak_rss_mib();
+    let (status, body) = import(&app, &c, XLSX, bomb).await;
+    let after = peak_rss_mib();
+    assert!(
+        after < before + 128,
+        "peak memory grew from {before} MiB to {after} MiB"
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "file", "{body}");
+    assert_eq!(body["errors"][0]["code"], "too_large", "{body}");
+    let stock = app.api.stock(&c.manager, &c.pooled).await;
+    assert_eq!(stock.levels.on_hand, "0", "nothing imported");
+    app.stop().await;
+}
+
+/// Sets what the zip directory and the local header of part `name` say it unpacks to.
+fn declare_unpacked_size(zip: &mut [u8], name: &str, size: u32) {
+    let u16_at = |b: &[u8], i: usize| usize::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let u32_at =
+        |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as usize;
+    let end = (0..zip.len() - 3)
+        .rev()
+        .find(|&i| zip[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .expect("the end of the zip directory");
+    let mut at = u32_at(zip, end + 16);
+    for _ in 0..u16_at(zip, end + 10) {
+        let (name_len, extra, comment) = (
+            u16_at(zip, at + 28),
+            u16_at(zip, at + 30),
+            u16_at(zip, at + 32),
+        );
+        if &zip[at + 46..at + 46 + name_len] == name.as_bytes() {
+            let local = u32_at(zip, at + 42);
+            zip[at + 24..at + 28].copy_from_slice(&size.to_le_bytes());
+            zip[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
+            return;
+        }
+        at += 46 + name_len + extra + comment;
+    }
+    panic!("no part {name}");
+}
+
+/// The bound on what a workbook unpacks to holds for what it does unpack to, not for what
+/// its zip directory says: here a part declared as 1 KiB unpacks to 256 MiB.
+#[tokio::test]
+async fn a_workbook_whose_parts_unpack_to_more_than_they_declare_is_refused_and_memory_stays_bounded()
+ {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let mut bomb = xlsx_sharing_one_long_string(256 * 1024 * 1024, 1);
+    declare_unpacked_size(&mut bomb, "xl/sharedStrings.xml", 1024);
+    assert!(bomb.len() < 2 * 1024 * 1024, "{} bytes", bomb.len());
+    let before = peak_rss_mib();
+    let (status, body) = import(&app, &c, XLSX, bomb).await;
+    let after = peak_rss_mib();
+    assert!(
+        after < before + 128,
+        "peak memory grew from {before} MiB to {after} MiB"
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "file", "{body}");
+    assert_eq!(body["errors"][0]["code"], "too_large", "{body}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_csv_with_more_rows_than_an_import_may_have_is_422() {
     let app = TestApp::spawn().await;

@@ -53,10 +53,14 @@ pub const MAX_IMPORT_ROWS: usize = 10_000;
 pub const MAX_IMPORT_BYTES: usize = 2 * 1024 * 1024;
 /// Most columns a sheet may use.
 const MAX_COLUMNS: u32 = 64;
-/// Most parts a workbook may have, and most bytes they may unpack to together, as its zip
-/// directory declares them (checked before anything is unpacked).
+/// Most parts a workbook may have, and most bytes they may unpack to together (checked before
+/// the workbook is read).
 const MAX_PARTS: usize = 200;
 const MAX_UNPACKED_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes one cell may hold: far more than any value of an import (an id, a lot code, a
+/// phone number, a quantity, a date). A workbook stores a text once and lets any number of
+/// cells point at it, so a longer one would be copied for each: 40 MiB by 10,000 rows.
+const MAX_CELL_BYTES: usize = 1024;
 
 fn too_large(en: String, vi: String) -> ListingError {
     ListingError::field("file", Invalid::new("too_large", en, vi))
@@ -203,7 +207,7 @@ fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
     if claimed.end.1 >= MAX_COLUMNS {
         return Err(too_wide());
     }
-    let text = |c: &DataRef<'_>| match c {
+    let cell_text = |c: &DataRef<'_>| match c {
         // Excel counts days from 1899-12-30.
         DataRef::DateTime(d) => NaiveDate::from_ymd_opt(1899, 12, 30)
             .and_then(|epoch| epoch.checked_add_days(chrono::Days::new(d.as_f64().trunc() as u64)))
@@ -219,6 +223,22 @@ fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
         DataRef::Bool(b) => b.to_string(),
         DataRef::Error(e) => e.to_string(),
         DataRef::Empty => String::new(),
+    };
+    let text = |c: &DataRef<'_>| -> Result<String> {
+        let long = match c {
+            DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
+                s.len() > MAX_CELL_BYTES
+            }
+            DataRef::SharedString(s) => s.len() > MAX_CELL_BYTES,
+            _ => false,
+        };
+        if long {
+            return Err(too_large(
+                format!("has a cell longer than {MAX_CELL_BYTES} bytes"),
+                format!("có ô dài hơn {MAX_CELL_BYTES} byte"),
+            ));
+        }
+        Ok(cell_text(c))
     };
     let mut grid: Vec<Vec<String>> = Vec::new();
     while let Some(cell) = cells.next_cell().map_err(|e| bad(e.to_string()))? {
@@ -237,7 +257,7 @@ fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
         if row.len() <= c {
             row.resize(c + 1, String::new());
         }
-        row[c] = text(cell.get_value());
+        row[c] = text(cell.get_value())?;
     }
     let mut rows = grid.into_iter();
     let headers: Vec<String> = rows
@@ -253,7 +273,8 @@ enum Unpacked {
     TooLarge,
 }
 
-/// Checks the workbook's parts, as its zip directory declares them, against the bounds.
+/// Checks the workbook's parts against the bounds: as its zip directory declares them, then
+/// as they unpack.
 fn check_unpacked_size(bytes: &[u8]) -> std::result::Result<(), Unpacked> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| Unpacked::Bad(e.to_string()))?;
@@ -269,6 +290,21 @@ fn check_unpacked_size(bytes: &[u8]) -> std::result::Result<(), Unpacked> {
     }
     if total > MAX_UNPACKED_BYTES {
         return Err(Unpacked::TooLarge);
+    }
+    // What the directory declares is the sender's word: a part may unpack to more. Each is
+    // unpacked here into nothing, and no further than the bound, before the reader keeps any.
+    let mut unpacked: u64 = 0;
+    for i in 0..zip.len() {
+        let part = zip.by_index(i).map_err(|e| Unpacked::Bad(e.to_string()))?;
+        let left = MAX_UNPACKED_BYTES - unpacked;
+        unpacked += std::io::copy(
+            &mut std::io::Read::take(part, left + 1),
+            &mut std::io::sink(),
+        )
+        .map_err(|e| Unpacked::Bad(e.to_string()))?;
+        if unpacked > MAX_UNPACKED_BYTES {
+            return Err(Unpacked::TooLarge);
+        }
     }
     Ok(())
 }

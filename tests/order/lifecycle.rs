@@ -213,3 +213,53 @@ async fn orders_page_newest_first_with_the_cursor_of_the_previous_page() {
     assert_eq!(r["errors"][0]["field"], "limit");
     app.stop().await;
 }
+
+/// The expiry sweep runs every second: what it reads must not grow with the orders of the
+/// past. Here 4,000 closed orders whose checkouts expired long ago and 1,000 open ones not due
+/// yet; nothing is due, and one sweep reads (almost) nothing of either table.
+#[tokio::test]
+async fn the_expiry_sweep_reads_what_is_due_not_the_history() {
+    let app = TestApp::spawn().await;
+    let pool = app.db.pool("order").await;
+    sqlx::query(
+        "WITH made AS (
+           INSERT INTO checkouts (id, buyer_id, reservation_id, payment_method, status, province_code, commune_code, street,
+              recipient_name, recipient_phone, items_total, delivery_total, grand_total, expires_at)
+           SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'cod', 'placed', '68', '24931', 'Thôn 1', 'Hoa',
+              '+84987654321', 1000, 0, 1000,
+              CASE WHEN n <= 4000 THEN now() - interval '30 days' ELSE now() + interval '2 days' END
+           FROM generate_series(1, 5000) n
+           RETURNING id, buyer_id, expires_at)
+         INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total, expires_at)
+         SELECT gen_random_uuid(), id, buyer_id, 'household', gen_random_uuid(), 'Hộ 1',
+            CASE WHEN expires_at < now() THEN 'delivered' ELSE 'placed' END, 1000, 0, 1000, expires_at
+         FROM made",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE checkouts, orders")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let due = nongsan_order::checkout::store::due_to_expire(&mut *tx)
+        .await
+        .unwrap();
+    assert!(due.is_empty(), "{due:?}");
+    // This transaction's own reads, counted by PostgreSQL: rows of sequential scans, and rows
+    // fetched through indexes.
+    let read: i64 = sqlx::query_scalar(
+        "SELECT sum(pg_stat_get_xact_tuples_returned(t) + pg_stat_get_xact_tuples_fetched(t))::int8
+         FROM unnest(ARRAY['orders'::regclass, 'checkouts'::regclass]) t",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert!(
+        read < 50,
+        "one sweep read {read} rows of orders and checkouts"
+    );
+    tx.rollback().await.unwrap();
+    app.stop().await;
+}

@@ -195,8 +195,8 @@ pub async fn insert_checkout(
                 recipient_phone, items_total, delivery_total, grand_total, expires_at, created_at, updated_at)
              VALUES ($1, $2, $27, $28, $3, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $38)),
          o AS (
-             INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total, created_at, updated_at)
-             SELECT o.id, $1, $2, o.kind, o.seller_id, o.name, $3, o.items, $4, o.total, $38, $38
+             INSERT INTO orders (id, checkout_id, buyer_id, seller_kind, seller_id, seller_name, status, items_total, delivery_fee, total, expires_at, created_at, updated_at)
+             SELECT o.id, $1, $2, o.kind, o.seller_id, o.name, $3, o.items, $4, o.total, $37, $38, $38
              FROM UNNEST($5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::int8[], $10::int8[]) AS o (id, kind, seller_id, name, items, total)),
          l AS (
              INSERT INTO order_lines (order_id, line_no, listing_id, title, unit, quantity, unit_price, line_total)
@@ -339,12 +339,12 @@ pub async fn latest_of(
 
 /// Up to 100 orders whose checkout expired while they wait for payment or confirmation,
 /// the longest expired first.
-pub async fn due_to_expire(pool: &PgPool) -> Result<Vec<OrderId>> {
+pub async fn due_to_expire(conn: impl sqlx::PgExecutor<'_>) -> Result<Vec<OrderId>> {
     Ok(sqlx::query_scalar!(
-        r#"SELECT o.id AS "id: OrderId" FROM orders o JOIN checkouts c ON c.id = o.checkout_id
-         WHERE c.expires_at <= now() AND o.status IN ('pending_payment', 'placed') ORDER BY c.expires_at LIMIT 100"#,
+        r#"SELECT id AS "id: OrderId" FROM orders
+         WHERE expires_at <= now() AND status IN ('pending_payment', 'placed') ORDER BY expires_at LIMIT 100"#,
     )
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?)
 }
 

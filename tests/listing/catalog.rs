@@ -271,3 +271,71 @@ async fn lists_page_with_limit_and_the_cursor_the_previous_page_gave() {
     }
     app.stop().await;
 }
+
+/// A category with few listings is read through an index, not by walking the whole catalog
+/// for them: here 3 listings of mushrooms among 3,000 of fruit, and one page of mushrooms
+/// reads (almost) only those, as counted by PostgreSQL.
+#[tokio::test]
+async fn a_page_of_a_small_category_reads_its_listings_not_the_catalog() {
+    // Without the listing page cache, which walks the active listings now and then.
+    let db = crate::support::TestDb::new().await;
+    let mut settings = crate::support::test_settings(&db).await;
+    settings.listing_cache_mb = 0;
+    let app = TestApp::spawn_with(settings, db).await;
+    let seller = app.api.register(Role::Household).await;
+    for _ in 0..3 {
+        app.api
+            .create_listing(&seller, &with("category", json!("nam")))
+            .await;
+    }
+    let fruit = app.api.create_listing(&seller, &listing_body()).await;
+    let pool = app.db.pool("listing").await;
+    // On a connection of its own, closed after: a backend reports its counts when it ends.
+    let mut setup = pool.acquire().await.unwrap().detach();
+    sqlx::query(
+        "INSERT INTO listings
+         SELECT (jsonb_populate_record(NULL::listings, to_jsonb(l) || jsonb_build_object('id', gen_random_uuid()))).*
+         FROM listings l, generate_series(1, 3000) WHERE l.id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(fruit["id"].as_str().unwrap()).unwrap())
+    .execute(&mut setup)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE listings")
+        .execute(&mut setup)
+        .await
+        .unwrap();
+    sqlx::Connection::close(setup).await.unwrap();
+    let read = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT seq_tup_read + COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE relid = 'listings'::regclass",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = read().await;
+    let (status, page) = app
+        .api
+        .get("/v1/listings?category=nam&limit=20", None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(3), "{page}");
+    // The serving connection reports its counts once idle (within PostgreSQL's 10 s): at
+    // least the 3 listings it answered with.
+    let after = crate::support::eventually(
+        std::time::Duration::from_secs(20),
+        "the page's reads to be counted",
+        || async {
+            let now = read().await;
+            (now >= before + 3).then_some(now)
+        },
+    )
+    .await;
+    assert!(
+        after - before < 200,
+        "one page of 3 listings read {} rows of listings",
+        after - before
+    );
+    app.stop().await;
+}

@@ -162,7 +162,7 @@ pub fn verify_signature(
     if signatures.is_empty() {
         return Err(BadSignature::Malformed);
     }
-    if (now - t).abs() > tolerance {
+    if now.abs_diff(t) > tolerance.unsigned_abs() {
         return Err(BadSignature::Stale);
     }
     let matches = |hex: &str| {
@@ -367,6 +367,20 @@ mod tests {
             verify_signature(&header, BODY, "whsec_x", T + 301, 300),
             Err(BadSignature::Stale)
         );
+    }
+
+    /// A timestamp far from now is stale, never an overflow (a panic, or in a release build
+    /// a wrapped difference that passes for fresh).
+    #[test]
+    fn a_timestamp_at_the_ends_of_the_range_is_stale() {
+        for t in [i64::MIN, i64::MIN + T, i64::MAX] {
+            let header = format!("t={t},v1=00");
+            assert_eq!(
+                verify_signature(&header, BODY, "whsec_x", T, 300),
+                Err(BadSignature::Stale),
+                "t={t}"
+            );
+        }
     }
 
     #[test]

@@ -177,3 +177,43 @@ async fn a_momo_payment_whose_ipn_was_lost_is_settled_by_asking_momo() {
     assert!(!momo.calls("query").is_empty());
     app.stop().await;
 }
+
+/// MoMo's codes for a payment not finished (1000 waiting for the buyer, 7000 and 7002 being
+/// processed, 9000 authorized) are not failures: the payment stays pending, and MoMo's
+/// final result then decides.
+#[tokio::test]
+async fn a_momo_result_still_in_progress_leaves_the_payment_pending_until_the_final_one() {
+    let momo = FakeMomo::start().await;
+    let app = app_with(&momo, |_| {}).await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let (status, c) = api
+        .checkout(&buyer, "momo", &basket(&[(&listing, "2")], "momo"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let (order, amount) = (order_id(&c), c["grand_total"].as_i64().unwrap());
+    let id = c["id"].as_str().unwrap();
+    for code in [1000, 7000, 7002, 9000] {
+        assert_eq!(ipn(api, &FakeMomo::ipn(&order, amount, code)).await, 204);
+        let (_, read) = api.read_checkout(&buyer, id).await;
+        assert_eq!(read["status"], "pending_payment", "after {code}: {read}");
+    }
+    let payments = app.db.pool("payment").await;
+    let status: String = sqlx::query_scalar("SELECT status FROM payments")
+        .fetch_one(&payments)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending");
+    assert_eq!(ipn(api, &FakeMomo::ipn(&order, amount, 0)).await, 204);
+    eventually(
+        Duration::from_secs(20),
+        "the orders to be paid and the stock sold",
+        || async {
+            let (_, c) = api.read_checkout(&buyer, id).await;
+            let s = api.stock(&seller, &listing).await.levels;
+            (c["status"] == "paid" && s.on_hand == "8" && s.reserved == "0").then_some(())
+        },
+    )
+    .await;
+    app.stop().await;
+}

@@ -13,6 +13,13 @@ pub const MIN_VND: i64 = 1_000;
 /// The largest wallet payment MoMo takes, in đồng.
 pub const MAX_VND: i64 = 50_000_000;
 
+/// Whether a MoMo `resultCode` says the payment is not finished yet: 1000 (waiting for the
+/// buyer to confirm), 7000 and 7002 (being processed), 9000 (authorized, not yet captured).
+/// MoMo's result-code table marks them not final; its final result follows.
+pub fn in_progress(code: i64) -> bool {
+    matches!(code, 1000 | 7000 | 7002 | 9000)
+}
+
 /// `hex(HMAC-SHA256(secret, raw))`.
 pub fn sign(secret: &str, raw: &str) -> String {
     let mut mac =

@@ -420,6 +420,10 @@ pub async fn handle_momo_ipn(
             ),
         ));
     }
+    // Not finished at MoMo: its final result decides, by IPN or when the reconciler asks.
+    if momo::in_progress(ipn.result_code) {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     settle(
         &mut tx,
         &Settled {

@@ -192,7 +192,7 @@ async fn check(app: &AppState, id: PaymentId) -> anyhow::Result<bool> {
                             }
                         }
                         // Being processed, or MoMo's own error: ask again later.
-                        Ok(a) if matches!(a.result_code, 99 | 7000 | 7002 | 9000) => {
+                        Ok(a) if a.result_code == 99 || momo::in_progress(a.result_code) => {
                             Verdict::Unknown
                         }
                         Ok(a) => {

@@ -284,7 +284,7 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
                 // Succeeded, or pending at Stripe (which completes it by itself).
                 Ok((reference, _)) => Answer::Done(reference),
                 // Stripe refused the request itself (4xx): asking again will not help.
-                Err(stripe::StripeError::Stripe(e, status)) if (400..500).contains(&status) => {
+                Err(stripe::StripeError::Stripe(e, status)) if stripe_refused(status) => {
                     Answer::Refused(format!(
                         "{status}: {}",
                         e.message.as_deref().unwrap_or("refused")
@@ -426,6 +426,14 @@ fn exceeds(detail_en: String, detail_vi: String) -> ApiError {
         "refund_exceeds_captured",
         Text::new(detail_en, detail_vi),
     )])
+}
+
+/// Whether Stripe's answer to a refund is final: a 4xx, except 409 (another request with
+/// the same idempotency key still running there, or a lock on the charge) and 429 (too many
+/// requests, or a lock timeout), which Stripe documents as worth retrying. A refund asked
+/// again carries the same idempotency key, so it cannot be made twice.
+fn stripe_refused(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 409 | 429)
 }
 
 /// An operator refunds part or all of a paid order, with a note (`Idempotency-Key`
@@ -618,4 +626,19 @@ async fn ask_now(app: &AppState, id: RefundId) -> anyhow::Result<RefundView> {
         }
     }
     load(&mut *app.pool.acquire().await?, id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stripe_refused;
+
+    #[test]
+    fn stripe_refusals_are_final_but_a_conflict_or_a_rate_limit_is_asked_again() {
+        for final_answer in [400, 402, 403, 404] {
+            assert!(stripe_refused(final_answer), "{final_answer}");
+        }
+        for again in [409, 429, 500, 502, 503] {
+            assert!(!stripe_refused(again), "{again}");
+        }
+    }
 }

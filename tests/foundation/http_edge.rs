@@ -220,3 +220,48 @@ async fn the_dead_letter_list_is_for_operators_only() {
     assert_eq!(body, json!([]));
     app.stop().await;
 }
+
+/// PostgreSQL stores no NUL character in text: a string holding one (`\u0000` in JSON) is
+/// refused at the edge, naming its field, before anything is reserved or written, instead of
+/// failing at the database with a 500.
+#[tokio::test]
+async fn a_nul_character_in_any_text_is_422_naming_the_field_and_holds_nothing() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let mut body = crate::support::calls::basket(&[(&listing, "1")], "cod");
+    body["delivery"]["street"] = json!("12 Lê Lợi\u{0}");
+    let res = api
+        .send(
+            Request::post("/v1/checkouts")
+                .by(&buyer)
+                .header("idempotency-key", "nul-1")
+                .json(&body),
+        )
+        .await;
+    let r = res.json();
+    assert_eq!(res.status, 422, "{r}");
+    assert_eq!(r["errors"][0]["field"], "delivery.street", "{r}");
+    assert_eq!(r["errors"][0]["code"], "nul_character", "{r}");
+    let s = api.stock(&seller, &listing).await.levels;
+    assert_eq!(s.reserved, "0", "nothing was reserved");
+
+    let order = api.cod_order(&buyer, &listing, "1").await;
+    let (status, r) = api
+        .order_action(&buyer, &order, "cancel", Some("không cần\u{0}nữa"))
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["errors"][0]["field"], "reason", "{r}");
+    let mut listing_body = crate::support::calls::listing_body();
+    listing_body["title"] = json!("Xoài\u{0}");
+    let res = api
+        .send(
+            Request::post("/v1/listings")
+                .by(&seller)
+                .json(&listing_body),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.text());
+    assert_eq!(res.json()["errors"][0]["field"], "title", "{}", res.text());
+    app.stop().await;
+}

@@ -624,3 +624,26 @@ async fn a_batch_of_order_events_locks_its_reservations_then_its_stock_rows_in_l
     tx.rollback().await.unwrap();
     app.stop().await;
 }
+
+/// Stock has a ceiling (a billion of a unit): a lot that would take a listing above it is
+/// 422 naming the quantity, and the stock stays as it was.
+#[tokio::test]
+async fn stock_beyond_its_ceiling_is_422_and_nothing_changes() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let listing = api.listing_with_stock(&seller, "999999999").await;
+    let (status, r) = api
+        .post(
+            &format!("/v1/listings/{listing}/lots"),
+            Some(&seller),
+            &serde_json::json!({ "lot_code": "LOT-B", "harvest_date": "2026-11-20", "quantity": "2" }),
+        )
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["errors"][0]["field"], "quantity", "{r}");
+    assert_eq!(r["errors"][0]["code"], "too_large", "{r}");
+    let s = api.stock(&seller, &listing).await.levels;
+    assert_eq!(s.on_hand, "999999999");
+    app.stop().await;
+}

@@ -163,12 +163,18 @@ pub async fn apply_locked(
             .position(|l| l.listing == m.listing)
             .ok_or_else(|| anyhow::anyhow!("listing {} moved without its lock", m.listing))?;
         let (on_hand, reserved) = &mut after[at];
-        *on_hand = on_hand
-            .checked_add(m.on_hand)
-            .ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
-        *reserved = reserved
-            .checked_add(m.reserved)
-            .ok_or_else(|| anyhow::anyhow!("quantity overflow"))?;
+        let ceiling = || {
+            ListingError::field(
+                "quantity",
+                Invalid::new(
+                    "too_large",
+                    "would take this listing's stock above 1,000,000,000",
+                    "sẽ làm tồn kho của tin này vượt quá 1.000.000.000",
+                ),
+            )
+        };
+        *on_hand = on_hand.checked_add(m.on_hand).ok_or_else(ceiling)?;
+        *reserved = reserved.checked_add(m.reserved).ok_or_else(ceiling)?;
     }
     for (l, &(on_hand, reserved)) in locked.iter().zip(&after) {
         if on_hand < Quantity::ZERO || reserved < Quantity::ZERO || reserved > on_hand {

@@ -485,3 +485,53 @@ async fn a_certification_stops_counting_for_search_the_day_after_it_ends() {
     )
     .await;
 }
+
+/// A GTIN is its first seller's: another seller's listing cannot carry it (422 gtin_taken),
+/// so the QR codes printed on the first seller's produce keep opening the first seller's lot,
+/// even when another seller makes a lot with the same code. The owner's own listings share it.
+#[tokio::test]
+async fn a_gtin_belongs_to_its_first_seller_and_nobody_else_takes_over_its_qr_pages() {
+    let app = app_with(|_| {}).await;
+    let api = &app.api;
+    let owner = api.register(Role::Household).await;
+    let (_, lot) = listing_with_lot(api, &owner, Some("8931234567897"), "VT2506-LN01").await;
+    // The owner's second listing of the product (another size, say) may carry it too.
+    let mut body = listing_body();
+    body["gtin"] = json!("8931234567897");
+    let (status, second) = api.post("/v1/listings", Some(&owner), &body).await;
+    assert_eq!(status, 201, "{second}");
+
+    let other = api.register(Role::Household).await;
+    let (status, problem) = api.post("/v1/listings", Some(&other), &body).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "gtin", "{problem}");
+    assert_eq!(problem["errors"][0]["code"], "gtin_taken", "{problem}");
+    // Nor by changing a listing of its own.
+    let (theirs, _) = listing_with_lot(api, &other, None, "VT2506-LN01").await;
+    let res = api
+        .send(
+            Request::patch(format!("/v1/listings/{theirs}"))
+                .by(&other)
+                .json(&json!({ "gtin": "8931234567897" })),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.text());
+    assert_eq!(res.json()["errors"][0]["code"], "gtin_taken");
+
+    // A listing that carried it before owners were kept (written here directly) does not
+    // take the page over either, though its lot of that code is the newest.
+    let pool = app.db.pool("listing").await;
+    sqlx::query("UPDATE listings SET gtin = '08931234567897' WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&theirs).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let res = api
+        .send(
+            Request::get("/01/08931234567897/10/VT2506-LN01").header("accept", "application/json"),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["lot"]["id"], lot.as_str(), "{}", res.text());
+    app.stop().await;
+}

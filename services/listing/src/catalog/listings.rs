@@ -27,8 +27,9 @@ use crate::{
         input::{CheckedListing, ListingInput, ListingPatch},
         reference::reference,
         store::{
-            ListingView, Selection, emit_changed, insert_listing, load_listing, load_listings,
-            page_bytes, select, select_ids, today_in_vietnam, views, write_certifications,
+            ListingView, Selection, claim_gtin, emit_changed, insert_listing, load_listing,
+            load_listings, page_bytes, select, select_ids, today_in_vietnam, views,
+            write_certifications,
         },
     },
     error::{ListingError, Problems, Result},
@@ -297,6 +298,7 @@ pub async fn update_listing(
         gtin: patch.gtin.or(cur.gtin),
     };
     let next = CheckedListing::try_from(next)?;
+    claim_gtin(&mut tx, owner, next.gtin14().as_deref()).await?;
     sqlx::query!(
         "UPDATE listings SET title = $2, description = $3, category_code = $4, unit_code = $5, price_vnd = $6, min_order = $7, step = $8,
             photos = $9, origin_province = $10, origin_commune = $11, lat = $12, lon = $13, ocop_stars = $14, low_stock_threshold = $15,

@@ -3,7 +3,9 @@
 
 use axum::body::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
-use nongsan_shared::{AccountId, CooperativeId, ListingId, Quantity, Vnd, auth::Actor, events};
+use nongsan_shared::{
+    AccountId, CooperativeId, ListingId, Quantity, Vnd, auth::Actor, events, invalid::Invalid,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, types::Json};
 use utoipa::ToSchema;
@@ -139,6 +141,42 @@ pub struct ListingView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Claims `gtin` for `owner` when nobody has it; 422 `gtin_taken` when another seller does.
+/// Concurrent first claims of one GTIN take their turns on its row: the second finds the first.
+pub(crate) async fn claim_gtin(
+    conn: &mut PgConnection,
+    owner: Owner,
+    gtin: Option<&str>,
+) -> Result<()> {
+    let Some(gtin) = gtin else { return Ok(()) };
+    let (household, coop) = match owner {
+        Owner::Household(h) => (Some(h), None),
+        Owner::Cooperative(c) => (None, Some(c)),
+    };
+    // The update changes nothing: it makes the statement answer the row a seller holds.
+    let held = sqlx::query!(
+        r#"INSERT INTO gtin_owners (gtin, household_id, cooperative_id) VALUES ($1, $2, $3)
+           ON CONFLICT (gtin) DO UPDATE SET gtin = EXCLUDED.gtin
+           RETURNING household_id AS "household_id: AccountId", cooperative_id AS "cooperative_id: CooperativeId""#,
+        gtin,
+        household as _,
+        coop as _,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if (held.household_id, held.cooperative_id) != (household, coop) {
+        return Err(ListingError::field(
+            "gtin",
+            Invalid::new(
+                "gtin_taken",
+                "belongs to another seller's products",
+                "thuộc về sản phẩm của người bán khác",
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes a new listing for `owner`; the caller has checked the actor may.
 pub async fn insert_listing(
     conn: &mut PgConnection,
@@ -147,6 +185,7 @@ pub async fn insert_listing(
     l: &CheckedListing,
 ) -> Result<ListingView> {
     let id = ListingId::new();
+    claim_gtin(conn, owner, l.gtin14().as_deref()).await?;
     let (household, coop) = match owner {
         Owner::Household(h) => (Some(h), None),
         Owner::Cooperative(c) => (None, Some(c)),

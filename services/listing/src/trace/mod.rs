@@ -393,9 +393,12 @@ pub async fn lot_by_digital_link(
         ));
     }
     let mut conn = app.pool.acquire().await?;
-    // A pooled lot keeps its code: the latest lot of that code is where it was sold from.
+    // Among the lots of the GTIN's owner (no other seller's listing answers its links): a
+    // pooled lot keeps its code, and the latest lot of that code is where it was sold from.
     let found = sqlx::query_scalar!(
-        "SELECT l.id FROM lots l JOIN listings g ON g.id = l.listing_id WHERE g.gtin = $1 AND l.lot_code = $2
+        "SELECT l.id FROM lots l JOIN listings g ON g.id = l.listing_id
+         JOIN gtin_owners o ON o.gtin = g.gtin AND (o.household_id = g.household_id OR o.cooperative_id = g.cooperative_id)
+         WHERE g.gtin = $1 AND l.lot_code = $2
          ORDER BY l.created_at DESC LIMIT 1",
         gtin,
         lot,

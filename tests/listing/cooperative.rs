@@ -840,3 +840,62 @@ async fn an_import_locks_its_listings_stock_in_listing_order_not_file_order() {
         app.stop().await;
     }
 }
+
+/// Acting for a household (`X-On-Behalf-Of`) reaches that household's things only: a
+/// manager changing the cooperative's own listing, or adjusting its stock, while naming a
+/// household is refused, and nothing is written in that household's name (its audit and the
+/// stock's movements would have said the manager acted for it).
+#[tokio::test]
+async fn a_manager_cannot_write_in_the_name_of_a_household_on_the_cooperatives_own_things() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let stranger = app.api.register(Role::Household).await;
+    for household in [&stranger, &c.member] {
+        let posing = c.manager.acting_for(&household.id);
+        let res = app
+            .api
+            .send(
+                Request::patch(format!("/v1/listings/{}", c.pooled))
+                    .by(&posing)
+                    .json(&json!({ "price_vnd": 70000 })),
+            )
+            .await;
+        assert_eq!(res.status, 403, "{}", res.text());
+        let res = app
+            .api
+            .send(
+                Request::post(format!("/v1/listings/{}/lots", c.pooled))
+                    .by(&posing)
+                    .json(&json!({ "lot_code": "X-1", "harvest_date": "2026-11-20", "quantity": "1", "household_id": c.member.id })),
+            )
+            .await;
+        assert_eq!(res.status, 403, "{}", res.text());
+    }
+    let (status, audit) = app
+        .api
+        .get(
+            &format!("/v1/households/{}/audit", stranger.id),
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["actor_id"] == stranger.id.as_str()),
+        "{audit}"
+    );
+    // Without the header, the manager may.
+    let res = app
+        .api
+        .send(
+            Request::patch(format!("/v1/listings/{}", c.pooled))
+                .by(&c.manager)
+                .json(&json!({ "price_vnd": 70000 })),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    app.stop().await;
+}

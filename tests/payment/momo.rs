@@ -149,6 +149,22 @@ async fn an_amount_momo_does_not_take_is_422_and_holds_no_stock() {
         "the stock went back"
     );
     assert!(momo.calls("create").is_empty(), "MoMo was not asked");
+    // The order was stored before the payment refused it: it is cancelled by the state
+    // machine, recorded and announced like any other, not changed behind it.
+    let orders = app.db.pool("order").await;
+    let (status, transitions, cancelled): (String, i64, i64) = sqlx::query_as(
+        "SELECT o.status,
+                (SELECT count(*) FROM order_transitions t WHERE t.order_id = o.id AND t.to_status = 'cancelled'),
+                (SELECT count(*) FROM outbox e WHERE e.event_type = 'order.cancelled' AND e.aggregate_id = o.id::text)
+         FROM orders o",
+    )
+    .fetch_one(&orders)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), transitions, cancelled),
+        ("cancelled", 1, 1)
+    );
     app.stop().await;
 }
 

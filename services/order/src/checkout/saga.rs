@@ -172,18 +172,44 @@ pub async fn place(
             // The payment refused the request itself (an amount its provider does not take):
             // the buyer is told why; nothing was ordered.
             Err(e @ CallError::Status { status, .. }) if status.is_client_error() => {
-                store::mark_failed(&app.pool, id).await;
+                mark_failed(app, id).await;
                 release(app, reservation_id).await;
                 return Err(OrderError::Peer(e));
             }
             Err(e) => {
-                store::mark_failed(&app.pool, id).await;
+                mark_failed(app, id).await;
                 release(app, reservation_id).await;
                 return Err(OrderError::PaymentUnavailable(e.to_string()));
             }
         }
     }
     Ok((view, answer))
+}
+
+/// Compensation for a checkout whose payment could not be opened after its orders were
+/// stored: the checkout is marked failed and each order cancelled by the state machine
+/// (recorded, and announced with `order.cancelled`), in one transaction. A failure is
+/// logged: the checkout then expires.
+async fn mark_failed(app: &AppState, id: CheckoutId) {
+    let failed = async {
+        let mut tx = app.pool.begin().await?;
+        for order in store::mark_failed(&mut tx, id).await? {
+            crate::orders::transition(
+                &mut tx,
+                order,
+                crate::lifecycle::Action::Cancel,
+                None,
+                Some("payment could not be opened"),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, OrderError>(())
+    }
+    .await;
+    if let Err(e) = failed {
+        tracing::error!(checkout.id = %id, error = %e, "could not mark a checkout failed");
+    }
 }
 
 /// Compensation: gives the reservation's stock back. A failure is logged: it expires by

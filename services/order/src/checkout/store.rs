@@ -288,24 +288,21 @@ struct LineRows {
     line_total: Vec<i64>,
 }
 
-/// Marks a checkout failed and cancels its orders (its payment could not be opened). A
-/// failure is logged: the checkout then expires.
-pub async fn mark_failed(pool: &PgPool, id: CheckoutId) {
-    let res = sqlx::query!(
+/// Marks a checkout failed (its payment could not be opened, after its orders were stored);
+/// answers its orders, for the caller to cancel in the same transaction.
+pub async fn mark_failed(conn: &mut PgConnection, id: CheckoutId) -> Result<Vec<OrderId>> {
+    sqlx::query!(
         "UPDATE checkouts SET status = 'failed', updated_at = now() WHERE id = $1",
         id.0,
     )
-    .execute(pool)
-    .await;
-    let res2 = sqlx::query!(
-        "UPDATE orders SET status = 'cancelled', reason = 'payment could not be opened', updated_at = now() WHERE checkout_id = $1",
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id AS "id: OrderId" FROM orders WHERE checkout_id = $1 ORDER BY id"#,
         id.0,
     )
-    .execute(pool)
-    .await;
-    if let Err(e) = res.and(res2) {
-        tracing::error!(checkout.id = %id, error = %e, "could not mark a checkout failed");
-    }
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// Whose checkout `id` is; `None` when there is none.

@@ -1193,3 +1193,69 @@ async fn the_orders_of_cash_on_delivery_checkouts_are_remembered_as_placed() {
     tx.rollback().await.unwrap();
     app.stop().await;
 }
+
+/// Two operators refund two orders of one seller at the same moment. Each refund writes its
+/// entries, then checks the seller's balance with its accounts locked: both had written
+/// (each holding a share lock on the accounts, for the entries' foreign key) before either
+/// checked, so each waited for the other and PostgreSQL killed one (a 500). The seller's
+/// accounts are now locked before anything is written: the second waits for the first.
+#[tokio::test]
+async fn two_operator_refunds_of_one_sellers_orders_at_once_both_succeed() {
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |_| {}).await;
+    let api = &app.api;
+    let operator = User::minted(Role::Operator);
+    let (seller, buyer, listing) = api.shop().await;
+    let first = order_of(
+        &api.paid_by_vnpay(&buyer, &listing, "1", "first").await,
+        &seller,
+    );
+    let second = order_of(
+        &api.paid_by_vnpay(&buyer, &listing, "1", "second").await,
+        &seller,
+    );
+    let third = order_of(
+        &api.paid_by_vnpay(&buyer, &listing, "1", "third").await,
+        &seller,
+    );
+    let all = int(&first["total"]) + int(&second["total"]) + int(&third["total"]);
+    balance_when(
+        api,
+        &seller,
+        "household",
+        &seller.id,
+        "the orders pending",
+        |b| int(&b["pending_vnd"]) == all,
+    )
+    .await;
+    // Both refunds reach the balance check only after both have written their entries.
+    nongsan_shared::failpoint::set(
+        "refund.operator.before_balance_check",
+        nongsan_shared::failpoint::Action::Delay(700),
+    );
+    let refund = |order: &Value, key: &'static str| {
+        api.send(
+            Request::post("/v1/payments/refunds")
+                .by(&operator)
+                .header("idempotency-key", key)
+                .json(
+                    &json!({ "order_id": order["id"], "amount_vnd": 10_000, "note": "thiếu hàng" }),
+                ),
+        )
+    };
+    // A first refund makes the ledger's refund accounts: two refunds making one account
+    // would take their turns on it, and hide what this test is about.
+    let res = refund(&third, "before").await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let (a, b) = tokio::join!(refund(&first, "at-once-a"), refund(&second, "at-once-b"));
+    assert_eq!(
+        (a.status, b.status),
+        (201, 201),
+        "{} / {}",
+        a.text(),
+        b.text()
+    );
+    let payment = app.db.pool("payment").await;
+    every_transaction_balances(&payment).await;
+    no_balance_is_negative(&payment, "two refunds at once").await;
+}

@@ -772,6 +772,23 @@ pub async fn settle_order(
     Ok(posted.map(|(_, accounts)| accounts).unwrap_or_default())
 }
 
+/// Locks the balances of `order`'s seller (and of its members, for a cooperative), in id
+/// order, before a write that will check them with [`overdrawn`]. Writing entries first
+/// takes a share lock on each account (their foreign key): two such writes for one seller
+/// then each waited for the other's share lock to lock the account, and PostgreSQL killed
+/// one. Locked first, the second waits for the first to end.
+pub async fn lock_seller_balances(conn: &mut PgConnection, order: OrderId) -> anyhow::Result<()> {
+    sqlx::query_scalar!(
+        "SELECT a.id FROM ledger_accounts a JOIN payment_orders o ON a.owner_kind = o.seller_kind AND a.owner_id = o.seller_id
+         WHERE o.order_id = $1 AND a.kind IN ('seller_payable', 'member_payable', 'seller_pending')
+         ORDER BY a.id FOR UPDATE OF a",
+        order.0,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// The first of `accounts` that someone is owed from and that reads negative: a pending
 /// balance in total, a payable one held or available. The accounts' rows are locked first
 /// (in id order), so two takings from one balance (two refunds, a refund and a payout batch)

@@ -591,8 +591,10 @@ pub async fn refund_order(
     }
     // After delivery the refund comes out of the seller's (and members') balance, which
     // must cover it: what was paid out is not taken back here.
+    ledger::lock_seller_balances(&mut tx, req.order_id).await?;
     let touched =
         ledger::settle_order(&mut tx, req.order_id, "refund asked by an operator").await?;
+    nongsan_shared::failpoint::hit_async("refund.operator.before_balance_check").await?;
     if ledger::overdrawn(&mut tx, &touched).await?.is_some() {
         return Err(ApiError::conflict(
             "balance_too_low",

@@ -263,3 +263,33 @@ async fn the_expiry_sweep_reads_what_is_due_not_the_history() {
     tx.rollback().await.unwrap();
     app.stop().await;
 }
+
+/// The seller delivers: its order shows where to and to whom (its checkout's address and
+/// recipient), in the order and in the seller's list; another seller does not see the order.
+#[tokio::test]
+async fn a_seller_sees_where_to_deliver_and_whom_to_call() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let id = api.cod_order(&buyer, &listing, "1").await;
+    let (status, o) = api.read_order(&seller, &id).await;
+    assert_eq!(status, 200, "{o}");
+    let d = &o["delivery"];
+    assert_eq!(d["province_code"], "68", "{o}");
+    assert_eq!(d["commune_code"], "24931", "{o}");
+    assert_eq!(d["street"], "12 Lê Lợi", "{o}");
+    assert_eq!(d["recipient_name"], "Nguyễn Thị Hoa", "{o}");
+    assert_eq!(d["recipient_phone"], "+84987654321", "{o}");
+    let (status, list) = api
+        .get(
+            &format!("/v1/orders?seller_kind=household&seller_id={}", seller.id),
+            Some(&seller),
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"][0]["delivery"], *d, "{list}");
+    let other = api.register(Role::Household).await;
+    let (status, _) = api.read_order(&other, &id).await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}

@@ -60,6 +60,8 @@ pub struct OrderView {
     pub cash_collected: bool,
     /// Why it was declined or cancelled.
     pub reason: Option<String>,
+    /// Where the goods go and who receives them (its checkout's): the seller delivers.
+    pub delivery: Delivery,
     /// Lines.
     pub lines: Vec<OrderLine>,
     /// Money given back for this order, oldest first (each as the provider answered it).
@@ -132,6 +134,11 @@ struct OrderRow {
     reason: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    province_code: String,
+    commune_code: String,
+    street: String,
+    recipient_name: String,
+    recipient_phone: String,
 }
 
 /// A refund of (part of) an order.
@@ -167,52 +174,61 @@ async fn to_views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Or
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| OrderView {
-            id: r.id,
-            checkout_id: r.checkout_id,
-            buyer_id: r.buyer_id,
-            seller: Seller {
-                kind: r.seller_kind,
-                id: r.seller_id,
-                name: r.seller_name,
-            },
-            status: r.status,
-            payment_method: r.payment_method,
-            items_total: r.items_total,
-            delivery_fee: r.delivery_fee,
-            total: r.total,
-            cash_collected: r.cash_collected,
-            reason: r.reason,
-            lines: lines
-                .iter()
-                .filter(|l| l.order_id == r.id)
-                .map(|l| OrderLine {
-                    listing_id: l.listing_id,
-                    title: l.title.clone(),
-                    unit: l.unit.clone(),
-                    quantity: l.quantity,
-                    unit_price: l.unit_price,
-                    line_total: l.line_total,
-                    lots: None,
-                })
-                .collect(),
-            refunds: refunds
-                .iter()
-                .filter(|f| f.order_id == r.id)
-                .map(|f| OrderRefund {
-                    id: f.id,
-                    amount_vnd: f.amount_vnd,
-                    reason: f.reason,
-                    status: f.status,
-                    at: f.at,
-                })
-                .collect(),
-            created_at: r.created_at,
-            updated_at: r.updated_at,
+    rows.into_iter()
+        .map(|r| {
+            Ok(OrderView {
+                delivery: Delivery {
+                    province_code: r.province_code,
+                    commune_code: r.commune_code,
+                    street: r.street,
+                    recipient_name: r.recipient_name,
+                    recipient_phone: nongsan_shared::PhoneNumber::parse(&r.recipient_phone)
+                        .map_err(|e| OrderError::Other(anyhow::anyhow!("stored phone: {e}")))?,
+                },
+                id: r.id,
+                checkout_id: r.checkout_id,
+                buyer_id: r.buyer_id,
+                seller: Seller {
+                    kind: r.seller_kind,
+                    id: r.seller_id,
+                    name: r.seller_name,
+                },
+                status: r.status,
+                payment_method: r.payment_method,
+                items_total: r.items_total,
+                delivery_fee: r.delivery_fee,
+                total: r.total,
+                cash_collected: r.cash_collected,
+                reason: r.reason,
+                lines: lines
+                    .iter()
+                    .filter(|l| l.order_id == r.id)
+                    .map(|l| OrderLine {
+                        listing_id: l.listing_id,
+                        title: l.title.clone(),
+                        unit: l.unit.clone(),
+                        quantity: l.quantity,
+                        unit_price: l.unit_price,
+                        line_total: l.line_total,
+                        lots: None,
+                    })
+                    .collect(),
+                refunds: refunds
+                    .iter()
+                    .filter(|f| f.order_id == r.id)
+                    .map(|f| OrderRefund {
+                        id: f.id,
+                        amount_vnd: f.amount_vnd,
+                        reason: f.reason,
+                        status: f.status,
+                        at: f.at,
+                    })
+                    .collect(),
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Loads one order.
@@ -222,7 +238,8 @@ pub async fn load_order(conn: &mut PgConnection, id: OrderId) -> Result<OrderVie
         r#"SELECT o.id AS "id: OrderId", o.checkout_id AS "checkout_id: CheckoutId", o.buyer_id AS "buyer_id: AccountId",
                 o.seller_kind AS "seller_kind: SellerKind", o.seller_id, o.seller_name, o.status AS "status: OrderStatus",
                 c.payment_method AS "payment_method: PaymentMethod", o.items_total AS "items_total: Vnd",
-                o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at
+                o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at,
+                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone
            FROM orders o JOIN checkouts c ON c.id = o.checkout_id
            WHERE o.id = $1"#,
         id.0,
@@ -255,7 +272,8 @@ pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec
         r#"SELECT o.id AS "id: OrderId", o.checkout_id AS "checkout_id: CheckoutId", o.buyer_id AS "buyer_id: AccountId",
                 o.seller_kind AS "seller_kind: SellerKind", o.seller_id, o.seller_name, o.status AS "status: OrderStatus",
                 c.payment_method AS "payment_method: PaymentMethod", o.items_total AS "items_total: Vnd",
-                o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at
+                o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at,
+                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone
            FROM orders o JOIN checkouts c ON c.id = o.checkout_id
            WHERE ($1::uuid IS NULL OR o.buyer_id = $1)
              AND ($2::text IS NULL OR (o.seller_kind = $2 AND o.seller_id = $3)) AND ($4::text IS NULL OR o.status = $4)
@@ -315,7 +333,8 @@ pub async fn load_checkout(conn: &mut PgConnection, id: CheckoutId) -> Result<Ch
         r#"SELECT o.id AS "id: OrderId", o.checkout_id AS "checkout_id: CheckoutId", o.buyer_id AS "buyer_id: AccountId",
                 o.seller_kind AS "seller_kind: SellerKind", o.seller_id, o.seller_name, o.status AS "status: OrderStatus",
                 c.payment_method AS "payment_method: PaymentMethod", o.items_total AS "items_total: Vnd",
-                o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at
+                o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at,
+                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone
            FROM orders o JOIN checkouts c ON c.id = o.checkout_id
            WHERE o.checkout_id = $1"#,
         id.0,
@@ -360,7 +379,8 @@ pub async fn load_checkouts(
                 o.seller_kind AS "seller_kind!: SellerKind", o.seller_id AS "seller_id!", o.seller_name AS "seller_name!",
                 o.status AS "status!: OrderStatus", c.payment_method AS "payment_method!: PaymentMethod",
                 o.items_total AS "items_total!: Vnd", o.delivery_fee AS "delivery_fee!: Vnd", o.total AS "total!: Vnd",
-                o.cash_collected AS "cash_collected!", o.reason, o.created_at AS "created_at!", o.updated_at AS "updated_at!"
+                o.cash_collected AS "cash_collected!", o.reason, o.created_at AS "created_at!", o.updated_at AS "updated_at!",
+                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone
            FROM checkouts c
            CROSS JOIN LATERAL (SELECT * FROM orders WHERE orders.checkout_id = c.id OFFSET 0) o
            WHERE c.id = ANY($1)"#,

@@ -75,6 +75,13 @@ pub async fn insert_checkout(
         OrderStatus::PendingPayment
     };
     let d = &c.delivery;
+    let delivery = Delivery {
+        province_code: d.province_code().to_owned(),
+        commune_code: d.commune_code().to_owned(),
+        street: d.street().to_owned(),
+        recipient_name: d.recipient_name().to_owned(),
+        recipient_phone: d.recipient_phone().clone(),
+    };
     // When the checkout and its orders were made, as stored (PostgreSQL keeps microseconds):
     // the answer stored with them carries it, so it is chosen before the statement, by this
     // process's clock as `expires_at` is (later changes stamp `updated_at` with the
@@ -134,6 +141,7 @@ pub async fn insert_checkout(
             total,
             cash_collected: false,
             reason: None,
+            delivery: delivery.clone(),
             lines: lines
                 .iter()
                 .map(|l| OrderLine {
@@ -160,13 +168,7 @@ pub async fn insert_checkout(
         payment_method: c.payment_method.as_str().to_owned(),
         // As stored: PostgreSQL keeps microseconds.
         expires_at: expires_at.trunc_subsecs(6),
-        delivery: Delivery {
-            province_code: d.province_code().to_owned(),
-            commune_code: d.commune_code().to_owned(),
-            street: d.street().to_owned(),
-            recipient_name: d.recipient_name().to_owned(),
-            recipient_phone: d.recipient_phone().clone(),
-        },
+        delivery,
         items_total,
         delivery_total,
         grand_total,

@@ -234,6 +234,12 @@ async fn a_lots_page_tells_where_it_comes_from_and_nothing_private() {
         "/01/08931234567897/10/A%23B",
         "/01/08931234567897/10/A?7007=2506",
         "/t/not-a-lot",
+        // Not UTF-8 once decoded, a repeated or a not-a-date harvest: still the link's page.
+        "/01/08931234567897/10/%FF",
+        "/t/%FF",
+        "/01/08931234567897/10/A?7007=250615&7007=250616",
+        "/01/08931234567897/10/A?7007=991399",
+        "/01/08931234567897/10/A?7007=250230",
     ] {
         let res = api
             .send(Request::get(bad).header("accept-language", "vi"))

@@ -345,6 +345,20 @@ fn malformed(headers: &HeaderMap, detail_en: &str, detail_vi: &str) -> Response 
     }
 }
 
+/// Whether `h` is a harvest date as AI 7007 writes it: YYMMDD, a real day, or DD `00` when
+/// only the month is known (GS1 General Specifications, dates with a day of 00).
+fn harvest_date_is_valid(h: &str) -> bool {
+    if h.len() != 6 || !h.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let day = if h.ends_with("00") {
+        format!("{}01", &h[..4])
+    } else {
+        h.to_owned()
+    };
+    NaiveDate::parse_from_str(&day, "%y%m%d").is_ok()
+}
+
 /// The Digital Link's query: the harvest date (AI 7007), when given.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -366,9 +380,24 @@ pub struct DigitalLinkQuery {
 pub async fn lot_by_digital_link(
     State(app): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Path((gtin, lot)): axum::extract::Path<(String, String)>,
-    AxumQuery(q): AxumQuery<DigitalLinkQuery>,
+    path: std::result::Result<
+        axum::extract::Path<(String, String)>,
+        axum::extract::rejection::PathRejection,
+    >,
+    query: std::result::Result<
+        AxumQuery<DigitalLinkQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<Response> {
+    // A path or query axum cannot read (not UTF-8 once decoded, a repeated 7007) is a
+    // malformed link like any other: the link's page, not axum's text.
+    let (Ok(axum::extract::Path((gtin, lot))), Ok(AxumQuery(q))) = (path, query) else {
+        return Ok(malformed(
+            &headers,
+            "this is not a GS1 Digital Link of a lot",
+            "đây không phải GS1 Digital Link của một lô hàng",
+        ));
+    };
     let Ok(gtin) = gs1::gtin14(&gtin) else {
         return Ok(malformed(
             &headers,
@@ -384,7 +413,7 @@ pub async fn lot_by_digital_link(
         ));
     }
     if let Some(h) = &q.harvest
-        && (h.len() != 6 || !h.bytes().all(|b| b.is_ascii_digit()))
+        && !harvest_date_is_valid(h)
     {
         return Ok(malformed(
             &headers,
@@ -418,9 +447,9 @@ pub async fn lot_by_digital_link(
 pub async fn lot_by_short_link(
     State(app): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    id: std::result::Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response> {
-    let Ok(id) = id.parse::<uuid::Uuid>() else {
+    let Some(Ok(id)) = id.ok().map(|p| p.0.parse::<uuid::Uuid>()) else {
         return Ok(malformed(
             &headers,
             "this is not a lot's link",

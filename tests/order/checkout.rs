@@ -440,3 +440,45 @@ async fn a_checkout_s_events_leave_at_once_and_its_stock_is_announced_after_its_
     }
     app.stop().await;
 }
+
+/// The bound on a buyer's open cash-on-delivery checkouts holds for checkouts sent at once:
+/// each counts the ones still on their way (claimed, not yet stored), one after another.
+/// Here every checkout waits 300 ms between reserving and storing, so all eight are on their
+/// way together; with a bound of two, two are taken and six refused, whatever the timing.
+#[tokio::test]
+async fn checkouts_sent_at_once_do_not_pass_the_bound_on_open_cash_orders() {
+    let db = crate::support::TestDb::new().await;
+    let mut settings = crate::support::test_settings(&db).await;
+    settings.max_open_cod_checkouts = 2;
+    let app = TestApp::spawn_with(settings, db).await;
+    let api = &app.api;
+    let (seller, buyer, _) = api.shop().await;
+    let big = api.listing_with_stock(&seller, "1000").await;
+    nongsan_shared::failpoint::set(
+        "checkout.before_store",
+        nongsan_shared::failpoint::Action::Delay(300),
+    );
+    let mut sent = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let (api, buyer, big) = (api.clone(), buyer.clone(), big.clone());
+        sent.spawn(async move {
+            api.checkout(
+                &buyer,
+                &format!("at-once-{n}"),
+                &basket(&[(&big, "1")], "cod"),
+            )
+            .await
+        });
+    }
+    let answers = sent.join_all().await;
+    let taken = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, r)| *s == 422 && r["errors"][0]["code"] == "too_many_open_orders")
+        .count();
+    assert_eq!((taken, refused), (2, 6), "{answers:?}");
+    nongsan_shared::failpoint::clear("checkout.before_store");
+    let s = api.stock(&seller, &big).await.levels;
+    assert_eq!(s.reserved, "2", "the refused checkouts hold nothing");
+    app.stop().await;
+}

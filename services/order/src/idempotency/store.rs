@@ -55,20 +55,22 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 const WAIT_AT_MOST: Duration = Duration::from_secs(30);
 
 /// Claims the key: the same key returns the same answer, also when two identical requests
-/// race; another request with it is [`OrderError::KeyReused`]. With `count_open_cod`, the
-/// same statement counts the buyer's cash-on-delivery checkouts still waiting for a seller
-/// (the checkout's bound on them), one round trip fewer than a statement of its own.
+/// race; another request with it is [`OrderError::KeyReused`]. With `count_open_cod` (a
+/// cash-on-delivery checkout), the same statement counts the buyer's cash-on-delivery
+/// checkouts still waiting for a seller, and the others on their way (claimed, not yet
+/// stored), after every claim of the buyer before it (`open_cod_checkouts`): the checkout's
+/// bound on them holds for checkouts sent at once.
 pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Claimed> {
     let started = tokio::time::Instant::now();
     loop {
         let fresh = CheckoutId::new();
         let row = sqlx::query!(
             r#"WITH ins AS (
-                INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state) VALUES ($1, $2, $3, $4, 'started')
+                INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state, cod) VALUES ($1, $2, $3, $4, 'started', $5)
                 ON CONFLICT (buyer_id, key) DO NOTHING RETURNING request_hash, checkout_id, state, response, true AS mine)
              SELECT request_hash AS "request_hash!", checkout_id AS "checkout_id!: CheckoutId", state AS "state!",
                     response AS "response?", mine AS "mine!",
-                    CASE WHEN $5 THEN (SELECT count(DISTINCT checkout_id) FROM orders WHERE buyer_id = $1 AND status = 'placed') END AS "open_cod?"
+                    CASE WHEN $5 THEN open_cod_checkouts($1, $2) END AS "open_cod?"
              FROM (SELECT * FROM ins
                    UNION ALL
                    SELECT request_hash, checkout_id, state, response, false FROM idempotency_keys WHERE buyer_id = $1 AND key = $2

@@ -44,16 +44,8 @@ pub async fn acting_household(conn: &mut PgConnection, actor: &Actor) -> Result<
     Ok(household)
 }
 
-/// `Ok` when the actor may change things `owner` owns, else 403. Acting for a household
-/// (`X-On-Behalf-Of`) reaches that household's things only: the writes record it, so it
-/// must name whose they are.
+/// `Ok` when the actor may change things `owner` owns, else 403.
 pub async fn may_manage(conn: &mut PgConnection, actor: &Actor, owner: Owner) -> Result<()> {
-    if actor
-        .on_behalf_of
-        .is_some_and(|b| owner != Owner::Household(b))
-    {
-        return Err(ListingError::Forbidden);
-    }
     let allowed = match (actor.role, owner) {
         (Role::Operator, _) => true,
         (Role::Household, Owner::Household(h)) => {

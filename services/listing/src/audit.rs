@@ -19,8 +19,7 @@ use crate::{
 };
 
 /// Records a write: `actor` did `action` to `subject`, for `household` when that is not the
-/// actor itself. Only the household the caller checked the actor may act for is recorded,
-/// never `X-On-Behalf-Of` as sent: a write on no household's things is in nobody's name.
+/// actor itself.
 pub async fn audit(
     conn: &mut PgConnection,
     actor: &Actor,
@@ -29,7 +28,9 @@ pub async fn audit(
     subject: (&str, String),
     details: &impl Serialize,
 ) -> Result<()> {
-    let on_behalf_of = household.filter(|h| *h != actor.account_id);
+    let on_behalf_of = household
+        .filter(|h| *h != actor.account_id)
+        .or(actor.on_behalf_of);
     sqlx::query!(
         "INSERT INTO audit_log (id, actor_id, actor_role, on_behalf_of, action, subject_type, subject_id, details)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -11,7 +11,12 @@ CREATE TABLE gtin_owners (
     CHECK ((household_id IS NULL) <> (cooperative_id IS NULL))
 );
 -- Listings that carry a GTIN already: its first listing's seller owns it. Other sellers'
--- listings keep the GTIN they carry, and their lots no longer answer its links.
+-- listings lose it: their lots' links become short links (/t/<lot id>), and the GTIN's links
+-- open the owner's lots only.
 INSERT INTO gtin_owners (gtin, household_id, cooperative_id, claimed_at)
 SELECT DISTINCT ON (gtin) gtin, household_id, cooperative_id, created_at
 FROM listings WHERE gtin IS NOT NULL ORDER BY gtin, created_at, id;
+UPDATE listings l SET gtin = NULL
+WHERE gtin IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM gtin_owners o
+    WHERE o.gtin = l.gtin AND (o.household_id = l.household_id OR o.cooperative_id = l.cooperative_id));

@@ -524,8 +524,9 @@ async fn a_gtin_belongs_to_its_first_seller_and_nobody_else_takes_over_its_qr_pa
     assert_eq!(res.status, 422, "{}", res.text());
     assert_eq!(res.json()["errors"][0]["code"], "gtin_taken");
 
-    // A listing that carried it before owners were kept (written here directly) does not
-    // take the page over either, though its lot of that code is the newest.
+    // A listing of another seller that carries it all the same (written here directly, as
+    // only a listing from before owners were kept could) does not take the page over, though
+    // its lot of that code is the newest.
     let pool = app.db.pool("listing").await;
     sqlx::query("UPDATE listings SET gtin = '08931234567897' WHERE id = $1")
         .bind(uuid::Uuid::parse_str(&theirs).unwrap())

@@ -6,6 +6,8 @@
 -- of the claim's transaction), and, being volatile, its count sees every claim committed
 -- before it had the lock, which its statement's own snapshot would not.
 ALTER TABLE idempotency_keys ADD COLUMN cod boolean NOT NULL DEFAULT false;
+-- The claims on their way only: a buyer's keys of every checkout ever made are not read.
+CREATE INDEX idempotency_keys_cod_started ON idempotency_keys (buyer_id) WHERE cod AND state = 'started';
 
 CREATE FUNCTION open_cod_checkouts(buyer uuid, own_key text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$

@@ -291,20 +291,22 @@ struct LineRows {
 }
 
 /// Marks a checkout failed (its payment could not be opened, after its orders were stored);
-/// answers its orders, for the caller to cancel in the same transaction.
+/// answers its orders, for the caller to cancel in the same transaction. The orders' rows
+/// are locked before the checkout's, in the order every transition takes them.
 pub async fn mark_failed(conn: &mut PgConnection, id: CheckoutId) -> Result<Vec<OrderId>> {
+    let orders = sqlx::query_scalar!(
+        r#"SELECT id AS "id: OrderId" FROM orders WHERE checkout_id = $1 ORDER BY id FOR UPDATE"#,
+        id.0,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     sqlx::query!(
         "UPDATE checkouts SET status = 'failed', updated_at = now() WHERE id = $1",
         id.0,
     )
     .execute(&mut *conn)
     .await?;
-    Ok(sqlx::query_scalar!(
-        r#"SELECT id AS "id: OrderId" FROM orders WHERE checkout_id = $1 ORDER BY id"#,
-        id.0,
-    )
-    .fetch_all(&mut *conn)
-    .await?)
+    Ok(orders)
 }
 
 /// Whose checkout `id` is; `None` when there is none.

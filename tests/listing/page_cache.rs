@@ -91,9 +91,10 @@ async fn until_served_from_memory(app: &TestApp, db: &PgPool, listing: &str) {
     .await;
 }
 
-/// Reads the page until `check` holds of it, for at most 5 s (a notification's way).
+/// Reads the page until `check` holds of it, for at most 15 s (a notification's way, or a lost
+/// listener noticed, on a machine busy with the whole suite).
 async fn shows(app: &TestApp, listing: &str, what: &str, check: impl Fn(u16, &Value) -> bool) {
-    eventually(Duration::from_secs(5), what, || async {
+    eventually(Duration::from_secs(15), what, || async {
         let (status, body) = page(app, listing).await;
         check(status, &body).then_some(())
     })

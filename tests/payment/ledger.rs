@@ -1255,7 +1255,9 @@ async fn two_operator_refunds_of_one_sellers_orders_at_once_both_succeed() {
         a.text(),
         b.text()
     );
+    nongsan_shared::failpoint::clear("refund.operator.before_balance_check");
     let payment = app.db.pool("payment").await;
     every_transaction_balances(&payment).await;
     no_balance_is_negative(&payment, "two refunds at once").await;
+    app.stop().await;
 }

@@ -232,7 +232,17 @@ impl RedisServer {
         let dir =
             std::env::temp_dir().join(format!("nongsan-redis-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        Self::start_at(&dir, free_port(), true).await
+        for _ in 0..5 {
+            let server = Self {
+                port: free_port(),
+                dir: dir.clone(),
+                appendonly: true,
+            };
+            if server.try_launch().await {
+                return server;
+            }
+        }
+        panic!("5 free ports in a row were taken before redis-server could listen on them");
     }
 
     async fn start_at(dir: &Path, port: u16, appendonly: bool) -> Self {
@@ -246,6 +256,20 @@ impl RedisServer {
     }
 
     async fn launch(&self) {
+        assert!(
+            self.try_launch().await,
+            "port {} was taken before redis-server could listen on it",
+            self.port
+        );
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join(format!("redis-{}.pid", self.port))
+    }
+
+    /// Starts it; `false` when the server answering on its port is another one, which took
+    /// the port between [`free_port`] and the bind (this one then could not listen).
+    async fn try_launch(&self) -> bool {
         let mut cmd = std::process::Command::new("redis-server");
         cmd.args([
             "--port",
@@ -260,7 +284,7 @@ impl RedisServer {
         .arg("--dir")
         .arg(&self.dir)
         .arg("--pidfile")
-        .arg(self.dir.join(format!("redis-{}.pid", self.port)))
+        .arg(self.pid_file())
         .arg("--logfile")
         .arg(self.dir.join(format!("redis-{}.log", self.port)))
         .stdin(Stdio::null())
@@ -275,11 +299,33 @@ impl RedisServer {
         assert!(status.success(), "redis-server did not start");
         for _ in 0..100 {
             if redis_answers(&self.url()).await {
-                return;
+                if self.answers_as_itself().await {
+                    return true;
+                }
+                // Never signal what this pid file may name: not this server's process.
+                let _ = std::fs::remove_file(self.pid_file());
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("redis-server on port {} did not answer", self.port);
+    }
+
+    /// Whether the server on its port is this one: its pid file is this one's.
+    async fn answers_as_itself(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        let said: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("pidfile")
+            .query_async(&mut con)
+            .await
+            .unwrap_or_default();
+        said.get(1).map(PathBuf::from) == Some(self.pid_file())
     }
 
     /// Its URL.
@@ -289,7 +335,7 @@ impl RedisServer {
 
     /// Kills it (SIGKILL): whatever it had not written to disk is lost.
     pub async fn kill(&self) {
-        let pid: i32 = std::fs::read_to_string(self.dir.join(format!("redis-{}.pid", self.port)))
+        let pid: i32 = std::fs::read_to_string(self.pid_file())
             .expect("redis pid file")
             .trim()
             .parse()
@@ -312,7 +358,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("redis-{}.pid", self.port)))
+        if let Ok(pid) = std::fs::read_to_string(self.pid_file())
             && let Ok(pid) = pid.trim().parse()
         {
             process::signal(pid, rustix::process::Signal::KILL);

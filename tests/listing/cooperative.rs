@@ -840,3 +840,96 @@ async fn an_import_locks_its_listings_stock_in_listing_order_not_file_order() {
         app.stop().await;
     }
 }
+
+/// A manager may name a household (`X-On-Behalf-Of`) on the cooperative's own things, as the
+/// authorization table allows, but nothing checks whom it names there: so nothing is recorded
+/// in that household's name, neither in its audit nor on the stock's movements. On the
+/// member's own listing, where access checks the name, it is recorded.
+#[tokio::test]
+async fn a_household_named_on_the_cooperatives_own_things_is_not_written_in_its_name() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let stranger = app.api.register(Role::Household).await;
+    let posing = c.manager.acting_for(&stranger.id);
+    let res = app
+        .api
+        .send(
+            Request::patch(format!("/v1/listings/{}", c.pooled))
+                .by(&posing)
+                .json(&json!({ "price_vnd": 70000 })),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = app
+        .api
+        .send(
+            Request::post(format!("/v1/listings/{}/lots", c.pooled))
+                .by(&posing)
+                .json(&json!({ "lot_code": "X-1", "harvest_date": "2026-11-20", "quantity": "1", "household_id": c.member.id })),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let (status, audit) = app
+        .api
+        .get(
+            &format!("/v1/households/{}/audit", stranger.id),
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let in_its_name: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor_id"] != stranger.id.as_str())
+        .collect();
+    assert!(in_its_name.is_empty(), "{in_its_name:?}");
+    let pool = app.db.pool("listing").await;
+    let named: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stock_movements WHERE on_behalf_of IS NOT NULL AND listing_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&c.pooled).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        named, 0,
+        "a movement of the cooperative's listing in the stranger's name"
+    );
+
+    // On the member's own listing the manager's name for it is checked, and recorded.
+    let for_member = c.manager.acting_for(&c.member.id);
+    let res = app
+        .api
+        .send(
+            Request::post(format!("/v1/listings/{}/lots", c.member_listing))
+                .by(&for_member)
+                .json(&json!({ "lot_code": "M-2", "harvest_date": "2026-11-20", "quantity": "1" })),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    let member: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT on_behalf_of FROM stock_movements WHERE listing_id = $1 ORDER BY at DESC LIMIT 1",
+    )
+    .bind(uuid::Uuid::parse_str(&c.member_listing).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(member.map(|m| m.to_string()), Some(c.member.id.clone()));
+    let (_, audit) = app
+        .api
+        .get(
+            &format!("/v1/households/{}/audit", c.member.id),
+            Some(&c.member),
+        )
+        .await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor_id"] == c.manager.id.as_str()),
+        "{audit}"
+    );
+    app.stop().await;
+}

@@ -19,7 +19,9 @@ use crate::{
 };
 
 /// Records a write: `actor` did `action` to `subject`, for `household` when that is not the
-/// actor itself.
+/// actor itself. Only the household the caller checked the write for is recorded, never
+/// `X-On-Behalf-Of` as sent: a manager may name a household on the cooperative's own
+/// things, and nothing checks whom.
 pub async fn audit(
     conn: &mut PgConnection,
     actor: &Actor,
@@ -28,9 +30,7 @@ pub async fn audit(
     subject: (&str, String),
     details: &impl Serialize,
 ) -> Result<()> {
-    let on_behalf_of = household
-        .filter(|h| *h != actor.account_id)
-        .or(actor.on_behalf_of);
+    let on_behalf_of = household.filter(|h| *h != actor.account_id);
     sqlx::query!(
         "INSERT INTO audit_log (id, actor_id, actor_role, on_behalf_of, action, subject_type, subject_id, details)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -235,7 +235,34 @@ pub async fn apply_locked(
         |f: fn(&Movement<'_>) -> Option<uuid::Uuid>| moves.iter().map(f).collect::<Vec<_>>();
     let (lots, reservations) = (column(|m| m.lot), column(|m| m.reservation.map(|r| r.0)));
     let actors = column(|m| m.actor.map(|a| a.account_id.0));
-    let on_behalf_of = column(|m| m.actor.and_then(|a| a.on_behalf_of).map(|a| a.0));
+    // The household a movement was made for: only on that household's own listing, where
+    // access checked the `X-On-Behalf-Of` it came from. On a cooperative's listing a manager
+    // may name a household (pooling its lot), but nothing checks whom; it is not recorded.
+    let named: Vec<uuid::Uuid> = moves
+        .iter()
+        .filter(|m| m.actor.is_some_and(|a| a.on_behalf_of.is_some()))
+        .map(|m| m.listing.0)
+        .collect();
+    let households = if named.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query!(
+            "SELECT id, household_id FROM listings WHERE id = ANY($1)",
+            &named
+        )
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    let on_behalf_of: Vec<Option<uuid::Uuid>> = moves
+        .iter()
+        .map(|m| {
+            let named = m.actor.and_then(|a| a.on_behalf_of)?.0;
+            households
+                .iter()
+                .any(|l| l.id == m.listing.0 && l.household_id == Some(named))
+                .then_some(named)
+        })
+        .collect();
     let reasons: Vec<Option<String>> = moves.iter().map(|m| m.reason.map(str::to_owned)).collect();
     let listings: Vec<uuid::Uuid> = locked.iter().map(|l| l.listing.0).collect();
     sqlx::query!(

@@ -1,7 +1,9 @@
 //! What the order service answers: checkouts and orders as buyers and sellers see them.
 
 use chrono::{DateTime, Utc};
-use nongsan_shared::{AccountId, CheckoutId, ListingId, OrderId, Quantity, RefundId, Vnd};
+use nongsan_shared::{
+    AccountId, CheckoutId, ListingId, OrderId, PhoneNumber, Quantity, RefundId, Vnd,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -86,7 +88,7 @@ pub struct Delivery {
     pub recipient_name: String,
     /// Their phone number.
     #[schema(value_type = String)]
-    pub recipient_phone: nongsan_shared::PhoneNumber,
+    pub recipient_phone: PhoneNumber,
 }
 
 /// One basket, one payment.
@@ -138,7 +140,7 @@ struct OrderRow {
     commune_code: String,
     street: String,
     recipient_name: String,
-    recipient_phone: String,
+    recipient_phone: PhoneNumber,
 }
 
 /// A refund of (part of) an order.
@@ -174,61 +176,59 @@ async fn to_views(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Or
     )
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(OrderView {
-                delivery: Delivery {
-                    province_code: r.province_code,
-                    commune_code: r.commune_code,
-                    street: r.street,
-                    recipient_name: r.recipient_name,
-                    recipient_phone: nongsan_shared::PhoneNumber::parse(&r.recipient_phone)
-                        .map_err(|e| OrderError::Other(anyhow::anyhow!("stored phone: {e}")))?,
-                },
-                id: r.id,
-                checkout_id: r.checkout_id,
-                buyer_id: r.buyer_id,
-                seller: Seller {
-                    kind: r.seller_kind,
-                    id: r.seller_id,
-                    name: r.seller_name,
-                },
-                status: r.status,
-                payment_method: r.payment_method,
-                items_total: r.items_total,
-                delivery_fee: r.delivery_fee,
-                total: r.total,
-                cash_collected: r.cash_collected,
-                reason: r.reason,
-                lines: lines
-                    .iter()
-                    .filter(|l| l.order_id == r.id)
-                    .map(|l| OrderLine {
-                        listing_id: l.listing_id,
-                        title: l.title.clone(),
-                        unit: l.unit.clone(),
-                        quantity: l.quantity,
-                        unit_price: l.unit_price,
-                        line_total: l.line_total,
-                        lots: None,
-                    })
-                    .collect(),
-                refunds: refunds
-                    .iter()
-                    .filter(|f| f.order_id == r.id)
-                    .map(|f| OrderRefund {
-                        id: f.id,
-                        amount_vnd: f.amount_vnd,
-                        reason: f.reason,
-                        status: f.status,
-                        at: f.at,
-                    })
-                    .collect(),
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| OrderView {
+            delivery: Delivery {
+                province_code: r.province_code,
+                commune_code: r.commune_code,
+                street: r.street,
+                recipient_name: r.recipient_name,
+                recipient_phone: r.recipient_phone,
+            },
+            id: r.id,
+            checkout_id: r.checkout_id,
+            buyer_id: r.buyer_id,
+            seller: Seller {
+                kind: r.seller_kind,
+                id: r.seller_id,
+                name: r.seller_name,
+            },
+            status: r.status,
+            payment_method: r.payment_method,
+            items_total: r.items_total,
+            delivery_fee: r.delivery_fee,
+            total: r.total,
+            cash_collected: r.cash_collected,
+            reason: r.reason,
+            lines: lines
+                .iter()
+                .filter(|l| l.order_id == r.id)
+                .map(|l| OrderLine {
+                    listing_id: l.listing_id,
+                    title: l.title.clone(),
+                    unit: l.unit.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    line_total: l.line_total,
+                    lots: None,
+                })
+                .collect(),
+            refunds: refunds
+                .iter()
+                .filter(|f| f.order_id == r.id)
+                .map(|f| OrderRefund {
+                    id: f.id,
+                    amount_vnd: f.amount_vnd,
+                    reason: f.reason,
+                    status: f.status,
+                    at: f.at,
+                })
+                .collect(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
         })
-        .collect()
+        .collect())
 }
 
 /// Loads one order.
@@ -239,7 +239,7 @@ pub async fn load_order(conn: &mut PgConnection, id: OrderId) -> Result<OrderVie
                 o.seller_kind AS "seller_kind: SellerKind", o.seller_id, o.seller_name, o.status AS "status: OrderStatus",
                 c.payment_method AS "payment_method: PaymentMethod", o.items_total AS "items_total: Vnd",
                 o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at,
-                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone
+                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone AS "recipient_phone: PhoneNumber"
            FROM orders o JOIN checkouts c ON c.id = o.checkout_id
            WHERE o.id = $1"#,
         id.0,
@@ -273,7 +273,7 @@ pub async fn load_orders(conn: &mut PgConnection, f: &OrderFilter) -> Result<Vec
                 o.seller_kind AS "seller_kind: SellerKind", o.seller_id, o.seller_name, o.status AS "status: OrderStatus",
                 c.payment_method AS "payment_method: PaymentMethod", o.items_total AS "items_total: Vnd",
                 o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at,
-                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone
+                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone AS "recipient_phone: PhoneNumber"
            FROM orders o JOIN checkouts c ON c.id = o.checkout_id
            WHERE ($1::uuid IS NULL OR o.buyer_id = $1)
              AND ($2::text IS NULL OR (o.seller_kind = $2 AND o.seller_id = $3)) AND ($4::text IS NULL OR o.status = $4)
@@ -302,7 +302,7 @@ struct CheckoutRow {
     commune_code: String,
     street: String,
     recipient_name: String,
-    recipient_phone: String,
+    recipient_phone: PhoneNumber,
     items_total: Vnd,
     delivery_total: Vnd,
     grand_total: Vnd,
@@ -318,7 +318,7 @@ pub async fn load_checkout(conn: &mut PgConnection, id: CheckoutId) -> Result<Ch
     let rows = sqlx::query_as!(
         CheckoutRow,
         r#"SELECT id AS "id: CheckoutId", status, payment_method, expires_at, province_code, commune_code, street, recipient_name,
-                recipient_phone, items_total AS "items_total: Vnd", delivery_total AS "delivery_total: Vnd",
+                recipient_phone AS "recipient_phone: PhoneNumber", items_total AS "items_total: Vnd", delivery_total AS "delivery_total: Vnd",
                 grand_total AS "grand_total: Vnd"
            FROM checkouts WHERE id = $1"#,
         id.0,
@@ -334,7 +334,7 @@ pub async fn load_checkout(conn: &mut PgConnection, id: CheckoutId) -> Result<Ch
                 o.seller_kind AS "seller_kind: SellerKind", o.seller_id, o.seller_name, o.status AS "status: OrderStatus",
                 c.payment_method AS "payment_method: PaymentMethod", o.items_total AS "items_total: Vnd",
                 o.delivery_fee AS "delivery_fee: Vnd", o.total AS "total: Vnd", o.cash_collected, o.reason, o.created_at, o.updated_at,
-                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone
+                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone AS "recipient_phone: PhoneNumber"
            FROM orders o JOIN checkouts c ON c.id = o.checkout_id
            WHERE o.checkout_id = $1"#,
         id.0,
@@ -360,7 +360,7 @@ pub async fn load_checkouts(
     let rows = sqlx::query_as!(
         CheckoutRow,
         r#"SELECT id AS "id: CheckoutId", status, payment_method, expires_at, province_code, commune_code, street, recipient_name,
-                recipient_phone, items_total AS "items_total: Vnd", delivery_total AS "delivery_total: Vnd",
+                recipient_phone AS "recipient_phone: PhoneNumber", items_total AS "items_total: Vnd", delivery_total AS "delivery_total: Vnd",
                 grand_total AS "grand_total: Vnd"
            FROM checkouts WHERE id = ANY($1)"#,
         &raw,
@@ -380,7 +380,7 @@ pub async fn load_checkouts(
                 o.status AS "status!: OrderStatus", c.payment_method AS "payment_method!: PaymentMethod",
                 o.items_total AS "items_total!: Vnd", o.delivery_fee AS "delivery_fee!: Vnd", o.total AS "total!: Vnd",
                 o.cash_collected AS "cash_collected!", o.reason, o.created_at AS "created_at!", o.updated_at AS "updated_at!",
-                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone
+                c.province_code, c.commune_code, c.street, c.recipient_name, c.recipient_phone AS "recipient_phone: PhoneNumber"
            FROM checkouts c
            CROSS JOIN LATERAL (SELECT * FROM orders WHERE orders.checkout_id = c.id OFFSET 0) o
            WHERE c.id = ANY($1)"#,
@@ -415,8 +415,7 @@ async fn assemble(
                 commune_code: r.commune_code.clone(),
                 street: r.street.clone(),
                 recipient_name: r.recipient_name.clone(),
-                recipient_phone: nongsan_shared::PhoneNumber::parse(&r.recipient_phone)
-                    .map_err(|e| OrderError::Other(anyhow::anyhow!("stored phone: {e}")))?,
+                recipient_phone: r.recipient_phone.clone(),
             },
             items_total: r.items_total,
             delivery_total: r.delivery_total,

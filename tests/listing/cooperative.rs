@@ -173,7 +173,6 @@ async fn a_member_lot_taken_into_pooled_stock_stays_traceable_to_its_household()
 
 /// A minimal XLSX workbook with one sheet of inline strings, as spreadsheet programs write it.
 fn xlsx(rows: &[Vec<String>]) -> Vec<u8> {
-    use std::io::Write;
     let mut sheet = String::from(
         r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>"#,
     );
@@ -189,12 +188,29 @@ fn xlsx(rows: &[Vec<String>]) -> Vec<u8> {
         sheet.push_str("</row>");
     }
     sheet.push_str("</sheetData></worksheet>");
+    workbook(&sheet, None)
+}
+
+/// Writes a workbook's shared-strings part into the zip.
+type SharedStrings<'a> = &'a dyn Fn(&mut dyn std::io::Write);
+
+/// A workbook of one sheet (`sheet`, its XML) with the parts around it that spreadsheet
+/// programs write, and a shared-strings part written by `shared` when given.
+fn workbook(sheet: &str, shared: Option<SharedStrings<'_>>) -> Vec<u8> {
+    use std::io::Write;
+    let (strings_type, strings_rel) = match shared {
+        Some(_) => (
+            r#"<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>"#,
+            r#"<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/>"#,
+        ),
+        None => ("", ""),
+    };
     let files = [
-        ("[Content_Types].xml", r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#.to_owned()),
+        ("[Content_Types].xml", format!(r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>{strings_type}</Types>"#)),
         ("_rels/.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#.to_owned()),
         ("xl/workbook.xml", r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Kho" sheetId="1" r:id="rId1"/></sheets></workbook>"#.to_owned()),
-        ("xl/_rels/workbook.xml.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#.to_owned()),
-        ("xl/worksheets/sheet1.xml", sheet),
+        ("xl/_rels/workbook.xml.rels", format!(r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>{strings_rel}</Relationships>"#)),
+        ("xl/worksheets/sheet1.xml", sheet.to_owned()),
     ];
     let mut out = std::io::Cursor::new(Vec::new());
     let mut z = zip::ZipWriter::new(&mut out);
@@ -202,6 +218,14 @@ fn xlsx(rows: &[Vec<String>]) -> Vec<u8> {
         z.start_file(name, zip::write::SimpleFileOptions::default())
             .unwrap();
         z.write_all(body.as_bytes()).unwrap();
+    }
+    if let Some(write) = shared {
+        z.start_file(
+            "xl/sharedStrings.xml",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        write(&mut z);
     }
     z.finish().unwrap();
     out.into_inner()
@@ -286,36 +310,8 @@ async fn an_xlsx_file_imports_through_the_api_and_a_csv_through_the_command_line
 /// A workbook of a few hundred bytes whose one sheet has cells at A1 and at the last cell a
 /// sheet may have (XFD1048576), and says so in its dimension.
 fn xlsx_claiming_a_huge_sheet() -> Vec<u8> {
-    use std::io::Write;
     let sheet = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><dimension ref="A1:XFD1048576"/><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>listing</t></is></c></row><row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData></worksheet>"#;
-    let files = [
-        (
-            "[Content_Types].xml",
-            r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/></Types>"#,
-        ),
-        (
-            "_rels/.rels",
-            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#,
-        ),
-        (
-            "xl/workbook.xml",
-            r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Kho" sheetId="1" r:id="rId1"/></sheets></workbook>"#,
-        ),
-        (
-            "xl/_rels/workbook.xml.rels",
-            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#,
-        ),
-        ("xl/worksheets/sheet1.xml", sheet),
-    ];
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut z = zip::ZipWriter::new(&mut out);
-    for (name, body) in files {
-        z.start_file(name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        z.write_all(body.as_bytes()).unwrap();
-    }
-    z.finish().unwrap();
-    out.into_inner()
+    workbook(sheet, None)
 }
 
 /// The peak resident memory of this process (nextest runs each test in a process of its own).
@@ -374,7 +370,6 @@ async fn a_workbook_claiming_a_huge_sheet_is_refused_before_it_is_read_and_memor
 /// A workbook of a few KiB: one shared string of `len` bytes (one letter repeated, so it
 /// packs small), and a sheet whose `cells` rows all point at it.
 fn xlsx_sharing_one_long_string(len: usize, cells: usize) -> Vec<u8> {
-    use std::io::Write;
     let mut sheet = String::from(
         r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>"#,
     );
@@ -384,35 +379,17 @@ fn xlsx_sharing_one_long_string(len: usize, cells: usize) -> Vec<u8> {
         ));
     }
     sheet.push_str("</sheetData></worksheet>");
-    let files = [
-        ("[Content_Types].xml", r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/><Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>"#.to_owned()),
-        ("_rels/.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#.to_owned()),
-        ("xl/workbook.xml", r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Kho" sheetId="1" r:id="rId1"/></sheets></workbook>"#.to_owned()),
-        ("xl/_rels/workbook.xml.rels", r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/></Relationships>"#.to_owned()),
-        ("xl/worksheets/sheet1.xml", sheet),
-    ];
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut z = zip::ZipWriter::new(&mut out);
-    for (name, body) in files {
-        z.start_file(name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        z.write_all(body.as_bytes()).unwrap();
-    }
     // Written in pieces: this process's peak memory is what the tests measure.
-    z.start_file(
-        "xl/sharedStrings.xml",
-        zip::write::SimpleFileOptions::default(),
-    )
-    .unwrap();
-    z.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" uniqueCount="1"><si><t>"#).unwrap();
-    let piece = [b'x'; 64 * 1024];
-    for _ in 0..len / piece.len() {
-        z.write_all(&piece).unwrap();
-    }
-    z.write_all(&piece[..len % piece.len()]).unwrap();
-    z.write_all(b"</t></si></sst>").unwrap();
-    z.finish().unwrap();
-    out.into_inner()
+    let strings = |w: &mut dyn std::io::Write| {
+        w.write_all(br#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" uniqueCount="1"><si><t>"#).unwrap();
+        let piece = [b'x'; 64 * 1024];
+        for _ in 0..len / piece.len() {
+            w.write_all(&piece).unwrap();
+        }
+        w.write_all(&piece[..len % piece.len()]).unwrap();
+        w.write_all(b"</t></si></sst>").unwrap();
+    };
+    workbook(&sheet, Some(&strings))
 }
 
 /// A long string stored once in a workbook and pointed at by every row would be copied for

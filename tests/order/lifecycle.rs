@@ -280,12 +280,7 @@ async fn a_seller_sees_where_to_deliver_and_whom_to_call() {
     assert_eq!(d["street"], "12 Lê Lợi", "{o}");
     assert_eq!(d["recipient_name"], "Nguyễn Thị Hoa", "{o}");
     assert_eq!(d["recipient_phone"], "+84987654321", "{o}");
-    let (status, list) = api
-        .get(
-            &format!("/v1/orders?seller_kind=household&seller_id={}", seller.id),
-            Some(&seller),
-        )
-        .await;
+    let (status, list) = api.seller_orders(&seller, &seller.id).await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["items"][0]["delivery"], *d, "{list}");
     let other = api.register(Role::Household).await;

@@ -221,15 +221,6 @@ async fn a_momo_result_still_in_progress_leaves_the_payment_pending_until_the_fi
         .unwrap();
     assert_eq!(status, "pending");
     assert_eq!(ipn(api, &FakeMomo::ipn(&order, amount, 0)).await, 204);
-    eventually(
-        Duration::from_secs(20),
-        "the orders to be paid and the stock sold",
-        || async {
-            let (_, c) = api.read_checkout(&buyer, id).await;
-            let s = api.stock(&seller, &listing).await.levels;
-            (c["status"] == "paid" && s.on_hand == "8" && s.reserved == "0").then_some(())
-        },
-    )
-    .await;
+    api.paid_and_sold(&buyer, id, &seller, &listing, "8").await;
     app.stop().await;
 }

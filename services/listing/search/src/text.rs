@@ -11,6 +11,68 @@ const SEARCH_SYNONYMS_CSV: &str = include_str!("../../../../data/vn/catalog/sear
 /// Folds Vietnamese for matching: NFC, lower case, tone and vowel marks removed, đ/Đ and
 /// the look-alike Ð mapped to d. "Rau muống Đà Lạt" → "rau muong da lat".
 pub fn fold(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    fold_into(text, &mut out);
+    out
+}
+
+/// [`fold`] into `out` (cleared first), for callers that fold many words with one buffer.
+///
+/// Folding is letter by letter: a letter's canonical decomposition does not depend on its
+/// neighbours, and the reordering of combining marks that NFD adds does not matter once they
+/// are all removed. So each letter below [`FOLD_TABLE_LEN`] (ASCII, Latin-1, the Latin
+/// extensions and Vietnamese's own block U+1E00–U+1EFF) is looked up in a table made once by
+/// the letter-by-letter rule ([`fold_slowly`]), and only the rarer letters are decomposed.
+/// Search folds every title word of every hit it highlights, and every word it indexes.
+pub fn fold_into(text: &str, out: &mut String) {
+    out.clear();
+    if text.is_ascii() {
+        out.extend(text.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        return;
+    }
+    let table = fold_table();
+    let mut one = [0u8; 4];
+    for c in text.chars() {
+        match table.get(c as usize).copied() {
+            Some(FOLDS_TO_NOTHING) => {}
+            Some(folded) if folded != FOLD_SLOWLY => {
+                out.push(char::from_u32(folded).unwrap_or(c));
+            }
+            _ => out.push_str(&fold_slowly(c.encode_utf8(&mut one))),
+        }
+    }
+}
+
+/// Letters folded by table lookup: those below U+2000.
+const FOLD_TABLE_LEN: usize = 0x2000;
+/// A table entry: the letter has no folded form (a combining mark).
+const FOLDS_TO_NOTHING: u32 = u32::MAX - 1;
+/// A table entry: the letter folds to more than one letter, or is not a letter at all.
+const FOLD_SLOWLY: u32 = u32::MAX;
+
+fn fold_table() -> &'static [u32] {
+    static TABLE: LazyLock<Vec<u32>> = LazyLock::new(|| {
+        (0..u32::try_from(FOLD_TABLE_LEN).unwrap_or(0))
+            .map(|code| {
+                let Some(c) = char::from_u32(code) else {
+                    return FOLD_SLOWLY;
+                };
+                let folded = fold_slowly(c.encode_utf8(&mut [0u8; 4]));
+                let mut letters = folded.chars();
+                match (letters.next(), letters.next()) {
+                    (None, _) => FOLDS_TO_NOTHING,
+                    (Some(f), None) => u32::from(f),
+                    _ => FOLD_SLOWLY,
+                }
+            })
+            .collect()
+    });
+    &TABLE
+}
+
+/// The rule [`fold`] follows, applied by decomposing: NFD, combining marks removed, the d
+/// letters mapped to d, lower case.
+fn fold_slowly(text: &str) -> String {
     text.nfd()
         .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
         .map(|c| match c {
@@ -251,17 +313,19 @@ pub fn word_matches(doc_word: &str, query_word: &str, prefix: bool) -> bool {
 /// Wraps the words of `title` that match the query in `<em>`, as HTML: the rest of the title
 /// is escaped, so a seller's `<` or `&` cannot become markup where the hit is shown.
 pub fn highlight(title: &str, query: &Expanded) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(title.len() + 32);
     let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
+    let mut f = String::new();
+    let mut flush = |word: &mut String, out: &mut String| {
         if word.is_empty() {
             return;
         }
-        let f = fold(word);
+        fold_into(word, &mut f);
+        let f = &f;
         let hit = query.alternatives.iter().any(|alt| {
             alt.iter()
                 .enumerate()
-                .any(|(i, q)| word_matches(&f, q, query.last_is_prefix && i + 1 == alt.len()))
+                .any(|(i, q)| word_matches(f, q, query.last_is_prefix && i + 1 == alt.len()))
         });
         if hit {
             out.push_str("<em>");
@@ -307,6 +371,34 @@ fn push_escaped(out: &mut String, c: char) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folding_by_table_folds_as_decomposing_does() {
+        // Every letter the table holds, and some beyond it (Greek, CJK, an emoji, a Turkish
+        // dotted I whose lower case is two letters), one by one and in words.
+        let mut letters: Vec<char> = (0..0x2100).filter_map(char::from_u32).collect();
+        letters.extend(['İ', 'ẞ', 'Ω', '水', '🍉', 'ﬁ']);
+        for c in &letters {
+            let s = c.to_string();
+            assert_eq!(fold(&s), fold_slowly(&s), "U+{:04X}", u32::from(*c));
+        }
+        let words = [
+            "Rau muống Đà Lạt",
+            "XOÀI CÁT HÒA LỘC",
+            // Decomposed input: the marks come as letters of their own.
+            "Xoa\u{300}i ca\u{301}t",
+            "Nước mắm Phú Quốc 40°N",
+            "ǅemal İstanbul ﬁsh 🍉 水果",
+            "thanh long ruột đỏ & <b>",
+        ];
+        let mut buf = String::from("left over");
+        for w in words {
+            assert_eq!(fold(w), fold_slowly(w), "{w}");
+            fold_into(w, &mut buf);
+            assert_eq!(buf, fold_slowly(w), "{w}");
+        }
+        assert_eq!(fold("Rau muống Đà Lạt"), "rau muong da lat");
+    }
 
     #[test]
     fn typo_budgets_suit_short_syllables() {

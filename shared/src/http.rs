@@ -358,6 +358,9 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::internal(anyhow::anyhow!("handler panicked: {what}")).into_response()
 }
 
+/// An answer slower than this is logged at info, like one that refused or failed.
+pub const SLOW_ANSWER: Duration = Duration::from_secs(1);
+
 /// Wraps a finished router with the shared middleware: request id (kept from the caller or
 /// made), tracing span, metrics, problem+json rendering, panic catching, the 1 MiB body
 /// limit ([`MAX_JSON_BODY`]; 413 `payload_too_large`), and the 404 fallback.
@@ -380,7 +383,16 @@ pub fn with_common_layers(router: Router) -> Router {
                 .on_request(())
                 .on_response(
                     |res: &Response, latency: Duration, _: &tracing::Span| {
-                        tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "served");
+                        // A line for each answer that needs a look: refused, failed or slow.
+                        // The others are counted by `observe` (`/metrics`) and logged at debug:
+                        // a JSON line for each of hundreds of searches a second cost the
+                        // process a twentieth of its CPU (BENCHMARKS.md, 2026-12-06).
+                        let (status, latency_ms) = (res.status().as_u16(), latency.as_millis() as u64);
+                        if status >= 400 || latency >= SLOW_ANSWER {
+                            tracing::info!(status, latency_ms, "served");
+                        } else {
+                            tracing::debug!(status, latency_ms, "served");
+                        }
                     },
                 ),
         )

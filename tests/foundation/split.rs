@@ -7,7 +7,12 @@ use crate::support::{
 
 #[tokio::test]
 async fn three_serve_processes_answer_and_call_each_other_carrying_the_request_id() {
-    let app = SplitApp::spawn().await;
+    // Every request logged, as the README says to: answers that succeed are logged at debug.
+    let app = SplitApp::spawn_configured(
+        &[("RUST_LOG", "info,nongsan_shared::http=debug".to_owned())],
+        &[],
+    )
+    .await;
     for p in [&app.listing, &app.order, &app.payment] {
         let (status, _) = Client::new(&p.url).get("/healthz", None).await;
         assert_eq!(status, 200);

@@ -378,3 +378,91 @@ async fn the_ranking_rules_apply_in_order_on_meilisearch() {
     };
     rules_in_order(engine.as_ref()).await;
 }
+
+/// Creates `n` generated listings (no stock) through the API, 16 at a time.
+async fn listed(app: &TestApp, n: usize) {
+    let sellers = [
+        app.api.register(Role::Household).await,
+        app.api.register(Role::Household).await,
+    ];
+    let generated = generate::listings(5, n, sellers.len());
+    for chunk in generated.chunks(16) {
+        let mut sent = tokio::task::JoinSet::new();
+        for g in chunk {
+            let (api, seller, body) = (
+                app.api.clone(),
+                sellers[g.household].clone(),
+                g.listing_body(),
+            );
+            sent.spawn(async move { api.create_listing(&seller, &body).await });
+        }
+        sent.join_all().await;
+    }
+}
+
+/// Waits until search counts `n` listings, in stock or not.
+async fn searchable(app: &TestApp, n: usize) {
+    eventually(
+        Duration::from_secs(120),
+        "every listing to be searchable",
+        || async {
+            let (_, r) = app.api.search("in_stock=false&limit=1").await;
+            (r["total"].as_u64() == Some(n as u64)).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A catalog whose embedded index is lost (deleted, a new data folder) is searchable again
+/// after a restart, with nothing done by hand.
+#[tokio::test]
+async fn a_lost_embedded_index_is_filled_again_from_the_catalog() {
+    let db = crate::support::TestDb::new().await;
+    let settings = crate::support::test_settings(&db).await;
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    listed(&app, 40).await;
+    searchable(&app, 40).await;
+    app.stop().await;
+    std::fs::remove_dir_all(settings.data_dir.join("search")).expect("the index folder");
+    let app = TestApp::spawn_with(settings, db).await;
+    searchable(&app, 40).await;
+    app.stop().await;
+}
+
+/// A Meilisearch that does not hold the catalog's index (a new server, or one that lost its
+/// data) is filled in large batches: the catalog's 1,200 listings reach it as one addition,
+/// not as the indexer's additions of a thousand each, one after another.
+#[tokio::test]
+async fn a_meilisearch_without_the_catalog_is_filled_in_large_batches() {
+    let Some((url, key)) = super::contract::meili_server() else {
+        return;
+    };
+    let db = crate::support::TestDb::new().await;
+    let mut settings = crate::support::test_settings(&db).await;
+    settings.meili_url = Some(url.clone());
+    settings.meili_key = key.clone().map(secrecy::SecretString::from);
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    listed(&app, 1_200).await;
+    searchable(&app, 1_200).await;
+    app.stop().await;
+    // The same catalog on an index that does not exist yet (the index is named by the prefix).
+    settings.redis_prefix = format!("{}_new", settings.redis_prefix);
+    let index = format!("{}_listings", settings.redis_prefix);
+    let app = TestApp::spawn_with(settings, db).await;
+    searchable(&app, 1_200).await;
+    app.stop().await;
+    let mut get = reqwest::Client::new().get(format!(
+        "{url}/tasks?types=documentAdditionOrUpdate&indexUids={index},{index}_rebuild&limit=100"
+    ));
+    if let Some(key) = &key {
+        get = get.bearer_auth(key);
+    }
+    let tasks: serde_json::Value = get.send().await.unwrap().json().await.unwrap();
+    let received: Vec<u64> = tasks["results"]
+        .as_array()
+        .expect("Meilisearch's tasks")
+        .iter()
+        .map(|t| t["details"]["receivedDocuments"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(received, [1_200], "the additions to the new index: {tasks}");
+}

@@ -147,18 +147,62 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
     }
 }
 
-/// Marks every listing dirty when the engine is empty but the catalog is not (a new
-/// embedded index, say), so the indexer fills it.
-pub async fn backfill_if_empty(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Result<()> {
+/// Fills the engine when it is empty but the catalog is not (a new embedded index, or a
+/// Meilisearch that lost its data or was just configured) as [`reindex`] fills a new one: in
+/// pages of 10,000 written as the engine's large batches, but into the serving index (it is
+/// empty: no search loses anything meanwhile), with the indexer holding back. Answers how
+/// many listings it wrote; `None` when there was nothing to do, or another listing process
+/// filled the engine first.
+///
+/// It used to mark every listing dirty for the indexer, whose writes are a thousand
+/// listings each, one after another: 70 s for 100,000 listings into a new Meilisearch index
+/// with the machine otherwise idle, and several minutes beside a search load
+/// (BENCHMARKS.md, 2026-12-06).
+pub async fn backfill_if_empty(
+    pool: &PgPool,
+    engine: &dyn SearchEngine,
+) -> anyhow::Result<Option<usize>> {
     if engine.count().await? > 0 {
-        return Ok(());
+        return Ok(None);
     }
-    sqlx::query!(
-        "INSERT INTO search_dirty (listing_id) SELECT id FROM listings ON CONFLICT DO NOTHING"
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+    if !sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM listings) AS "any!""#)
+        .fetch_one(pool)
+        .await?
+    {
+        return Ok(None);
+    }
+    // A connection of its own, never back in the pool, as the reindex's.
+    let mut conn = pool.acquire().await?.detach();
+    let filled = fill_if_still_empty(&mut conn, engine).await;
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the search backfill's connection");
+    }
+    filled
+}
+
+async fn fill_if_still_empty(
+    conn: &mut PgConnection,
+    engine: &dyn SearchEngine,
+) -> anyhow::Result<Option<usize>> {
+    // Waits for the indexer's write in flight, or for another listing process that is
+    // filling the engine (or a `nongsan reindex`): then the engine is no longer empty.
+    sqlx::query!("SELECT pg_advisory_lock($1)", REINDEX_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    if engine.count().await? > 0 {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    tracing::info!("the search index is empty and the catalog is not: filling it");
+    // Straight into the serving index: there is nothing in it to keep serving meanwhile.
+    let n = write_all(conn, engine, &|_, _| {}).await?;
+    engine.settle().await?;
+    tracing::info!(
+        listings = n,
+        secs = started.elapsed().as_secs_f64(),
+        "the search index is filled"
+    );
+    Ok(Some(n))
 }
 
 /// Rebuilds the index from PostgreSQL; `progress(total, done)` after each batch.
@@ -192,11 +236,24 @@ async fn rebuild(
     engine: &dyn SearchEngine,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
+    engine.rebuild_begin().await?;
+    let done = write_all(conn, engine, progress).await?;
+    engine.rebuild_finish().await?;
+    Ok(done)
+}
+
+/// Every listing, in pages of 10,000, each given to the engine as one bulk write
+/// ([`SearchEngine::upsert_queued`]; the caller settles them); `progress(total, done)` after
+/// each page.
+async fn write_all(
+    conn: &mut PgConnection,
+    engine: &dyn SearchEngine,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> anyhow::Result<usize> {
     let total = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM listings"#)
         .fetch_one(&mut *conn)
         .await?;
     let total = usize::try_from(total).unwrap_or(0);
-    engine.rebuild_begin().await?;
     progress(total, 0);
     let mut done = 0;
     let mut after = None;
@@ -213,6 +270,5 @@ async fn rebuild(
         done += docs.len();
         progress(total.max(done), done);
     }
-    engine.rebuild_finish().await?;
     Ok(done)
 }

@@ -143,7 +143,7 @@ async fn a_member_lot_taken_into_pooled_stock_stays_traceable_to_its_household()
         )
         .await;
     let by_id = |id: &str| {
-        overview
+        overview["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -167,6 +167,73 @@ async fn a_member_lot_taken_into_pooled_stock_stays_traceable_to_its_household()
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("insufficient_stock"))
+    );
+    app.stop().await;
+}
+
+/// A cooperative's stock comes a page at a time, pooled listings first, then the members',
+/// each by title: following the cursors gives every listing once, in that order.
+#[tokio::test]
+async fn a_cooperatives_stock_comes_in_pages() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    // Two more pooled listings, one titled to sort before the first and one after, and a
+    // second member listing: five in all.
+    for title in ["Bơ sáp Đắk Lắk", "Xoài cát Hòa Lộc loại 1"] {
+        let mut body = listing_body();
+        body["cooperative_id"] = json!(c.id);
+        body["title"] = json!(title);
+        app.api.create_listing(&c.manager, &body).await;
+    }
+    app.api.listing_with_stock(&c.member, "5").await;
+    let path = format!("/v1/cooperatives/{}/stock", c.id);
+    let (status, whole) = app.api.get(&path, Some(&c.manager)).await;
+    assert_eq!(status, 200, "{whole}");
+    let all: Vec<Value> = whole["items"].as_array().unwrap().clone();
+    assert_eq!(all.len(), 5, "{whole}");
+    assert_eq!(whole["next_cursor"], Value::Null, "{whole}");
+    let kinds: Vec<&str> = all.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    let mut sorted = kinds.clone();
+    sorted.sort_by_key(|k| *k == "member");
+    assert_eq!(kinds, sorted, "pooled first: {whole}");
+
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}?limit=1&cursor={c}"),
+            None => format!("{path}?limit=1"),
+        };
+        let (status, page) = app.api.get(&page_path, Some(&c.manager)).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 1, "{page}");
+        paged.extend(items.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(paged.len() <= all.len(), "the pages repeat: {paged:?}");
+    }
+    assert_eq!(paged, all);
+
+    let (status, body) = app
+        .api
+        .get(&format!("{path}?cursor=bm90LWEtcGxhY2U"), Some(&c.manager))
+        .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("cursor")),
+        "{body}"
+    );
+    let (status, body) = app
+        .api
+        .get(&format!("{path}?limit=101"), Some(&c.manager))
+        .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("limit")),
+        "{body}"
     );
     app.stop().await;
 }

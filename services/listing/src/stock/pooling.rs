@@ -6,8 +6,9 @@ use chrono::NaiveDate;
 use nongsan_shared::{
     AccountId, CooperativeId, ListingId, Quantity,
     auth::Actor,
-    http::{Json, Path},
+    http::{Json, Path, Query},
     invalid::Invalid,
+    paging::{self, PageParams},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -42,70 +43,105 @@ pub struct CoopStockLine {
     pub stock: StockLevels,
 }
 
-/// Stock of the cooperative's pooled listings and its members' listings (the manager).
-#[utoipa::path(get, path = "/v1/cooperatives/{id}/stock", tag = "cooperatives", params(("id" = String, Path)),
-    responses((status = 200, body = [CoopStockLine]), (status = 403, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+/// A page of a cooperative's stock: its pooled listings first, then its members', each by
+/// title.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CoopStockPage {
+    /// The listings.
+    pub items: Vec<CoopStockLine>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Where a page of a cooperative's stock ends: its last listing's place in the order.
+struct StockPlace {
+    member: bool,
+    title: String,
+    id: uuid::Uuid,
+}
+
+impl StockPlace {
+    fn position(&self) -> String {
+        // The title last: it may hold the separator.
+        format!("after:{}:{}:{}", u8::from(self.member), self.id, self.title)
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.strip_prefix("after:")?.splitn(3, ':');
+        let member = match parts.next()? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let id = parts.next()?.parse().ok()?;
+        Some(Self {
+            member,
+            id,
+            title: parts.next()?.to_owned(),
+        })
+    }
+}
+
+/// Stock of the cooperative's pooled listings and its members' listings (the manager), a
+/// page at a time (a cooperative of many households lists thousands).
+#[utoipa::path(get, path = "/v1/cooperatives/{id}/stock", tag = "cooperatives", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = CoopStockPage), (status = 403, body = nongsan_shared::error::ProblemSchema),
+        (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn get_cooperative_stock(
     State(app): State<AppState>,
     actor: Actor,
     Path(id): Path<CooperativeId>,
-) -> Result<AxumJson<Vec<CoopStockLine>>> {
+    Query(q): Query<PageParams>,
+) -> Result<AxumJson<CoopStockPage>> {
+    let mut p = Problems::default();
+    let limit = paging::limit(&mut p, q.limit);
+    let after = paging::position(&mut p, q.cursor.as_deref(), StockPlace::parse);
+    p.finish()?;
     let mut conn = app.pool.acquire().await?;
     load_cooperative(&mut conn, id).await?;
     may_manage(&mut conn, &actor, Owner::Cooperative(id)).await?;
-    type Row = (
-        ListingId,
-        String,
-        String,
-        Option<AccountId>,
-        Quantity,
-        Quantity,
-        Option<Quantity>,
-    );
-    let rows: Vec<Row> = sqlx::query!(
+    let mut rows = sqlx::query!(
         r#"SELECT l.id AS "id: ListingId", l.title, l.unit_code, l.household_id AS "household_id: AccountId",
+            l.cooperative_id IS NULL AS "member!",
             s.on_hand AS "on_hand: Quantity", s.reserved AS "reserved: Quantity", l.low_stock_threshold AS "threshold: Quantity"
          FROM listings l JOIN stock s ON s.listing_id = l.id
-         WHERE l.cooperative_id = $1
-            OR l.household_id IN (SELECT household_id FROM cooperative_members WHERE cooperative_id = $1 AND left_at IS NULL AND status = 'active')
-         ORDER BY l.cooperative_id IS NULL, l.title, l.id"#,
+         WHERE (l.cooperative_id = $1
+                OR l.household_id IN (SELECT household_id FROM cooperative_members WHERE cooperative_id = $1 AND left_at IS NULL AND status = 'active'))
+           AND ($2::bool IS NULL OR (l.cooperative_id IS NULL, l.title, l.id) > ($2, $3, $4))
+         ORDER BY l.cooperative_id IS NULL, l.title, l.id
+         LIMIT $5"#,
         id as _,
+        after.as_ref().map(|a| a.member),
+        after.as_ref().map(|a| a.title.as_str()),
+        after.as_ref().map(|a| a.id),
+        paging::rows_to_fetch(limit),
     )
     .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|r| {
-        (
-            r.id,
-            r.title,
-            r.unit_code,
-            r.household_id,
-            r.on_hand,
-            r.reserved,
-            r.threshold,
-        )
-    })
-    .collect();
-    Ok(AxumJson(
-        rows.into_iter()
-            .map(
-                |(listing_id, title, unit, household_id, on_hand, reserved, threshold)| {
-                    CoopStockLine {
-                        listing_id,
-                        title,
-                        unit,
-                        kind: if household_id.is_some() {
-                            "member"
-                        } else {
-                            "pooled"
-                        },
-                        household_id,
-                        stock: StockLevels::new(on_hand, reserved, threshold),
-                    }
-                },
-            )
-            .collect(),
-    ))
+    .await?;
+    let next_cursor = paging::next_cursor(&mut rows, limit, |r| {
+        StockPlace {
+            member: r.member,
+            title: r.title.clone(),
+            id: r.id.0,
+        }
+        .position()
+    });
+    let items = rows
+        .into_iter()
+        .map(|r| CoopStockLine {
+            listing_id: r.id,
+            title: r.title,
+            unit: r.unit_code,
+            kind: if r.household_id.is_some() {
+                "member"
+            } else {
+                "pooled"
+            },
+            household_id: r.household_id,
+            stock: StockLevels::new(r.on_hand, r.reserved, r.threshold),
+        })
+        .collect();
+    Ok(AxumJson(CoopStockPage { items, next_cursor }))
 }
 
 /// Moving part of a member's lot into a pooled listing.

@@ -482,3 +482,58 @@ async fn checkouts_sent_at_once_do_not_pass_the_bound_on_open_cash_orders() {
     assert_eq!(s.reserved, "2", "the refused checkouts hold nothing");
     app.stop().await;
 }
+
+/// A checkout whose request died after claiming its key (its process was killed, say)
+/// leaves the claim; the same key a minute later takes it over. Taken-over
+/// cash-on-delivery claims count against the bound as new ones do: a buyer who left four
+/// checkouts half-way and sends all four again at once, with one open checkout and a bound of
+/// three, gets two.
+#[tokio::test]
+async fn checkouts_taken_over_from_dead_requests_do_not_pass_the_bound_on_open_cash_orders() {
+    let db = crate::support::TestDb::new().await;
+    let mut settings = crate::support::test_settings(&db).await;
+    settings.max_open_cod_checkouts = 3;
+    let app = TestApp::spawn_with(settings, db.clone()).await;
+    let api = &app.api;
+    let (seller, buyer, _) = api.shop().await;
+    let big = api.listing_with_stock(&seller, "1000").await;
+    let body = basket(&[(&big, "1")], "cod");
+    let (status, open) = api.checkout(&buyer, "open-one", &body).await;
+    assert_eq!(status, 201, "{open}");
+    // Four claims of requests that died over a minute ago, as the claims of the same request
+    // body are stored (the hash is of the body alone).
+    let order = db.pool("order").await;
+    for n in 0..4 {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state, cod, created_at)
+             SELECT buyer_id, $2, request_hash, $3, 'started', true, now() - interval '2 minutes'
+             FROM idempotency_keys WHERE buyer_id = $1::uuid AND key = 'open-one'",
+        )
+        .bind(&buyer.id)
+        .bind(format!("dead-{n}"))
+        .bind(uuid::Uuid::now_v7())
+        .execute(&order)
+        .await
+        .unwrap();
+    }
+    nongsan_shared::failpoint::set(
+        "checkout.before_store",
+        nongsan_shared::failpoint::Action::Delay(300),
+    );
+    let mut sent = tokio::task::JoinSet::new();
+    for n in 0..4 {
+        let (api, buyer, body) = (api.clone(), buyer.clone(), body.clone());
+        sent.spawn(async move { api.checkout(&buyer, &format!("dead-{n}"), &body).await });
+    }
+    let answers = sent.join_all().await;
+    nongsan_shared::failpoint::clear("checkout.before_store");
+    let taken = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, r)| *s == 422 && r["errors"][0]["code"] == "too_many_open_orders")
+        .count();
+    assert_eq!((taken, refused), (2, 2), "{answers:?}");
+    let s = api.stock(&seller, &big).await.levels;
+    assert_eq!(s.reserved, "3", "the refused checkouts hold nothing");
+    app.stop().await;
+}

@@ -41,7 +41,7 @@ impl Claim {
 pub enum Claimed {
     /// This request serves the key, for this checkout id; with the buyer's open
     /// cash-on-delivery checkouts counted in the claim's statement when they were asked for
-    /// (`None` when not, or when the key was taken over from a request that died).
+    /// (`None` when not).
     Mine(CheckoutId, Option<i64>),
     /// It was served before: the answer.
     Done(serde_json::Value),
@@ -101,18 +101,23 @@ pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Cla
         if row.state == "done" {
             return Ok(Claimed::Done(row.response.unwrap_or_default()));
         }
-        // Another request holds the key: wait for its answer, or take over if it died.
-        let taken = sqlx::query_scalar!(
+        // Another request holds the key: wait for its answer, or take over if it died. A
+        // taken-over cash-on-delivery claim is counted as a new one is, after the buyer's
+        // claims before it: a buyer whose checkouts died half-way, many of them, and who sends
+        // them all again a minute later gets no more than the bound.
+        let taken = sqlx::query!(
             r#"UPDATE idempotency_keys SET created_at = now() WHERE buyer_id = $1 AND key = $2 AND state = 'started'
-               AND created_at < now() - make_interval(secs => $3) RETURNING checkout_id AS "checkout_id: CheckoutId""#,
+               AND created_at < now() - make_interval(secs => $3)
+               RETURNING checkout_id AS "checkout_id: CheckoutId", CASE WHEN $4 THEN open_cod_checkouts($1, $2) END AS "open_cod?""#,
             c.account.0,
             c.key.as_str(),
             ABANDONED_AFTER.as_secs_f64(),
+            count_open_cod,
         )
         .fetch_optional(pool)
         .await?;
-        if let Some(checkout) = taken {
-            return Ok(Claimed::Mine(checkout, None));
+        if let Some(taken) = taken {
+            return Ok(Claimed::Mine(taken.checkout_id, taken.open_cod));
         }
         if started.elapsed() > WAIT_AT_MOST {
             return Err(OrderError::KeyInUse);

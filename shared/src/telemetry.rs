@@ -92,6 +92,26 @@ pub async fn with_request_id<F: Future>(id: String, fut: F) -> F::Output {
     CURRENT_REQUEST_ID.scope(id, fut).await
 }
 
+/// Runs `fut` on a task of its own, with this request's id, language and tracing span, and
+/// waits for it. When the request is dropped (its connection closed: a phone that lost its
+/// signal), `fut` still runs to its end, where the handler itself would stop at its next
+/// await. For handlers whose steps must not stop half-way, such as a checkout's saga.
+pub async fn run_to_completion<F>(fut: F) -> anyhow::Result<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let id = current_request_id().unwrap_or_default();
+    let lang = current_language();
+    let in_context = CURRENT_REQUEST_ID.scope(id, CURRENT_LANGUAGE.scope(lang, fut));
+    tokio::spawn(tracing::Instrument::instrument(
+        in_context,
+        tracing::Span::current(),
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("the request's task ended early: {e}"))
+}
+
 /// Middleware: makes the request id current for the handler's task and records the
 /// request's count and duration by route and status.
 pub async fn observe(req: Request, next: Next) -> Response {

@@ -35,7 +35,20 @@ async fn probe_server() -> String {
                 "/boom",
                 get(|| async { panic!("secret cause: card 4242") as &'static str }),
             )
-            .route("/fine", get(|| async { "fine" })),
+            .route("/fine", get(|| async { "fine" }))
+            .route(
+                "/context",
+                get(|| async {
+                    use nongsan_shared::telemetry::{
+                        current_language, current_request_id, run_to_completion,
+                    };
+                    let seen =
+                        run_to_completion(async { (current_request_id(), current_language()) })
+                            .await
+                            .unwrap();
+                    axum::Json(json!({ "request_id": seen.0, "language": seen.1 }))
+                }),
+            ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -264,4 +277,23 @@ async fn a_nul_character_in_any_text_is_422_naming_the_field_and_holds_nothing()
     assert_eq!(res.status, 422, "{}", res.text());
     assert_eq!(res.json()["errors"][0]["field"], "title", "{}", res.text());
     app.stop().await;
+}
+
+/// Work a handler runs to completion on a task of its own (a checkout's saga) still serves the
+/// request: calls it makes carry the request's id and language.
+#[tokio::test]
+async fn work_run_to_completion_keeps_the_requests_id_and_language() {
+    let probe = Client::new(&probe_server().await);
+    let res = probe
+        .send(
+            Request::get("/context")
+                .header("x-request-id", "ctx-4242")
+                .header("accept-language", "vi-VN"),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.json(),
+        json!({ "request_id": "ctx-4242", "language": "vi-VN" })
+    );
 }

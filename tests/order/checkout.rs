@@ -537,3 +537,45 @@ async fn checkouts_taken_over_from_dead_requests_do_not_pass_the_bound_on_open_c
     assert_eq!(s.reserved, "3", "the refused checkouts hold nothing");
     app.stop().await;
 }
+
+/// A buyer whose connection drops while the checkout is being made (a phone losing signal)
+/// sends it again with the same key: the answer is the checkout the first request made.
+#[tokio::test]
+async fn a_checkout_whose_connection_dropped_is_answered_to_the_same_key_afterwards() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (seller, buyer, _) = api.shop().await;
+    let listing = api.listing_with_stock(&seller, "10").await;
+    let body = basket(&[(&listing, "2")], "cod");
+    nongsan_shared::failpoint::set(
+        "checkout.before_store",
+        nongsan_shared::failpoint::Action::Delay(1_000),
+    );
+    let dropped = reqwest::Client::new()
+        .post(api.url("/v1/checkouts"))
+        .bearer_auth(&buyer.token)
+        .header("idempotency-key", "flaky")
+        .json(&body)
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(
+        dropped.is_err(),
+        "the first request is cut off: {dropped:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    nongsan_shared::failpoint::clear("checkout.before_store");
+    let started = std::time::Instant::now();
+    let (status, again) = api.checkout(&buyer, "flaky", &body).await;
+    assert_eq!(
+        status, 200,
+        "the checkout made by the first request: {again}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered from the stored checkout, not after waiting for the key"
+    );
+    let s = api.stock(&seller, &listing).await.levels;
+    assert_eq!(s.reserved, "2", "one checkout's stock");
+    app.stop().await;
+}

@@ -46,33 +46,40 @@ pub async fn create_checkout(
     // The claim hashes the request as sent; the saga sees only its checked form.
     let claim = Claim::new(actor.account_id, key, &request)?;
     let checkout = NewCheckout::try_from(request)?;
-    let cod = checkout.payment_method == PaymentMethod::Cod;
-    let (checkout_id, open_cod) = match idempotency::claim(&app.pool, &claim, cod).await? {
-        Claimed::Done(answer) => return Ok((StatusCode::OK, AxumJson(answer))),
-        Claimed::Mine(id, open_cod) => (id, open_cod),
-    };
-    match saga::place(
-        &app,
-        &actor,
-        checkout_id,
-        &claim,
-        &checkout,
-        open_cod,
-        client.0,
-    )
-    .await
-    {
-        Ok((_, Some(answer))) => Ok((StatusCode::CREATED, AxumJson(answer))),
-        Ok((view, None)) => {
-            let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-            idempotency::complete(&app.pool, &claim, &answer).await?;
-            Ok((StatusCode::CREATED, AxumJson(answer)))
+    // From the claim on, the checkout runs to its end whether or not its buyer is still
+    // there: a request dropped half-way (its connection closed) would leave the key claimed
+    // and the stock reserved, and the buyer's retry with the key would wait, then be refused.
+    // Finished, the retry gets its answer.
+    nongsan_shared::telemetry::run_to_completion(async move {
+        let cod = checkout.payment_method == PaymentMethod::Cod;
+        let (checkout_id, open_cod) = match idempotency::claim(&app.pool, &claim, cod).await? {
+            Claimed::Done(answer) => return Ok((StatusCode::OK, AxumJson(answer))),
+            Claimed::Mine(id, open_cod) => (id, open_cod),
+        };
+        match saga::place(
+            &app,
+            &actor,
+            checkout_id,
+            &claim,
+            &checkout,
+            open_cod,
+            client.0,
+        )
+        .await
+        {
+            Ok((_, Some(answer))) => Ok((StatusCode::CREATED, AxumJson(answer))),
+            Ok((view, None)) => {
+                let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+                idempotency::complete(&app.pool, &claim, &answer).await?;
+                Ok((StatusCode::CREATED, AxumJson(answer)))
+            }
+            Err(e) => {
+                idempotency::unclaim(&app.pool, &claim).await;
+                Err(e)
+            }
         }
-        Err(e) => {
-            idempotency::unclaim(&app.pool, &claim).await;
-            Err(e)
-        }
-    }
+    })
+    .await?
 }
 
 /// A checkout: its buyer's, or any for an operator (support); anyone else gets 404.

@@ -448,8 +448,23 @@ async fn a_meilisearch_without_the_catalog_is_filled_in_large_batches() {
     // The same catalog on an index that does not exist yet (the index is named by the prefix).
     settings.redis_prefix = format!("{}_new", settings.redis_prefix);
     let index = format!("{}_listings", settings.redis_prefix);
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = TestApp::spawn_with(settings, db.clone()).await;
     searchable(&app, 1_200).await;
+    // The fill marked every listing first (a fill cut short leaves the rest to the indexer)
+    // and took back the marks it wrote.
+    let listing = db.pool("listing").await;
+    eventually(
+        Duration::from_secs(30),
+        "no listing left marked for the indexer to write again",
+        || async {
+            let marked: i64 = sqlx::query_scalar("SELECT count(*) FROM search_dirty")
+                .fetch_one(&listing)
+                .await
+                .unwrap();
+            (marked == 0).then_some(())
+        },
+    )
+    .await;
     app.stop().await;
     let mut get = reqwest::Client::new().get(format!(
         "{url}/tasks?types=documentAdditionOrUpdate&indexUids={index},{index}_rebuild&limit=100"

@@ -194,9 +194,38 @@ async fn fill_if_still_empty(
     }
     let started = std::time::Instant::now();
     tracing::info!("the search index is empty and the catalog is not: filling it");
+    // Every listing is marked first, in one statement: a fill that stops half-way (the
+    // process stopped, the engine refused a page) leaves an index that is no longer empty,
+    // so no fill comes again, and the indexer writes what the marks still name.
+    sqlx::query!(
+        "INSERT INTO search_dirty (listing_id) SELECT id FROM listings ON CONFLICT DO NOTHING"
+    )
+    .execute(&mut *conn)
+    .await?;
+    // The marks committed before the catalog is read, as they are: each names a listing the
+    // fill reads as it is now or later. A mark made or renewed since (a transaction that
+    // commits meanwhile) stays, for the indexer once the lock is let go.
+    let marks: Vec<(uuid::Uuid, DateTime<Utc>)> =
+        sqlx::query!("SELECT listing_id, marked_at FROM search_dirty")
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|m| (m.listing_id, m.marked_at))
+            .collect();
     // Straight into the serving index: there is nothing in it to keep serving meanwhile.
     let n = write_all(conn, engine, &|_, _| {}).await?;
     engine.settle().await?;
+    for chunk in marks.chunks(10_000) {
+        let (ids, at): (Vec<uuid::Uuid>, Vec<DateTime<Utc>>) = chunk.iter().copied().unzip();
+        sqlx::query!(
+            "DELETE FROM search_dirty d USING unnest($1::uuid[], $2::timestamptz[]) AS w(listing_id, marked_at)
+             WHERE d.listing_id = w.listing_id AND d.marked_at = w.marked_at",
+            &ids,
+            &at,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
     tracing::info!(
         listings = n,
         secs = started.elapsed().as_secs_f64(),

@@ -204,6 +204,14 @@ impl Running {
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server failed"),
             Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
         }
+        // Checkouts whose buyers left before their answer run on; the workers and peers they
+        // need are still there.
+        if !nongsan_shared::telemetry::runs_completed(FINISH_WITHIN).await {
+            tracing::warn!(
+                within = ?FINISH_WITHIN,
+                "work that runs to its end without its request did not end in time; stopping without it"
+            );
+        }
         for t in &self.tasks {
             t.abort();
         }

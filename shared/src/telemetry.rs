@@ -103,13 +103,58 @@ where
 {
     let id = current_request_id().unwrap_or_default();
     let lang = current_language();
+    let running = Running::enter();
     let in_context = CURRENT_REQUEST_ID.scope(id, CURRENT_LANGUAGE.scope(lang, fut));
     tokio::spawn(tracing::Instrument::instrument(
-        in_context,
+        async move {
+            let out = in_context.await;
+            drop(running);
+            out
+        },
         tracing::Span::current(),
     ))
     .await
     .map_err(|e| anyhow::anyhow!("the request's task ended early: {e}"))
+}
+
+/// The work [`run_to_completion`] runs in this process, counted: stopping waits for it
+/// ([`runs_completed`]), as it waits for the requests still connected.
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static RUNS_ENDED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// One run counted in [`RUNNING`] until dropped (also when its task panics or is aborted).
+struct Running;
+
+impl Running {
+    fn enter() -> Self {
+        RUNNING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if RUNNING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            RUNS_ENDED.notify_waiters();
+        }
+    }
+}
+
+/// Waits, at most `within`, until no work of [`run_to_completion`] runs in this process;
+/// answers whether none does. A stopping server calls it once it takes no more requests.
+pub async fn runs_completed(within: std::time::Duration) -> bool {
+    let wait = async {
+        loop {
+            // Registered before the count is read: an end between the two still wakes it.
+            let mut ended = std::pin::pin!(RUNS_ENDED.notified());
+            ended.as_mut().enable();
+            if RUNNING.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    };
+    tokio::time::timeout(within, wait).await.is_ok()
 }
 
 /// Middleware: makes the request id current for the handler's task and records the

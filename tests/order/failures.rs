@@ -695,3 +695,42 @@ async fn a_checkout_whose_reservation_was_given_up_first_stores_nothing() {
     assert_eq!(status, 201, "{again}");
     app.stop().await;
 }
+
+/// `nongsan up` told to stop (SIGTERM) while a checkout whose buyer left is still running
+/// lets it finish first: started again, it answers the buyer's retry with that checkout.
+#[tokio::test]
+async fn a_server_stopping_lets_a_checkout_whose_buyer_left_finish() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let mut env = process::up_env(&db, port);
+    env.push((
+        "NONGSAN_FAILPOINTS",
+        "checkout.before_store=delay:1000".to_owned(),
+    ));
+    let server = NongsanProcess::start_on(&["up"], port, &env).await;
+    let api = Client::new(&server.url);
+    let (seller, buyer, _) = api.shop().await;
+    let listing = api.listing_with_stock(&seller, "10").await;
+    let body = basket(&[(&listing, "2")], "cod");
+    let dropped = reqwest::Client::new()
+        .post(format!("{}/v1/checkouts", server.url))
+        .bearer_auth(&buyer.token)
+        .header("idempotency-key", "left")
+        .json(&body)
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(dropped.is_err(), "the request is cut off: {dropped:?}");
+    let status = server.terminate().await;
+    assert!(status.success(), "{status}");
+    let server = NongsanProcess::start_on(&["up"], port, &env).await;
+    let api = Client::new(&server.url);
+    let started = std::time::Instant::now();
+    let (status, again) = api.checkout(&buyer, "left", &body).await;
+    assert_eq!(status, 200, "the checkout made before the stop: {again}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered from the stored checkout"
+    );
+    server.terminate().await;
+}

@@ -56,6 +56,11 @@ impl Http {
         Ok(Self {
             client: reqwest::Client::builder()
                 .user_agent(concat!("nongsan/", env!("CARGO_PKG_VERSION")))
+                // A Meilisearch that takes connections but never answers is away: a search
+                // gets 503, and a write is tried again, instead of waiting for ever (an
+                // empty index's fill would hold the indexer back meanwhile).
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .timeout(std::time::Duration::from_secs(60))
                 .build()?,
             key,
         })

@@ -155,9 +155,9 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
 /// filled the engine first.
 ///
 /// It used to mark every listing dirty for the indexer, whose writes are a thousand
-/// listings each, one after another: 70 s for 100,000 listings into a new Meilisearch index
-/// with the machine otherwise idle, and several minutes beside a search load
-/// (BENCHMARKS.md, 2026-12-06).
+/// listings each, one after another: 69–78 s for 100,000 listings into a new Meilisearch
+/// index with the machine otherwise idle, against about 22 s now (BENCHMARKS.md,
+/// 2026-12-06).
 pub async fn backfill_if_empty(
     pool: &PgPool,
     engine: &dyn SearchEngine,

@@ -188,32 +188,10 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     service
         .readiness
         .push(Arc::new(SearchReadiness(search.clone())));
-    // An empty index is filled beside the serving, not before it (100,000 listings take
-    // tens of seconds); searches meanwhile find what is indexed so far. The indexer starts
-    // after it: a listing it wrote first would make the index look filled.
-    // While the engine is away both wait, the fill tried again up to five seconds apart, as
-    // the indexer tries its writes.
-    let (indexer_pool, indexer_engine) = (pool.clone(), search.clone());
-    service.workers.push(tokio::spawn(async move {
-        let mut failures = 0u32;
-        while let Err(e) =
-            search::indexer::backfill_if_empty(&indexer_pool, indexer_engine.as_ref()).await
-        {
-            failures += 1;
-            if nongsan_shared::telemetry::worth_logging(failures) {
-                tracing::warn!(
-                    failures,
-                    error = format!("{e:#}"),
-                    "cannot tell whether the search index must be filled; trying again"
-                );
-            }
-            tokio::time::sleep(
-                Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5)),
-            )
-            .await;
-        }
-        search::indexer::run(indexer_pool, indexer_engine).await;
-    }));
+    // An empty index is filled beside the serving, not before it: the indexer fills it first.
+    service
+        .workers
+        .push(tokio::spawn(search::indexer::run(pool.clone(), search)));
     service.workers.push(tokio::spawn(catalog::cache::follow(
         views.clone(),
         pool.clone(),

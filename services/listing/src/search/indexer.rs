@@ -101,10 +101,31 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
 /// without pauses.
 const COMMIT_GAP: Duration = Duration::from_millis(100);
 
-/// Indexes until aborted: woken by each commit that marked something dirty (read as they
-/// come, [`Notifications`]), and every second in case a wake-up was missed; backs off while
-/// the engine is away.
+/// The pause after the `failures`-th failure in a row while the engine is away: 200 ms
+/// doubling to at most 5 s.
+fn retry_pause(failures: u32) -> Duration {
+    Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5))
+}
+
+/// Indexes until aborted: first fills an empty index ([`backfill_if_empty`]; 100,000
+/// listings take tens of seconds, and searches meanwhile find what is indexed so far), then
+/// writes what is marked, woken by each commit that marked something dirty (read as they
+/// come, [`Notifications`]), and every second in case a wake-up was missed. Backs off while
+/// the engine is away. The fill comes first: a listing written before it would make the index
+/// look filled.
 pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
+    let mut failures = 0u32;
+    while let Err(e) = backfill_if_empty(&pool, engine.as_ref()).await {
+        failures += 1;
+        if worth_logging(failures) {
+            tracing::warn!(
+                failures,
+                error = format!("{e:#}"),
+                "cannot tell whether the search index must be filled; trying again"
+            );
+        }
+        tokio::time::sleep(retry_pause(failures)).await;
+    }
     let notifications = Notifications::listen(&pool, CHANNEL);
     let mut failures = 0u32;
     let mut last_write: Option<tokio::time::Instant> = None;
@@ -133,10 +154,7 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
                         "search indexer cannot write; the listings stay marked and will be retried"
                     );
                 }
-                tokio::time::sleep(
-                    Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5)),
-                )
-                .await;
+                tokio::time::sleep(retry_pause(failures)).await;
                 continue;
             }
         }

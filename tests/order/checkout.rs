@@ -5,7 +5,13 @@ use std::{sync::Arc, time::Duration};
 use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, calls::basket, client::Client, eventually, process::SplitApp};
+use crate::support::{
+    TestApp,
+    calls::{basket, cut_off_checkout},
+    client::Client,
+    eventually,
+    process::SplitApp,
+};
 
 /// A two-seller cash-on-delivery basket, from checkout to delivery.
 async fn two_seller_basket_end_to_end(api: &Client) {
@@ -441,6 +447,34 @@ async fn a_checkout_s_events_leave_at_once_and_its_stock_is_announced_after_its_
     app.stop().await;
 }
 
+/// Sends `body` as `buyer` once per key, all at once, each held 300 ms between reserving and
+/// storing (so all are on their way together); answers how many were taken (201), how many
+/// refused for the bound on open cash-on-delivery checkouts, and every answer.
+async fn cash_checkouts_at_once(
+    api: &Client,
+    buyer: &crate::support::user::User,
+    keys: &[String],
+    body: &Value,
+) -> (usize, usize, Vec<(u16, Value)>) {
+    nongsan_shared::failpoint::set(
+        "checkout.before_store",
+        nongsan_shared::failpoint::Action::Delay(300),
+    );
+    let mut sent = tokio::task::JoinSet::new();
+    for key in keys {
+        let (api, buyer, key, body) = (api.clone(), buyer.clone(), key.clone(), body.clone());
+        sent.spawn(async move { api.checkout(&buyer, &key, &body).await });
+    }
+    let answers = sent.join_all().await;
+    nongsan_shared::failpoint::clear("checkout.before_store");
+    let taken = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, r)| *s == 422 && r["errors"][0]["code"] == "too_many_open_orders")
+        .count();
+    (taken, refused, answers)
+}
+
 /// The bound on a buyer's open cash-on-delivery checkouts holds for checkouts sent at once:
 /// each counts the ones still on their way (claimed, not yet stored), one after another.
 /// Here every checkout waits 300 ms between reserving and storing, so all eight are on their
@@ -454,30 +488,10 @@ async fn checkouts_sent_at_once_do_not_pass_the_bound_on_open_cash_orders() {
     let api = &app.api;
     let (seller, buyer, _) = api.shop().await;
     let big = api.listing_with_stock(&seller, "1000").await;
-    nongsan_shared::failpoint::set(
-        "checkout.before_store",
-        nongsan_shared::failpoint::Action::Delay(300),
-    );
-    let mut sent = tokio::task::JoinSet::new();
-    for n in 0..8 {
-        let (api, buyer, big) = (api.clone(), buyer.clone(), big.clone());
-        sent.spawn(async move {
-            api.checkout(
-                &buyer,
-                &format!("at-once-{n}"),
-                &basket(&[(&big, "1")], "cod"),
-            )
-            .await
-        });
-    }
-    let answers = sent.join_all().await;
-    let taken = answers.iter().filter(|(s, _)| *s == 201).count();
-    let refused = answers
-        .iter()
-        .filter(|(s, r)| *s == 422 && r["errors"][0]["code"] == "too_many_open_orders")
-        .count();
+    let body = basket(&[(&big, "1")], "cod");
+    let keys: Vec<String> = (0..8).map(|n| format!("at-once-{n}")).collect();
+    let (taken, refused, answers) = cash_checkouts_at_once(api, &buyer, &keys, &body).await;
     assert_eq!((taken, refused), (2, 6), "{answers:?}");
-    nongsan_shared::failpoint::clear("checkout.before_store");
     let s = api.stock(&seller, &big).await.levels;
     assert_eq!(s.reserved, "2", "the refused checkouts hold nothing");
     app.stop().await;
@@ -516,22 +530,8 @@ async fn checkouts_taken_over_from_dead_requests_do_not_pass_the_bound_on_open_c
         .await
         .unwrap();
     }
-    nongsan_shared::failpoint::set(
-        "checkout.before_store",
-        nongsan_shared::failpoint::Action::Delay(300),
-    );
-    let mut sent = tokio::task::JoinSet::new();
-    for n in 0..4 {
-        let (api, buyer, body) = (api.clone(), buyer.clone(), body.clone());
-        sent.spawn(async move { api.checkout(&buyer, &format!("dead-{n}"), &body).await });
-    }
-    let answers = sent.join_all().await;
-    nongsan_shared::failpoint::clear("checkout.before_store");
-    let taken = answers.iter().filter(|(s, _)| *s == 201).count();
-    let refused = answers
-        .iter()
-        .filter(|(s, r)| *s == 422 && r["errors"][0]["code"] == "too_many_open_orders")
-        .count();
+    let keys: Vec<String> = (0..4).map(|n| format!("dead-{n}")).collect();
+    let (taken, refused, answers) = cash_checkouts_at_once(api, &buyer, &keys, &body).await;
     assert_eq!((taken, refused), (2, 2), "{answers:?}");
     let s = api.stock(&seller, &big).await.levels;
     assert_eq!(s.reserved, "3", "the refused checkouts hold nothing");
@@ -551,18 +551,7 @@ async fn a_checkout_whose_connection_dropped_is_answered_to_the_same_key_afterwa
         "checkout.before_store",
         nongsan_shared::failpoint::Action::Delay(1_000),
     );
-    let dropped = reqwest::Client::new()
-        .post(api.url("/v1/checkouts"))
-        .bearer_auth(&buyer.token)
-        .header("idempotency-key", "flaky")
-        .json(&body)
-        .timeout(Duration::from_millis(200))
-        .send()
-        .await;
-    assert!(
-        dropped.is_err(),
-        "the first request is cut off: {dropped:?}"
-    );
+    cut_off_checkout(api, &buyer, "flaky", &body).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     nongsan_shared::failpoint::clear("checkout.before_store");
     let started = std::time::Instant::now();

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::support::{
     ClosedPort, RedisServer, TestApp, TestDb,
-    calls::{PASSWORD, basket},
+    calls::{self, PASSWORD, basket},
     client::{Client, Request},
     eventually, free_port,
     process::{self, NongsanProcess, SplitApp},
@@ -712,15 +712,7 @@ async fn a_server_stopping_lets_a_checkout_whose_buyer_left_finish() {
     let (seller, buyer, _) = api.shop().await;
     let listing = api.listing_with_stock(&seller, "10").await;
     let body = basket(&[(&listing, "2")], "cod");
-    let dropped = reqwest::Client::new()
-        .post(format!("{}/v1/checkouts", server.url))
-        .bearer_auth(&buyer.token)
-        .header("idempotency-key", "left")
-        .json(&body)
-        .timeout(Duration::from_millis(200))
-        .send()
-        .await;
-    assert!(dropped.is_err(), "the request is cut off: {dropped:?}");
+    calls::cut_off_checkout(&api, &buyer, "left", &body).await;
     let status = server.terminate().await;
     assert!(status.success(), "{status}");
     let server = NongsanProcess::start_on(&["up"], port, &env).await;

@@ -391,3 +391,18 @@ pub fn id_of(made: &Value) -> String {
         .unwrap_or_else(|| panic!("no id: {made}"))
         .to_owned()
 }
+
+/// Sends a checkout of `body` as `buyer` with `key` and hangs up after 200 ms, as a phone
+/// that loses its signal does: the caller holds the checkout longer (a fail point), so the
+/// request is cut off before its answer.
+pub async fn cut_off_checkout(api: &Client, buyer: &User, key: &str, body: &Value) {
+    let dropped = reqwest::Client::new()
+        .post(api.url("/v1/checkouts"))
+        .bearer_auth(&buyer.token)
+        .header("idempotency-key", key)
+        .json(body)
+        .timeout(std::time::Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(dropped.is_err(), "the request is cut off: {dropped:?}");
+}

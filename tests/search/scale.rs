@@ -481,3 +481,74 @@ async fn a_meilisearch_without_the_catalog_is_filled_in_large_batches() {
         .collect();
     assert_eq!(received, [1_200], "the additions to the new index: {tasks}");
 }
+
+/// A Meilisearch index that lost part of the catalog (restored from an older snapshot,
+/// documents deleted by hand) is filled again when the listing service starts: it used to be
+/// filled only when empty, and the lost listings stayed unfindable until a `nongsan reindex`.
+#[tokio::test]
+async fn a_meilisearch_index_missing_part_of_the_catalog_is_filled_again() {
+    let Some((url, key)) = super::contract::meili_server() else {
+        return;
+    };
+    let db = crate::support::TestDb::new().await;
+    let mut settings = crate::support::test_settings(&db).await;
+    settings.meili_url = Some(url.clone());
+    settings.meili_key = key.clone().map(secrecy::SecretString::from);
+    let index = format!("{}_listings", settings.redis_prefix);
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    listed(&app, 60).await;
+    searchable(&app, 60).await;
+    app.stop().await;
+    // 25 of the 60 deleted from Meilisearch behind the service's back.
+    let listing = db.pool("listing").await;
+    let lost: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM listings ORDER BY id LIMIT 25")
+            .fetch_all(&listing)
+            .await
+            .unwrap();
+    let http = reqwest::Client::new();
+    let authorized = |r: reqwest::RequestBuilder| match &key {
+        Some(key) => r.bearer_auth(key),
+        None => r,
+    };
+    let task: serde_json::Value = authorized(
+        http.post(format!("{url}/indexes/{index}/documents/delete-batch"))
+            .json(&lost),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let uid = task["taskUid"].as_u64().expect("a task");
+    eventually(
+        Duration::from_secs(30),
+        "the deletion to be done",
+        || async {
+            let t: serde_json::Value = authorized(http.get(format!("{url}/tasks/{uid}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (t["status"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+    let app = TestApp::spawn_with(settings, db).await;
+    searchable(&app, 60).await;
+    let (_, found) = app.api.search("in_stock=false&limit=100").await;
+    let ids: Vec<&str> = found["items"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .filter_map(|h| h["id"].as_str())
+        .collect();
+    assert!(
+        lost.iter().all(|id| ids.contains(&id.as_str())),
+        "every lost listing is found again: {ids:?}"
+    );
+    app.stop().await;
+}

@@ -188,7 +188,8 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     service
         .readiness
         .push(Arc::new(SearchReadiness(search.clone())));
-    // An empty index is filled beside the serving, not before it: the indexer fills it first.
+    // An index short of the catalog is filled beside the serving, not before it: the indexer
+    // fills it first.
     service
         .workers
         .push(tokio::spawn(search::indexer::run(pool.clone(), search)));

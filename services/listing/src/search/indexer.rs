@@ -107,15 +107,14 @@ fn retry_pause(failures: u32) -> Duration {
     Duration::from_millis(100u64 << failures.min(6)).min(Duration::from_secs(5))
 }
 
-/// Indexes until aborted: first fills an empty index ([`backfill_if_empty`]; 100,000
+/// Indexes until aborted: first fills an index short of the catalog ([`backfill_if_short`]; 100,000
 /// listings take tens of seconds, and searches meanwhile find what is indexed so far), then
 /// writes what is marked, woken by each commit that marked something dirty (read as they
 /// come, [`Notifications`]), and every second in case a wake-up was missed. Backs off while
-/// the engine is away. The fill comes first: a listing written before it would make the index
-/// look filled.
+/// the engine is away. The fill comes first, so that the indexer's writes wait for it.
 pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
     let mut failures = 0u32;
-    while let Err(e) = backfill_if_empty(&pool, engine.as_ref()).await {
+    while let Err(e) = backfill_if_short(&pool, engine.as_ref()).await {
         failures += 1;
         if worth_logging(failures) {
             tracing::warn!(
@@ -165,56 +164,75 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
     }
 }
 
-/// Fills the engine when it is empty but the catalog is not (a new embedded index, or a
-/// Meilisearch that lost its data or was just configured) as [`reindex`] fills a new one: in
-/// pages of 10,000 written as the engine's large batches, but into the serving index (it is
-/// empty: no search loses anything meanwhile), with the indexer holding back. Answers how
-/// many listings it wrote; `None` when there was nothing to do, or another listing process
-/// filled the engine first.
+/// Fills the engine when it holds fewer listings than the catalog (a new embedded index, a
+/// Meilisearch that lost its data or part of it, or was just configured) as [`reindex`] fills
+/// a new one: in pages of 10,000 written as the engine's large batches, but into the serving
+/// index (what it holds keeps being found meanwhile; a listing it holds is written again as
+/// it is), with the indexer holding back. Answers how many listings it wrote; `None` when
+/// there was nothing to do, or another listing process filled the engine first.
+///
+/// Every listing is indexed, hidden or not, and none is ever deleted: an index that counts
+/// fewer than the catalog has lost some. It used to be filled only when empty, so a
+/// Meilisearch that lost part of its documents (restored from an older snapshot, documents
+/// deleted by hand) kept missing them until someone ran `nongsan reindex`. A listing process
+/// started while another one's writes are still queued in Meilisearch may count short and
+/// fill for nothing: it costs the fill's time (about 22 s for 100,000 listings), and nothing
+/// is lost.
 ///
 /// It used to mark every listing dirty for the indexer, whose writes are a thousand
 /// listings each, one after another: 69–78 s for 100,000 listings into a new Meilisearch
 /// index with the machine otherwise idle, against about 22 s now (BENCHMARKS.md,
 /// 2026-12-06).
-pub async fn backfill_if_empty(
+pub async fn backfill_if_short(
     pool: &PgPool,
     engine: &dyn SearchEngine,
 ) -> anyhow::Result<Option<usize>> {
-    if engine.count().await? > 0 {
-        return Ok(None);
-    }
-    if !sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM listings) AS "any!""#)
-        .fetch_one(pool)
-        .await?
-    {
+    if !short(pool.acquire().await?.as_mut(), engine).await? {
         return Ok(None);
     }
     // A connection of its own, never back in the pool, as the reindex's.
     let mut conn = pool.acquire().await?.detach();
-    let filled = fill_if_still_empty(&mut conn, engine).await;
+    let filled = fill_if_still_short(&mut conn, engine).await;
     if let Err(e) = conn.close().await {
         tracing::warn!(error = %e, "closing the search backfill's connection");
     }
     filled
 }
 
-async fn fill_if_still_empty(
+/// Whether the engine holds fewer listings than the catalog; logged when it does.
+async fn short(conn: &mut PgConnection, engine: &dyn SearchEngine) -> anyhow::Result<bool> {
+    let indexed = engine.count().await?;
+    let listings = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM listings"#)
+        .fetch_one(&mut *conn)
+        .await?;
+    let listings = u64::try_from(listings).unwrap_or(0);
+    if indexed >= listings {
+        return Ok(false);
+    }
+    tracing::info!(
+        indexed,
+        listings,
+        "the search index holds fewer listings than the catalog: filling it"
+    );
+    Ok(true)
+}
+
+async fn fill_if_still_short(
     conn: &mut PgConnection,
     engine: &dyn SearchEngine,
 ) -> anyhow::Result<Option<usize>> {
     // Waits for the indexer's write in flight, or for another listing process that is
-    // filling the engine (or a `nongsan reindex`): then the engine is no longer empty.
+    // filling the engine (or a `nongsan reindex`): then the engine is no longer short.
     sqlx::query!("SELECT pg_advisory_lock($1)", REINDEX_LOCK)
         .execute(&mut *conn)
         .await?;
-    if engine.count().await? > 0 {
+    if !short(conn, engine).await? {
         return Ok(None);
     }
     let started = std::time::Instant::now();
-    tracing::info!("the search index is empty and the catalog is not: filling it");
     // Every listing is marked first, in one statement: a fill that stops half-way (the
-    // process stopped, the engine refused a page) leaves an index that is no longer empty,
-    // so no fill comes again, and the indexer writes what the marks still name.
+    // process stopped, the engine refused a page) leaves the rest to the indexer, and the
+    // next start fills again.
     sqlx::query!(
         "INSERT INTO search_dirty (listing_id) SELECT id FROM listings ON CONFLICT DO NOTHING"
     )
@@ -230,7 +248,8 @@ async fn fill_if_still_empty(
             .into_iter()
             .map(|m| (m.listing_id, m.marked_at))
             .collect();
-    // Straight into the serving index: there is nothing in it to keep serving meanwhile.
+    // Straight into the serving index: what it holds is found meanwhile, and what it lacks
+    // is found as each page is indexed.
     let n = write_all(conn, engine, &|_, _| {}).await?;
     engine.settle().await?;
     for chunk in marks.chunks(10_000) {

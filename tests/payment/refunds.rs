@@ -197,7 +197,7 @@ async fn a_paid_order_cancelled_by_its_buyer_is_refunded_in_full() {
 }
 
 /// An operator's refund of `amount` of `order` with idempotency key `key`.
-async fn operator_refund(
+pub(crate) async fn operator_refund(
     api: &Client,
     who: &User,
     order: &str,

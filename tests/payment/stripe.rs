@@ -1,10 +1,12 @@
 //! Stripe end to end against localstripe, through async-stripe: a card payment confirmed by
 //! a signed webhook, forged and stale webhooks refused, an event delivered three times
-//! credited once, a declined card, and a late payment refunded.
+//! credited once, a declined card, a late payment refunded, a refund Stripe answers
+//! `pending`, and a refund that fails after it succeeded.
 
 use std::time::Duration;
 
 use nongsan_payment::stripe::sign_header;
+use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -269,6 +271,197 @@ async fn a_card_payment_that_arrives_after_the_checkout_expired_is_refunded_at_s
         (s.on_hand.as_str(), s.reserved.as_str()),
         ("10", "0"),
         "nothing was sold"
+    );
+    app.stop().await;
+}
+
+/// A paid card checkout of 1 kg and an operator's refund of 10,000 đ of its order, asked
+/// until the payment side knows the order: (order id, what was paid, the first answer, the
+/// buyer).
+async fn paid_and_refunded(
+    stripe: &LocalStripe,
+    app: &TestApp,
+    key: &str,
+) -> (String, i64, Value, User) {
+    let api = &app.api;
+    let (_, buyer, listing) = api.shop().await;
+    let (c, intent) = card_checkout(api, &buyer, &listing, "1", "refund-me").await;
+    let (status, body) = stripe.pay(&intent, "pm_card_visa").await;
+    assert_eq!(status, 200, "{body}");
+    let checkout = c["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the checkout to be paid",
+        || async {
+            let (_, c) = api.read_checkout(&buyer, checkout).await;
+            (c["status"] == "paid").then_some(())
+        },
+    )
+    .await;
+    let order = c["orders"][0]["id"].as_str().unwrap().to_owned();
+    let operator = User::minted(Role::Operator);
+    let (status, refund) = eventually(
+        Duration::from_secs(15),
+        "the order to be known to payments",
+        || async {
+            let (status, r) =
+                super::refunds::operator_refund(api, &operator, &order, 10_000, key).await;
+            (status != 404).then_some((status, r))
+        },
+    )
+    .await;
+    assert_eq!(status, 201, "{refund}");
+    (order, c["grand_total"].as_i64().unwrap(), refund, buyer)
+}
+
+/// What the payment side counts as refunded of its payments.
+async fn refunded_vnd(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(sum(refunded_vnd), 0)::bigint FROM payments")
+        .fetch_one(&app.db.pool("payment").await)
+        .await
+        .unwrap()
+}
+
+/// Stripe may answer a refund `pending` (it is still being processed). It was booked as
+/// succeeded at once, and then never looked at again. Now it stays pending, is asked how it
+/// stands (not made again: Stripe keeps an idempotency key for 24 hours only), and ends when
+/// Stripe says. localstripe answers every refund `succeeded`, so a fail point reads its first
+/// answer as `pending`.
+#[tokio::test]
+async fn a_refund_stripe_answers_pending_stays_pending_until_stripe_says_it_succeeded() {
+    let stripe = LocalStripe::start().await;
+    let app = app_with(&stripe, |_| {}).await;
+    nongsan_shared::failpoint::set(
+        "refund.stripe_pending",
+        nongsan_shared::failpoint::Action::Error { times: 1 },
+    );
+    let (order, _, refund, _) = paid_and_refunded(&stripe, &app, "pending-1").await;
+    assert_eq!(refund["status"], "pending", "{refund}");
+    assert_eq!(refunded_vnd(&app).await, 10_000, "a pending refund counts");
+    let operator = User::minted(Role::Operator);
+    let ended = eventually(
+        Duration::from_secs(15),
+        "the refund to be asked again and end",
+        || async {
+            let (_, r) =
+                super::refunds::operator_refund(&app.api, &operator, &order, 10_000, "pending-1")
+                    .await;
+            (r["status"] != "pending").then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    assert_eq!(ended["id"], refund["id"]);
+    let made = stripe.refunds().await;
+    assert_eq!(
+        made.len(),
+        1,
+        "asked how it stands, not made again: {made:?}"
+    );
+    assert_eq!(ended["provider_ref"], made[0]["id"]);
+    app.stop().await;
+}
+
+/// A refund that Stripe answered `succeeded` can fail days later (the buyer's bank cannot
+/// take the money back): Stripe sends `refund.failed`. That event was ignored, so the order
+/// showed the money given back and its amount stayed taken from the payment. Now the refund
+/// is failed, its order shows it, its amount can be refunded again, and the order's ledger
+/// gives back what the refund took, once however often the event comes.
+#[tokio::test]
+async fn a_stripe_refund_that_fails_after_it_succeeded_is_failed_and_its_amount_freed() {
+    let stripe = LocalStripe::start().await;
+    let app = app_with(&stripe, |_| {}).await;
+    let api = &app.api;
+    let (order, paid, refund, buyer) = paid_and_refunded(&stripe, &app, "late-fail").await;
+    assert_eq!(refund["status"], "succeeded", "{refund}");
+    assert_eq!(refunded_vnd(&app).await, 10_000);
+    let made = stripe.refunds().await;
+    assert_eq!(made.len(), 1, "{made:?}");
+    let ours = uuid::Uuid::parse_str(refund["id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        made[0]["metadata"]["nongsan_refund"],
+        ours.simple().to_string(),
+        "the refund carries its id at Stripe"
+    );
+    let stripe_ref = made[0]["id"].as_str().unwrap();
+    let event = |id: &str, kind: &str, metadata: Value| {
+        json!({
+            "id": id, "object": "event", "type": kind, "created": 1,
+            "data": { "object": { "id": stripe_ref, "object": "refund", "amount": 10_000, "status": "failed", "metadata": metadata } }
+        })
+        .to_string()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let failed = event(
+        "evt_refund_failed",
+        "refund.failed",
+        json!({ "nongsan_refund": ours.simple().to_string() }),
+    );
+    // The same event three times, and Stripe's older event for the same change.
+    let updated = event(
+        "evt_refund_updated",
+        "charge.refund.updated",
+        json!({ "nongsan_refund": ours.simple().to_string() }),
+    );
+    for body in [&failed, &failed, &failed, &updated] {
+        let signature = sign_header(body.as_bytes(), WEBHOOK_SECRET, now);
+        assert_eq!(webhook(api, body, &signature).await, 200);
+    }
+    // A refund made elsewhere (the dashboard) is not nongsan's.
+    let elsewhere = event("evt_elsewhere", "refund.failed", json!({}));
+    let signature = sign_header(elsewhere.as_bytes(), WEBHOOK_SECRET, now);
+    assert_eq!(webhook(api, &elsewhere, &signature).await, 200);
+
+    let operator = User::minted(Role::Operator);
+    let (_, again) =
+        super::refunds::operator_refund(api, &operator, &order, 10_000, "late-fail").await;
+    assert_eq!(again["status"], "failed", "{again}");
+    assert_eq!(
+        again["provider_ref"], stripe_ref,
+        "the reference it had is kept"
+    );
+    assert_eq!(refunded_vnd(&app).await, 0, "its amount is freed");
+    let payments = app.db.pool("payment").await;
+    let reversed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger_transactions WHERE order_id = $1::uuid AND memo = 'refund failed at the provider after it succeeded'",
+    )
+    .bind(&order)
+    .fetch_one(&payments)
+    .await
+    .unwrap();
+    assert_eq!(
+        reversed, 1,
+        "the ledger gives back what the refund took, once"
+    );
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE event_type = 'payment.refunded' AND aggregate_id = $1",
+    )
+    .bind(ours.to_string())
+    .fetch_one(&payments)
+    .await
+    .unwrap();
+    assert_eq!(ended, 2, "succeeded, then failed");
+    let shown = eventually(
+        Duration::from_secs(15),
+        "the order to show the refund failed",
+        || async {
+            let (_, o) = api.read_order(&buyer, &order).await;
+            (o["refunds"][0]["status"] == "failed").then_some(o)
+        },
+    )
+    .await;
+    assert_eq!(
+        shown["refunds"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
+    // What is owed can be refunded again, up to the whole payment.
+    let (status, whole) =
+        super::refunds::operator_refund(api, &operator, &order, paid, "late-fail-2").await;
+    assert_eq!(
+        (status, whole["status"].as_str()),
+        (201, Some("succeeded")),
+        "{whole}"
     );
     app.stop().await;
 }

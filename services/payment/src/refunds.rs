@@ -21,6 +21,7 @@ use nongsan_shared::{
         payments::{PaymentMethod, PaymentStatus, RefundReason, RefundStatus},
     },
     events::{self, Envelope, Handler},
+    failpoint,
     http::Json,
 };
 use secrecy::ExposeSecret;
@@ -211,13 +212,28 @@ async fn load(conn: &mut PgConnection, id: RefundId) -> anyhow::Result<RefundVie
 }
 
 /// What a provider said to a refund.
-enum Answer {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
     /// Money given back: the provider's reference.
     Done(String),
-    /// Refused for good: its code and message.
+    /// Refused for good, or failed after it was taken: its code and message.
     Refused(String),
+    /// Taken, and still being processed (Stripe's `pending`): the provider's reference. It
+    /// is asked how it stands later, and its webhook may end it first.
+    Processing(String),
     /// No usable answer: ask again later.
     Later(String),
+}
+
+/// A refund and its payment, as recording an answer needs them.
+struct Asked {
+    amount_vnd: Vnd,
+    attempts: i32,
+    status: RefundStatus,
+    reason: RefundReason,
+    order_id: Option<OrderId>,
+    payment_id: PaymentId,
+    checkout_id: CheckoutId,
 }
 
 /// Asks the provider for one pending refund (locked, so one worker asks it at a time) and
@@ -226,7 +242,7 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
     let mut tx = app.pool.begin().await?;
     let Some(r) = sqlx::query!(
         r#"SELECT r.amount_vnd AS "amount_vnd: Vnd", r.attempts, r.requested_by, r.reason AS "reason: RefundReason", r.order_id AS "order_id: OrderId",
-                p.id AS "payment_id: PaymentId", p.checkout_id AS "checkout_id: CheckoutId", p.method AS "method: PaymentMethod",
+                r.provider_ref AS refund_ref, p.id AS "payment_id: PaymentId", p.checkout_id AS "checkout_id: CheckoutId", p.method AS "method: PaymentMethod",
                 p.txn_ref, p.provider_ref, p.provider_created, p.captured_vnd
            FROM refunds r JOIN payments p ON p.id = r.payment_id
            WHERE r.id = $1 AND r.status = 'pending' FOR UPDATE OF r SKIP LOCKED"#,
@@ -274,15 +290,30 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
             }
         }
         PaymentMethod::Stripe => match &app.stripe {
+            // Made before and answered `pending`: asked how it stands, not made again.
+            Some(stripe) if r.refund_ref.is_some() => {
+                let made = r.refund_ref.clone().unwrap_or_default();
+                match stripe.refund_status(&made).await {
+                    Ok(status) => {
+                        crate::stripe::refund_answer(&made, status.as_deref().unwrap_or(""))
+                    }
+                    Err(e) => Answer::Later(e.to_string()),
+                }
+            }
             Some(stripe) => match stripe
                 .refund(&r.txn_ref, r.amount_vnd.get(), &id.0.simple().to_string())
                 .await
             {
-                Ok((reference, status)) if status.as_deref() == Some("failed") => {
-                    Answer::Refused(format!("failed: {reference}"))
+                Ok((made, status)) => {
+                    // localstripe answers every refund `succeeded`: a test reads it as
+                    // `pending` through this fail point.
+                    let status = if failpoint::hit("refund.stripe_pending").is_err() {
+                        Some("pending".to_owned())
+                    } else {
+                        status
+                    };
+                    crate::stripe::refund_answer(&made, status.as_deref().unwrap_or(""))
                 }
-                // Succeeded, or pending at Stripe (which completes it by itself).
-                Ok((reference, _)) => Answer::Done(reference),
                 // Stripe refused the request itself (4xx): asking again will not help.
                 Err(stripe::StripeError::Stripe(e, status)) if stripe_refused(status) => {
                     Answer::Refused(format!(
@@ -331,24 +362,97 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
         }
         other => Answer::Later(format!("refunds through {} are not built", other.as_str())),
     };
+    let asked = Asked {
+        amount_vnd: r.amount_vnd,
+        attempts: r.attempts,
+        status: RefundStatus::Pending,
+        reason: r.reason,
+        order_id: r.order_id,
+        payment_id: r.payment_id,
+        checkout_id: r.checkout_id,
+    };
+    record(&mut tx, id, &asked, answer).await?;
+    let view = load(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Some(view))
+}
+
+/// Records what the provider said of a refund after it was asked (Stripe's refund webhooks):
+/// a pending refund ends, and one that succeeded and then failed at the provider (the
+/// buyer's bank could not take the money back) is failed: its amount counts against its
+/// payment no more, its order's ledger gives back what the refund took, and its order shows
+/// it failed, for an operator to refund again. Anything else (said again, or said of a
+/// refund already failed) changes nothing. The refund's row is locked meanwhile, so a worker
+/// asking the provider at the same time records first or after.
+pub async fn provider_said(
+    conn: &mut PgConnection,
+    id: RefundId,
+    answer: Answer,
+) -> anyhow::Result<()> {
+    let Some(r) = sqlx::query_as!(
+        Asked,
+        r#"SELECT r.amount_vnd AS "amount_vnd: Vnd", r.attempts, r.status AS "status: RefundStatus", r.reason AS "reason: RefundReason",
+                r.order_id AS "order_id: OrderId", p.id AS "payment_id: PaymentId", p.checkout_id AS "checkout_id: CheckoutId"
+           FROM refunds r JOIN payments p ON p.id = r.payment_id
+           WHERE r.id = $1 FOR UPDATE OF r"#,
+        id.0,
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        tracing::warn!(refund = %id, "the provider spoke of a refund nongsan does not hold");
+        return Ok(());
+    };
+    let goes_on = match (r.status, &answer) {
+        (RefundStatus::Pending, _) => true,
+        (RefundStatus::Succeeded, Answer::Refused(said)) => {
+            tracing::warn!(refund = %id, said, "a refund that succeeded failed at the provider");
+            true
+        }
+        _ => false,
+    };
+    if goes_on {
+        record(conn, id, &r, answer).await?;
+    }
+    Ok(())
+}
+
+/// Records a provider's answer to a refund locked by the caller: ended (its order's ledger
+/// settled, `payment.refunded` emitted), or left pending to be asked again.
+async fn record(
+    conn: &mut PgConnection,
+    id: RefundId,
+    r: &Asked,
+    answer: Answer,
+) -> anyhow::Result<()> {
     let (status, provider_ref, said) = match answer {
         Answer::Done(reference) => (RefundStatus::Succeeded, Some(reference), None),
         Answer::Refused(said) => (RefundStatus::Failed, None, Some(said)),
+        Answer::Processing(reference) => {
+            // Asked how it stands after the same pauses as a provider that did not answer.
+            sqlx::query!(
+                "UPDATE refunds SET provider_ref = $2, provider_answer = 'processing at the provider', attempts = attempts + 1,
+                        next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
+                 WHERE id = $1",
+                id.0,
+                reference,
+                retry_secs(r.attempts),
+            )
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
         Answer::Later(said) => {
             tracing::warn!(refund = %id, said, "the provider did not take the refund yet; asked again later");
-            let backoff =
-                2_i64.saturating_pow(u32::try_from(r.attempts.clamp(0, 10)).unwrap_or(10));
             sqlx::query!(
                 "UPDATE refunds SET attempts = attempts + 1, provider_answer = $2, next_attempt_at = now() + make_interval(secs => $3), updated_at = now() WHERE id = $1",
                 id.0,
                 said,
-                backoff.min(600) as f64,
+                retry_secs(r.attempts),
             )
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            let view = load(&mut tx, id).await?;
-            tx.commit().await?;
-            return Ok(Some(view));
+            return Ok(());
         }
     };
     // Locks in the order every path takes them: the order's row, then (by the refund's
@@ -358,25 +462,26 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
             "SELECT order_id FROM payment_orders WHERE order_id = $1 FOR UPDATE",
             order.0
         )
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
     }
+    // A refund that failed after it succeeded keeps the provider's reference it had.
     sqlx::query!(
-        "UPDATE refunds SET status = $2, provider_ref = $3, provider_answer = $4, attempts = attempts + 1, updated_at = now() WHERE id = $1",
+        "UPDATE refunds SET status = $2, provider_ref = COALESCE($3, provider_ref), provider_answer = $4, attempts = attempts + 1, updated_at = now() WHERE id = $1",
         id.0,
         status as _,
         provider_ref,
         said,
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     if let Some(order) = r.order_id {
-        let why = if status == RefundStatus::Succeeded {
-            "refund confirmed by the provider"
-        } else {
-            "refund refused by the provider"
+        let why = match (r.status, status) {
+            (_, RefundStatus::Succeeded) => "refund confirmed by the provider",
+            (RefundStatus::Succeeded, _) => "refund failed at the provider after it succeeded",
+            _ => "refund refused by the provider",
         };
-        ledger::settle_order(&mut tx, order, why).await?;
+        ledger::settle_order(&mut *conn, order, why).await?;
     }
     let body = RefundEvent {
         refund_id: id,
@@ -387,17 +492,28 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
         reason: r.reason,
         status,
     };
+    // The second ending of a refund (failed after it succeeded) is its second version.
+    let version = if r.status == RefundStatus::Pending {
+        1
+    } else {
+        2
+    };
     events::emit(
-        &mut tx,
+        &mut *conn,
         EventType::PaymentRefunded,
         &id.to_string(),
-        1,
+        version,
         &body,
     )
     .await?;
-    let view = load(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(Some(view))
+    Ok(())
+}
+
+/// Seconds before a refund is asked again after its `attempts`-th attempt: 1 doubling to
+/// at most 10 minutes.
+fn retry_secs(attempts: i32) -> f64 {
+    let backoff = 2_i64.saturating_pow(u32::try_from(attempts.clamp(0, 10)).unwrap_or(10));
+    backoff.min(600) as f64
 }
 
 /// An operator's refund of (part of) an order.

@@ -19,7 +19,7 @@ use axum::{
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use nongsan_shared::{
-    ApiError, CheckoutId, PaymentId, Text, Vnd,
+    ApiError, CheckoutId, PaymentId, RefundId, Text, Vnd,
     contracts::payments::{PaymentMethod, PaymentStatus},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -28,13 +28,17 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError
 use stripe_core::{
     PaymentIntentStatus,
     payment_intent::{CreatePaymentIntent, RetrievePaymentIntent},
-    refund::CreateRefund,
+    refund::{CreateRefund, RetrieveRefund},
 };
 
 use crate::{
     AppState,
     payments::{Settled, settle},
+    refunds,
 };
+
+/// The metadata key of a refund made by nongsan: our refund's id (simple form).
+pub const REFUND_METADATA: &str = "nongsan_refund";
 
 /// How old a webhook's signature may be, seconds.
 pub const TOLERANCE_SECS: i64 = 300;
@@ -95,8 +99,10 @@ impl Stripe {
         ))
     }
 
-    /// Refunds `amount` of a PaymentIntent, keyed by our refund id: (Stripe's refund id,
-    /// its status: `succeeded`, `pending` or `failed`...).
+    /// Refunds `amount` of a PaymentIntent, keyed by our refund id, which the refund also
+    /// carries in its metadata (`nongsan_refund`, read back from its webhooks): (Stripe's
+    /// refund id, its status: `succeeded`, `pending`, `requires_action`, `failed` or
+    /// `canceled`).
     pub async fn refund(
         &self,
         intent: &str,
@@ -106,6 +112,10 @@ impl Stripe {
         let refund = CreateRefund::new()
             .payment_intent(intent)
             .amount(amount)
+            .metadata(HashMap::from([(
+                REFUND_METADATA.to_owned(),
+                refund_id.to_owned(),
+            )]))
             .customize()
             .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
                 "nongsan-refund-{refund_id}"
@@ -113,6 +123,12 @@ impl Stripe {
             .send(&self.client)
             .await?;
         Ok((refund.id.to_string(), refund.status))
+    }
+
+    /// A refund's status now (a refund Stripe answered `pending` is asked again this way, not
+    /// made again: an idempotency key is kept for 24 hours only).
+    pub async fn refund_status(&self, refund: &str) -> Result<Option<String>, StripeError> {
+        Ok(RetrieveRefund::new(refund).send(&self.client).await?.status)
     }
 
     /// A PaymentIntent's state and what it received.
@@ -215,6 +231,22 @@ struct EventObject {
     id: String,
     #[serde(default)]
     amount_received: i64,
+    /// A refund's status.
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+/// What a refund's Stripe status says: `succeeded` is done, `failed` and `canceled` are
+/// final refusals, and `pending` or `requires_action` (or a status Stripe adds later) is
+/// still being processed.
+pub fn refund_answer(refund: &str, status: &str) -> refunds::Answer {
+    match status {
+        "succeeded" => refunds::Answer::Done(refund.to_owned()),
+        "failed" | "canceled" => refunds::Answer::Refused(format!("{status}: {refund}")),
+        _ => refunds::Answer::Processing(refund.to_owned()),
+    }
 }
 
 fn bad_request(code: &'static str, en: &str, vi: &str) -> ApiError {
@@ -333,6 +365,27 @@ pub async fn handle_webhook(
             // The buyer may try another card; the checkout's own expiry ends it.
             tracing::info!(intent = event.data.object.id, "a card was declined");
         }
+        // A refund's status changed: one answered `pending` ended, or one that succeeded
+        // failed later (the buyer's bank could not take it back). Refunds made elsewhere (the
+        // Stripe dashboard) are not ours to record.
+        "refund.updated" | "refund.failed" | "charge.refund.updated" => {
+            let object = &event.data.object;
+            let ours = object
+                .metadata
+                .get(REFUND_METADATA)
+                .and_then(|id| id.parse::<uuid::Uuid>().ok())
+                .map(RefundId);
+            match (ours, object.status.as_deref()) {
+                (Some(refund), Some(status)) => {
+                    refunds::provider_said(&mut tx, refund, refund_answer(&object.id, status))
+                        .await?;
+                }
+                _ => tracing::info!(
+                    refund = object.id,
+                    "a Stripe refund that nongsan did not make"
+                ),
+            }
+        }
         other => tracing::debug!(event = other, "a Stripe event nongsan does not act on"),
     }
     tx.commit().await?;
@@ -345,6 +398,32 @@ mod tests {
 
     const T: i64 = 1_700_000_000;
     const BODY: &[u8] = br#"{"id":"evt_1"}"#;
+
+    #[test]
+    fn a_refund_is_done_when_succeeded_refused_when_failed_or_canceled_and_otherwise_processing() {
+        assert_eq!(
+            refund_answer("re_1", "succeeded"),
+            refunds::Answer::Done("re_1".into())
+        );
+        for end in ["failed", "canceled"] {
+            assert_eq!(
+                refund_answer("re_1", end),
+                refunds::Answer::Refused(format!("{end}: re_1"))
+            );
+        }
+        for on in [
+            "pending",
+            "requires_action",
+            "",
+            "a_status_stripe_adds_later",
+        ] {
+            assert_eq!(
+                refund_answer("re_1", on),
+                refunds::Answer::Processing("re_1".into()),
+                "{on}"
+            );
+        }
+    }
 
     #[test]
     fn a_signature_is_stripes_hmac_sha256_over_the_timestamp_and_the_raw_body() {

@@ -224,3 +224,68 @@ async fn a_momo_result_still_in_progress_leaves_the_payment_pending_until_the_fi
     api.paid_and_sold(&buyer, id, &seller, &listing, "8").await;
     app.stop().await;
 }
+
+/// A MoMo refund whose answer was lost (MoMo took it, nongsan saw HTTP 502) is asked again,
+/// and MoMo answers that its orderId is used (41). That answer was recorded as a refusal: the
+/// refund showed failed while MoMo had paid it, and its amount was free to be refunded a
+/// second time. Now the payment's refunds are asked, and the refund is the one MoMo made.
+#[tokio::test]
+async fn a_momo_refund_whose_answer_was_lost_is_found_made_not_refused() {
+    let momo = FakeMomo::start().await;
+    let app = app_with(&momo, |_| {}).await;
+    let api = &app.api;
+    let (_, buyer, listing) = api.shop().await;
+    let (status, c) = api
+        .checkout(&buyer, "momo-lost", &basket(&[(&listing, "2")], "momo"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let amount = c["grand_total"].as_i64().unwrap();
+    let order = order_id(&c);
+    momo.pay(&order, amount);
+    assert_eq!(ipn(api, &FakeMomo::ipn(&order, amount, 0)).await, 204);
+    let id = c["id"].as_str().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the checkout to be paid",
+        || async {
+            let (_, c) = api.read_checkout(&buyer, id).await;
+            (c["status"] == "paid").then_some(())
+        },
+    )
+    .await;
+
+    momo.lose_refund_answers(1);
+    let order_id = c["orders"][0]["id"].as_str().unwrap();
+    let (status, body) = api.order_action(&buyer, order_id, "cancel", None).await;
+    assert_eq!(status, 200, "{body}");
+    let o = eventually(Duration::from_secs(20), "the refund to end", || async {
+        let (_, o) = api.read_order(&buyer, order_id).await;
+        (o["refunds"].as_array().map(Vec::len) == Some(1)).then_some(o)
+    })
+    .await;
+    assert_eq!(o["refunds"][0]["status"], "succeeded", "{o}");
+    assert_eq!(
+        momo.calls("refund").len(),
+        2,
+        "asked again after the lost answer"
+    );
+    let taken: Vec<i64> = momo
+        .state
+        .lock()
+        .unwrap()
+        .refunds
+        .values()
+        .map(|(_, _, refund)| *refund)
+        .collect();
+    assert_eq!(taken.len(), 1, "MoMo took one refund");
+    let recorded: Option<String> = sqlx::query_scalar("SELECT provider_ref FROM refunds")
+        .fetch_one(&app.db.pool("payment").await)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        Some(taken[0].to_string()),
+        "the refund is MoMo's refund transaction"
+    );
+    app.stop().await;
+}

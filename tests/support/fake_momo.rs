@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axum::{Router, extract::State, routing::post};
+use axum::{Router, extract::State, http::StatusCode, routing::post};
 use nongsan_payment::momo::{self, Ipn};
 use serde_json::{Value, json};
 
@@ -26,6 +26,11 @@ pub struct FakeState {
     pub calls: Vec<(String, Value)>,
     /// Payments MoMo took, by orderId: (amount, transId).
     pub paid: HashMap<String, (i64, i64)>,
+    /// Refunds MoMo took, by their orderId: (the payment's transId, amount, the refund's
+    /// transId).
+    pub refunds: HashMap<String, (i64, i64, i64)>,
+    /// Refunds to take and then answer HTTP 502, as if the answer were lost on its way.
+    pub lose_refund_answers: u32,
 }
 
 /// A running fake.
@@ -65,7 +70,13 @@ async fn answer(
     State(state): State<Arc<Mutex<FakeState>>>,
     uri: axum::http::Uri,
     axum::Json(body): axum::Json<Value>,
-) -> axum::Json<Value> {
+) -> (StatusCode, axum::Json<Value>) {
+    let (status, body) = answer_of(&state, &uri, body);
+    (status, axum::Json(body))
+}
+
+fn answer_of(state: &Mutex<FakeState>, uri: &axum::http::Uri, body: Value) -> (StatusCode, Value) {
+    let ok = |v: Value| (StatusCode::OK, v);
     let path = uri.path().to_owned();
     let mut s = state.lock().unwrap();
     s.calls.push((path.clone(), body.clone()));
@@ -86,22 +97,30 @@ async fn answer(
                 "requestType",
             ];
             if !signed(&body, &names) {
-                return axum::Json(bad);
+                return ok(bad);
             }
-            axum::Json(
+            ok(
                 json!({ "partnerCode": PARTNER, "orderId": order, "requestId": field(&body, "requestId"), "amount": body["amount"],
                 "resultCode": 0, "message": "Thành công.", "payUrl": format!("https://test-payment.momo.vn/pay/{order}") }),
             )
         }
         "/v2/gateway/api/query" => {
             if !signed(&body, &["accessKey", "orderId", "partnerCode", "requestId"]) {
-                return axum::Json(bad);
+                return ok(bad);
             }
             match s.paid.get(&order) {
-                Some((amount, trans)) => axum::Json(
-                    json!({ "orderId": order, "resultCode": 0, "message": "Thành công.", "amount": amount, "transId": trans }),
-                ),
-                None => axum::Json(
+                Some((amount, trans)) => {
+                    let refund_trans: Vec<Value> = s
+                        .refunds
+                        .iter()
+                        .filter(|(_, (paid_with, _, _))| paid_with == trans)
+                        .map(|(id, (_, amount, refund))| json!({ "orderId": id, "amount": amount, "resultCode": 0, "transId": refund, "createdTime": 1_721_014_700_000_i64 }))
+                        .collect();
+                    ok(
+                        json!({ "orderId": order, "resultCode": 0, "message": "Thành công.", "amount": amount, "transId": trans, "refundTrans": refund_trans }),
+                    )
+                }
+                None => ok(
                     json!({ "orderId": order, "resultCode": 1000, "message": "Giao dịch đã được khởi tạo, chờ người dùng xác nhận thanh toán." }),
                 ),
             }
@@ -117,10 +136,23 @@ async fn answer(
                 "transId",
             ];
             if !signed(&body, &names) {
-                return axum::Json(bad);
+                return ok(bad);
             }
-            axum::Json(
-                json!({ "orderId": order, "resultCode": 0, "message": "Thành công.", "amount": body["amount"], "transId": 5_000_000 + s.calls.len() }),
+            if s.refunds.contains_key(&order) {
+                return ok(
+                    json!({ "orderId": order, "resultCode": 41, "message": "Trùng orderId. Duplicated orderId." }),
+                );
+            }
+            let refund = 5_000_000 + i64::try_from(s.calls.len()).unwrap();
+            let paid_with = body["transId"].as_i64().unwrap_or_default();
+            let amount = body["amount"].as_i64().unwrap_or_default();
+            s.refunds.insert(order.clone(), (paid_with, amount, refund));
+            if s.lose_refund_answers > 0 {
+                s.lose_refund_answers -= 1;
+                return (StatusCode::BAD_GATEWAY, json!({}));
+            }
+            ok(
+                json!({ "orderId": order, "resultCode": 0, "message": "Thành công.", "amount": amount, "transId": refund }),
             )
         }
     }
@@ -177,6 +209,11 @@ impl FakeMomo {
         };
         ipn.signature = momo::sign(SECRET_KEY, &ipn.signing_string(ACCESS_KEY));
         ipn
+    }
+
+    /// The next `n` refunds are taken and answered HTTP 502.
+    pub fn lose_refund_answers(&self, n: u32) {
+        self.state.lock().unwrap().lose_refund_answers = n;
     }
 
     /// MoMo took `amount` for `order_id` (its query says so from now on).

@@ -104,7 +104,29 @@ pub struct Answer {
     /// đồng (query).
     #[serde(default)]
     pub amount: Option<i64>,
+    /// The payment's refunds (query).
+    #[serde(default)]
+    pub refund_trans: Vec<RefundTrans>,
 }
+
+/// One refund of a payment, as MoMo's query lists it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundTrans {
+    /// The refund's orderId (ours: the refund's id).
+    pub order_id: String,
+    /// đồng.
+    #[serde(default)]
+    pub amount: i64,
+    /// 0: done.
+    pub result_code: i64,
+    /// MoMo's refund transaction.
+    #[serde(default)]
+    pub trans_id: Option<i64>,
+}
+
+/// MoMo's `resultCode` for an orderId already used by this partner.
+pub const DUPLICATED_ORDER_ID: i64 = 41;
 
 /// MoMo's IPN body.
 #[derive(Debug, Clone, Serialize, Deserialize)]

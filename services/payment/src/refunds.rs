@@ -346,14 +346,29 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
                     match momo::call(&app.http, &s.momo_endpoint, "/v2/gateway/api/refund", &body)
                         .await
                     {
-                        Ok(a) if a.result_code == 0 => {
-                            Answer::Done(a.trans_id.map(|t| t.to_string()).unwrap_or(reference))
+                        // Our refund's orderId is used: an earlier attempt whose answer was
+                        // lost made it. Its payment's refunds say how it ended.
+                        Ok(a) if a.result_code == momo::DUPLICATED_ORDER_ID => {
+                            let query = momo::query_body(
+                                keys,
+                                &r.txn_ref,
+                                &uuid::Uuid::now_v7().simple().to_string(),
+                            );
+                            match momo::call(
+                                &app.http,
+                                &s.momo_endpoint,
+                                "/v2/gateway/api/query",
+                                &query,
+                            )
+                            .await
+                            {
+                                Ok(q) => momo_refund_made(&q, &reference),
+                                Err(e) => Answer::Later(e.to_string()),
+                            }
                         }
-                        // Still being processed at MoMo, or its system error: ask again.
-                        Ok(a) if matches!(a.result_code, 99 | 1000 | 7000 | 7002) => {
-                            Answer::Later(format!("{}: {}", a.result_code, a.message))
+                        Ok(a) => {
+                            momo_refund_answer(a.result_code, &a.message, a.trans_id, &reference)
                         }
-                        Ok(a) => Answer::Refused(format!("{}: {}", a.result_code, a.message)),
                         Err(e) => Answer::Later(e.to_string()),
                     }
                 }
@@ -507,6 +522,35 @@ async fn record(
     )
     .await?;
     Ok(())
+}
+
+/// What MoMo's answer to a refund (or its record of one) says: 0 is done (MoMo's refund
+/// transaction, or our reference without one); still being processed or MoMo's own error,
+/// ask again; anything else refused.
+fn momo_refund_answer(code: i64, message: &str, trans_id: Option<i64>, reference: &str) -> Answer {
+    match code {
+        0 => Answer::Done(trans_id.map_or_else(|| reference.to_owned(), |t| t.to_string())),
+        99 | 1000 | 7000 | 7002 => Answer::Later(format!("{code}: {message}")),
+        _ => Answer::Refused(format!("{code}: {message}")),
+    }
+}
+
+/// How the refund `reference` ended by its payment's query (`refundTrans`), asked after MoMo
+/// answered that its orderId was used. Recorded as refused, an earlier attempt that MoMo
+/// took would free its amount to be refunded a second time. Not listed: asked again.
+fn momo_refund_made(query: &momo::Answer, reference: &str) -> Answer {
+    match query.refund_trans.iter().find(|t| t.order_id == reference) {
+        Some(t) => momo_refund_answer(
+            t.result_code,
+            "MoMo's refund of this payment",
+            t.trans_id,
+            reference,
+        ),
+        None => Answer::Later(format!(
+            "{}: MoMo says this refund's orderId was used, and its payment lists no refund under it",
+            momo::DUPLICATED_ORDER_ID
+        )),
+    }
 }
 
 /// Seconds before a refund is asked again after its `attempts`-th attempt: 1 doubling to

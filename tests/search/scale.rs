@@ -429,18 +429,30 @@ async fn a_lost_embedded_index_is_filled_again_from_the_catalog() {
     app.stop().await;
 }
 
+/// A new database and settings that put the index on the Meilisearch of the contract suite,
+/// with its URL and key; `None` without one.
+async fn on_meilisearch() -> Option<(
+    crate::support::TestDb,
+    nongsan_shared::config::Settings,
+    String,
+    Option<String>,
+)> {
+    let (url, key) = super::contract::meili_server()?;
+    let db = crate::support::TestDb::new().await;
+    let mut settings = crate::support::test_settings(&db).await;
+    settings.meili_url = Some(url.clone());
+    settings.meili_key = key.clone().map(secrecy::SecretString::from);
+    Some((db, settings, url, key))
+}
+
 /// A Meilisearch that does not hold the catalog's index (a new server, or one that lost its
 /// data) is filled in large batches: the catalog's 1,200 listings reach it as one addition,
 /// not as the indexer's additions of a thousand each, one after another.
 #[tokio::test]
 async fn a_meilisearch_without_the_catalog_is_filled_in_large_batches() {
-    let Some((url, key)) = super::contract::meili_server() else {
+    let Some((db, mut settings, url, key)) = on_meilisearch().await else {
         return;
     };
-    let db = crate::support::TestDb::new().await;
-    let mut settings = crate::support::test_settings(&db).await;
-    settings.meili_url = Some(url.clone());
-    settings.meili_key = key.clone().map(secrecy::SecretString::from);
     let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
     listed(&app, 1_200).await;
     searchable(&app, 1_200).await;
@@ -487,13 +499,9 @@ async fn a_meilisearch_without_the_catalog_is_filled_in_large_batches() {
 /// filled only when empty, and the lost listings stayed unfindable until a `nongsan reindex`.
 #[tokio::test]
 async fn a_meilisearch_index_missing_part_of_the_catalog_is_filled_again() {
-    let Some((url, key)) = super::contract::meili_server() else {
+    let Some((db, settings, url, key)) = on_meilisearch().await else {
         return;
     };
-    let db = crate::support::TestDb::new().await;
-    let mut settings = crate::support::test_settings(&db).await;
-    settings.meili_url = Some(url.clone());
-    settings.meili_key = key.clone().map(secrecy::SecretString::from);
     let index = format!("{}_listings", settings.redis_prefix);
     let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
     listed(&app, 60).await;

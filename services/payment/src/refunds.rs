@@ -443,31 +443,14 @@ async fn record(
     let (status, provider_ref, said) = match answer {
         Answer::Done(reference) => (RefundStatus::Succeeded, Some(reference), None),
         Answer::Refused(said) => (RefundStatus::Failed, None, Some(said)),
+        // Taken and still being processed: asked how it stands after the same pauses as a
+        // provider that did not answer.
         Answer::Processing(reference) => {
-            // Asked how it stands after the same pauses as a provider that did not answer.
-            sqlx::query!(
-                "UPDATE refunds SET provider_ref = $2, provider_answer = 'processing at the provider', attempts = attempts + 1,
-                        next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
-                 WHERE id = $1",
-                id.0,
-                reference,
-                retry_secs(r.attempts),
-            )
-            .execute(&mut *conn)
-            .await?;
-            return Ok(());
+            return again_later(conn, id, r, "processing at the provider", Some(reference)).await;
         }
         Answer::Later(said) => {
             tracing::warn!(refund = %id, said, "the provider did not take the refund yet; asked again later");
-            sqlx::query!(
-                "UPDATE refunds SET attempts = attempts + 1, provider_answer = $2, next_attempt_at = now() + make_interval(secs => $3), updated_at = now() WHERE id = $1",
-                id.0,
-                said,
-                retry_secs(r.attempts),
-            )
-            .execute(&mut *conn)
-            .await?;
-            return Ok(());
+            return again_later(conn, id, r, &said, None).await;
         }
     };
     // Locks in the order every path takes them: the order's row, then (by the refund's
@@ -553,11 +536,28 @@ fn momo_refund_made(query: &momo::Answer, reference: &str) -> Answer {
     }
 }
 
-/// Seconds before a refund is asked again after its `attempts`-th attempt: 1 doubling to
-/// at most 10 minutes.
-fn retry_secs(attempts: i32) -> f64 {
-    let backoff = 2_i64.saturating_pow(u32::try_from(attempts.clamp(0, 10)).unwrap_or(10));
-    backoff.min(600) as f64
+/// Leaves a refund pending, to be asked again after its `attempts`-th attempt: in 1 s
+/// doubling to at most 10 minutes; with the provider's reference when it gave one.
+async fn again_later(
+    conn: &mut PgConnection,
+    id: RefundId,
+    r: &Asked,
+    said: &str,
+    provider_ref: Option<String>,
+) -> anyhow::Result<()> {
+    let backoff = 2_i64.saturating_pow(u32::try_from(r.attempts.clamp(0, 10)).unwrap_or(10));
+    sqlx::query!(
+        "UPDATE refunds SET attempts = attempts + 1, provider_answer = $2, provider_ref = COALESCE($3, provider_ref),
+                next_attempt_at = now() + make_interval(secs => $4), updated_at = now()
+         WHERE id = $1",
+        id.0,
+        said,
+        provider_ref,
+        backoff.min(600) as f64,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// An operator's refund of (part of) an order.

@@ -886,9 +886,10 @@ async fn an_import_locks_its_listings_stock_in_listing_order_not_file_order() {
 }
 
 /// A manager may name a household (`X-On-Behalf-Of`) on the cooperative's own things, as the
-/// authorization table allows, but nothing checks whom it names there: so nothing is recorded
-/// in that household's name, neither in its audit nor on the stock's movements. On the
-/// member's own listing, where access checks the name, it is recorded.
+/// authorization table allows (pooling a member's lot), but only a member: a stranger named
+/// there is 403, and nothing is recorded in its name, neither in its audit nor on the stock's
+/// movements (before, the name was taken and ignored: 200 and 201). On the member's own
+/// listing, where access checks the name, it is recorded.
 #[tokio::test]
 async fn a_household_named_on_the_cooperatives_own_things_is_not_written_in_its_name() {
     let app = TestApp::spawn().await;
@@ -903,13 +904,23 @@ async fn a_household_named_on_the_cooperatives_own_things_is_not_written_in_its_
                 .json(&json!({ "price_vnd": 70000 })),
         )
         .await;
-    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.status, 403, "{}", res.text());
     let res = app
         .api
         .send(
             Request::post(format!("/v1/listings/{}/lots", c.pooled))
                 .by(&posing)
                 .json(&json!({ "lot_code": "X-1", "harvest_date": "2026-11-20", "quantity": "1", "household_id": c.member.id })),
+        )
+        .await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    // Naming a member there is what pooling does.
+    let res = app
+        .api
+        .send(
+            Request::post(format!("/v1/listings/{}/lots", c.pooled))
+                .by(&c.manager.acting_for(&c.member.id))
+                .json(&json!({ "lot_code": "X-2", "harvest_date": "2026-11-20", "quantity": "1", "household_id": c.member.id })),
         )
         .await;
     assert_eq!(res.status, 201, "{}", res.text());

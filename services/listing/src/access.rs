@@ -3,7 +3,8 @@
 //! A household acts for itself; a helper acts for the households assigned to it, saying so
 //! with `X-On-Behalf-Of`; a cooperative manager acts for the cooperative and its current
 //! members (households that accepted its invitation, or that an operator approved, never
-//! one that is only invited); an operator may act for anyone. The order service asks the
+//! one that is only invited), naming only a member in `X-On-Behalf-Of` on the cooperative's
+//! own things; an operator may act for anyone. The order service asks the
 //! same question through `/v1/internal/seller-access`.
 
 use nongsan_shared::{
@@ -58,8 +59,14 @@ pub async fn may_manage(conn: &mut PgConnection, actor: &Actor, owner: Owner) ->
             actor.on_behalf_of.is_none_or(|b| b == h)
                 && manages_member(conn, actor.account_id, h).await?
         }
+        // A household named on the cooperative's own things (pooling a member's lot) must be
+        // a member: a manager who names a stranger is refused, not ignored.
         (Role::CooperativeManager, Owner::Cooperative(c)) => {
             manages(conn, actor.account_id, c).await?
+                && match actor.on_behalf_of {
+                    None => true,
+                    Some(h) => is_member(conn, c, h).await?,
+                }
         }
         _ => false,
     };

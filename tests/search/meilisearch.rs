@@ -159,6 +159,32 @@ async fn the_adapter_sends_exactly_the_recorded_search_request() {
         "no facets asked, none requested: {sent}"
     );
     assert_eq!(sent["sort"], json!(["_geoPoint(11.9404, 108.4583):asc"]));
+
+    // The search endpoint asks for the fields it copies through, and the benchmark sends
+    // Meilisearch what it sends; near a point it asks for everything (hits sorted by distance
+    // carry `_geoDistance`, which is not copied into answers).
+    let plain = SearchQuery {
+        q: "xoài".into(),
+        ..Default::default()
+    };
+    engine.search_page(&plain).await.unwrap();
+    let sent = fake.requests("POST", "/search").pop().unwrap().body;
+    assert_eq!(
+        sent["attributesToRetrieve"],
+        json!(nongsan_listing::search::RAW_FIELDS),
+        "{sent}"
+    );
+    assert_eq!(
+        sent,
+        nongsan_listing::search::meili::request_body(&plain).unwrap()
+    );
+    engine.search_page(&by_distance).await.unwrap();
+    let sent = fake.requests("POST", "/search").pop().unwrap().body;
+    assert!(sent.get("attributesToRetrieve").is_none(), "{sent}");
+    assert_eq!(
+        sent,
+        nongsan_listing::search::meili::request_body(&by_distance).unwrap()
+    );
 }
 
 #[tokio::test]

@@ -168,17 +168,133 @@ pub struct Hit {
     pub distance_km: Option<f64>,
 }
 
+/// A hit as the search endpoint answers it: typed, or as Meilisearch answered it (copied
+/// through, not parsed into a [`SearchDoc`] and written again: that was a fifth of nongsan's
+/// CPU per search through Meilisearch). Either way the caller sets its stock figures.
+#[derive(Debug, Clone)]
+pub enum PageHit {
+    /// From [`SearchEngine::search`].
+    Typed(Box<Hit>),
+    /// From Meilisearch, untouched.
+    Raw(RawHit),
+}
+
+/// A Meilisearch hit copied through.
+#[derive(Debug, Clone)]
+pub struct RawHit {
+    /// The listing's id.
+    pub id: String,
+    /// The document's fields as Meilisearch answered them, all of [`SearchDoc`]'s but
+    /// `available` and `in_stock` (a JSON object).
+    pub fields: Box<serde_json::value::RawValue>,
+    /// As [`Hit::title_highlighted`].
+    pub title_highlighted: String,
+    /// As [`Hit::distance_km`].
+    pub distance_km: Option<f64>,
+    /// As [`SearchDoc::available`]: nothing until the caller sets it.
+    pub available: String,
+    /// As [`SearchDoc::in_stock`].
+    pub in_stock: bool,
+}
+
+/// The fields of a [`SearchDoc`] a raw hit carries as Meilisearch answered them: all but the
+/// stock figures, which are set from the stock table.
+pub const RAW_FIELDS: [&str; 18] = [
+    "id",
+    "title",
+    "description",
+    "seller_name",
+    "category",
+    "category_parent",
+    "category_name",
+    "unit",
+    "price_vnd",
+    "province_code",
+    "province_name",
+    "commune_code",
+    "commune_name",
+    "certifications",
+    "ocop_stars",
+    "visible",
+    "created_at",
+    "_geo",
+];
+
+impl PageHit {
+    /// A typed hit.
+    pub fn typed(hit: Hit) -> Self {
+        Self::Typed(Box::new(hit))
+    }
+
+    /// The listing's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Typed(h) => &h.doc.id,
+            Self::Raw(h) => &h.id,
+        }
+    }
+
+    /// Sets the stock figures.
+    pub fn set_stock(&mut self, available: String, in_stock: bool) {
+        match self {
+            Self::Typed(h) => (h.doc.available, h.doc.in_stock) = (available, in_stock),
+            Self::Raw(h) => (h.available, h.in_stock) = (available, in_stock),
+        }
+    }
+}
+
+impl Serialize for PageHit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let h = match self {
+            Self::Typed(h) => return h.serialize(serializer),
+            Self::Raw(h) => h,
+        };
+        // The fields as they came, then the ones set here: one object, no key twice.
+        let fields = h.fields.get().trim_end();
+        let open = fields
+            .strip_suffix('}')
+            .ok_or_else(|| S::Error::custom("a Meilisearch hit that is not an object"))?;
+        let mut out = String::with_capacity(fields.len() + h.title_highlighted.len() + 96);
+        out.push_str(open);
+        if !open.trim_end().ends_with('{') {
+            out.push(',');
+        }
+        let mut tail = || -> serde_json::Result<()> {
+            push_json(&mut out, "\"available\":", &h.available)?;
+            push_json(&mut out, ",\"in_stock\":", &h.in_stock)?;
+            push_json(&mut out, ",\"title_highlighted\":", &h.title_highlighted)?;
+            push_json(&mut out, ",\"distance_km\":", &h.distance_km)
+        };
+        tail().map_err(S::Error::custom)?;
+        out.push('}');
+        serde_json::value::RawValue::from_string(out)
+            .map_err(S::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+/// Appends `key` and `value` as JSON text.
+fn push_json<T: Serialize + ?Sized>(
+    out: &mut String,
+    key: &str,
+    value: &T,
+) -> serde_json::Result<()> {
+    out.push_str(key);
+    out.push_str(&serde_json::to_string(value)?);
+    Ok(())
+}
+
 /// Facet counts: for each facet, the number of matching listings per value.
 pub type Facets = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// The answer to a search.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SearchResults {
+#[derive(Debug, Clone)]
+pub struct SearchResults<H = Hit> {
     /// This page's hits.
-    pub hits: Vec<Hit>,
+    pub hits: Vec<H>,
     /// For each facet asked (of category, province_code, certifications, ocop_stars), the
     /// number of matching listings per value.
-    #[schema(value_type = Object)]
     pub facets: Facets,
     /// How many listings match.
     pub total: u64,
@@ -190,6 +306,21 @@ pub struct SearchResults {
     pub per_page: usize,
     /// `embedded` or `external` (Meilisearch).
     pub engine: EngineMode,
+}
+
+impl<H> SearchResults<H> {
+    /// The same answer, each hit made another way.
+    pub fn map_hits<T>(self, f: impl FnMut(H) -> T) -> SearchResults<T> {
+        SearchResults {
+            hits: self.hits.into_iter().map(f).collect(),
+            facets: self.facets,
+            total: self.total,
+            processing_time_ms: self.processing_time_ms,
+            page: self.page,
+            per_page: self.per_page,
+            engine: self.engine,
+        }
+    }
 }
 
 /// The facets a search may count.
@@ -247,6 +378,11 @@ pub trait SearchEngine: Send + Sync {
     async fn count(&self) -> Result<u64, EngineError>;
     /// Searches.
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError>;
+    /// Searches for the search endpoint: the hits of [`SearchEngine::search`], in the form
+    /// cheapest to answer (Meilisearch's copied through).
+    async fn search_page(&self, q: &SearchQuery) -> Result<SearchResults<PageHit>, EngineError> {
+        Ok(self.search(q).await?.map_hits(PageHit::typed))
+    }
 }
 
 /// Great-circle distance in km (haversine).
@@ -260,4 +396,78 @@ pub fn distance_km(a: Geo, b: Geo) -> f64 {
     let dlng = (b.lng - a.lng).to_radians();
     let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlng / 2.0).sin().powi(2);
     2.0 * 6371.0 * h.sqrt().asin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> SearchDoc {
+        SearchDoc {
+            id: "01a2".into(),
+            title: "Xoài cát \"Hòa Lộc\"".into(),
+            description: "Ngọt, thơm".into(),
+            seller_name: "Hộ Nguyễn".into(),
+            category: "trai-cay".into(),
+            category_parent: None,
+            category_name: "Trái cây".into(),
+            unit: "kg".into(),
+            price_vnd: 65_000,
+            province_code: "82".into(),
+            province_name: "Đồng Tháp".into(),
+            commune_code: "28435".into(),
+            commune_name: "Hòa An".into(),
+            certifications: vec!["vietgap".into()],
+            ocop_stars: Some(4),
+            available: "12".into(),
+            in_stock: true,
+            visible: true,
+            created_at: 1_764_979_200,
+            geo: Some(Geo {
+                lat: 10.46,
+                lng: 105.63,
+            }),
+        }
+    }
+
+    /// A hit copied through from Meilisearch answers the same JSON as the same document read
+    /// and written again: the fields it carries are the document's but its stock figures,
+    /// which are set after.
+    #[test]
+    fn a_raw_hit_answers_what_a_typed_one_does() {
+        let typed = Hit {
+            doc: doc(),
+            title_highlighted: "<em>Xoài</em> cát &quot;Hòa Lộc&quot;".into(),
+            distance_km: None,
+        };
+        let mut stored = serde_json::to_value(doc()).unwrap();
+        let fields = stored.as_object_mut().unwrap();
+        fields.remove("available");
+        fields.remove("in_stock");
+        let mut carried: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut named = RAW_FIELDS.to_vec();
+        carried.sort_unstable();
+        named.sort_unstable();
+        assert_eq!(
+            carried, named,
+            "RAW_FIELDS are the document's but the stock figures"
+        );
+        let mut raw = PageHit::Raw(RawHit {
+            id: "01a2".into(),
+            fields: serde_json::value::RawValue::from_string(
+                serde_json::to_string(&stored).unwrap(),
+            )
+            .unwrap(),
+            title_highlighted: typed.title_highlighted.clone(),
+            distance_km: None,
+            available: "0".into(),
+            in_stock: false,
+        });
+        raw.set_stock("12".into(), true);
+        assert_eq!(raw.id(), "01a2");
+        assert_eq!(
+            serde_json::to_value(&raw).unwrap(),
+            serde_json::to_value(PageHit::typed(typed)).unwrap()
+        );
+    }
 }

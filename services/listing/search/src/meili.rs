@@ -5,6 +5,7 @@
 //! serving one's place in one step (Meilisearch's index swap), so search never goes empty.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     sync::{
         Arc,
@@ -23,11 +24,13 @@ use meilisearch_sdk::{
     task_info::TaskInfo,
     tasks::Task,
 };
+use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
 use crate::{
-    EngineError, EngineMode, FACETS, Facets, Hit, SearchDoc, SearchEngine, SearchQuery,
-    SearchResults, Sort, distance_km, expand_query, highlight, synonym_groups,
+    EngineError, EngineMode, FACETS, Facets, Hit, PageHit, RAW_FIELDS, RawHit, SearchDoc,
+    SearchEngine, SearchQuery, SearchResults, Sort, distance_km, expand_query, highlight,
+    synonym_groups,
 };
 
 /// How long a write waits for Meilisearch to process it.
@@ -137,14 +140,49 @@ fn checked(status: u16, expected: u16, text: &str, url: String) -> Result<(), Me
 /// hit's document in a `#[serde(flatten)]` field, which serde reads through a buffered copy
 /// of every hit (3–4% of nongsan's CPU per search in `perf`); here the hits are read
 /// straight into documents, and any other key of a hit (`_geoDistance`) is skipped.
+///
+/// For the search endpoint the hits are kept as they came ([`RawValue`]), borrowed from the
+/// answer, and only their id and title are read ([`HitKeys`]).
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Answer {
-    hits: Vec<SearchDoc>,
+struct Answer<H> {
+    hits: Vec<H>,
     total_hits: Option<u64>,
     estimated_total_hits: Option<u64>,
     facet_distribution: Option<HashMap<String, HashMap<String, u64>>>,
     processing_time_ms: u64,
+}
+
+impl<H> Answer<H> {
+    /// The answer as the engine gives it, with `hits` made of its own.
+    fn results<T>(self, q: &SearchQuery, asked: &[&str], hits: Vec<T>) -> SearchResults<T> {
+        let mut facets: Facets = asked
+            .iter()
+            .map(|f| ((*f).to_owned(), Default::default()))
+            .collect();
+        for (facet, counts) in self.facet_distribution.unwrap_or_default() {
+            facets.entry(facet).or_default().extend(counts);
+        }
+        SearchResults {
+            hits,
+            facets,
+            total: self.total_hits.or(self.estimated_total_hits).unwrap_or(0),
+            processing_time_ms: self.processing_time_ms,
+            page: q.page,
+            per_page: q.per_page,
+            engine: EngineMode::External,
+        }
+    }
+}
+
+/// What is read of a hit copied through: its id, and its title to highlight (borrowed from
+/// the answer unless JSON escapes were undone).
+#[derive(Debug, serde::Deserialize)]
+struct HitKeys<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    title: Cow<'a, str>,
 }
 
 #[async_trait::async_trait]
@@ -367,8 +405,12 @@ fn request<'a, H: HttpClient>(
     filter: &'a str,
     sort: &'a [&'a str],
     asked: &'a [&'a str],
+    retrieve: Option<&'a [&'a str]>,
 ) -> meilisearch_sdk::search::SearchQuery<'a, H> {
     let mut search = index.search();
+    if let Some(fields) = retrieve {
+        search.with_attributes_to_retrieve(Selectors::Some(fields));
+    }
     if !asked.is_empty() {
         search.with_facets(Selectors::Some(asked));
     }
@@ -385,16 +427,39 @@ fn request<'a, H: HttpClient>(
     search
 }
 
-/// The body of the `POST /indexes/{uid}/search` that nongsan sends for `q`: what the
-/// benchmark sends Meilisearch directly to compare `/v1/search` with it.
+/// The fields the search endpoint asks Meilisearch for, for `q`: those a hit copied through
+/// carries ([`RAW_FIELDS`]), or, for a search near a point, every field (Meilisearch adds
+/// `_geoDistance` to hits sorted by distance, which would be copied into the answer; those
+/// hits are read into documents instead).
+fn page_fields(q: &SearchQuery) -> Option<&'static [&'static str]> {
+    q.near.is_none().then_some(&RAW_FIELDS[..])
+}
+
+/// The body of the `POST /indexes/{uid}/search` that the search endpoint sends for `q`: what
+/// the benchmark sends Meilisearch directly to compare `/v1/search` with it.
 pub fn request_body(q: &SearchQuery) -> anyhow::Result<serde_json::Value> {
     let client = Client::new_with_client("http://127.0.0.1:7700", None::<String>, Http::new(None)?);
     let index = client.index("listings");
     let (filter, sort, asked) = (filter_expression(q), sort_expression(q), asked_facets(q));
     let sort_refs: Vec<&str> = sort.iter().map(String::as_str).collect();
     Ok(serde_json::to_value(request(
-        &index, q, &filter, &sort_refs, &asked,
+        &index,
+        q,
+        &filter,
+        &sort_refs,
+        &asked,
+        page_fields(q),
     ))?)
+}
+
+/// Meilisearch's answer to a search, read. It is checked as UTF-8 once, whole, with SIMD:
+/// `from_slice` checks each string on its own, and `std`'s check of Vietnamese text was a
+/// twentieth of the CPU per search.
+fn parse<'a, H: serde::Deserialize<'a>>(answer: &'a [u8]) -> Result<Answer<H>, EngineError> {
+    let answer = simdutf8::compat::from_utf8(answer).map_err(|e| {
+        EngineError::Other(anyhow::anyhow!("meilisearch answered with bad UTF-8: {e}"))
+    })?;
+    serde_json::from_str(answer).map_err(|e| classify(MeiliError::ParseError(e)))
 }
 
 fn classify(e: MeiliError) -> EngineError {
@@ -421,6 +486,29 @@ impl MeiliEngine {
     }
 
     /// The index a rebuild fills before it takes the serving one's place.
+    /// Meilisearch's answer to the search for `q`, as it came: the facets `asked`, the fields
+    /// `retrieve` (all when `None`).
+    async fn answer(
+        &self,
+        q: &SearchQuery,
+        asked: &[&str],
+        retrieve: Option<&[&str]>,
+    ) -> Result<bytes::Bytes, EngineError> {
+        self.prepare().await?;
+        let index = self.client.index(&self.index_uid);
+        let (filter, sort) = (filter_expression(q), sort_expression(q));
+        let sort_refs: Vec<&str> = sort.iter().map(String::as_str).collect();
+        let search = request(&index, q, &filter, &sort_refs, asked, retrieve);
+        let body = serde_json::to_vec(&search)
+            .map_err(|e| EngineError::Other(anyhow::anyhow!("meilisearch search body: {e}")))?;
+        let url = format!(
+            "{}/indexes/{}/search",
+            self.client.get_host(),
+            self.index_uid
+        );
+        self.http.search(url, body).await.map_err(classify)
+    }
+
     fn rebuild_uid(&self) -> String {
         format!("{}_rebuild", self.index_uid)
     }
@@ -590,59 +678,45 @@ impl SearchEngine for MeiliEngine {
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {
-        self.prepare().await?;
-        let index = self.client.index(&self.index_uid);
-        let (filter, sort, asked) = (filter_expression(q), sort_expression(q), asked_facets(q));
-        let sort_refs: Vec<&str> = sort.iter().map(String::as_str).collect();
-        let search = request(&index, q, &filter, &sort_refs, &asked);
-        let body = serde_json::to_vec(&search)
-            .map_err(|e| EngineError::Other(anyhow::anyhow!("meilisearch search body: {e}")))?;
-        let url = format!(
-            "{}/indexes/{}/search",
-            self.client.get_host(),
-            self.index_uid
-        );
-        let answer = self.http.search(url, body).await.map_err(classify)?;
-        // Checked as UTF-8 once, whole, with SIMD: `from_slice` checks each string on its
-        // own, and `std`'s check of Vietnamese text was a twentieth of the CPU per search.
-        let answer = simdutf8::compat::from_utf8(&answer).map_err(|e| {
-            EngineError::Other(anyhow::anyhow!("meilisearch answered with bad UTF-8: {e}"))
-        })?;
-        let res: Answer =
-            serde_json::from_str(answer).map_err(|e| classify(MeiliError::ParseError(e)))?;
-        let mut facets: Facets = asked
-            .iter()
-            .map(|f| ((*f).to_owned(), Default::default()))
-            .collect();
-        for (facet, counts) in res.facet_distribution.unwrap_or_default() {
-            let entry = facets.entry(facet).or_default();
-            entry.extend(counts);
-        }
+        let asked = asked_facets(q);
+        let answer = self.answer(q, &asked, None).await?;
+        let mut res: Answer<SearchDoc> = parse(&answer)?;
         // The titles are highlighted here, by the embedded engine's rule, and not by
         // Meilisearch: asked to highlight, it returns with each hit a second, formatted copy
         // of every attribute, which would be read for one field.
         let expanded = expand_query(&q.q);
-        let hits = res
-            .hits
+        let hits = std::mem::take(&mut res.hits)
             .into_iter()
-            .map(|doc| {
-                let title_highlighted = highlight(&doc.title, &expanded);
-                let distance_km = q.near.and_then(|(p, _)| doc.geo.map(|g| distance_km(p, g)));
-                Hit {
-                    doc,
-                    title_highlighted,
-                    distance_km,
-                }
+            .map(|doc| Hit {
+                title_highlighted: highlight(&doc.title, &expanded),
+                distance_km: q.near.and_then(|(p, _)| doc.geo.map(|g| distance_km(p, g))),
+                doc,
             })
             .collect();
-        Ok(SearchResults {
-            hits,
-            facets,
-            total: res.total_hits.or(res.estimated_total_hits).unwrap_or(0),
-            processing_time_ms: res.processing_time_ms,
-            page: q.page,
-            per_page: q.per_page,
-            engine: EngineMode::External,
-        })
+        Ok(res.results(q, &asked, hits))
+    }
+
+    async fn search_page(&self, q: &SearchQuery) -> Result<SearchResults<PageHit>, EngineError> {
+        let Some(fields) = page_fields(q) else {
+            return Ok(self.search(q).await?.map_hits(PageHit::typed));
+        };
+        let asked = asked_facets(q);
+        let answer = self.answer(q, &asked, Some(fields)).await?;
+        let res: Answer<&RawValue> = parse(&answer)?;
+        let expanded = expand_query(&q.q);
+        let mut hits = Vec::with_capacity(res.hits.len());
+        for raw in &res.hits {
+            let keys: HitKeys<'_> =
+                serde_json::from_str(raw.get()).map_err(|e| classify(MeiliError::ParseError(e)))?;
+            hits.push(PageHit::Raw(RawHit {
+                id: keys.id.into_owned(),
+                fields: (*raw).to_owned(),
+                title_highlighted: highlight(&keys.title, &expanded),
+                distance_km: None,
+                available: "0".to_owned(),
+                in_stock: false,
+            }));
+        }
+        Ok(res.results(q, &asked, hits))
     }
 }

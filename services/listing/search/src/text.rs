@@ -301,9 +301,13 @@ fn osa_long(a: &[char], b: &[char], max: usize) -> Option<u8> {
 pub fn word_matches(doc_word: &str, query_word: &str, prefix: bool) -> bool {
     let budget = typo_budget(query_word);
     if prefix {
+        // The document word's first as many letters as the query word has, borrowed.
         let n = query_word.chars().count();
-        let head: String = doc_word.chars().take(n).collect();
-        if head == query_word || edit_distance(&head, query_word, budget).is_some() {
+        let head = doc_word
+            .char_indices()
+            .nth(n)
+            .map_or(doc_word, |(end, _)| &doc_word[..end]);
+        if head == query_word || edit_distance(head, query_word, budget).is_some() {
             return true;
         }
     }

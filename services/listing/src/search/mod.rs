@@ -24,8 +24,8 @@ use crate::{
 };
 
 pub use nongsan_search::{
-    EngineError, EngineMode, FACETS, Geo, SearchDoc, SearchEngine, SearchQuery, SearchResults,
-    Sort, embedded, fold, generate, meili,
+    EngineError, EngineMode, FACETS, Geo, PageHit, RAW_FIELDS, SearchDoc, SearchEngine,
+    SearchQuery, SearchResults, Sort, embedded, fold, generate, meili,
 };
 
 /// The index document of a listing.
@@ -353,7 +353,11 @@ pub async fn search_listings(
     Query(params): Query<SearchParams>,
 ) -> Result<AxumJson<SearchPage>, ApiError> {
     let query = params.check(actor.as_ref())?;
-    let mut found = app.search.search(&query).await.map_err(engine_problem)?;
+    let mut found = app
+        .search
+        .search_page(&query)
+        .await
+        .map_err(engine_problem)?;
     live_stock(&app, &mut found.hits).await?;
     let seen = u64::try_from(query.page.saturating_mul(query.per_page)).unwrap_or(u64::MAX);
     let next_cursor = (seen < found.total && query.page < MAX_PAGES)
@@ -374,11 +378,11 @@ pub async fn search_listings(
 /// (kept as fresh as the pages, by the same notifications), and the others from PostgreSQL
 /// in one statement. The array is read through a subquery so that PostgreSQL plans the
 /// statement once per connection, not again for every page's ids.
-async fn live_stock(app: &App, hits: &mut [nongsan_search::Hit]) -> Result<(), ApiError> {
+async fn live_stock(app: &App, hits: &mut [nongsan_search::PageHit]) -> Result<(), ApiError> {
     // The hits whose level is not kept, each with its ticket, taken before the statement.
     let mut unknown: Vec<(usize, Ticket)> = Vec::new();
     for (i, h) in hits.iter_mut().enumerate() {
-        let Ok(id) = h.doc.id.parse::<uuid::Uuid>() else {
+        let Ok(id) = h.id().parse::<uuid::Uuid>() else {
             continue;
         };
         match app.views.level(ListingId(id)) {
@@ -411,9 +415,8 @@ async fn live_stock(app: &App, hits: &mut [nongsan_search::Hit]) -> Result<(), A
     Ok(())
 }
 
-fn set_stock(h: &mut nongsan_search::Hit, available: Quantity) {
-    h.doc.available = available.to_string();
-    h.doc.in_stock = available.is_positive();
+fn set_stock(h: &mut nongsan_search::PageHit, available: Quantity) {
+    h.set_stock(available.to_string(), available.is_positive());
 }
 
 /// Deepest page a search reaches (as engines do: past it, refine the words or filters).
@@ -423,7 +426,8 @@ const MAX_PAGES: usize = 1000;
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchPage {
     /// This page's hits, best first (or in the order asked).
-    pub items: Vec<nongsan_search::Hit>,
+    #[schema(value_type = Vec<nongsan_search::Hit>)]
+    pub items: Vec<nongsan_search::PageHit>,
     /// Pass as `cursor` for the next page; null on the last.
     pub next_cursor: Option<String>,
     /// How many listings match.

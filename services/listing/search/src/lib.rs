@@ -243,31 +243,47 @@ impl PageHit {
     }
 }
 
-impl Serialize for PageHit {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
+impl PageHit {
+    /// Appends the hit as JSON text: a copied hit as it came, its stock figures, highlight
+    /// and distance added. The search endpoint writes its answer this way; through
+    /// [`Serialize`], the text is checked again as JSON.
+    pub fn write_json(&self, out: &mut String) -> serde_json::Result<()> {
         let h = match self {
-            Self::Typed(h) => return h.serialize(serializer),
+            Self::Typed(h) => {
+                out.push_str(&serde_json::to_string(h)?);
+                return Ok(());
+            }
             Self::Raw(h) => h,
         };
         // The fields as they came, then the ones set here: one object, no key twice.
         let fields = h.fields.get().trim_end();
-        let open = fields
-            .strip_suffix('}')
-            .ok_or_else(|| S::Error::custom("a Meilisearch hit that is not an object"))?;
-        let mut out = String::with_capacity(fields.len() + h.title_highlighted.len() + 96);
+        let open = fields.strip_suffix('}').ok_or_else(|| {
+            <serde_json::Error as serde::ser::Error>::custom(
+                "a Meilisearch hit that is not an object",
+            )
+        })?;
+        out.reserve(fields.len() + h.title_highlighted.len() + 96);
         out.push_str(open);
         if !open.trim_end().ends_with('{') {
             out.push(',');
         }
-        let mut tail = || -> serde_json::Result<()> {
-            push_json(&mut out, "\"available\":", &h.available)?;
-            push_json(&mut out, ",\"in_stock\":", &h.in_stock)?;
-            push_json(&mut out, ",\"title_highlighted\":", &h.title_highlighted)?;
-            push_json(&mut out, ",\"distance_km\":", &h.distance_km)
-        };
-        tail().map_err(S::Error::custom)?;
+        push_json(out, "\"available\":", &h.available)?;
+        push_json(out, ",\"in_stock\":", &h.in_stock)?;
+        push_json(out, ",\"title_highlighted\":", &h.title_highlighted)?;
+        push_json(out, ",\"distance_km\":", &h.distance_km)?;
         out.push('}');
+        Ok(())
+    }
+}
+
+impl Serialize for PageHit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        if let Self::Typed(h) = self {
+            return h.serialize(serializer);
+        }
+        let mut out = String::new();
+        self.write_json(&mut out).map_err(S::Error::custom)?;
         serde_json::value::RawValue::from_string(out)
             .map_err(S::Error::custom)?
             .serialize(serializer)

@@ -109,7 +109,11 @@ pub struct Answer {
     pub refund_trans: Vec<RefundTrans>,
 }
 
-/// One refund of a payment, as MoMo's query lists it.
+/// One refund of a payment, as MoMo's query lists it. MoMo's documentation of the query (AIO
+/// v2, `POST /v2/gateway/api/query`) gives `refundTrans` as "List of refund transactions"
+/// without naming its items' fields in the pages read for this; the names here are those of
+/// MoMo's refund answer (`orderId`, `amount`, `resultCode`, `transId`), and the fake MoMo of
+/// the tests answers with them. To be checked against MoMo's sandbox.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundTrans {

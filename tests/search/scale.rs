@@ -429,6 +429,27 @@ async fn a_lost_embedded_index_is_filled_again_from_the_catalog() {
     app.stop().await;
 }
 
+/// A fill that fails (the engine refused a page, a task took too long) is not tried again
+/// and again with the indexer waiting behind it: the indexer writes the listings the fill
+/// marked. Before, the failed fill was tried again for ever and nothing was indexed.
+#[tokio::test]
+async fn a_fill_that_fails_leaves_the_listings_to_the_indexer() {
+    let db = crate::support::TestDb::new().await;
+    let settings = crate::support::test_settings(&db).await;
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    listed(&app, 40).await;
+    searchable(&app, 40).await;
+    app.stop().await;
+    std::fs::remove_dir_all(settings.data_dir.join("search")).expect("the index folder");
+    nongsan_shared::failpoint::set(
+        "search.fill",
+        nongsan_shared::failpoint::Action::Error { times: u32::MAX },
+    );
+    let app = TestApp::spawn_with(settings, db).await;
+    searchable(&app, 40).await;
+    app.stop().await;
+}
+
 /// A new database and settings that put the index on the Meilisearch of the contract suite,
 /// with its URL and key; `None` without one.
 async fn on_meilisearch() -> Option<(
@@ -464,19 +485,7 @@ async fn a_meilisearch_without_the_catalog_is_filled_in_large_batches() {
     searchable(&app, 1_200).await;
     // The fill marked every listing first (a fill cut short leaves the rest to the indexer)
     // and took back the marks it wrote.
-    let listing = db.pool("listing").await;
-    eventually(
-        Duration::from_secs(30),
-        "no listing left marked for the indexer to write again",
-        || async {
-            let marked: i64 = sqlx::query_scalar("SELECT count(*) FROM search_dirty")
-                .fetch_one(&listing)
-                .await
-                .unwrap();
-            (marked == 0).then_some(())
-        },
-    )
-    .await;
+    nothing_marked(&db.pool("listing").await).await;
     app.stop().await;
     let mut get = reqwest::Client::new().get(format!(
         "{url}/tasks?types=documentAdditionOrUpdate&indexUids={index},{index}_rebuild&limit=100"
@@ -497,6 +506,8 @@ async fn a_meilisearch_without_the_catalog_is_filled_in_large_batches() {
 /// A Meilisearch index that lost part of the catalog (restored from an older snapshot,
 /// documents deleted by hand) is filled again when the listing service starts: it used to be
 /// filled only when empty, and the lost listings stayed unfindable until a `nongsan reindex`.
+/// Listings marked for the indexer do not hide the loss: a fill that took them off the
+/// catalog's count saw nothing missing here, and the lost listings stayed lost.
 #[tokio::test]
 async fn a_meilisearch_index_missing_part_of_the_catalog_is_filled_again() {
     let Some((db, settings, url, key)) = on_meilisearch().await else {
@@ -514,37 +525,17 @@ async fn a_meilisearch_index_missing_part_of_the_catalog_is_filled_again() {
             .fetch_all(&listing)
             .await
             .unwrap();
-    let http = reqwest::Client::new();
-    let authorized = |r: reqwest::RequestBuilder| match &key {
-        Some(key) => r.bearer_auth(key),
-        None => r,
-    };
-    let task: serde_json::Value = authorized(
-        http.post(format!("{url}/indexes/{index}/documents/delete-batch"))
-            .json(&lost),
+    let meili = Meili { url, key, index };
+    meili.delete(&lost).await;
+    // And 30 others, still in the index, marked for the indexer (a change of stock not
+    // written yet when the process stopped): more marked than lost, and none of the lost.
+    sqlx::query(
+        "INSERT INTO search_dirty (listing_id) SELECT id FROM listings ORDER BY id OFFSET 25 LIMIT 30
+         ON CONFLICT DO NOTHING",
     )
-    .send()
-    .await
-    .unwrap()
-    .json()
+    .execute(&listing)
     .await
     .unwrap();
-    let uid = task["taskUid"].as_u64().expect("a task");
-    eventually(
-        Duration::from_secs(30),
-        "the deletion to be done",
-        || async {
-            let t: serde_json::Value = authorized(http.get(format!("{url}/tasks/{uid}")))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            (t["status"] == "succeeded").then_some(())
-        },
-    )
-    .await;
     let app = TestApp::spawn_with(settings, db).await;
     searchable(&app, 60).await;
     let (_, found) = app.api.search("in_stock=false&limit=100").await;
@@ -558,5 +549,76 @@ async fn a_meilisearch_index_missing_part_of_the_catalog_is_filled_again() {
         lost.iter().all(|id| ids.contains(&id.as_str())),
         "every lost listing is found again: {ids:?}"
     );
+    // Searchable as soon as Meilisearch took the fill's page; the fill is done once it took
+    // back its marks.
+    nothing_marked(&listing).await;
     app.stop().await;
+}
+
+/// Waits until no listing is left marked for the indexer to write.
+async fn nothing_marked(listing: &sqlx::PgPool) {
+    eventually(
+        Duration::from_secs(30),
+        "no listing left marked for the indexer to write",
+        || async {
+            let marked: i64 = sqlx::query_scalar("SELECT count(*) FROM search_dirty")
+                .fetch_one(listing)
+                .await
+                .unwrap();
+            (marked == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A test's Meilisearch index, reached directly.
+struct Meili {
+    url: String,
+    key: Option<String>,
+    index: String,
+}
+
+impl Meili {
+    fn authorized(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(key) => r.bearer_auth(key),
+            None => r,
+        }
+    }
+
+    /// Deletes `ids` behind the service's back, and waits until it is done.
+    async fn delete(&self, ids: &[String]) {
+        let http = reqwest::Client::new();
+        let task: serde_json::Value = self
+            .authorized(
+                http.post(format!(
+                    "{}/indexes/{}/documents/delete-batch",
+                    self.url, self.index
+                ))
+                .json(ids),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let uid = task["taskUid"].as_u64().expect("a task");
+        eventually(
+            Duration::from_secs(30),
+            "the deletion to be done",
+            || async {
+                let t: serde_json::Value = self
+                    .authorized(http.get(format!("{}/tasks/{uid}", self.url)))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                (t["status"] == "succeeded").then_some(())
+            },
+        )
+        .await;
+    }
 }

@@ -109,20 +109,43 @@ impl Stripe {
         amount: i64,
         refund_id: &str,
     ) -> Result<(String, Option<String>), StripeError> {
-        let refund = CreateRefund::new()
-            .payment_intent(intent)
-            .amount(amount)
-            .metadata(HashMap::from([(
-                REFUND_METADATA.to_owned(),
-                refund_id.to_owned(),
-            )]))
+        let create = |tagged: bool| {
+            let refund = CreateRefund::new().payment_intent(intent).amount(amount);
+            if tagged {
+                refund.metadata(HashMap::from([(
+                    REFUND_METADATA.to_owned(),
+                    refund_id.to_owned(),
+                )]))
+            } else {
+                refund
+            }
+        };
+        let key = format!("nongsan-refund-{refund_id}");
+        let made = match self.create_refund(create(true), &key).await {
+            // The key was used with other parameters: a refund asked before refunds carried
+            // their id (its answer lost, asked again since). Asked again as it was then,
+            // Stripe answers what it made; refused here, it would be booked failed and its
+            // amount refunded a second time.
+            Err(StripeError::Stripe(e, _))
+                if e.type_ == stripe::ApiErrorsType::IdempotencyError =>
+            {
+                self.create_refund(create(false), &key).await
+            }
+            made => made,
+        }?;
+        Ok((made.id.to_string(), made.status))
+    }
+
+    async fn create_refund(
+        &self,
+        refund: CreateRefund,
+        key: &str,
+    ) -> Result<stripe_core::Refund, StripeError> {
+        refund
             .customize()
-            .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
-                "nongsan-refund-{refund_id}"
-            ))))
+            .request_strategy(RequestStrategy::Idempotent(idempotency_key(key)))
             .send(&self.client)
-            .await?;
-        Ok((refund.id.to_string(), refund.status))
+            .await
     }
 
     /// A refund's status now (a refund Stripe answered `pending` is asked again this way, not
@@ -395,6 +418,83 @@ pub async fn handle_webhook(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refund asked before refunds carried our id in their metadata, whose answer was lost:
+    /// asked again with the metadata under the same idempotency key, Stripe refuses the key
+    /// (`idempotency_error`); asked again as it was first asked, Stripe answers the refund it
+    /// made. Before, the refusal was final: booked failed, its amount refunded a second time.
+    #[tokio::test]
+    async fn a_refund_whose_key_was_used_without_our_id_is_asked_again_as_it_was() {
+        use axum::{Json, http::HeaderMap, http::StatusCode, routing::post};
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+        let seen = asked.clone();
+        // Stripe as it answers a key first used for a refund without metadata.
+        let fake = axum::Router::new().route(
+            "/v1/refunds",
+            post(move |headers: HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|k| k.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let tagged = body.contains("metadata");
+                    seen.lock().unwrap().push((key, body));
+                    if tagged {
+                        (
+                            StatusCode::BAD_REQUEST,
+                            Json(serde_json::json!({"error": {
+                                "type": "idempotency_error",
+                                "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."
+                            }})),
+                        )
+                    } else {
+                        (
+                            StatusCode::OK,
+                            Json(serde_json::json!({
+                                "id": "re_made_before", "object": "refund", "amount": 10_000,
+                                "created": T, "currency": "vnd", "status": "succeeded",
+                                "payment_intent": "pi_1"
+                            })),
+                        )
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, fake).await });
+        let settings = nongsan_shared::config::Settings {
+            stripe_secret_key: Some("sk_test_123".to_owned().into()),
+            stripe_webhook_secret: Some("whsec_123".to_owned().into()),
+            stripe_api_url: Some(format!("http://{addr}/")),
+            ..Default::default()
+        };
+        let stripe = Stripe::from_settings(&settings)
+            .unwrap()
+            .expect("Stripe set up");
+
+        let made = stripe
+            .refund("pi_1", 10_000, "r1")
+            .await
+            .expect("the refund");
+
+        assert_eq!(
+            made,
+            ("re_made_before".to_owned(), Some("succeeded".to_owned()))
+        );
+        let asked = asked.lock().unwrap();
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        assert!(
+            asked[0].1.contains("metadata") && !asked[1].1.contains("metadata"),
+            "{asked:?}"
+        );
+        assert!(
+            asked.iter().all(|(key, _)| key == "nongsan-refund-r1"),
+            "{asked:?}"
+        );
+    }
 
     const T: i64 = 1_700_000_000;
     const BODY: &[u8] = br#"{"id":"evt_1"}"#;

@@ -104,9 +104,23 @@ pub struct Answer {
     /// đồng (query).
     #[serde(default)]
     pub amount: Option<i64>,
-    /// The payment's refunds (query).
+    /// The payment's refunds (query), kept unread: the reconciler reads the same answer,
+    /// and a list of another shape (or `null`) must not make the payment's answer unreadable.
     #[serde(default)]
-    pub refund_trans: Vec<RefundTrans>,
+    pub refund_trans: Option<serde_json::Value>,
+}
+
+impl Answer {
+    /// The payment's refunds that read as [`RefundTrans`]; the others are left out.
+    pub fn refunds(&self) -> Vec<RefundTrans> {
+        match &self.refund_trans {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|t| RefundTrans::deserialize(t).ok())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// One refund of a payment, as MoMo's query lists it. MoMo's documentation of the query (AIO
@@ -114,7 +128,7 @@ pub struct Answer {
 /// without naming its items' fields in the pages read for this; the names here are those of
 /// MoMo's refund answer (`orderId`, `amount`, `resultCode`, `transId`), and the fake MoMo of
 /// the tests answers with them. To be checked against MoMo's sandbox.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundTrans {
     /// The refund's orderId (ours: the refund's id).
@@ -329,6 +343,32 @@ mod tests {
         let ipn = sandbox_result();
         assert!(ipn.verify(ACCESS, SECRET));
         assert_eq!(sign(SECRET, &ipn.signing_string(ACCESS)), ipn.signature);
+    }
+
+    #[test]
+    fn a_query_answer_reads_whatever_its_refund_list_is() {
+        let read = |refunds: &str| {
+            let answer: Answer = serde_json::from_str(&format!(
+                r#"{{"resultCode": 0, "message": "Thành công.", "amount": 50000, "transId": 4084757146, "refundTrans": {refunds}}}"#
+            ))
+            .expect("the payment's answer reads");
+            (answer.trans_id, answer.refunds())
+        };
+        assert_eq!(read("null"), (Some(4_084_757_146), vec![]));
+        assert_eq!(read(r#"{"unexpected": true}"#).1, vec![]);
+        let (_, refunds) = read(
+            r#"[{"orderId": "r1", "amount": 10000, "resultCode": 0, "transId": 5000001},
+                {"something": "else"}]"#,
+        );
+        assert_eq!(
+            refunds,
+            vec![RefundTrans {
+                order_id: "r1".into(),
+                amount: 10_000,
+                result_code: 0,
+                trans_id: Some(5_000_001),
+            }]
+        );
     }
 
     #[test]

@@ -522,7 +522,7 @@ fn momo_refund_answer(code: i64, message: &str, trans_id: Option<i64>, reference
 /// answered that its orderId was used. Recorded as refused, an earlier attempt that MoMo
 /// took would free its amount to be refunded a second time. Not listed: asked again.
 fn momo_refund_made(query: &momo::Answer, reference: &str) -> Answer {
-    match query.refund_trans.iter().find(|t| t.order_id == reference) {
+    match query.refunds().iter().find(|t| t.order_id == reference) {
         Some(t) => momo_refund_answer(
             t.result_code,
             "MoMo's refund of this payment",

@@ -455,6 +455,35 @@ async fn a_stripe_refund_that_fails_after_it_succeeded_is_failed_and_its_amount_
         Some(1),
         "{shown}"
     );
+    // The success delivered to the order service after the failure (out of order) does not
+    // show the refund succeeded again.
+    let (id, version, data): (uuid::Uuid, i64, Value) = sqlx::query_as(
+        "SELECT id, version, payload FROM outbox WHERE event_type = 'payment.refunded' AND aggregate_id = $1 AND version = 1",
+    )
+    .bind(ours.to_string())
+    .fetch_one(&payments)
+    .await
+    .unwrap();
+    assert_eq!(data["status"], "succeeded", "{data}");
+    let succeeded = nongsan_shared::events::Envelope {
+        id: id.into(),
+        event_type: "payment.refunded".into(),
+        source: "payment".into(),
+        aggregate_id: ours.to_string(),
+        version,
+        occurred_at: chrono::Utc::now(),
+        data,
+    };
+    let mut orders = app.db.pool("order").await.acquire().await.unwrap();
+    nongsan_shared::events::Handler::handle(
+        &nongsan_order::orders::RecordRefund,
+        &mut orders,
+        &succeeded,
+    )
+    .await
+    .unwrap();
+    let (_, still) = api.read_order(&buyer, &order).await;
+    assert_eq!(still["refunds"][0]["status"], "failed", "{still}");
     // What is owed can be refunded again, up to the whole payment.
     let (status, whole) =
         super::refunds::operator_refund(api, &operator, &order, paid, "late-fail-2").await;

@@ -436,7 +436,9 @@ async fn was_paid_before(tx: &mut PgConnection, order: OrderId) -> anyhow::Resul
     .await?)
 }
 
-/// `payment.refunded`: the refund is shown on its order.
+/// `payment.refunded`: the refund is shown on its order. A refund ends once, or fails after
+/// it succeeded (the payment side's rule): one shown failed stays failed, whichever of its
+/// events comes last.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordRefund;
 
@@ -452,7 +454,7 @@ impl Handler for RecordRefund {
         }
         sqlx::query!(
             "INSERT INTO order_refunds (id, order_id, checkout_id, amount_vnd, reason, status) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status",
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status WHERE order_refunds.status <> 'failed'",
             refund.refund_id.0,
             order.0,
             refund.checkout_id.0,

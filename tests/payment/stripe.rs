@@ -407,10 +407,6 @@ async fn a_stripe_refund_that_fails_after_it_succeeded_is_failed_and_its_amount_
         let signature = sign_header(body.as_bytes(), WEBHOOK_SECRET, now);
         assert_eq!(webhook(api, body, &signature).await, 200);
     }
-    // A refund made elsewhere (the dashboard) is not nongsan's.
-    let elsewhere = event("evt_elsewhere", "refund.failed", json!({}));
-    let signature = sign_header(elsewhere.as_bytes(), WEBHOOK_SECRET, now);
-    assert_eq!(webhook(api, &elsewhere, &signature).await, 200);
 
     let operator = User::minted(Role::Operator);
     let (_, again) =
@@ -492,5 +488,48 @@ async fn a_stripe_refund_that_fails_after_it_succeeded_is_failed_and_its_amount_
         (201, Some("succeeded")),
         "{whole}"
     );
+    app.stop().await;
+}
+
+/// A refund first asked before refunds carried our id in Stripe's metadata, and recovered
+/// since without it, is still ours when Stripe says it failed: it is known by its Stripe id.
+/// Before, a refund webhook without our id was taken for a refund made elsewhere and ignored,
+/// so the refund stayed succeeded. One made elsewhere (Stripe's dashboard) changes nothing.
+#[tokio::test]
+async fn a_stripe_refund_without_our_id_is_known_by_its_stripe_id() {
+    let stripe = LocalStripe::start().await;
+    let app = app_with(&stripe, |_| {}).await;
+    let api = &app.api;
+    let (order, _, refund, _) = paid_and_refunded(&stripe, &app, "untagged").await;
+    assert_eq!(refund["status"], "succeeded", "{refund}");
+    let stripe_ref = refund["provider_ref"]
+        .as_str()
+        .expect("Stripe's id")
+        .to_owned();
+    let failed = |event: &str, refund: &str| {
+        json!({
+            "id": event, "object": "event", "type": "refund.failed", "created": 1,
+            "data": { "object": { "id": refund, "object": "refund", "amount": 10_000, "status": "failed", "metadata": {} } }
+        })
+        .to_string()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let elsewhere = failed("evt_elsewhere", "re_made_in_the_dashboard");
+    let signature = sign_header(elsewhere.as_bytes(), WEBHOOK_SECRET, now);
+    assert_eq!(webhook(api, &elsewhere, &signature).await, 200);
+    assert_eq!(
+        refunded_vnd(&app).await,
+        10_000,
+        "not ours: nothing changed"
+    );
+
+    let untagged = failed("evt_untagged", &stripe_ref);
+    let signature = sign_header(untagged.as_bytes(), WEBHOOK_SECRET, now);
+    assert_eq!(webhook(api, &untagged, &signature).await, 200);
+    let operator = User::minted(Role::Operator);
+    let (_, again) =
+        super::refunds::operator_refund(api, &operator, &order, 10_000, "untagged").await;
+    assert_eq!(again["status"], "failed", "{again}");
+    assert_eq!(refunded_vnd(&app).await, 0, "its amount is freed");
     app.stop().await;
 }

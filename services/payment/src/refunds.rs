@@ -315,7 +315,7 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
                     crate::stripe::refund_answer(&made, status.as_deref().unwrap_or(""))
                 }
                 // Stripe refused the request itself (4xx): asking again will not help.
-                Err(stripe::StripeError::Stripe(e, status)) if stripe_refused(status) => {
+                Err(stripe::StripeError::Stripe(e, status)) if stripe_refused(status, &e.type_) => {
                     Answer::Refused(format!(
                         "{status}: {}",
                         e.message.as_deref().unwrap_or("refused")
@@ -592,8 +592,14 @@ fn exceeds(detail_en: String, detail_vi: String) -> ApiError {
 /// the same idempotency key still running there, or a lock on the charge) and 429 (too many
 /// requests, or a lock timeout), which Stripe documents as worth retrying. A refund asked
 /// again carries the same idempotency key, so it cannot be made twice.
-fn stripe_refused(status: u16) -> bool {
-    (400..500).contains(&status) && !matches!(status, 409 | 429)
+///
+/// An `idempotency_error` is never a refusal: it says the key was first used otherwise (or
+/// is in use), not whether that first use made a refund. Booked refused, a refund Stripe made
+/// would be freed to be refunded again; left pending, an operator sees it.
+fn stripe_refused(status: u16, kind: &stripe::ApiErrorsType) -> bool {
+    (400..500).contains(&status)
+        && !matches!(status, 409 | 429)
+        && *kind != stripe::ApiErrorsType::IdempotencyError
 }
 
 /// An operator refunds part or all of a paid order, with a note (`Idempotency-Key`
@@ -796,11 +802,19 @@ mod tests {
 
     #[test]
     fn stripe_refusals_are_final_but_a_conflict_or_a_rate_limit_is_asked_again() {
+        use stripe::ApiErrorsType::{IdempotencyError, InvalidRequestError};
         for final_answer in [400, 402, 403, 404] {
-            assert!(stripe_refused(final_answer), "{final_answer}");
+            assert!(
+                stripe_refused(final_answer, &InvalidRequestError),
+                "{final_answer}"
+            );
+            assert!(
+                !stripe_refused(final_answer, &IdempotencyError),
+                "{final_answer}: a key's conflict is not the refund's refusal"
+            );
         }
         for again in [409, 429, 500, 502, 503] {
-            assert!(!stripe_refused(again), "{again}");
+            assert!(!stripe_refused(again, &InvalidRequestError), "{again}");
         }
     }
 }

@@ -122,11 +122,12 @@ impl Stripe {
         };
         let key = format!("nongsan-refund-{refund_id}");
         let made = match self.create_refund(create(true), &key).await {
-            // The key was used with other parameters: a refund asked before refunds carried
-            // their id (its answer lost, asked again since). Asked again as it was then,
-            // Stripe answers what it made; refused here, it would be booked failed and its
-            // amount refunded a second time.
-            Err(StripeError::Stripe(e, _))
+            // 400: the key was used with other parameters: a refund asked before refunds
+            // carried their id (its answer lost, asked again since). Asked again as it was
+            // then, Stripe answers what it made. (409 is the same key's request still running
+            // at Stripe: asked again later, as it is.) Whatever Stripe says of a key, the
+            // refund is not refused: see `refunds::stripe_refused`.
+            Err(StripeError::Stripe(e, 400))
                 if e.type_ == stripe::ApiErrorsType::IdempotencyError =>
             {
                 self.create_refund(create(false), &key).await
@@ -389,15 +390,27 @@ pub async fn handle_webhook(
             tracing::info!(intent = event.data.object.id, "a card was declined");
         }
         // A refund's status changed: one answered `pending` ended, or one that succeeded
-        // failed later (the buyer's bank could not take it back). Refunds made elsewhere (the
-        // Stripe dashboard) are not ours to record.
+        // failed later (the buyer's bank could not take it back). Ours carry our id in their
+        // metadata, but for a refund first asked before they did (recovered since without
+        // it): that one is known by its Stripe id. Refunds made elsewhere (the Stripe
+        // dashboard) are not ours to record.
         "refund.updated" | "refund.failed" | "charge.refund.updated" => {
             let object = &event.data.object;
-            let ours = object
+            let tagged = object
                 .metadata
                 .get(REFUND_METADATA)
                 .and_then(|id| id.parse::<uuid::Uuid>().ok())
                 .map(RefundId);
+            let ours = match tagged {
+                Some(id) => Some(id),
+                None => sqlx::query_scalar!(
+                    r#"SELECT r.id AS "id: RefundId" FROM refunds r JOIN payments p ON p.id = r.payment_id
+                       WHERE r.provider_ref = $1 AND p.method = 'stripe'"#,
+                    object.id,
+                )
+                .fetch_optional(&mut *tx)
+                .await?,
+            };
             match (ours, object.status.as_deref()) {
                 (Some(refund), Some(status)) => {
                     refunds::provider_said(&mut tx, refund, refund_answer(&object.id, status))
@@ -419,16 +432,17 @@ pub async fn handle_webhook(
 mod tests {
     use super::*;
 
-    /// A refund asked before refunds carried our id in their metadata, whose answer was lost:
-    /// asked again with the metadata under the same idempotency key, Stripe refuses the key
-    /// (`idempotency_error`); asked again as it was first asked, Stripe answers the refund it
-    /// made. Before, the refusal was final: booked failed, its amount refunded a second time.
-    #[tokio::test]
-    async fn a_refund_whose_key_was_used_without_our_id_is_asked_again_as_it_was() {
-        use axum::{Json, http::HeaderMap, http::StatusCode, routing::post};
-        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    /// What a fake Stripe was asked: each refund request's idempotency key and body.
+    type Asked = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+    /// A Stripe client on a fake Stripe whose refund endpoint answers `answer(tagged)`, tagged
+    /// when the request carries metadata.
+    async fn on_fake_stripe(
+        answer: fn(bool) -> (axum::http::StatusCode, serde_json::Value),
+    ) -> (Stripe, Asked) {
+        use axum::{Json, http::HeaderMap, routing::post};
+        let asked = Asked::default();
         let seen = asked.clone();
-        // Stripe as it answers a key first used for a refund without metadata.
         let fake = axum::Router::new().route(
             "/v1/refunds",
             post(move |headers: HeaderMap, body: String| {
@@ -439,26 +453,9 @@ mod tests {
                         .and_then(|k| k.to_str().ok())
                         .unwrap_or_default()
                         .to_owned();
-                    let tagged = body.contains("metadata");
+                    let (status, json) = answer(body.contains("metadata"));
                     seen.lock().unwrap().push((key, body));
-                    if tagged {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            Json(serde_json::json!({"error": {
-                                "type": "idempotency_error",
-                                "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."
-                            }})),
-                        )
-                    } else {
-                        (
-                            StatusCode::OK,
-                            Json(serde_json::json!({
-                                "id": "re_made_before", "object": "refund", "amount": 10_000,
-                                "created": T, "currency": "vnd", "status": "succeeded",
-                                "payment_intent": "pi_1"
-                            })),
-                        )
-                    }
+                    (status, Json(json))
                 }
             }),
         );
@@ -474,6 +471,40 @@ mod tests {
         let stripe = Stripe::from_settings(&settings)
             .unwrap()
             .expect("Stripe set up");
+        (stripe, asked)
+    }
+
+    fn idempotency_error() -> serde_json::Value {
+        serde_json::json!({"error": {
+            "type": "idempotency_error",
+            "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."
+        }})
+    }
+
+    /// A refund asked before refunds carried our id in their metadata, whose answer was lost:
+    /// asked again with the metadata under the same idempotency key, Stripe refuses the key
+    /// (400 `idempotency_error`); asked again as it was first asked, Stripe answers the refund
+    /// it made. Before, the refusal was final: booked failed, its amount refunded a second
+    /// time.
+    #[tokio::test]
+    async fn a_refund_whose_key_was_used_without_our_id_is_asked_again_as_it_was() {
+        use axum::http::StatusCode;
+        // Stripe as it answers a key first used for a refund without metadata.
+        let (stripe, asked) = on_fake_stripe(|tagged| {
+            if tagged {
+                (StatusCode::BAD_REQUEST, idempotency_error())
+            } else {
+                (
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "id": "re_made_before", "object": "refund", "amount": 10_000,
+                        "created": T, "currency": "vnd", "status": "succeeded",
+                        "payment_intent": "pi_1"
+                    }),
+                )
+            }
+        })
+        .await;
 
         let made = stripe
             .refund("pi_1", 10_000, "r1")
@@ -494,6 +525,23 @@ mod tests {
             asked.iter().all(|(key, _)| key == "nongsan-refund-r1"),
             "{asked:?}"
         );
+    }
+
+    /// 409 `idempotency_error`: the same key's first request is still running at Stripe (ours
+    /// timed out). Asked again at once without the metadata, Stripe would answer 400 and the
+    /// refund would be booked failed while Stripe makes it; it is left to be asked again later.
+    #[tokio::test]
+    async fn a_refund_whose_key_is_still_in_use_at_stripe_is_not_asked_again_at_once() {
+        let (stripe, asked) =
+            on_fake_stripe(|_| (axum::http::StatusCode::CONFLICT, idempotency_error())).await;
+
+        let answer = stripe.refund("pi_1", 10_000, "r1").await;
+
+        assert!(
+            matches!(&answer, Err(StripeError::Stripe(e, 409)) if e.type_ == stripe::ApiErrorsType::IdempotencyError),
+            "{answer:?}"
+        );
+        assert_eq!(asked.lock().unwrap().len(), 1, "asked once");
     }
 
     const T: i64 = 1_700_000_000;

@@ -116,7 +116,14 @@ impl Answer {
         match &self.refund_trans {
             Some(serde_json::Value::Array(items)) => items
                 .iter()
-                .filter_map(|t| RefundTrans::deserialize(t).ok())
+                .filter_map(|t| match RefundTrans::deserialize(t) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        // Logged: a refund of ours left out here would stay pending with nothing to say why.
+                        tracing::warn!(item = %t, error = %e, "a refund in MoMo's query answer that does not read");
+                        None
+                    }
+                })
                 .collect(),
             _ => Vec::new(),
         }

@@ -59,6 +59,16 @@ pub fn set(name: &str, action: Action) {
         .insert(name.to_owned(), action);
 }
 
+/// What a fail point is set to now (an `Error` counts down as it is reached): for a test to
+/// see how often a step was reached.
+pub fn state(name: &str) -> Option<Action> {
+    POINTS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .copied()
+}
+
 /// Turns a fail point off.
 pub fn clear(name: &str) {
     POINTS
@@ -69,11 +79,7 @@ pub fn clear(name: &str) {
 
 /// Reached a fail point that may delay: waits when set to [`Action::Delay`], else as [`hit`].
 pub async fn hit_async(name: &str) -> anyhow::Result<()> {
-    let action = POINTS
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(name)
-        .copied();
+    let action = state(name);
     if let Some(Action::Delay(ms)) = action {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         return Ok(());
@@ -83,11 +89,7 @@ pub async fn hit_async(name: &str) -> anyhow::Result<()> {
 
 /// Reached a fail point: aborts, fails, or (normally) does nothing.
 pub fn hit(name: &str) -> anyhow::Result<()> {
-    let action = POINTS
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(name)
-        .copied();
+    let action = state(name);
     match action {
         None => Ok(()),
         Some(Action::Abort) => {

@@ -423,10 +423,28 @@ async fn a_lost_embedded_index_is_filled_again_from_the_catalog() {
     listed(&app, 40).await;
     searchable(&app, 40).await;
     app.stop().await;
-    std::fs::remove_dir_all(settings.data_dir.join("search")).expect("the index folder");
+    lose_the_index(&settings.data_dir.join("search")).await;
     let app = TestApp::spawn_with(settings, db).await;
     searchable(&app, 40).await;
     app.stop().await;
+}
+
+/// Deletes an embedded index's folder. A merge the stopped service's index writer started
+/// may still write a file into it for a moment (the writer does not wait for its merges when
+/// dropped), so a removal that meets a folder not empty is tried again.
+async fn lose_the_index(folder: &std::path::Path) {
+    eventually(
+        Duration::from_secs(10),
+        "the index folder to be deleted",
+        || async {
+            match std::fs::remove_dir_all(folder) {
+                Ok(()) => Some(()),
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => None,
+                Err(e) => panic!("deleting the index folder: {e}"),
+            }
+        },
+    )
+    .await;
 }
 
 /// A fill that fails (the engine refused a page, a task took too long) is not tried again
@@ -440,14 +458,19 @@ async fn a_fill_that_fails_leaves_the_listings_to_the_indexer() {
     listed(&app, 40).await;
     searchable(&app, 40).await;
     app.stop().await;
-    std::fs::remove_dir_all(settings.data_dir.join("search")).expect("the index folder");
-    nongsan_shared::failpoint::set(
-        "search.fill",
-        nongsan_shared::failpoint::Action::Error { times: u32::MAX },
-    );
+    lose_the_index(&settings.data_dir.join("search")).await;
+    let every_time = nongsan_shared::failpoint::Action::Error { times: u32::MAX };
+    let _failing = crate::support::FailPoint::set("search.fill", every_time);
     let app = TestApp::spawn_with(settings, db).await;
     searchable(&app, 40).await;
     app.stop().await;
+    assert_eq!(
+        nongsan_shared::failpoint::state("search.fill"),
+        Some(nongsan_shared::failpoint::Action::Error {
+            times: u32::MAX - 1
+        }),
+        "the fill was tried once, and failed"
+    );
 }
 
 /// A new database and settings that put the index on the Meilisearch of the contract suite,

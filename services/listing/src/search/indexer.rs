@@ -169,7 +169,8 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
 /// a new one: in pages of 10,000 written as the engine's large batches, but into the serving
 /// index (what it holds keeps being found meanwhile; a listing it holds is written again as
 /// it is), with the indexer holding back. Answers how many listings it wrote; `None` when
-/// there was nothing to do, or another listing process filled the engine first.
+/// there was nothing to do, another listing process filled the engine first, or the fill
+/// failed and left its marked listings to the indexer.
 ///
 /// Every listing is indexed, hidden or not, and none is ever deleted: an index that counts
 /// fewer than the catalog has lost some. It used to be filled only when empty, so a
@@ -257,10 +258,11 @@ async fn fill_if_still_short(
     // Straight into the serving index: what it holds is found meanwhile, and what it lacks
     // is found as each page is indexed. A fill that fails here (the engine refused a page,
     // a task took too long) is not tried again by this process: every listing is marked,
-    // and the indexer writes them in its own batches, where a document the engine refuses
-    // holds back its batch only. Tried again at once, the index would still look short
-    // while the engine works through the last attempt, and a refused document would make
-    // the fill fail for ever with the indexer waiting behind it.
+    // and the indexer writes them in its own batches of a thousand. Tried again at once,
+    // the index would still look short while the engine works through the last attempt,
+    // and a page the engine refuses would make the fill fail for ever, with the indexer
+    // waiting behind it. (A document the engine refuses still holds up the indexer, which
+    // tries the same oldest batch again.)
     let filled: anyhow::Result<usize> = async {
         nongsan_shared::failpoint::hit("search.fill")?;
         let n = write_all(&mut *conn, engine, &|_, _| {}).await?;

@@ -473,6 +473,73 @@ async fn a_fill_that_fails_leaves_the_listings_to_the_indexer() {
     );
 }
 
+/// A listing the engine refuses does not hold up the others: the indexer looks for it in
+/// smaller batches, sets its mark aside (ten minutes, or until it changes again) and writes
+/// the rest. Before, the batch holding it was tried again for ever, and no change made after
+/// it reached search.
+#[tokio::test]
+async fn a_listing_the_engine_refuses_does_not_hold_up_the_others() {
+    let app = TestApp::spawn().await;
+    listed(&app, 30).await;
+    searchable(&app, 30).await;
+    let listing = app.db.pool("listing").await;
+    let refused: String = sqlx::query_scalar("SELECT id::text FROM listings ORDER BY id LIMIT 1")
+        .fetch_one(&listing)
+        .await
+        .unwrap();
+    let point: &'static str = Box::leak(format!("search.refuse.{refused}").into_boxed_str());
+    let every_time = nongsan_shared::failpoint::Action::Error { times: u32::MAX };
+    let _refusing = crate::support::FailPoint::set(point, every_time);
+    // Every listing changes (a word added to its title) and is marked for the indexer.
+    let changed = "UPDATE listings SET title = title || ' kiwizeta' RETURNING id";
+    let marked = format!(
+        "WITH changed AS ({changed}) INSERT INTO search_dirty (listing_id) SELECT id FROM changed
+         ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp()"
+    );
+    sqlx::query(&marked).execute(&listing).await.unwrap();
+    sqlx::query("SELECT pg_notify('nongsan_search_dirty', '')")
+        .execute(&listing)
+        .await
+        .unwrap();
+    let found = |n: u64| {
+        let api = app.api.clone();
+        async move {
+            let (_, r) = api.search("q=kiwizeta&in_stock=false&limit=1").await;
+            (r["total"].as_u64() == Some(n)).then_some(())
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the 29 others to be found changed",
+        || found(29),
+    )
+    .await;
+    let aside: bool = sqlx::query_scalar(
+        "SELECT marked_at > now() + interval '5 minutes' FROM search_dirty WHERE listing_id = $1::uuid",
+    )
+    .bind(&refused)
+    .fetch_one(&listing)
+    .await
+    .unwrap();
+    assert!(aside, "the refused listing's mark is set aside");
+    // Taken again (the engine takes it now) as soon as it changes.
+    nongsan_shared::failpoint::clear(point);
+    sqlx::query(
+        "UPDATE search_dirty SET marked_at = clock_timestamp() WHERE listing_id = $1::uuid",
+    )
+    .bind(&refused)
+    .execute(&listing)
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the refused one to be found once it changes",
+        || found(30),
+    )
+    .await;
+    app.stop().await;
+}
+
 /// A new database and settings that put the index on the Meilisearch of the contract suite,
 /// with its URL and key; `None` without one.
 async fn on_meilisearch() -> Option<(

@@ -13,12 +13,13 @@ use nongsan_shared::{
     ListingId,
     db::Notifications,
     events::{Envelope, Handler},
+    failpoint,
     telemetry::worth_logging,
 };
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::{
-    SearchEngine,
+    EngineError, SearchEngine,
     dirty::{CHANNEL, mark_dirty},
 };
 use crate::catalog::store::{listings_after, load_listings};
@@ -45,9 +46,25 @@ const BATCH: i64 = 1_000;
 /// that the swap then drops.
 pub const REINDEX_LOCK: i64 = 0x6e6f_6e67_7361_6e01;
 
-/// Writes up to [`BATCH`] dirty listings to the engine (loaded in two queries, written in one
-/// commit); returns how many. Writes nothing (and returns 0) while a reindex runs.
-pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Result<usize> {
+/// How long a listing the engine refuses is set aside before it is tried again. A change of
+/// the listing brings it back at once: marking it again sets its mark to the time of the
+/// change.
+const SET_ASIDE_MINUTES: i32 = 10;
+
+/// Writes up to `limit` dirty listings to the engine (loaded in two queries, written in one
+/// commit); returns how many marks it took. Writes nothing (and returns 0) while a reindex
+/// runs.
+///
+/// A write the engine refuses (not one it cannot take now) fails as
+/// [`EngineError::Other`]; the caller tries smaller batches until the listing is alone.
+/// Alone and refused, its mark is set aside for [`SET_ASIDE_MINUTES`] and the indexer goes
+/// on. Before, the same oldest batch was tried again for ever, and every change made after
+/// it waited behind it.
+pub async fn index_once(
+    pool: &PgPool,
+    engine: &dyn SearchEngine,
+    limit: i64,
+) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let free = sqlx::query_scalar!(
         r#"SELECT pg_try_advisory_xact_lock_shared($1) AS "free!""#,
@@ -59,8 +76,8 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
         return Ok(0);
     }
     let dirty: Vec<(ListingId, DateTime<Utc>)> = sqlx::query!(
-        r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty ORDER BY marked_at LIMIT $1"#,
-        BATCH,
+        r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty WHERE marked_at <= now() ORDER BY marked_at LIMIT $1"#,
+        limit,
     )
     .fetch_all(&mut *tx)
     .await?
@@ -77,7 +94,38 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
         .iter()
         .map(super::document)
         .collect();
-    engine.upsert(&docs).await?;
+    let written = async {
+        // A test makes the engine refuse a listing with the fail point `search.refuse.<id>`.
+        for d in &docs {
+            failpoint::hit(&format!("search.refuse.{}", d.id)).map_err(EngineError::Other)?;
+        }
+        engine.upsert(&docs).await
+    }
+    .await;
+    match written {
+        Ok(()) => {}
+        Err(EngineError::Other(e)) if dirty.len() == 1 => {
+            let (id, at) = dirty[0];
+            tracing::error!(
+                listing = %id,
+                error = format!("{e:#}"),
+                minutes = SET_ASIDE_MINUTES,
+                "the search engine refuses this listing: set aside, to be tried again later or when it changes"
+            );
+            sqlx::query!(
+                "UPDATE search_dirty SET marked_at = now() + make_interval(mins => $3)
+                 WHERE listing_id = $1 AND marked_at = $2",
+                id.0,
+                at,
+                SET_ASIDE_MINUTES,
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    }
     // Only those not marked again while we were writing.
     let marked: Vec<DateTime<Utc>> = dirty.iter().map(|d| d.1).collect();
     sqlx::query!(
@@ -90,6 +138,11 @@ pub async fn index_once(pool: &PgPool, engine: &dyn SearchEngine) -> anyhow::Res
     .await?;
     tx.commit().await?;
     Ok(dirty.len())
+}
+
+/// Whether the engine refused a write (as opposed to not being able to take it now).
+fn refused(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<EngineError>(), Some(EngineError::Other(_)))
 }
 
 /// The pause after a write to the engine that did not fill a batch, before the next. Every
@@ -128,17 +181,25 @@ pub async fn run(pool: PgPool, engine: Arc<dyn SearchEngine>) {
     let notifications = Notifications::listen(&pool, CHANNEL);
     let mut failures = 0u32;
     let mut last_write: Option<tokio::time::Instant> = None;
+    // Halved while the engine refuses a batch, to find the listing it refuses; doubled back
+    // after each write.
+    let mut batch = BATCH;
     loop {
         if let Some(at) = last_write {
             tokio::time::sleep_until(at + COMMIT_GAP).await;
         }
-        match index_once(&pool, engine.as_ref()).await {
+        match index_once(&pool, engine.as_ref(), batch).await {
+            Err(e) if batch > 1 && refused(&e) => {
+                batch = (batch / 2).max(1);
+                continue;
+            }
             Ok(n) => {
                 if failures > 0 {
                     tracing::info!("search indexer caught up");
                 }
                 failures = 0;
-                let full = i64::try_from(n).is_ok_and(|n| n >= BATCH);
+                let full = i64::try_from(n).is_ok_and(|n| n >= batch);
+                batch = (batch * 2).min(BATCH);
                 last_write = (n > 0 && !full).then(tokio::time::Instant::now);
                 if n > 0 {
                     continue;
@@ -264,7 +325,7 @@ async fn fill_if_still_short(
     // waiting behind it. (A document the engine refuses still holds up the indexer, which
     // tries the same oldest batch again.)
     let filled: anyhow::Result<usize> = async {
-        nongsan_shared::failpoint::hit("search.fill")?;
+        failpoint::hit("search.fill")?;
         let n = write_all(&mut *conn, engine, &|_, _| {}).await?;
         engine.settle().await?;
         Ok(n)

@@ -473,10 +473,60 @@ async fn a_fill_that_fails_leaves_the_listings_to_the_indexer() {
     );
 }
 
+/// Changes the title of `n` listings (the first by id), adding the word "kiwizeta", and
+/// marks them for the indexer in one transaction; `first` (when given) is marked oldest.
+async fn changed_and_marked(app: &TestApp, n: i64, first: Option<&str>) {
+    let listing = app.db.pool("listing").await;
+    let mut tx = listing.begin().await.unwrap();
+    sqlx::query(
+        "WITH changed AS (
+           UPDATE listings SET title = title || ' kiwizeta'
+            WHERE id IN (SELECT id FROM listings ORDER BY id LIMIT $1) RETURNING id)
+         INSERT INTO search_dirty (listing_id) SELECT id FROM changed
+         ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp()",
+    )
+    .bind(n)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    if let Some(first) = first {
+        sqlx::query("UPDATE search_dirty SET marked_at = marked_at - interval '1 hour' WHERE listing_id = $1::uuid")
+            .bind(first)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    sqlx::query("SELECT pg_notify('nongsan_search_dirty', '')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Waits until search finds `n` listings with the word "kiwizeta".
+async fn found_changed(app: &TestApp, n: u64, what: &str) {
+    eventually(Duration::from_secs(30), what, || async {
+        let (_, r) = app.api.search("q=kiwizeta&in_stock=false&limit=1").await;
+        (r["total"].as_u64() == Some(n)).then_some(())
+    })
+    .await;
+}
+
+/// Listings whose marks are set aside (ahead of now).
+async fn set_aside(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT listing_id::text FROM search_dirty WHERE marked_at > now() + interval '5 minutes'",
+    )
+    .fetch_all(&app.db.pool("listing").await)
+    .await
+    .unwrap()
+}
+
 /// A listing the engine refuses does not hold up the others: the indexer looks for it in
-/// smaller batches, sets its mark aside (ten minutes, or until it changes again) and writes
-/// the rest. Before, the batch holding it was tried again for ever, and no change made after
-/// it reached search.
+/// smaller batches, checks that the engine takes another listing (one it holds, written
+/// again), sets the refused one's mark aside (ten minutes, or until it changes again) and
+/// writes the rest. Before, the batch holding it was tried again for ever, and no change
+/// made after it reached search.
 #[tokio::test]
 async fn a_listing_the_engine_refuses_does_not_hold_up_the_others() {
     let app = TestApp::spawn().await;
@@ -490,38 +540,14 @@ async fn a_listing_the_engine_refuses_does_not_hold_up_the_others() {
     let point: &'static str = Box::leak(format!("search.refuse.{refused}").into_boxed_str());
     let every_time = nongsan_shared::failpoint::Action::Error { times: u32::MAX };
     let _refusing = crate::support::FailPoint::set(point, every_time);
-    // Every listing changes (a word added to its title) and is marked for the indexer.
-    let changed = "UPDATE listings SET title = title || ' kiwizeta' RETURNING id";
-    let marked = format!(
-        "WITH changed AS ({changed}) INSERT INTO search_dirty (listing_id) SELECT id FROM changed
-         ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp()"
+    // 29 listings change, the refused one first; the 30th is not marked.
+    changed_and_marked(&app, 29, Some(&refused)).await;
+    found_changed(&app, 28, "the 28 others to be found changed").await;
+    assert_eq!(
+        set_aside(&app).await,
+        std::slice::from_ref(&refused),
+        "the refused one is set aside"
     );
-    sqlx::query(&marked).execute(&listing).await.unwrap();
-    sqlx::query("SELECT pg_notify('nongsan_search_dirty', '')")
-        .execute(&listing)
-        .await
-        .unwrap();
-    let found = |n: u64| {
-        let api = app.api.clone();
-        async move {
-            let (_, r) = api.search("q=kiwizeta&in_stock=false&limit=1").await;
-            (r["total"].as_u64() == Some(n)).then_some(())
-        }
-    };
-    eventually(
-        Duration::from_secs(30),
-        "the 29 others to be found changed",
-        || found(29),
-    )
-    .await;
-    let aside: bool = sqlx::query_scalar(
-        "SELECT marked_at > now() + interval '5 minutes' FROM search_dirty WHERE listing_id = $1::uuid",
-    )
-    .bind(&refused)
-    .fetch_one(&listing)
-    .await
-    .unwrap();
-    assert!(aside, "the refused listing's mark is set aside");
     // Taken again (the engine takes it now) as soon as it changes.
     nongsan_shared::failpoint::clear(point);
     sqlx::query(
@@ -531,12 +557,40 @@ async fn a_listing_the_engine_refuses_does_not_hold_up_the_others() {
     .execute(&listing)
     .await
     .unwrap();
+    found_changed(&app, 29, "the refused one to be found once it changes").await;
+    app.stop().await;
+}
+
+/// An engine that refuses every write (a full disk, a Meilisearch answering errors) is not
+/// taken for one that refuses listings: no mark is set aside (each would wait ten minutes
+/// once the engine is back), and every change is found once it takes writes again.
+#[tokio::test]
+async fn an_engine_that_refuses_every_write_sets_no_listing_aside() {
+    use nongsan_shared::failpoint::{Action, state};
+    let app = TestApp::spawn().await;
+    listed(&app, 30).await;
+    searchable(&app, 30).await;
+    let _refusing =
+        crate::support::FailPoint::set("search.write", Action::Error { times: u32::MAX });
+    changed_and_marked(&app, 30, None).await;
+    // Tried in smaller batches down to one listing, and the check by another (11 writes),
+    // then again after a pause.
     eventually(
         Duration::from_secs(30),
-        "the refused one to be found once it changes",
-        || found(30),
+        "the indexer to try 15 writes",
+        || async {
+            matches!(state("search.write"), Some(Action::Error { times }) if times <= u32::MAX - 15)
+                .then_some(())
+        },
     )
     .await;
+    assert_eq!(
+        set_aside(&app).await,
+        Vec::<String>::new(),
+        "nothing set aside"
+    );
+    nongsan_shared::failpoint::clear("search.write");
+    found_changed(&app, 30, "every change to be found").await;
     app.stop().await;
 }
 

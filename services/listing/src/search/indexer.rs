@@ -57,9 +57,11 @@ const SET_ASIDE_MINUTES: i32 = 10;
 ///
 /// A write the engine refuses (not one it cannot take now) fails as
 /// [`EngineError::Other`]; the caller tries smaller batches until the listing is alone.
-/// Alone and refused, its mark is set aside for [`SET_ASIDE_MINUTES`] and the indexer goes
-/// on. Before, the same oldest batch was tried again for ever, and every change made after
-/// it waited behind it.
+/// Alone and refused, it is the listing or the engine: when the engine takes another
+/// listing's document ([`engine_takes_writes`]), the refused listing's mark is set aside for
+/// [`SET_ASIDE_MINUTES`] and the indexer goes on; when it does not, the error goes back to
+/// the caller, which backs off as for an engine that is away. Before, the same oldest batch
+/// was tried again for ever, and every change made after it waited behind it.
 pub async fn index_once(
     pool: &PgPool,
     engine: &dyn SearchEngine,
@@ -76,7 +78,7 @@ pub async fn index_once(
         return Ok(0);
     }
     let dirty: Vec<(ListingId, DateTime<Utc>)> = sqlx::query!(
-        r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty WHERE marked_at <= now() ORDER BY marked_at LIMIT $1"#,
+        r#"SELECT listing_id AS "listing_id: ListingId", marked_at FROM search_dirty WHERE marked_at <= statement_timestamp() ORDER BY marked_at LIMIT $1"#,
         limit,
     )
     .fetch_all(&mut *tx)
@@ -94,18 +96,13 @@ pub async fn index_once(
         .iter()
         .map(super::document)
         .collect();
-    let written = async {
-        // A test makes the engine refuse a listing with the fail point `search.refuse.<id>`.
-        for d in &docs {
-            failpoint::hit(&format!("search.refuse.{}", d.id)).map_err(EngineError::Other)?;
-        }
-        engine.upsert(&docs).await
-    }
-    .await;
-    match written {
+    match write(engine, &docs).await {
         Ok(()) => {}
         Err(EngineError::Other(e)) if dirty.len() == 1 => {
             let (id, at) = dirty[0];
+            if !engine_takes_writes(&mut tx, engine, id).await? {
+                return Err(EngineError::Other(e).into());
+            }
             tracing::error!(
                 listing = %id,
                 error = format!("{e:#}"),
@@ -138,6 +135,49 @@ pub async fn index_once(
     .await?;
     tx.commit().await?;
     Ok(dirty.len())
+}
+
+/// Writes documents to the engine. Fail points for tests: `search.write` refuses every
+/// write, `search.refuse.<id>` any write holding that listing.
+async fn write(engine: &dyn SearchEngine, docs: &[super::SearchDoc]) -> Result<(), EngineError> {
+    failpoint::hit("search.write").map_err(EngineError::Other)?;
+    for d in docs {
+        failpoint::hit(&format!("search.refuse.{}", d.id)).map_err(EngineError::Other)?;
+    }
+    engine.upsert(docs).await
+}
+
+/// Whether the engine takes another listing's document than `refused`'s now: one it took
+/// before (not marked, so its document is as the catalog has it) written again as it is, or
+/// when every listing is marked, the next marked one. `false` when it refuses that too (the
+/// engine refuses every write: a full disk, a Meilisearch that answers errors), or when
+/// there is no other listing to tell by.
+async fn engine_takes_writes(
+    conn: &mut PgConnection,
+    engine: &dyn SearchEngine,
+    refused: ListingId,
+) -> anyhow::Result<bool> {
+    let other = sqlx::query_scalar!(
+        r#"(SELECT l.id AS "id!: ListingId" FROM listings l
+             WHERE NOT EXISTS (SELECT 1 FROM search_dirty d WHERE d.listing_id = l.id) LIMIT 1)
+           UNION ALL
+           (SELECT listing_id FROM search_dirty WHERE listing_id <> $1 AND marked_at <= statement_timestamp()
+             ORDER BY marked_at LIMIT 1)
+           LIMIT 1"#,
+        refused.0,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(other) = other else {
+        return Ok(false);
+    };
+    let docs: Vec<_> = load_listings(conn, &[other])
+        .await
+        .map_err(|e| anyhow::anyhow!("loading a listing: {e}"))?
+        .iter()
+        .map(super::document)
+        .collect();
+    Ok(write(engine, &docs).await.is_ok())
 }
 
 /// Whether the engine refused a write (as opposed to not being able to take it now).
@@ -322,8 +362,8 @@ async fn fill_if_still_short(
     // and the indexer writes them in its own batches of a thousand. Tried again at once,
     // the index would still look short while the engine works through the last attempt,
     // and a page the engine refuses would make the fill fail for ever, with the indexer
-    // waiting behind it. (A document the engine refuses still holds up the indexer, which
-    // tries the same oldest batch again.)
+    // waiting behind it. (The indexer finds a document the engine refuses and sets it
+    // aside: `index_once`.)
     let filled: anyhow::Result<usize> = async {
         failpoint::hit("search.fill")?;
         let n = write_all(&mut *conn, engine, &|_, _| {}).await?;

@@ -548,6 +548,17 @@ async fn a_listing_the_engine_refuses_does_not_hold_up_the_others() {
         std::slice::from_ref(&refused),
         "the refused one is set aside"
     );
+    let metrics = app
+        .api
+        .send(crate::support::client::Request::get("/metrics"))
+        .await
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "search_listings_set_aside_total 1"),
+        "counted for an alert: {metrics}"
+    );
     // Taken again (the engine takes it now) as soon as it changes.
     nongsan_shared::failpoint::clear(point);
     sqlx::query(

@@ -103,6 +103,8 @@ pub async fn index_once(
             if !engine_takes_writes(&mut tx, engine, id).await? {
                 return Err(EngineError::Other(e).into());
             }
+            // For an alert: a listing out of search until it changes or the pause ends.
+            metrics::counter!("search_listings_set_aside_total").increment(1);
             tracing::error!(
                 listing = %id,
                 error = format!("{e:#}"),

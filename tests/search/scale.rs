@@ -417,16 +417,25 @@ async fn searchable(app: &TestApp, n: usize) {
 /// after a restart, with nothing done by hand.
 #[tokio::test]
 async fn a_lost_embedded_index_is_filled_again_from_the_catalog() {
-    let db = crate::support::TestDb::new().await;
-    let settings = crate::support::test_settings(&db).await;
-    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
-    listed(&app, 40).await;
-    searchable(&app, 40).await;
-    app.stop().await;
-    lose_the_index(&settings.data_dir.join("search")).await;
+    let (db, settings) = catalog_without_its_index(40).await;
     let app = TestApp::spawn_with(settings, db).await;
     searchable(&app, 40).await;
     app.stop().await;
+}
+
+/// A catalog of `n` listings, searchable once, whose embedded index is then lost (the
+/// service stopped, its index folder deleted): its database and settings.
+async fn catalog_without_its_index(
+    n: usize,
+) -> (crate::support::TestDb, nongsan_shared::config::Settings) {
+    let db = crate::support::TestDb::new().await;
+    let settings = crate::support::test_settings(&db).await;
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    listed(&app, n).await;
+    searchable(&app, n).await;
+    app.stop().await;
+    lose_the_index(&settings.data_dir.join("search")).await;
+    (db, settings)
 }
 
 /// Deletes an embedded index's folder. A merge the stopped service's index writer started
@@ -452,13 +461,7 @@ async fn lose_the_index(folder: &std::path::Path) {
 /// marked. Before, the failed fill was tried again for ever and nothing was indexed.
 #[tokio::test]
 async fn a_fill_that_fails_leaves_the_listings_to_the_indexer() {
-    let db = crate::support::TestDb::new().await;
-    let settings = crate::support::test_settings(&db).await;
-    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
-    listed(&app, 40).await;
-    searchable(&app, 40).await;
-    app.stop().await;
-    lose_the_index(&settings.data_dir.join("search")).await;
+    let (db, settings) = catalog_without_its_index(40).await;
     let every_time = nongsan_shared::failpoint::Action::Error { times: u32::MAX };
     let _failing = crate::support::FailPoint::set("search.fill", every_time);
     let app = TestApp::spawn_with(settings, db).await;

@@ -289,18 +289,13 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
                 _ => Answer::Later("VNPay is not set up here".to_owned()),
             }
         }
-        PaymentMethod::Stripe => match &app.stripe {
+        PaymentMethod::Stripe => match (&app.stripe, &r.refund_ref) {
             // Made before and answered `pending`: asked how it stands, not made again.
-            Some(stripe) if r.refund_ref.is_some() => {
-                let made = r.refund_ref.clone().unwrap_or_default();
-                match stripe.refund_status(&made).await {
-                    Ok(status) => {
-                        crate::stripe::refund_answer(&made, status.as_deref().unwrap_or(""))
-                    }
-                    Err(e) => Answer::Later(e.to_string()),
-                }
-            }
-            Some(stripe) => match stripe
+            (Some(stripe), Some(made)) => match stripe.refund_status(made).await {
+                Ok(status) => crate::stripe::refund_answer(made, status.as_deref().unwrap_or("")),
+                Err(e) => Answer::Later(e.to_string()),
+            },
+            (Some(stripe), None) => match stripe
                 .refund(&r.txn_ref, r.amount_vnd.get(), &id.0.simple().to_string())
                 .await
             {
@@ -323,7 +318,7 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
                 }
                 Err(e) => Answer::Later(e.to_string()),
             },
-            None => Answer::Later("Stripe is not set up here".to_owned()),
+            (None, _) => Answer::Later("Stripe is not set up here".to_owned()),
         },
         PaymentMethod::Momo => {
             let s = &app.settings;

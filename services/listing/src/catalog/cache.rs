@@ -800,12 +800,16 @@ mod tests {
         // Pages of about a kilobyte until the walk would stop: then nine tenths of the pages'
         // budget (seven eighths of the whole) are spent, and no more than that and one page.
         let pages_budget = (1 << 20) / SHARDS * 7 / 8 * SHARDS;
+        // Pages fall on the 64 shards at random, and a full shard forgets its oldest page, so
+        // the number of pages it takes varies from run to run: 836 to 1,026 in 300 runs, 1,000
+        // or more in 6 of them (the bound was 1,000 and failed CI once). The bound only stops a
+        // walk that would never end.
         let mut kept = 0;
         while c.has_room() {
             let t = c.ticket(ListingId::new(), day());
             c.put(t, Bytes::from(vec![b'x'; 1000]));
             kept += 1;
-            assert!(kept < 1000, "still room after {kept} pages");
+            assert!(kept < 100_000, "still room after {kept} pages");
         }
         let (_, bytes) = c.size();
         assert!(bytes >= pages_budget / 10 * 9, "{bytes} of {pages_budget}");

@@ -19,9 +19,12 @@ async fn the_adapter_applies_the_vietnamese_settings_before_anything_else() {
     let engine = MeiliEngine::new(&fake.url, Some("master-key".into()), "test_listings").unwrap();
     engine.search(&SearchQuery::default()).await.unwrap();
     let exchanges = fake.state.lock().unwrap().exchanges.clone();
-    assert_eq!(exchanges[0].method, "PATCH");
+    // The settings are read first; the fake has none, so they are sent.
+    assert_eq!(exchanges[0].method, "GET");
     assert_eq!(exchanges[0].path, "/indexes/test_listings/settings");
-    let s = &exchanges[0].body;
+    assert_eq!(exchanges[1].method, "PATCH");
+    assert_eq!(exchanges[1].path, "/indexes/test_listings/settings");
+    let s = &exchanges[1].body;
     assert_eq!(
         s["typoTolerance"]["minWordSizeForTypos"],
         json!({ "oneTypo": 4, "twoTypos": 8 })
@@ -309,6 +312,77 @@ async fn a_meilisearch_rebuild_serves_the_old_index_until_the_new_one_takes_its_
         .await
         .expect("a filtered search on the swapped-in index");
     assert!(r.total > 0, "{:?}", new[0].title);
+    let mut drop = reqwest::Client::new().delete(format!("{url}/indexes/{uid}"));
+    if let Some(key) = &key {
+        drop = drop.bearer_auth(key);
+    }
+    drop.send().await.unwrap();
+}
+
+/// `GET {url}{path}` on the Meilisearch server, as JSON.
+async fn meili_get(url: &str, key: Option<&str>, path: &str) -> Value {
+    let mut get = reqwest::Client::new().get(format!("{url}{path}"));
+    if let Some(key) = key {
+        get = get.bearer_auth(key);
+    }
+    get.send().await.unwrap().json().await.unwrap()
+}
+
+/// The settings updates Meilisearch was given for the index `uid`.
+async fn settings_updates(url: &str, key: Option<&str>, uid: &str) -> usize {
+    let tasks = meili_get(
+        url,
+        key,
+        &format!("/tasks?indexUids={uid}&types=settingsUpdate&limit=100"),
+    )
+    .await;
+    tasks["results"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn settings_an_index_already_has_are_not_sent_again_and_changed_ones_are_put_back() {
+    let Some((url, key)) = super::contract::meili_server() else {
+        return;
+    };
+    let uid = format!("settings_{}", uuid::Uuid::now_v7().simple());
+    let first = MeiliEngine::new(&url, key.clone(), &uid).unwrap();
+    first.count().await.unwrap();
+    assert_eq!(settings_updates(&url, key.as_deref(), &uid).await, 1);
+    // The service started again: the index has the settings, and Meilisearch is not made to
+    // work through its documents for nothing.
+    let again = MeiliEngine::new(&url, key.clone(), &uid).unwrap();
+    again.count().await.unwrap();
+    assert_eq!(settings_updates(&url, key.as_deref(), &uid).await, 1);
+
+    // Someone changes the ranking rules by hand: the next start puts them back.
+    let mut patch = reqwest::Client::new()
+        .patch(format!("{url}/indexes/{uid}/settings"))
+        .json(&json!({ "rankingRules": ["words", "sort"] }));
+    if let Some(key) = &key {
+        patch = patch.bearer_auth(key);
+    }
+    let task: Value = patch.send().await.unwrap().json().await.unwrap();
+    let task_path = format!("/tasks/{}", task["taskUid"]);
+    eventually(Duration::from_secs(30), "the hand-made change", || async {
+        (meili_get(&url, key.as_deref(), &task_path).await["status"] == "succeeded").then_some(())
+    })
+    .await;
+    let third = MeiliEngine::new(&url, key.clone(), &uid).unwrap();
+    third.count().await.unwrap();
+    assert_eq!(settings_updates(&url, key.as_deref(), &uid).await, 3);
+    let settings = meili_get(&url, key.as_deref(), &format!("/indexes/{uid}/settings")).await;
+    assert_eq!(
+        settings["rankingRules"],
+        json!([
+            "words",
+            "typo",
+            "proximity",
+            "attribute",
+            "sort",
+            "exactness"
+        ])
+    );
+
     let mut drop = reqwest::Client::new().delete(format!("{url}/indexes/{uid}"));
     if let Some(key) = &key {
         drop = drop.bearer_auth(key);

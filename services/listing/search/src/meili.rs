@@ -329,6 +329,39 @@ pub fn index_settings() -> Settings {
         })
 }
 
+/// Whether `index` exists with every setting of `wanted`. An index that cannot be read, or
+/// whose settings the SDK cannot read, is taken as not having them.
+async fn has_settings(index: &Index<Http>, wanted: &Settings) -> bool {
+    let Ok(current) = index.get_settings().await else {
+        return false;
+    };
+    match (serde_json::to_value(&current), serde_json::to_value(wanted)) {
+        (Ok(current), Ok(wanted)) => holds(&current, &wanted, ""),
+        _ => false,
+    }
+}
+
+/// Whether `current` holds `wanted`: each of its keys (an unset one, `null`, holds anyway),
+/// recursively. Lists are sets, in any order, except where the order ranks: the searchable
+/// attributes and the ranking rules (Meilisearch gives the sortable attributes back sorted).
+fn holds(current: &serde_json::Value, wanted: &serde_json::Value, key: &str) -> bool {
+    use serde_json::Value;
+    match (current, wanted) {
+        (Value::Object(current), Value::Object(wanted)) => wanted
+            .iter()
+            .all(|(k, w)| w.is_null() || current.get(k).is_some_and(|c| holds(c, w, k))),
+        (Value::Array(current), Value::Array(wanted))
+            if !matches!(key, "searchableAttributes" | "rankingRules") =>
+        {
+            current.len() == wanted.len()
+                && wanted
+                    .iter()
+                    .all(|w| current.iter().any(|c| holds(c, w, "")))
+        }
+        (current, wanted) => current == wanted,
+    }
+}
+
 fn quoted(v: &str) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned())
 }
@@ -542,15 +575,21 @@ impl MeiliEngine {
         }
     }
 
-    /// Applies the index settings once per process.
+    /// Applies the index settings once per process, unless the index has them already.
+    ///
+    /// Meilisearch works through every document again for a settings update, even one that
+    /// changes nothing: 5.3 s for 100,000 listings, at every start of the listing service
+    /// and at the start of every reindex, with the index's writes queued behind it
+    /// (BENCHMARKS.md, 2026-12-06).
     async fn prepare(&self) -> Result<(), EngineError> {
         self.prepared
             .get_or_try_init(|| async {
+                let wanted = index_settings();
                 let index = self.client.index(&self.index_uid);
-                let task = index
-                    .set_settings(&index_settings())
-                    .await
-                    .map_err(classify)?;
+                if has_settings(&index, &wanted).await {
+                    return Ok(());
+                }
+                let task = index.set_settings(&wanted).await.map_err(classify)?;
                 self.wait(task).await
             })
             .await
@@ -723,5 +762,43 @@ impl SearchEngine for MeiliEngine {
             }));
         }
         Ok(res.results(q, &asked, hits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::holds;
+
+    #[test]
+    fn settings_hold_as_sets_except_where_the_order_ranks() {
+        let current = json!({
+            "sortableAttributes": ["_geo", "created_at", "price_vnd"],
+            "rankingRules": ["words", "typo"],
+            "typoTolerance": { "enabled": true, "disableOnWords": [] },
+            "stopWords": [],
+        });
+        // Sortable attributes in another order; a key left unset; an unset (null) one.
+        let wanted = json!({
+            "sortableAttributes": ["price_vnd", "created_at", "_geo"],
+            "rankingRules": ["words", "typo"],
+            "typoTolerance": { "enabled": true, "minWordSizeForTypos": null },
+        });
+        assert!(holds(&current, &wanted, ""));
+        let reordered = json!({ "rankingRules": ["typo", "words"] });
+        assert!(
+            !holds(&current, &reordered, ""),
+            "the ranking rules' order counts"
+        );
+        let changed = json!({ "typoTolerance": { "enabled": false } });
+        assert!(!holds(&current, &changed, ""));
+        let missing = json!({ "synonyms": { "bắp": ["ngô"] } });
+        assert!(!holds(&current, &missing, ""), "a setting the index lacks");
+        let fewer = json!({ "sortableAttributes": ["price_vnd", "_geo"] });
+        assert!(
+            !holds(&current, &fewer, ""),
+            "a list is the same set, not a part of it"
+        );
     }
 }

@@ -341,15 +341,20 @@ async fn has_settings(index: &Index<Http>, wanted: &Settings) -> bool {
     }
 }
 
-/// Whether `current` holds `wanted`: each of its keys (an unset one, `null`, holds anyway),
-/// recursively. Lists are sets, in any order, except where the order ranks: the searchable
-/// attributes and the ranking rules (Meilisearch gives the sortable attributes back sorted).
+/// Whether `current` holds `wanted`, as a `PATCH` of `wanted` would leave it: each of its keys
+/// (an unset one, `null`, holds anyway), recursively; a key the patch does not name stays as
+/// it is, except in the synonyms, which a patch replaces whole. Lists are replaced whole too,
+/// and are sets, in any order, except where the order ranks: the searchable attributes and
+/// the ranking rules (Meilisearch gives the sortable attributes back sorted).
 fn holds(current: &serde_json::Value, wanted: &serde_json::Value, key: &str) -> bool {
     use serde_json::Value;
     match (current, wanted) {
-        (Value::Object(current), Value::Object(wanted)) => wanted
-            .iter()
-            .all(|(k, w)| w.is_null() || current.get(k).is_some_and(|c| holds(c, w, k))),
+        (Value::Object(current), Value::Object(wanted)) => {
+            (key != "synonyms" || current.len() == wanted.len())
+                && wanted
+                    .iter()
+                    .all(|(k, w)| w.is_null() || current.get(k).is_some_and(|c| holds(c, w, k)))
+        }
         (Value::Array(current), Value::Array(wanted))
             if !matches!(key, "searchableAttributes" | "rankingRules") =>
         {
@@ -795,6 +800,15 @@ mod tests {
         assert!(!holds(&current, &changed, ""));
         let missing = json!({ "synonyms": { "bắp": ["ngô"] } });
         assert!(!holds(&current, &missing, ""), "a setting the index lacks");
+        // Synonyms are replaced whole: one the index has and nongsan no longer wants counts.
+        let synonyms = json!({ "synonyms": { "bắp": ["ngô"], "ngô": ["bắp"], "khóm": ["dứa"] } });
+        let same = json!({ "synonyms": { "khóm": ["dứa"], "ngô": ["bắp"], "bắp": ["ngô"] } });
+        let fewer_synonyms = json!({ "synonyms": { "bắp": ["ngô"], "ngô": ["bắp"] } });
+        assert!(holds(&synonyms, &same, ""));
+        assert!(
+            !holds(&synonyms, &fewer_synonyms, ""),
+            "a synonym no longer wanted"
+        );
         let fewer = json!({ "sortableAttributes": ["price_vnd", "_geo"] });
         assert!(
             !holds(&current, &fewer, ""),

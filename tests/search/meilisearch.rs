@@ -354,34 +354,49 @@ async fn settings_an_index_already_has_are_not_sent_again_and_changed_ones_are_p
     again.count().await.unwrap();
     assert_eq!(settings_updates(&url, key.as_deref(), &uid).await, 1);
 
-    // Someone changes the ranking rules by hand: the next start puts them back.
-    let mut patch = reqwest::Client::new()
-        .patch(format!("{url}/indexes/{uid}/settings"))
-        .json(&json!({ "rankingRules": ["words", "sort"] }));
-    if let Some(key) = &key {
-        patch = patch.bearer_auth(key);
+    // Someone changes a setting by hand: the next start puts it back. The ranking rules, then
+    // the words typed exactly (reset by the `null` the settings carry for them).
+    for (change, updates) in [
+        (json!({ "rankingRules": ["words", "sort"] }), 3),
+        (
+            json!({ "typoTolerance": { "disableOnWords": ["xoài"] } }),
+            5,
+        ),
+    ] {
+        let mut patch = reqwest::Client::new()
+            .patch(format!("{url}/indexes/{uid}/settings"))
+            .json(&change);
+        if let Some(key) = &key {
+            patch = patch.bearer_auth(key);
+        }
+        let task: Value = patch.send().await.unwrap().json().await.unwrap();
+        let task_path = format!("/tasks/{}", task["taskUid"]);
+        eventually(Duration::from_secs(30), "the hand-made change", || async {
+            (meili_get(&url, key.as_deref(), &task_path).await["status"] == "succeeded")
+                .then_some(())
+        })
+        .await;
+        let started_again = MeiliEngine::new(&url, key.clone(), &uid).unwrap();
+        started_again.count().await.unwrap();
+        assert_eq!(
+            settings_updates(&url, key.as_deref(), &uid).await,
+            updates,
+            "{change}"
+        );
+        let settings = meili_get(&url, key.as_deref(), &format!("/indexes/{uid}/settings")).await;
+        assert_eq!(
+            settings["rankingRules"],
+            json!([
+                "words",
+                "typo",
+                "proximity",
+                "attribute",
+                "sort",
+                "exactness"
+            ])
+        );
+        assert_eq!(settings["typoTolerance"]["disableOnWords"], json!([]));
     }
-    let task: Value = patch.send().await.unwrap().json().await.unwrap();
-    let task_path = format!("/tasks/{}", task["taskUid"]);
-    eventually(Duration::from_secs(30), "the hand-made change", || async {
-        (meili_get(&url, key.as_deref(), &task_path).await["status"] == "succeeded").then_some(())
-    })
-    .await;
-    let third = MeiliEngine::new(&url, key.clone(), &uid).unwrap();
-    third.count().await.unwrap();
-    assert_eq!(settings_updates(&url, key.as_deref(), &uid).await, 3);
-    let settings = meili_get(&url, key.as_deref(), &format!("/indexes/{uid}/settings")).await;
-    assert_eq!(
-        settings["rankingRules"],
-        json!([
-            "words",
-            "typo",
-            "proximity",
-            "attribute",
-            "sort",
-            "exactness"
-        ])
-    );
 
     let mut drop = reqwest::Client::new().delete(format!("{url}/indexes/{uid}"));
     if let Some(key) = &key {

@@ -332,8 +332,14 @@ pub fn index_settings() -> Settings {
 /// Whether `index` exists with every setting of `wanted`. An index that cannot be read, or
 /// whose settings the SDK cannot read, is taken as not having them.
 async fn has_settings(index: &Index<Http>, wanted: &Settings) -> bool {
-    let Ok(current) = index.get_settings().await else {
-        return false;
+    let current = match index.get_settings().await {
+        Ok(current) => current,
+        Err(e) => {
+            // A new index has none (404); anything else is said, since the settings are then
+            // sent at every start.
+            tracing::info!(index = %index.uid, error = %e, "reading the search index's settings; sending them");
+            return false;
+        }
     };
     match (serde_json::to_value(&current), serde_json::to_value(wanted)) {
         (Ok(current), Ok(wanted)) => holds(&current, &wanted, ""),
@@ -341,9 +347,11 @@ async fn has_settings(index: &Index<Http>, wanted: &Settings) -> bool {
     }
 }
 
-/// Whether `current` holds `wanted`, as a `PATCH` of `wanted` would leave it: each of its keys
-/// (an unset one, `null`, holds anyway), recursively; a key the patch does not name stays as
-/// it is, except in the synonyms, which a patch replaces whole. Lists are replaced whole too,
+/// Whether `current` holds `wanted`, as a `PATCH` of `wanted` would leave it: each of its keys,
+/// recursively; a key the patch does not name stays as it is, except in the synonyms, which a
+/// patch replaces whole. A `null` (the SDK writes one for some unset fields, such as the
+/// typo tolerance's `disableOnWords`) resets the setting to its default, so it holds only
+/// where the index has none: `null`, or an empty list or object. Lists are replaced whole too,
 /// and are sets, in any order, except where the order ranks: the searchable attributes and
 /// the ranking rules (Meilisearch gives the sortable attributes back sorted).
 fn holds(current: &serde_json::Value, wanted: &serde_json::Value, key: &str) -> bool {
@@ -353,8 +361,14 @@ fn holds(current: &serde_json::Value, wanted: &serde_json::Value, key: &str) -> 
             (key != "synonyms" || current.len() == wanted.len())
                 && wanted
                     .iter()
-                    .all(|(k, w)| w.is_null() || current.get(k).is_some_and(|c| holds(c, w, k)))
+                    .all(|(k, w)| current.get(k).is_some_and(|c| holds(c, w, k)))
         }
+        (current, Value::Null) => match current {
+            Value::Null => true,
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        },
         (Value::Array(current), Value::Array(wanted))
             if !matches!(key, "searchableAttributes" | "rankingRules") =>
         {
@@ -784,13 +798,22 @@ mod tests {
             "typoTolerance": { "enabled": true, "disableOnWords": [] },
             "stopWords": [],
         });
-        // Sortable attributes in another order; a key left unset; an unset (null) one.
+        // Sortable attributes in another order; a key left unset; one reset to its default.
         let wanted = json!({
             "sortableAttributes": ["price_vnd", "created_at", "_geo"],
             "rankingRules": ["words", "typo"],
-            "typoTolerance": { "enabled": true, "minWordSizeForTypos": null },
+            "typoTolerance": { "enabled": true, "disableOnWords": null },
         });
         assert!(holds(&current, &wanted, ""));
+        // A null resets: words set by hand are a difference.
+        assert!(
+            !holds(
+                &json!({ "typoTolerance": { "enabled": true, "disableOnWords": ["xoài"] } }),
+                &json!({ "typoTolerance": { "enabled": true, "disableOnWords": null } }),
+                ""
+            ),
+            "a null resets the setting"
+        );
         let reordered = json!({ "rankingRules": ["typo", "words"] });
         assert!(
             !holds(&current, &reordered, ""),

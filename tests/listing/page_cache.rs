@@ -396,9 +396,10 @@ async fn pages_kept(app: &TestApp) -> f64 {
 #[tokio::test]
 async fn the_cache_fills_itself_with_the_active_listings_nobody_has_opened() {
     let db = TestDb::new().await;
-    // Pages live 20 s: the cache walks the catalog every 4 s and renews a page at 10 s.
+    // Pages live 60 s: the cache walks the catalog every 12 s and renews a page at 30 s, so
+    // no walk reads a page again between the change behind its back and the read below.
     let settings = nongsan_shared::config::Settings {
-        listing_cache_secs: 20,
+        listing_cache_secs: 60,
         ..test_settings(&db).await
     };
     let app = TestApp::spawn_with(settings, db).await;
@@ -417,7 +418,7 @@ async fn the_cache_fills_itself_with_the_active_listings_nobody_has_opened() {
     // No page has been read, yet the two active listings' pages are kept; the paused one's
     // is not (only its managers may read it).
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(45),
         "the two active listings' pages kept",
         || async { (pages_kept(&app).await == 2.0).then_some(()) },
     )

@@ -651,9 +651,10 @@ async fn a_checkout_whose_reservation_was_given_up_first_stores_nothing() {
     let app = TestApp::spawn().await;
     let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
+    // Long enough, on a loaded machine, for the claim below to be made while it waits.
     let delayed = crate::support::FailPoint::set(
         "checkout.before_store",
-        nongsan_shared::failpoint::Action::Delay(1500),
+        nongsan_shared::failpoint::Action::Delay(5000),
     );
     let checkout = {
         let (api, buyer) = (api.clone(), buyer.clone());

@@ -80,10 +80,11 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
     let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;
 
-    // The order service stops for a while between reserving and storing.
+    // The order service stops for a while between reserving and storing: long enough, on a
+    // loaded machine, for the payment's event to be tried before the checkout exists.
     let _delayed = crate::support::FailPoint::set(
         "checkout.before_store",
-        nongsan_shared::failpoint::Action::Delay(1500),
+        nongsan_shared::failpoint::Action::Delay(5000),
     );
     let checkout = {
         let (api, buyer, body) = (
@@ -149,7 +150,8 @@ async fn payment_succeeded_arriving_before_the_checkout_is_stored_ends_the_same(
 async fn an_unpaid_checkout_expires_with_its_reservation() {
     let db = TestDb::new().await;
     let mut settings = test_settings(&db).await;
-    settings.checkout_ttl_secs = 1;
+    // Long enough for the reservation to be read before it expires.
+    settings.checkout_ttl_secs = 3;
     let app = TestApp::spawn_with(settings, db).await;
     let api = &app.api;
     let (seller, buyer, listing) = api.shop().await;

@@ -39,7 +39,7 @@ pub fn listing_body() -> Value {
         "min_order": "1",
         "step": "0.5",
         "origin_commune": "24931",
-        "certifications": [{ "kind": "vietgap", "number": "VG-123", "issuer": "Trung tâm chứng nhận", "valid_from": "2025-01-01", "valid_until": "2027-01-01" }],
+        "certifications": [{ "kind": "vietgap", "number": "VG-123", "issuer": "Trung tâm chứng nhận", "valid_from": "2025-01-01", "valid_until": "2030-01-01" }],
         "ocop_stars": 4,
         "status": "active"
     })

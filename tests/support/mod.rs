@@ -210,11 +210,26 @@ impl ClosedPort {
 
 /// A free TCP port on loopback (free now: see [`ClosedPort`] for one that stays so).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct TCP ports on loopback, free now (held together while picked). They are drawn
+/// at random below Linux's ephemeral range (32768 and up), not from `bind(0)`: the
+/// connections that the tests running beside this one open take their local ports from that
+/// range, and one of them could take a port let go here before the server this test starts
+/// has bound it.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
+    while held.len() < N {
+        let mut draw = std::collections::hash_map::RandomState::new().build_hasher();
+        draw.write_usize(held.len());
+        let port = 20_000 + u16::try_from(draw.finish() % 12_768).unwrap();
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// A `redis-server` this test owns (to stop and restart it), or the shared one.

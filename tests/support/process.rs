@@ -9,7 +9,7 @@ use std::{
 use super::{
     AUTH_SECRET, TestDb,
     client::{Client, Request},
-    free_port, servers,
+    free_port, free_ports, servers,
 };
 
 /// Sends a signal to a process.
@@ -301,9 +301,3 @@ const ATTEMPTS: usize = 5;
 /// Another process listened on the port first.
 #[derive(Debug)]
 struct PortTaken;
-
-/// `N` distinct free ports on loopback (held together while picked, so never the same one).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held = [(); N].map(|()| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    held.map(|l| l.local_addr().unwrap().port())
-}

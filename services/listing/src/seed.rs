@@ -193,6 +193,7 @@ async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usiz
                 account.id
             }
         };
+        let year = chrono::Datelike::year(&crate::catalog::store::today_in_vietnam());
         let low: i64 = rec[pmin].parse()?;
         let high: i64 = rec[pmax].parse()?;
         let price = ((low + high) / 2 + 500) / 1000 * 1000;
@@ -202,8 +203,10 @@ async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usiz
                 kind: kind.to_owned(),
                 number: format!("{}-{}", kind.to_uppercase(), &rec[sku]),
                 issuer: "Demo (fictional)".to_owned(),
-                valid_from: chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("a date"),
-                valid_until: chrono::NaiveDate::from_ymd_opt(2027, 12, 31).expect("a date"),
+                // From the start of the year the demo is seeded to the end of the year after
+                // next: fixed dates would expire, and the demo's certified listings with them.
+                valid_from: chrono::NaiveDate::from_ymd_opt(year, 1, 1).expect("a date"),
+                valid_until: chrono::NaiveDate::from_ymd_opt(year + 2, 12, 31).expect("a date"),
             }],
         };
         let point = rec[lat]

@@ -386,14 +386,7 @@ async fn settings_an_index_already_has_are_not_sent_again_and_changed_ones_are_p
         let settings = meili_get(&url, key.as_deref(), &format!("/indexes/{uid}/settings")).await;
         assert_eq!(
             settings["rankingRules"],
-            json!([
-                "words",
-                "typo",
-                "proximity",
-                "attribute",
-                "sort",
-                "exactness"
-            ])
+            json!(nongsan_listing::search::meili::index_settings().ranking_rules)
         );
         assert_eq!(settings["typoTolerance"]["disableOnWords"], json!([]));
     }

@@ -222,9 +222,11 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     use std::hash::{BuildHasher, Hasher};
     let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
     while held.len() < N {
-        let mut draw = std::collections::hash_map::RandomState::new().build_hasher();
-        draw.write_usize(held.len());
-        let port = 20_000 + u16::try_from(draw.finish() % 12_768).unwrap();
+        // Each `RandomState` has keys of its own: its hasher's output is a fresh draw.
+        let draw = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 20_000 + u16::try_from(draw % 12_768).unwrap();
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
             held.push(l);
         }

@@ -154,6 +154,8 @@ async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usiz
     let mut tx = pool.begin().await?;
     let mut households: Vec<(String, AccountId)> = Vec::new();
     let mut made = 0;
+    // The demo's certificates run from the start of this year (in Vietnam).
+    let year = chrono::Datelike::year(&crate::catalog::store::today_in_vietnam());
     for rec in reader.records() {
         let rec = rec?;
         let commune = reference()
@@ -193,7 +195,6 @@ async fn seed(pool: &PgPool, password_hash: Option<&str>) -> anyhow::Result<usiz
                 account.id
             }
         };
-        let year = chrono::Datelike::year(&crate::catalog::store::today_in_vietnam());
         let low: i64 = rec[pmin].parse()?;
         let high: i64 = rec[pmax].parse()?;
         let price = ((low + high) / 2 + 500) / 1000 * 1000;

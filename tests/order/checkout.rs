@@ -551,7 +551,7 @@ async fn a_checkout_whose_connection_dropped_is_answered_to_the_same_key_afterwa
         "checkout.before_store",
         nongsan_shared::failpoint::Action::Delay(1_000),
     );
-    cut_off_checkout(api, &buyer, "flaky", &body).await;
+    cut_off_checkout(api, &buyer, "flaky", &body, &app.db.pool("order").await).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     nongsan_shared::failpoint::clear("checkout.before_store");
     let started = std::time::Instant::now();

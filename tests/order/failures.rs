@@ -713,7 +713,7 @@ async fn a_server_stopping_lets_a_checkout_whose_buyer_left_finish() {
     let (seller, buyer, _) = api.shop().await;
     let listing = api.listing_with_stock(&seller, "10").await;
     let body = basket(&[(&listing, "2")], "cod");
-    calls::cut_off_checkout(&api, &buyer, "left", &body).await;
+    calls::cut_off_checkout(&api, &buyer, "left", &body, &db.pool("order").await).await;
     let status = server.terminate().await;
     assert!(status.success(), "{status}");
     let server = NongsanProcess::start_on(&["up"], port, &env).await;

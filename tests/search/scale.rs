@@ -476,6 +476,93 @@ async fn a_fill_that_fails_leaves_the_listings_to_the_indexer() {
     );
 }
 
+/// Listings marked for the indexer and missing from the engine at a start (the service
+/// stopped before the indexer wrote them) are left to the indexer: the start does not write
+/// the whole catalog again. A listing missing and not marked still makes the start fill the
+/// engine. Before, any marked listing missing made every start fill it whole.
+#[tokio::test]
+async fn a_start_leaves_marked_listings_to_the_indexer_and_fills_only_for_lost_ones() {
+    use nongsan_shared::failpoint::{Action, state};
+    let db = crate::support::TestDb::new().await;
+    let settings = crate::support::test_settings(&db).await;
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    listed(&app, 40).await;
+    searchable(&app, 40).await;
+    let never = || Action::Error { times: u32::MAX };
+    // Three listings more, marked (by the listing service's own events) and not written
+    // when the service stops.
+    let stopped_with_three_marked = |app: TestApp| async move {
+        let _down = crate::support::FailPoint::set("search.write", never());
+        listed(&app, 3).await;
+        let listing = app.db.pool("listing").await;
+        eventually(Duration::from_secs(30), "three listings marked", || async {
+            let marked: i64 = sqlx::query_scalar("SELECT count(*) FROM search_dirty")
+                .fetch_one(&listing)
+                .await
+                .unwrap();
+            (marked == 3).then_some(())
+        })
+        .await;
+        app.stop().await;
+    };
+    stopped_with_three_marked(app).await;
+    let _fill = crate::support::FailPoint::set("search.fill", never());
+
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    searchable(&app, 43).await;
+    assert_eq!(
+        state("search.fill"),
+        Some(never()),
+        "the start did not fill the index: the indexer wrote the three"
+    );
+
+    // Three marked again, and the index lost with the 43 others, which nothing marks.
+    stopped_with_three_marked(app).await;
+    lose_the_index(&settings.data_dir.join("search")).await;
+    let app = TestApp::spawn_with(settings, db).await;
+    searchable(&app, 46).await;
+    assert_eq!(
+        state("search.fill"),
+        Some(Action::Error {
+            times: u32::MAX - 1
+        }),
+        "the start filled the index (the fill failed here, and left the listings to the indexer)"
+    );
+    app.stop().await;
+}
+
+/// Each engine counts which listings it holds by their ids: a listing written twice once,
+/// one it never had not at all.
+#[tokio::test]
+async fn each_engine_counts_the_listings_it_holds_by_id() {
+    let docs: Vec<SearchDoc> = generate::listings(5, 3, 2)
+        .iter()
+        .map(|g| g.search_doc(&uuid::Uuid::now_v7().to_string(), "Hộ Test"))
+        .collect();
+    let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
+    let never_written = uuid::Uuid::now_v7().to_string();
+    let mut engines = vec![("embedded", embedded_with(&docs).await)];
+    if let Some(meili) = meili_with(&docs).await {
+        engines.push(("meilisearch", meili));
+    }
+    for (name, engine) in engines {
+        // The first written again: replaced, not held twice.
+        engine.upsert(&docs[..1]).await.unwrap();
+        let held = |ids: Vec<String>| {
+            let engine = &engine;
+            async move { engine.holding(&ids).await.unwrap() }
+        };
+        assert_eq!(held(ids.clone()).await, 3, "{name}: all three");
+        assert_eq!(
+            held(vec![ids[0].clone(), never_written.clone(), ids[2].clone()]).await,
+            2,
+            "{name}: two of the three asked"
+        );
+        assert_eq!(held(vec![never_written.clone()]).await, 0, "{name}: none");
+        assert_eq!(held(Vec::new()).await, 0, "{name}: none asked");
+    }
+}
+
 /// Changes the title of `n` listings (the first by id), adding the word "kiwizeta", and
 /// marks them for the indexer in one transaction; `first` (when given) is marked oldest.
 async fn changed_and_marked(app: &TestApp, n: i64, first: Option<&str>) {

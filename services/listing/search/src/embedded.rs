@@ -46,9 +46,11 @@ use std::{
 use tantivy::{
     DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher,
     SegmentOrdinal, SegmentReader, TantivyDocument, Term,
+    collector::Count,
     columnar::{Column, StrColumn},
     directory::MmapDirectory,
     index::SegmentId,
+    query::TermSetQuery,
     schema::{
         FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
         TextOptions, Value,
@@ -1531,6 +1533,25 @@ impl SearchEngine for EmbeddedEngine {
 
     async fn count(&self) -> Result<u64, EngineError> {
         Ok(self.engine.reader.searcher().num_docs())
+    }
+
+    async fn holding(&self, ids: &[String]) -> Result<u64, EngineError> {
+        let engine = self.engine.clone();
+        let terms: Vec<Term> = ids
+            .iter()
+            .map(|id| Term::from_field_text(engine.f.id, id))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            // Live documents only: a replaced one is deleted, not yet merged away.
+            let held = engine
+                .reader
+                .searcher()
+                .search(&TermSetQuery::new(terms), &Count)
+                .map_err(other)?;
+            Ok(held as u64)
+        })
+        .await
+        .map_err(other)?
     }
 
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError> {

@@ -392,6 +392,8 @@ pub trait SearchEngine: Send + Sync {
     async fn clear(&self) -> Result<(), EngineError>;
     /// How many documents it holds.
     async fn count(&self) -> Result<u64, EngineError>;
+    /// How many of the listings `ids` it holds (each id once).
+    async fn holding(&self, ids: &[String]) -> Result<u64, EngineError>;
     /// Searches.
     async fn search(&self, q: &SearchQuery) -> Result<SearchResults, EngineError>;
     /// Searches for the search endpoint: the hits of [`SearchEngine::search`], in the form

@@ -303,21 +303,54 @@ pub async fn backfill_if_short(
     filled
 }
 
-/// Whether the engine holds fewer listings than the catalog; logged when it does.
+/// Marked listings the start-up check leaves to the indexer at most; with more marked, the
+/// engine is filled. The indexer writes 1,000 listings at a time, about 1,400 a second into
+/// Meilisearch at 100,000 (69–78 s for all of them), and a fill writes the whole catalog in
+/// pages of 10,000, about 20 s for 100,000 (BENCHMARKS.md, 2026-12-06): for 10,000 listings
+/// or fewer, the indexer is done sooner, and the rest of the catalog is not written again.
+const MARKS_LOOKED_UP: i64 = 10_000;
+
+/// Whether the engine lacks a listing of the catalog that nothing will write; logged when it
+/// does.
 ///
-/// A listing marked for the indexer and not written yet (made just before a restart) counts
-/// as missing too, and the engine is filled for it (about 22 s for 100,000 listings into
-/// Meilisearch, searches answered meanwhile). Taking the marked listings off the catalog's
-/// count instead would miss a lost listing whenever as many of those marked are already in
-/// the index (marked again for a change of stock): the lost one would stay unfindable.
+/// A listing marked for the indexer and not in the engine yet (written just before a stop,
+/// or set aside because the engine refused it) is the indexer's to write: the engine counts
+/// as short only by listings that are neither in it nor marked. Before, any marked listing
+/// missing from the engine made every start fill it whole: after a process was stopped during
+/// a bulk import, and at every start while one listing was refused for good.
+///
+/// Exact because the engine never drops a listing of its own accord (none is ever deleted):
+/// what it holds is in the catalog, so `catalog - held` listings are missing, and those
+/// marked are found by id. Read in this order, a listing indexed between two reads can make
+/// the count short by one, and so a fill for nothing, never a lost one unseen.
 async fn short(conn: &mut PgConnection, engine: &dyn SearchEngine) -> anyhow::Result<bool> {
     let indexed = engine.count().await?;
-    let listings = sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM listings"#)
-        .fetch_one(&mut *conn)
-        .await?;
-    let listings = u64::try_from(listings).unwrap_or(0);
+    // The catalog and its marks in one snapshot.
+    let catalog = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM listings) AS "listings!",
+                  array(SELECT listing_id::text FROM search_dirty LIMIT $1) AS "marked!""#,
+        MARKS_LOOKED_UP + 1,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let listings = u64::try_from(catalog.listings).unwrap_or(0);
     if indexed >= listings {
         return Ok(false);
+    }
+    let marked = catalog.marked;
+    let looked_up = i64::try_from(marked.len()).is_ok_and(|n| n <= MARKS_LOOKED_UP);
+    if looked_up && !marked.is_empty() {
+        let held = engine.holding(&marked).await?;
+        let to_write = (marked.len() as u64).saturating_sub(held);
+        if indexed + to_write >= listings {
+            tracing::info!(
+                indexed,
+                listings,
+                marked = to_write,
+                "the search index lacks only listings marked for the indexer: it writes them"
+            );
+            return Ok(false);
+        }
     }
     tracing::info!(
         indexed,
@@ -342,7 +375,7 @@ async fn fill_if_still_short(
     let started = std::time::Instant::now();
     // Every listing is marked first, in one statement: a fill that stops half-way (the
     // process stopped, the engine refused a page) leaves the rest to the indexer, and the
-    // next start fills again.
+    // next start fills again unless few are left (`MARKS_LOOKED_UP`).
     sqlx::query!(
         "INSERT INTO search_dirty (listing_id) SELECT id FROM listings ON CONFLICT DO NOTHING"
     )

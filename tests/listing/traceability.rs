@@ -401,12 +401,29 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// Today in Vietnam (UTC+7), once at least three minutes of it are left: a test whose
+/// certificates end today would fail if the day changed while it runs (its waits add up to
+/// 80 s at most). Near midnight it waits for the next day.
+async fn vietnam_today_for_a_while() -> chrono::NaiveDate {
+    let now = (chrono::Utc::now() + chrono::Duration::hours(7)).naive_utc();
+    let midnight = now
+        .date()
+        .succ_opt()
+        .unwrap()
+        .and_time(chrono::NaiveTime::MIN);
+    let left = (midnight - now).to_std().unwrap_or_default();
+    if left < Duration::from_secs(180) {
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+    }
+    (chrono::Utc::now() + chrono::Duration::hours(7)).date_naive()
+}
+
 #[tokio::test]
 async fn a_certification_stops_counting_for_search_the_day_after_it_ends() {
     let app = app_with(|s| s.certification_sweep_secs = 1).await;
     let api = &app.api;
     let seller = api.register(Role::Household).await;
-    let today = (chrono::Utc::now() + chrono::Duration::hours(7)).date_naive();
+    let today = vietnam_today_for_a_while().await;
     let yesterday = today.pred_opt().unwrap();
     let cert = |until: chrono::NaiveDate| json!([{ "kind": "vietgap", "number": "VG-9", "issuer": "Trung tâm", "valid_from": "2024-01-01", "valid_until": until }]);
     let mut body = listing_body();

@@ -172,10 +172,10 @@ fn unprivileged_user() -> (u32, u32) {
         .unwrap_or((65534, 65534))
 }
 
+/// A port for the cluster, free now and drawn below the ephemeral range
+/// ([`crate::net::free_loopback_ports`]): the cluster keeps it from one start to the next.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(crate::net::free_loopback_ports(1)?[0])
 }
 
 impl EmbeddedPostgres {
@@ -226,6 +226,7 @@ impl EmbeddedPostgres {
             pg.created = true;
         }
         if !pg.is_running().await {
+            pg.take_a_free_port(&info_path)?;
             pg.pg_ctl_start().await?;
             pg.started = true;
         }
@@ -311,6 +312,35 @@ impl EmbeddedPostgres {
         std::fs::write(&conf_path, existing)?;
         self.info.port = port;
         self.info.password = password;
+        write_private(info_path, &serde_json::to_vec_pretty(&self.info)?)?;
+        Ok(())
+    }
+
+    /// Moves the stopped cluster to another port when its own is taken: PostgreSQL would
+    /// not start on it. The cluster keeps the port it was made with from one start to the
+    /// next, and meanwhile any connection or server may have taken it.
+    fn take_a_free_port(&mut self, info_path: &Path) -> anyhow::Result<()> {
+        let taken = |port: u16| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+        };
+        if !taken(self.info.port) {
+            return Ok(());
+        }
+        let port = free_port()?;
+        tracing::warn!(
+            taken = self.info.port,
+            port,
+            "the private PostgreSQL cluster's port is taken: it moves to another"
+        );
+        // A later `port` line wins over an earlier one.
+        let conf_path = self.cluster.join("postgresql.conf");
+        let mut conf = std::fs::read_to_string(&conf_path)?;
+        conf.push_str(&format!(
+            "port = {port} # nongsan: the one before was taken\n"
+        ));
+        std::fs::write(&conf_path, conf)?;
+        self.info.port = port;
         write_private(info_path, &serde_json::to_vec_pretty(&self.info)?)?;
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod ids;
 pub mod invalid;
 pub mod money;
+pub mod net;
 pub mod paging;
 pub mod phone;
 pub mod problems;

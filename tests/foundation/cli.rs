@@ -389,3 +389,48 @@ async fn as_root_up_works_in_a_folder_that_only_root_may_enter() {
     }
     let _ = std::fs::remove_dir_all(&private);
 }
+
+/// The port recorded in a data folder's `postgres.json`.
+fn recorded_port(data_dir: &std::path::Path) -> u16 {
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("postgres.json")).unwrap()).unwrap();
+    u16::try_from(info["port"].as_u64().unwrap()).unwrap()
+}
+
+/// A private cluster keeps its port from one start to the next; when something else has
+/// taken it meanwhile (an outgoing connection, another server), the cluster starts on
+/// another one instead of failing to start. Before, it was drawn with `bind(0)`, from the
+/// range outgoing connections take their ports from, and never changed.
+#[tokio::test]
+async fn a_private_cluster_whose_port_was_taken_starts_on_another() {
+    use nongsan_shared::embedded_pg::{EmbeddedPostgres, Options};
+    let data_dir =
+        std::env::temp_dir().join(format!("nongsan-port-{}", uuid::Uuid::now_v7().simple()));
+    let opts = || Options {
+        max_connections: 20,
+        durable: false,
+        bindir: None,
+    };
+    let pg = EmbeddedPostgres::start(&data_dir, opts()).await.unwrap();
+    let port = recorded_port(&data_dir);
+    pg.stop().await.unwrap();
+    drop(pg);
+
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let pg = EmbeddedPostgres::start(&data_dir, opts())
+        .await
+        .expect("the cluster starts on another port");
+    let moved = recorded_port(&data_dir);
+    assert_ne!(moved, port);
+    // Over TCP, on the port recorded.
+    let mut conn = PgConnection::connect(&conn_url(&data_dir)).await.unwrap();
+    let serving: String = sqlx::query_scalar("SHOW port")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(serving, moved.to_string());
+    conn.close().await.unwrap();
+    pg.stop().await.unwrap();
+    drop((pg, squatter));
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -213,25 +213,13 @@ pub fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
 
-/// `N` distinct TCP ports on loopback, free now (held together while picked). They are drawn
-/// at random below Linux's ephemeral range (32768 and up), not from `bind(0)`: the
-/// connections that the tests running beside this one open take their local ports from that
-/// range, and one of them could take a port let go here before the server this test starts
-/// has bound it.
+/// `N` distinct TCP ports on loopback, free now, drawn below the ephemeral range
+/// ([`nongsan_shared::net::free_loopback_ports`]): the connections that the tests running
+/// beside this one open take their local ports from that range, and one of them could take a
+/// port let go here before the server this test starts has bound it.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    use std::hash::{BuildHasher, Hasher};
-    let mut held: Vec<std::net::TcpListener> = Vec::with_capacity(N);
-    while held.len() < N {
-        // Each `RandomState` has keys of its own: its hasher's output is a fresh draw.
-        let draw = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let port = 20_000 + u16::try_from(draw % 12_768).unwrap();
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            held.push(l);
-        }
-    }
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+    let ports = nongsan_shared::net::free_loopback_ports(N).expect("free loopback ports");
+    std::array::from_fn(|i| ports[i])
 }
 
 /// A `redis-server` this test owns (to stop and restart it), or the shared one.

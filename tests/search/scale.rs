@@ -519,14 +519,47 @@ async fn a_start_leaves_marked_listings_to_the_indexer_and_fills_only_for_lost_o
     // Three marked again, and the index lost with the 43 others, which nothing marks.
     stopped_with_three_marked(app).await;
     lose_the_index(&settings.data_dir.join("search")).await;
-    let app = TestApp::spawn_with(settings, db).await;
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
     searchable(&app, 46).await;
+    let filled_once = Some(Action::Error {
+        times: u32::MAX - 1,
+    });
     assert_eq!(
         state("search.fill"),
-        Some(Action::Error {
-            times: u32::MAX - 1
-        }),
+        filled_once,
         "the start filled the index (the fill failed here, and left the listings to the indexer)"
+    );
+
+    // A listing the engine refuses for good is set aside, and the starts after that leave
+    // it to the indexer too.
+    let listing = app.db.pool("listing").await;
+    let (refused, _refusing) = {
+        let _down = crate::support::FailPoint::set("search.write", never());
+        listed(&app, 1).await;
+        let refused: String =
+            sqlx::query_scalar("SELECT id::text FROM listings ORDER BY id DESC LIMIT 1")
+                .fetch_one(&listing)
+                .await
+                .unwrap();
+        // Refused before the engine takes writes again.
+        let point: &'static str = Box::leak(format!("search.refuse.{refused}").into_boxed_str());
+        (refused, crate::support::FailPoint::set(point, never()))
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the refused listing set aside",
+        || async { (set_aside(&app).await == std::slice::from_ref(&refused)).then_some(()) },
+    )
+    .await;
+    app.stop().await;
+    let app = TestApp::spawn_with(settings, db).await;
+    // One listing more, written by the indexer, which runs after the start-up check.
+    listed(&app, 1).await;
+    searchable(&app, 47).await;
+    assert_eq!(
+        state("search.fill"),
+        filled_once,
+        "the start did not fill the index for the refused listing"
     );
     app.stop().await;
 }

@@ -172,7 +172,7 @@ fn unprivileged_user() -> (u32, u32) {
         .unwrap_or((65534, 65534))
 }
 
-/// A port for the cluster, free now and drawn below the ephemeral range
+/// A port for the cluster, free now and drawn outside the ephemeral range
 /// ([`crate::net::free_loopback_ports`]): the cluster keeps it from one start to the next.
 fn free_port() -> anyhow::Result<u16> {
     Ok(crate::net::free_loopback_ports(1)?[0])
@@ -226,9 +226,20 @@ impl EmbeddedPostgres {
             pg.created = true;
         }
         if !pg.is_running().await {
-            pg.take_a_free_port(&info_path)?;
-            pg.pg_ctl_start().await?;
+            let port = pg.port_to_start_on()?;
+            pg.pg_ctl_start(port).await?;
             pg.started = true;
+            if port != pg.info.port {
+                tracing::warn!(
+                    taken = pg.info.port,
+                    port,
+                    "the private PostgreSQL cluster's port was taken: it moved to another"
+                );
+                // Recorded once the server runs on it: a start that failed (another process
+                // started the cluster meanwhile) leaves the record as it was.
+                pg.info.port = port;
+                write_private_atomically(&info_path, &serde_json::to_vec_pretty(&pg.info)?)?;
+            }
         }
         // A server adopted from a nongsan that started it without the socket has none: TCP.
         pg.socket = listening_socket(&pg.cluster, pg.info.port);
@@ -316,33 +327,19 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// Moves the stopped cluster to another port when its own is taken: PostgreSQL would
-    /// not start on it. The cluster keeps the port it was made with from one start to the
-    /// next, and meanwhile any connection or server may have taken it.
-    fn take_a_free_port(&mut self, info_path: &Path) -> anyhow::Result<()> {
-        let taken = |port: u16| {
-            std::net::TcpListener::bind(("127.0.0.1", port))
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
-        };
-        if !taken(self.info.port) {
-            return Ok(());
+    /// The recorded port, or another one when it is taken: PostgreSQL would not start on
+    /// it. The cluster keeps the port it was made with from one start to the next, and
+    /// meanwhile any connection or server may have taken it. The port is given to the
+    /// server on its command line (`pg_ctl_start`), and `postgresql.conf` is left as it is:
+    /// its folder belongs to `nobody` when nongsan runs as root.
+    fn port_to_start_on(&self) -> anyhow::Result<u16> {
+        let taken = std::net::TcpListener::bind(("127.0.0.1", self.info.port))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse);
+        if taken {
+            free_port()
+        } else {
+            Ok(self.info.port)
         }
-        let port = free_port()?;
-        tracing::warn!(
-            taken = self.info.port,
-            port,
-            "the private PostgreSQL cluster's port is taken: it moves to another"
-        );
-        // A later `port` line wins over an earlier one.
-        let conf_path = self.cluster.join("postgresql.conf");
-        let mut conf = std::fs::read_to_string(&conf_path)?;
-        conf.push_str(&format!(
-            "port = {port} # nongsan: the one before was taken\n"
-        ));
-        std::fs::write(&conf_path, conf)?;
-        self.info.port = port;
-        write_private(info_path, &serde_json::to_vec_pretty(&self.info)?)?;
-        Ok(())
     }
 
     async fn is_running(&self) -> bool {
@@ -357,7 +354,7 @@ impl EmbeddedPostgres {
             .is_ok_and(|s| s.success())
     }
 
-    async fn pg_ctl_start(&self) -> anyhow::Result<()> {
+    async fn pg_ctl_start(&self, port: u16) -> anyhow::Result<()> {
         let log = self.cluster.join("server.log");
         let mut start = self.command("pg_ctl");
         start
@@ -367,9 +364,11 @@ impl EmbeddedPostgres {
             .arg("-l")
             .arg(&log);
         // pg_ctl runs the server through the shell: only plain paths are given.
+        let mut options = format!("-p {port}");
         if let Some(dir) = socket_dir(&self.cluster) {
-            start.arg("-o").arg(format!("-k {}", dir.display()));
+            options.push_str(&format!(" -k {}", dir.display()));
         }
+        start.arg("-o").arg(options);
         let status = start
             .args(["-w", "-t", "60"])
             .stdout(Stdio::null())
@@ -607,6 +606,15 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .recursive(true)
         .create(path)?;
+    Ok(())
+}
+
+/// [`write_private`] to a file beside `path`, then renamed over it: a crash leaves the old
+/// contents or the new, never a part.
+fn write_private_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let part = path.with_extension("json.part");
+    write_private(&part, bytes)?;
+    std::fs::rename(&part, path)?;
     Ok(())
 }
 

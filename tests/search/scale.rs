@@ -477,70 +477,78 @@ async fn a_fill_that_fails_leaves_the_listings_to_the_indexer() {
 }
 
 /// Listings marked for the indexer and missing from the engine at a start (the service
-/// stopped before the indexer wrote them) are left to the indexer: the start does not write
-/// the whole catalog again. A listing missing and not marked still makes the start fill the
-/// engine. Before, any marked listing missing made every start fill it whole.
+/// stopped before the indexer wrote them, or the engine refuses one) are left to the
+/// indexer: the start does not write the whole catalog again. A listing missing and not
+/// marked still makes the start fill the engine, also when as many listings it holds are
+/// marked. Before, any marked listing missing made every start fill it whole.
 #[tokio::test]
 async fn a_start_leaves_marked_listings_to_the_indexer_and_fills_only_for_lost_ones() {
     use nongsan_shared::failpoint::{Action, state};
     let db = crate::support::TestDb::new().await;
     let settings = crate::support::test_settings(&db).await;
     let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    let listing = app.db.pool("listing").await;
     listed(&app, 40).await;
     searchable(&app, 40).await;
     let never = || Action::Error { times: u32::MAX };
-    // Three listings more, marked (by the listing service's own events) and not written
-    // when the service stops.
-    let stopped_with_three_marked = |app: TestApp| async move {
-        let _down = crate::support::FailPoint::set("search.write", never());
-        listed(&app, 3).await;
-        let listing = app.db.pool("listing").await;
-        eventually(Duration::from_secs(30), "three listings marked", || async {
-            let marked: i64 = sqlx::query_scalar("SELECT count(*) FROM search_dirty")
-                .fetch_one(&listing)
-                .await
-                .unwrap();
-            (marked == 3).then_some(())
-        })
-        .await;
-        app.stop().await;
-    };
-    stopped_with_three_marked(app).await;
+    let _down = unwritten(&app, 3).await;
+    app.stop().await;
+    drop(_down);
     let _fill = crate::support::FailPoint::set("search.fill", never());
+    let fills = |n: u32| {
+        Some(Action::Error {
+            times: u32::MAX - n,
+        })
+    };
 
     let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
     searchable(&app, 43).await;
     assert_eq!(
         state("search.fill"),
-        Some(never()),
+        fills(0),
         "the start did not fill the index: the indexer wrote the three"
     );
 
-    // Three marked again, and the index lost with the 43 others, which nothing marks.
-    stopped_with_three_marked(app).await;
+    // One listing lost (neither in the index nor marked), and one the index holds marked
+    // again: the count of those marked and missing does not hide the lost one.
+    let _down = unwritten(&app, 1).await;
+    sqlx::query(
+        "WITH lost AS (DELETE FROM search_dirty RETURNING listing_id)
+         INSERT INTO search_dirty (listing_id)
+         SELECT id FROM listings WHERE id NOT IN (SELECT listing_id FROM lost) ORDER BY id LIMIT 1",
+    )
+    .execute(&listing)
+    .await
+    .unwrap();
+    app.stop().await;
+    drop(_down);
+    let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
+    // The fill fails here, and leaves the listings to the indexer.
+    eventually(
+        Duration::from_secs(30),
+        "the start to fill the index for the lost listing",
+        || async { (state("search.fill") == fills(1)).then_some(()) },
+    )
+    .await;
+    searchable(&app, 44).await;
+
+    // Three marked, and the index lost with the 44 others, which nothing marks.
+    let _down = unwritten(&app, 3).await;
+    app.stop().await;
+    drop(_down);
     lose_the_index(&settings.data_dir.join("search")).await;
     let app = TestApp::spawn_with(settings.clone(), db.clone()).await;
-    searchable(&app, 46).await;
-    let filled_once = Some(Action::Error {
-        times: u32::MAX - 1,
-    });
-    assert_eq!(
-        state("search.fill"),
-        filled_once,
-        "the start filled the index (the fill failed here, and left the listings to the indexer)"
-    );
+    searchable(&app, 47).await;
+    assert_eq!(state("search.fill"), fills(2), "the start filled the index");
 
     // A listing the engine refuses for good is set aside, and the starts after that leave
     // it to the indexer too.
-    let listing = app.db.pool("listing").await;
     let (refused, _refusing) = {
-        let _down = crate::support::FailPoint::set("search.write", never());
-        listed(&app, 1).await;
-        let refused: String =
-            sqlx::query_scalar("SELECT id::text FROM listings ORDER BY id DESC LIMIT 1")
-                .fetch_one(&listing)
-                .await
-                .unwrap();
+        let _down = unwritten(&app, 1).await;
+        let refused: String = sqlx::query_scalar("SELECT listing_id::text FROM search_dirty")
+            .fetch_one(&listing)
+            .await
+            .unwrap();
         // Refused before the engine takes writes again.
         let point: &'static str = Box::leak(format!("search.refuse.{refused}").into_boxed_str());
         (refused, crate::support::FailPoint::set(point, never()))
@@ -555,13 +563,36 @@ async fn a_start_leaves_marked_listings_to_the_indexer_and_fills_only_for_lost_o
     let app = TestApp::spawn_with(settings, db).await;
     // One listing more, written by the indexer, which runs after the start-up check.
     listed(&app, 1).await;
-    searchable(&app, 47).await;
+    searchable(&app, 48).await;
     assert_eq!(
         state("search.fill"),
-        filled_once,
+        fills(2),
         "the start did not fill the index for the refused listing"
     );
     app.stop().await;
+}
+
+/// Creates `n` listings that stay unwritten: the engine refuses every write until the fail
+/// point returned goes. Waits until they are marked (by the listing service's own events);
+/// none was marked before.
+async fn unwritten(app: &TestApp, n: usize) -> crate::support::FailPoint {
+    let every_time = nongsan_shared::failpoint::Action::Error { times: u32::MAX };
+    let down = crate::support::FailPoint::set("search.write", every_time);
+    listed(app, n).await;
+    let listing = app.db.pool("listing").await;
+    eventually(
+        Duration::from_secs(30),
+        "the new listings marked",
+        || async {
+            let marked: i64 = sqlx::query_scalar("SELECT count(*) FROM search_dirty")
+                .fetch_one(&listing)
+                .await
+                .unwrap();
+            (marked == i64::try_from(n).unwrap()).then_some(())
+        },
+    )
+    .await;
+    down
 }
 
 /// Each engine counts which listings it holds by their ids: a listing written twice once,

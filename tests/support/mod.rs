@@ -213,7 +213,7 @@ pub fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
 
-/// `N` distinct TCP ports on loopback, free now, drawn below the ephemeral range
+/// `N` distinct TCP ports on loopback, free now, drawn outside the ephemeral range
 /// ([`nongsan_shared::net::free_loopback_ports`]): the connections that the tests running
 /// beside this one open take their local ports from that range, and one of them could take a
 /// port let go here before the server this test starts has bound it.

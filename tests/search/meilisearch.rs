@@ -252,6 +252,29 @@ async fn every_id(engine: &dyn SearchEngine) -> Vec<String> {
     ids
 }
 
+/// A Meilisearch that takes connections and never answers (hung, or behind a proxy that
+/// is): a search is answered 503 after a few seconds, not held for the HTTP client's minute
+/// or two (60 s, 120 s while the index's settings are read first).
+#[tokio::test]
+async fn a_meilisearch_that_never_answers_gives_503_in_seconds() {
+    let port = ClosedPort::new();
+    let url = format!("http://127.0.0.1:{}", port.port());
+    // Listening, and never accepting: connections are made, and nothing is ever read.
+    let _silent = port.listen();
+    let db = TestDb::new().await;
+    let mut settings = test_settings(&db).await;
+    settings.meili_url = Some(url);
+    let app = TestApp::spawn_with(settings, db).await;
+    for _ in 0..2 {
+        let (status, r) = tokio::time::timeout(Duration::from_secs(30), app.api.search("q=xoai"))
+            .await
+            .expect("an answer within 30 s");
+        assert_eq!(status, 503, "{r}");
+        assert_eq!(r["code"], "search_unavailable", "{r}");
+    }
+    app.stop().await;
+}
+
 /// A reindex fills a new Meilisearch index while the old one answers, and swaps it in: search
 /// never finds nothing meanwhile, and what a stopped reindex left behind is not served.
 #[tokio::test]

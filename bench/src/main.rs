@@ -1650,19 +1650,31 @@ async fn hot_item(
                 "delivery": { "province_code": "68", "commune_code": "24931", "street": "12 Lê Lợi", "recipient_name": "Nguyễn Thị Hoa", "recipient_phone": "0987654321" },
                 "payment_method": "cod",
             });
-            let (status, _) = api
-                .call(reqwest::Method::POST, "/v1/checkouts", Some(&token), Some(&body), n, Some(&format!("hot-{n}")))
+            let (status, answer) = api
+                .call(reqwest::Method::POST, "/v1/checkouts", Some(&token), Some(&body), n, Some(&format!("hot-{listing}-{n}")))
                 .await
                 .map_err(anyhow::Error::msg)?;
-            Ok(status)
+            let code = answer["code"].as_str().unwrap_or_default().to_owned();
+            Ok((status, code))
         }
     })
     .await?;
     let secs = start.elapsed().as_secs_f64();
     let (cpu_n1, _) = cpu(server);
-    let sold = results.iter().filter(|s| **s == 201).count();
-    let refused = results.iter().filter(|s| **s == 409).count();
+    let sold = results.iter().filter(|(s, _)| *s == 201).count();
+    let refused = results.iter().filter(|(s, _)| *s == 409).count();
     let other = results.len() - sold - refused;
+    // What the others were answered, by status and problem code.
+    let mut others: std::collections::BTreeMap<(u16, &str), usize> =
+        std::collections::BTreeMap::new();
+    for (s, code) in results.iter().filter(|(s, _)| !matches!(*s, 201 | 409)) {
+        *others.entry((*s, code.as_str())).or_default() += 1;
+    }
+    let others = others
+        .iter()
+        .map(|((s, code), n)| format!("{n}× {s} {code}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let (_, stock) = api
         .call(
             reqwest::Method::GET,
@@ -1683,7 +1695,12 @@ async fn hot_item(
         .unwrap_or("?")
         .to_owned();
     let line = format!(
-        "Hot item: {buyers} buyers at once (64 in flight) for {units} units: {sold} checkouts taken, {refused} refused (409), {other} other; the listing then holds {reserved} reserved and {available} available. {:.1} s, nongsan CPU {:.1} s.",
+        "Hot item: {buyers} buyers at once (64 in flight) for {units} units: {sold} checkouts taken, {refused} refused (409), {other} other{}; the listing then holds {reserved} reserved and {available} available. {:.1} s, nongsan CPU {:.1} s.",
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(" ({others})")
+        },
         secs,
         cpu_n1 - cpu_n0
     );

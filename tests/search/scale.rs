@@ -9,7 +9,7 @@ use std::{
 };
 
 use nongsan_listing::search::{
-    SearchDoc, SearchEngine, SearchQuery, embedded::EmbeddedEngine, fold, generate,
+    EngineError, SearchDoc, SearchEngine, SearchQuery, embedded::EmbeddedEngine, fold, generate,
     meili::MeiliEngine,
 };
 use nongsan_shared::auth::Role;
@@ -593,6 +593,63 @@ async fn unwritten(app: &TestApp, n: usize) -> crate::support::FailPoint {
     )
     .await;
     down
+}
+
+/// An engine that does not look listings up by id (as a Meilisearch whose document fetch
+/// takes no `ids`); otherwise the embedded index.
+struct NoLookup(EmbeddedEngine);
+
+#[async_trait::async_trait]
+impl SearchEngine for NoLookup {
+    fn mode(&self) -> nongsan_listing::search::EngineMode {
+        self.0.mode()
+    }
+    async fn upsert(&self, docs: &[SearchDoc]) -> Result<(), EngineError> {
+        self.0.upsert(docs).await
+    }
+    async fn clear(&self) -> Result<(), EngineError> {
+        self.0.clear().await
+    }
+    async fn count(&self) -> Result<u64, EngineError> {
+        self.0.count().await
+    }
+    async fn holding(&self, _: &[String]) -> Result<u64, EngineError> {
+        Err(EngineError::Other(anyhow::anyhow!("unknown field `ids`")))
+    }
+    async fn search(
+        &self,
+        q: &SearchQuery,
+    ) -> Result<nongsan_listing::search::SearchResults, EngineError> {
+        self.0.search(q).await
+    }
+}
+
+/// When the engine does not answer the lookup of the marked listings, the start-up check
+/// cannot tell a lost listing from a marked one, and fills the engine as it did before the
+/// lookup existed.
+#[tokio::test]
+async fn a_start_whose_engine_cannot_look_listings_up_fills_it() {
+    let app = TestApp::spawn().await;
+    // Three listings, all marked and none written; both engines below are new and empty.
+    let _down = unwritten(&app, 3).await;
+    let pool = app.db.pool("listing").await;
+    let new_engine = || {
+        let dir =
+            std::env::temp_dir().join(format!("nongsan-lookup-{}", uuid::Uuid::now_v7().simple()));
+        EmbeddedEngine::open(&dir).unwrap()
+    };
+    let backfill = nongsan_listing::search::indexer::backfill_if_short;
+    assert_eq!(
+        backfill(&pool, &new_engine()).await.unwrap(),
+        None,
+        "all three are marked: left to the indexer"
+    );
+    assert_eq!(
+        backfill(&pool, &NoLookup(new_engine())).await.unwrap(),
+        Some(3),
+        "without the lookup, filled"
+    );
+    app.stop().await;
 }
 
 /// Each engine counts which listings it holds by their ids: a listing written twice once,

@@ -346,7 +346,7 @@ impl SearchParams {
 #[utoipa::path(get, path = "/v1/search", tag = "search", params(SearchParams),
     responses((status = 200, body = SearchPage), (status = 422, body = nongsan_shared::error::ProblemSchema),
         (status = 403, description = "forbidden: `include_hidden` is for operators", body = nongsan_shared::error::ProblemSchema),
-        (status = 503, description = "search_unavailable: Meilisearch cannot be reached", body = nongsan_shared::error::ProblemSchema)))]
+        (status = 503, description = "search_unavailable: Meilisearch cannot be reached, or has not answered within 5 s", body = nongsan_shared::error::ProblemSchema)))]
 pub async fn search_listings(
     State(app): State<AppState>,
     actor: Option<Actor>,

@@ -684,6 +684,39 @@ async fn each_engine_counts_the_listings_it_holds_by_id() {
     }
 }
 
+/// A fill cut between two of its pages of 10,000 (the engine refused a page; a process
+/// stopped there leaves the same) keeps what it wrote, and leaves every listing marked: the
+/// indexer writes the rest, and search ends with the whole catalog.
+#[tokio::test]
+async fn a_fill_cut_between_its_pages_is_finished_by_the_indexer() {
+    let (db, settings) = catalog_without_its_index(3).await;
+    // 10,050 listings more, copied from the three in SQL (through the API it would take
+    // minutes), each with its stock row: the fill writes them in two pages.
+    let copied = sqlx::query(
+        "WITH copied AS (
+           INSERT INTO listings
+           SELECT (jsonb_populate_record(NULL::listings,
+                     to_jsonb(l) || jsonb_build_object('id', gen_random_uuid()))).*
+             FROM listings l, generate_series(1, 3350)
+           RETURNING id)
+         INSERT INTO stock (listing_id) SELECT id FROM copied",
+    )
+    .execute(&db.pool("listing").await)
+    .await
+    .unwrap();
+    assert_eq!(copied.rows_affected(), 10_050);
+    let once = nongsan_shared::failpoint::Action::Error { times: 1 };
+    let _cut = crate::support::FailPoint::set("search.fill.page", once);
+    let app = TestApp::spawn_with(settings, db).await;
+    searchable(&app, 10_053).await;
+    assert_eq!(
+        nongsan_shared::failpoint::state("search.fill.page"),
+        None,
+        "the fill was cut after its first page"
+    );
+    app.stop().await;
+}
+
 /// Changes the title of `n` listings (the first by id), adding the word "kiwizeta", and
 /// marks them for the indexer in one transaction; `first` (when given) is marked oldest.
 async fn changed_and_marked(app: &TestApp, n: i64, first: Option<&str>) {

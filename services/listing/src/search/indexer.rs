@@ -497,6 +497,10 @@ async fn write_all(
     let mut done = 0;
     let mut after = None;
     loop {
+        if done > 0 {
+            // For tests: a fill or a reindex cut between two pages.
+            failpoint::hit("search.fill.page")?;
+        }
         // Pages of 10,000, each given to the engine as one bulk write.
         let page = listings_after(&mut *conn, after, 10_000)
             .await

@@ -2,7 +2,7 @@
 
 use rand::Rng;
 
-/// The lowest port drawn: below it are the well-known and registered services' usual ports.
+/// The lowest port drawn: below it lie the default ports of many common servers.
 const LOWEST: u16 = 20_000;
 
 /// `n` distinct TCP ports on 127.0.0.1, free now (held together while picked).

@@ -325,11 +325,15 @@ const MARKS_LOOKED_UP: i64 = 10_000;
 /// the count short by one, and so a fill for nothing, never a lost one unseen.
 async fn short(conn: &mut PgConnection, engine: &dyn SearchEngine) -> anyhow::Result<bool> {
     let indexed = engine.count().await?;
-    // The catalog and its marks in one snapshot.
+    // The catalog and its marks in one snapshot; the marks only when the engine is short (a
+    // start after a bulk import has thousands).
     let catalog = sqlx::query!(
-        r#"SELECT (SELECT count(*) FROM listings) AS "listings!",
-                  array(SELECT listing_id::text FROM search_dirty LIMIT $1) AS "marked!""#,
+        r#"WITH catalog AS (SELECT count(*) AS n FROM listings)
+           SELECT n AS "listings!",
+                  array(SELECT listing_id::text FROM search_dirty WHERE n > $2 LIMIT $1) AS "marked!"
+             FROM catalog"#,
         MARKS_LOOKED_UP + 1,
+        i64::try_from(indexed).unwrap_or(i64::MAX),
     )
     .fetch_one(&mut *conn)
     .await?;

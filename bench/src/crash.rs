@@ -705,7 +705,7 @@ pub(crate) struct Events {
 }
 
 /// (producer, consumer, event types the consumer handles).
-const FLOWS: [(&str, &str, &[&str]); 6] = [
+const FLOWS: [(&str, &str, &[&str]); 5] = [
     (
         "order",
         "payment",
@@ -723,7 +723,6 @@ const FLOWS: [(&str, &str, &[&str]); 6] = [
     ),
     ("listing", "payment", &["stock.sold"]),
     ("listing", "order", &["stock.sold"]),
-    ("listing", "listing", &["listing.changed"]),
     (
         "payment",
         "order",

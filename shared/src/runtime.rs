@@ -366,11 +366,33 @@ impl Service {
         inbox: Option<(Inbox, &[&str])>,
     ) -> Self {
         let mut workers = Vec::new();
+        let reads = inbox.as_ref().map_or(&[][..], |(_, sources)| *sources);
         if let Some(keep) = platform.events.keep {
-            let reads = inbox.as_ref().map_or(&[][..], |(_, sources)| *sources);
             let retention = events::Retention::new(pool.clone(), name, platform.bus.clone(), keep)
                 .reading(reads);
             workers.push(tokio::spawn(retention.run()));
+        }
+        for source in events::SOURCES.iter().filter(|s| !reads.contains(s)) {
+            // A stream this service read in an earlier version (the listing service read its
+            // own until its changes marked themselves for search).
+            match platform.bus.leave(source, name).await {
+                Ok(true) => {
+                    tracing::info!(
+                        service = name,
+                        stream = source,
+                        "left a stream this service no longer reads"
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        service = name,
+                        stream = source,
+                        error = format!("{e:#}"),
+                        "cannot leave a stream this service no longer reads; trying again at the next start"
+                    );
+                }
+            }
         }
         if let Some((inbox, sources)) = inbox {
             let inbox = Arc::new(inbox);

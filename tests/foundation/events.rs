@@ -1059,3 +1059,61 @@ async fn handled_events_are_kept_while_a_stream_the_inbox_reads_may_still_delive
     let for_ever = Retention::new(fx.consumer.clone(), "probe", bus, Duration::MAX);
     assert_eq!(for_ever.prune_once().await.unwrap(), Pruned::default());
 }
+
+/// The consumer groups of `stream`, by name.
+async fn groups_of(con: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<String> {
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(con)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = groups
+        .iter()
+        .filter_map(|g| redis::from_redis_value(g.get("name")?).ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A service leaves the streams it no longer reads. The listing service read its own until
+/// its changes marked themselves for search; the consumer group an earlier version left
+/// there would keep that stream from ever being trimmed.
+#[tokio::test]
+async fn a_service_leaves_a_stream_it_no_longer_reads() {
+    let db = TestDb::new().await;
+    let redis_url = servers().await.redis.clone();
+    let stream = events::stream_name(&db.name, "listing");
+    let mut con = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // As an earlier version left it.
+    let (): () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("listing")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(groups_of(&mut con, &stream).await, ["listing"]);
+    let settings = crate::support::test_settings(&db).await;
+    let app = crate::support::TestApp::spawn_with(settings, db.clone()).await;
+    let seller = app.api.register(Role::Household).await;
+    app.api.listing_with_stock(&seller, "5").await;
+    // The services that read the listing service's events made their groups; the listing
+    // service left its own and made none again.
+    eventually(
+        Duration::from_secs(10),
+        "the order and payment services' groups",
+        || {
+            let (mut con, stream) = (con.clone(), stream.clone());
+            async move { (groups_of(&mut con, &stream).await == ["order", "payment"]).then_some(()) }
+        },
+    )
+    .await;
+    app.stop().await;
+}

@@ -20,33 +20,31 @@ async fn found(app: &TestApp, q: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears() {
-    let app = TestApp::spawn().await;
-    let seller = app.api.register(Role::Household).await;
-    let listing = app.api.listing_with_stock(&seller, "20").await;
+/// A new listing with stock, found by its title, then renamed and found by its new one;
+/// answers its id.
+async fn listed_then_renamed(app: &TestApp, seller: &User) -> String {
+    let listing = app.api.listing_with_stock(seller, "20").await;
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the new listing to be searchable",
-        || async { found(&app, "xoai").await.contains(&listing).then_some(()) },
+        || async { found(app, "xoai").await.contains(&listing).then_some(()) },
     )
     .await;
-
     let (status, _) = app
         .api
         .patch(
             &format!("/v1/listings/{listing}"),
-            &seller,
+            seller,
             &json!({ "title": "Sầu riêng Ri6 Cái Mơn", "description": "Cơm vàng, hạt lép" }),
         )
         .await;
     assert_eq!(status, 200);
     let changed = Instant::now();
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the new title to be found",
         || async {
-            found(&app, "sau%20rieng%20cai%20mon")
+            found(app, "sau%20rieng%20cai%20mon")
                 .await
                 .contains(&listing)
                 .then_some(())
@@ -58,6 +56,14 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
         "a changed title was found {} ms after the change",
         changed.elapsed().as_millis()
     );
+    listing
+}
+
+#[tokio::test]
+async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = listed_then_renamed(&app, &seller).await;
     assert!(
         !found(&app, "xoai").await.contains(&listing),
         "the old title no longer matches"
@@ -129,6 +135,86 @@ async fn a_changed_listing_is_found_by_its_new_title_and_a_hidden_one_disappears
         "operators can ask for it: {r}"
     );
     app.stop().await;
+}
+
+/// A listing's change marks it for the index in the change's own transaction: a new listing
+/// and a rename are found while no `listing.changed` leaves the listing service's outbox (a
+/// relay that is down or far behind, or a process killed before its relay's next pass).
+#[tokio::test]
+async fn a_change_reaches_the_index_without_its_event() {
+    let _kept = crate::support::FailPoint::set(
+        "relay.before_publish.listing",
+        nongsan_shared::failpoint::Action::Error { times: u32::MAX },
+    );
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = listed_then_renamed(&app, &seller).await;
+    // The events are still where they were written: the index did not learn from them.
+    let listing_db = app.db.pool("listing").await;
+    let unpublished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE event_type = 'listing.changed' AND aggregate_id = $1 AND published_at IS NULL",
+    )
+    .bind(&listing)
+    .fetch_one(&listing_db)
+    .await
+    .unwrap();
+    assert!(
+        unpublished >= 2,
+        "{unpublished} of the listing's events unpublished"
+    );
+    app.stop().await;
+}
+
+/// The upgrade to marks written with each change: a `listing.changed` written before it and
+/// not handled by the listing service's inbox would be skipped afterwards, so its migration
+/// marks the listing; a listing whose events were all handled is left alone.
+#[tokio::test]
+async fn the_upgrade_marks_listings_whose_events_were_not_handled() {
+    let _kept = crate::support::FailPoint::set(
+        "relay.before_publish.listing",
+        nongsan_shared::failpoint::Action::Error { times: u32::MAX },
+    );
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let listing = app
+            .api
+            .create_listing(&seller, &crate::support::calls::listing_body())
+            .await;
+        ids.push(listing["id"].as_str().unwrap().to_owned());
+    }
+    let db = app.db.clone();
+    app.stop().await;
+    let listing = db.pool("listing").await;
+    // As the code before the upgrade left them: no marks (the inbox was to write them), the
+    // first listing's events handled, the other two's still in the outbox.
+    sqlx::query("DELETE FROM search_dirty")
+        .execute(&listing)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO inbox (event_id, event_type, source, event, status, handled_at)
+         SELECT id, event_type, 'listing', '{}', 'done', now() FROM outbox WHERE aggregate_id = $1",
+    )
+    .bind(&ids[0])
+    .execute(&listing)
+    .await
+    .unwrap();
+    sqlx::raw_sql(include_str!(
+        "../../migrations/listing/20261222090000_listing_changes_marked_by_the_writer.sql"
+    ))
+    .execute(&listing)
+    .await
+    .unwrap();
+    let mut marked: Vec<String> = sqlx::query_scalar("SELECT listing_id::text FROM search_dirty")
+        .fetch_all(&listing)
+        .await
+        .unwrap();
+    marked.sort();
+    let mut expected = ids[1..].to_vec();
+    expected.sort();
+    assert_eq!(marked, expected);
 }
 
 #[tokio::test]

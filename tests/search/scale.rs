@@ -573,7 +573,7 @@ async fn a_start_leaves_marked_listings_to_the_indexer_and_fills_only_for_lost_o
 }
 
 /// Creates `n` listings that stay unwritten: the engine refuses every write until the fail
-/// point returned goes. Waits until they are marked (by the listing service's own events);
+/// point returned goes. Waits until they are marked (by their own transactions);
 /// none was marked before.
 async fn unwritten(app: &TestApp, n: usize) -> crate::support::FailPoint {
     let every_time = nongsan_shared::failpoint::Action::Error { times: u32::MAX };

@@ -155,9 +155,9 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         trace_base: platform.settings.trace_base_url.clone(),
         views: views.clone(),
     });
-    // The service follows its own events to keep the search index current.
+    // The order events that move stock. The search index follows marks written with each
+    // change (`search::dirty`), not the service's own `listing.changed`.
     let inbox = Inbox::new(NAME, pool.clone(), platform.events)
-        .on(EventType::ListingChanged, search::indexer::MarkDirty)
         .on(
             EventType::OrderPaid,
             stock::reservations::consumers::CommitOrderLines,
@@ -182,7 +182,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
         axum::Router::from(routes().with_state(state.clone())).layer(
             axum::middleware::from_fn_with_state(state, identity::sessions::require_live_session),
         ),
-        Some((inbox, &[NAME, "order"])),
+        Some((inbox, &["order"])),
     )
     .await;
     service

@@ -2,7 +2,7 @@
 //!
 //! | event | emitted by | body | followed by |
 //! | --- | --- | --- | --- |
-//! | `listing.changed` | listing | the listing's id and version | listing (search index) |
+//! | `listing.changed` | listing | the listing's id and version | no service of nongsan (the search index follows the mark written with the change, `search_dirty`): published for consumers outside |
 //! | `stock.changed` | listing | [`StockChanged`] | no service of nongsan (the search index follows marks of its own, `search_dirty`): published for consumers outside |
 //! | `stock.sold` | listing | [`StockSold`]: an order's lines as sold, with the lots that filled them | payment (ledger, member settlement) |
 //! | `order.placed`, `order.paid`, `order.confirmed`, `order.delivered`, `order.returned`, `order.cancelled`, `order.status_changed` | order | [`OrderEvent`] | listing (stock) |

@@ -44,6 +44,12 @@ pub trait Bus: Send + Sync {
     async fn oldest_kept(&self, _source: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
         Ok(None)
     }
+    /// Removes `group`'s place in `source`'s events, for a service that no longer reads them:
+    /// a consumer group nobody reads would keep its stream from being trimmed for ever.
+    /// Answers whether there was one. Without a stream, there is none.
+    async fn leave(&self, _source: &str, _group: &str) -> anyhow::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Delivery inside one process (`nongsan up` without Redis): publishing writes straight into
@@ -239,6 +245,20 @@ impl Bus for RedisBus {
             )
             .await?;
         Ok(trimmed as u64)
+    }
+
+    async fn leave(&self, source: &str, group: &str) -> anyhow::Result<bool> {
+        let stream = stream_name(&self.prefix, source);
+        let mut con = self.publisher.clone();
+        let exists: bool = con.exists(&stream).await?;
+        if !exists {
+            return Ok(false);
+        }
+        let removed: bool = con
+            .xgroup_destroy(&stream, group)
+            .await
+            .context("removing a consumer group")?;
+        Ok(removed)
     }
 
     async fn oldest_kept(&self, source: &str) -> anyhow::Result<Option<DateTime<Utc>>> {

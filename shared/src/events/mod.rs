@@ -187,6 +187,9 @@ pub async fn emit_all<B: EventBody>(
     Ok(rows.ids.into_iter().map(EventId).collect())
 }
 
+/// Every service that emits events: the streams there are.
+pub const SOURCES: [&str; 3] = ["listing", "order", "payment"];
+
 /// Name of the Redis stream a service publishes to.
 pub fn stream_name(prefix: &str, source: &str) -> String {
     format!("{prefix}:events:{source}")

@@ -104,6 +104,9 @@ impl Relay {
                 data: r.payload,
             })
             .collect();
+        // A source's events kept from its consumers: a test's stand-in for a relay that is
+        // down or far behind.
+        failpoint::hit(&format!("relay.before_publish.{}", self.source))?;
         self.bus.publish(&self.source, &events).await?;
         failpoint::hit("relay.after_publish")?;
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id.0).collect();

@@ -1,7 +1,8 @@
 //! The dirty list: listings whose index document must be written again. Marking one is a
-//! write in the caller's transaction (an inbox handler's, or a stock change's when a listing
-//! runs out or comes back), which wakes the indexer when it commits. A leaf module, so that
-//! stock and catalog code can mark without depending on the indexer.
+//! write in the caller's transaction (a listing's change, with its `listing.changed`: see
+//! `catalog::store::emit_changed`; a stock change when a listing runs out or comes back; the
+//! certification sweep), which wakes the indexer when it commits. A leaf module, so that stock
+//! and catalog code can mark without depending on the indexer.
 
 use nongsan_shared::ListingId;
 use sqlx::PgConnection;

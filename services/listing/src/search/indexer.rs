@@ -1,40 +1,20 @@
-//! Keeping the index up to date from the listing events.
+//! Keeping the index up to date from the marks of changed listings.
 //!
-//! The listing service consumes its own `listing.changed` events; the handler only marks the
-//! listing dirty (in the inbox's transaction, so it never fails for
-//! the engine's sake). The indexer then loads each dirty listing as it is now and writes it to
-//! the engine, retrying with backoff while the engine is away: nothing is lost, and the index
-//! always ends with the latest state, whatever order the events came in.
+//! Every change that the index shows marks its listing dirty in the change's own transaction
+//! (`search::dirty`: a listing's write with its `listing.changed`, a stock change that makes a
+//! listing run out or come back, a certification's end). The indexer then loads each dirty
+//! listing as it is now and writes it to the engine, retrying with backoff while the engine
+//! is away: nothing is lost, and the index always ends with the latest state, whatever order
+//! the changes came in.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use nongsan_shared::{
-    ListingId,
-    db::Notifications,
-    events::{Envelope, Handler},
-    failpoint,
-    telemetry::worth_logging,
-};
+use nongsan_shared::{ListingId, db::Notifications, failpoint, telemetry::worth_logging};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::{
-    EngineError, SearchEngine,
-    dirty::{CHANNEL, mark_dirty},
-};
+use super::{EngineError, SearchEngine, dirty::CHANNEL};
 use crate::catalog::store::{listings_after, load_listings};
-
-/// Marks the listing of a `listing.changed` or `stock.changed` event dirty.
-#[derive(Debug, Clone, Copy)]
-pub struct MarkDirty;
-
-#[async_trait::async_trait]
-impl Handler for MarkDirty {
-    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
-        let id: ListingId = event.aggregate_id.parse()?;
-        mark_dirty(tx, &[id]).await
-    }
-}
 
 /// Dirty listings written to the engine at once.
 const BATCH: i64 = 1_000;

@@ -31,22 +31,32 @@ use utoipa::ToSchema;
 
 use crate::{AppState, ledger, momo, vnpay};
 
-/// `order.placed`: remembers each order's checkout, total, seller and payment method: what a
-/// refund for that order may reach, and what the ledger books it from (a capture that came
-/// first is booked for it now; cash on delivery has none).
+/// `order.placed` of an order paid online: remembers its checkout, total, seller and payment
+/// method: what a refund for that order may reach, and what the ledger books it from (a
+/// capture that came first is booked for it now).
+///
+/// A cash-on-delivery order is not taken here (see [`TrackOrder::wants`]): nothing of it is
+/// paid, refundable or booked before its cash is collected, and its delivery (and its sale)
+/// remember it themselves (`ledger::remember_order` fills what is missing, in any order).
+/// So a cash-on-delivery checkout costs the payment service no inbox rows and no orders of
+/// its own.
 #[derive(Debug, Clone, Copy)]
 pub struct TrackOrder;
 
 #[async_trait::async_trait]
 impl Handler for TrackOrder {
+    /// Every order but a cash-on-delivery one (read from the event's body as it came; one
+    /// that cannot be read is taken, and fails in [`TrackOrder::handle`] as before).
+    fn wants(&self, event: &Envelope) -> bool {
+        event.data.get("payment_method").and_then(|m| m.as_str())
+            != Some(PaymentMethod::Cod.as_str())
+    }
+
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
         let order: OrderEvent = event.body()?;
-        // At placement, only a capture that came first can be due for booking, and cash on
-        // delivery has none. Its delivery and its sale settle it themselves, even when one
-        // of them is handled before this event (`remember_order` only fills what is
-        // missing). Settling here found nothing to book, in five statements per order; the
-        // checkout's lock, taken so that a capture and this event see each other, has no
-        // capture to wait for either.
+        // A cash-on-delivery order taken before `wants` refused them (stored in the inbox by
+        // an earlier version): remembered, and nothing settled. At placement only a capture
+        // that came first can be due for booking, and cash on delivery has none.
         if order.payment_method == PaymentMethod::Cod {
             return ledger::remember_order(tx, &order, None).await;
         }

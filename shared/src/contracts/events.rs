@@ -5,7 +5,8 @@
 //! | `listing.changed` | listing | the listing's id and version | no service of nongsan (the search index follows the mark written with the change, `search_dirty`): published for consumers outside |
 //! | `stock.changed` | listing | [`StockChanged`] | no service of nongsan (the search index follows marks of its own, `search_dirty`): published for consumers outside |
 //! | `stock.sold` | listing | [`StockSold`]: an order's lines as sold, with the lots that filled them | payment (ledger, member settlement) |
-//! | `order.placed`, `order.paid`, `order.confirmed`, `order.delivered`, `order.returned`, `order.cancelled`, `order.status_changed` | order | [`OrderEvent`] | listing (stock) |
+//! | `order.placed` | order | [`OrderEvent`] | payment (an order paid online: what a refund may reach and the ledger books; not a cash-on-delivery order, which its delivery makes known) |
+//! | `order.paid`, `order.confirmed`, `order.delivered`, `order.returned`, `order.cancelled`, `order.status_changed` | order | [`OrderEvent`] | listing (stock: paid, confirmed, returned, cancelled); payment (delivered) |
 //! | `order.refund_due` | order | [`RefundDue`] | payment |
 //! | `payment.succeeded`, `payment.failed` | payment | [`PaymentEvent`] | order |
 //! | `payment.refunded` | payment | [`RefundEvent`] | order |

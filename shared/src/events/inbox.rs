@@ -16,6 +16,13 @@ pub trait Handler: Send + Sync {
     /// Applies the event.
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()>;
 
+    /// Whether this service has anything to do with the event (by default, every event of
+    /// the handler's type). One it does not want is neither stored nor handled, as an event
+    /// of a type without a handler; one stored before it was refused is still handled.
+    fn wants(&self, _event: &Envelope) -> bool {
+        true
+    }
+
     /// Applies several events of its type, in the order given: by default one by one. A
     /// handler that writes many events' rows in one statement overrides it. A failure undoes
     /// the whole batch, which is then handled again one event at a time with [`handle`].
@@ -117,7 +124,7 @@ impl Inbox {
     pub async fn ingest_many(&self, events: &[Envelope]) -> anyhow::Result<u64> {
         let wanted: Vec<&Envelope> = events
             .iter()
-            .filter(|e| self.handlers.contains_key(&e.event_type))
+            .filter(|e| self.handlers.get(&e.event_type).is_some_and(|h| h.wants(e)))
             .collect();
         if wanted.is_empty() {
             return Ok(0);

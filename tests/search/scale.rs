@@ -381,19 +381,20 @@ async fn the_ranking_rules_apply_in_order_on_meilisearch() {
 
 /// Creates `n` generated listings (no stock) through the API, 16 at a time.
 async fn listed(app: &TestApp, n: usize) {
+    listed_through(&app.api, n).await;
+}
+
+/// [`listed`] through any API.
+async fn listed_through(api: &crate::support::client::Client, n: usize) {
     let sellers = [
-        app.api.register(Role::Household).await,
-        app.api.register(Role::Household).await,
+        api.register(Role::Household).await,
+        api.register(Role::Household).await,
     ];
     let generated = generate::listings(5, n, sellers.len());
     for chunk in generated.chunks(16) {
         let mut sent = tokio::task::JoinSet::new();
         for g in chunk {
-            let (api, seller, body) = (
-                app.api.clone(),
-                sellers[g.household].clone(),
-                g.listing_body(),
-            );
+            let (api, seller, body) = (api.clone(), sellers[g.household].clone(), g.listing_body());
             sent.spawn(async move { api.create_listing(&seller, &body).await });
         }
         sent.join_all().await;
@@ -402,11 +403,16 @@ async fn listed(app: &TestApp, n: usize) {
 
 /// Waits until search counts `n` listings, in stock or not.
 async fn searchable(app: &TestApp, n: usize) {
+    searchable_through(&app.api, n).await;
+}
+
+/// [`searchable`] through any API.
+async fn searchable_through(api: &crate::support::client::Client, n: usize) {
     eventually(
         Duration::from_secs(120),
         "every listing to be searchable",
         || async {
-            let (_, r) = app.api.search("in_stock=false&limit=1").await;
+            let (_, r) = api.search("in_stock=false&limit=1").await;
             (r["total"].as_u64() == Some(n as u64)).then_some(())
         },
     )
@@ -690,8 +696,22 @@ async fn each_engine_counts_the_listings_it_holds_by_id() {
 #[tokio::test]
 async fn a_fill_cut_between_its_pages_is_finished_by_the_indexer() {
     let (db, settings) = catalog_without_its_index(3).await;
-    // 10,050 listings more, copied from the three in SQL (through the API it would take
-    // minutes), each with its stock row: the fill writes them in two pages.
+    copied_in_sql(&db).await;
+    let once = nongsan_shared::failpoint::Action::Error { times: 1 };
+    let _cut = crate::support::FailPoint::set("search.fill.page", once);
+    let app = TestApp::spawn_with(settings, db).await;
+    searchable(&app, 10_053).await;
+    assert_eq!(
+        nongsan_shared::failpoint::state("search.fill.page"),
+        None,
+        "the fill was cut after its first page"
+    );
+    app.stop().await;
+}
+
+/// 10,050 listings more, copied from the three in SQL (through the API it would take
+/// minutes), each with its stock row and unmarked: a fill writes them in two pages.
+async fn copied_in_sql(db: &crate::support::TestDb) {
     let copied = sqlx::query(
         "WITH copied AS (
            INSERT INTO listings
@@ -705,16 +725,59 @@ async fn a_fill_cut_between_its_pages_is_finished_by_the_indexer() {
     .await
     .unwrap();
     assert_eq!(copied.rows_affected(), 10_050);
-    let once = nongsan_shared::failpoint::Action::Error { times: 1 };
-    let _cut = crate::support::FailPoint::set("search.fill.page", once);
-    let app = TestApp::spawn_with(settings, db).await;
-    searchable(&app, 10_053).await;
-    assert_eq!(
-        nongsan_shared::failpoint::state("search.fill.page"),
-        None,
-        "the fill was cut after its first page"
+}
+
+/// `nongsan up` killed in the middle of a fill (aborted on the spot after the fill's first
+/// page of 10,000, as SIGKILL would) and started again: every listing becomes searchable,
+/// with nothing done by hand. The embedded index opens after the kill, and the marks the
+/// fill committed before its first page bring the rest in.
+#[tokio::test]
+async fn a_process_killed_during_a_fill_is_searchable_whole_after_its_restart() {
+    use crate::support::process::{NongsanProcess, nongsan, up_env};
+    let db = crate::support::TestDb::new().await;
+    let port = crate::support::free_port();
+    let env = up_env(&db, port);
+    let first = NongsanProcess::start_on(&["up"], port, &env).await;
+    let api = crate::support::client::Client::new(&first.url);
+    listed_through(&api, 3).await;
+    searchable_through(&api, 3).await;
+    assert!(first.terminate().await.success());
+    copied_in_sql(&db).await;
+
+    // Started with the fail point: it fills the index for the 10,050 it lacks, and dies after
+    // the first page. It may die before it serves, so it is only waited for.
+    let log = std::env::temp_dir().join(format!("nongsan-killed-fill-{}.log", db.name));
+    let mut killed = nongsan()
+        .arg("up")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("NONGSAN_LOG_FORMAT", "json")
+        .env("NONGSAN_FAILPOINTS", "search.fill.page=abort")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    let status = loop {
+        if let Some(status) = killed.try_wait().unwrap() {
+            break status;
+        }
+        waited += 1;
+        assert!(
+            waited < 1200,
+            "the process did not die in its fill within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        status.code().is_none(),
+        "killed by a signal, not exited: {status}\n{said}"
     );
-    app.stop().await;
+    assert!(said.contains("search.fill.page"), "{said}");
+
+    let again = NongsanProcess::start_on(&["up"], port, &env).await;
+    searchable_through(&crate::support::client::Client::new(&again.url), 10_053).await;
+    assert!(again.terminate().await.success());
 }
 
 /// Changes the title of `n` listings (the first by id), adding the word "kiwizeta", and

@@ -188,7 +188,8 @@ async fn the_upgrade_marks_listings_whose_events_were_not_handled() {
     app.stop().await;
     let listing = db.pool("listing").await;
     // As the code before the upgrade left them: no marks (the inbox was to write them), the
-    // first listing's events handled, the other two's still in the outbox.
+    // first listing's events handled, the second's still in the outbox, and the third's
+    // waiting in the inbox for a retry, their outbox rows gone.
     sqlx::query("DELETE FROM search_dirty")
         .execute(&listing)
         .await
@@ -198,6 +199,16 @@ async fn the_upgrade_marks_listings_whose_events_were_not_handled() {
          SELECT id, event_type, 'listing', '{}', 'done', now() FROM outbox WHERE aggregate_id = $1",
     )
     .bind(&ids[0])
+    .execute(&listing)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH gone AS (DELETE FROM outbox WHERE aggregate_id = $1 RETURNING id, event_type, aggregate_id)
+         INSERT INTO inbox (event_id, event_type, source, event, status, attempts, last_error)
+         SELECT id, event_type, 'listing', jsonb_build_object('aggregate_id', aggregate_id), 'pending', 2, 'engine away'
+         FROM gone",
+    )
+    .bind(&ids[2])
     .execute(&listing)
     .await
     .unwrap();
@@ -215,6 +226,14 @@ async fn the_upgrade_marks_listings_whose_events_were_not_handled() {
     let mut expected = ids[1..].to_vec();
     expected.sort();
     assert_eq!(marked, expected);
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status <> 'done'")
+        .fetch_one(&listing)
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting, 0,
+        "a listing.changed left for a worker without its handler"
+    );
 }
 
 #[tokio::test]

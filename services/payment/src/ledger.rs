@@ -339,6 +339,22 @@ pub async fn lock_checkout(conn: &mut PgConnection, checkout: Uuid) -> anyhow::R
     Ok(())
 }
 
+/// Serializes an order's sale and its delivery, which come from two services' events at
+/// any moment: each settles the order from what the other wrote, and must see it. A
+/// cash-on-delivery order's row is made by its delivery, so before that there is no row for
+/// the sale to wait on: without this lock, a sale handled during its delivery found no row
+/// and booked nothing, while the delivery found no lines and booked only the pending money,
+/// and nothing came after to book the rest.
+pub async fn lock_order(conn: &mut PgConnection, order: OrderId) -> anyhow::Result<()> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7332))",
+        order.0.to_string()
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A refund of an order, as the ledger counts it (failed refunds do not count).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundFact {

@@ -36,8 +36,9 @@ use crate::{AppState, ledger, momo, vnpay};
 /// capture that came first is booked for it now).
 ///
 /// A cash-on-delivery order is not taken here (see [`TrackOrder::wants`]): nothing of it is
-/// paid, refundable or booked before its cash is collected, and its delivery (and its sale)
-/// remember it themselves (`ledger::remember_order` fills what is missing, in any order).
+/// paid, refundable or booked before its cash is collected. Its delivery remembers it
+/// (`ledger::remember_order` fills what is missing), and its sale and its delivery settle it
+/// one after the other, whichever comes first (`ledger::lock_order`).
 /// So a cash-on-delivery checkout costs the payment service no inbox rows and no orders of
 /// its own.
 #[derive(Debug, Clone, Copy)]

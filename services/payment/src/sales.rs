@@ -15,6 +15,7 @@ use nongsan_shared::{
         sellers::SellerKind,
     },
     events::{Envelope, Handler},
+    failpoint,
     http::{Json, Path},
     reference::reference,
 };
@@ -36,6 +37,7 @@ pub struct RecordSale {
 impl Handler for RecordSale {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> anyhow::Result<()> {
         let sold: StockSold = event.body()?;
+        ledger::lock_order(tx, sold.order_id).await?;
         let coop_fee = if sold.seller.kind == SellerKind::Cooperative {
             Some(
                 sqlx::query_scalar!(
@@ -103,6 +105,8 @@ impl Handler for RecordSale {
             }
         }
         ledger::settle_order(tx, sold.order_id, "lines sold").await?;
+        // For a test: the sale's transaction held open after it settled.
+        failpoint::hit_async("payment.sale.after_settle").await?;
         Ok(())
     }
 }
@@ -121,7 +125,10 @@ impl Handler for RecordDelivery {
         let order: OrderEvent = event.body()?;
         let hold = chrono::Duration::seconds(i64::try_from(self.hold_secs).unwrap_or(i64::MAX / 2));
         let available_at = event.occurred_at.checked_add_signed(hold);
+        ledger::lock_order(tx, order.order_id).await?;
         ledger::remember_order(tx, &order, Some((event.occurred_at, available_at))).await?;
+        // For a test: the delivery's new row left uncommitted a while before it settles.
+        failpoint::hit_async("payment.delivery.before_settle").await?;
         ledger::settle_order(tx, order.order_id, "delivered").await?;
         Ok(())
     }

@@ -165,6 +165,38 @@ async fn a_change_reaches_the_index_without_its_event() {
     app.stop().await;
 }
 
+/// A household renamed is found by its new name in its listings: the seller's name is in
+/// each of their search documents, which the rename writes again.
+#[tokio::test]
+async fn a_renamed_household_is_found_by_its_new_name() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "20").await;
+    eventually(
+        Duration::from_secs(30),
+        "the new listing to be searchable",
+        || async { found(&app, "xoai").await.contains(&listing).then_some(()) },
+    )
+    .await;
+    assert!(found(&app, "kiwizeta").await.is_empty());
+    let (status, body) = app
+        .api
+        .patch(
+            &format!("/v1/households/{}", seller.id),
+            &seller,
+            &json!({ "name": "Hộ Kiwizeta" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(30),
+        "the listing to be found by its seller's new name",
+        || async { (found(&app, "kiwizeta").await == [listing.clone()]).then_some(()) },
+    )
+    .await;
+    app.stop().await;
+}
+
 /// The upgrade to marks written with each change: a `listing.changed` written before it and
 /// not handled by the listing service's inbox would be skipped afterwards, so its migration
 /// marks the listing; a listing whose events were all handled is left alone.

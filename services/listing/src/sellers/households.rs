@@ -200,6 +200,10 @@ pub async fn update_household(
     let mut tx = app.pool.begin().await?;
     let current = load_household(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Household(id)).await?;
+    let renamed = patch
+        .name
+        .as_deref()
+        .is_some_and(|n| n.trim() != current.name);
     let next = HouseholdInput {
         name: patch.name.clone().unwrap_or(current.name),
         address: patch.address.clone().unwrap_or(current.address),
@@ -237,6 +241,20 @@ pub async fn update_household(
         &serde_json::json!({ "name": next.name }),
     )
     .await?;
+    if renamed {
+        // The seller's name is in every one of its listings' search documents (and found by
+        // a search): all of them are written again, in this transaction.
+        sqlx::query!(
+            "WITH marked AS (
+                 INSERT INTO search_dirty (listing_id) SELECT id FROM listings WHERE household_id = $1
+                 ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp())
+             SELECT pg_notify($2, '')",
+            id as _,
+            crate::search::dirty::CHANNEL,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     let view = load_household(&mut tx, id).await?;
     tx.commit().await?;
     if patch.name.is_some() {

@@ -299,7 +299,8 @@ async fn with_the_payment_process_stopped_the_reservation_is_released_across_pro
 /// Issue 15: `nongsan up` killed with SIGKILL in the middle of two-seller cash-on-delivery
 /// checkouts, then started again on the same data. Every checkout answered 201 is there with
 /// its stock held; each listing's stock equals the sum of its movements; reserved stock
-/// equals what active reservations hold; no order event is lost; and the reservations
+/// equals what active reservations hold; no order event is lost, and the first seller's
+/// confirmations (made during the load) are each consumed once; and the reservations
 /// of checkouts that died between reserving and storing are given back within the
 /// reconciliation window (3 s here, a minute by default), not after the 48 hours a
 /// cash-on-delivery reservation lives.
@@ -335,9 +336,13 @@ async fn a_server_killed_mid_checkouts_loses_nothing_and_gives_back_what_dead_ch
         buyers.push(api.register(Role::Buyer).await);
     }
     let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // The first seller's orders, confirmed as they come: their `order.confirmed` events go to
+    // the listing service (which sells their stock), before and after the kill.
+    let to_confirm = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut tasks = Vec::new();
     for buyer in buyers {
-        let (api, answered) = (api.clone(), answered.clone());
+        let (api, answered, to_confirm) = (api.clone(), answered.clone(), to_confirm.clone());
+        let first_seller = sellers[0].id.clone();
         let body = basket(&[(&listings[0], "1"), (&listings[1], "1")], "cod");
         tasks.push(tokio::spawn(async move {
             loop {
@@ -347,8 +352,16 @@ async fn a_server_killed_mid_checkouts_loses_nothing_and_gives_back_what_dead_ch
                     .json(&body);
                 match api.try_send(req).await {
                     Ok(res) if res.status == 201 => {
-                        let id = res.json()["id"].as_str().unwrap().to_owned();
+                        let made = res.json();
+                        let id = made["id"].as_str().unwrap().to_owned();
                         answered.lock().unwrap().push(id);
+                        let first = made["orders"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|o| o["seller"]["id"] == first_seller.as_str())
+                            .map(|o| o["id"].as_str().unwrap().to_owned());
+                        to_confirm.lock().unwrap().extend(first);
                     }
                     Ok(res) => panic!("checkout answered {}: {}", res.status, res.text()),
                     // The server is gone.
@@ -357,9 +370,39 @@ async fn a_server_killed_mid_checkouts_loses_nothing_and_gives_back_what_dead_ch
             }
         }));
     }
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (api, to_confirm, seller, killed) = (
+            api.clone(),
+            to_confirm.clone(),
+            sellers[0].clone(),
+            killed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = to_confirm.lock().unwrap().pop();
+                let Some(order) = next else {
+                    if killed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let req = Request::post(format!("/v1/orders/{order}/confirm"))
+                    .by(&seller)
+                    .json(&json!({}));
+                match api.try_send(req).await {
+                    Ok(res) if res.status == 200 => {}
+                    Ok(res) => panic!("confirmation answered {}: {}", res.status, res.text()),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     process::signal(server.child.id() as i32, rustix::process::Signal::KILL);
     server.child.wait().unwrap();
+    killed.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
@@ -444,6 +487,30 @@ async fn a_server_killed_mid_checkouts_loses_nothing_and_gives_back_what_dead_ch
         off_reservations, 0,
         "reserved stock differs from active reservations"
     );
+    // Every order event reaches its consumer once: the listing service's inbox holds each
+    // `order.confirmed` of the order service's outbox, no more, no fewer, those written
+    // before the kill included.
+    let confirmed: i64 = eventually(
+        Duration::from_secs(30),
+        "every confirmation consumed by the listing service",
+        || async {
+            let outbox: i64 = sqlx::query_scalar(
+                r#"SELECT count(*) FROM "order".outbox WHERE event_type = 'order.confirmed'"#,
+            )
+            .fetch_one(&order)
+            .await
+            .unwrap();
+            let inbox: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM listing.inbox WHERE event_type = 'order.confirmed' AND status = 'done'",
+            )
+            .fetch_one(&listing)
+            .await
+            .unwrap();
+            (outbox == inbox).then_some(outbox)
+        },
+    )
+    .await;
+    assert!(confirmed > 0, "no order was confirmed before the kill");
     // No order event is lost to the kill: each order of an answered checkout has its
     // `order.placed`, and the relay published every one (none is left in the outbox). No
     // service follows a cash-on-delivery order's placement, so none consumes them here.

@@ -1202,8 +1202,8 @@ async fn cash_on_delivery_orders_are_remembered_at_their_delivery_not_their_plac
     assert_eq!(taken, 0, "order.placed in the payment service's inbox");
 
     // The same events handed to the handler together, as orders not seen yet: events an
-    // earlier version stored in the inbox, which the worker still hands over (one statement
-    // writes them all).
+    // earlier version stored in the inbox, which the worker still hands over; each order is
+    // remembered as stored.
     let events: Vec<nongsan_shared::events::Envelope> = sqlx::query_scalar::<_, Value>(
         "SELECT payload FROM outbox WHERE event_type = 'order.placed'",
     )

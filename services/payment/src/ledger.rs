@@ -601,35 +601,9 @@ pub async fn remember_order(
     order: &nongsan_shared::contracts::events::OrderEvent,
     delivered: Delivered,
 ) -> anyhow::Result<()> {
-    remember_orders(conn, &[(order, delivered)]).await
-}
-
-/// When an order was delivered, and when its money leaves the hold, if known.
-pub type Delivered = Option<(DateTime<Utc>, Option<DateTime<Utc>>)>;
-
-/// [`remember_order`] for several orders, in one statement. An order may appear once: the
-/// statement fails on the same order twice.
-pub async fn remember_orders(
-    conn: &mut PgConnection,
-    orders: &[(&nongsan_shared::contracts::events::OrderEvent, Delivered)],
-) -> anyhow::Result<()> {
-    if orders.is_empty() {
-        return Ok(());
-    }
-    let column = |f: &dyn Fn(&nongsan_shared::contracts::events::OrderEvent) -> String| {
-        orders.iter().map(|(o, _)| f(o)).collect::<Vec<String>>()
-    };
-    let ids: Vec<uuid::Uuid> = orders.iter().map(|(o, _)| o.order_id.0).collect();
-    let checkouts: Vec<uuid::Uuid> = orders.iter().map(|(o, _)| o.checkout_id.0).collect();
-    let totals: Vec<i64> = orders.iter().map(|(o, _)| o.total_vnd.get()).collect();
-    let seller_ids: Vec<uuid::Uuid> = orders.iter().map(|(o, _)| o.seller.id).collect();
-    let delivered: Vec<Option<DateTime<Utc>>> =
-        orders.iter().map(|(_, d)| d.map(|d| d.0)).collect();
-    let available: Vec<Option<DateTime<Utc>>> =
-        orders.iter().map(|(_, d)| d.and_then(|d| d.1)).collect();
     sqlx::query!(
         "INSERT INTO payment_orders (order_id, checkout_id, total_vnd, seller_kind, seller_id, seller_name, method, delivered_at, available_at)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (order_id) DO UPDATE SET
              seller_kind = COALESCE(payment_orders.seller_kind, EXCLUDED.seller_kind),
              seller_id = COALESCE(payment_orders.seller_id, EXCLUDED.seller_id),
@@ -637,20 +611,23 @@ pub async fn remember_orders(
              method = COALESCE(payment_orders.method, EXCLUDED.method),
              delivered_at = COALESCE(payment_orders.delivered_at, EXCLUDED.delivered_at),
              available_at = COALESCE(payment_orders.available_at, EXCLUDED.available_at)",
-        &ids,
-        &checkouts,
-        &totals,
-        &column(&|o| o.seller.kind.as_str().to_owned()),
-        &seller_ids,
-        &column(&|o| o.seller.name.clone()),
-        &column(&|o| o.payment_method.as_str().to_owned()),
-        &delivered as &[Option<DateTime<Utc>>],
-        &available as &[Option<DateTime<Utc>>],
+        order.order_id.0,
+        order.checkout_id.0,
+        order.total_vnd.get(),
+        order.seller.kind.as_str(),
+        order.seller.id,
+        order.seller.name,
+        order.payment_method.as_str(),
+        delivered.map(|d| d.0),
+        delivered.and_then(|d| d.1),
     )
     .execute(conn)
     .await?;
     Ok(())
 }
+
+/// When an order was delivered, and when its money leaves the hold, if known.
+pub type Delivered = Option<(DateTime<Utc>, Option<DateTime<Utc>>)>;
 
 /// Loads an order's facts, books them ([`book`]) and posts what the ledger does not hold yet
 /// as one transaction (memo `why`). The order's row is locked meanwhile. Answers the accounts

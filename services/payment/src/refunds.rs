@@ -66,22 +66,6 @@ impl Handler for TrackOrder {
         ledger::settle_order(tx, order.order_id, "order placed").await?;
         Ok(())
     }
-
-    /// The cash-on-delivery orders of the run remembered in one statement (two per
-    /// two-seller checkout otherwise); the others one by one, as [`TrackOrder::handle`].
-    async fn handle_many(&self, tx: &mut PgConnection, events: &[Envelope]) -> anyhow::Result<()> {
-        let mut cod = Vec::with_capacity(events.len());
-        for event in events {
-            let order: OrderEvent = event.body()?;
-            if order.payment_method == PaymentMethod::Cod {
-                cod.push(order);
-            } else {
-                self.handle(tx, event).await?;
-            }
-        }
-        let rows: Vec<_> = cod.iter().map(|o| (o, None)).collect();
-        ledger::remember_orders(tx, &rows).await
-    }
 }
 
 /// `order.refund_due`: stores the refund the order side owes, keyed by order and reason, so

@@ -47,6 +47,9 @@ pub struct Relay {
     bus: Arc<dyn Bus>,
     poll: Duration,
     pace: Duration,
+    /// `relay.before_publish.<source>`: a test keeps a source's events from its consumers
+    /// (a stand-in for a relay that is down or far behind).
+    held_back: String,
 }
 
 impl std::fmt::Debug for Relay {
@@ -66,6 +69,7 @@ impl Relay {
             bus,
             poll,
             pace: Duration::ZERO,
+            held_back: format!("relay.before_publish.{source}"),
         }
     }
 
@@ -104,9 +108,7 @@ impl Relay {
                 data: r.payload,
             })
             .collect();
-        // A source's events kept from its consumers: a test's stand-in for a relay that is
-        // down or far behind.
-        failpoint::hit(&format!("relay.before_publish.{}", self.source))?;
+        failpoint::hit(&self.held_back)?;
         self.bus.publish(&self.source, &events).await?;
         failpoint::hit("relay.after_publish")?;
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id.0).collect();

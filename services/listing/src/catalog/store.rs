@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use nongsan_shared::{
-    AccountId, CooperativeId, EventId, ListingId, Quantity, Vnd, auth::Actor, invalid::Invalid,
+    AccountId, CooperativeId, ListingId, Quantity, Vnd, auth::Actor, events, invalid::Invalid,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, types::Json};
@@ -282,29 +282,18 @@ pub(crate) async fn write_certifications(
 /// the event fares, and whatever stops after the commit (a process killed in a bulk import)
 /// leaves it marked, not lost to the index until a start fills it.
 pub async fn emit_changed(conn: &mut PgConnection, view: &ListingView) -> Result<()> {
-    let event = ListingChanged {
-        listing_id: view.id,
-        version: view.version,
-    };
-    // One statement, one round trip: the event, the mark, and both wake-ups (delivered when
-    // the transaction commits; a data-modifying WITH always runs).
-    sqlx::query!(
-        "WITH stored AS (
-             INSERT INTO outbox (id, event_type, aggregate_id, version, payload) VALUES ($1, $2, $3, $4, $5)),
-         marked AS (
-             INSERT INTO search_dirty (listing_id) VALUES ($6)
-             ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp())
-         SELECT pg_notify('nongsan_outbox_' || current_schema(), '') AS relay, pg_notify($7, '') AS indexer",
-        EventId::new().0,
-        EventType::ListingChanged.as_str(),
-        view.id.to_string(),
+    events::emit(
+        conn,
+        EventType::ListingChanged,
+        &view.id.to_string(),
         view.version,
-        serde_json::to_value(&event).map_err(anyhow::Error::from)?,
-        view.id as _,
-        crate::search::dirty::CHANNEL,
+        &ListingChanged {
+            listing_id: view.id,
+            version: view.version,
+        },
     )
-    .fetch_one(&mut *conn)
     .await?;
+    crate::search::dirty::mark_dirty(conn, &[view.id]).await?;
     Ok(())
 }
 

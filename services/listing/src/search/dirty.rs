@@ -4,7 +4,7 @@
 //! certification sweep), which wakes the indexer when it commits. A leaf module, so that stock
 //! and catalog code can mark without depending on the indexer.
 
-use nongsan_shared::ListingId;
+use nongsan_shared::{AccountId, ListingId};
 use sqlx::PgConnection;
 
 /// The notification channel the indexer listens on.
@@ -19,6 +19,21 @@ pub async fn mark_dirty(conn: &mut PgConnection, ids: &[ListingId]) -> anyhow::R
            ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp())
          SELECT pg_notify($2, '')",
         &ids,
+        CHANNEL,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks every listing of a household (its name, in each of their documents, changed); the
+/// indexer is woken when the transaction commits.
+pub async fn mark_household(conn: &mut PgConnection, household: AccountId) -> anyhow::Result<()> {
+    sqlx::query!(
+        "WITH marked AS (INSERT INTO search_dirty (listing_id) SELECT id FROM listings WHERE household_id = $1
+           ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp())
+         SELECT pg_notify($2, '')",
+        household as _,
         CHANNEL,
     )
     .execute(&mut *conn)

@@ -243,22 +243,14 @@ pub async fn update_household(
     .await?;
     if renamed {
         // The seller's name is in every one of its listings' search documents (and found by
-        // a search): all of them are written again, in this transaction.
-        sqlx::query!(
-            "WITH marked AS (
-                 INSERT INTO search_dirty (listing_id) SELECT id FROM listings WHERE household_id = $1
-                 ON CONFLICT (listing_id) DO UPDATE SET marked_at = clock_timestamp())
-             SELECT pg_notify($2, '')",
-            id as _,
-            crate::search::dirty::CHANNEL,
-        )
-        .execute(&mut *tx)
-        .await?;
+        // a search): all of them are written again.
+        crate::search::dirty::mark_household(&mut tx, id).await?;
     }
     let view = load_household(&mut tx, id).await?;
     tx.commit().await?;
-    if patch.name.is_some() {
-        // The seller's name is on every page of its listings.
+    if renamed {
+        // The seller's name is on every page of its listings (a name sent again unchanged
+        // keeps them).
         app.views.forget_all();
     }
     Ok(AxumJson(view))

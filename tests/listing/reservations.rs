@@ -231,6 +231,158 @@ async fn a_holder_over_its_share_on_a_later_line_is_named_and_holds_nothing() {
     app.stop().await;
 }
 
+/// Rows PostgreSQL has fetched from `reservation_lines` through its indexes, once above
+/// `above` and every backend's counts have reached the statistics (a backend sends them
+/// about a second after its transaction): the same figure read twice, 1.5 s apart.
+async fn line_fetches_settled(pool: &sqlx::PgPool, above: i64) -> i64 {
+    let read = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE schemaname = 'listing' AND relname = 'reservation_lines'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let mut last = read().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while last <= above {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no fetch from reservation_lines counted in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = read().await;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = read().await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn a_holders_share_of_a_listing_many_hold_is_checked_from_its_own_lines() {
+    // A listing a whole town orders from: every cash-on-delivery order stays open until its
+    // seller confirms, so the listing has many open lines, of many buyers. The check of one
+    // buyer's share must read that buyer's lines, not everyone's: it runs with the listing's
+    // stock row locked, so every reservation of the listing waits for it.
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let buyer = app.api.register(Role::Buyer).await;
+    let hot = app.api.listing_with_stock(&seller, "100000").await;
+    let pool = app.db.pool("listing").await;
+    // Ten other buyers with 80 open lines each: 200 on the hot listing, the others each on
+    // a listing of its own (600 more listings). So the open lines of a listing are few on
+    // average, and a holder's are many: PostgreSQL's estimates favour going by the listing.
+    sqlx::query(
+        "INSERT INTO listings SELECT (jsonb_populate_record(NULL::listings, to_jsonb(l) || jsonb_build_object('id', gen_random_uuid()))).*
+         FROM listings l, generate_series(1, 600) WHERE l.id = $1::uuid",
+    )
+    .bind(&hot)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH holders AS (SELECT array_agg(gen_random_uuid()) AS a FROM generate_series(1, 10)),
+              others AS (SELECT array_agg(id) AS a FROM listings WHERE id <> $1::uuid),
+              made AS (INSERT INTO reservations (id, status, request, expires_at, holder_id)
+                       SELECT gen_random_uuid(), 'active', '[]'::jsonb, now() + interval '1 day', holders.a[1 + i % 10]
+                       FROM generate_series(0, 799) i, holders
+                       RETURNING id, holder_id)
+         INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price, holder_id)
+         SELECT m.id, 0, CASE WHEN m.n <= 200 THEN $1::uuid ELSE others.a[m.n - 200] END, 1, 1000, m.holder_id
+         FROM (SELECT id, holder_id, row_number() OVER () AS n FROM made) m, others",
+    )
+    .bind(&hot)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE reservations, reservation_lines")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let service = User::minted(Role::Service);
+    let hold = || json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": buyer.id, "lines": [{ "listing_id": hot, "quantity": "1" }] });
+    let (status, body) = app
+        .api
+        .post("/v1/internal/reservations", Some(&service), &hold())
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let before = line_fetches_settled(&pool, -1).await;
+    let (status, body) = app
+        .api
+        .post("/v1/internal/reservations", Some(&service), &hold())
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let fetched = line_fetches_settled(&pool, before).await - before;
+    // The buyer's own open line of the listing (and a few for anything else the service
+    // did meanwhile); not the 200 of the others.
+    assert!(
+        (1..50).contains(&fetched),
+        "the second reservation fetched {fetched} reservation lines"
+    );
+    // The share still counts what the buyer holds: half of the listing is 50,000.
+    let (status, body) = app
+        .api
+        .post(
+            "/v1/internal/reservations",
+            Some(&service),
+            &json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": buyer.id, "lines": [{ "listing_id": hot, "quantity": "49999" }] }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["code"], "hold_limit", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_line_held_before_the_upgrade_still_counts_toward_its_holders_share() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let buyer = app.api.register(Role::Buyer).await;
+    let listing = app.api.listing_with_stock(&seller, "10").await;
+    let service = User::minted(Role::Service);
+    let hold = |quantity: &str| json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": buyer.id, "lines": [{ "listing_id": listing, "quantity": quantity }] });
+    let (status, body) = app
+        .api
+        .post("/v1/internal/reservations", Some(&service), &hold("4"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // The schema as it was before migration `hold_checks_by_holder`, with the line open.
+    let pool = app.db.pool("listing").await;
+    sqlx::raw_sql(
+        "DROP INDEX reservation_lines_held;
+         ALTER TABLE reservation_lines DROP COLUMN holder_id;
+         CREATE INDEX reservation_lines_reserved ON reservation_lines (listing_id) WHERE state = 'reserved';
+         CREATE INDEX reservations_active_by_holder ON reservations (holder_id) WHERE status = 'active' AND holder_id IS NOT NULL;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(include_str!(
+        "../../migrations/listing/20261223090000_hold_checks_by_holder.sql"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    // 4 held before and 2 now make 6 of 10, over the default half.
+    let (status, body) = app
+        .api
+        .post("/v1/internal/reservations", Some(&service), &hold("2"))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["code"], "hold_limit", "{body}");
+    let (status, body) = app
+        .api
+        .post("/v1/internal/reservations", Some(&service), &hold("1"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_same_reservation_id_twice_reserves_once_and_answers_the_same() {
     let app = TestApp::spawn().await;

@@ -221,7 +221,9 @@ pub async fn create_reservation(
     // hottest write of the marketplace takes no turn on PostgreSQL's notification lock.
     apply_locked(&mut tx, &locked, &moves, Announce::ByCaller).await?;
     // The lines, in one statement, and with a holder, that holder's share of each listing in
-    // the same one. The stock rows are locked: another reservation of the same holder for
+    // the same one, read from the holder's own open lines of the listing (each line carries
+    // its holder, `reservation_lines_held`): not from the listing's, which on a listing many
+    // buyers hold are many, read with its stock row locked. The stock rows are locked: another reservation of the same holder for
     // these listings waits for this one and then counts it; this statement's snapshot, taken
     // after the locks, counts every one committed before. The lines it inserts are not in
     // that snapshot, so they are added from its parameters.
@@ -247,12 +249,12 @@ pub async fn create_reservation(
     };
     let over: Vec<ListingId> = sqlx::query_scalar!(
         r#"WITH mine AS (SELECT * FROM UNNEST($2::int4[], $3::uuid[], $4::numeric[], $5::int8[]) AS m (line_no, listing_id, quantity, unit_price)),
-             lines AS (INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price)
-                       SELECT $1, line_no, listing_id, quantity, unit_price FROM mine)
+             lines AS (INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price, holder_id)
+                       SELECT $1, line_no, listing_id, quantity, unit_price, $6 FROM mine)
            SELECT s.listing_id AS "listing_id: ListingId" FROM stock s
            WHERE s.listing_id = ANY((SELECT $3::uuid[])::uuid[])
              AND ((SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
-                   WHERE r.holder_id = $6 AND r.status = 'active' AND rl.state = 'reserved' AND rl.listing_id = s.listing_id)
+                   WHERE rl.holder_id = $6 AND rl.listing_id = s.listing_id AND rl.state = 'reserved' AND r.status = 'active')
                   + (SELECT COALESCE(SUM(m.quantity), 0) FROM mine m WHERE m.listing_id = s.listing_id)) * 100
                  > s.on_hand * $7::int4"#,
         r.id as _,

@@ -1,0 +1,19 @@
+-- The hold-share check of a cash-on-delivery reservation sums what its holder already holds
+-- of each listing. It found those lines through the listing's open lines
+-- (`reservation_lines_reserved`), so on a listing many buyers hold at once (every
+-- cash-on-delivery order stays open until its seller confirms) each reservation read every
+-- other buyer's lines, with the listing's stock row locked: the more a listing was ordered,
+-- the longer each of its reservations kept the others waiting. A line now carries its
+-- holder, and the check reads only the holder's open lines of the listing, however many
+-- other buyers have.
+--
+-- Lines closed before this migration keep no holder: the check reads open lines only.
+ALTER TABLE reservation_lines ADD COLUMN holder_id uuid;
+UPDATE reservation_lines rl SET holder_id = r.holder_id
+  FROM reservations r
+ WHERE r.id = rl.reservation_id AND r.holder_id IS NOT NULL AND rl.state = 'reserved';
+CREATE INDEX reservation_lines_held ON reservation_lines (holder_id, listing_id)
+    WHERE state = 'reserved' AND holder_id IS NOT NULL;
+-- Read by that check only.
+DROP INDEX reservation_lines_reserved;
+DROP INDEX reservations_active_by_holder;

@@ -232,8 +232,9 @@ async fn a_holder_over_its_share_on_a_later_line_is_named_and_holds_nothing() {
 }
 
 /// Rows PostgreSQL has fetched from `reservation_lines` through its indexes, once above
-/// `above` and every backend's counts have reached the statistics (a backend sends them
-/// about a second after its transaction): the same figure read twice, 1.5 s apart.
+/// `above` and every backend's counts have reached the statistics (a backend sends them at
+/// most once a second, and an idle one that sent them less than a second before waits up
+/// to ten): the same figure read twice, 1.5 s apart.
 async fn line_fetches_settled(pool: &sqlx::PgPool, above: i64) -> i64 {
     let read = || async {
         sqlx::query_scalar::<_, i64>(
@@ -288,8 +289,8 @@ async fn a_holders_share_of_a_listing_many_hold_is_checked_from_its_own_lines() 
     sqlx::query(
         "WITH holders AS (SELECT array_agg(gen_random_uuid()) AS a FROM generate_series(1, 10)),
               others AS (SELECT array_agg(id) AS a FROM listings WHERE id <> $1::uuid),
-              made AS (INSERT INTO reservations (id, status, request, expires_at, holder_id)
-                       SELECT gen_random_uuid(), 'active', '[]'::jsonb, now() + interval '1 day', holders.a[1 + i % 10]
+              made AS (INSERT INTO reservations (id, status, request, expires_at, holder_id, checkout_confirmed_at)
+                       SELECT gen_random_uuid(), 'active', '[]'::jsonb, now() + interval '1 day', holders.a[1 + i % 10], now()
                        FROM generate_series(0, 799) i, holders
                        RETURNING id, holder_id)
          INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price, holder_id)

@@ -9,22 +9,23 @@
 --
 -- Lines closed before this migration keep no holder: the check reads open lines only.
 --
--- The two tables are locked first, in the order a reservation locks them (its row, then its
--- lines): taking the lines' lock first (the ALTER TABLE) and the reservations' last (the
--- DROP INDEX) could deadlock with a listing process still reserving.
+-- The index on reservations goes first, so that the two tables are locked in the order a
+-- reservation locks them (its row, then its lines): taking the lines' lock first (the ALTER
+-- TABLE) and the reservations' last could deadlock with a listing process still reserving.
+-- (Not `LOCK TABLE`: the compile-time SQL check applies migrations outside a transaction.)
 --
 -- During a rolling upgrade, a listing process still on the code before this migration
 -- writes cash-on-delivery lines without their holder: until those lines close they are not
 -- counted, so a buyer may go over the share for as long as old and new processes run side
 -- by side, and the old processes' check, without its index, reads the whole table.
-LOCK TABLE reservations, reservation_lines IN ACCESS EXCLUSIVE MODE;
+-- Read by the hold-share check only, like `reservation_lines_reserved` below.
+DROP INDEX reservations_active_by_holder;
 ALTER TABLE reservation_lines ADD COLUMN holder_id uuid;
 UPDATE reservation_lines rl SET holder_id = r.holder_id
   FROM reservations r
  WHERE r.id = rl.reservation_id AND r.holder_id IS NOT NULL AND rl.state = 'reserved';
 CREATE INDEX reservation_lines_held ON reservation_lines (holder_id, listing_id)
     WHERE state = 'reserved' AND holder_id IS NOT NULL;
--- No request reads these any more (the stock consistency check of the tests and the
--- harness reads every open line whatever the index).
+-- No request reads it any more (the stock consistency check of the tests and the harness
+-- reads every open line whatever the index).
 DROP INDEX reservation_lines_reserved;
-DROP INDEX reservations_active_by_holder;

@@ -18,6 +18,11 @@ async fn reserve(app: &TestApp, service: &User, id: &str, lines: Value, ttl: u32
         .await
 }
 
+/// A reservation of `lines` held by `holder` (a cash-on-delivery buyer), under a new id.
+fn held_by(holder: &User, lines: Value) -> Value {
+    json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": holder.id, "lines": lines })
+}
+
 /// Checks that the cached stock row equals the sums of the movements, and the lots.
 async fn assert_stock_agrees(app: &TestApp, listing: &str) -> (String, String) {
     let pool = app.db.pool("listing").await;
@@ -187,7 +192,7 @@ async fn a_holder_over_its_share_on_a_later_line_is_named_and_holds_nothing() {
         app.api.listing_with_stock(&seller, "10").await,
     );
     let service = User::minted(Role::Service);
-    let hold = |lines: Value| json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": buyer.id, "lines": lines });
+    let hold = |lines: Value| held_by(&buyer, lines);
     let (status, body) = app
         .api
         .post(
@@ -306,16 +311,17 @@ async fn a_holders_share_of_a_listing_many_hold_is_checked_from_its_own_lines() 
         .await
         .unwrap();
     let service = User::minted(Role::Service);
-    let hold = || json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": buyer.id, "lines": [{ "listing_id": hot, "quantity": "1" }] });
+    let hold =
+        |quantity: &str| held_by(&buyer, json!([{ "listing_id": hot, "quantity": quantity }]));
     let (status, body) = app
         .api
-        .post("/v1/internal/reservations", Some(&service), &hold())
+        .post("/v1/internal/reservations", Some(&service), &hold("1"))
         .await;
     assert_eq!(status, 201, "{body}");
     let before = line_fetches_settled(&pool, -1).await;
     let (status, body) = app
         .api
-        .post("/v1/internal/reservations", Some(&service), &hold())
+        .post("/v1/internal/reservations", Some(&service), &hold("1"))
         .await;
     assert_eq!(status, 201, "{body}");
     let fetched = line_fetches_settled(&pool, before).await - before;
@@ -328,11 +334,7 @@ async fn a_holders_share_of_a_listing_many_hold_is_checked_from_its_own_lines() 
     // The share still counts what the buyer holds: half of the listing is 50,000.
     let (status, body) = app
         .api
-        .post(
-            "/v1/internal/reservations",
-            Some(&service),
-            &json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": buyer.id, "lines": [{ "listing_id": hot, "quantity": "49999" }] }),
-        )
+        .post("/v1/internal/reservations", Some(&service), &hold("49999"))
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["code"], "hold_limit", "{body}");
@@ -346,7 +348,12 @@ async fn a_line_held_before_the_upgrade_still_counts_toward_its_holders_share() 
     let buyer = app.api.register(Role::Buyer).await;
     let listing = app.api.listing_with_stock(&seller, "10").await;
     let service = User::minted(Role::Service);
-    let hold = |quantity: &str| json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "holder": buyer.id, "lines": [{ "listing_id": listing, "quantity": quantity }] });
+    let hold = |quantity: &str| {
+        held_by(
+            &buyer,
+            json!([{ "listing_id": listing, "quantity": quantity }]),
+        )
+    };
     let (status, body) = app
         .api
         .post("/v1/internal/reservations", Some(&service), &hold("4"))

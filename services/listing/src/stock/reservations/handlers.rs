@@ -222,11 +222,11 @@ pub async fn create_reservation(
     apply_locked(&mut tx, &locked, &moves, Announce::ByCaller).await?;
     // The lines, in one statement, and with a holder, that holder's share of each listing in
     // the same one, read from the holder's own open lines of the listing (each line carries
-    // its holder, `reservation_lines_held`): not from the listing's, which on a listing many
-    // buyers hold are many, read with its stock row locked. The stock rows are locked: another reservation of the same holder for
-    // these listings waits for this one and then counts it; this statement's snapshot, taken
-    // after the locks, counts every one committed before. The lines it inserts are not in
-    // that snapshot, so they are added from its parameters.
+    // its holder, `reservation_lines_held`), not from all of the listing's, which on a listing
+    // many buyers hold are many. The stock rows are locked: another reservation of the same
+    // holder for these listings waits for this one and then counts it; this statement's
+    // snapshot, taken after the locks, counts every one committed before. The lines it
+    // inserts are not in that snapshot, so they are added from its parameters.
     let lines: Vec<&ReservedLine> = reserved.iter().flatten().collect();
     let line_nos: Vec<i32> = lines.iter().map(|l| l.line_no).collect();
     let listings: Vec<uuid::Uuid> = lines.iter().map(|l| l.listing_id.0).collect();

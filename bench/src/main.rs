@@ -1262,9 +1262,17 @@ async fn run(
     }
     let mut tpcb: Option<f64> = None;
     if wanted.iter().any(|w| w == "pgbench" || w == "checkout") {
+        let before = wal_counters(server).await;
         match pgbench(server, args.connections, args.secs).await {
             Ok(tps) => {
                 tpcb = Some(tps);
+                notes.push(wal_line(
+                    "pgbench's TPC-B",
+                    "transaction",
+                    before,
+                    wal_counters(server).await,
+                    tps * args.secs as f64,
+                ));
                 rows.push(format!(
                     "| pgbench TPC-B (same cluster) | {} | {tps:.0} | – | – | – | – | – | – | – |",
                     args.connections
@@ -1302,6 +1310,7 @@ async fn run(
         // The keys of this run's checkouts: a catalog kept from an earlier run (`--data`) has
         // the same buyers, whose earlier keys would be answered again (200) and not checked out.
         let run = uuid::Uuid::now_v7().simple().to_string();
+        let wal_before = wal_counters(server).await;
         let f = drive(server, "checkout, 2 sellers, cash on delivery", args.connections, args.secs, move |c, i| {
             let (a, buyers, sellers, run) = (a.clone(), buyers.clone(), sellers.clone(), run.clone());
             async move {
@@ -1330,6 +1339,13 @@ async fn run(
             &f,
             tpcb.map(|t| ("pgbench TPC-B", t)),
         );
+        notes.push(wal_line(
+            "The checkouts",
+            "checkout",
+            wal_before,
+            wal_counters(server).await,
+            f.ops as f64,
+        ));
         notes.push(format!(
             "The checkouts were made by {count} buyers, each checkout two lines of two sellers' listings."
         ));
@@ -1765,6 +1781,39 @@ async fn settled_after(server: &Server, load: &str) -> Result<String> {
     };
     eprintln!("{line}");
     Ok(line)
+}
+
+/// The cluster's WAL flushes (`pg_stat_wal.wal_sync`: a committing backend's or the WAL
+/// writer's) and its commits, all databases: what a scenario's transactions made PostgreSQL
+/// wait for the disk, read before and after it.
+async fn wal_counters(server: &Server) -> Result<(i64, i64)> {
+    let mut db: sqlx::PgConnection = sqlx::Connection::connect(&server.postgres_url()?).await?;
+    // Backends send their counts at most once a second, and when idle; a scenario's few
+    // seconds of edge are within the figure's rounding.
+    Ok(sqlx::query_as(
+        "SELECT (SELECT wal_sync FROM pg_stat_wal), (SELECT sum(xact_commit)::int8 FROM pg_stat_database)",
+    )
+    .fetch_one(&mut db)
+    .await?)
+}
+
+/// A note of WAL flushes and commits per operation between two [`wal_counters`] readings.
+fn wal_line(
+    what: &str,
+    op: &str,
+    before: Result<(i64, i64)>,
+    after: Result<(i64, i64)>,
+    ops: f64,
+) -> String {
+    match (before, after) {
+        (Ok((s0, c0)), Ok((s1, c1))) if ops > 0.0 => format!(
+            "{what}: {:.2} WAL flushes and {:.2} commits (all of the cluster's) per {op}.",
+            (s1 - s0) as f64 / ops,
+            (c1 - c0) as f64 / ops,
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("{what}: WAL flushes not counted ({e:#})."),
+        _ => format!("{what}: WAL flushes not counted (no {op} made)."),
+    }
 }
 
 /// pgbench's TPC-B-like transactions per second on the same cluster, `clients` clients.

@@ -685,32 +685,27 @@ async fn a_retry_of_an_online_checkout_stored_before_a_crash_keeps_its_stock() {
     stored_before_a_crash("vnpay").await;
 }
 
-/// A shop on a `nongsan up` of its own whose first checkout (key `k1`, `body_of` the shop's
-/// listing) kills the process at `failpoint`, and the process started again without it.
-struct DiedAt {
-    db: TestDb,
-    server: NongsanProcess,
-    api: Client,
-    seller: crate::support::user::User,
-    buyer: crate::support::user::User,
-    listing: String,
-    body: serde_json::Value,
-}
-
-async fn checkout_died_at(
-    failpoint: &str,
-    env: &[(&'static str, String)],
-    body_of: impl Fn(&str) -> serde_json::Value,
-) -> DiedAt {
+async fn stored_before_a_crash(method: &str) {
     let db = TestDb::new().await;
     let port = free_port();
-    let mut env = [process::up_env(&db, port), env.to_vec()].concat();
+    let mut env = process::up_env(&db, port);
+    env.push((
+        "NONGSAN_VNPAY_TMN_CODE",
+        crate::support::VNPAY_TMN.to_owned(),
+    ));
+    env.push((
+        "NONGSAN_VNPAY_HASH_SECRET",
+        crate::support::VNPAY_SECRET.to_owned(),
+    ));
     let mut dying = env.clone();
-    dying.push(("NONGSAN_FAILPOINTS", format!("{failpoint}=abort")));
+    dying.push((
+        "NONGSAN_FAILPOINTS",
+        "checkout.after_store=abort".to_owned(),
+    ));
     let server = NongsanProcess::start_on(&["up"], port, &dying).await;
     let api = Client::new(&server.url);
     let (seller, buyer, listing) = api.shop().await;
-    let body = body_of(&listing);
+    let body = basket(&[(&listing, "3")], method);
     let first = api
         .try_send(
             Request::post("/v1/checkouts")
@@ -719,45 +714,11 @@ async fn checkout_died_at(
                 .json(&body),
         )
         .await;
-    assert!(first.is_err(), "the process died at {failpoint}");
+    assert!(first.is_err(), "the process died after storing");
     drop(server);
     env.push(("NONGSAN_FAILPOINTS", String::new()));
     let server = NongsanProcess::start_on(&["up"], port, &env).await;
     let api = Client::new(&server.url);
-    DiedAt {
-        db,
-        server,
-        api,
-        seller,
-        buyer,
-        listing,
-        body,
-    }
-}
-
-async fn stored_before_a_crash(method: &str) {
-    let env = [
-        (
-            "NONGSAN_VNPAY_TMN_CODE",
-            crate::support::VNPAY_TMN.to_owned(),
-        ),
-        (
-            "NONGSAN_VNPAY_HASH_SECRET",
-            crate::support::VNPAY_SECRET.to_owned(),
-        ),
-    ];
-    let DiedAt {
-        db,
-        server: _server,
-        api,
-        seller,
-        buyer,
-        listing,
-        body,
-    } = checkout_died_at("checkout.after_store", &env, |l| {
-        basket(&[(l, "3")], method)
-    })
-    .await;
     let order = db.pool("order").await;
     let expected = if method == "cod" {
         // The key was answered in the checkout's transaction.
@@ -782,80 +743,6 @@ async fn stored_before_a_crash(method: &str) {
         (s.reserved.as_str(), s.available.as_str()),
         ("3", "7"),
         "{method}: the stored checkout's stock is still held"
-    );
-}
-
-/// A checkout's claim on its key commits without waiting for the disk
-/// (`idempotency::store::claim`). When the order service's PostgreSQL is not the listing
-/// service's, a crash of the first can lose a claim whose reservation the second kept. Here
-/// the process dies right after reserving and the claim is then deleted, as such a crash
-/// leaves it. The retry with the same key claims afresh and is placed (a new checkout, a new
-/// reservation), and the first reservation, which no checkout holds, is given back by the
-/// orphan sweep: the buyer holds what one checkout asked for, not twice that.
-#[tokio::test]
-async fn a_claim_lost_in_a_crash_after_its_reservation_leaves_one_checkout_and_one_hold() {
-    // Two of ten: the orphan still counts toward the buyer's share of the listing (50 %) until
-    // it is given back, and two more fit beside it.
-    let DiedAt {
-        db,
-        server: _server,
-        api,
-        seller,
-        buyer,
-        listing,
-        body,
-    } = checkout_died_at(
-        "checkout.after_reserve",
-        &[("NONGSAN_RESERVATION_ORPHAN_SECS", "2".to_owned())],
-        |l| basket(&[(l, "2")], "cod"),
-    )
-    .await;
-    let first_reservation = db.first_reservation().await;
-    let order = db.pool("order").await;
-    let lost = sqlx::query("DELETE FROM idempotency_keys WHERE key = 'k1'")
-        .execute(&order)
-        .await
-        .unwrap()
-        .rows_affected();
-    assert_eq!(lost, 1, "the first attempt had claimed the key");
-    let (status, placed) = api.checkout(&buyer, "k1", &body).await;
-    assert_eq!(status, 201, "{placed}");
-    let placed_id: uuid::Uuid = placed["id"].as_str().unwrap().parse().unwrap();
-    assert_ne!(
-        placed_id, first_reservation,
-        "a new checkout, not the lost one"
-    );
-    let listing_db = db.pool("listing").await;
-    eventually(
-        Duration::from_secs(30),
-        "the first reservation given back",
-        || async {
-            let status: String =
-                sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
-                    .bind(first_reservation)
-                    .fetch_one(&listing_db)
-                    .await
-                    .unwrap();
-            (status != "active").then_some(())
-        },
-    )
-    .await;
-    let stored: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM checkouts")
-        .fetch_all(&order)
-        .await
-        .unwrap();
-    assert_eq!(stored, vec![placed_id], "one checkout");
-    let s = api.stock(&seller, &listing).await.levels;
-    assert_eq!(
-        (s.reserved.as_str(), s.available.as_str()),
-        ("2", "8"),
-        "only the placed checkout's stock is held"
-    );
-    let (status, replayed) = api.checkout(&buyer, "k1", &body).await;
-    assert_eq!(
-        (status, &replayed["id"]),
-        (200, &placed["id"]),
-        "the key now answers the placed checkout"
     );
 }
 

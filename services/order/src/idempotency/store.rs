@@ -64,18 +64,9 @@ pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Cla
     let started = tokio::time::Instant::now();
     loop {
         let fresh = CheckoutId::new();
-        // The claim's commit does not wait for its WAL to reach the disk
-        // (`synchronous_commit` off for its transaction alone). A claim lost in a crash is a
-        // request that never claimed, and its retry claims afresh; what the claim leads to
-        // commits durably after it: on the same PostgreSQL, the reservation's flush writes
-        // the claim's commit with it (the WAL is flushed in order); on another, a
-        // reservation whose claim was lost has no checkout and the orphan sweep gives its
-        // stock back (`checkout::orphans`). One flush fewer of a checkout's three.
         let row = sqlx::query!(
             r#"WITH ins AS (
-                INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state, cod)
-                SELECT $1::uuid, $2::text, $3::bytea, $4::uuid, 'started', $5::bool
-                WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+                INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state, cod) VALUES ($1, $2, $3, $4, 'started', $5)
                 ON CONFLICT (buyer_id, key) DO NOTHING RETURNING request_hash, checkout_id, state, response, true AS mine)
              SELECT request_hash AS "request_hash!", checkout_id AS "checkout_id!: CheckoutId", state AS "state!",
                     response AS "response?", mine AS "mine!",

@@ -1,7 +1,10 @@
 //! Stock levels and movements: every change of on-hand or reserved stock is a movement, applied
 //! under the listing's stock row lock, with a `stock.changed` event.
 
-use nongsan_shared::{ListingId, Quantity, ReservationId, auth::Actor, events, invalid::Invalid};
+use nongsan_shared::contracts::reservations::ReservedLine;
+use nongsan_shared::{
+    AccountId, ListingId, Quantity, ReservationId, auth::Actor, events, invalid::Invalid,
+};
 use sqlx::PgConnection;
 
 /// A listing's stock levels: the same shape in its views and in `stock.changed`.
@@ -130,24 +133,48 @@ pub async fn apply(
         reserved,
         threshold,
     };
-    apply_locked(conn, &[locked], moves, Announce::OnCommit)
+    apply_locked(conn, &[locked], moves, Announce::OnCommit, None)
         .await?
+        .0
         .pop()
         .ok_or_else(|| anyhow::anyhow!("no levels for listing {listing}").into())
 }
 
+/// A new reservation's lines, written by [`apply_locked`] in the statement of its movements.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLines<'a> {
+    /// The reservation.
+    pub reservation: ReservationId,
+    /// Its lines.
+    pub lines: &'a [&'a ReservedLine],
+    /// Who holds them until a seller confirms (cash on delivery); none for a reservation paid
+    /// online, which holds for minutes.
+    pub holder: Option<AccountId>,
+    /// The share of a listing's on-hand stock, in percent, that one holder may hold in such
+    /// lines.
+    pub share_percent: i32,
+}
+
 /// Applies movements to the listings of `locked` (each listing once), whose stock rows the
 /// caller holds locked as read there, whatever their number: one statement for the movements,
-/// the levels and their `stock.changed` events (one per listing), and one marking for search
-/// those whose availability flipped. Answers the new levels in the order of `locked`. Fails with
-/// `insufficient_stock` for the first listing of `locked` whose on-hand or reserved would
-/// leave their bounds, before writing anything. `announce` says who tells of the change.
+/// the levels and their `stock.changed` events (one per listing), and a new reservation's
+/// lines (`new_lines`); and one marking for search those whose availability flipped. Answers
+/// the new levels in the order of `locked`, and the listings of which the new lines' holder
+/// would now hold more than its share (the caller refuses the reservation, which rolls it all
+/// back).
+/// Fails with `insufficient_stock` for the first listing of `locked` whose on-hand or reserved
+/// would leave their bounds, before writing anything. `announce` says who tells of the change.
 pub async fn apply_locked(
     conn: &mut PgConnection,
     locked: &[Locked],
     moves: &[Movement<'_>],
     announce: Announce,
-) -> Result<Vec<StockLevels>> {
+    new_lines: Option<NewLines<'_>>,
+) -> Result<(Vec<StockLevels>, Vec<ListingId>)> {
+    debug_assert!(
+        new_lines.is_none() || moves.iter().all(|m| m.on_hand == Quantity::ZERO),
+        "a reservation's share check reads on-hand stock as it was before the statement"
+    );
     debug_assert!(
         locked
             .iter()
@@ -227,8 +254,9 @@ pub async fn apply_locked(
         .collect();
     let events = events::OutboxRows::of(&events)?;
     // The movements, the new levels and their `stock.changed` (with the relay's wake-up, when
-    // PostgreSQL announces): one statement, planned once per connection (see the reservation's
-    // lock statement for why `ANY((SELECT $1)::uuid[])`). `nongsan.levels_announced`, set
+    // PostgreSQL announces), and a new reservation's lines: one statement, planned once per
+    // connection (see the reservation's lock statement for why `ANY((SELECT $1)::uuid[])`;
+    // `pg_stat_statements` counted 107 plans for 10,307 reservations in a benchmark run). `nongsan.levels_announced`, set
     // for the rest of the transaction before any row changes, is what the stock trigger reads
     // (migration `levels_announced_by_the_writer`).
     let column =
@@ -265,8 +293,18 @@ pub async fn apply_locked(
         .collect();
     let reasons: Vec<Option<String>> = moves.iter().map(|m| m.reason.map(str::to_owned)).collect();
     let listings: Vec<uuid::Uuid> = locked.iter().map(|l| l.listing.0).collect();
-    sqlx::query!(
-        "WITH moved AS (
+    let lines = new_lines.map_or(&[][..], |n| n.lines);
+    let holder = new_lines.and_then(|n| n.holder);
+    // A reservation's lines, and with a holder that holder's share of each listing, read from
+    // the holder's own open lines of the listing (each line carries its holder,
+    // `reservation_lines_held`), not from all of the listing's, which on a listing many
+    // buyers hold are many. The stock rows are locked: another reservation of the same holder
+    // for these listings waits for this one and then counts it; this statement's snapshot,
+    // taken after the locks, counts every one committed before. The lines it inserts are not
+    // in that snapshot, so they are added from its parameters; nor is the levels' update, but
+    // a reservation does not change on-hand stock.
+    let over = sqlx::query!(
+        r#"WITH moved AS (
              INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
              SELECT * FROM UNNEST($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::numeric[], $9::numeric[], $10::text[], $11::uuid[], $12::uuid[], $13::uuid[])),
          levels AS (
@@ -277,8 +315,20 @@ pub async fn apply_locked(
                AND set_config('nongsan.levels_announced', CASE WHEN $19 THEN 'on' ELSE 'off' END, true) IS NOT NULL),
          changed AS (
              INSERT INTO outbox (id, event_type, aggregate_id, version, payload)
-             SELECT * FROM UNNEST($14::uuid[], $15::text[], $16::text[], $17::int8[], $18::jsonb[]))
-         SELECT count(*) AS notified FROM (SELECT pg_notify('nongsan_outbox_' || current_schema(), '') WHERE NOT $19) n",
+             SELECT * FROM UNNEST($14::uuid[], $15::text[], $16::text[], $17::int8[], $18::jsonb[])),
+         mine AS (
+             SELECT * FROM UNNEST($21::int4[], $22::uuid[], $23::numeric[], $24::int8[]) AS m (line_no, listing_id, quantity, unit_price)),
+         lines AS (
+             INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price, holder_id)
+             SELECT $20, line_no, listing_id, quantity, unit_price, $25 FROM mine)
+         SELECT (SELECT count(*) FROM (SELECT pg_notify('nongsan_outbox_' || current_schema(), '') WHERE NOT $19) n) AS "notified!",
+             ARRAY(SELECT s.listing_id FROM stock s
+                   WHERE $25::uuid IS NOT NULL AND s.listing_id = ANY((SELECT $22::uuid[])::uuid[])
+                     AND ((SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
+                           WHERE rl.holder_id = $25 AND rl.listing_id = s.listing_id AND rl.state = 'reserved' AND r.status = 'active')
+                          + (SELECT COALESCE(SUM(m.quantity), 0) FROM mine m WHERE m.listing_id = s.listing_id)) * 100
+                         > s.on_hand * $26::int4) AS "over!"
+"#,
         &listings,
         &after.iter().map(|a| a.0.as_decimal()).collect::<Vec<_>>(),
         &after.iter().map(|a| a.1.as_decimal()).collect::<Vec<_>>(),
@@ -298,9 +348,17 @@ pub async fn apply_locked(
         &events.versions,
         &events.payloads,
         announce == Announce::ByCaller,
+        new_lines.map(|n| n.reservation.0),
+        &lines.iter().map(|l| l.line_no).collect::<Vec<_>>(),
+        &lines.iter().map(|l| l.listing_id.0).collect::<Vec<_>>(),
+        &lines.iter().map(|l| l.quantity.as_decimal()).collect::<Vec<_>>(),
+        &lines.iter().map(|l| l.unit_price.get()).collect::<Vec<_>>(),
+        holder.map(|h| h.0),
+        new_lines.map_or(100, |n| n.share_percent),
     )
     .fetch_one(&mut *conn)
-    .await?;
+    .await?
+    .over;
     // The index filters on whether anything is available and nothing else of the stock (a
     // hit's figures are read live): it is rewritten only when that flips, not on every
     // reservation of a busy listing.
@@ -313,7 +371,7 @@ pub async fn apply_locked(
     if !flipped.is_empty() {
         crate::search::dirty::mark_dirty(conn, &flipped).await?;
     }
-    Ok(levels)
+    Ok((levels, over.into_iter().map(ListingId).collect()))
 }
 
 /// Whether the stock table agrees with what it sums up, listing by listing: what operators,

@@ -15,7 +15,7 @@ use crate::{
     app::{App, AppState},
     error::{ListingError, Problems, Result},
     stock::{
-        levels::{Announce, Locked, Movement, apply_locked},
+        levels::{Announce, Locked, Movement, NewLines, apply_locked},
         reservations::{
             model::{ReservationRequest, ReservationView, ReservedLine, check_request},
             store::{commit, load, release, seller},
@@ -218,54 +218,23 @@ pub async fn create_reservation(
     let expires_at =
         made.ok_or_else(|| anyhow::anyhow!("a reservation with listings but no row made"))?;
     // The reservation announces its levels itself once committed ([`reserved_answer`]): the
-    // hottest write of the marketplace takes no turn on PostgreSQL's notification lock.
-    apply_locked(&mut tx, &locked, &moves, Announce::ByCaller).await?;
-    // The lines, in one statement, and with a holder, that holder's share of each listing in
-    // the same one, read from the holder's own open lines of the listing (each line carries
-    // its holder, `reservation_lines_held`), not from all of the listing's, which on a listing
-    // many buyers hold are many. The stock rows are locked: another reservation of the same
-    // holder for these listings waits for this one and then counts it; this statement's
-    // snapshot, taken after the locks, counts every one committed before. The lines it
-    // inserts are not in that snapshot, so they are added from its parameters.
+    // hottest write of the marketplace takes no turn on PostgreSQL's notification lock. Its
+    // lines, and with a holder that holder's share of each listing, go in the same statement
+    // as its movements.
     let lines: Vec<&ReservedLine> = reserved.iter().flatten().collect();
-    let line_nos: Vec<i32> = lines.iter().map(|l| l.line_no).collect();
-    let listings: Vec<uuid::Uuid> = lines.iter().map(|l| l.listing_id.0).collect();
-    let quantities: Vec<rust_decimal::Decimal> =
-        lines.iter().map(|l| l.quantity.as_decimal()).collect();
-    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price.get()).collect();
-    let Some(holder) = r.holder else {
-        sqlx::query!(
-            "INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price)
-             SELECT $1, * FROM UNNEST($2::int4[], $3::uuid[], $4::numeric[], $5::int8[])",
-            r.id as _,
-            &line_nos,
-            &listings,
-            &quantities,
-            &prices,
-        )
-        .execute(&mut *tx)
-        .await?;
-        return reserved_answer(&app, tx, &r, expires_at, reserved).await;
+    let new_lines = NewLines {
+        reservation: r.id,
+        lines: &lines,
+        holder: r.holder,
+        share_percent: i32::try_from(app.max_hold_share_percent).unwrap_or(100),
     };
-    let over: Vec<ListingId> = sqlx::query_scalar!(
-        r#"WITH mine AS (SELECT * FROM UNNEST($2::int4[], $3::uuid[], $4::numeric[], $5::int8[]) AS m (line_no, listing_id, quantity, unit_price)),
-             lines AS (INSERT INTO reservation_lines (reservation_id, line_no, listing_id, quantity, unit_price, holder_id)
-                       SELECT $1, line_no, listing_id, quantity, unit_price, $6 FROM mine)
-           SELECT s.listing_id AS "listing_id: ListingId" FROM stock s
-           WHERE s.listing_id = ANY((SELECT $3::uuid[])::uuid[])
-             AND ((SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
-                   WHERE rl.holder_id = $6 AND rl.listing_id = s.listing_id AND rl.state = 'reserved' AND r.status = 'active')
-                  + (SELECT COALESCE(SUM(m.quantity), 0) FROM mine m WHERE m.listing_id = s.listing_id)) * 100
-                 > s.on_hand * $7::int4"#,
-        r.id as _,
-        &line_nos,
-        &listings,
-        &quantities,
-        &prices,
-        holder as _,
-        i32::try_from(app.max_hold_share_percent).unwrap_or(100),
+    let (_, over) = apply_locked(
+        &mut tx,
+        &locked,
+        &moves,
+        Announce::ByCaller,
+        Some(new_lines),
     )
-    .fetch_all(&mut *tx)
     .await?;
     if let Some(i) = r.lines.iter().position(|l| over.contains(&l.listing_id)) {
         let share = app.max_hold_share_percent;

@@ -1262,17 +1262,10 @@ async fn run(
     }
     let mut tpcb: Option<f64> = None;
     if wanted.iter().any(|w| w == "pgbench" || w == "checkout") {
-        let before = wal_counters(server).await;
         match pgbench(server, args.connections, args.secs).await {
-            Ok(tps) => {
+            Ok((tps, wal)) => {
                 tpcb = Some(tps);
-                notes.push(wal_line(
-                    "pgbench's TPC-B",
-                    "transaction",
-                    before,
-                    wal_counters(server).await,
-                    tps * args.secs as f64,
-                ));
+                notes.push(wal);
                 rows.push(format!(
                     "| pgbench TPC-B (same cluster) | {} | {tps:.0} | – | – | – | – | – | – | – |",
                     args.connections
@@ -1783,9 +1776,9 @@ async fn settled_after(server: &Server, load: &str) -> Result<String> {
     Ok(line)
 }
 
-/// The cluster's WAL flushes (`pg_stat_wal.wal_sync`: a committing backend's or the WAL
-/// writer's) and its commits, all databases: what a scenario's transactions made PostgreSQL
-/// wait for the disk, read before and after it.
+/// The cluster's WAL flushes (`pg_stat_wal.wal_sync`, PostgreSQL 14 to 17: those a
+/// committing backend waits for and the WAL writer's in the background; none with `fsync`
+/// off) and its commits, all databases, read before and after a scenario.
 async fn wal_counters(server: &Server) -> Result<(i64, i64)> {
     let mut db: sqlx::PgConnection = sqlx::Connection::connect(&server.postgres_url()?).await?;
     // Backends send their counts at most once a second, and when idle; a scenario's few
@@ -1816,8 +1809,9 @@ fn wal_line(
     }
 }
 
-/// pgbench's TPC-B-like transactions per second on the same cluster, `clients` clients.
-async fn pgbench(server: &Server, clients: usize, secs: u64) -> Result<f64> {
+/// pgbench's TPC-B-like transactions per second on the same cluster, `clients` clients, and
+/// a note of its WAL flushes per transaction.
+async fn pgbench(server: &Server, clients: usize, secs: u64) -> Result<(f64, String)> {
     let url = server.postgres_url()?;
     let bindir = [
         "/usr/lib/postgresql/17/bin",
@@ -1835,6 +1829,7 @@ async fn pgbench(server: &Server, clients: usize, secs: u64) -> Result<f64> {
     if !init.status.success() {
         bail!("pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
     }
+    let before = wal_counters(server).await;
     let run = tokio::process::Command::new(bindir.join("pgbench"))
         .args([
             "-n",
@@ -1862,8 +1857,18 @@ async fn pgbench(server: &Server, clients: usize, secs: u64) -> Result<f64> {
                 String::from_utf8_lossy(&run.stderr)
             )
         })?;
+    let after = wal_counters(server).await;
+    let processed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|l| l.split('/').next())
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
     eprintln!("pgbench TPC-B ×{clients}: {tps:.0} tps");
-    Ok(tps)
+    Ok((
+        tps,
+        wal_line("pgbench's TPC-B", "transaction", before, after, processed),
+    ))
 }
 
 /// Cores, memory and CPU model.

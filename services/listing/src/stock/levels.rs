@@ -161,9 +161,10 @@ pub struct NewLines<'a> {
 /// lines (`new_lines`); and one marking for search those whose availability flipped. Answers
 /// the new levels in the order of `locked`, and the listings of which the new lines' holder
 /// would now hold more than its share (the caller refuses the reservation, which rolls it all
-/// back).
-/// Fails with `insufficient_stock` for the first listing of `locked` whose on-hand or reserved
-/// would leave their bounds, before writing anything. `announce` says who tells of the change.
+/// back). With new lines, the movements must leave on-hand stock as it is (a reservation's
+/// do): the share is checked against on-hand as it was before the statement. Fails with
+/// `insufficient_stock` for the first listing of `locked` whose on-hand or reserved would
+/// leave their bounds, before writing anything. `announce` says who tells of the change.
 pub async fn apply_locked(
     conn: &mut PgConnection,
     locked: &[Locked],
@@ -254,11 +255,11 @@ pub async fn apply_locked(
         .collect();
     let events = events::OutboxRows::of(&events)?;
     // The movements, the new levels and their `stock.changed` (with the relay's wake-up, when
-    // PostgreSQL announces), and a new reservation's lines: one statement, planned once per
-    // connection (see the reservation's lock statement for why `ANY((SELECT $1)::uuid[])`;
-    // `pg_stat_statements` counted 107 plans for 10,307 reservations in a benchmark run). `nongsan.levels_announced`, set
-    // for the rest of the transaction before any row changes, is what the stock trigger reads
-    // (migration `levels_announced_by_the_writer`).
+    // PostgreSQL announces), and a new reservation's lines: one statement, which each
+    // connection plans a few times and then keeps a generic plan for, not planned at every
+    // call (see the reservation's lock statement for why `ANY((SELECT $1)::uuid[])`).
+    // `nongsan.levels_announced`, set for the rest of the transaction before any row changes,
+    // is what the stock trigger reads (migration `levels_announced_by_the_writer`).
     let column =
         |f: fn(&Movement<'_>) -> Option<uuid::Uuid>| moves.iter().map(f).collect::<Vec<_>>();
     let (lots, reservations) = (column(|m| m.lot), column(|m| m.reservation.map(|r| r.0)));

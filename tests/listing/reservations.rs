@@ -223,6 +223,7 @@ async fn a_holder_over_its_share_on_a_later_line_is_named_and_holds_nothing() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    let held = body;
     let (status, body) = app
         .api
         .post(
@@ -233,6 +234,28 @@ async fn a_holder_over_its_share_on_a_later_line_is_named_and_holds_nothing() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["field"], "lines[0].quantity", "{body}");
+    // Released, its lines count no more: the share is read from the holder's open lines.
+    let (status, body) = app
+        .api
+        .post(
+            &format!(
+                "/v1/internal/reservations/{}/release",
+                held["id"].as_str().unwrap()
+            ),
+            Some(&service),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .api
+        .post(
+            "/v1/internal/reservations",
+            Some(&service),
+            &hold(json!([{ "listing_id": second, "quantity": "5" }])),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
     app.stop().await;
 }
 

@@ -303,7 +303,9 @@ pub async fn apply_locked(
     // for these listings waits for this one and then counts it; this statement's snapshot,
     // taken after the locks, counts every one committed before. The lines it inserts are not
     // in that snapshot, so they are added from its parameters; nor is the levels' update, but
-    // a reservation does not change on-hand stock.
+    // a reservation does not change on-hand stock. An open line is one of an active
+    // reservation (`store::refresh_status` derives the status from the lines, in the
+    // transaction that changes them), so the reservations themselves are not read.
     let over = sqlx::query!(
         r#"WITH moved AS (
              INSERT INTO stock_movements (id, listing_id, lot_id, kind, on_hand_delta, reserved_delta, reason, reservation_id, actor_id, on_behalf_of)
@@ -325,8 +327,8 @@ pub async fn apply_locked(
          SELECT (SELECT count(*) FROM (SELECT pg_notify('nongsan_outbox_' || current_schema(), '') WHERE NOT $19) n) AS "notified!",
              ARRAY(SELECT s.listing_id FROM stock s
                    WHERE $25::uuid IS NOT NULL AND s.listing_id = ANY((SELECT $22::uuid[])::uuid[])
-                     AND ((SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl JOIN reservations r ON r.id = rl.reservation_id
-                           WHERE rl.holder_id = $25 AND rl.listing_id = s.listing_id AND rl.state = 'reserved' AND r.status = 'active')
+                     AND ((SELECT COALESCE(SUM(rl.quantity), 0) FROM reservation_lines rl
+                           WHERE rl.holder_id = $25 AND rl.listing_id = s.listing_id AND rl.state = 'reserved')
                           + (SELECT COALESCE(SUM(m.quantity), 0) FROM mine m WHERE m.listing_id = s.listing_id)) * 100
                          > s.on_hand * $26::int4) AS "over!"
 "#,

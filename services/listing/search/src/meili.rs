@@ -14,6 +14,13 @@ use std::{
     time::Duration,
 };
 
+use http::{HeaderValue, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client as Pool, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
 use meilisearch_sdk::{
     client::{Client, SwapIndexes},
     documents::DocumentsQuery,
@@ -49,32 +56,125 @@ const SEARCH_WAIT: Duration = Duration::from_secs(5);
 
 /// meilisearch-sdk's HTTP, done here: the SDK's own client streams every request body
 /// through a buffer of 8 MiB that it allocates and zeroes per request (a quarter of nongsan's
-/// CPU per search in `perf`). Bodies here are small JSON, sent whole.
+/// CPU per search in `perf`). Bodies here are small JSON, sent whole, through hyper's pooled
+/// client: reqwest's layers over the same client printed each search's URL and parsed it back,
+/// for the request and again for the answer (a tenth of nongsan's CPU per search).
 #[derive(Debug, Clone)]
 pub struct Http {
-    client: reqwest::Client,
-    key: Option<String>,
+    client: Pool<HttpsConnector<HttpConnector>, Full<bytes::Bytes>>,
+    /// `Bearer <key>`, marked sensitive so that it is never logged.
+    authorization: Option<HeaderValue>,
+}
+
+/// nongsan's `User-Agent` in Meilisearch's logs.
+const AGENT: &str = concat!("nongsan/", env!("CARGO_PKG_VERSION"));
+/// How long a request waits to connect to Meilisearch.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for Meilisearch's whole answer. A Meilisearch that takes
+/// connections but never answers is away: a search gets 503, and a write is tried again,
+/// instead of waiting for ever (an empty index's fill would hold the indexer back meanwhile).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Meilisearch could not be reached, or did not answer in time: the search is answered 503
+/// and the indexer tries again.
+#[derive(Debug, thiserror::Error)]
+#[error("meilisearch is unreachable: {0}")]
+struct Unreachable(String);
+
+impl Unreachable {
+    /// The error with its causes, the innermost last ("client error (Connect): tcp connect
+    /// error: Connection refused").
+    fn from_chain(e: &dyn std::error::Error) -> MeiliError {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        MeiliError::Other(Box::new(Unreachable(text)))
+    }
 }
 
 impl Http {
     fn new(key: Option<String>) -> anyhow::Result<Self> {
         // A key that cannot be a header would fail every request as if Meilisearch were away.
-        if let Some(k) = &key {
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
-                anyhow::anyhow!("MEILI_KEY: not a valid HTTP header value (a stray newline?)")
-            })?;
-        }
+        let authorization = key
+            .map(|k| {
+                let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
+                    anyhow::anyhow!("MEILI_KEY: not a valid HTTP header value (a stray newline?)")
+                })?;
+                v.set_sensitive(true);
+                anyhow::Ok(v)
+            })
+            .transpose()?;
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // Small requests, each waiting for its answer: not held back to fill a segment.
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = Pool::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
         Ok(Self {
-            client: reqwest::Client::builder()
-                .user_agent(concat!("nongsan/", env!("CARGO_PKG_VERSION")))
-                // A Meilisearch that takes connections but never answers is away: a search
-                // gets 503, and a write is tried again, instead of waiting for ever (an
-                // empty index's fill would hold the indexer back meanwhile).
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .timeout(std::time::Duration::from_secs(60))
-                .build()?,
-            key,
+            client,
+            authorization,
         })
+    }
+
+    /// One exchange with Meilisearch: the status and the whole answer.
+    async fn exchange(
+        &self,
+        method: http::Method,
+        uri: Uri,
+        body: Option<(Vec<u8>, &str)>,
+    ) -> Result<(u16, bytes::Bytes), MeiliError> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::USER_AGENT, AGENT);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        let body = match body {
+            Some((bytes, content_type)) => {
+                request = request.header(header::CONTENT_TYPE, content_type);
+                Full::new(bytes::Bytes::from(bytes))
+            }
+            None => Full::default(),
+        };
+        let request = request
+            .body(body)
+            .map_err(|e| MeiliError::Other(Box::new(e)))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| Unreachable::from_chain(&e))?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| Unreachable::from_chain(&e))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(MeiliError::Other(Box::new(Unreachable(format!(
+                    "no answer within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                )))))
+            })
     }
 
     async fn send<Q: serde::Serialize + Send + Sync, B>(
@@ -85,25 +185,15 @@ impl Http {
         expected_status_code: u16,
     ) -> Result<String, MeiliError> {
         let url = format!("{url}{}", yaup::to_string(method.query())?);
+        let uri = meili_uri(&url).map_err(|e| MeiliError::Other(e.into()))?;
         let verb = match method {
-            Method::Get { .. } => reqwest::Method::GET,
-            Method::Delete { .. } => reqwest::Method::DELETE,
-            Method::Post { .. } => reqwest::Method::POST,
-            Method::Put { .. } => reqwest::Method::PUT,
-            Method::Patch { .. } => reqwest::Method::PATCH,
+            Method::Get { .. } => http::Method::GET,
+            Method::Delete { .. } => http::Method::DELETE,
+            Method::Post { .. } => http::Method::POST,
+            Method::Put { .. } => http::Method::PUT,
+            Method::Patch { .. } => http::Method::PATCH,
         };
-        let mut request = self.client.request(verb, &url);
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
-        if let Some((bytes, content_type)) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(bytes);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await?;
+        let (status, body) = self.exchange(verb, uri, body).await?;
         let text = if body.is_empty() {
             "null".to_owned()
         } else {
@@ -114,22 +204,34 @@ impl Http {
     }
 
     /// A search: its body as sent, its answer as received (not copied into a `String`).
-    async fn search(&self, url: reqwest::Url, body: Vec<u8>) -> Result<bytes::Bytes, MeiliError> {
-        let mut request = self
-            .client
-            .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await?;
+    async fn search(&self, uri: Uri, body: Vec<u8>) -> Result<bytes::Bytes, MeiliError> {
+        let (status, answer) = self
+            .exchange(
+                http::Method::POST,
+                uri.clone(),
+                Some((body, "application/json")),
+            )
+            .await?;
         if status != 200 {
-            checked(status, 200, &String::from_utf8_lossy(&body), url.into())?;
+            checked(
+                status,
+                200,
+                &String::from_utf8_lossy(&answer),
+                uri.to_string(),
+            )?;
         }
-        Ok(body)
+        Ok(answer)
+    }
+}
+
+/// `url` as a request target: an absolute `http` or `https` URL.
+fn meili_uri(url: &str) -> anyhow::Result<Uri> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("not a URL ({e}): {url}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => anyhow::bail!("not an http:// or https:// URL: {url}"),
     }
 }
 
@@ -268,7 +370,7 @@ pub struct MeiliEngine {
     index_uid: String,
     /// `POST /indexes/{uid}/search`, parsed once (parsing it for every search was 3.7 % of
     /// nongsan's CPU per search through Meilisearch).
-    search_url: reqwest::Url,
+    search_url: Uri,
     prepared: Arc<OnceCell<()>>,
     /// Tasks sent by `upsert_queued`, not yet awaited.
     queued: std::sync::Mutex<Vec<TaskInfo>>,
@@ -527,7 +629,10 @@ fn parse<'a, H: serde::Deserialize<'a>>(answer: &'a [u8]) -> Result<Answer<H>, E
 
 fn classify(e: MeiliError) -> EngineError {
     match e {
-        MeiliError::HttpError(_) | MeiliError::Timeout => EngineError::Unavailable(e.to_string()),
+        MeiliError::Other(ref inner) if inner.is::<Unreachable>() => {
+            EngineError::Unavailable(e.to_string())
+        }
+        MeiliError::Timeout => EngineError::Unavailable(e.to_string()),
         MeiliError::MeilisearchCommunication(_) => EngineError::Unavailable(e.to_string()),
         other => EngineError::Other(anyhow::anyhow!("meilisearch: {other}")),
     }
@@ -538,8 +643,8 @@ impl MeiliEngine {
     pub fn new(url: &str, key: Option<String>, index_uid: &str) -> anyhow::Result<Self> {
         let http = Http::new(key.clone())?;
         let url = url.trim_end_matches('/');
-        let search_url = reqwest::Url::parse(&format!("{url}/indexes/{index_uid}/search"))
-            .map_err(|e| anyhow::anyhow!("MEILI_URL: not a URL ({e}): {url}"))?;
+        let search_url = meili_uri(&format!("{url}/indexes/{index_uid}/search"))
+            .map_err(|e| anyhow::anyhow!("MEILI_URL: {e}"))?;
         let client = Client::new_with_client(url, key, http.clone());
         Ok(Self {
             client,
@@ -824,7 +929,29 @@ impl SearchEngine for MeiliEngine {
 mod tests {
     use serde_json::json;
 
-    use super::holds;
+    use super::{holds, meili_uri};
+
+    #[test]
+    fn a_meilisearch_url_must_be_absolute_http_or_https() {
+        for good in [
+            "http://127.0.0.1:7700/indexes/listings/search",
+            "https://search.example.vn/indexes/listings/documents?primaryKey=id",
+        ] {
+            assert_eq!(meili_uri(good).unwrap().to_string(), good);
+        }
+        for (bad, says) in [
+            ("127.0.0.1:7700/indexes/listings/search", "not a URL"),
+            ("localhost:7700", "not an http:// or https:// URL"),
+            (
+                "ftp://127.0.0.1:7700/indexes",
+                "not an http:// or https:// URL",
+            ),
+            ("http://127.0.0.1:7700/a b", "not a URL"),
+        ] {
+            let e = meili_uri(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains(bad), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn settings_hold_as_sets_except_where_the_order_ranks() {

@@ -6,7 +6,8 @@
 //! throughput, latency percentiles (HDR histograms), errors and CPU time per operation of
 //! nongsan and of PostgreSQL, beside a reference measured in the same run: a bare endpoint
 //! of the same process for reads and searches, `pgbench` TPC-B on the same cluster for
-//! checkouts. Figures are only ever compared within one run.
+//! checkouts (before and after them, as Meilisearch's direct rate is taken before and after
+//! the searches through nongsan). Figures are only ever compared within one run.
 //!
 //! ```text
 //! cargo build --release -p nongsan -p nongsan-bench
@@ -1260,16 +1261,24 @@ async fn run(
             alone.ms(0.99),
         ));
     }
+    // pgbench's TPC-B on the same cluster, the checkout's reference: before the checkouts,
+    // and again after them, as Meilisearch's own rate is taken around the searches. The
+    // cluster's rate drifts between runs of the same command (1,390 to 2,086 tps within an
+    // hour on one machine, BENCHMARKS.md 2026-12-07), and a reference taken on one side of
+    // the checkouts only carries that drift into the ratio.
+    let checkout = wanted.iter().any(|w| w == "checkout");
     let mut tpcb: Option<f64> = None;
-    if wanted.iter().any(|w| w == "pgbench" || w == "checkout") {
-        match pgbench(server, args.connections, args.secs).await {
+    if checkout || wanted.iter().any(|w| w == "pgbench") {
+        let name = if checkout {
+            "pgbench TPC-B (same cluster, before the checkouts)"
+        } else {
+            "pgbench TPC-B (same cluster)"
+        };
+        match pgbench(server, name, args.connections, args.secs).await {
             Ok((tps, wal)) => {
                 tpcb = Some(tps);
                 notes.push(wal);
-                rows.push(format!(
-                    "| pgbench TPC-B (same cluster) | {} | {tps:.0} | – | – | – | – | – | – | – |",
-                    args.connections
-                ));
+                rows.push(tpcb_row(name, args.connections, tps));
             }
             Err(e) => notes.push(format!("pgbench did not run: {e:#}")),
         }
@@ -1326,17 +1335,38 @@ async fn run(
             }
         })
         .await;
-        keep(
-            &mut rows,
-            &mut broken,
-            &f,
-            tpcb.map(|t| ("pgbench TPC-B", t)),
-        );
+        let wal_after = wal_counters(server).await;
+        let after = match tpcb {
+            Some(_) => {
+                let name = "pgbench TPC-B (same cluster, after the checkouts)";
+                match pgbench(server, name, args.connections, args.secs).await {
+                    Ok((tps, wal)) => Some((name, tps, wal)),
+                    Err(e) => {
+                        notes.push(format!("pgbench did not run after the checkouts: {e:#}"));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let reference = match (tpcb, &after) {
+            (Some(before), Some((_, after, _))) => Some((
+                "pgbench TPC-B (before and after)",
+                f64::midpoint(before, *after),
+            )),
+            (Some(before), None) => Some(("pgbench TPC-B (before)", before)),
+            _ => None,
+        };
+        keep(&mut rows, &mut broken, &f, reference);
+        if let Some((name, tps, wal)) = after {
+            rows.push(tpcb_row(name, args.connections, tps));
+            notes.push(wal);
+        }
         notes.push(wal_line(
             "The checkouts",
             "checkout",
             wal_before,
-            wal_counters(server).await,
+            wal_after,
             f.ops as f64,
         ));
         notes.push(format!(
@@ -1809,9 +1839,14 @@ fn wal_line(
     }
 }
 
+/// The table row of a pgbench run.
+fn tpcb_row(name: &str, clients: usize, tps: f64) -> String {
+    format!("| {name} | {clients} | {tps:.0} | – | – | – | – | – | – | – |")
+}
+
 /// pgbench's TPC-B-like transactions per second on the same cluster, `clients` clients, and
-/// a note of its WAL flushes per transaction.
-async fn pgbench(server: &Server, clients: usize, secs: u64) -> Result<(f64, String)> {
+/// a note of its WAL flushes per transaction. Its tables are made again at each call.
+async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Result<(f64, String)> {
     let url = server.postgres_url()?;
     let bindir = [
         "/usr/lib/postgresql/17/bin",
@@ -1864,11 +1899,8 @@ async fn pgbench(server: &Server, clients: usize, secs: u64) -> Result<(f64, Str
         .and_then(|l| l.split('/').next())
         .and_then(|n| n.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
-    eprintln!("pgbench TPC-B ×{clients}: {tps:.0} tps");
-    Ok((
-        tps,
-        wal_line("pgbench's TPC-B", "transaction", before, after, processed),
-    ))
+    eprintln!("{name} ×{clients}: {tps:.0} tps");
+    Ok((tps, wal_line(name, "transaction", before, after, processed)))
 }
 
 /// Cores, memory and CPU model.

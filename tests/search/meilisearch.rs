@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use nongsan_listing::search::{
-    Geo, SearchDoc, SearchEngine, SearchQuery, Sort, fold, generate, meili::MeiliEngine,
+    EngineError, Geo, SearchDoc, SearchEngine, SearchQuery, Sort, fold, generate,
+    meili::MeiliEngine,
 };
 use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
@@ -273,6 +274,54 @@ async fn a_meilisearch_that_never_answers_gives_503_in_seconds() {
         assert_eq!(r["code"], "search_unavailable", "{r}");
     }
     app.stop().await;
+}
+
+/// Something in front of Meilisearch that redirects (an http URL moved to https): the
+/// redirect is not followed (a POST sent on after a 301 or 302 becomes a GET), and the error
+/// says where it pointed, as Meilisearch being away, so a search is answered 503.
+#[tokio::test]
+async fn a_redirect_in_front_of_meilisearch_is_named_and_not_followed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::PERMANENT_REDIRECT,
+            [(axum::http::header::LOCATION, "https://search.example.vn/")],
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let engine = MeiliEngine::new(&url, None, "redirected").unwrap();
+    // A redirect followed would end at a name that does not resolve here, with another error.
+    match engine.search(&SearchQuery::default()).await {
+        Err(EngineError::Unavailable(why)) => assert!(
+            why.contains("308") && why.contains("redirect to https://search.example.vn/"),
+            "{why}"
+        ),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// An `https` MEILI_URL whose server takes the connection and never answers the TLS
+/// handshake: the connection's making is bounded (5 s) with the handshake in it, and the
+/// write fails as Meilisearch being away (so the indexer tries again) instead of waiting for
+/// the request's 60 s.
+#[tokio::test]
+async fn an_https_meilisearch_that_never_shakes_hands_fails_within_the_connect_timeout() {
+    let port = ClosedPort::new();
+    let url = format!("https://127.0.0.1:{}", port.port());
+    // Listening, and never accepting: TCP is made, and the TLS greeting is never answered.
+    let _silent = port.listen();
+    let engine = MeiliEngine::new(&url, Some("master-key".into()), "silent").unwrap();
+    let doc = generate::listings(1, 1, 1)[0].search_doc("tls-1", "Hộ Test");
+    let answered = tokio::time::timeout(Duration::from_secs(30), engine.upsert(&[doc]))
+        .await
+        .expect("an answer within 30 s, not the request's 60 s");
+    match answered {
+        Err(EngineError::Unavailable(why)) => {
+            assert!(why.contains("no connection within 5 s"), "{why}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
 }
 
 /// A reindex fills a new Meilisearch index while the old one answers, and swaps it in: search

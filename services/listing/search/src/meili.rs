@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client as Pool, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 use meilisearch_sdk::{
     client::{Client, SwapIndexes},
@@ -58,12 +58,55 @@ const SEARCH_WAIT: Duration = Duration::from_secs(5);
 /// through a buffer of 8 MiB that it allocates and zeroes per request (a quarter of nongsan's
 /// CPU per search in `perf`). Bodies here are small JSON, sent whole, through hyper's pooled
 /// client: reqwest's layers over the same client printed each search's URL and parsed it back,
-/// for the request and again for the answer (a tenth of nongsan's CPU per search).
+/// for the request and again for the answer (a tenth of nongsan's CPU per search). Meilisearch
+/// is reached directly at `MEILI_URL`: no proxy from the environment, no redirect followed.
 #[derive(Debug, Clone)]
 pub struct Http {
-    client: Pool<HttpsConnector<HttpConnector>, Full<bytes::Bytes>>,
+    client: Pool<Bounded, Full<bytes::Bytes>>,
     /// `Bearer <key>`, marked sensitive so that it is never logged.
     authorization: Option<HeaderValue>,
+}
+
+/// The connector with the whole of a connection's making bounded by [`CONNECT_TIMEOUT`]: the
+/// name looked up, TCP, and TLS for an `https` URL (hyper's own connect timeout covers TCP
+/// only).
+#[derive(Debug, Clone)]
+struct Bounded(HttpsConnector<HttpConnector>);
+
+type Connecting = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>,
+                    Box<dyn std::error::Error + Send + Sync>,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower::Service<Uri> for Bounded {
+    type Response = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Connecting;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => {
+                    Err(format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()).into())
+                }
+            }
+        })
+    }
 }
 
 /// nongsan's `User-Agent` in Meilisearch's logs.
@@ -109,19 +152,25 @@ impl Http {
             })
             .transpose()?;
         let mut tcp = HttpConnector::new();
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
         // Small requests, each waiting for its answer: not held back to fill a segment.
         tcp.set_nodelay(true);
+        // A pooled connection to a Meilisearch that vanished (its host gone, a NAT entry
+        // dropped) is found dead within a minute or so, not at the next request's timeout.
+        tcp.set_keepalive(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_retries(Some(3));
+        #[cfg(target_os = "linux")]
+        tcp.set_tcp_user_timeout(Some(Duration::from_secs(30)));
         tcp.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
         let client = Pool::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .build(Bounded(connector));
         Ok(Self {
             client,
             authorization,
@@ -159,6 +208,18 @@ impl Http {
                 .await
                 .map_err(|e| Unreachable::from_chain(&e))?;
             let status = response.status().as_u16();
+            // Not followed: Meilisearch itself never redirects, and a POST sent on after a
+            // 301 or 302 becomes a GET. What stands in front of it is named instead.
+            if response.status().is_redirection() {
+                let to = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("?");
+                return Err(MeiliError::Other(Box::new(Unreachable(format!(
+                    "answered {status}, a redirect to {to}: set MEILI_URL to where Meilisearch answers"
+                )))));
+            }
             let body = response
                 .into_body()
                 .collect()

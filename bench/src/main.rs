@@ -1263,10 +1263,10 @@ async fn run(
     }
     // pgbench's TPC-B on the same cluster, the checkout's reference: before the checkouts,
     // and again after them and their events, as Meilisearch's own rate is taken on both
-    // sides of the searches through nongsan. The
-    // cluster's rate drifts between runs of the same command (1,390 to 2,086 tps within an
-    // hour on one machine, BENCHMARKS.md 2026-12-07), and a reference taken on one side of
-    // the checkouts only carries that drift into the ratio.
+    // sides of the searches through nongsan. The cluster's rate drifts between runs of the
+    // same command (1,390 to 2,086 tps within an hour on one machine, BENCHMARKS.md
+    // 2026-12-07), and a reference taken on one side of the checkouts only carries that
+    // drift into the ratio.
     let checkout = wanted.iter().any(|w| w == "checkout");
     let mut tpcb: Option<f64> = None;
     if checkout || wanted.iter().any(|w| w == "pgbench") {

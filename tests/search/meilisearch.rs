@@ -20,6 +20,30 @@ async fn the_adapter_applies_the_vietnamese_settings_before_anything_else() {
     let engine = MeiliEngine::new(&fake.url, Some("master-key".into()), "test_listings").unwrap();
     engine.search(&SearchQuery::default()).await.unwrap();
     let exchanges = fake.state.lock().unwrap().exchanges.clone();
+    // Every request carries the key, and says who sends it; a body says it is JSON.
+    for e in &exchanges {
+        let header = |name: &str| e.headers.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(
+            header("authorization"),
+            Some("Bearer master-key"),
+            "{}",
+            e.path
+        );
+        assert!(
+            header("user-agent").is_some_and(|a| a.starts_with("nongsan/")),
+            "{}: {:?}",
+            e.path,
+            header("user-agent")
+        );
+        if !e.body.is_null() {
+            assert_eq!(
+                header("content-type"),
+                Some("application/json"),
+                "{}",
+                e.path
+            );
+        }
+    }
     // The settings are read first; the fake has none, so they are sent.
     assert_eq!(exchanges[0].method, "GET");
     assert_eq!(exchanges[0].path, "/indexes/test_listings/settings");
@@ -299,6 +323,37 @@ async fn a_redirect_in_front_of_meilisearch_is_named_and_not_followed() {
         ),
         other => panic!("expected Unavailable, got {other:?}"),
     }
+}
+
+/// A MEILI_URL with a path (Meilisearch behind a proxy at `/meili`, with a trailing slash):
+/// every request goes under that path.
+#[tokio::test]
+async fn a_meilisearch_url_with_a_path_keeps_it_for_every_request() {
+    let fake = FakeMeili::start().await;
+    let engine = MeiliEngine::new(&format!("{}/meili/", fake.url), None, "prefixed").unwrap();
+    // The fake answers by the end of the path; whatever it answers, the paths are what counts.
+    let _ = engine.search(&SearchQuery::default()).await;
+    let exchanges = fake.state.lock().unwrap().exchanges.clone();
+    assert!(!exchanges.is_empty());
+    for e in &exchanges {
+        // The index's routes, and the tasks its writes are waited on at.
+        assert!(
+            e.path.starts_with("/meili/indexes/prefixed/") || e.path.starts_with("/meili/tasks/"),
+            "{}",
+            e.path
+        );
+        assert!(
+            e.headers.get("authorization").is_none(),
+            "no key, no header"
+        );
+    }
+    assert!(
+        exchanges
+            .iter()
+            .any(|e| e.method == "POST" && e.path == "/meili/indexes/prefixed/search"),
+        "{:?}",
+        exchanges.iter().map(|e| &e.path).collect::<Vec<_>>()
+    );
 }
 
 /// An `https` MEILI_URL whose server takes the connection and never answers the TLS

@@ -22,6 +22,8 @@ pub struct Exchange {
     pub path: String,
     /// JSON body, or Null.
     pub body: Value,
+    /// Headers.
+    pub headers: axum::http::HeaderMap,
 }
 
 /// What the fake holds.
@@ -55,6 +57,7 @@ fn task(s: &mut FakeState, index_uid: &str, kind: &str) -> Response {
 async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), 10 << 20)
         .await
         .unwrap_or_default();
@@ -64,13 +67,20 @@ async fn answer(State(state): State<Arc<Mutex<FakeState>>>, req: Request) -> Res
         method: method.clone(),
         path: path.clone(),
         body: body.clone(),
+        headers,
     });
-    let index_uid = path
+    // Answered by the API's own path, after any prefix a proxy in front would add.
+    let route = ["/indexes/", "/tasks/"]
+        .iter()
+        .filter_map(|r| path.find(r))
+        .min()
+        .map_or(path.as_str(), |at| &path[at..]);
+    let index_uid = route
         .strip_prefix("/indexes/")
         .and_then(|p| p.split('/').next())
         .unwrap_or("")
         .to_owned();
-    match (method.as_str(), path.as_str()) {
+    match (method.as_str(), route) {
         ("PATCH", p) if p.ends_with("/settings") => task(&mut s, &index_uid, "settingsUpdate"),
         ("POST" | "PUT", p) if p.ends_with("/documents") => {
             let docs = body.as_array().cloned().unwrap_or_default();

@@ -265,7 +265,7 @@ impl Http {
     }
 
     /// A search: its body as sent, its answer as received (not copied into a `String`).
-    async fn search(&self, uri: Uri, body: Vec<u8>) -> Result<bytes::Bytes, MeiliError> {
+    async fn search(&self, uri: &Uri, body: Vec<u8>) -> Result<bytes::Bytes, MeiliError> {
         let (status, answer) = self
             .exchange(
                 http::Method::POST,
@@ -735,7 +735,7 @@ impl MeiliEngine {
             let body = serde_json::to_vec(&search)
                 .map_err(|e| EngineError::Other(anyhow::anyhow!("meilisearch search body: {e}")))?;
             self.http
-                .search(self.search_url.clone(), body)
+                .search(&self.search_url, body)
                 .await
                 .map_err(classify)
         };

@@ -49,7 +49,7 @@ mod crash;
 mod server;
 
 use nongsan::ServiceName;
-use server::{Server, Shape, cpu};
+use server::{Server, Shape, cpu, cpu_of};
 
 /// What to run.
 #[derive(Debug, Parser)]
@@ -277,6 +277,8 @@ struct Figures {
     histogram: Histogram<u64>,
     cpu_nongsan: f64,
     cpu_postgres: f64,
+    /// This harness's own CPU seconds over the scenario: the load generator shares the cores.
+    cpu_load: f64,
     first_error: Option<String>,
 }
 
@@ -344,6 +346,7 @@ where
 {
     let op = Arc::new(op);
     let (cpu_n0, cpu_p0) = cpu(server);
+    let load0 = cpu_of(std::process::id());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::with_capacity(connections);
@@ -399,6 +402,7 @@ where
         histogram,
         cpu_nongsan: cpu_n1 - cpu_n0,
         cpu_postgres: cpu_p1 - cpu_p0,
+        cpu_load: cpu_of(std::process::id()) - load0,
         first_error,
     };
     eprintln!(
@@ -1268,7 +1272,7 @@ async fn run(
     // 2026-12-07), and a reference taken on one side of the checkouts only carries that
     // drift into the ratio.
     let checkout = wanted.iter().any(|w| w == "checkout");
-    let mut tpcb: Option<f64> = None;
+    let mut tpcb: Option<Tpcb> = None;
     if checkout || wanted.iter().any(|w| w == "pgbench") {
         let name = if checkout {
             "pgbench TPC-B (same cluster, before the checkouts)"
@@ -1276,10 +1280,10 @@ async fn run(
             "pgbench TPC-B (same cluster)"
         };
         match pgbench(server, name, args.connections, args.secs).await {
-            Ok((tps, wal)) => {
-                tpcb = Some(tps);
-                notes.push(wal);
-                rows.push(tpcb_row(name, args.connections, tps));
+            Ok(t) => {
+                notes.push(t.wal.clone());
+                rows.push(tpcb_row(name, args.connections, &t));
+                tpcb = Some(t);
             }
             Err(e) => notes.push(format!("{name} did not run: {e:#}")),
         }
@@ -1354,7 +1358,7 @@ async fn run(
             Some(_) => {
                 let name = "pgbench TPC-B (same cluster, after the checkouts)";
                 match pgbench(server, name, args.connections, args.secs).await {
-                    Ok((tps, wal)) => Some((name, tps, wal)),
+                    Ok(t) => Some((name, t)),
                     Err(e) => {
                         notes.push(format!("pgbench did not run after the checkouts: {e:#}"));
                         None
@@ -1363,12 +1367,14 @@ async fn run(
             }
             None => None,
         };
-        let reference = match (tpcb, &after) {
-            (Some(before), Some((_, after, _))) => Some((
+        // Both pgbench runs when both ran, as the ratio takes them.
+        let runs: Vec<&Tpcb> = tpcb.iter().chain(after.iter().map(|(_, t)| t)).collect();
+        let reference = match runs.as_slice() {
+            [before, after] => Some((
                 "pgbench TPC-B (before and after)",
-                f64::midpoint(before, *after),
+                f64::midpoint(before.tps, after.tps),
             )),
-            (Some(before), None) => Some(("pgbench TPC-B (before)", before)),
+            [before] => Some(("pgbench TPC-B (before)", before.tps)),
             _ => None,
         };
         keep(&mut rows, &mut broken, &f, reference);
@@ -1376,10 +1382,13 @@ async fn run(
         notes.push(format!(
             "The checkouts were made by {count} buyers, each checkout two lines of two sellers' listings."
         ));
+        if let Some(line) = cpu_beside_pgbench(&f, &runs) {
+            notes.push(line);
+        }
         notes.push(settled);
-        if let Some((name, tps, wal)) = after {
-            rows.push(tpcb_row(name, args.connections, tps));
-            notes.push(wal);
+        if let Some((name, t)) = after {
+            rows.push(tpcb_row(name, args.connections, &t));
+            notes.push(t.wal);
         }
     }
     if wanted.iter().any(|w| w == "index-lag") {
@@ -1487,7 +1496,7 @@ async fn run(
     }
     let _ = writeln!(
         out,
-        "- each scenario {} s; CPU is per operation, of the nongsan processes and of PostgreSQL (postmaster and backends)",
+        "- each scenario {} s; CPU is per operation, of the nongsan processes and of PostgreSQL (postmaster and backends, those that ended within the scenario included)",
         args.secs
     );
     let _ = writeln!(out);
@@ -1526,6 +1535,7 @@ async fn index_lag(
     listings: &[(String, usize)],
 ) -> Figures {
     let (cpu_n0, cpu_p0) = cpu(server);
+    let load0 = cpu_of(std::process::id());
     let start = Instant::now();
     let writes = u64::from(args.lag_writes.max(1));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / writes as f64));
@@ -1627,6 +1637,7 @@ async fn index_lag(
         histogram,
         cpu_nongsan: cpu_n1 - cpu_n0,
         cpu_postgres: cpu_p1 - cpu_p0,
+        cpu_load: cpu_of(std::process::id()) - load0,
         first_error,
     };
     eprintln!(
@@ -1844,14 +1855,57 @@ fn wal_line(
     }
 }
 
-/// The table row of a pgbench run.
-fn tpcb_row(name: &str, clients: usize, tps: f64) -> String {
-    format!("| {name} | {clients} | {tps:.0} | – | – | – | – | – | – | – |")
+/// A note of the CPU per checkout and per pgbench transaction, everything on the machine's
+/// cores counted: the load generator (this harness, or pgbench's client), nongsan and
+/// PostgreSQL. A ratio of rates compares whole machines, these the work inside them.
+fn cpu_beside_pgbench(f: &Figures, runs: &[&Tpcb]) -> Option<String> {
+    if f.ops == 0 || runs.is_empty() {
+        return None;
+    }
+    let per_op = |cpu: f64| cpu * 1000.0 / f.ops as f64;
+    let (load, nongsan, postgres) = (
+        per_op(f.cpu_load),
+        per_op(f.cpu_nongsan),
+        per_op(f.cpu_postgres),
+    );
+    let n = runs.len() as f64;
+    let client = runs.iter().map(|t| t.client_ms).sum::<f64>() / n;
+    let pg = runs.iter().map(|t| t.postgres_ms).sum::<f64>() / n;
+    Some(format!(
+        "CPU per operation, everything on the cores: a checkout {:.2} ms (the harness {load:.2}, nongsan {nongsan:.2}, PostgreSQL {postgres:.2}); a pgbench transaction {:.2} ms (its client {client:.2}, PostgreSQL {pg:.2}){}.",
+        load + nongsan + postgres,
+        client + pg,
+        if runs.len() > 1 {
+            ", the mean of its runs"
+        } else {
+            ""
+        },
+    ))
 }
 
-/// pgbench's TPC-B-like transactions per second on the same cluster, `clients` clients, and
-/// a note of its WAL flushes per transaction. Its tables are made again at each call.
-async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Result<(f64, String)> {
+/// A pgbench run: its rate, the note of its WAL flushes, and CPU per transaction.
+struct Tpcb {
+    tps: f64,
+    wal: String,
+    /// PostgreSQL's CPU milliseconds per transaction.
+    postgres_ms: f64,
+    /// pgbench's own (its client threads'), sampled every 100 ms while it ran: the last
+    /// 100 ms at most are not counted.
+    client_ms: f64,
+}
+
+/// The table row of a pgbench run.
+fn tpcb_row(name: &str, clients: usize, t: &Tpcb) -> String {
+    format!(
+        "| {name} | {clients} | {:.0} | – | – | – | – | – | {:.2} | – |",
+        t.tps, t.postgres_ms
+    )
+}
+
+/// pgbench's TPC-B-like transactions per second on the same cluster, `clients` clients, with
+/// a note of its WAL flushes per transaction and the CPU it took. Its tables are made again
+/// at each call.
+async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Result<Tpcb> {
     let url = server.postgres_url()?;
     let bindir = [
         "/usr/lib/postgresql/17/bin",
@@ -1870,7 +1924,8 @@ async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Resu
         bail!("pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
     }
     let before = wal_counters(server).await;
-    let run = tokio::process::Command::new(bindir.join("pgbench"))
+    let (_, postgres0) = cpu(server);
+    let mut child = tokio::process::Command::new(bindir.join("pgbench"))
         .args([
             "-n",
             "-b",
@@ -1883,9 +1938,35 @@ async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Resu
             &secs.to_string(),
             &url,
         ])
-        .output()
-        .await?;
-    let out = String::from_utf8_lossy(&run.stdout);
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Its CPU is read from /proc while it runs: once it has ended and been waited for, its
+    // entry is gone.
+    let pid = child.id();
+    let mut client = 0.0_f64;
+    let mut stdout = child.stdout.take().context("pgbench's output")?;
+    let mut stderr = child.stderr.take().context("pgbench's errors")?;
+    let output = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let _ = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        (out, err)
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = tick.tick() => {
+                if let Some(pid) = pid {
+                    client = client.max(cpu_of(pid));
+                }
+            }
+        }
+    };
+    let (_, postgres1) = cpu(server);
+    let (stdout, stderr) = output.await?;
+    let out = String::from_utf8_lossy(&stdout);
     let tps = out
         .lines()
         .find_map(|l| l.strip_prefix("tps = "))
@@ -1893,8 +1974,8 @@ async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Resu
         .and_then(|t| t.parse::<f64>().ok())
         .with_context(|| {
             format!(
-                "no tps in pgbench's output: {out}{}",
-                String::from_utf8_lossy(&run.stderr)
+                "no tps in pgbench's output ({status}): {out}{}",
+                String::from_utf8_lossy(&stderr)
             )
         })?;
     let after = wal_counters(server).await;
@@ -1905,7 +1986,13 @@ async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Resu
         .and_then(|n| n.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
     eprintln!("{name} ×{clients}: {tps:.0} tps");
-    Ok((tps, wal_line(name, "transaction", before, after, processed)))
+    let per_tx = |cpu: f64| cpu * 1000.0 / processed.max(1.0);
+    Ok(Tpcb {
+        tps,
+        wal: wal_line(name, "transaction", before, after, processed),
+        postgres_ms: per_tx(postgres1 - postgres0),
+        client_ms: per_tx(client),
+    })
 }
 
 /// Cores, memory and CPU model.

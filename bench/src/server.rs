@@ -460,29 +460,40 @@ impl Redis {
     }
 }
 
-/// CPU seconds used so far by a process (user + system).
-pub fn cpu_of(pid: u32) -> f64 {
+/// The clock-tick fields of `/proc/<pid>/stat` after the command (which may hold spaces) in
+/// parentheses: utime, stime, cutime and cstime, in seconds.
+fn times_of(pid: u32) -> [f64; 4] {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+        return [0.0; 4];
     };
-    // The fields after the command (which may hold spaces) in parentheses.
     let Some(rest) = stat.rsplit(')').next() else {
-        return 0.0;
+        return [0.0; 4];
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime is field 14 of the whole line, stime 15, cutime 16 and cstime 17: 12 to 15 after
+    // the command.
     let ticks = |i: usize| {
         fields
             .get(i)
             .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
+            .unwrap_or(0) as f64
+            / 100.0
     };
-    // utime is field 14 and stime 15 of the whole line: 12 and 13 after the command.
-    (ticks(11) + ticks(12)) as f64 / 100.0
+    [ticks(11), ticks(12), ticks(13), ticks(14)]
 }
 
-/// CPU seconds of a process and its children (PostgreSQL's backends).
+/// CPU seconds used so far by a process (user + system).
+pub fn cpu_of(pid: u32) -> f64 {
+    let [user, system, _, _] = times_of(pid);
+    user + system
+}
+
+/// CPU seconds of a process and of its children (PostgreSQL's backends): those running, and
+/// those that ended and were waited for (its cutime and cstime). A connection closed within
+/// a window (pgbench's, at the end of its run) is counted whole.
 fn cpu_of_tree(root: u32) -> f64 {
-    let mut total = cpu_of(root);
+    let [user, system, children_user, children_system] = times_of(root);
+    let mut total = user + system + children_user + children_system;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {

@@ -49,7 +49,7 @@ mod crash;
 mod server;
 
 use nongsan::ServiceName;
-use server::{Server, Shape, cpu, cpu_of};
+use server::{Server, Shape, cpu, cpu_of, cpu_redis};
 
 /// What to run.
 #[derive(Debug, Parser)]
@@ -279,6 +279,8 @@ struct Figures {
     cpu_postgres: f64,
     /// This harness's own CPU seconds over the scenario: the load generator shares the cores.
     cpu_load: f64,
+    /// The three-process shape's Redis, CPU seconds over the scenario (0 in one process).
+    cpu_redis: f64,
     first_error: Option<String>,
 }
 
@@ -347,6 +349,7 @@ where
     let op = Arc::new(op);
     let (cpu_n0, cpu_p0) = cpu(server);
     let load0 = cpu_of(std::process::id());
+    let redis0 = cpu_redis(server);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::with_capacity(connections);
@@ -403,6 +406,7 @@ where
         cpu_nongsan: cpu_n1 - cpu_n0,
         cpu_postgres: cpu_p1 - cpu_p0,
         cpu_load: cpu_of(std::process::id()) - load0,
+        cpu_redis: cpu_redis(server) - redis0,
         first_error,
     };
     eprintln!(
@@ -1536,6 +1540,7 @@ async fn index_lag(
 ) -> Figures {
     let (cpu_n0, cpu_p0) = cpu(server);
     let load0 = cpu_of(std::process::id());
+    let redis0 = cpu_redis(server);
     let start = Instant::now();
     let writes = u64::from(args.lag_writes.max(1));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / writes as f64));
@@ -1638,6 +1643,7 @@ async fn index_lag(
         cpu_nongsan: cpu_n1 - cpu_n0,
         cpu_postgres: cpu_p1 - cpu_p0,
         cpu_load: cpu_of(std::process::id()) - load0,
+        cpu_redis: cpu_redis(server) - redis0,
         first_error,
     };
     eprintln!(
@@ -1856,24 +1862,31 @@ fn wal_line(
 }
 
 /// A note of the CPU per checkout and per pgbench transaction, everything on the machine's
-/// cores counted: the load generator (this harness, or pgbench's client), nongsan and
-/// PostgreSQL. A ratio of rates compares whole machines, these the work inside them.
+/// cores counted: the load generator (this harness, or pgbench's client), nongsan, Redis in
+/// three processes, and PostgreSQL. A ratio of rates compares whole machines, these the work
+/// inside them.
 fn cpu_beside_pgbench(f: &Figures, runs: &[&Tpcb]) -> Option<String> {
     if f.ops == 0 || runs.is_empty() {
         return None;
     }
     let per_op = |cpu: f64| cpu * 1000.0 / f.ops as f64;
-    let (load, nongsan, postgres) = (
+    let (load, nongsan, redis, postgres) = (
         per_op(f.cpu_load),
         per_op(f.cpu_nongsan),
+        per_op(f.cpu_redis),
         per_op(f.cpu_postgres),
     );
+    let redis_part = if f.cpu_redis > 0.0 {
+        format!(", Redis {redis:.2}")
+    } else {
+        String::new()
+    };
     let n = runs.len() as f64;
     let client = runs.iter().map(|t| t.client_ms).sum::<f64>() / n;
     let pg = runs.iter().map(|t| t.postgres_ms).sum::<f64>() / n;
     Some(format!(
-        "CPU per operation, everything on the cores: a checkout {:.2} ms (the harness {load:.2}, nongsan {nongsan:.2}, PostgreSQL {postgres:.2}); a pgbench transaction {:.2} ms (its client {client:.2}, PostgreSQL {pg:.2}){}.",
-        load + nongsan + postgres,
+        "CPU per operation, everything on the cores: a checkout {:.2} ms (the harness {load:.2}, nongsan {nongsan:.2}{redis_part}, PostgreSQL {postgres:.2}); a pgbench transaction {:.2} ms (its client {client:.2}, PostgreSQL {pg:.2}){}.",
+        load + nongsan + redis + postgres,
         client + pg,
         if runs.len() > 1 {
             ", the mean of its runs"

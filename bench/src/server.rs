@@ -418,6 +418,11 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Its process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
     /// Starts it (again) on its port and folder.
     pub async fn launch(&mut self) -> Result<()> {
         let child = tokio::process::Command::new("redis-server")
@@ -512,6 +517,15 @@ fn cpu_of_tree(root: u32) -> f64 {
         }
     }
     total
+}
+
+/// CPU seconds of the three-process shape's Redis; 0 in one process.
+pub fn cpu_redis(server: &Server) -> f64 {
+    server
+        .redis
+        .as_ref()
+        .and_then(Redis::pid)
+        .map_or(0.0, cpu_of)
 }
 
 /// CPU seconds of nongsan (all its processes) and of PostgreSQL.

@@ -6,7 +6,7 @@ use nongsan_shared::auth::Role;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::support::{TestApp, lock_waiters, row_locked, user::User};
+use crate::support::{TestApp, eventually, lock_waiters, row_locked, user::User};
 
 async fn reserve(app: &TestApp, service: &User, id: &str, lines: Value, ttl: u32) -> (u16, Value) {
     app.api
@@ -599,6 +599,113 @@ async fn a_commit_fills_a_line_from_two_lots_oldest_harvest_first() {
         )
         .await;
     assert_eq!(status, 409, "a sale cannot be released");
+    app.stop().await;
+}
+
+/// The check without a lock (a sold-out listing answered at once, not queued for its stock
+/// row) runs only for a listing this process keeps short of the line: a refusal under the
+/// lock keeps the level it read. Any other reservation saves that round trip and goes to
+/// the lock.
+#[tokio::test]
+async fn only_a_listing_known_short_is_checked_without_its_lock_and_a_refusal_makes_it_known() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let scarce = app.api.listing_with_stock(&seller, "5").await;
+    let service = User::minted(Role::Service);
+    let pool = app.db.pool("listing").await;
+    let ask = |quantity: &str| json!([{ "listing_id": scarce, "quantity": quantity }]);
+    let hold = || async {
+        let mut holder = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM stock WHERE listing_id = $1::text::uuid FOR UPDATE")
+            .bind(&scarce)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        holder
+    };
+    let waits_for_the_row = || async {
+        eventually(
+            Duration::from_secs(10),
+            "the reservation to wait for the stock row",
+            || async { (lock_waiters(&pool, "%WITH made AS%").await == 1).then_some(()) },
+        )
+        .await;
+    };
+
+    // Not known short (nothing has read its level): the reservation waits for the row, and
+    // is refused under the lock.
+    let holder = hold().await;
+    let waiting = {
+        let (api, service, lines) = (app.api.clone(), service.clone(), ask("10"));
+        tokio::spawn(async move {
+            api.post(
+                "/v1/internal/reservations",
+                Some(&service),
+                &json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "lines": lines }),
+            )
+            .await
+        })
+    };
+    waits_for_the_row().await;
+    holder.rollback().await.unwrap();
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "insufficient_stock", "{body}");
+
+    // Refused under the lock, the level is kept (once the process listens for changes, which
+    // the level needs): the same request is then refused while the row is held, at once.
+    eventually(
+        Duration::from_secs(20),
+        "a refused listing to be answered without its lock",
+        || async {
+            let (status, body) = reserve(
+                &app,
+                &service,
+                &uuid::Uuid::now_v7().to_string(),
+                ask("10"),
+                600,
+            )
+            .await;
+            assert_eq!(status, 409, "{body}");
+            let holder = hold().await;
+            let answered = tokio::time::timeout(
+                Duration::from_secs(2),
+                reserve(
+                    &app,
+                    &service,
+                    &uuid::Uuid::now_v7().to_string(),
+                    ask("10"),
+                    600,
+                ),
+            )
+            .await;
+            holder.rollback().await.unwrap();
+            let (status, body) = answered.ok()?;
+            assert_eq!(status, 409, "{body}");
+            assert_eq!(body["code"], "insufficient_stock", "{body}");
+            Some(())
+        },
+    )
+    .await;
+
+    // Known short of 10 kg, not of 3: a reservation of 3 goes to the lock, and is made.
+    let holder = hold().await;
+    let waiting = {
+        let (api, service, lines) = (app.api.clone(), service.clone(), ask("3"));
+        tokio::spawn(async move {
+            api.post(
+                "/v1/internal/reservations",
+                Some(&service),
+                &json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "lines": lines }),
+            )
+            .await
+        })
+    };
+    waits_for_the_row().await;
+    holder.rollback().await.unwrap();
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_stock_agrees(&app, &scarce).await;
     app.stop().await;
 }
 

@@ -13,6 +13,7 @@ use nongsan_shared::{
 
 use crate::{
     app::{App, AppState},
+    catalog::cache::Ticket,
     error::{ListingError, Problems, Result},
     stock::{
         levels::{Announce, Locked, Movement, NewLines, apply_locked},
@@ -60,39 +61,57 @@ pub async fn create_reservation(
     let request = serde_json::to_value(&r.lines).map_err(anyhow::Error::from)?;
     // A sold-out listing answers at once, without queueing for its stock row: under a rush
     // for the last kilograms most requests end here. The check under the lock below decides.
-    // A reservation id already used reads no stock and takes no lock: its answer is the
-    // reservation.
+    // It runs when this process keeps a line's listing short of what the line asks (the level
+    // the listing pages keep, which the locked path below keeps when it refuses a line for
+    // want of stock); otherwise it would cost every reservation a round trip for nothing, as
+    // the locked path finds short stock and a used id too. A reservation id already used
+    // reads no stock and takes no lock here: its answer is the reservation.
     let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
     // One connection for the check and the reservation's transaction: sqlx sends a round trip
     // (a ping) with each connection given back to its pool.
     let mut conn = app.pool.acquire().await?;
-    let read = sqlx::query!(
-        r#"SELECT m.used AS "used!", s.listing_id AS "listing_id?: ListingId", s.on_hand AS "on_hand?: Quantity", s.reserved AS "reserved?: Quantity"
-           FROM (SELECT EXISTS (SELECT 1 FROM reservations WHERE id = $2) AS used) m
-           LEFT JOIN stock s ON NOT m.used AND s.listing_id = ANY((SELECT $1::uuid[])::uuid[])"#,
-        &ids,
-        r.id as _,
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    if read.first().is_some_and(|row| row.used) {
-        return made_before(&app, &mut conn, &r, &request).await;
-    }
-    let available: Vec<(ListingId, Quantity, Quantity)> = read
-        .into_iter()
-        .filter_map(|s| Some((s.listing_id?, s.on_hand?, s.reserved?)))
-        .collect();
-    for line in &r.lines {
-        if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id) {
-            let free = on_hand.checked_sub(*reserved).unwrap_or(Quantity::ZERO);
-            if free < line.quantity {
-                return Err(ListingError::InsufficientStock {
-                    listing: line.listing_id,
-                    available: free,
-                });
+    let short = r.lines.iter().any(|l| {
+        app.views
+            .level(l.listing_id)
+            .is_some_and(|available| available < l.quantity)
+    });
+    if short {
+        let read = sqlx::query!(
+            r#"SELECT m.used AS "used!", s.listing_id AS "listing_id?: ListingId", s.on_hand AS "on_hand?: Quantity", s.reserved AS "reserved?: Quantity"
+               FROM (SELECT EXISTS (SELECT 1 FROM reservations WHERE id = $2) AS used) m
+               LEFT JOIN stock s ON NOT m.used AND s.listing_id = ANY((SELECT $1::uuid[])::uuid[])"#,
+            &ids,
+            r.id as _,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        if read.first().is_some_and(|row| row.used) {
+            return made_before(&app, &mut conn, &r, &request).await;
+        }
+        let available: Vec<(ListingId, Quantity, Quantity)> = read
+            .into_iter()
+            .filter_map(|s| Some((s.listing_id?, s.on_hand?, s.reserved?)))
+            .collect();
+        for line in &r.lines {
+            if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id)
+            {
+                let free = on_hand.checked_sub(*reserved).unwrap_or(Quantity::ZERO);
+                if free < line.quantity {
+                    return Err(ListingError::InsufficientStock {
+                        listing: line.listing_id,
+                        available: free,
+                    });
+                }
             }
         }
     }
+    // Taken before the levels are read under the locks: a level kept with one of them is
+    // dropped if the listing changed meanwhile.
+    let tickets: Vec<Ticket> = r
+        .lines
+        .iter()
+        .map(|l| app.views.level_ticket(l.listing_id))
+        .collect();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // The reservation's row, then every line's listing with its stock row, in one statement.
     // The rows are locked in one order (listing id) so concurrent reservations cannot
@@ -228,14 +247,25 @@ pub async fn create_reservation(
         holder: r.holder,
         share_percent: i32::try_from(app.max_hold_share_percent).unwrap_or(100),
     };
-    let (_, over) = apply_locked(
+    let applied = apply_locked(
         &mut tx,
         &locked,
         &moves,
         Announce::ByCaller,
         Some(new_lines),
     )
-    .await?;
+    .await;
+    let (_, over) = match applied {
+        // Kept for the next request for the listing: it is answered by the check without a
+        // lock above.
+        Err(ListingError::InsufficientStock { listing, available }) => {
+            if let Some(ticket) = tickets.iter().find(|t| t.listing() == listing) {
+                app.views.put_level(ticket, available);
+            }
+            return Err(ListingError::InsufficientStock { listing, available });
+        }
+        applied => applied?,
+    };
     if let Some(i) = r.lines.iter().position(|l| over.contains(&l.listing_id)) {
         let share = app.max_hold_share_percent;
         return Err(ListingError::field(

@@ -495,10 +495,25 @@ pub fn cpu_of(pid: u32) -> f64 {
 
 /// CPU seconds of a process and of its children (PostgreSQL's backends): those running, and
 /// those that ended and were waited for (its cutime and cstime). A connection closed within
-/// a window (pgbench's, at the end of its run) is counted whole.
+/// a window (pgbench's, at the end of its run) is counted whole. A child waited for while its
+/// siblings are read would be counted in neither, so the reading is taken again when the
+/// process's children's times moved meanwhile.
 fn cpu_of_tree(root: u32) -> f64 {
-    let [user, system, children_user, children_system] = times_of(root);
-    let mut total = user + system + children_user + children_system;
+    let mut total = 0.0;
+    for _ in 0..5 {
+        let [user, system, children_user, children_system] = times_of(root);
+        total = user + system + children_user + children_system + cpu_of_children(root);
+        let [_, _, children_user_after, children_system_after] = times_of(root);
+        if (children_user_after, children_system_after) == (children_user, children_system) {
+            break;
+        }
+    }
+    total
+}
+
+/// CPU seconds of the running children of `root`.
+fn cpu_of_children(root: u32) -> f64 {
+    let mut total = 0.0;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {

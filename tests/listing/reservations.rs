@@ -603,14 +603,15 @@ async fn a_commit_fills_a_line_from_two_lots_oldest_harvest_first() {
 }
 
 /// The check without a lock (a sold-out listing answered at once, not queued for its stock
-/// row) runs only for a listing this process keeps short of the line: a refusal under the
-/// lock keeps the level it read. Any other reservation saves that round trip and goes to
-/// the lock.
+/// row) runs only for a listing this process keeps short of the line (or when it keeps no
+/// levels): a refusal under the lock keeps the level it read. Any other reservation saves
+/// that round trip and goes to the lock.
 #[tokio::test]
 async fn only_a_listing_known_short_is_checked_without_its_lock_and_a_refusal_makes_it_known() {
     let app = TestApp::spawn().await;
     let seller = app.api.register(Role::Household).await;
     let scarce = app.api.listing_with_stock(&seller, "5").await;
+    let plenty = app.api.listing_with_stock(&seller, "50").await;
     let service = User::minted(Role::Service);
     let pool = app.db.pool("listing").await;
     let ask = |quantity: &str| json!([{ "listing_id": scarce, "quantity": quantity }]);
@@ -623,87 +624,105 @@ async fn only_a_listing_known_short_is_checked_without_its_lock_and_a_refusal_ma
             .unwrap();
         holder
     };
-    let waits_for_the_row = || async {
-        eventually(
-            Duration::from_secs(10),
-            "the reservation to wait for the stock row",
-            || async { (lock_waiters(&pool, "%WITH made AS%").await == 1).then_some(()) },
-        )
-        .await;
+    let waits_for_the_row = |limit: Duration| {
+        let pool = pool.clone();
+        async move {
+            let start = tokio::time::Instant::now();
+            while start.elapsed() < limit {
+                if lock_waiters(&pool, "%WITH made AS%").await == 1 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
     };
-
-    // Not known short (nothing has read its level): the reservation waits for the row, and
-    // is refused under the lock.
-    let holder = hold().await;
-    let waiting = {
-        let (api, service, lines) = (app.api.clone(), service.clone(), ask("10"));
+    let send = |id: String, lines: Value| {
+        let (api, service) = (app.api.clone(), service.clone());
         tokio::spawn(async move {
             api.post(
                 "/v1/internal/reservations",
                 Some(&service),
-                &json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "lines": lines }),
+                &json!({ "id": id, "ttl_secs": 600, "lines": lines }),
             )
             .await
         })
     };
-    waits_for_the_row().await;
-    holder.rollback().await.unwrap();
-    let (status, body) = waiting.await.unwrap();
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["code"], "insufficient_stock", "{body}");
 
-    // Refused under the lock, the level is kept (once the process listens for changes, which
-    // the level needs): the same request is then refused while the row is held, at once.
+    // Once the process keeps levels (its listener connected), a listing whose level it does
+    // not keep (just changed) is not checked without the lock: a request for more than it
+    // has waits for the held row, and is refused under the lock.
     eventually(
-        Duration::from_secs(20),
-        "a refused listing to be answered without its lock",
+        Duration::from_secs(30),
+        "a request for a listing of unknown level to wait for its row",
         || async {
-            let (status, body) = reserve(
-                &app,
-                &service,
-                &uuid::Uuid::now_v7().to_string(),
-                ask("10"),
-                600,
-            )
-            .await;
-            assert_eq!(status, 409, "{body}");
+            let lot = format!("L-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+            app.api
+                .add_lot(&seller, &scarce, &lot, "2026-11-21", "1")
+                .await;
             let holder = hold().await;
-            let answered = tokio::time::timeout(
-                Duration::from_secs(2),
-                reserve(
-                    &app,
-                    &service,
-                    &uuid::Uuid::now_v7().to_string(),
-                    ask("10"),
-                    600,
-                ),
-            )
-            .await;
+            let sent = send(uuid::Uuid::now_v7().to_string(), ask("1000"));
+            let waited = waits_for_the_row(Duration::from_secs(2)).await;
             holder.rollback().await.unwrap();
-            let (status, body) = answered.ok()?;
+            let (status, body) = sent.await.unwrap();
             assert_eq!(status, 409, "{body}");
             assert_eq!(body["code"], "insufficient_stock", "{body}");
-            Some(())
+            waited.then_some(())
         },
     )
     .await;
 
-    // Known short of 10 kg, not of 3: a reservation of 3 goes to the lock, and is made.
+    // Refused under the lock, the level is kept: the same request is now refused while the
+    // row is held, at once.
     let holder = hold().await;
-    let waiting = {
-        let (api, service, lines) = (app.api.clone(), service.clone(), ask("3"));
-        tokio::spawn(async move {
-            api.post(
-                "/v1/internal/reservations",
-                Some(&service),
-                &json!({ "id": uuid::Uuid::now_v7(), "ttl_secs": 600, "lines": lines }),
-            )
-            .await
-        })
-    };
-    waits_for_the_row().await;
+    let answered = tokio::time::timeout(
+        Duration::from_secs(5),
+        reserve(
+            &app,
+            &service,
+            &uuid::Uuid::now_v7().to_string(),
+            ask("1000"),
+            600,
+        ),
+    )
+    .await;
     holder.rollback().await.unwrap();
-    let (status, body) = waiting.await.unwrap();
+    let (status, body) = answered.expect("a listing known short to be refused without its lock");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "insufficient_stock", "{body}");
+
+    // Known short of 1000, not of 3: nothing is checked without the lock. An id already used
+    // for another listing, which that check would answer at once (reused), waits for the
+    // row and is answered under the lock.
+    let used = uuid::Uuid::now_v7().to_string();
+    let (status, body) = reserve(
+        &app,
+        &service,
+        &used,
+        json!([{ "listing_id": plenty, "quantity": "1" }]),
+        600,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let holder = hold().await;
+    let sent = send(used, ask("3"));
+    assert!(
+        waits_for_the_row(Duration::from_secs(10)).await,
+        "a request known not short goes to the lock"
+    );
+    holder.rollback().await.unwrap();
+    let (status, body) = sent.await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["code"], "reservation_id_reused", "{body}");
+    // And a reservation of 3 is made.
+    let (status, body) = reserve(
+        &app,
+        &service,
+        &uuid::Uuid::now_v7().to_string(),
+        ask("3"),
+        600,
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     assert_stock_agrees(&app, &scarce).await;
     app.stop().await;

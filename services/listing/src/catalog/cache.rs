@@ -250,11 +250,32 @@ impl ViewCache {
     /// Keeps the available stock read after `ticket` was taken, unless a notification
     /// reached its shard since or the listener is not connected.
     pub fn put_level(&self, ticket: &Ticket, available: Quantity) {
-        let mut shard = self.shard(ticket.id);
+        let shard = self.shard(ticket.id);
         if shard.generation != ticket.generation || !self.live.load(Ordering::Acquire) {
             return;
         }
-        if !shard.levels.contains_key(&ticket.id)
+        self.keep_level(shard, ticket.id, available);
+    }
+
+    /// Keeps the available stock of `id` read with its stock row locked, by a writer that
+    /// still holds the lock: no change of the level can come between the read and this, so
+    /// no ticket is needed (a notification of an earlier change that arrives later only
+    /// forgets it). Nothing is kept while the listener is not connected.
+    pub fn put_level_locked(&self, id: ListingId, available: Quantity) {
+        let shard = self.shard(id);
+        if !self.live.load(Ordering::Acquire) {
+            return;
+        }
+        self.keep_level(shard, id, available);
+    }
+
+    /// Whether levels are kept at all: the listener is connected and levels have a budget.
+    pub fn keeps_levels(&self) -> bool {
+        self.level_budget > 0 && self.live.load(Ordering::Acquire)
+    }
+
+    fn keep_level(&self, mut shard: MutexGuard<'_, Shard>, id: ListingId, available: Quantity) {
+        if !shard.levels.contains_key(&id)
             && (shard.levels.len() + 1) * LEVEL_COST > self.level_budget
         {
             shard.levels.clear();
@@ -262,7 +283,7 @@ impl ViewCache {
                 return;
             }
         }
-        shard.levels.insert(ticket.id, (available, Instant::now()));
+        shard.levels.insert(id, (available, Instant::now()));
     }
 
     /// Whether [`warm`](super::warm) should read `id`'s page: it is not kept, was made

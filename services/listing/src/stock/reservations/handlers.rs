@@ -61,21 +61,31 @@ pub async fn create_reservation(
     let request = serde_json::to_value(&r.lines).map_err(anyhow::Error::from)?;
     // A sold-out listing answers at once, without queueing for its stock row: under a rush
     // for the last kilograms most requests end here. The check under the lock below decides.
-    // It runs when this process keeps a line's listing short of what the line asks (the level
-    // the listing pages keep, which the locked path below keeps when it refuses a line for
-    // want of stock); otherwise it would cost every reservation a round trip for nothing, as
-    // the locked path finds short stock and a used id too. A reservation id already used
-    // reads no stock and takes no lock here: its answer is the reservation.
+    // It runs when this process keeps a line's listing short of what the line asks (the
+    // level the listing pages keep, which this check and the locked path below keep too), or
+    // keeps no levels at all; otherwise it would cost every reservation a round trip for
+    // nothing, as the locked path finds short stock and a used id too. A reservation id
+    // already used reads no stock and takes no lock here: its answer is the reservation
+    // (without this check, the locked statement finds it, having taken the stock rows'
+    // locks: a retry, which is rare).
     let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
     // One connection for the check and the reservation's transaction: sqlx sends a round trip
     // (a ping) with each connection given back to its pool.
     let mut conn = app.pool.acquire().await?;
-    let short = r.lines.iter().any(|l| {
-        app.views
-            .level(l.listing_id)
-            .is_some_and(|available| available < l.quantity)
-    });
+    let short = !app.views.keeps_levels()
+        || r.lines.iter().any(|l| {
+            app.views
+                .level(l.listing_id)
+                .is_some_and(|available| available < l.quantity)
+        });
     if short {
+        // Taken before the levels are read: the levels read are kept unless their listing
+        // changed meanwhile, so that a level found enough no longer sends requests here.
+        let tickets: Vec<Ticket> = r
+            .lines
+            .iter()
+            .map(|l| app.views.level_ticket(l.listing_id))
+            .collect();
         let read = sqlx::query!(
             r#"SELECT m.used AS "used!", s.listing_id AS "listing_id?: ListingId", s.on_hand AS "on_hand?: Quantity", s.reserved AS "reserved?: Quantity"
                FROM (SELECT EXISTS (SELECT 1 FROM reservations WHERE id = $2) AS used) m
@@ -88,30 +98,25 @@ pub async fn create_reservation(
         if read.first().is_some_and(|row| row.used) {
             return made_before(&app, &mut conn, &r, &request).await;
         }
-        let available: Vec<(ListingId, Quantity, Quantity)> = read
+        let available: Vec<(ListingId, Quantity)> = read
             .into_iter()
-            .filter_map(|s| Some((s.listing_id?, s.on_hand?, s.reserved?)))
+            .filter_map(|s| {
+                let free = s
+                    .on_hand?
+                    .checked_sub(s.reserved?)
+                    .unwrap_or(Quantity::ZERO);
+                Some((s.listing_id?, free))
+            })
             .collect();
-        for line in &r.lines {
-            if let Some((_, on_hand, reserved)) = available.iter().find(|a| a.0 == line.listing_id)
-            {
-                let free = on_hand.checked_sub(*reserved).unwrap_or(Quantity::ZERO);
-                if free < line.quantity {
-                    return Err(ListingError::InsufficientStock {
-                        listing: line.listing_id,
-                        available: free,
-                    });
-                }
+        for ticket in &tickets {
+            if let Some((_, free)) = available.iter().find(|a| a.0 == ticket.listing()) {
+                app.views.put_level(ticket, *free);
             }
         }
+        if let Some(refused) = first_short(&r, &available) {
+            return Err(refused);
+        }
     }
-    // Taken before the levels are read under the locks: a level kept with one of them is
-    // dropped if the listing changed meanwhile.
-    let tickets: Vec<Ticket> = r
-        .lines
-        .iter()
-        .map(|l| app.views.level_ticket(l.listing_id))
-        .collect();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // The reservation's row, then every line's listing with its stock row, in one statement.
     // The rows are locked in one order (listing id) so concurrent reservations cannot
@@ -148,10 +153,26 @@ pub async fn create_reservation(
         // are never deleted, so no reservation made before can be for them).
         made => made.flatten(),
     };
-    // The lines are checked in the order their rows were locked: a listing that does not
-    // exist or is not for sale decides first, then every line's quantity problems together,
-    // then the stock. The answer keeps the request's order, built from what was read under
-    // the locks, not read back.
+    // Short stock decides first, in the request's order, as the check without a lock decides
+    // it: a request gets the same answer whichever way it went. The levels read under the
+    // locks are kept (no change can come before this writer's own).
+    let levels: Vec<(ListingId, Quantity)> = rows
+        .iter()
+        .map(|s| {
+            let free = s.on_hand.checked_sub(s.reserved).unwrap_or(Quantity::ZERO);
+            (s.listing_id, free)
+        })
+        .collect();
+    for (listing, free) in &levels {
+        app.views.put_level_locked(*listing, *free);
+    }
+    if let Some(refused) = first_short(&r, &levels) {
+        return Err(refused);
+    }
+    // Then the lines are checked in the order their rows were locked: a listing that does
+    // not exist or is not for sale decides first, then every line's quantity problems
+    // together. The answer keeps the request's order, built from what was read under the
+    // locks, not read back.
     let mut order: Vec<usize> = (0..r.lines.len()).collect();
     order.sort_by_key(|&i| r.lines[i].listing_id);
     let mut found = Vec::with_capacity(order.len());
@@ -247,25 +268,14 @@ pub async fn create_reservation(
         holder: r.holder,
         share_percent: i32::try_from(app.max_hold_share_percent).unwrap_or(100),
     };
-    let applied = apply_locked(
+    let (_, over) = apply_locked(
         &mut tx,
         &locked,
         &moves,
         Announce::ByCaller,
         Some(new_lines),
     )
-    .await;
-    let (_, over) = match applied {
-        // Kept for the next request for the listing: it is answered by the check without a
-        // lock above.
-        Err(ListingError::InsufficientStock { listing, available }) => {
-            if let Some(ticket) = tickets.iter().find(|t| t.listing() == listing) {
-                app.views.put_level(ticket, available);
-            }
-            return Err(ListingError::InsufficientStock { listing, available });
-        }
-        applied => applied?,
-    };
+    .await?;
     if let Some(i) = r.lines.iter().position(|l| over.contains(&l.listing_id)) {
         let share = app.max_hold_share_percent;
         return Err(ListingError::field(
@@ -280,6 +290,18 @@ pub async fn create_reservation(
         ));
     }
     reserved_answer(&app, tx, &r, expires_at, reserved).await
+}
+
+/// The first line, in the request's order, that asks more than its listing has free
+/// (`free`: each listing's available stock as read), as its refusal.
+fn first_short(r: &ReservationRequest, free: &[(ListingId, Quantity)]) -> Option<ListingError> {
+    r.lines.iter().find_map(|line| {
+        let (_, available) = free.iter().find(|(id, _)| *id == line.listing_id)?;
+        (*available < line.quantity).then_some(ListingError::InsufficientStock {
+            listing: line.listing_id,
+            available: *available,
+        })
+    })
 }
 
 /// The answer to a reservation id already used: the reservation made with it, when the lines

@@ -157,13 +157,18 @@ pub struct StockLevels {
 impl StockLevels {
     /// From on-hand and reserved.
     pub fn new(on_hand: Quantity, reserved: Quantity, threshold: Option<Quantity>) -> Self {
-        let available = on_hand.checked_sub(reserved).unwrap_or(Quantity::ZERO);
+        let available = Self::available_of(on_hand, reserved);
         Self {
             on_hand,
             reserved,
             available,
             low_stock: threshold.is_some_and(|t| available <= t),
         }
+    }
+
+    /// What can still be ordered of `on_hand` with `reserved` held: never below zero.
+    pub fn available_of(on_hand: Quantity, reserved: Quantity) -> Quantity {
+        on_hand.checked_sub(reserved).unwrap_or(Quantity::ZERO)
     }
 }
 

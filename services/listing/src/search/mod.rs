@@ -21,6 +21,7 @@ use crate::{
     app::{App, AppState},
     catalog::{cache::Ticket, store::ListingView},
     error::{ListingError, Problems},
+    stock::levels::StockLevels,
 };
 
 pub use nongsan_search::{
@@ -407,7 +408,7 @@ async fn live_stock(app: &App, hits: &mut [nongsan_search::PageHit]) -> Result<(
     .await?
     .into_iter()
     .map(|r| {
-        let available = r.on_hand.checked_sub(r.reserved).unwrap_or(Quantity::ZERO);
+        let available = StockLevels::available_of(r.on_hand, r.reserved);
         (r.listing_id, available)
     })
     .collect();

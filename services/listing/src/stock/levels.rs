@@ -96,9 +96,7 @@ pub struct Locked {
 
 impl Locked {
     fn available(&self) -> Quantity {
-        self.on_hand
-            .checked_sub(self.reserved)
-            .unwrap_or(Quantity::ZERO)
+        StockLevels::available_of(self.on_hand, self.reserved)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::{
     catalog::cache::Ticket,
     error::{ListingError, Problems, Result},
     stock::{
-        levels::{Announce, Locked, Movement, NewLines, apply_locked},
+        levels::{Announce, Locked, Movement, NewLines, StockLevels, apply_locked},
         reservations::{
             model::{ReservationRequest, ReservationView, ReservedLine, check_request},
             store::{commit, load, release, seller},
@@ -101,11 +101,10 @@ pub async fn create_reservation(
         let available: Vec<(ListingId, Quantity)> = read
             .into_iter()
             .filter_map(|s| {
-                let free = s
-                    .on_hand?
-                    .checked_sub(s.reserved?)
-                    .unwrap_or(Quantity::ZERO);
-                Some((s.listing_id?, free))
+                Some((
+                    s.listing_id?,
+                    StockLevels::available_of(s.on_hand?, s.reserved?),
+                ))
             })
             .collect();
         for ticket in &tickets {
@@ -159,8 +158,10 @@ pub async fn create_reservation(
     let levels: Vec<(ListingId, Quantity)> = rows
         .iter()
         .map(|s| {
-            let free = s.on_hand.checked_sub(s.reserved).unwrap_or(Quantity::ZERO);
-            (s.listing_id, free)
+            (
+                s.listing_id,
+                StockLevels::available_of(s.on_hand, s.reserved),
+            )
         })
         .collect();
     for (listing, free) in &levels {

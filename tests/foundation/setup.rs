@@ -115,16 +115,20 @@ async fn the_test_cluster_drops_the_databases_of_tests_that_ended() {
     use sqlx::Connection;
     let admin = &crate::support::servers().await.pg_admin;
     let running = crate::support::TestDb::new().await;
-    let two_hours_ago = std::time::SystemTime::now()
+    // Made 40 minutes ago: every test process drops databases older than
+    // TEST_DATABASE_KEPT (an hour) when it starts, so one as old as that could be dropped by
+    // another test starting meanwhile, and this call would find nothing to drop. This call
+    // drops those older than 20 minutes.
+    let forty_minutes_ago = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        - 2 * 3600;
+        - 40 * 60;
     let old = format!(
         "test_{}",
         uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
             uuid::NoContext,
-            two_hours_ago,
+            forty_minutes_ago,
             0
         ))
         .simple()
@@ -134,7 +138,14 @@ async fn the_test_cluster_drops_the_databases_of_tests_that_ended() {
         .execute(&mut conn)
         .await
         .unwrap();
-    assert!(crate::support::drop_old_test_databases(admin).await >= 1);
+    assert!(
+        crate::support::drop_test_databases_older_than(
+            admin,
+            std::time::Duration::from_secs(20 * 60)
+        )
+        .await
+            >= 1
+    );
     let left: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname = ANY($1)")
             .bind(vec![old.clone(), running.name.clone()])

@@ -112,6 +112,11 @@ pub const TEST_DATABASE_KEPT: Duration = Duration::from_secs(3600);
 /// database, run after run: 4,976 of them and 49 GB on one machine, and an autovacuum
 /// launcher walking them all on a seventh of a core. Answers how many were dropped.
 pub async fn drop_old_test_databases(admin_url: &str) -> usize {
+    drop_test_databases_older_than(admin_url, TEST_DATABASE_KEPT).await
+}
+
+/// Drops the test databases made more than `kept` ago; answers how many it dropped.
+pub async fn drop_test_databases_older_than(admin_url: &str, kept: Duration) -> usize {
     let mut admin = PgConnection::connect(admin_url)
         .await
         .expect("connect to the test PostgreSQL");
@@ -130,10 +135,7 @@ pub async fn drop_old_test_databases(admin_url: &str) -> usize {
                 let (secs, nanos) = t.to_unix();
                 std::time::UNIX_EPOCH + Duration::new(secs, nanos)
             });
-        let ended = made.is_some_and(|made| {
-            now.duration_since(made)
-                .is_ok_and(|age| age > TEST_DATABASE_KEPT)
-        });
+        let ended = made.is_some_and(|made| now.duration_since(made).is_ok_and(|age| age > kept));
         if ended
             && sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                 .execute(&mut admin)

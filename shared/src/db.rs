@@ -13,6 +13,9 @@ use sqlx::{
 
 use crate::http::{Mode, Readiness};
 
+pub mod hot;
+pub use hot::{HotConn, HotPool};
+
 /// The event tables every service schema holds: outbox, inbox, and their indexes.
 const EVENTS_SQL: &str = include_str!("../migrations/events.sql");
 /// The inbox walked in event order (version 2).

@@ -4,6 +4,7 @@ mod authorization;
 mod cli;
 pub mod docs;
 mod events;
+mod hot_pool;
 mod http_edge;
 mod limits;
 mod setup;

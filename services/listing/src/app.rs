@@ -17,6 +17,8 @@ pub type AppState = nongsan_shared::runtime::AppState<App>;
 pub struct App {
     /// The `listing` schema.
     pub pool: PgPool,
+    /// Connections for reservations, the hottest write: given back without a round trip.
+    pub hot: nongsan_shared::db::HotPool,
     /// Token keys.
     pub keys: TokenKeys,
     /// Login rate limits.

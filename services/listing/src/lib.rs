@@ -148,6 +148,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     ));
     let state = AppState::new(App {
         pool: pool.clone(),
+        hot: nongsan_shared::db::HotPool::beside(&pool, platform.settings.database_max_connections),
         keys: platform.keys.clone(),
         limiter: platform.limiter.clone(),
         search: search.clone(),

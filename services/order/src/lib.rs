@@ -37,6 +37,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
 pub struct App {
     /// The `order` schema.
     pub pool: PgPool,
+    /// Connections for a checkout's claim and its store, the hottest statements: given back
+    /// without a round trip.
+    pub hot: nongsan_shared::db::HotPool,
     /// Token keys.
     pub keys: TokenKeys,
     /// The other services.
@@ -87,6 +90,7 @@ pub async fn start(platform: &Platform) -> anyhow::Result<Service> {
     let pool = platform.open_schema(NAME, &MIGRATOR).await?;
     let state = AppState::new(App {
         pool: pool.clone(),
+        hot: nongsan_shared::db::HotPool::beside(&pool, platform.settings.database_max_connections),
         keys: platform.keys.clone(),
         peers: platform.peers.clone(),
         settings: platform.settings.clone(),

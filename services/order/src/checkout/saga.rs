@@ -133,7 +133,7 @@ pub async fn place(
     };
     let cod = c.payment_method == PaymentMethod::Cod;
     let stored =
-        store::insert_checkout(&app.pool, placement, c, &reservation, cod.then_some(claim)).await;
+        store::insert_checkout(&app.hot, placement, c, &reservation, cod.then_some(claim)).await;
     let (mut view, answer) = match stored {
         Ok(v) => v,
         // What holds the reservation decides, not the error: an earlier attempt of this

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use nongsan_shared::{AccountId, CheckoutId, OrderId, Text, Vnd, events};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use nongsan_shared::contracts::{
     events::{EventType, OrderEvent},
@@ -36,7 +36,7 @@ pub struct Placement {
 /// With `answers`, the checkout's view is also stored there as the key's answer (when the
 /// view is the whole answer: no payment to open), and returned as it was stored.
 pub async fn insert_checkout(
-    pool: &PgPool,
+    hot: &nongsan_shared::db::HotPool,
     at: Placement,
     c: &NewCheckout,
     reservation: &ReservationView,
@@ -189,6 +189,7 @@ pub async fn insert_checkout(
     // orphan sweep gave the reservation up first, the claim is taken and nothing is stored
     // (see `super::orphans`). No `NOTIFY`: the relay of this process is woken after the
     // commit (see `events::committed` for why).
+    let mut conn = hot.acquire().await?;
     let stored = sqlx::query!(
         "WITH claim AS (
              INSERT INTO reservation_claims (reservation_id, outcome) VALUES ($27, 'placed')),
@@ -248,8 +249,13 @@ pub async fn insert_checkout(
         expires_at,
         at,
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await;
+    // Answered, its transaction ended (one statement, committed or not). A connection that
+    // failed otherwise is dropped, and so tested.
+    if matches!(stored, Ok(_) | Err(sqlx::Error::Database(_))) {
+        conn.release();
+    }
     match stored {
         Err(sqlx::Error::Database(e)) if e.constraint() == Some("reservation_claims_pkey") => {
             return Err(OrderError::Conflict(

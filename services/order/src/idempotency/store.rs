@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use nongsan_shared::db::HotPool;
 use nongsan_shared::{AccountId, CheckoutId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -60,10 +61,12 @@ const WAIT_AT_MOST: Duration = Duration::from_secs(30);
 /// checkouts still waiting for a seller, and the others on their way (claimed, not yet
 /// stored), after every claim of the buyer before it (`open_cod_checkouts`): the checkout's
 /// bound on them holds for checkouts sent at once.
-pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Claimed> {
+pub async fn claim(hot: &HotPool, c: &Claim, count_open_cod: bool) -> Result<Claimed> {
     let started = tokio::time::Instant::now();
     loop {
         let fresh = CheckoutId::new();
+        // A connection per statement, not held while waiting for another request's answer.
+        let mut conn = hot.acquire().await?;
         let row = sqlx::query!(
             r#"WITH ins AS (
                 INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state, cod) VALUES ($1, $2, $3, $4, 'started', $5)
@@ -81,8 +84,9 @@ pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Cla
             fresh.0,
             count_open_cod,
         )
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.release();
         // No row: the insert waited for a racing request's insert of the key and found it
         // taken once that committed, but the statement's snapshot, taken before that
         // commit, cannot see the row. The next statement can.
@@ -105,6 +109,7 @@ pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Cla
         // taken-over cash-on-delivery claim is counted as a new one is, after the buyer's
         // claims before it: a buyer whose checkouts died half-way, many of them, and who sends
         // them all again a minute later gets no more than the bound.
+        let mut conn = hot.acquire().await?;
         let taken = sqlx::query!(
             r#"UPDATE idempotency_keys SET created_at = now() WHERE buyer_id = $1 AND key = $2 AND state = 'started'
                AND created_at < now() - make_interval(secs => $3)
@@ -114,8 +119,9 @@ pub async fn claim(pool: &PgPool, c: &Claim, count_open_cod: bool) -> Result<Cla
             ABANDONED_AFTER.as_secs_f64(),
             count_open_cod,
         )
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
+        conn.release();
         if let Some(taken) = taken {
             return Ok(Claimed::Mine(taken.checkout_id, taken.open_cod));
         }

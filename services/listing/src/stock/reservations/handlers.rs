@@ -69,9 +69,9 @@ pub async fn create_reservation(
     // (without this check, the locked statement finds it, having taken the stock rows'
     // locks: a retry, which is rare).
     let ids: Vec<uuid::Uuid> = r.lines.iter().map(|l| l.listing_id.0).collect();
-    // One connection for the check and the reservation's transaction: sqlx sends a round trip
-    // (a ping) with each connection given back to its pool.
-    let mut conn = app.pool.acquire().await?;
+    // One connection for the check and the reservation's transaction, given back without a
+    // round trip once answered (`HotConn::release`).
+    let mut conn = app.hot.acquire().await?;
     let short = !app.views.keeps_levels()
         || r.lines.iter().any(|l| {
             app.views
@@ -113,6 +113,7 @@ pub async fn create_reservation(
             }
         }
         if let Some(refused) = first_short(&r, &available) {
+            conn.release();
             return Err(refused);
         }
     }
@@ -290,7 +291,11 @@ pub async fn create_reservation(
             ),
         ));
     }
-    reserved_answer(&app, tx, &r, expires_at, reserved).await
+    let answer = reserved_answer(&app, tx, &r, expires_at, reserved).await?;
+    // Committed: given back at once. Every early return above drops it instead, which sends
+    // the rollback its transaction queued before the connection is used again.
+    conn.release();
+    Ok(answer)
 }
 
 /// The first line, in the request's order, that asks more than its listing has free

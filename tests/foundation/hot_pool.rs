@@ -1,0 +1,112 @@
+//! The hot paths' connections (`db::HotPool`): given back at once after their work, tested
+//! (a queued rollback sent) whenever they come back any other way, and bounded.
+
+use std::time::Duration;
+
+use nongsan_shared::db::{HotConn, HotPool};
+use sqlx::Connection;
+
+use crate::support::{TestDb, eventually};
+
+/// Whether another session can take advisory lock `key` now (and lets it go again).
+async fn free(pool: &sqlx::PgPool, key: i64) -> bool {
+    let mut conn = pool.acquire().await.unwrap();
+    let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    if taken {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    taken
+}
+
+/// A connection whose transaction took advisory lock `key` and was dropped without ending:
+/// its rollback is queued, not sent.
+async fn locked_in_a_dropped_transaction(hot: &HotPool, key: i64) -> HotConn {
+    let mut conn = hot.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    conn
+}
+
+#[tokio::test]
+async fn a_connection_given_back_after_its_work_is_handed_out_again_at_once() {
+    let db = TestDb::new().await;
+    let pool = db.pool("listing").await;
+    let hot = HotPool::beside(&pool, 2);
+    let mut conn = hot.acquire().await.unwrap();
+    let (pid, path): (i32, String) =
+        sqlx::query_as("SELECT pg_backend_pid(), current_setting('search_path')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(path, "listing", "opened as its sqlx pool opens its own");
+    conn.release();
+    // Idle before anything else runs: no round trip, no task of its own.
+    assert_eq!(hot.idle(), 1);
+    let mut again = hot.acquire().await.unwrap();
+    let same: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *again)
+        .await
+        .unwrap();
+    assert_eq!(same, pid, "the same connection");
+    again.release();
+}
+
+#[tokio::test]
+async fn a_connection_that_comes_back_from_a_transaction_not_ended_lets_its_locks_go() {
+    let db = TestDb::new().await;
+    let pool = db.pool("listing").await;
+    let hot = HotPool::beside(&pool, 2);
+    // Released with the rollback of a dropped transaction still queued.
+    let conn = locked_in_a_dropped_transaction(&hot, 7101).await;
+    assert!(!free(&pool, 7101).await, "held until the rollback is sent");
+    conn.release();
+    eventually(Duration::from_secs(10), "the lock let go", || async {
+        free(&pool, 7101).await.then_some(())
+    })
+    .await;
+    // Dropped mid-transaction (an error returned early, a request cancelled).
+    drop(locked_in_a_dropped_transaction(&hot, 7102).await);
+    eventually(Duration::from_secs(10), "the lock let go", || async {
+        free(&pool, 7102).await.then_some(())
+    })
+    .await;
+    // It came back once tested (the second time too: the first time's test had given it
+    // back, and it was handed out again), and is idle.
+    eventually(Duration::from_secs(10), "the connection idle", || async {
+        (hot.idle() == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_more_connections_are_open_than_the_bound() {
+    let db = TestDb::new().await;
+    let pool = db.pool("listing").await;
+    let hot = HotPool::beside(&pool, 1);
+    let conn = hot.acquire().await.unwrap();
+    let waiting = tokio::spawn({
+        let hot = hot.clone();
+        async move { hot.acquire().await.map(HotConn::release) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the second waits for the first");
+    conn.release();
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("handed out once the first came back")
+        .unwrap()
+        .unwrap();
+}

@@ -484,6 +484,11 @@ async fn listen(pool: &PgPool) -> sqlx::Result<PgListener> {
 const PER_NOTIFICATION: usize = 200;
 /// Listings [`flush_announcements`] names; beyond, it has every page forgotten.
 const FLUSH_AT_MOST: usize = 10 * PER_NOTIFICATION;
+/// The pause after each statement of [`announce_changes`]: the changes of a busy moment go in
+/// one statement, not one each (every statement is a transaction, a turn on the notification
+/// lock, and a wake-up of every listing process's listener). The other processes forget a
+/// changed page this much later at most; this one forgets it at once.
+const ANNOUNCE_PACE: Duration = Duration::from_millis(20);
 
 /// Sends the changes [`ViewCache::announce`]d to every listing process, for as long as the
 /// service runs: all those waiting, in one statement (one turn on PostgreSQL's notification
@@ -518,13 +523,17 @@ pub async fn announce_changes(cache: Arc<ViewCache>, pool: PgPool) {
             Ok(()) => {
                 failures = 0;
                 // Sent, or covered by the first pass's `*`.
-                let mut queued = cache.to_announce();
-                debug_assert!(pending <= queued.len(), "only this task removes");
-                let sent = pending.min(queued.len());
-                queued.drain(..sent);
-                drop(queued);
+                {
+                    let mut queued = cache.to_announce();
+                    debug_assert!(pending <= queued.len(), "only this task removes");
+                    let sent = pending.min(queued.len());
+                    queued.drain(..sent);
+                }
                 started = true;
                 cache.started_announcing.store(true, Ordering::Release);
+                // What is announced meanwhile wakes the next pass at once (`notify_one` keeps
+                // a permit): the pause only gathers it.
+                tokio::time::sleep(ANNOUNCE_PACE).await;
             }
             Err(e) => {
                 failures += 1;

@@ -1980,6 +1980,14 @@ async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Resu
     let (_, postgres1) = cpu(server);
     let (stdout, stderr) = output.await?;
     let out = String::from_utf8_lossy(&stdout);
+    // pgbench prints a rate also when clients aborted (it then exits with 2): a rate of fewer
+    // clients is not the reference.
+    if !status.success() {
+        bail!(
+            "pgbench ended with {status}: {out}{}",
+            String::from_utf8_lossy(&stderr)
+        );
+    }
     let tps = out
         .lines()
         .find_map(|l| l.strip_prefix("tps = "))
@@ -1997,7 +2005,7 @@ async fn pgbench(server: &Server, name: &str, clients: usize, secs: u64) -> Resu
         .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
         .and_then(|l| l.split('/').next())
         .and_then(|n| n.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+        .with_context(|| format!("no transaction count in pgbench's output: {out}"))?;
     eprintln!("{name} ×{clients}: {tps:.0} tps");
     let per_tx = |cpu: f64| cpu * 1000.0 / processed.max(1.0);
     Ok(Tpcb {

@@ -91,6 +91,58 @@ async fn a_connection_that_comes_back_from_a_transaction_not_ended_lets_its_lock
     .await;
 }
 
+/// What `settle` asks a connection that comes back unreleased: through sqlx (prepared on first
+/// use, then bound and executed), the statement says whether a transaction begun before it
+/// is open.
+#[tokio::test]
+async fn a_statement_tells_whether_a_transaction_begun_before_it_is_open() {
+    let db = TestDb::new().await;
+    async fn open(conn: &mut sqlx::PgConnection) -> bool {
+        let row = sqlx::Executor::fetch_one(conn, "SELECT now() <> statement_timestamp()")
+            .await
+            .unwrap();
+        sqlx::Row::get(&row, 0)
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for _ in 0..3 {
+        assert!(!open(&mut conn).await, "no transaction open");
+    }
+    sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
+    assert!(open(&mut conn).await, "one begun before");
+    sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+    assert!(!open(&mut conn).await, "ended");
+}
+
+/// A transaction sqlx does not count (its `BEGIN` cancelled before the answer came, which
+/// sqlx counts only once answered; here a `BEGIN` sent as plain SQL) is rolled back when its
+/// connection comes back, before anyone else uses it.
+#[tokio::test]
+async fn a_transaction_sqlx_does_not_count_is_rolled_back_when_its_connection_comes_back() {
+    let db = TestDb::new().await;
+    let pool = db.pool("listing").await;
+    let hot = HotPool::beside(&pool, 1);
+    let mut conn = hot.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(7103)")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    eventually(Duration::from_secs(10), "the lock let go", || async {
+        free(&pool, 7103).await.then_some(())
+    })
+    .await;
+    // Handed out again, outside any transaction: a lock it takes for its transaction ends
+    // with its statement.
+    let mut again = hot.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(7104)")
+        .execute(&mut *again)
+        .await
+        .unwrap();
+    assert!(free(&pool, 7104).await, "not inside the first transaction");
+    again.release();
+}
+
 #[tokio::test]
 async fn no_more_connections_are_open_than_the_bound() {
     let db = TestDb::new().await;

@@ -7,9 +7,12 @@
 //!
 //! [`HotPool`] opens connections with its sqlx pool's options (the same schema) and hands
 //! them out the same way, bounded. A connection whose work ended and was answered is given
-//! back with [`HotConn::release`], at once. Every other way a connection comes back goes
-//! through sqlx's test: dropped (an error returned early, a request cancelled mid-statement),
-//! or released with a transaction still open or a rollback still queued.
+//! back with [`HotConn::release`], at once. Every other way a connection comes back (dropped:
+//! an error returned early, a request cancelled mid-statement; or released with a transaction
+//! still open or a rollback still queued) costs a round trip, as in sqlx's pool, which sends
+//! what is queued and asks whether a transaction is still open: one is rolled back before
+//! the connection is handed out again. (sqlx's own test cannot see a transaction whose
+//! `BEGIN` was cancelled before its answer came: sqlx counts it only once answered.)
 
 use std::{
     ops::{Deref, DerefMut},
@@ -27,8 +30,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// sqlx pools' idle timeout): one that sat long may have been cut by something on the way.
 const IDLE_AT_MOST: Duration = Duration::from_secs(60);
 
-/// How long a caller waits for a connection before `PoolTimedOut` (as the sqlx pools).
+/// How long a caller waits for a connection, a new one's connecting included, before
+/// `PoolTimedOut` (as the sqlx pools).
 const WAIT_AT_MOST: Duration = Duration::from_secs(30);
+
+/// How long the round trip of a connection that comes back any other way than released may
+/// take before the connection is dropped (a network gone silent holds no slot for long).
+const CHECK_AT_MOST: Duration = Duration::from_secs(5);
+
+/// How often idle connections past [`IDLE_AT_MOST`] are closed while nothing uses them.
+const REAP_EVERY: Duration = Duration::from_secs(30);
 
 /// Connections for the hottest statements of one schema; cloning shares them.
 #[derive(Clone)]
@@ -54,20 +65,42 @@ impl std::fmt::Debug for HotPool {
 impl HotPool {
     /// At most `max` connections, opened as `pool` opens its own (the same server, user and
     /// schema), when first needed.
+    /// Idle ones are closed after a minute unused, as the sqlx pools' are (a task does it
+    /// while the pool lives, when called within a Tokio runtime).
     pub fn beside(pool: &PgPool, max: u32) -> Self {
-        Self(Arc::new(Inner {
+        let inner = Arc::new(Inner {
             options: (*pool.connect_options()).clone(),
             idle: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(usize::try_from(max.max(1)).unwrap_or(1))),
-        }))
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = Arc::downgrade(&inner);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(REAP_EVERY).await;
+                    let Some(pool) = pool.upgrade() else { return };
+                    pool.close_stale();
+                }
+            });
+        }
+        Self(inner)
     }
 
     /// A connection: an idle one, else a new one once fewer than `max` are open. Waits at most
-    /// 30 s for one (`PoolTimedOut`).
+    /// 30 s for one, connecting included (`PoolTimedOut`).
     pub async fn acquire(&self) -> Result<HotConn, sqlx::Error> {
-        let slot = tokio::time::timeout(WAIT_AT_MOST, self.0.slots.clone().acquire_owned())
+        tokio::time::timeout(WAIT_AT_MOST, self.acquire_now())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
+    }
+
+    async fn acquire_now(&self) -> Result<HotConn, sqlx::Error> {
+        let slot = self
+            .0
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let conn = loop {
             let popped = self.0.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -130,11 +163,47 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .push((conn, Instant::now()));
     }
+
+    /// Closes the idle connections unused for longer than [`IDLE_AT_MOST`] (the least
+    /// recently used first in the list).
+    fn close_stale(&self) {
+        let stale: Vec<PgConnection> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh_from = idle
+                .iter()
+                .position(|(_, since)| since.elapsed() <= IDLE_AT_MOST)
+                .unwrap_or(idle.len());
+            idle.drain(..fresh_from).map(|(conn, _)| conn).collect()
+        };
+        stale.into_iter().for_each(close_later);
+    }
+}
+
+/// Sends what a connection has queued (a rollback), reads what it left unread, and rolls back
+/// a transaction still open: whether one is, the statement answers (in a transaction begun
+/// before it, `now()` is the transaction's start, earlier than the statement's). `None`: the
+/// connection cannot be used again.
+async fn settle(mut conn: PgConnection) -> Option<PgConnection> {
+    // Through `Executor`'s own (boxed) futures: the unnamed futures of sqlx's query builders,
+    // held by a spawned task, trip a limit of the compiler's `Send` check.
+    let open = sqlx::Executor::fetch_one(&mut conn, "SELECT now() <> statement_timestamp()")
+        .await
+        .and_then(|row| sqlx::Row::try_get::<bool, _>(&row, 0));
+    match open {
+        Ok(false) => Some(conn),
+        // Open, or failed in it (`25P02`: an earlier statement failed and it waits for its
+        // end).
+        Ok(true) | Err(sqlx::Error::Database(_)) => {
+            let ended = sqlx::Executor::execute(&mut conn, "ROLLBACK").await;
+            ended.is_ok().then_some(conn)
+        }
+        Err(_) => None,
+    }
 }
 
 impl Drop for HotConn {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
         // The slot stays taken until the test ends, so that no more than `max` are open.
@@ -142,9 +211,7 @@ impl Drop for HotConn {
         let pool = self.pool.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                // What sqlx's pool does with every connection given back: sends what is queued
-                // (a rollback), waits for PostgreSQL to be ready, and drops one that broke.
-                if conn.ping().await.is_ok() {
+                if let Ok(Some(conn)) = tokio::time::timeout(CHECK_AT_MOST, settle(conn)).await {
                     pool.give_back(conn);
                 }
                 drop(slot);

@@ -251,9 +251,9 @@ pub async fn insert_checkout(
     )
     .fetch_one(&mut *conn)
     .await;
-    // Answered, its transaction ended (one statement, committed or not). A connection that
-    // failed otherwise is dropped, and so tested.
-    if matches!(stored, Ok(_) | Err(sqlx::Error::Database(_))) {
+    // Answered and committed. A connection whose statement failed is dropped, and so checked
+    // (PostgreSQL ends a connection with a database error too, when it shuts down).
+    if stored.is_ok() {
         conn.release();
     }
     match stored {

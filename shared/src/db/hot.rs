@@ -49,7 +49,9 @@ struct Inner {
     options: PgConnectOptions,
     /// Idle connections, the most recently used last (handed out first).
     idle: Mutex<Vec<(PgConnection, Instant)>>,
-    /// One permit per connection open or being opened.
+    /// One permit per connection handed out, being opened, or being checked after it came
+    /// back unreleased; idle ones hold none. A connection is opened only when none is idle,
+    /// so no more than the permits are ever open.
     slots: Arc<Semaphore>,
 }
 

@@ -26,6 +26,14 @@ async fn free(pool: &sqlx::PgPool, key: i64) -> bool {
     taken
 }
 
+/// Waits (10 s at most) until advisory lock `key` can be taken by another session.
+async fn until_free(pool: &sqlx::PgPool, key: i64) {
+    eventually(Duration::from_secs(10), "the lock let go", || async {
+        free(pool, key).await.then_some(())
+    })
+    .await;
+}
+
 /// A connection whose transaction took advisory lock `key` and was dropped without ending:
 /// its rollback is queued, not sent.
 async fn locked_in_a_dropped_transaction(hot: &HotPool, key: i64) -> HotConn {
@@ -73,16 +81,10 @@ async fn a_connection_that_comes_back_from_a_transaction_not_ended_lets_its_lock
     let conn = locked_in_a_dropped_transaction(&hot, 7101).await;
     assert!(!free(&pool, 7101).await, "held until the rollback is sent");
     conn.release();
-    eventually(Duration::from_secs(10), "the lock let go", || async {
-        free(&pool, 7101).await.then_some(())
-    })
-    .await;
+    until_free(&pool, 7101).await;
     // Dropped mid-transaction (an error returned early, a request cancelled).
     drop(locked_in_a_dropped_transaction(&hot, 7102).await);
-    eventually(Duration::from_secs(10), "the lock let go", || async {
-        free(&pool, 7102).await.then_some(())
-    })
-    .await;
+    until_free(&pool, 7102).await;
     // It came back once tested (the second time too: the first time's test had given it
     // back, and it was handed out again), and is idle.
     eventually(Duration::from_secs(10), "the connection idle", || async {
@@ -128,10 +130,7 @@ async fn a_transaction_sqlx_does_not_count_is_rolled_back_when_its_connection_co
         .await
         .unwrap();
     drop(conn);
-    eventually(Duration::from_secs(10), "the lock let go", || async {
-        free(&pool, 7103).await.then_some(())
-    })
-    .await;
+    until_free(&pool, 7103).await;
     // Handed out again, outside any transaction: a lock it takes for its transaction ends
     // with its statement.
     let mut again = hot.acquire().await.unwrap();

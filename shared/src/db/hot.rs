@@ -181,11 +181,16 @@ impl Inner {
     }
 }
 
-/// Sends what a connection has queued (a rollback), reads what it left unread, and rolls back
-/// a transaction still open: whether one is, the statement answers (in a transaction begun
-/// before it, `now()` is the transaction's start, earlier than the statement's). `None`: the
-/// connection cannot be used again.
+/// Sends what a connection has queued, reads what it left unread, and rolls back a
+/// transaction still open; `None`: the connection cannot be used again. A rollback that sqlx
+/// queued (a transaction dropped without ending) ends it: sqlx's ping sends it, with its own
+/// `Sync`, in one round trip. Otherwise a statement asks whether a transaction is open (in one
+/// begun before it, `now()` is the transaction's start, earlier than the statement's).
 async fn settle(mut conn: PgConnection) -> Option<PgConnection> {
+    let outermost = <Postgres as Database>::TransactionManager::get_transaction_depth(&conn) == 0;
+    if conn.should_flush() && outermost {
+        return conn.ping().await.is_ok().then_some(conn);
+    }
     // Through `Executor`'s own (boxed) futures: the unnamed futures of sqlx's query builders,
     // held by a spawned task, trip a limit of the compiler's `Send` check.
     let open = sqlx::Executor::fetch_one(&mut conn, "SELECT now() <> statement_timestamp()")

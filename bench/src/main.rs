@@ -1297,7 +1297,9 @@ async fn run(
         // Many buyers, as the issue asks: a buyer's open cash-on-delivery checkouts are
         // capped in service (5 by default; raised for the harness), and what a checkout
         // reads of its buyer's open orders and holds grows with them. 40 buyers per second
-        // of load keeps each at about five at 200 checkouts a second.
+        // of load kept each at about five at 200 checkouts a second; at 800–900 a second
+        // (2026-12-07) each ends a 20 s run with about 20, and the report says how many.
+        // More buyers would cost each run their sign-ups (argon2, on the same two cores).
         let count = (args.connections * 4).max(
             usize::try_from(args.secs.saturating_mul(40))
                 .unwrap_or(usize::MAX)
@@ -1386,6 +1388,10 @@ async fn run(
         notes.push(format!(
             "The checkouts were made by {count} buyers, each checkout two lines of two sellers' listings."
         ));
+        notes.push(match open_cod_per_buyer(server).await {
+            Ok(line) => line,
+            Err(e) => format!("Open cash-on-delivery checkouts per buyer: not counted ({e:#})."),
+        });
         if let Some(line) = cpu_beside_pgbench(&f, &runs) {
             notes.push(line);
         }
@@ -1831,6 +1837,23 @@ async fn settled_after(server: &Server, load: &str) -> Result<String> {
 /// The cluster's WAL flushes (`pg_stat_wal.wal_sync`, PostgreSQL 14 to 17: those a
 /// committing backend waits for and the WAL writer's in the background; none with `fsync`
 /// off) and its commits, all databases, read before and after a scenario.
+/// How many cash-on-delivery checkouts each buyer has waiting for a seller once the checkouts
+/// ended (every buyer of the catalog, earlier runs' included): a buyer's checkout counts them,
+/// under a lock of the buyer's, before it reserves anything. The harness's sellers confirm
+/// none, and it raises the service's bound on them (5 by default), so they grow with the run.
+async fn open_cod_per_buyer(server: &Server) -> Result<String> {
+    let mut db: sqlx::PgConnection = sqlx::Connection::connect(&server.postgres_url()?).await?;
+    let (buyers, mean, max): (i64, f64, i64) = sqlx::query_as(
+        r#"SELECT count(*), COALESCE(avg(n), 0)::float8, COALESCE(max(n), 0)
+           FROM (SELECT count(DISTINCT checkout_id) AS n FROM "order".orders WHERE status = 'placed' GROUP BY buyer_id) AS open"#,
+    )
+    .fetch_one(&mut db)
+    .await?;
+    Ok(format!(
+        "Open cash-on-delivery checkouts per buyer when the checkouts ended ({buyers} buyers with any): {mean:.1} on average, {max} at most; each checkout counts its buyer's (the service's bound is 5 unless raised: the harness raises it)."
+    ))
+}
+
 async fn wal_counters(server: &Server) -> Result<(i64, i64)> {
     let mut db: sqlx::PgConnection = sqlx::Connection::connect(&server.postgres_url()?).await?;
     // Backends send their counts at most once a second, and when idle; a scenario's few

@@ -1834,9 +1834,6 @@ async fn settled_after(server: &Server, load: &str) -> Result<String> {
     Ok(line)
 }
 
-/// The cluster's WAL flushes (`pg_stat_wal.wal_sync`, PostgreSQL 14 to 17: those a
-/// committing backend waits for and the WAL writer's in the background; none with `fsync`
-/// off) and its commits, all databases, read before and after a scenario.
 /// How many cash-on-delivery checkouts each buyer has waiting for a seller once the checkouts
 /// ended (every buyer of the catalog, earlier runs' included): a buyer's checkout counts them,
 /// under a lock of the buyer's, before it reserves anything. The harness's sellers confirm
@@ -1854,6 +1851,9 @@ async fn open_cod_per_buyer(server: &Server) -> Result<String> {
     ))
 }
 
+/// The cluster's WAL flushes (`pg_stat_wal.wal_sync`, PostgreSQL 14 to 17: those a
+/// committing backend waits for and the WAL writer's in the background; none with `fsync`
+/// off) and its commits, all databases, read before and after a scenario.
 async fn wal_counters(server: &Server) -> Result<(i64, i64)> {
     let mut db: sqlx::PgConnection = sqlx::Connection::connect(&server.postgres_url()?).await?;
     // Backends send their counts at most once a second, and when idle; a scenario's few

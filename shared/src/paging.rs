@@ -1,7 +1,8 @@
 //! One paging convention for every list the API answers: the caller sends `limit` (1–100,
 //! default 20) and, for the next page, the `cursor` the previous page gave as `next_cursor`;
-//! the answer holds `items` and `next_cursor` (`null` on the last page). A cursor is opaque: it
-//! seals a position only the list that made it reads back.
+//! the answer holds `items` and `next_cursor` (`null` on the last page). A cursor is opaque to
+//! callers, a position only the list that made it reads back; it is base64, not sealed, so
+//! each list checks what it reads back as it checks any parameter.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
@@ -36,7 +37,7 @@ pub fn limit(p: &mut Problems, limit: Option<u32>) -> u32 {
     limit.clamp(1, MAX_LIMIT)
 }
 
-/// Seals a position into a cursor.
+/// A position as a cursor.
 pub fn cursor(position: &str) -> String {
     URL_SAFE_NO_PAD.encode(position)
 }
@@ -47,7 +48,7 @@ pub fn rows_to_fetch(limit: u32) -> i64 {
 }
 
 /// Keeps the first `limit` of `rows` (fetched with [`rows_to_fetch`]) and, when there were
-/// more, gives the next page's cursor: the last kept row's `position`, sealed.
+/// more, gives the next page's cursor: the last kept row's `position`.
 pub fn next_cursor<T>(
     rows: &mut Vec<T>,
     limit: u32,

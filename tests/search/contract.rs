@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use nongsan_shared::paging;
 use serde_json::Value;
 
 use crate::support::{TestApp, TestDb, eventually, test_settings};
@@ -287,12 +288,40 @@ async fn bad_search_input_is_422_naming_the_parameter() {
         ("limit=1000".to_owned(), "limit"),
         ("cursor=forged".to_owned(), "cursor"),
         ("per_page=10".to_owned(), "per_page"),
+        ("lat=nan&lon=108".to_owned(), "lat"),
+        ("lat=11&lon=inf".to_owned(), "lon"),
+        ("lat=11&lon=108&radius_km=1e309".to_owned(), "radius_km"),
     ];
-    for (query, field) in cases {
+    // A cursor is only base64: one written by hand asks for a page size of its own, or a
+    // page past the deepest a search reaches (10,000 hits, as Meilisearch serves them).
+    let forged = [
+        "page:1:1000",
+        "page:1:0",
+        "page:1:4294967295",
+        "page:101:100",
+        "page:501:20",
+        "page:0:20",
+    ]
+    .map(|position| (format!("cursor={}", paging::cursor(position)), "cursor"));
+    for (query, field) in cases.into_iter().chain(forged) {
         let (status, r) = app.api.search(&query).await;
         assert_eq!(status, 422, "{query}: {r}");
         assert_eq!(r["errors"][0]["field"], field, "{query}: {r}");
     }
+    // The deepest pages themselves are served.
+    for position in ["page:100:100", "page:500:20", "page:10000:1"] {
+        let query = format!("cursor={}", paging::cursor(position));
+        let (status, r) = app.api.search(&query).await;
+        assert_eq!(status, 200, "{position}: {r}");
+    }
+    // A field wrong many times over is named once: the answer does not grow with the request.
+    let (status, r) = app
+        .api
+        .search(&format!("facets={}", ",".repeat(5_000)))
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(1), "{r}");
+    assert!(r.to_string().len() < 2_000, "{} bytes", r.to_string().len());
     let (status, _) = app.api.search("include_hidden=true").await;
     assert_eq!(status, 403, "only operators see hidden listings");
     app.stop().await;

@@ -28,7 +28,8 @@
 //!
 //! What a word reaches in a segment (its documents, each with the score it earns) is kept
 //! between searches, about 32 MiB at most ([`WordCache`]): a word searched again costs
-//! neither its typos' scan of the term dictionary nor its postings.
+//! neither its typos' scan of the term dictionary nor its postings. Full, the cache keeps the
+//! words searched again since it was last full.
 //!
 //! Words are indexed without positions. The proximity rule reads instead the pairs of words
 //! indexed with each document (each word with each of the next three, per field: see
@@ -112,17 +113,37 @@ type WordHits = HashMap<(SegmentOrdinal, WordKey), Reach>;
 /// are read apart), so a word's documents and scores in it hold until it is merged away.
 /// Searches repeat words (a catalog's common ones above all); a cached word costs neither
 /// the scan of the term dictionary for its typos and completions nor its postings.
+///
+/// Full, it keeps the words searched again since the last time it was full and lets the
+/// others go (a second chance, as an operating system's page clock gives): a run of words
+/// searched once each, made up or many short prefixes one after another, cannot empty it
+/// of the catalog's common words.
 #[derive(Default)]
 struct WordCache {
-    reach: HashMap<(SegmentId, WordKey), Reach>,
+    reach: HashMap<(SegmentId, WordKey), Cached>,
     bytes: usize,
 }
 
-/// The most the word cache holds before it starts again: 32 MiB (a word in every one of
-/// 100,000 listings takes 800 KB).
+/// A word's reach in the cache: its size as counted, and whether a search read it since the
+/// cache was last full.
+struct Cached {
+    reach: Reach,
+    size: usize,
+    used: bool,
+}
+
+/// The most the word cache holds: 32 MiB (a word in every one of 100,000 listings takes
+/// 800 KB).
 const WORD_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl WordCache {
+    /// The reach of `key` in `segment`, when kept; marked as read.
+    fn get(&mut self, segment: SegmentId, key: &WordKey) -> Option<Reach> {
+        let cached = self.reach.get_mut(&(segment, key.clone()))?;
+        cached.used = true;
+        Some(cached.reach.clone())
+    }
+
     /// Keeps `reach`, counted with its key and what the map and the `Arc` take (about 200
     /// bytes): an empty reach costs that too. Words longer than a syllable is likely to be
     /// (32 bytes) are not kept, so that made-up words cannot crowd out the catalog's.
@@ -132,12 +153,24 @@ impl WordCache {
             return;
         }
         if self.bytes + size > WORD_CACHE_BYTES {
-            // Merged-away segments' words go with the rest.
-            *self = Self::default();
+            // The words not read since the last time go, and merged-away segments' with
+            // them; the others start again unread.
+            self.reach
+                .retain(|_, c| std::mem::replace(&mut c.used, false));
+            self.bytes = self.reach.values().map(|c| c.size).sum();
+            if self.bytes + size > WORD_CACHE_BYTES {
+                *self = Self::default();
+            }
         }
-        if self.reach.insert((segment, key), reach).is_none() {
-            self.bytes += size;
+        let cached = Cached {
+            reach,
+            size,
+            used: false,
+        };
+        if let Some(before) = self.reach.insert((segment, key), cached) {
+            self.bytes -= before.size;
         }
+        self.bytes += size;
     }
 }
 
@@ -614,7 +647,7 @@ impl Engine {
     /// Whether every segment's reach of the word `key` is in `hits`, after adding those the
     /// word cache has.
     fn known(&self, searcher: &Searcher, key: &WordKey, hits: &mut WordHits) -> bool {
-        let cache = self
+        let mut cache = self
             .words
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -627,9 +660,9 @@ impl Engine {
             if hits.contains_key(&at) {
                 continue;
             }
-            match cache.reach.get(&(segment.segment_id(), key.clone())) {
+            match cache.get(segment.segment_id(), key) {
                 Some(reach) => {
-                    hits.insert(at, reach.clone());
+                    hits.insert(at, reach);
                 }
                 None => all = false,
             }
@@ -703,7 +736,8 @@ impl Engine {
         // The words as the rest of the engine reads them (folded, split on anything but
         // letters and digits).
         let words = &expanded.alternatives[0];
-        let keep = q.page.saturating_mul(q.per_page);
+        // No hit past the deepest a search reaches is ranked, or served, as through Meilisearch.
+        let keep = q.page.saturating_mul(q.per_page).min(crate::MAX_HITS);
         let mut best: Vec<Kept> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut all = None;
@@ -738,7 +772,7 @@ impl Engine {
             }
         }
         let all = all.ok_or_else(|| other("no bucket was searched"))?;
-        let mut hits = Vec::with_capacity(q.per_page);
+        let mut hits = Vec::with_capacity(q.per_page.min(keep));
         for kept in best
             .into_iter()
             .skip((q.page - 1).saturating_mul(q.per_page))
@@ -1564,5 +1598,54 @@ impl SearchEngine for EmbeddedEngine {
         })
         .await
         .map_err(other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reach(n: usize) -> Reach {
+        Arc::new(vec![(0, 1.0); n])
+    }
+
+    fn word(w: &str) -> WordKey {
+        (w.to_owned(), false, true)
+    }
+
+    /// A run of words searched once each (short prefixes one after another, say) does not
+    /// empty the cache of a word searched all along; a word no longer searched goes in time.
+    #[test]
+    fn a_full_word_cache_keeps_the_words_searched_again() {
+        let segment = SegmentId::generate_random();
+        let mut cache = WordCache::default();
+        cache.keep(segment, word("xoai"), reach(10_000));
+        // 1 MiB each: the cache fills after about 31 of them.
+        for i in 0..40 {
+            assert!(
+                cache.get(segment, &word("xoai")).is_some(),
+                "after {i} words searched once"
+            );
+            cache.keep(segment, word(&format!("t{i}")), reach(128 * 1024));
+            assert!(cache.bytes <= WORD_CACHE_BYTES);
+        }
+        assert!(
+            cache.get(segment, &word("t0")).is_none(),
+            "searched once, it went"
+        );
+        assert!(
+            cache.get(segment, &word("t39")).is_some(),
+            "the latest is kept"
+        );
+        // Searched no more, it has one more round, then goes.
+        for i in 40..120 {
+            cache.keep(segment, word(&format!("t{i}")), reach(128 * 1024));
+        }
+        assert!(cache.get(segment, &word("xoai")).is_none());
+        assert_eq!(
+            cache.bytes,
+            cache.reach.values().map(|c| c.size).sum::<usize>(),
+            "the count of bytes follows what is kept"
+        );
     }
 }

@@ -339,6 +339,10 @@ impl<H> SearchResults<H> {
     }
 }
 
+/// How many of a search's hits may be paged through: the search endpoint serves no page that
+/// ends past it, and Meilisearch is set to serve no more (`maxTotalHits`).
+pub const MAX_HITS: usize = 10_000;
+
 /// The facets a search may count.
 pub const FACETS: [&str; 4] = ["category", "province_code", "certifications", "ocop_stars"];
 

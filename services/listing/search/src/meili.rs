@@ -36,7 +36,7 @@ use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
 use crate::{
-    EngineError, EngineMode, FACETS, Facets, Hit, PageHit, RAW_FIELDS, RawHit, SearchDoc,
+    EngineError, EngineMode, FACETS, Facets, Hit, MAX_HITS, PageHit, RAW_FIELDS, RawHit, SearchDoc,
     SearchEngine, SearchQuery, SearchResults, Sort, distance_km, expand_query, highlight,
     synonym_groups,
 };
@@ -496,7 +496,7 @@ pub fn index_settings() -> Settings {
         })
         .with_synonyms(synonyms)
         .with_pagination(PaginationSetting {
-            max_total_hits: 10_000,
+            max_total_hits: MAX_HITS,
         })
 }
 

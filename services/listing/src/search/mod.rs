@@ -25,7 +25,7 @@ use crate::{
 };
 
 pub use nongsan_search::{
-    EngineError, EngineMode, FACETS, Geo, PageHit, RAW_FIELDS, SearchDoc, SearchEngine,
+    EngineError, EngineMode, FACETS, Geo, MAX_HITS, PageHit, RAW_FIELDS, SearchDoc, SearchEngine,
     SearchQuery, SearchResults, Sort, embedded, fold, generate, meili,
 };
 
@@ -290,34 +290,51 @@ impl SearchParams {
             );
         }
         let (page, per_page) = match at {
-            Some((page, size)) => (page, size),
-            None => (1, limit),
+            Some((page, size)) => (page, usize::try_from(size).unwrap_or(0)),
+            None => (1, usize::try_from(limit).unwrap_or(20)),
         };
+        // A cursor is base64, not sealed: one written by hand must hold a page size the
+        // `limit` could have asked for, and a page no deeper than a search reaches.
         p.check(
-            !(1..=MAX_PAGES).contains(&page),
+            !(1..=paging::MAX_LIMIT as usize).contains(&per_page)
+                || page == 0
+                || !within_reach(page, per_page),
             "cursor",
             "out_of_range",
             "goes past the last page a search may reach",
             "vượt quá trang cuối cùng mà tìm kiếm có thể tới",
         );
-        let per_page = usize::try_from(per_page).unwrap_or(20);
         let facets: Vec<String> = match self.facets.as_deref().map(str::trim) {
             None | Some("") => Vec::new(),
             Some("all") => nongsan_search::FACETS
                 .iter()
                 .map(|f| (*f).to_owned())
                 .collect(),
-            Some(list) => list.split(',').map(|f| f.trim().to_owned()).collect(),
+            Some(list) => {
+                // Each name once. More names than there are facets hold an unknown one:
+                // the rest are not read.
+                let mut named: Vec<String> = Vec::new();
+                for f in list.split(',').map(str::trim) {
+                    if !named.iter().any(|n| n == f) {
+                        named.push(f.to_owned());
+                        if named.len() > nongsan_search::FACETS.len() {
+                            break;
+                        }
+                    }
+                }
+                named
+            }
         };
-        for f in &facets {
-            p.check(
-                !nongsan_search::FACETS.contains(&f.as_str()),
-                "facets",
-                "unknown_facet",
-                "names an unknown facet: use category, province_code, certifications, ocop_stars or all",
-                "có facet không tồn tại: dùng category, province_code, certifications, ocop_stars hoặc all",
-            );
-        }
+        // Named once, however many of the names are wrong.
+        p.check(
+            facets
+                .iter()
+                .any(|f| !nongsan_search::FACETS.contains(&f.as_str())),
+            "facets",
+            "unknown_facet",
+            "names an unknown facet: use category, province_code, certifications, ocop_stars or all",
+            "có facet không tồn tại: dùng category, province_code, certifications, ocop_stars hoặc all",
+        );
         p.finish()?;
         let include_hidden = self.include_hidden.unwrap_or(false);
         if include_hidden && actor.is_none_or(|a| a.role != Role::Operator) {
@@ -360,9 +377,8 @@ pub async fn search_listings(
         .await
         .map_err(engine_problem)?;
     live_stock(&app, &mut found.hits).await?;
-    let seen = u64::try_from(query.page.saturating_mul(query.per_page)).unwrap_or(u64::MAX);
-    let next_cursor = (seen < found.total && query.page < MAX_PAGES)
-        .then(|| paging::cursor(&format!("page:{}:{}", query.page + 1, query.per_page)));
+    let next_cursor = next_page(query.page, query.per_page, found.total)
+        .map(|next| paging::cursor(&format!("page:{next}:{}", query.per_page)));
     let page = SearchPage {
         items: found.hits,
         next_cursor,
@@ -425,8 +441,20 @@ fn set_stock(h: &mut nongsan_search::PageHit, available: Quantity) {
     h.set_stock(available.to_string(), available.is_positive());
 }
 
-/// Deepest page a search reaches (as engines do: past it, refine the words or filters).
-const MAX_PAGES: usize = 1000;
+/// Whether page `page` of `per_page` hits ends within [`MAX_HITS`]: how deep into its hits a
+/// search reaches, whatever the page size (past it, refine the words or filters). A page's
+/// cost grows with its depth: the engine ranks every hit down to the page's last.
+fn within_reach(page: usize, per_page: usize) -> bool {
+    page.checked_mul(per_page)
+        .is_some_and(|end| end <= MAX_HITS)
+}
+
+/// The page after `page`, when more than the hits shown so far match and it is within reach.
+fn next_page(page: usize, per_page: usize, total: u64) -> Option<usize> {
+    let seen = u64::try_from(page.saturating_mul(per_page)).unwrap_or(u64::MAX);
+    let next = page.checked_add(1)?;
+    (seen < total && within_reach(next, per_page)).then_some(next)
+}
 
 /// A page of search results.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -486,7 +514,7 @@ pub fn readiness_mode(engine: &dyn SearchEngine) -> Mode {
 mod tests {
     use axum::{extract::Query, http::Uri};
 
-    use super::{EngineMode, PageHit, SearchPage, SearchParams};
+    use super::{EngineMode, PageHit, SearchPage, SearchParams, next_page};
 
     /// The page written by hand (each hit copied or typed) is the page serde writes.
     #[test]
@@ -526,6 +554,27 @@ mod tests {
         assert_eq!(written, serde_json::to_value(page()).unwrap());
         assert_eq!(written["items"][0]["available"], "7.5");
         assert_eq!(written["items"][0]["title"], docs[0].title.as_str());
+    }
+
+    /// The next page is offered while hits remain and it ends within reach, at any page size.
+    #[test]
+    fn the_next_page_stops_at_the_last_hit_and_at_the_deepest_reach() {
+        assert_eq!(next_page(1, 20, 100), Some(2));
+        assert_eq!(next_page(5, 20, 100), None, "all 100 seen");
+        assert_eq!(next_page(99, 100, 50_000), Some(100));
+        assert_eq!(
+            next_page(100, 100, 50_000),
+            None,
+            "hits 10,001 on are not served"
+        );
+        assert_eq!(next_page(499, 20, 50_000), Some(500));
+        assert_eq!(next_page(500, 20, 50_000), None);
+        assert_eq!(
+            next_page(333, 30, 50_000),
+            None,
+            "page 334 would end at hit 10,020"
+        );
+        assert_eq!(next_page(usize::MAX, 1, u64::MAX), None);
     }
 
     #[test]

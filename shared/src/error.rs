@@ -19,6 +19,9 @@ use serde::Serialize;
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The most field errors one problem document names.
+pub const MAX_FIELD_ERRORS: usize = 50;
+
 /// A text in both languages the API speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text {
@@ -94,8 +97,14 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, text)
     }
 
-    /// 422 `validation_failed`, naming every field that is wrong.
-    pub fn validation(errors: Vec<FieldError>) -> Self {
+    /// 422 `validation_failed`, naming every field that is wrong: each reason at a field once,
+    /// and no more than [`MAX_FIELD_ERRORS`] of them, so that the answer to a request wrong in
+    /// the same way many times over does not grow with it.
+    pub fn validation(mut errors: Vec<FieldError>) -> Self {
+        let mut named = std::collections::HashSet::new();
+        errors.retain(|e| {
+            named.len() < MAX_FIELD_ERRORS && named.insert((e.field.clone(), e.code.clone()))
+        });
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         let list = fields.join(", ");
         let first_en = errors
@@ -472,6 +481,41 @@ pub async fn problem_layer(req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reason repeated at a field is named once; and no more than the cap are named.
+    #[test]
+    fn a_problem_names_each_reason_once_and_no_more_than_the_cap() {
+        let error =
+            |field: &str, code: &'static str| FieldError::new(field, code, Text::new("x", "x"));
+        let repeated = ApiError::validation(vec![error("facets", "unknown_facet"); 5_000]);
+        assert_eq!(repeated.errors.len(), 1);
+        let mixed = ApiError::validation(vec![
+            error("lines", "too_many"),
+            error("lines", "empty"),
+            error("lines", "too_many"),
+            error("delivery.street", "too_many"),
+        ]);
+        let named: Vec<(&str, &str)> = mixed
+            .errors
+            .iter()
+            .map(|e| (e.field.as_str(), &*e.code))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("lines", "too_many"),
+                ("lines", "empty"),
+                ("delivery.street", "too_many")
+            ]
+        );
+        let many: Vec<FieldError> = (0..500)
+            .map(|i| error(&format!("lines[{i}].quantity"), "not_positive"))
+            .collect();
+        let capped = ApiError::validation(many);
+        assert_eq!(capped.errors.len(), MAX_FIELD_ERRORS);
+        assert_eq!(capped.errors[0].field, "lines[0].quantity");
+        assert!(capped.text.en.len() < 2_000, "{}", capped.text.en);
+    }
 
     #[test]
     fn accept_language_picks_the_preferred_supported_language() {

@@ -37,6 +37,22 @@ impl Problems {
         );
     }
 
+    /// Records `control_character` at `field` when the one-line text `value` holds a control
+    /// character (a line break, a tab, a terminal escape) or one that reorders text on screen
+    /// (the bidirectional embeddings, overrides and isolates): such text reaches sellers'
+    /// screens and shipping labels otherwise than it was shown to whoever wrote it.
+    pub fn check_one_line(&mut self, field: &str, value: &str) {
+        self.check(
+            value.chars().any(|c| {
+                c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            }),
+            field,
+            "control_character",
+            "must be one line of text, without control characters or direction overrides",
+            "phải là một dòng chữ, không có ký tự điều khiển hay ký tự đổi chiều văn bản",
+        );
+    }
+
     /// Records the reason `code` (`en`, `vi`) at `field` when `bad`.
     pub fn check(&mut self, bad: bool, field: &str, code: &'static str, en: &str, vi: &str) {
         if bad {

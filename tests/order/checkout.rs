@@ -254,7 +254,19 @@ async fn bad_checkout_input_is_422_naming_the_field() {
     let mut outside = basket(&[(&listing, "1")], "cod");
     outside["delivery"]["province_code"] = json!("01");
     let unknown = uuid::Uuid::now_v7().to_string();
+    // Text that would reach a seller's screen or a shipping label garbled: line breaks and a
+    // terminal escape in the street, a right-to-left override in the name.
+    let mut garbled_street = basket(&[(&listing, "1")], "cod");
+    garbled_street["delivery"]["street"] = json!("12 Lê Lợi\r\n\u{1b}[2J");
+    let mut reversed_name = basket(&[(&listing, "1")], "cod");
+    reversed_name["delivery"]["recipient_name"] = json!("Nguyễn Thị \u{202e}aoH");
     let cases: Vec<(Value, &str, &str)> = vec![
+        (garbled_street, "delivery.street", "control_character"),
+        (
+            reversed_name,
+            "delivery.recipient_name",
+            "control_character",
+        ),
         (basket(&[], "cod"), "lines", "empty"),
         (
             basket(&[(&listing, "0.5")], "cod"),
@@ -284,6 +296,19 @@ async fn bad_checkout_input_is_422_naming_the_field() {
         assert_eq!(r["errors"][0]["field"], field, "{r}");
         assert_eq!(r["errors"][0]["code"], code, "{r}");
     }
+    // A basket far over the limit is refused for its size alone, in one error, whatever its
+    // lines hold (2,000 copies of one line at 0 would otherwise be 3,999 more).
+    let oversized = basket(&vec![(listing.as_str(), "0"); 2_000], "cod");
+    let (status, r) = api.checkout(&buyer, "oversized", &oversized).await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(
+        (
+            r["errors"][0]["field"].as_str(),
+            r["errors"][0]["code"].as_str()
+        ),
+        (Some("lines"), Some("too_many"))
+    );
     let (status, r) = api
         .post(
             "/v1/checkouts",
@@ -566,5 +591,64 @@ async fn a_checkout_whose_connection_dropped_is_answered_to_the_same_key_afterwa
     );
     let s = api.stock(&seller, &listing).await.levels;
     assert_eq!(s.reserved, "2", "one checkout's stock");
+    app.stop().await;
+}
+
+/// A line whose price times its quantity passes what đồng can count, or what the platform
+/// takes in one amount (100,000,000,000 đ), is refused naming the line, and holds nothing;
+/// as is a basket whose lines pass it together. Before, the line's total was cut to the
+/// largest number and the checkout's sum overflowed: a 500.
+#[tokio::test]
+async fn a_basket_costing_more_than_the_platform_takes_is_refused_naming_the_line() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let buyer = api.register(Role::Buyer).await;
+    let dear = api
+        .listing_in_two_lots(&seller, 100_000_000_000, 1_000_000_000)
+        .await;
+    let (status, r) = api
+        .checkout(&buyer, "overflow", &basket(&[(&dear, "100000000")], "cod"))
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(
+        (
+            r["errors"][0]["field"].as_str(),
+            r["errors"][0]["code"].as_str()
+        ),
+        (Some("lines[0].quantity"), Some("total_too_large")),
+        "{r}"
+    );
+    let (status, r) = api
+        .checkout(&buyer, "over-the-cap", &basket(&[(&dear, "2")], "cod"))
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["errors"][0]["code"], "total_too_large", "{r}");
+    let cheaper = api.listing_in_two_lots(&seller, 60_000_000_000, 100).await;
+    let (status, r) = api
+        .checkout(
+            &buyer,
+            "together",
+            &basket(&[(&dear, "1"), (&cheaper, "1")], "cod"),
+        )
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(
+        (
+            r["errors"][0]["field"].as_str(),
+            r["errors"][0]["code"].as_str()
+        ),
+        (Some("lines"), Some("total_too_large")),
+        "{r}"
+    );
+    let (status, _) = api
+        .checkout(&buyer, "one-dear", &basket(&[(&dear, "1")], "cod"))
+        .await;
+    assert_eq!(status, 201, "one line at the cap itself is taken");
+    assert_eq!(
+        api.stock(&seller, &cheaper).await.levels.reserved,
+        "0",
+        "the refused checkouts hold nothing"
+    );
     app.stop().await;
 }

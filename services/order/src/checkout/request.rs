@@ -87,13 +87,18 @@ impl TryFrom<Vec<LineInput>> for Basket {
             "the basket is empty",
             "giỏ hàng trống",
         );
-        p.check(
-            lines.len() > MAX_LINES,
-            "lines",
-            "too_many",
-            "must have at most 50 lines",
-            "tối đa 50 dòng",
-        );
+        if lines.len() > MAX_LINES {
+            // Refused for its size alone: its lines are not read (the check for a listing on
+            // two lines compares each line with those before it).
+            p.check(
+                true,
+                "lines",
+                "too_many",
+                "must have at most 50 lines",
+                "tối đa 50 dòng",
+            );
+            return Err(p);
+        }
         for (i, l) in lines.iter().enumerate() {
             p.check(
                 !l.quantity.is_positive(),
@@ -175,6 +180,8 @@ impl TryFrom<Delivery> for DeliveryAddress {
             "must have 1 to 200 characters",
             "phải có từ 1 đến 200 ký tự",
         );
+        p.check_one_line("delivery.street", street);
+        p.check_one_line("delivery.recipient_name", recipient_name);
         for (part, reason) in reference().check_address(&d.province_code, &d.commune_code) {
             p.push(format!("delivery.{part}"), reason);
         }

@@ -9,6 +9,7 @@ use nongsan_shared::{
     events,
     http::{Json, Path},
     invalid::Invalid,
+    money::MAX_VND,
 };
 
 use crate::{
@@ -204,6 +205,7 @@ pub async fn create_reservation(
     let mut locked = Vec::with_capacity(found.len());
     let mut moves = Vec::with_capacity(found.len());
     let mut p = Problems::default();
+    let mut basket_total = Some(Vnd::ZERO);
     for (i, line, listing) in found {
         let field = |f: &str| format!("lines[{i}].{f}");
         let (min_order, step, price) = (listing.min_order, listing.step, listing.price_vnd);
@@ -220,6 +222,19 @@ pub async fn create_reservation(
             "off_step",
             &format!("must be a multiple of {step}"),
             &format!("phải là bội số của {step}"),
+        );
+        // No line, and no basket, may cost more than the platform takes in one amount.
+        let line_total = price.times(line.quantity).filter(|t| t.get() <= MAX_VND);
+        basket_total = basket_total
+            .zip(line_total)
+            .and_then(|(sum, t)| sum.checked_add(t))
+            .filter(|sum| sum.get() <= MAX_VND);
+        p.check(
+            line_total.is_none(),
+            &field("quantity"),
+            "total_too_large",
+            "would cost more than 100,000,000,000 đồng",
+            "sẽ có giá trị hơn 100.000.000.000 đồng",
         );
         locked.push(Locked {
             listing: line.listing_id,
@@ -245,7 +260,7 @@ pub async fn create_reservation(
                 unit: listing.unit_code.clone(),
                 quantity: line.quantity,
                 unit_price: price,
-                line_total: price.times(line.quantity).unwrap_or(Vnd(i64::MAX)),
+                line_total: line_total.unwrap_or(Vnd::ZERO),
                 seller: seller(
                     listing.household_id,
                     listing.cooperative_id,
@@ -256,6 +271,13 @@ pub async fn create_reservation(
             });
         }
     }
+    p.check(
+        basket_total.is_none() && p.is_empty(),
+        "lines",
+        "total_too_large",
+        "would cost more than 100,000,000,000 đồng together",
+        "tổng giá trị sẽ hơn 100.000.000.000 đồng",
+    );
     p.finish()?;
     let expires_at =
         made.ok_or_else(|| anyhow::anyhow!("a reservation with listings but no row made"))?;

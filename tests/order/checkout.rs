@@ -594,6 +594,56 @@ async fn a_checkout_whose_connection_dropped_is_answered_to_the_same_key_afterwa
     app.stop().await;
 }
 
+/// A request that stalled past the minute after which its key is taken over, and then
+/// failed, gives back nothing of the key: the request that took it over serves it now. When
+/// the stalled one deleted the claim, the other's answer was stored nowhere, and a third
+/// request with the key placed a second checkout.
+#[tokio::test]
+async fn a_request_taken_over_does_not_give_back_the_key_its_successor_holds() {
+    use axum::http::{HeaderMap, HeaderValue};
+    use nongsan_order::idempotency::{Claim, Claimed, IdempotencyKey, claim, unclaim};
+    let db = crate::support::TestDb::new().await;
+    let app = TestApp::spawn_with(crate::support::test_settings(&db).await, db.clone()).await;
+    let order = db.pool("order").await;
+    let hot = nongsan_shared::db::HotPool::beside(&order, 2);
+    let mut headers = HeaderMap::new();
+    headers.insert("idempotency-key", HeaderValue::from_static("stalled"));
+    let key = IdempotencyKey::try_from(&headers).unwrap();
+    let buyer = nongsan_shared::AccountId(uuid::Uuid::now_v7());
+    let c = Claim::new(buyer, key, &json!({ "basket": 1 })).unwrap();
+    let Claimed::Mine(first_id, _, first) = claim(&hot, &c, false).await.unwrap() else {
+        panic!("a new key is the first request's");
+    };
+    // The first request stalls past the minute...
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '2 minutes' WHERE key = 'stalled'")
+        .execute(&order)
+        .await
+        .unwrap();
+    // ...so the retry takes the key over, for the same checkout...
+    let Claimed::Mine(second_id, _, second) = claim(&hot, &c, false).await.unwrap() else {
+        panic!("an abandoned claim is taken over");
+    };
+    assert_eq!(first_id, second_id);
+    assert_ne!(first, second);
+    // ...and the first then fails and gives its claim back.
+    unclaim(&order, &c, first).await;
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'stalled'")
+            .fetch_one(&order)
+            .await
+            .unwrap();
+    assert_eq!(kept, 1, "the retry's claim stays");
+    // The retry's own failure gives it back.
+    unclaim(&order, &c, second).await;
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'stalled'")
+            .fetch_one(&order)
+            .await
+            .unwrap();
+    assert_eq!(kept, 0, "given back by the request holding it");
+    app.stop().await;
+}
+
 /// A line whose price times its quantity passes what đồng can count, or what the platform
 /// takes in one amount (100,000,000,000 đ), is refused naming the line, and holds nothing;
 /// as is a basket whose lines pass it together. Before, the line's total was cut to the

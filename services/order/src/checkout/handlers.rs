@@ -52,9 +52,9 @@ pub async fn create_checkout(
     // Finished, the retry gets its answer.
     nongsan_shared::telemetry::run_to_completion(async move {
         let cod = checkout.payment_method == PaymentMethod::Cod;
-        let (checkout_id, open_cod) = match idempotency::claim(&app.hot, &claim, cod).await? {
+        let (checkout_id, open_cod, hold) = match idempotency::claim(&app.hot, &claim, cod).await? {
             Claimed::Done(answer) => return Ok((StatusCode::OK, AxumJson(answer))),
-            Claimed::Mine(id, open_cod) => (id, open_cod),
+            Claimed::Mine(id, open_cod, hold) => (id, open_cod, hold),
         };
         match saga::place(
             &app,
@@ -74,7 +74,7 @@ pub async fn create_checkout(
                 Ok((StatusCode::CREATED, AxumJson(answer)))
             }
             Err(e) => {
-                idempotency::unclaim(&app.pool, &claim).await;
+                idempotency::unclaim(&app.pool, &claim, hold).await;
                 Err(e)
             }
         }

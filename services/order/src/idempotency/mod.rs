@@ -16,4 +16,4 @@ mod key;
 mod store;
 
 pub use key::{HEADER, IdempotencyKey};
-pub use store::{Claim, Claimed, claim, complete, unclaim};
+pub use store::{Claim, Claimed, Hold, claim, complete, unclaim};

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use nongsan_shared::db::HotPool;
 use nongsan_shared::{AccountId, CheckoutId};
 use serde::Serialize;
@@ -42,11 +44,16 @@ impl Claim {
 pub enum Claimed {
     /// This request serves the key, for this checkout id; with the buyer's open
     /// cash-on-delivery checkouts counted in the claim's statement when they were asked for
-    /// (`None` when not).
-    Mine(CheckoutId, Option<i64>),
+    /// (`None` when not), and which hold on the key it is.
+    Mine(CheckoutId, Option<i64>, Hold),
     /// It was served before: the answer.
     Done(serde_json::Value),
 }
+
+/// One request's hold on a key: when it claimed or took it over. A request that held the key
+/// and was taken over (it stalled past [`ABANDONED_AFTER`]) can no longer give it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold(DateTime<Utc>);
 
 /// How long a claim may stay `started` before another request with the key takes it over
 /// (its first holder died between claiming and finishing).
@@ -70,13 +77,13 @@ pub async fn claim(hot: &HotPool, c: &Claim, count_open_cod: bool) -> Result<Cla
         let row = sqlx::query!(
             r#"WITH ins AS (
                 INSERT INTO idempotency_keys (buyer_id, key, request_hash, checkout_id, state, cod) VALUES ($1, $2, $3, $4, 'started', $5)
-                ON CONFLICT (buyer_id, key) DO NOTHING RETURNING request_hash, checkout_id, state, response, true AS mine)
+                ON CONFLICT (buyer_id, key) DO NOTHING RETURNING request_hash, checkout_id, state, response, created_at, true AS mine)
              SELECT request_hash AS "request_hash!", checkout_id AS "checkout_id!: CheckoutId", state AS "state!",
-                    response AS "response?", mine AS "mine!",
+                    response AS "response?", created_at AS "created_at!", mine AS "mine!",
                     CASE WHEN $5 THEN open_cod_checkouts($1, $2) END AS "open_cod?"
              FROM (SELECT * FROM ins
                    UNION ALL
-                   SELECT request_hash, checkout_id, state, response, false FROM idempotency_keys WHERE buyer_id = $1 AND key = $2
+                   SELECT request_hash, checkout_id, state, response, created_at, false FROM idempotency_keys WHERE buyer_id = $1 AND key = $2
                    LIMIT 1) AS claimed"#,
             c.account.0,
             c.key.as_str(),
@@ -97,7 +104,11 @@ pub async fn claim(hot: &HotPool, c: &Claim, count_open_cod: bool) -> Result<Cla
             continue;
         };
         if row.mine {
-            return Ok(Claimed::Mine(row.checkout_id, row.open_cod));
+            return Ok(Claimed::Mine(
+                row.checkout_id,
+                row.open_cod,
+                Hold(row.created_at),
+            ));
         }
         if row.request_hash != c.hash {
             return Err(OrderError::KeyReused);
@@ -113,7 +124,7 @@ pub async fn claim(hot: &HotPool, c: &Claim, count_open_cod: bool) -> Result<Cla
         let taken = sqlx::query!(
             r#"UPDATE idempotency_keys SET created_at = now() WHERE buyer_id = $1 AND key = $2 AND state = 'started'
                AND created_at < now() - make_interval(secs => $3)
-               RETURNING checkout_id AS "checkout_id: CheckoutId", CASE WHEN $4 THEN open_cod_checkouts($1, $2) END AS "open_cod?""#,
+               RETURNING checkout_id AS "checkout_id: CheckoutId", created_at, CASE WHEN $4 THEN open_cod_checkouts($1, $2) END AS "open_cod?""#,
             c.account.0,
             c.key.as_str(),
             ABANDONED_AFTER.as_secs_f64(),
@@ -123,7 +134,11 @@ pub async fn claim(hot: &HotPool, c: &Claim, count_open_cod: bool) -> Result<Cla
         .await?;
         conn.release();
         if let Some(taken) = taken {
-            return Ok(Claimed::Mine(taken.checkout_id, taken.open_cod));
+            return Ok(Claimed::Mine(
+                taken.checkout_id,
+                taken.open_cod,
+                Hold(taken.created_at),
+            ));
         }
         if started.elapsed() > WAIT_AT_MOST {
             return Err(OrderError::KeyInUse);
@@ -150,12 +165,15 @@ pub async fn complete(
     Ok(())
 }
 
-/// Gives the key back after a failure, so that a retry with it starts afresh.
-pub async fn unclaim(pool: &PgPool, c: &Claim) {
+/// Gives the key back after a failure, so that a retry with it starts afresh: unless another
+/// request took it over meanwhile (this one stalled past [`ABANDONED_AFTER`]), which serves it
+/// now and may already have placed the checkout.
+pub async fn unclaim(pool: &PgPool, c: &Claim, hold: Hold) {
     let _ = sqlx::query!(
-        "DELETE FROM idempotency_keys WHERE buyer_id = $1 AND key = $2 AND state = 'started'",
+        "DELETE FROM idempotency_keys WHERE buyer_id = $1 AND key = $2 AND state = 'started' AND created_at = $3",
         c.account.0,
         c.key.as_str(),
+        hold.0,
     )
     .execute(pool)
     .await;

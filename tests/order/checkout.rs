@@ -702,3 +702,50 @@ async fn a_basket_costing_more_than_the_platform_takes_is_refused_naming_the_lin
     );
     app.stop().await;
 }
+
+/// The listing service made the reservation but its answer was lost (here, an error after
+/// its commit; a timeout or a cut connection does the same). The buyer is told to send the
+/// checkout again with the same key, and that retry takes the reservation already made
+/// instead of holding the stock a second time: before, the key was given back, the retry
+/// reserved under a new id, and the first hold stayed until the orphan sweep.
+#[tokio::test]
+async fn a_reservation_whose_answer_was_lost_is_taken_by_the_retry_not_made_twice() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let buyer = api.register(Role::Buyer).await;
+    let listing = api.listing_with_stock(&seller, "10").await;
+    let body = basket(&[(&listing, "2")], "cod");
+    nongsan_shared::failpoint::set(
+        "reservation.after_commit",
+        nongsan_shared::failpoint::Action::Error { times: 1 },
+    );
+    let (status, r) = api.checkout(&buyer, "answer-lost", &body).await;
+    nongsan_shared::failpoint::clear("reservation.after_commit");
+    assert_eq!(status, 503, "{r}");
+    assert_eq!(
+        api.stock(&seller, &listing).await.levels.reserved,
+        "2",
+        "the reservation was made"
+    );
+    let (status, r) = api.checkout(&buyer, "answer-lost", &body).await;
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(
+        api.stock(&seller, &listing).await.levels.reserved,
+        "2",
+        "held once, by the checkout"
+    );
+    let order = app.db.pool("order").await;
+    let checkouts: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
+        .fetch_one(&order)
+        .await
+        .unwrap();
+    assert_eq!(checkouts, 1);
+    let (status, again) = api.checkout(&buyer, "answer-lost", &body).await;
+    assert_eq!(
+        (status, &again["id"]),
+        (200, &r["id"]),
+        "the key replays it"
+    );
+    app.stop().await;
+}

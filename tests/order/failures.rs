@@ -44,16 +44,24 @@ async fn with_the_listing_service_away_the_buyer_gets_503_and_nothing_is_stored(
         "a 503 says when to try again"
     );
     let pool = app.db.pool("order").await;
-    let (checkouts, keys): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM checkouts), (SELECT count(*) FROM idempotency_keys)",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
     assert_eq!(
-        (checkouts, keys),
-        (0, 0),
-        "nothing is stored, and the key can be used again"
+        stored_and_keys(&pool).await,
+        (0, vec!["retry".to_owned()]),
+        "nothing is stored, and the key is left to the next request with it"
+    );
+    // Which takes it over at once (the reservation may have been made under its id).
+    let started = std::time::Instant::now();
+    let (status, r) = api
+        .checkout(&buyer, "k1", &basket(&[(&listing, "1")], "cod"))
+        .await;
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (503, Some("dependency_unavailable")),
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "not held for the key"
     );
     app.stop().await;
 }
@@ -256,14 +264,18 @@ async fn with_the_listing_process_stopped_the_buyer_gets_503_and_nothing_is_stor
         res.1
     );
     let pool = db.pool("order").await;
-    let (checkouts, keys): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM checkouts), (SELECT count(*) FROM idempotency_keys)",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!((checkouts, keys), (0, 0));
+    assert_eq!(stored_and_keys(&pool).await, (0, vec!["retry".to_owned()]));
     drop(order);
+}
+
+/// The checkouts stored, and the states of the idempotency keys.
+async fn stored_and_keys(pool: &sqlx::PgPool) -> (i64, Vec<String>) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM checkouts), (SELECT coalesce(array_agg(state ORDER BY key), '{}') FROM idempotency_keys)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -32,6 +32,11 @@ pub enum OrderError {
     /// Another service answered or failed.
     #[error(transparent)]
     Peer(#[from] CallError),
+    /// The listing service's answer to the reservation was lost (no answer in time, a 5xx,
+    /// a connection cut): the stock may be held under the checkout's id. The key is left to
+    /// the next request with it, which reserves under the same id.
+    #[error("the reservation's outcome is not known: {0}")]
+    ReservationUnknown(CallError),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -85,6 +90,14 @@ impl From<OrderError> for ApiError {
             )
             .with_cause(anyhow::anyhow!(why)),
             OrderError::Peer(e) => e.into(),
+            OrderError::ReservationUnknown(e) => ApiError::unavailable(
+                "dependency_unavailable",
+                Text::new(
+                    "The listing service did not answer; nothing was ordered yet. Send the checkout again with the same Idempotency-Key.",
+                    "Dịch vụ tin đăng không phản hồi; chưa có đơn nào được tạo. Hãy gửi lại lượt thanh toán với cùng Idempotency-Key.",
+                ),
+            )
+            .with_cause(e.into()),
             OrderError::Db(e) => e.into(),
             OrderError::Other(e) => ApiError::from(e),
         }

@@ -73,6 +73,10 @@ pub async fn create_checkout(
                 idempotency::complete(&app.pool, &claim, &answer).await?;
                 Ok((StatusCode::CREATED, AxumJson(answer)))
             }
+            Err(e @ OrderError::ReservationUnknown(_)) => {
+                idempotency::leave_for_retry(&app.pool, &claim, hold).await;
+                Err(e)
+            }
             Err(e) => {
                 idempotency::unclaim(&app.pool, &claim, hold).await;
                 Err(e)

@@ -107,11 +107,20 @@ pub async fn place(
         // buyer. An online payment holds for minutes.
         holder: (c.payment_method == PaymentMethod::Cod).then_some(actor.account_id),
     };
-    let reservation: ReservationView = app
+    let reservation: ReservationView = match app
         .peers
         .listing
         .post("/v1/internal/reservations", &body)
-        .await?;
+        .await
+    {
+        Ok(r) => r,
+        // Refused: nothing is held.
+        Err(e @ CallError::Status { status, .. }) if status.is_client_error() => {
+            return Err(e.into());
+        }
+        // No answer: the stock may be held under this id, for the retry to take.
+        Err(e) => return Err(OrderError::ReservationUnknown(e)),
+    };
     if reservation.status != ReservationStatus::Active {
         // A retry after a crash: the first attempt's reservation expired meanwhile.
         return Err(OrderError::Conflict(

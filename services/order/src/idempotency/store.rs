@@ -116,14 +116,15 @@ pub async fn claim(hot: &HotPool, c: &Claim, count_open_cod: bool) -> Result<Cla
         if row.state == "done" {
             return Ok(Claimed::Done(row.response.unwrap_or_default()));
         }
-        // Another request holds the key: wait for its answer, or take over if it died. A
+        // Another request holds the key: wait for its answer, or take over if it died, or
+        // at once if it left the key to a retry ([`leave_for_retry`]). A
         // taken-over cash-on-delivery claim is counted as a new one is, after the buyer's
         // claims before it: a buyer whose checkouts died half-way, many of them, and who sends
         // them all again a minute later gets no more than the bound.
         let mut conn = hot.acquire().await?;
         let taken = sqlx::query!(
-            r#"UPDATE idempotency_keys SET created_at = now() WHERE buyer_id = $1 AND key = $2 AND state = 'started'
-               AND created_at < now() - make_interval(secs => $3)
+            r#"UPDATE idempotency_keys SET state = 'started', created_at = now() WHERE buyer_id = $1 AND key = $2
+               AND (state = 'retry' OR (state = 'started' AND created_at < now() - make_interval(secs => $3)))
                RETURNING checkout_id AS "checkout_id: CheckoutId", created_at, CASE WHEN $4 THEN open_cod_checkouts($1, $2) END AS "open_cod?""#,
             c.account.0,
             c.key.as_str(),
@@ -163,6 +164,22 @@ pub async fn complete(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Leaves the key to the next request with it, after a failure whose outcome is not known:
+/// the listing service's answer to the reservation was lost, so the stock may be held under
+/// this checkout's id. The next request takes the key over at once, with the same checkout
+/// id, and its reservation is that one (the listing service answers an id it has with what
+/// it made). Unless another request took the key over meanwhile, as for [`unclaim`].
+pub async fn leave_for_retry(pool: &PgPool, c: &Claim, hold: Hold) {
+    let _ = sqlx::query!(
+        "UPDATE idempotency_keys SET state = 'retry' WHERE buyer_id = $1 AND key = $2 AND state = 'started' AND created_at = $3",
+        c.account.0,
+        c.key.as_str(),
+        hold.0,
+    )
+    .execute(pool)
+    .await;
 }
 
 /// Gives the key back after a failure, so that a retry with it starts afresh: unless another

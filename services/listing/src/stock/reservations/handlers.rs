@@ -374,6 +374,8 @@ async fn reserved_answer(
     // complete. An announcement of a commit that failed only forgets pages.
     let _announce = Announcement::of(app, r);
     tx.commit().await?;
+    // Tests lose the answer of a reservation made here.
+    nongsan_shared::failpoint::hit("reservation.after_commit")?;
     Ok((
         StatusCode::CREATED,
         AxumJson(ReservationView {

@@ -38,13 +38,22 @@ impl Problems {
     }
 
     /// Records `control_character` at `field` when the one-line text `value` holds a control
-    /// character (a line break, a tab, a terminal escape) or one that reorders text on screen
-    /// (the bidirectional embeddings, overrides and isolates): such text reaches sellers'
-    /// screens and shipping labels otherwise than it was shown to whoever wrote it.
+    /// character (a line break, a tab, a terminal escape, Unicode's line and paragraph
+    /// separators) or one that reorders text on screen (the bidirectional marks, embeddings,
+    /// overrides and isolates): such text reaches sellers' screens and shipping labels
+    /// otherwise than it was shown to whoever wrote it.
     pub fn check_one_line(&mut self, field: &str, value: &str) {
         self.check(
             value.chars().any(|c| {
-                c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+                c.is_control()
+                    || matches!(
+                        c,
+                        '\u{061c}'
+                            | '\u{200e}'
+                            | '\u{200f}'
+                            | '\u{2028}'..='\u{202e}'
+                            | '\u{2066}'..='\u{2069}'
+                    )
             }),
             field,
             "control_character",
@@ -154,6 +163,34 @@ impl std::error::Error for Problems {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_text_has_no_control_or_direction_characters() {
+        let refused = [
+            "12 Lê Lợi\n",
+            "a\tb",
+            "\u{1b}[2J",
+            "\u{85}",
+            "line\u{2028}break",
+            "para\u{2029}",
+            "\u{202e}aoH",
+            "\u{2067}x",
+            "\u{200f}",
+            "\u{061c}",
+        ];
+        for text in refused {
+            let mut p = Problems::new();
+            p.check_one_line("street", text);
+            assert_eq!(p.0.len(), 1, "{text:?}");
+            assert_eq!(p.0[0].code, "control_character");
+        }
+        let mut p = Problems::new();
+        p.check_one_line(
+            "street",
+            "Số 12, ngõ 34/5 Lê Lợi (cạnh chợ) – Phường Bến Thành",
+        );
+        assert!(p.is_empty());
+    }
 
     #[test]
     fn it_keeps_every_problem_in_order() {

@@ -601,7 +601,7 @@ async fn a_checkout_whose_connection_dropped_is_answered_to_the_same_key_afterwa
 #[tokio::test]
 async fn a_request_taken_over_does_not_give_back_the_key_its_successor_holds() {
     use axum::http::{HeaderMap, HeaderValue};
-    use nongsan_order::idempotency::{Claim, Claimed, IdempotencyKey, claim, unclaim};
+    use nongsan_order::idempotency::{Claim, Claimed, Hold, IdempotencyKey, claim, unclaim};
     let db = crate::support::TestDb::new().await;
     let app = TestApp::spawn_with(crate::support::test_settings(&db).await, db.clone()).await;
     let order = db.pool("order").await;
@@ -611,14 +611,17 @@ async fn a_request_taken_over_does_not_give_back_the_key_its_successor_holds() {
     let key = IdempotencyKey::try_from(&headers).unwrap();
     let buyer = nongsan_shared::AccountId(uuid::Uuid::now_v7());
     let c = Claim::new(buyer, key, &json!({ "basket": 1 })).unwrap();
-    let Claimed::Mine(first_id, _, first) = claim(&hot, &c, false).await.unwrap() else {
+    let Claimed::Mine(first_id, _, _) = claim(&hot, &c, false).await.unwrap() else {
         panic!("a new key is the first request's");
     };
-    // The first request stalls past the minute...
-    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '2 minutes' WHERE key = 'stalled'")
-        .execute(&order)
-        .await
-        .unwrap();
+    // The first request stalls past the minute (its claim made two minutes ago)...
+    let claimed: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "UPDATE idempotency_keys SET created_at = now() - interval '2 minutes' WHERE key = 'stalled' RETURNING created_at",
+    )
+    .fetch_one(&order)
+    .await
+    .unwrap();
+    let first = Hold::since(claimed);
     // ...so the retry takes the key over, for the same checkout...
     let Claimed::Mine(second_id, _, second) = claim(&hot, &c, false).await.unwrap() else {
         panic!("an abandoned claim is taken over");

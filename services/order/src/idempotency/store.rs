@@ -1,5 +1,5 @@
 //! Claims on idempotency keys in PostgreSQL (`idempotency_keys`): taking one, replaying a
-//! stored answer, completing one and giving one back.
+//! stored answer, completing one, giving one back, and leaving one to a retry.
 
 use std::time::Duration;
 
@@ -54,6 +54,13 @@ pub enum Claimed {
 /// and was taken over (it stalled past [`ABANDONED_AFTER`]) can no longer give it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold(DateTime<Utc>);
+
+impl Hold {
+    /// The hold of the claim made or taken over at `at` (the key's `created_at`).
+    pub fn since(at: DateTime<Utc>) -> Self {
+        Self(at)
+    }
+}
 
 /// How long a claim may stay `started` before another request with the key takes it over
 /// (its first holder died between claiming and finishing).

@@ -288,6 +288,7 @@ async fn bad_search_input_is_422_naming_the_parameter() {
         ("limit=1000".to_owned(), "limit"),
         ("cursor=forged".to_owned(), "cursor"),
         ("per_page=10".to_owned(), "per_page"),
+        ("province=01&commune=24931".to_owned(), "commune"),
         ("lat=nan&lon=108".to_owned(), "lat"),
         ("lat=11&lon=inf".to_owned(), "lon"),
         ("lat=11&lon=108&radius_km=1e309".to_owned(), "radius_km"),

@@ -177,8 +177,19 @@ impl SearchParams {
         if let Some(c) = &self.province {
             p.verify("province", r.check_province(c));
         }
-        if let Some(c) = &self.commune {
-            p.verify("commune", r.check_commune(c));
+        if let Some(c) = &self.commune
+            && let Some(commune) = p.verify("commune", r.check_commune(c))
+        {
+            // A commune outside the province asked matched nothing, silently.
+            p.check(
+                self.province
+                    .as_ref()
+                    .is_some_and(|province| *province != commune.province_code),
+                "commune",
+                "commune_not_in_province",
+                "is not in the given province",
+                "không thuộc tỉnh/thành đã chọn",
+            );
         }
         if let Some(c) = &self.certification {
             p.verify("certification", r.check_certification(c));

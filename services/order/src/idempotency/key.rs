@@ -21,13 +21,22 @@ impl IdempotencyKey {
 impl TryFrom<&HeaderMap> for IdempotencyKey {
     type Error = Problems;
 
-    /// The key a request carries; 422 at `Idempotency-Key` when it has none or one too long.
+    /// The key a request carries; 422 at `Idempotency-Key` when it has none, one too long, or
+    /// one that is not visible ASCII (a key of other characters was told it was missing).
     fn try_from(headers: &HeaderMap) -> Result<Self, Problems> {
-        let key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .unwrap_or("");
+        let sent = headers.get("idempotency-key");
+        let Some(key) = sent.map(|v| v.to_str().map(str::trim)).transpose().ok() else {
+            return Err(FieldError::new(
+                HEADER,
+                "not_ascii",
+                Text::new(
+                    "must be visible ASCII characters (letters, digits, punctuation)",
+                    "chỉ gồm ký tự ASCII nhìn thấy được (chữ, số, dấu)",
+                ),
+            )
+            .into());
+        };
+        let key = key.unwrap_or("");
         if key.is_empty() || key.len() > 200 {
             return Err(FieldError::new(
                 HEADER,
@@ -65,5 +74,21 @@ mod tests {
             assert_eq!(errors[0].field, "Idempotency-Key");
             assert_eq!(errors[0].code, "required");
         }
+    }
+
+    #[test]
+    fn a_key_of_other_than_visible_ascii_is_named_as_such() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "idempotency-key",
+            axum::http::HeaderValue::from_bytes("khóa-1".as_bytes()).unwrap(),
+        );
+        let errors = IdempotencyKey::try_from(&headers)
+            .unwrap_err()
+            .into_errors();
+        assert_eq!(
+            (errors[0].field.as_str(), &*errors[0].code),
+            ("Idempotency-Key", "not_ascii")
+        );
     }
 }

@@ -752,3 +752,57 @@ async fn a_reservation_whose_answer_was_lost_is_taken_by_the_retry_not_made_twic
     );
     app.stop().await;
 }
+
+/// A cash-on-delivery checkout that stalled between reserving and storing while its key was
+/// taken over, and given back by the request that took it (refused, say), stores nothing and
+/// gives its stock back. Stored, its answer was kept nowhere, and the next request with the
+/// key placed a second checkout.
+#[tokio::test]
+async fn a_stalled_checkout_whose_key_was_given_back_meanwhile_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let buyer = api.register(Role::Buyer).await;
+    let listing = api.listing_with_stock(&seller, "10").await;
+    let body = basket(&[(&listing, "2")], "cod");
+    let order = app.db.pool("order").await;
+    nongsan_shared::failpoint::set(
+        "checkout.before_store",
+        nongsan_shared::failpoint::Action::Delay(1_500),
+    );
+    let stalled = {
+        let (api, buyer, body) = (api.clone(), buyer.clone(), body.clone());
+        tokio::spawn(async move { api.checkout(&buyer, "stalled-store", &body).await })
+    };
+    // While it waits to store, its key is given back (as by the request that took it over).
+    crate::support::eventually(
+        Duration::from_secs(5),
+        "the stalled checkout's key",
+        || async {
+            let gone = sqlx::query("DELETE FROM idempotency_keys WHERE key = 'stalled-store'")
+                .execute(&order)
+                .await
+                .unwrap()
+                .rows_affected();
+            (gone == 1).then_some(())
+        },
+    )
+    .await;
+    let (status, r) = stalled.await.unwrap();
+    nongsan_shared::failpoint::clear("checkout.before_store");
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (409, Some("idempotency_key_in_use")),
+        "{r}"
+    );
+    assert_eq!(api.stock(&seller, &listing).await.levels.reserved, "0");
+    let (status, r) = api.checkout(&buyer, "stalled-store", &body).await;
+    assert_eq!(status, 201, "{r}");
+    let checkouts: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
+        .fetch_one(&order)
+        .await
+        .unwrap();
+    assert_eq!(checkouts, 1, "one checkout for the key");
+    assert_eq!(api.stock(&seller, &listing).await.levels.reserved, "2");
+    app.stop().await;
+}

@@ -169,10 +169,7 @@ async fn one_key_one_checkout(api: Client, db: &crate::support::TestDb) {
         "reserved once"
     );
     let pool = db.pool("order").await;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let n = stored_checkouts(&pool).await;
     assert_eq!(n, 1);
 
     let (status, r) = api
@@ -326,10 +323,7 @@ async fn bad_checkout_input_is_422_naming_the_field() {
         "nothing stays reserved"
     );
     let pool = app.db.pool("order").await;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let n = stored_checkouts(&pool).await;
     assert_eq!(n, 0, "nothing was stored");
     app.stop().await;
 }
@@ -715,9 +709,7 @@ async fn a_basket_costing_more_than_the_platform_takes_is_refused_naming_the_lin
 async fn a_reservation_whose_answer_was_lost_is_taken_by_the_retry_not_made_twice() {
     let app = TestApp::spawn().await;
     let api = &app.api;
-    let seller = api.register(Role::Household).await;
-    let buyer = api.register(Role::Buyer).await;
-    let listing = api.listing_with_stock(&seller, "10").await;
+    let (seller, buyer, listing) = api.shop().await;
     let body = basket(&[(&listing, "2")], "cod");
     nongsan_shared::failpoint::set(
         "reservation.after_commit",
@@ -739,10 +731,7 @@ async fn a_reservation_whose_answer_was_lost_is_taken_by_the_retry_not_made_twic
         "held once, by the checkout"
     );
     let order = app.db.pool("order").await;
-    let checkouts: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
-        .fetch_one(&order)
-        .await
-        .unwrap();
+    let checkouts = stored_checkouts(&order).await;
     assert_eq!(checkouts, 1);
     let (status, again) = api.checkout(&buyer, "answer-lost", &body).await;
     assert_eq!(
@@ -761,9 +750,7 @@ async fn a_reservation_whose_answer_was_lost_is_taken_by_the_retry_not_made_twic
 async fn a_stalled_checkout_whose_key_was_given_back_meanwhile_stores_nothing() {
     let app = TestApp::spawn().await;
     let api = &app.api;
-    let seller = api.register(Role::Household).await;
-    let buyer = api.register(Role::Buyer).await;
-    let listing = api.listing_with_stock(&seller, "10").await;
+    let (seller, buyer, listing) = api.shop().await;
     let body = basket(&[(&listing, "2")], "cod");
     let order = app.db.pool("order").await;
     nongsan_shared::failpoint::set(
@@ -798,11 +785,16 @@ async fn a_stalled_checkout_whose_key_was_given_back_meanwhile_stores_nothing() 
     assert_eq!(api.stock(&seller, &listing).await.levels.reserved, "0");
     let (status, r) = api.checkout(&buyer, "stalled-store", &body).await;
     assert_eq!(status, 201, "{r}");
-    let checkouts: i64 = sqlx::query_scalar("SELECT count(*) FROM checkouts")
-        .fetch_one(&order)
-        .await
-        .unwrap();
+    let checkouts = stored_checkouts(&order).await;
     assert_eq!(checkouts, 1, "one checkout for the key");
     assert_eq!(api.stock(&seller, &listing).await.levels.reserved, "2");
     app.stop().await;
+}
+
+/// How many checkouts the order schema holds.
+async fn stored_checkouts(order: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM checkouts")
+        .fetch_one(order)
+        .await
+        .unwrap()
 }

@@ -102,6 +102,36 @@ async fn set_payout_account(api: &Client, who: &User, kind: &str, id: &str, name
     assert_eq!(status, 200, "{body}");
 }
 
+/// A payout account's bank and holder go into the payout file one line per transfer: a line
+/// break, a control character or a direction override in either is refused, as in a delivery
+/// address.
+#[tokio::test]
+async fn a_payout_account_is_one_line_of_text() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let path = format!("/v1/payments/payout-accounts/household/{}", seller.id);
+    for (field, bank, name) in [
+        ("account_name", "Agribank", "NGUYEN\nTHI LAN"),
+        ("account_name", "Agribank", "NGUYEN \u{202e}NAL"),
+        ("bank", "Agri\rbank", "NGUYEN THI LAN"),
+    ] {
+        let body = json!({ "bank": bank, "account_number": "5100205123456", "account_name": name });
+        let (status, r) = put(api, &seller, &path, &body).await;
+        assert_eq!(status, 422, "{r}");
+        assert_eq!(
+            (
+                r["errors"][0]["field"].as_str(),
+                r["errors"][0]["code"].as_str()
+            ),
+            (Some(field), Some("control_character")),
+            "{r}"
+        );
+    }
+    set_payout_account(api, &seller, "household", &seller.id, "NGUYỄN THỊ LAN").await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn two_sellers_a_partial_refund_delivery_and_payout_match_the_hand_figures() {
     let vnpay = FakeVnpay::start().await;

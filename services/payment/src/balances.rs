@@ -549,12 +549,15 @@ pub async fn set_payout_account(
         "phải gồm 6 đến 19 chữ số",
     );
     p.check(
-        name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control),
+        name.is_empty() || name.chars().count() > 100,
         "account_name",
         "invalid_length",
-        "must be 1 to 100 characters, without control characters",
-        "phải từ 1 đến 100 ký tự, không có ký tự điều khiển",
+        "must be 1 to 100 characters",
+        "phải từ 1 đến 100 ký tự",
     );
+    // Both go into the payout file a bank reads, one line per transfer.
+    p.check_one_line("bank", &bank);
+    p.check_one_line("account_name", &name);
     p.finish()?;
     sqlx::query!(
         "INSERT INTO payout_accounts (owner_kind, owner_id, bank, account_number, account_name, set_by) VALUES ($1, $2, $3, $4, $5, $6)

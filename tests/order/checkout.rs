@@ -791,6 +791,105 @@ async fn a_stalled_checkout_whose_key_was_given_back_meanwhile_stores_nothing() 
     app.stop().await;
 }
 
+/// A checkout stalls between reserving and storing; meanwhile its key is given back (as by
+/// a request that took it over and was refused) and another request with the key claims it
+/// and places its own checkout. Returns the stalled request's answer, the other's, and the
+/// order schema's pool.
+async fn stalled_while_another_takes_the_key(
+    app: &TestApp,
+    buyer: &crate::support::user::User,
+    key: &'static str,
+    body: &Value,
+) -> ((u16, Value), (u16, Value), sqlx::PgPool) {
+    let order = app.db.pool("order").await;
+    nongsan_shared::failpoint::set(
+        "checkout.before_store",
+        nongsan_shared::failpoint::Action::Delay(2_500),
+    );
+    let stalled = {
+        let (api, buyer, body) = (app.api.clone(), buyer.clone(), body.clone());
+        tokio::spawn(async move { api.checkout(&buyer, key, &body).await })
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the stalled checkout's key",
+        || async {
+            let gone =
+                sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND state = 'started'")
+                    .bind(key)
+                    .execute(&order)
+                    .await
+                    .unwrap()
+                    .rows_affected();
+            (gone == 1).then_some(())
+        },
+    )
+    .await;
+    // The next request with the key is not held up: it claims the key afresh and checks out.
+    nongsan_shared::failpoint::clear("checkout.before_store");
+    let other = app.api.checkout(buyer, key, body).await;
+    let stalled = stalled.await.unwrap();
+    (stalled, other, order)
+}
+
+/// The case `a_stalled_checkout_whose_key_was_given_back_meanwhile_stores_nothing` left:
+/// the key was claimed again, by a request that placed its own checkout, before the stalled
+/// one stored. The stalled one stores nothing. Before, its statement found the key's row
+/// (the other's) and wrote its own answer in it: two checkouts for one key, and the key
+/// replaying the first.
+#[tokio::test]
+async fn a_stalled_checkout_whose_key_another_checkout_took_meanwhile_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let (seller, buyer, listing) = app.api.shop().await;
+    let body = basket(&[(&listing, "2")], "cod");
+    let ((status, r), (other_status, other), order) =
+        stalled_while_another_takes_the_key(&app, &buyer, "stalled-reclaimed", &body).await;
+    assert_eq!(other_status, 201, "{other}");
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (409, Some("idempotency_key_in_use")),
+        "{r}"
+    );
+    assert_eq!(
+        stored_checkouts(&order).await,
+        1,
+        "one checkout for the key"
+    );
+    assert_eq!(app.api.stock(&seller, &listing).await.levels.reserved, "2");
+    let (status, again) = app.api.checkout(&buyer, "stalled-reclaimed", &body).await;
+    assert_eq!((status, &again["id"]), (200, &other["id"]), "{again}");
+    app.stop().await;
+}
+
+/// The same for a checkout paid online, whose answer is stored after its payment is
+/// opened: the stalled checkout, stored meanwhile, is failed and its stock given back, and
+/// its buyer is told so. Before, its answer replaced the other's under the key: two
+/// checkouts waiting to be paid for one key.
+#[tokio::test]
+async fn a_stalled_online_checkout_whose_key_another_took_meanwhile_is_failed() {
+    let app = TestApp::spawn().await;
+    let (seller, buyer, listing) = app.api.shop().await;
+    let body = basket(&[(&listing, "2")], "vnpay");
+    let ((status, r), (other_status, other), order) =
+        stalled_while_another_takes_the_key(&app, &buyer, "stalled-online", &body).await;
+    assert_eq!(other_status, 201, "{other}");
+    assert_eq!(
+        (status, r["code"].as_str()),
+        (409, Some("idempotency_key_in_use")),
+        "{r}"
+    );
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM checkouts WHERE status = 'pending_payment'")
+            .fetch_one(&order)
+            .await
+            .unwrap();
+    assert_eq!(waiting, 1, "one checkout waits for payment under the key");
+    assert_eq!(app.api.stock(&seller, &listing).await.levels.reserved, "2");
+    let (status, again) = app.api.checkout(&buyer, "stalled-online", &body).await;
+    assert_eq!((status, &again["id"]), (200, &other["id"]), "{again}");
+    app.stop().await;
+}
+
 /// How many checkouts the order schema holds.
 async fn stored_checkouts(order: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM checkouts")

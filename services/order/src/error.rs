@@ -45,6 +45,21 @@ pub enum OrderError {
     Other(#[from] anyhow::Error),
 }
 
+impl OrderError {
+    /// This request's checkout stalled past the minute and its key was taken over, and given
+    /// back or claimed for another checkout meanwhile: it is kept under no key, so it is not
+    /// ordered.
+    pub fn taken_over() -> Self {
+        Self::Conflict(
+            "idempotency_key_in_use",
+            Text::new(
+                "This checkout took too long: another request with its Idempotency-Key took it over; nothing was ordered by this one.",
+                "Lượt thanh toán này quá lâu: một yêu cầu khác với cùng Idempotency-Key đã tiếp quản; yêu cầu này không tạo đơn nào.",
+            ),
+        )
+    }
+}
+
 impl From<Problems> for OrderError {
     fn from(p: Problems) -> Self {
         Self::Invalid(p.into_errors())

@@ -70,7 +70,10 @@ pub async fn create_checkout(
             Ok((_, Some(answer))) => Ok((StatusCode::CREATED, AxumJson(answer))),
             Ok((view, None)) => {
                 let answer = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-                idempotency::complete(&app.pool, &claim, &answer).await?;
+                if !idempotency::complete(&app.pool, &claim, checkout_id, &answer).await? {
+                    saga::abandon(&app, checkout_id).await;
+                    return Err(OrderError::taken_over());
+                }
                 Ok((StatusCode::CREATED, AxumJson(answer)))
             }
             Err(e @ OrderError::ReservationUnknown(_)) => {

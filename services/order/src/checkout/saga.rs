@@ -195,6 +195,14 @@ pub async fn place(
     Ok((view, answer))
 }
 
+/// Compensation for a checkout stored and its payment opened whose key no longer names it
+/// (see `idempotency::complete`): it is failed and its stock given back, as when its payment
+/// could not be opened.
+pub async fn abandon(app: &AppState, id: CheckoutId) {
+    mark_failed(app, id).await;
+    release(app, ReservationId(id.0)).await;
+}
+
 /// Compensation for a checkout whose payment could not be opened after its orders were
 /// stored: the checkout is marked failed and each order cancelled by the state machine
 /// (recorded, and announced with `order.cancelled`), in one transaction. A failure is

@@ -187,9 +187,10 @@ pub async fn insert_checkout(
     // data-modifying WITH always runs whole, and its foreign keys are checked when it ends.
     // The checkout claims its reservation in the same statement: if the listing service's
     // orphan sweep gave the reservation up first, the claim is taken and nothing is stored
-    // (see `super::orphans`). Nothing is stored either when the key's row is gone (given back
-    // by a request that took the key over from this stalled one; `idempotency_key_gone`). No `NOTIFY`: the relay of this process is woken after the
-    // commit (see `events::committed` for why).
+    // (see `super::orphans`). Nothing is stored either when the key no longer names this
+    // checkout: its row given back by a request that took the key over from this stalled one,
+    // and perhaps claimed since for another checkout (`idempotency_key_gone`). No `NOTIFY`:
+    // the relay of this process is woken after the commit (see `events::committed` for why).
     let mut conn = hot.acquire().await?;
     let stored = sqlx::query!(
         "WITH claim AS (
@@ -209,7 +210,7 @@ pub async fn insert_checkout(
              INSERT INTO outbox (id, event_type, aggregate_id, version, payload)
              SELECT * FROM UNNEST($19::uuid[], $20::text[], $21::text[], $22::int8[], $23::jsonb[])),
          k AS (
-             UPDATE idempotency_keys SET state = 'done', response = $26 WHERE buyer_id = $24 AND key = $25 RETURNING 1)
+             UPDATE idempotency_keys SET state = 'done', response = $26 WHERE buyer_id = $24 AND key = $25 AND checkout_id = $1 RETURNING 1)
          SELECT CASE WHEN $24::uuid IS NOT NULL AND NOT EXISTS (SELECT FROM k) THEN idempotency_key_gone() ELSE 1 END AS stored",
         id.0,
         buyer.0,
@@ -259,13 +260,7 @@ pub async fn insert_checkout(
     }
     match stored {
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("NK001") => {
-            return Err(OrderError::Conflict(
-                "idempotency_key_in_use",
-                Text::new(
-                    "This checkout took too long: another request with its Idempotency-Key took it over; nothing was ordered by this one.",
-                    "Lượt thanh toán này quá lâu: một yêu cầu khác với cùng Idempotency-Key đã tiếp quản; yêu cầu này không tạo đơn nào.",
-                ),
-            ));
+            return Err(OrderError::taken_over());
         }
         Err(sqlx::Error::Database(e)) if e.constraint() == Some("reservation_claims_pkey") => {
             return Err(OrderError::Conflict(

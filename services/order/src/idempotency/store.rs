@@ -155,22 +155,26 @@ pub async fn claim(hot: &HotPool, c: &Claim, count_open_cod: bool) -> Result<Cla
     }
 }
 
-/// Stores the answer of a claim served: the same key replays it from now on. On a
-/// transaction's connection, the answer is stored with what it answers.
+/// Stores the answer of a claim served: the same key replays it from now on. False when the
+/// key no longer names `checkout`: this request stalled past [`ABANDONED_AFTER`], the request
+/// that took the key over gave it back, and perhaps another claimed it for a checkout of
+/// its own. The answer is then kept nowhere, and the checkout must not stand.
 pub async fn complete(
     conn: impl sqlx::PgExecutor<'_>,
     c: &Claim,
+    checkout: CheckoutId,
     answer: &serde_json::Value,
-) -> Result<()> {
-    sqlx::query!(
-        "UPDATE idempotency_keys SET state = 'done', response = $3 WHERE buyer_id = $1 AND key = $2",
+) -> Result<bool> {
+    let stored = sqlx::query!(
+        "UPDATE idempotency_keys SET state = 'done', response = $3 WHERE buyer_id = $1 AND key = $2 AND checkout_id = $4",
         c.account.0,
         c.key.as_str(),
         answer,
+        checkout.0,
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(stored.rows_affected() == 1)
 }
 
 /// Leaves the key to the next request with it, after a failure whose outcome is not known:

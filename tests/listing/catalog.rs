@@ -5,6 +5,12 @@ use serde_json::{Value, json};
 
 use crate::support::{TestApp, calls::listing_body, process::nongsan, user::User};
 
+fn with_cert(field: &str, value: Value) -> Value {
+    let mut body = listing_body();
+    body["certifications"][0][field] = value;
+    body
+}
+
 fn with(field: &str, value: Value) -> Value {
     let mut body = listing_body();
     body[field] = value;
@@ -42,6 +48,33 @@ async fn bad_listing_input_is_422_naming_the_field() {
             "ends_before_start",
         ),
         (with("ocop_stars", json!(2)), "ocop_stars", "out_of_range"),
+        // Printed on lot labels and copied into orders: one line, read in its own direction.
+        (
+            with("title", json!("Xoài \u{202e}tác")),
+            "title",
+            "control_character",
+        ),
+        (
+            with("title", json!("Xoài cát\nHòa Lộc")),
+            "title",
+            "control_character",
+        ),
+        (
+            with_cert("number", json!("VG-".repeat(40))),
+            "certifications[0].number",
+            "too_long",
+        ),
+        (
+            with_cert("issuer", json!("Cục\u{2028}Trồng trọt")),
+            "certifications[0].issuer",
+            "control_character",
+        ),
+        // PostgreSQL keeps no date before 4713 BC: a 500 before.
+        (
+            with_cert("valid_from", json!("-5000-01-01")),
+            "certifications[0].valid_from",
+            "out_of_range",
+        ),
     ];
     for (body, field, code) in cases {
         let (status, res) = app.api.post("/v1/listings", Some(&seller), &body).await;
@@ -66,6 +99,18 @@ async fn bad_listing_input_is_422_naming_the_field() {
             "quantity",
             "too_many_decimals",
         ),
+        // A 500 before (PostgreSQL keeps no such date); and a lot's link carries the harvest
+        // date with two digits of its year, so 0025 would read as 2025.
+        (
+            json!({ "lot_code": "OK-1", "harvest_date": "-5000-01-01", "quantity": "5" }),
+            "harvest_date",
+            "out_of_range",
+        ),
+        (
+            json!({ "lot_code": "OK-1", "harvest_date": "0025-06-15", "quantity": "5" }),
+            "harvest_date",
+            "out_of_range",
+        ),
     ];
     for (body, field, code) in lots {
         let (status, res) = app
@@ -86,6 +131,24 @@ async fn bad_listing_input_is_422_naming_the_field() {
             "{res}"
         );
     }
+    // A seller's name is printed on its lots' labels too.
+    let (status, res) = app
+        .api
+        .patch(
+            &format!("/v1/households/{}", seller.id),
+            &seller,
+            &json!({ "name": "Hộ \u{202e}nễyugN" }),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            res["errors"][0]["field"].as_str(),
+            res["errors"][0]["code"].as_str()
+        ),
+        (422, Some("name"), Some("control_character")),
+        "{res}"
+    );
     // Nothing half-written: no listing was made by the refused requests.
     let pool = app.db.pool("listing").await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM listings")

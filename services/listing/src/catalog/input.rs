@@ -3,7 +3,7 @@
 
 use std::ops::Deref;
 
-use chrono::NaiveDate;
+use chrono::{Datelike as _, NaiveDate};
 use nongsan_shared::{CooperativeId, Quantity, Vnd};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,13 +20,13 @@ use crate::{
 pub struct Certification {
     /// Kind: a code from `/v1/certifications` (vietgap, globalgap, organic_vn, gi...).
     pub kind: String,
-    /// Certificate or registration number.
+    /// Certificate or registration number: one line, 1 to 100 characters.
     pub number: String,
-    /// Who issued it.
+    /// Who issued it: one line, 1 to 100 characters.
     pub issuer: String,
-    /// First day it is valid.
+    /// First day it is valid, from 1900.
     pub valid_from: NaiveDate,
-    /// Last day it is valid; not before `valid_from`.
+    /// Last day it is valid; not before `valid_from`, up to 2999.
     pub valid_until: NaiveDate,
 }
 
@@ -116,6 +116,13 @@ const PHOTO_LIMIT: usize = 10;
 /// The most certifications a listing may show.
 const CERTIFICATION_LIMIT: usize = 20;
 
+/// The longest certificate number or issuer, in characters: shown on every page of the
+/// listing and every label of its lots.
+const CERTIFICATION_TEXT_LIMIT: usize = 100;
+
+/// The years a certificate's dates may fall in (PostgreSQL keeps no date before 4713 BC).
+const CERTIFICATION_YEARS: std::ops::RangeInclusive<i32> = 1900..=2999;
+
 /// A [`ListingInput`] that passed every check, with what the checks found (the origin
 /// commune's province) and the defaults filled in. Only [`TryFrom`] makes one; it reads as
 /// the input it came from.
@@ -196,6 +203,8 @@ fn check_listing(p: &mut Problems, l: &ListingInput) -> Option<String> {
         "must be at most 200 characters",
         "tối đa 200 ký tự",
     );
+    // Printed on lot labels and copied into orders.
+    p.check_one_line("title", &l.title);
     p.check(
         l.description.chars().count() > 5000,
         "description",
@@ -270,20 +279,33 @@ fn check_listing(p: &mut Problems, l: &ListingInput) -> Option<String> {
     {
         let f = |x: &str| format!("certifications[{i}].{x}");
         p.verify(f("kind"), r.check_certification(&c.kind));
-        p.check(
-            c.number.trim().is_empty(),
-            &f("number"),
-            "required",
-            "must not be empty",
-            "không được để trống",
-        );
-        p.check(
-            c.issuer.trim().is_empty(),
-            &f("issuer"),
-            "required",
-            "must not be empty",
-            "không được để trống",
-        );
+        for (name, text) in [("number", &c.number), ("issuer", &c.issuer)] {
+            let n = text.trim().chars().count();
+            p.check(
+                n == 0,
+                &f(name),
+                "required",
+                "must not be empty",
+                "không được để trống",
+            );
+            p.check(
+                n > CERTIFICATION_TEXT_LIMIT,
+                &f(name),
+                "too_long",
+                "must be at most 100 characters",
+                "tối đa 100 ký tự",
+            );
+            p.check_one_line(&f(name), text);
+        }
+        for (name, date) in [("valid_from", c.valid_from), ("valid_until", c.valid_until)] {
+            p.check(
+                !CERTIFICATION_YEARS.contains(&date.year()),
+                &f(name),
+                "out_of_range",
+                "must be a date from 1900 to 2999",
+                "phải là ngày từ năm 1900 đến năm 2999",
+            );
+        }
         p.check(
             c.valid_until < c.valid_from,
             &f("valid_until"),

@@ -59,6 +59,8 @@ pub fn check_name(p: &mut Problems, field: &str, name: &str) {
         "must be at most 200 characters",
         "tối đa 200 ký tự",
     );
+    // Printed on lot labels and pages, and copied into orders.
+    p.check_one_line(field, name);
 }
 
 /// Checks an address against the 2025 units.
@@ -73,6 +75,7 @@ pub fn check_address(p: &mut Problems, field: &str, a: &AddressInput) {
         "must be at most 300 characters",
         "tối đa 300 ký tự",
     );
+    p.check_one_line(&format!("{field}.street"), &a.street);
 }
 
 /// Checks a point.

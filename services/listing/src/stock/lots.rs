@@ -21,13 +21,16 @@ use crate::{
     stock::levels::{Movement, StockLevels, apply, lock_stock, parse_lot_code},
 };
 
+/// The earliest harvest date a lot may have: its link writes the year with two digits.
+const EARLIEST_HARVEST: NaiveDate = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a date");
+
 /// A lot taken into stock.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LotIntake {
     /// Lot code (GS1 AI 10): at most 20 ASCII characters.
     pub lot_code: String,
-    /// Harvest date.
+    /// Harvest date: from 2000, and not in the future.
     pub harvest_date: NaiveDate,
     /// Quantity in the listing's unit, above 0.
     pub quantity: Quantity,
@@ -81,6 +84,14 @@ pub async fn intake(
         "in_future",
         "must not be in the future",
         "không được ở tương lai",
+    );
+    // A lot's link carries the harvest date with two digits of its year (GS1 `7007`).
+    p.check(
+        i.harvest_date < EARLIEST_HARVEST,
+        &field("harvest_date"),
+        "out_of_range",
+        "must be in 2000 or later",
+        "phải từ năm 2000 trở đi",
     );
     let household = match owner {
         Owner::Household(h) => {

@@ -33,7 +33,9 @@ pub struct ImportRow {
     pub lot_code: String,
     /// Household account id or phone number.
     pub household: String,
-    /// Quantity.
+    /// Quantity: a point or a comma before its decimals, no thousands separator (a
+    /// separator followed by exactly three digits after a whole number is refused, as
+    /// `ambiguous_number`: write 2.1250 for three decimals).
     pub quantity: String,
     /// Harvest date, YYYY-MM-DD (or DD/MM/YYYY).
     pub harvest_date: String,
@@ -214,7 +216,15 @@ fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
             .map(|d| d.to_string())
             .unwrap_or_default(),
         DataRef::Float(f) if f.fract() == 0.0 => format!("{f:.0}"),
-        DataRef::Float(f) => f.to_string(),
+        // A number cell is not ambiguous: three decimals get a 0 after them, so that
+        // `parse_quantity` does not take them for thousands.
+        DataRef::Float(f) => {
+            let text = f.to_string();
+            match text.split_once('.') {
+                Some((_, decimals)) if decimals.len() == 3 => format!("{text}0"),
+                _ => text,
+            }
+        }
         DataRef::Int(i) => i.to_string(),
         DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
             s.trim().to_owned()
@@ -339,6 +349,35 @@ fn to_rows(headers: &[String], records: Vec<Vec<String>>) -> Result<Vec<ImportRo
         .collect())
 }
 
+/// A quantity as a spreadsheet writes it: `12.5` or `12,5`. A separator followed by exactly
+/// three digits after a whole number (`1.500`, `1,500`), or more than one separator, could be
+/// thousands (as a Vietnamese or an English spreadsheet writes fifteen hundred) as well as
+/// decimals: refused rather than read a thousand times too small or too large. Three decimals
+/// are written with a 0 after them (`2.1250`).
+fn parse_quantity(s: &str) -> Result<Quantity, Invalid> {
+    let s = s.trim();
+    let ambiguous = match s.match_indices([',', '.']).collect::<Vec<_>>().as_slice() {
+        [] => false,
+        [(at, _)] => {
+            let (whole, decimals) = (&s[..*at], &s[at + 1..]);
+            decimals.len() == 3
+                && !whole
+                    .trim_start_matches(['-', '+'])
+                    .trim_start_matches('0')
+                    .is_empty()
+        }
+        _ => true,
+    };
+    if ambiguous {
+        return Err(Invalid::new(
+            "ambiguous_number",
+            "could be thousands or three decimals: write fifteen hundred as 1500, and three decimals with a 0 after them (2.1250)",
+            "không rõ là hàng nghìn hay ba chữ số thập phân: viết một nghìn năm trăm là 1500, và thêm số 0 sau ba chữ số thập phân (2,1250)",
+        ));
+    }
+    s.replace(',', ".").parse::<Quantity>()
+}
+
 fn parse_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
         .or_else(|_| NaiveDate::parse_from_str(s.trim(), "%d/%m/%Y"))
@@ -422,7 +461,7 @@ pub async fn import_rows(
         if let Err(e) = parse_lot_code(r.lot_code.trim()) {
             p.push(f("lot_code"), e);
         }
-        let quantity = r.quantity.trim().replace(',', ".").parse::<Quantity>();
+        let quantity = parse_quantity(&r.quantity);
         match &quantity {
             Err(e) => p.push(f("quantity"), e.clone()),
             Ok(q) => p.check(

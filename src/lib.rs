@@ -467,11 +467,13 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Imports a cooperative's stock from a CSV or XLSX file as its manager, all rows or none;
-/// `progress` is told the number of rows, then each row done.
+/// the same rows imported before only when `again`. `progress` is told the number of rows,
+/// then each row done.
 pub async fn import_stock(
     settings: Settings,
     cooperative: nongsan_shared::CooperativeId,
     file: &std::path::Path,
+    again: bool,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> anyhow::Result<usize> {
     use nongsan_listing::stock::imports;
@@ -513,7 +515,7 @@ pub async fn import_stock(
         };
         let mut tx = pool.begin().await?;
         progress(rows.len(), 0);
-        let report = imports::import_rows(&mut tx, &actor, cooperative, &rows, &|n| {
+        let report = imports::import_rows(&mut tx, &actor, cooperative, &rows, again, &|n| {
             progress(rows.len(), n)
         })
         .await

@@ -46,6 +46,10 @@ enum Command {
         cooperative: nongsan_shared::CooperativeId,
         /// The file (.csv or .xlsx).
         file: std::path::PathBuf,
+        /// Take the rows in even if the cooperative imported the same rows before; without
+        /// it such a file is refused, so that a file sent twice adds its stock once.
+        #[arg(long)]
+        again: bool,
     },
     /// Rebuilds the search index (Meilisearch, or the embedded index in the data folder)
     /// from PostgreSQL.
@@ -123,11 +127,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Import { cooperative, file } => {
+        Command::Import {
+            cooperative,
+            file,
+            again,
+        } => {
             let settings = Settings::load()?;
             telemetry::init_tracing(settings.log_format);
             let bar = progress_bar("rows");
-            let n = nongsan::import_stock(settings, cooperative, &file, &|total, done| {
+            let n = nongsan::import_stock(settings, cooperative, &file, again, &|total, done| {
                 bar.set_length(u64::try_from(total).unwrap_or(0));
                 bar.set_position(u64::try_from(done).unwrap_or(0));
             })

@@ -95,6 +95,48 @@ async fn a_csv_with_one_bad_row_imports_nothing_and_reports_that_row() {
     app.stop().await;
 }
 
+/// A file sent again (a retry after its answer was lost, a second click) takes nothing in a
+/// second time: before, every row's stock was added again, and the cooperative sold produce
+/// it did not have. Its manager can still import it again on purpose, with `again=true`.
+#[tokio::test]
+async fn an_import_sent_again_does_not_take_its_stock_in_twice() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{p},TWICE-1,{m},10,2026-11-20\n",
+        p = c.pooled,
+        m = c.member.id,
+    );
+    let (status, body) = import(&app, &c, CSV, csv.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    // The same rows in another shape of file are the same import.
+    let (status, body) = import(&app, &c, CSV, csv.replace(",10,", ", 10 ,")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("import_repeated")),
+        "{body}"
+    );
+    assert_eq!(
+        app.api.stock(&c.manager, &c.pooled).await.levels.on_hand,
+        "10"
+    );
+    let (status, body) = app
+        .api
+        .send(
+            Request::post(format!("/v1/cooperatives/{}/imports?again=true", c.id))
+                .by(&c.manager)
+                .body(CSV, csv),
+        )
+        .await
+        .parts();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        app.api.stock(&c.manager, &c.pooled).await.levels.on_hand,
+        "20"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn every_bad_row_is_reported_with_its_line_number() {
     let app = TestApp::spawn().await;

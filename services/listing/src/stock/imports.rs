@@ -387,11 +387,14 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
 /// Imports rows into the cooperative's listings (pooled or members'), in one transaction:
 /// if any row is bad, nothing is imported and every bad row is reported as `rows[N]`, N
 /// being its line in the file (the header is line 1). `progress` is called after each row.
+/// Rows the cooperative imported before, the same in the same order, are refused
+/// (`import_repeated`) unless `again`: a retry must not take the stock in twice.
 pub async fn import_rows(
     conn: &mut PgConnection,
     actor: &Actor,
     coop: CooperativeId,
     rows: &[ImportRow],
+    again: bool,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<ImportReport> {
     let mut p = Problems::default();
@@ -504,6 +507,24 @@ pub async fn import_rows(
     // a checkout of two of its listings.
     let listings: Vec<ListingId> = parsed.iter().map(|(_, l, _, _)| *l).collect();
     crate::stock::levels::lock_in_order(conn, &listings).await?;
+    // Read once the rows' stock is locked: the same file sent twice at once waits here for
+    // the first to commit, and then finds it.
+    let digest = digest_of(&parsed);
+    if !again
+        && let Some(at) = sqlx::query_scalar!(
+            "SELECT created_at FROM stock_imports WHERE cooperative_id = $1 AND digest = $2 ORDER BY created_at DESC LIMIT 1",
+            coop as _,
+            &digest[..],
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        return Err(ListingError::conflict(
+            "import_repeated",
+            format!("These rows were imported at {at}: nothing was taken in again. To take them in a second time, send the file with again=true."),
+            format!("Các dòng này đã được nhập lúc {at}: không nhập lại. Muốn nhập thêm lần nữa, hãy gửi tệp với again=true."),
+        ));
+    }
     let mut problems = Problems::default();
     for (n, (line, listing, owner, intake)) in parsed.iter().enumerate() {
         match lots::intake(conn, actor, *listing, *owner, intake, Some(*line)).await {
@@ -517,6 +538,16 @@ pub async fn import_rows(
         }
     }
     problems.finish()?;
+    sqlx::query!(
+        "INSERT INTO stock_imports (id, cooperative_id, digest, rows, actor_id) VALUES ($1, $2, $3, $4, $5)",
+        uuid::Uuid::now_v7(),
+        coop as _,
+        &digest[..],
+        i32::try_from(parsed.len()).unwrap_or(i32::MAX),
+        actor.account_id as _,
+    )
+    .execute(&mut *conn)
+    .await?;
     audit(
         conn,
         actor,
@@ -531,15 +562,43 @@ pub async fn import_rows(
     })
 }
 
+/// The digest of an import's rows as read, in their order.
+fn digest_of(parsed: &[(usize, ListingId, Owner, LotIntake)]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for (_, listing, _, i) in parsed {
+        let household = i.household_id.map(|h| h.to_string()).unwrap_or_default();
+        let row = format!(
+            "{listing}\u{1f}{}\u{1f}{household}\u{1f}{}\u{1f}{}\u{1e}",
+            i.lot_code, i.quantity, i.harvest_date
+        );
+        h.update(row.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// How an import is asked for.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// Take the rows in even if the cooperative imported the same rows before (a second
+    /// delivery of the same lots); without it, such a file is refused as `import_repeated`.
+    #[serde(default)]
+    pub again: bool,
+}
+
 /// Import stock from a CSV (`text/csv`) or XLSX file: columns listing, lot_code, household,
 /// quantity, harvest_date. One bad row and nothing is imported; every bad row is reported.
-#[utoipa::path(post, path = "/v1/cooperatives/{id}/imports", tag = "cooperatives", params(("id" = String, Path)),
+/// The same rows imported before are 409 `import_repeated` unless `again=true`.
+#[utoipa::path(post, path = "/v1/cooperatives/{id}/imports", tag = "cooperatives", params(("id" = String, Path), ImportQuery),
     request_body(content = String, content_type = "text/csv", description = "CSV, or an XLSX workbook as application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-    responses((status = 200, body = ImportReport), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+    responses((status = 200, body = ImportReport), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, description = "import_repeated", body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
 pub async fn import_stock(
     State(app): State<AppState>,
     actor: Actor,
     Path(id): Path<CooperativeId>,
+    nongsan_shared::http::Query(q): nongsan_shared::http::Query<ImportQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<AxumJson<ImportReport>> {
@@ -574,7 +633,7 @@ pub async fn import_stock(
     let mut tx = app.pool.begin().await?;
     load_cooperative(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Cooperative(id)).await?;
-    let report = import_rows(&mut tx, &actor, id, &rows, &|_| {}).await?;
+    let report = import_rows(&mut tx, &actor, id, &rows, q.again, &|_| {}).await?;
     tx.commit().await?;
     // Every row named a listing (one that did not would have failed the import).
     for id in rows

@@ -385,6 +385,61 @@ async fn a_search_shows_stock_as_fresh_as_the_listing_page_without_reading_it_ea
     app.stop().await;
 }
 
+/// A seller's new name is forgotten on its own listings' pages only. Before, any household
+/// renaming itself (which anyone who signs up can send in a loop) made every process forget
+/// every page it kept and read the whole catalog again.
+#[tokio::test]
+async fn a_seller_renamed_forgets_its_own_pages_not_everyone_elses() {
+    let db = TestDb::new().await;
+    // Pages live 60 s, so that no renewal reads the first page again during the test.
+    let settings = nongsan_shared::config::Settings {
+        listing_cache_secs: 60,
+        ..test_settings(&db).await
+    };
+    let app = TestApp::spawn_with(settings, db).await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "5").await;
+    let other = app.api.register(Role::Household).await;
+    let others = app.api.listing_with_stock(&other, "4").await;
+    let db = app.db.pool("listing").await;
+    until_served_from_memory(&app, &db, &listing).await;
+    until_served_from_memory(&app, &db, &others).await;
+    // A change nobody is told of: while the first page is kept, it shows the title as it was.
+    let title = page(&app, &listing).await.1["title"].clone();
+    unannounced(
+        &db,
+        &format!("UPDATE listings SET title = 'behind its back' WHERE id = '{listing}'"),
+    )
+    .await;
+
+    // The other seller renames itself through the API (the writer's next read shows it),
+    // then as another process would, by SQL.
+    let (status, body) = app
+        .api
+        .patch(
+            &format!("/v1/households/{}", other.id),
+            &other,
+            &json!({ "name": "Hộ Đổi Tên" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(page(&app, &others).await.1["seller"]["name"], "Hộ Đổi Tên");
+    announced(
+        &db,
+        "UPDATE households SET name = 'Hộ Đổi Tên Lần Hai' WHERE account_id = $1::uuid",
+        &other.id,
+    )
+    .await;
+    shows(&app, &others, "the other seller's second name", |_, p| {
+        p["seller"]["name"] == "Hộ Đổi Tên Lần Hai"
+    })
+    .await;
+    // Notifications arrive in the order their transactions committed: the second rename's
+    // shows, so the first's was handled too. The first seller's page is still the one kept.
+    assert_eq!(page(&app, &listing).await.1["title"], title);
+    app.stop().await;
+}
+
 /// The listing pages kept, as `/metrics` last reported them (every 5 s).
 async fn pages_kept(app: &TestApp) -> f64 {
     let text = app.api.send(Request::get("/metrics")).await.text();

@@ -2,8 +2,9 @@
 //! here without a round trip to PostgreSQL.
 //!
 //! A page is forgotten when anything it shows changes, whoever changed it: triggers on the
-//! listing, its certifications, its stock levels and its seller's name notify the
-//! `listing_view` channel (migration `listing_view_changes`), and [`follow`] listens there
+//! listing, its certifications, its stock levels and its seller's name (each of that
+//! seller's listings, not every page) notify the `listing_view` channel (migrations
+//! `listing_view_changes`, `listing_view_seller_renamed`), and [`follow`] listens there
 //! on a connection of its own. A reservation, the hottest writer, keeps its transaction
 //! free of notifications: it forgets its listings' pages here right after its commit and
 //! has [`announce_changes`] tell the other listing processes, many listings per

@@ -3,7 +3,7 @@
 use axum::{Json as AxumJson, extract::State};
 use chrono::{DateTime, Utc};
 use nongsan_shared::{
-    AccountId,
+    AccountId, ListingId,
     auth::Actor,
     http::{Json, Path},
     reference::ADMIN_VERSION,
@@ -241,17 +241,24 @@ pub async fn update_household(
         &serde_json::json!({ "name": next.name }),
     )
     .await?;
+    let mut renamed_pages = Vec::new();
     if renamed {
         // The seller's name is in every one of its listings' search documents (and found by
         // a search): all of them are written again.
         crate::search::dirty::mark_household(&mut tx, id).await?;
+        renamed_pages = sqlx::query_scalar!(
+            r#"SELECT id AS "id: ListingId" FROM listings WHERE household_id = $1"#,
+            id as _,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
     }
     let view = load_household(&mut tx, id).await?;
     tx.commit().await?;
-    if renamed {
-        // The seller's name is on every page of its listings (a name sent again unchanged
-        // keeps them).
-        app.views.forget_all();
+    // The seller's name is on every page of its listings, and on no other (a name sent again
+    // unchanged keeps them). Other processes are told by PostgreSQL (`households_view`).
+    for listing in renamed_pages {
+        app.views.forget(listing);
     }
     Ok(AxumJson(view))
 }

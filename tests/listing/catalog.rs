@@ -159,6 +159,50 @@ async fn bad_listing_input_is_422_naming_the_field() {
     app.stop().await;
 }
 
+/// Two changes of one listing at once, a price by its household and a title by its helper,
+/// both stand. Before, each request read the listing, merged its change over what it read
+/// and wrote every column back: the later write put back what the earlier one changed, and
+/// both answered 200.
+#[tokio::test]
+async fn two_changes_of_a_listing_at_once_both_stand() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let listing = app.api.listing_with_stock(&seller, "5").await;
+    let path = format!("/v1/listings/{listing}");
+    // The first change waits between reading the listing and writing it.
+    nongsan_shared::failpoint::set(
+        "listing.before_update",
+        nongsan_shared::failpoint::Action::Delay(1_500),
+    );
+    let price = {
+        let (api, seller, path) = (app.api.clone(), seller.clone(), path.clone());
+        tokio::spawn(async move {
+            api.patch(&path, &seller, &json!({ "price_vnd": 50000 }))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    nongsan_shared::failpoint::clear("listing.before_update");
+    let (status, body) = app
+        .api
+        .patch(
+            &path,
+            &seller,
+            &json!({ "title": "Xoài cát Hòa Lộc loại 1" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = price.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, now) = app.api.get(&path, Some(&seller)).await;
+    assert_eq!(
+        (now["title"].as_str(), now["price_vnd"].as_i64()),
+        (Some("Xoài cát Hòa Lộc loại 1"), Some(50000)),
+        "{now}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_hidden_listing_leaves_the_catalog_and_only_an_operator_brings_it_back() {
     let app = TestApp::spawn().await;

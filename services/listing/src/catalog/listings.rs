@@ -267,13 +267,16 @@ pub async fn update_listing(
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
     may_manage(&mut tx, &actor, owner).await?;
-    let cur = load_listing(&mut tx, id).await?;
+    // The row is locked before the listing is read: a change made at the same time waits
+    // for this one to commit and merges over it, instead of writing back what it read
+    // before (and so undoing this one). Reservations lock stock rows, not this one.
     let threshold = sqlx::query_scalar!(
-        r#"SELECT low_stock_threshold AS "threshold: Quantity" FROM listings WHERE id = $1"#,
+        r#"SELECT low_stock_threshold AS "threshold: Quantity" FROM listings WHERE id = $1 FOR UPDATE"#,
         id as _,
     )
     .fetch_one(&mut *tx)
     .await?;
+    let cur = load_listing(&mut tx, id).await?;
     let next = ListingInput {
         title: patch.title.unwrap_or(cur.title),
         description: patch.description.unwrap_or(cur.description),
@@ -298,6 +301,7 @@ pub async fn update_listing(
         gtin: patch.gtin.or(cur.gtin),
     };
     let next = CheckedListing::try_from(next)?;
+    nongsan_shared::failpoint::hit_async("listing.before_update").await?;
     claim_gtin(&mut tx, owner, next.gtin14().as_deref()).await?;
     sqlx::query!(
         "UPDATE listings SET title = $2, description = $3, category_code = $4, unit_code = $5, price_vnd = $6, min_order = $7, step = $8,

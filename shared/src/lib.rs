@@ -20,6 +20,7 @@ pub mod invalid;
 pub mod money;
 pub mod net;
 pub mod paging;
+pub mod patch;
 pub mod phone;
 pub mod problems;
 pub mod quantity;

@@ -159,6 +159,56 @@ async fn bad_listing_input_is_422_naming_the_field() {
     app.stop().await;
 }
 
+/// A listing's OCOP stars, farm point and low-stock threshold can be taken off with `null`
+/// (an OCOP rating that lapsed must leave the listing's page); a field not sent stays.
+/// Before, `null` kept the old value: nothing could clear them.
+#[tokio::test]
+async fn a_patch_clears_an_optional_field_sent_as_null_and_keeps_one_not_sent() {
+    let app = TestApp::spawn().await;
+    let seller = app.api.register(Role::Household).await;
+    let mut body = listing_body();
+    body["origin_point"] = json!({ "lat": 11.83, "lon": 108.55 });
+    body["low_stock_threshold"] = json!("2");
+    let listing = crate::support::calls::id_of(&app.api.create_listing(&seller, &body).await);
+    let path = format!("/v1/listings/{listing}");
+    let (status, v) = app
+        .api
+        .patch(&path, &seller, &json!({ "title": "Xoài cát loại 1" }))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            v["ocop_stars"].as_i64(),
+            v["origin"]["point"]["lat"].as_f64()
+        ),
+        (Some(4), Some(11.83)),
+        "{v}"
+    );
+    let (status, v) = app
+        .api
+        .patch(
+            &path,
+            &seller,
+            &json!({ "ocop_stars": null, "origin_point": null, "low_stock_threshold": null }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["ocop_stars"], &v["origin"]["point"], v["title"].as_str()),
+        (&Value::Null, &Value::Null, Some("Xoài cát loại 1")),
+        "{v}"
+    );
+    let pool = app.db.pool("listing").await;
+    let threshold: Option<String> =
+        sqlx::query_scalar("SELECT low_stock_threshold::text FROM listings WHERE id = $1::uuid")
+            .bind(&listing)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(threshold, None);
+    app.stop().await;
+}
+
 /// Two changes of one listing at once, a price by its household and a title by its helper,
 /// both stand. Before, each request read the listing, merged its change over what it read
 /// and wrote every column back: the later write put back what the earlier one changed, and

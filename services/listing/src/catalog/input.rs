@@ -75,7 +75,8 @@ pub struct ListingInput {
     pub gtin: Option<String>,
 }
 
-/// Changes to a listing; absent fields stay as they are.
+/// Changes to a listing; absent fields stay as they are, and the optional ones sent as
+/// `null` are taken off.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListingPatch {
@@ -98,15 +99,21 @@ pub struct ListingPatch {
     pub photos: Option<Vec<String>>,
     /// New origin commune.
     pub origin_commune: Option<String>,
-    /// New origin point.
-    pub origin_point: Option<Point>,
+    /// New origin point; `null` takes it off.
+    #[serde(default, deserialize_with = "nongsan_shared::patch::clearable")]
+    #[schema(value_type = Option<Point>)]
+    pub origin_point: Option<Option<Point>>,
     /// New certifications (replace the old ones), at most 20.
     #[schema(max_items = 20)]
     pub certifications: Option<Vec<Certification>>,
-    /// New OCOP stars.
-    pub ocop_stars: Option<i16>,
-    /// New low-stock threshold.
-    pub low_stock_threshold: Option<Quantity>,
+    /// New OCOP stars; `null` takes them off (a rating that lapsed).
+    #[serde(default, deserialize_with = "nongsan_shared::patch::clearable")]
+    #[schema(value_type = Option<i16>)]
+    pub ocop_stars: Option<Option<i16>>,
+    /// New low-stock threshold; `null` takes it off.
+    #[serde(default, deserialize_with = "nongsan_shared::patch::clearable")]
+    #[schema(value_type = Option<Quantity>)]
+    pub low_stock_threshold: Option<Option<Quantity>>,
     /// New GTIN.
     pub gtin: Option<String>,
 }

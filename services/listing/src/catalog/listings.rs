@@ -287,15 +287,15 @@ pub async fn update_listing(
         step: Some(patch.step.unwrap_or(cur.step)),
         photos: patch.photos.unwrap_or(cur.photos),
         origin_commune: patch.origin_commune.unwrap_or(cur.origin.commune_code),
-        origin_point: patch.origin_point.or(cur.origin.point),
+        origin_point: nongsan_shared::patch::apply(patch.origin_point, cur.origin.point),
         certifications: patch.certifications.unwrap_or_else(|| {
             cur.certifications
                 .into_iter()
                 .map(|c| c.certification())
                 .collect()
         }),
-        ocop_stars: patch.ocop_stars.or(cur.ocop_stars),
-        low_stock_threshold: patch.low_stock_threshold.or(threshold),
+        ocop_stars: nongsan_shared::patch::apply(patch.ocop_stars, cur.ocop_stars),
+        low_stock_threshold: nongsan_shared::patch::apply(patch.low_stock_threshold, threshold),
         status: None,
         cooperative_id: None,
         gtin: patch.gtin.or(cur.gtin),

@@ -890,6 +890,74 @@ async fn a_stalled_online_checkout_whose_key_another_took_meanwhile_is_failed() 
     app.stop().await;
 }
 
+/// How many times the listing service answered a read of a reservation, by `/metrics`.
+async fn reservation_reads(api: &Client) -> u64 {
+    let text = api
+        .send(crate::support::client::Request::get("/metrics"))
+        .await
+        .text();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("http_requests_total{")
+                && l.contains("route=\"/v1/internal/reservations/{id}\"")
+                && l.contains("method=\"GET\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A checkout's lines show the lots that filled them, read from the listing service once for
+/// the checkout: its orders share one reservation. Before, it was read once per order, one
+/// after another (up to 50 sellers in a checkout, each read up to 10 s when the listing
+/// service hangs).
+#[tokio::test]
+async fn a_checkout_reads_its_lots_once_whatever_its_sellers() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let buyer = api.register(Role::Buyer).await;
+    let mut sellers = Vec::new();
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let seller = api.register(Role::Household).await;
+        lines.push(api.listing_in_two_lots(&seller, 30_000, 10).await);
+        sellers.push(seller);
+    }
+    let basket_lines: Vec<(&str, &str)> = lines.iter().map(|l| (l.as_str(), "1")).collect();
+    let (status, c) = api
+        .checkout(&buyer, "three-sellers", &basket(&basket_lines, "cod"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    for order in c["orders"].as_array().unwrap() {
+        let seller = sellers
+            .iter()
+            .find(|s| s.id == order["seller"]["id"].as_str().unwrap())
+            .unwrap();
+        let (status, body) = api
+            .order_action(seller, order["id"].as_str().unwrap(), "confirm", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The stock is sold once each confirmation's event reaches the listing service.
+    let path = format!("/v1/checkouts/{}", c["id"].as_str().unwrap());
+    let all_lots = |read: &Value| {
+        read["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["lines"][0]["lots"].is_array())
+    };
+    eventually(Duration::from_secs(15), "every line's lots", || async {
+        all_lots(&api.get(&path, Some(&buyer)).await.1).then_some(())
+    })
+    .await;
+    let before = reservation_reads(api).await;
+    let (status, read) = api.get(&path, Some(&buyer)).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(reservation_reads(api).await - before, 1);
+    assert!(all_lots(&read), "{read}");
+    app.stop().await;
+}
+
 /// How many checkouts the order schema holds.
 async fn stored_checkouts(order: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM checkouts")

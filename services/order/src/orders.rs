@@ -181,26 +181,39 @@ async fn relation(app: &AppState, actor: &Actor, order: &OrderView) -> Result<Pa
 /// Adds the lots that filled each line, once the stock is sold. Best effort: without the
 /// listing service the lines are shown without lots.
 pub async fn attach_lots(app: &AppState, order: &mut OrderView) {
+    attach_lots_of_checkout(app, std::slice::from_mut(order)).await;
+}
+
+/// [`attach_lots`] for the orders of one checkout: they share its reservation, read once.
+pub async fn attach_lots_of_checkout(app: &AppState, orders: &mut [OrderView]) {
     use OrderStatus as S;
-    if !matches!(
-        order.status,
-        S::Paid | S::Confirmed | S::Shipped | S::Delivered | S::DeliveryFailed | S::Returned
-    ) {
+    let sold = |o: &OrderView| {
+        matches!(
+            o.status,
+            S::Paid | S::Confirmed | S::Shipped | S::Delivered | S::DeliveryFailed | S::Returned
+        )
+    };
+    let Some(checkout) = orders.iter().find(|o| sold(o)).map(|o| o.checkout_id) else {
         return;
-    }
-    let path = format!("/v1/internal/reservations/{}", order.checkout_id);
+    };
+    let path = format!("/v1/internal/reservations/{checkout}");
     match app.peers.listing.get::<ReservationView>(&path).await {
         Ok(r) => {
-            for line in &mut order.lines {
-                if let Some(reserved) = r.lines.iter().find(|l| l.listing_id == line.listing_id)
-                    && !reserved.allocations.is_empty()
-                {
-                    line.lots = Some(reserved.allocations.clone());
+            for order in orders
+                .iter_mut()
+                .filter(|o| sold(o) && o.checkout_id == checkout)
+            {
+                for line in &mut order.lines {
+                    if let Some(reserved) = r.lines.iter().find(|l| l.listing_id == line.listing_id)
+                        && !reserved.allocations.is_empty()
+                    {
+                        line.lots = Some(reserved.allocations.clone());
+                    }
                 }
             }
         }
         Err(e) => {
-            tracing::warn!(order.id = %order.id, error = %e, "cannot read the lots of an order now")
+            tracing::warn!(checkout.id = %checkout, error = %e, "cannot read the lots of an order now")
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::{
     AppState,
     error::{OrderError, Result},
     idempotency::{self, Claim, Claimed, IdempotencyKey},
-    orders::attach_lots,
+    orders::attach_lots_of_checkout,
     views::{CheckoutView, load_checkout, load_checkouts},
 };
 
@@ -108,9 +108,8 @@ pub async fn get_checkout(
         return Err(OrderError::NotFound("checkout"));
     }
     let mut view = load_checkout(&mut conn, id).await?;
-    for order in &mut view.orders {
-        attach_lots(&app, order).await;
-    }
+    drop(conn);
+    attach_lots_of_checkout(&app, &mut view.orders).await;
     Ok(AxumJson(view))
 }
 

@@ -358,6 +358,20 @@ async fn a_buyers_order_line_links_to_its_lot_and_a_recall_finds_the_order() {
     assert_eq!(item["buyer_id"], buyer.id.as_str());
     assert_eq!(item["recipient_phone"], "+84987654321");
     assert_eq!(item["quantity"], "2");
+    // A page size out of range, or a parameter the list does not take, is named: before, the
+    // size was silently clamped and `cursor` ignored (the first page answered again).
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("cursor=abc", "cursor"),
+    ] {
+        let (status, r) = api.get(&format!("{recall}?{query}"), Some(&operator)).await;
+        assert_eq!(
+            (status, r["errors"][0]["field"].as_str()),
+            (422, Some(field)),
+            "{query}: {r}"
+        );
+    }
     // Only an operator reads who bought a lot.
     assert_eq!(api.get(&recall, Some(&buyer)).await.0, 403);
     assert_eq!(api.get(&recall, Some(&seller)).await.0, 403);

@@ -84,17 +84,19 @@ pub struct RecallPage {
 /// Paging.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct RecallQuery {
     /// Orders after this one.
     pub after: Option<OrderId>,
     /// At most this many, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
 /// Every order that received a lot, with the buyer to contact (operators, for a recall).
 #[utoipa::path(get, path = "/v1/ops/order/lots/{lot_id}/orders", tag = "order",
     params(("lot_id" = uuid::Uuid, Path, description = "The lot (its id, as on the order's lines)"), RecallQuery),
-    responses((status = 200, body = RecallPage), (status = 403, body = nongsan_shared::error::ProblemSchema)),
+    responses((status = 200, body = RecallPage), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)),
     security(("bearer" = [])))]
 pub async fn orders_of_lot(
     State(app): State<AppState>,
@@ -105,7 +107,14 @@ pub async fn orders_of_lot(
     if actor.role != Role::Operator {
         return Err(ApiError::forbidden());
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            "out_of_range",
+            nongsan_shared::Text::new("must be 1 to 500", "phải từ 1 đến 500"),
+        ));
+    }
     let mut conn = app.pool.acquire().await?;
     let rows = sqlx::query!(
         r#"SELECT o.id AS "id: OrderId", o.status AS "status: OrderStatus", o.buyer_id AS "buyer_id: AccountId",

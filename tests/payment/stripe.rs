@@ -535,3 +535,55 @@ async fn a_stripe_refund_without_our_id_is_known_by_its_stripe_id() {
     assert_eq!(refunded_vnd(&app).await, 0, "its amount is freed");
     app.stop().await;
 }
+
+/// A signed `payment_intent.succeeded` for a PaymentIntent nongsan did not open (another
+/// integration on the same Stripe account; `stripe trigger`) is acknowledged and changes
+/// nothing. Before, it was answered 503 at every delivery, so Stripe kept sending it for
+/// days. One of nongsan's own (its `checkout_id` in the metadata) that overtook its payment's
+/// row is still 503, for Stripe to send again.
+#[tokio::test]
+async fn an_event_for_a_payment_intent_nongsan_did_not_open_is_acknowledged() {
+    let stripe = LocalStripe::start().await;
+    let app = app_with(&stripe, |_| {}).await;
+    let api = &app.api;
+    let now = chrono::Utc::now().timestamp();
+    let event = |id: &str, intent: &str, metadata: Value| {
+        json!({
+            "id": id, "object": "event", "type": "payment_intent.succeeded", "created": now,
+            "data": { "object": { "id": intent, "object": "payment_intent", "amount": 50000, "amount_received": 50000,
+                "status": "succeeded", "metadata": metadata } }
+        })
+        .to_string()
+    };
+    let foreign = event("evt_not_ours", "pi_not_ours", json!({ "order": "shop-42" }));
+    assert_eq!(
+        webhook(
+            api,
+            &foreign,
+            &sign_header(foreign.as_bytes(), WEBHOOK_SECRET, now)
+        )
+        .await,
+        200
+    );
+    let ours = event(
+        "evt_ours_early",
+        "pi_ours_early",
+        json!({ "checkout_id": uuid::Uuid::now_v7().to_string() }),
+    );
+    assert_eq!(
+        webhook(
+            api,
+            &ours,
+            &sign_header(ours.as_bytes(), WEBHOOK_SECRET, now)
+        )
+        .await,
+        503
+    );
+    let payments = app.db.pool("payment").await;
+    let recorded: Vec<String> = sqlx::query_scalar("SELECT id FROM stripe_events ORDER BY id")
+        .fetch_all(&payments)
+        .await
+        .unwrap();
+    assert_eq!(recorded, ["evt_not_ours"], "one not acted on is sent again");
+    app.stop().await;
+}

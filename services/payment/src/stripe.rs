@@ -360,6 +360,14 @@ pub async fn handle_webhook(
             .fetch_optional(&mut *tx)
             .await?;
             let Some(p) = payment else {
+                if !event.data.object.metadata.contains_key("checkout_id") {
+                    // Not a PaymentIntent nongsan opened (each carries its checkout's id):
+                    // another integration's on the same account. Recorded, and acknowledged
+                    // so that Stripe stops sending it.
+                    tx.commit().await?;
+                    tracing::info!(intent = %event.data.object.id, "a Stripe event for a PaymentIntent nongsan did not open; ignored");
+                    return Ok(StatusCode::OK);
+                }
                 // Not stored yet (the event overtook us): not recorded, so Stripe's next
                 // delivery is acted on.
                 return Err(ApiError::unavailable(

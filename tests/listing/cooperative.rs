@@ -137,6 +137,50 @@ async fn an_import_sent_again_does_not_take_its_stock_in_twice() {
     app.stop().await;
 }
 
+/// A bad row is named by its line in the file, blank lines and empty rows counted: before,
+/// rows were numbered after the empty ones were left out, so the manager was sent to the
+/// wrong line.
+#[tokio::test]
+async fn a_bad_row_is_named_by_its_line_in_the_file_whatever_is_blank_before_it() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n\n{p},OK-1,{m},10,2026-11-20\n,,,,\n{p},LÔ-2,{m},1,2026-11-20\n",
+        p = c.pooled,
+        m = c.member.id,
+    );
+    let (status, body) = import(&app, &c, CSV, csv).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("rows[5].lot_code")),
+        "{body}"
+    );
+    let blank = vec![String::new(); 5];
+    let header = [
+        "listing",
+        "lot_code",
+        "household",
+        "quantity",
+        "harvest_date",
+    ]
+    .map(String::from)
+    .to_vec();
+    let bad = vec![
+        c.pooled.clone(),
+        "LÔ-3".into(),
+        c.member.id.clone(),
+        "1".into(),
+        "2026-11-20".into(),
+    ];
+    let (status, body) = import(&app, &c, XLSX, xlsx(&[header, blank.clone(), blank, bad])).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("rows[4].lot_code")),
+        "{body}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn every_bad_row_is_reported_with_its_line_number() {
     let app = TestApp::spawn().await;

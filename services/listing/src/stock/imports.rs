@@ -27,6 +27,8 @@ use crate::{
 /// One row of a stock import, as read from the file.
 #[derive(Debug, Clone, Default)]
 pub struct ImportRow {
+    /// Its line in the file (the header is line 1), by which a bad row is named.
+    pub line: usize,
     /// Listing id.
     pub listing: String,
     /// Lot code.
@@ -155,7 +157,12 @@ fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
         if records.len() == MAX_IMPORT_ROWS {
             return Err(too_many_rows());
         }
-        records.push(rec.iter().map(str::to_owned).collect::<Vec<_>>());
+        // Where the record starts: blank lines and values over several lines counted.
+        let line = rec
+            .position()
+            .and_then(|p| usize::try_from(p.line()).ok())
+            .unwrap_or(records.len() + 2);
+        records.push((line, rec.iter().map(str::to_owned).collect::<Vec<_>>()));
     }
     to_rows(&headers, records)
 }
@@ -274,7 +281,8 @@ fn read_xlsx(bytes: &[u8]) -> Result<Vec<ImportRow>> {
         .next()
         .map(|r| r.iter().map(|c| c.to_ascii_lowercase()).collect())
         .unwrap_or_default();
-    let records = rows.filter(|r| r.iter().any(|c| !c.is_empty())).collect();
+    // Sheet rows count from 1, the header's.
+    let records = rows.enumerate().map(|(i, r)| (i + 2, r)).collect();
     to_rows(&headers, records)
 }
 
@@ -319,7 +327,8 @@ fn check_unpacked_size(bytes: &[u8]) -> std::result::Result<(), Unpacked> {
     Ok(())
 }
 
-fn to_rows(headers: &[String], records: Vec<Vec<String>>) -> Result<Vec<ImportRow>> {
+/// The rows of `records` (each with its line in the file) that are not empty.
+fn to_rows(headers: &[String], records: Vec<(usize, Vec<String>)>) -> Result<Vec<ImportRow>> {
     let mut idx = [0usize; 5];
     let mut p = Problems::default();
     for (k, col) in COLUMNS.iter().enumerate() {
@@ -338,8 +347,9 @@ fn to_rows(headers: &[String], records: Vec<Vec<String>>) -> Result<Vec<ImportRo
     let get = |r: &Vec<String>, k: usize| r.get(idx[k]).cloned().unwrap_or_default();
     Ok(records
         .into_iter()
-        .filter(|r| r.iter().any(|c| !c.trim().is_empty()))
-        .map(|r| ImportRow {
+        .filter(|(_, r)| r.iter().any(|c| !c.trim().is_empty()))
+        .map(|(line, r)| ImportRow {
+            line,
             listing: get(&r, 0),
             lot_code: get(&r, 1),
             household: get(&r, 2),
@@ -386,7 +396,8 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
 
 /// Imports rows into the cooperative's listings (pooled or members'), in one transaction:
 /// if any row is bad, nothing is imported and every bad row is reported as `rows[N]`, N
-/// being its line in the file (the header is line 1). `progress` is called after each row.
+/// being its line in the file (the header is line 1, blank lines counted). `progress` is
+/// called after each row.
 /// Rows the cooperative imported before, the same in the same order, are refused
 /// (`import_repeated`) unless `again`: a retry must not take the stock in twice.
 pub async fn import_rows(
@@ -415,8 +426,8 @@ pub async fn import_rows(
     p.finish()?;
     let mut p = Problems::default();
     let mut parsed = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        let line = i + 2;
+    for r in rows {
+        let line = r.line;
         let f = |x: &str| format!("rows[{line}].{x}");
         let listing = r.listing.trim().parse::<ListingId>().ok();
         let owner = match listing {

@@ -150,6 +150,47 @@ async fn a_lots_qr_code_decodes_to_exactly_its_link() {
     assert_eq!(res.status, 403);
 }
 
+/// A lot code used again for a later harvest (a new listing of the same product, the same
+/// GTIN): the link printed on the first harvest's label still opens the first harvest's
+/// lot, by its harvest date (7007); a link without one opens the latest. Before, every link
+/// opened the latest lot of that code, whatever its harvest date said.
+#[tokio::test]
+async fn a_link_opens_the_lot_of_its_harvest_date_when_a_code_was_used_again() {
+    let app = app_with(|_| {}).await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let (_, first) = listing_with_lot(api, &seller, Some("8931234567897"), "LO1").await;
+    let mut body = listing_body();
+    body["gtin"] = json!("8931234567897");
+    let again = id_of(&api.create_listing(&seller, &body).await);
+    api.add_lot(&seller, &again, "LO1", "2026-06-20", "20")
+        .await;
+    let opened = |path: &'static str| async move {
+        let res = api
+            .send(Request::get(path).header("accept", "application/json"))
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let t = res.json();
+        (
+            t["lot"]["id"].as_str().unwrap().to_owned(),
+            t["lot"]["harvest_date"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (id, harvest) = opened("/01/08931234567897/10/LO1?7007=250615").await;
+    assert_eq!(
+        (id.as_str(), harvest.as_str()),
+        (first.as_str(), "2025-06-15")
+    );
+    // A day of 00 names the month (GS1).
+    let (id, _) = opened("/01/08931234567897/10/LO1?7007=250600").await;
+    assert_eq!(id, first);
+    let (_, harvest) = opened("/01/08931234567897/10/LO1").await;
+    assert_eq!(harvest, "2026-06-20");
+    let (_, harvest) = opened("/01/08931234567897/10/LO1?7007=260620").await;
+    assert_eq!(harvest, "2026-06-20");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_lots_page_tells_where_it_comes_from_and_nothing_private() {
     let app = app_with(|_| {}).await;

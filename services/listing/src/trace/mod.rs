@@ -348,15 +348,25 @@ fn malformed(headers: &HeaderMap, detail_en: &str, detail_vi: &str) -> Response 
 /// Whether `h` is a harvest date as AI 7007 writes it: YYMMDD, a real day, or DD `00` when
 /// only the month is known (GS1 General Specifications, dates with a day of 00).
 fn harvest_date_is_valid(h: &str) -> bool {
+    harvest_days(h).is_some()
+}
+
+/// The days a 7007 harvest date (YYMMDD) names, first and last: one day, or a whole month
+/// when its day is 00 (GS1).
+fn harvest_days(h: &str) -> Option<(NaiveDate, NaiveDate)> {
     if h.len() != 6 || !h.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
-    let day = if h.ends_with("00") {
-        format!("{}01", &h[..4])
-    } else {
-        h.to_owned()
-    };
-    NaiveDate::parse_from_str(&day, "%y%m%d").is_ok()
+    match h.strip_suffix("00") {
+        Some(month) => {
+            let first = NaiveDate::parse_from_str(&format!("{month}01"), "%y%m%d").ok()?;
+            let last = first
+                .checked_add_months(chrono::Months::new(1))?
+                .pred_opt()?;
+            Some((first, last))
+        }
+        None => NaiveDate::parse_from_str(h, "%y%m%d").ok().map(|d| (d, d)),
+    }
 }
 
 /// The Digital Link's query: the harvest date (AI 7007), when given.
@@ -424,13 +434,18 @@ pub async fn lot_by_digital_link(
     let mut conn = app.pool.acquire().await?;
     // Among the lots of the GTIN's owner (no other seller's listing answers its links): a
     // pooled lot keeps its code, and the latest lot of that code is where it was sold from.
+    // A code used again for a later harvest (another listing of the same product) is told
+    // apart by the link's harvest date, when it has one.
+    let harvest = q.harvest.as_deref().and_then(harvest_days);
     let found = sqlx::query_scalar!(
         "SELECT l.id FROM lots l JOIN listings g ON g.id = l.listing_id
          JOIN gtin_owners o ON o.gtin = g.gtin AND (o.household_id = g.household_id OR o.cooperative_id = g.cooperative_id)
          WHERE g.gtin = $1 AND l.lot_code = $2
-         ORDER BY l.created_at DESC LIMIT 1",
+         ORDER BY (l.harvest_date BETWEEN $3 AND $4) IS TRUE DESC, l.created_at DESC LIMIT 1",
         gtin,
         lot,
+        harvest.map(|h| h.0),
+        harvest.map(|h| h.1),
     )
     .fetch_optional(&mut *conn)
     .await?;

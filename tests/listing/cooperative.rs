@@ -155,6 +155,43 @@ async fn a_bad_row_is_named_by_its_line_in_the_file_whatever_is_blank_before_it(
         (422, Some("rows[5].lot_code")),
         "{body}"
     );
+    // Right after blank lines, in a file with Windows line ends (as Excel saves CSV), and
+    // with a value over two lines before it.
+    for (csv, line) in [
+        (
+            "{h}\n{p},OK-1,{m},10,2026-11-20\n\n\n{p},LÔ-2,{m},1,2026-11-20\n",
+            5,
+        ),
+        (
+            "{h}\r\n{p},OK-1,{m},10,2026-11-20\r\n{p},LÔ-2,{m},1,2026-11-20\r\n",
+            3,
+        ),
+        (
+            "{h}\r\n\r\n{p},OK-1,{m},10,2026-11-20\r\n{p},LÔ-2,{m},1,2026-11-20\r\n",
+            4,
+        ),
+        (
+            "{h}\n{p},\"OK-1\n\",{m},10,2026-11-20\n{p},LÔ-2,{m},1,2026-11-20\n",
+            4,
+        ),
+    ] {
+        let csv = csv
+            .replace("{h}", "listing,lot_code,household,quantity,harvest_date")
+            .replace("{p}", &c.pooled)
+            .replace("{m}", &c.member.id);
+        let (status, body) = import(&app, &c, CSV, csv.clone()).await;
+        let named: Vec<&str> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(status, 422, "{csv:?}: {body}");
+        assert!(
+            named.contains(&format!("rows[{line}].lot_code").as_str()),
+            "{csv:?}: {body}"
+        );
+    }
     let blank = vec![String::new(); 5];
     let header = [
         "listing",

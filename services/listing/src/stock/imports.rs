@@ -143,6 +143,9 @@ fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
         .map(|h| h.to_ascii_lowercase())
         .collect();
     let mut records = Vec::new();
+    // Line ends counted up to `counted`, which is on line `line` of the file.
+    let file = text.as_bytes();
+    let (mut counted, mut line) = (0, 1);
     for rec in reader.records() {
         let rec = rec.map_err(|e| {
             ListingError::field(
@@ -157,11 +160,21 @@ fn read_csv(bytes: &[u8]) -> Result<Vec<ImportRow>> {
         if records.len() == MAX_IMPORT_ROWS {
             return Err(too_many_rows());
         }
-        // Where the record starts: blank lines and values over several lines counted.
-        let line = rec
+        // The record's line in the file, blank lines, CRLF ends and values over several lines
+        // counted: the parser's position is where it started reading, before the line ends
+        // and blank lines it skipped, so those are skipped here and the line ends counted
+        // from the last record on (once, however long the file).
+        let from = rec
             .position()
-            .and_then(|p| usize::try_from(p.line()).ok())
-            .unwrap_or(records.len() + 2);
+            .and_then(|p| usize::try_from(p.byte()).ok())
+            .unwrap_or(0)
+            .clamp(counted, file.len());
+        let start = file[from..]
+            .iter()
+            .position(|b| !matches!(b, b'\r' | b'\n'))
+            .map_or(file.len(), |i| from + i);
+        line += file[counted..start].iter().filter(|b| **b == b'\n').count();
+        counted = start;
         records.push((line, rec.iter().map(str::to_owned).collect::<Vec<_>>()));
     }
     to_rows(&headers, records)
@@ -532,8 +545,8 @@ pub async fn import_rows(
     {
         return Err(ListingError::conflict(
             "import_repeated",
-            format!("These rows were imported at {at}: nothing was taken in again. To take them in a second time, send the file with again=true."),
-            format!("Các dòng này đã được nhập lúc {at}: không nhập lại. Muốn nhập thêm lần nữa, hãy gửi tệp với again=true."),
+            format!("These rows were imported at {at}: nothing was taken in again. To take them in a second time, import the file again with again=true (nongsan import --again)."),
+            format!("Các dòng này đã được nhập lúc {at}: không nhập lại. Muốn nhập thêm lần nữa, hãy nhập lại tệp với again=true (nongsan import --again)."),
         ));
     }
     let mut problems = Problems::default();

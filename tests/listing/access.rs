@@ -326,5 +326,13 @@ async fn the_public_household_view_has_no_street_and_no_point() {
     }
     let (_, own) = app.api.get(&path, Some(&household)).await;
     assert_eq!(own["farm_location"]["lon"], 108.5456, "{own}");
+    // A farm point sent as null is taken off (it was kept before); a field not sent stays.
+    let (status, own) = app
+        .api
+        .patch(&path, &household, &json!({ "farm_location": null }))
+        .await;
+    assert_eq!(status, 200, "{own}");
+    assert!(own["farm_location"].is_null(), "{own}");
+    assert_eq!(own["address"]["street"], "Thôn Lạc Lâm", "{own}");
     app.stop().await;
 }

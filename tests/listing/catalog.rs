@@ -209,8 +209,7 @@ async fn a_patch_clears_an_optional_field_sent_as_null_and_keeps_one_not_sent() 
     app.stop().await;
 }
 
-/// Two changes of one listing at once, a price by its household and a title by its helper,
-/// both stand. Before, each request read the listing, merged its change over what it read
+/// Two changes of one listing at once, a price and a title, both stand. Before, each request read the listing, merged its change over what it read
 /// and wrote every column back: the later write put back what the earlier one changed, and
 /// both answered 200.
 #[tokio::test]
@@ -231,7 +230,24 @@ async fn two_changes_of_a_listing_at_once_both_stand() {
                 .await
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Until the first change waits there: its transaction idle for a while (the relays' and
+    // the indexer's never are for long).
+    let pool = app.db.pool("listing").await;
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the first change to wait between its read and its write",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND state = 'idle in transaction' AND state_change < now() - interval '200 milliseconds'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
     nongsan_shared::failpoint::clear("listing.before_update");
     let (status, body) = app
         .api

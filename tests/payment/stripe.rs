@@ -555,7 +555,11 @@ async fn an_event_for_a_payment_intent_nongsan_did_not_open_is_acknowledged() {
         })
         .to_string()
     };
-    let foreign = event("evt_not_ours", "pi_not_ours", json!({ "order": "shop-42" }));
+    let foreign = event(
+        "evt_not_ours",
+        "pi_not_ours",
+        json!({ "checkout_id": "shop-42" }),
+    );
     assert_eq!(
         webhook(
             api,

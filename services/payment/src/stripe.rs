@@ -360,7 +360,13 @@ pub async fn handle_webhook(
             .fetch_optional(&mut *tx)
             .await?;
             let Some(p) = payment else {
-                if !event.data.object.metadata.contains_key("checkout_id") {
+                let ours = event
+                    .data
+                    .object
+                    .metadata
+                    .get("checkout_id")
+                    .is_some_and(|c| c.parse::<CheckoutId>().is_ok());
+                if !ours {
                     // Not a PaymentIntent nongsan opened (each carries its checkout's id):
                     // another integration's on the same account. Recorded, and acknowledged
                     // so that Stripe stops sending it.

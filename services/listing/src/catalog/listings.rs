@@ -269,9 +269,11 @@ pub async fn update_listing(
     may_manage(&mut tx, &actor, owner).await?;
     // The row is locked before the listing is read: a change made at the same time waits
     // for this one to commit and merges over it, instead of writing back what it read
-    // before (and so undoing this one). Reservations lock stock rows, not this one.
+    // before (and so undoing this one). `NO KEY`: the rows that refer to the listing
+    // (reservation lines, stock movements, lots) check it with a key-share lock, which this
+    // one lets through, so checkouts and intakes of the listing do not wait for the change.
     let threshold = sqlx::query_scalar!(
-        r#"SELECT low_stock_threshold AS "threshold: Quantity" FROM listings WHERE id = $1 FOR UPDATE"#,
+        r#"SELECT low_stock_threshold AS "threshold: Quantity" FROM listings WHERE id = $1 FOR NO KEY UPDATE"#,
         id as _,
     )
     .fetch_one(&mut *tx)
@@ -379,7 +381,7 @@ pub async fn change_listing_status(
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
     let current = sqlx::query_scalar!(
-        "SELECT status FROM listings WHERE id = $1 FOR UPDATE",
+        "SELECT status FROM listings WHERE id = $1 FOR NO KEY UPDATE",
         id as _
     )
     .fetch_one(&mut *tx)

@@ -184,8 +184,10 @@ pub struct HouseholdPatch {
     pub name: Option<String>,
     /// New address.
     pub address: Option<AddressInput>,
-    /// New farm location.
-    pub farm_location: Option<Point>,
+    /// New farm location; `null` takes it off.
+    #[serde(default, deserialize_with = "nongsan_shared::patch::clearable")]
+    #[schema(value_type = Option<Point>)]
+    pub farm_location: Option<Option<Point>>,
 }
 
 /// The household (or one acting for it) updates its profile.
@@ -198,6 +200,13 @@ pub async fn update_household(
     Json(patch): Json<HouseholdPatch>,
 ) -> Result<AxumJson<HouseholdView>> {
     let mut tx = app.pool.begin().await?;
+    // Locked before it is read, as a listing's change is: two changes at once both stand.
+    sqlx::query!(
+        "SELECT 1 AS locked FROM households WHERE account_id = $1 FOR NO KEY UPDATE",
+        id as _,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let current = load_household(&mut tx, id).await?;
     may_manage(&mut tx, &actor, Owner::Household(id)).await?;
     let renamed = patch
@@ -207,7 +216,7 @@ pub async fn update_household(
     let next = HouseholdInput {
         name: patch.name.clone().unwrap_or(current.name),
         address: patch.address.clone().unwrap_or(current.address),
-        farm_location: patch.farm_location.or(current.farm_location),
+        farm_location: nongsan_shared::patch::apply(patch.farm_location, current.farm_location),
     };
     let mut p = Problems::default();
     check_household(&mut p, "", &next);

@@ -28,7 +28,7 @@ use crate::{
     params(("Idempotency-Key" = String, Header, description = "Required; the same key returns the same checkout")),
     responses(
         (status = 201, body = CheckoutView), (status = 200, description = "The checkout made earlier with this key", body = CheckoutView),
-        (status = 409, description = "insufficient_stock, listing_unavailable", body = nongsan_shared::error::ProblemSchema),
+        (status = 409, description = "insufficient_stock, listing_unavailable, reservation_expired, idempotency_key_in_use", body = nongsan_shared::error::ProblemSchema),
         (status = 422, description = "validation_failed, idempotency_key_reused", body = nongsan_shared::error::ProblemSchema),
         (status = 503, description = "The listing or payment service is unavailable; nothing was ordered", body = nongsan_shared::error::ProblemSchema)),
     security(("bearer" = [])))]

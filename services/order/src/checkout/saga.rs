@@ -181,12 +181,12 @@ pub async fn place(
             // The payment refused the request itself (an amount its provider does not take):
             // the buyer is told why; nothing was ordered.
             Err(e @ CallError::Status { status, .. }) if status.is_client_error() => {
-                mark_failed(app, id).await;
+                mark_failed(app, id, "payment could not be opened").await;
                 release(app, reservation_id).await;
                 return Err(OrderError::Peer(e));
             }
             Err(e) => {
-                mark_failed(app, id).await;
+                mark_failed(app, id, "payment could not be opened").await;
                 release(app, reservation_id).await;
                 return Err(OrderError::PaymentUnavailable(e.to_string()));
             }
@@ -199,15 +199,20 @@ pub async fn place(
 /// (see `idempotency::complete`): it is failed and its stock given back, as when its payment
 /// could not be opened.
 pub async fn abandon(app: &AppState, id: CheckoutId) {
-    mark_failed(app, id).await;
+    mark_failed(
+        app,
+        id,
+        "the checkout stalled and its Idempotency-Key went to another request",
+    )
+    .await;
     release(app, ReservationId(id.0)).await;
 }
 
 /// Compensation for a checkout whose payment could not be opened after its orders were
-/// stored: the checkout is marked failed and each order cancelled by the state machine
-/// (recorded, and announced with `order.cancelled`), in one transaction. A failure is
-/// logged: the checkout then expires.
-async fn mark_failed(app: &AppState, id: CheckoutId) {
+/// stored, or that is abandoned: the checkout is marked failed and each order cancelled by
+/// the state machine for `reason` (recorded, and announced with `order.cancelled`), in one
+/// transaction. A failure is logged: the checkout then expires.
+async fn mark_failed(app: &AppState, id: CheckoutId, reason: &str) {
     let failed = async {
         let mut tx = app.pool.begin().await?;
         for order in store::mark_failed(&mut tx, id).await? {
@@ -216,7 +221,7 @@ async fn mark_failed(app: &AppState, id: CheckoutId) {
                 order,
                 crate::lifecycle::Action::Cancel,
                 None,
-                Some("payment could not be opened"),
+                Some(reason),
             )
             .await?;
         }

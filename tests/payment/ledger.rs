@@ -364,6 +364,21 @@ async fn two_sellers_a_partial_refund_delivery_and_payout_match_the_hand_figures
         )
         .await;
     assert_eq!(status, 422);
+    // So is one PostgreSQL cannot keep (a 500 before).
+    let (status, r) = api
+        .get(
+            &format!(
+                "/v1/payments/sellers/household/{}/statement?from=-5000-01-01&to=-5000-01-02",
+                lan.id
+            ),
+            Some(&lan),
+        )
+        .await;
+    assert_eq!(
+        (status, r["errors"][0]["field"].as_str()),
+        (422, Some("from")),
+        "{r}"
+    );
 
     // Payouts: both have a bank account; one transfer goes through, one fails.
     set_payout_account(api, &lan, "household", &lan.id, "NGUYEN THI LAN").await;

@@ -15,7 +15,7 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Datelike as _, FixedOffset, NaiveDate, Utc};
 use nongsan_shared::{
     ApiError, Problems, Quantity,
     auth::{Actor, Role},
@@ -180,7 +180,7 @@ pub async fn get_balance(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatementQuery {
-    /// First day (Vietnam time), `YYYY-MM-DD`.
+    /// First day (Vietnam time), `YYYY-MM-DD`, in 2000 to 2999.
     pub from: NaiveDate,
     /// Last day, included; at most 366 days after `from`.
     pub to: NaiveDate,
@@ -284,6 +284,16 @@ pub async fn get_statement(
         "must not be before `from`",
         "không được trước `from`",
     );
+    // PostgreSQL keeps no time before 4713 BC: such a day was a 500.
+    for (field, day) in [("from", q.from), ("to", q.to)] {
+        p.check(
+            !(2000..=2999).contains(&day.year()),
+            field,
+            "out_of_range",
+            "must be a day from 2000 to 2999",
+            "phải là ngày từ năm 2000 đến năm 2999",
+        );
+    }
     p.check(
         (q.to - q.from).num_days() > 366,
         "to",

@@ -890,6 +890,36 @@ async fn a_stalled_online_checkout_whose_key_another_took_meanwhile_is_failed() 
     app.stop().await;
 }
 
+/// A listing that is not for sale (paused by its seller, hidden by an operator) answers
+/// `listing_unavailable` whatever quantity is asked, and tells nothing of its stock. Before,
+/// a quantity above its stock answered `insufficient_stock` with the quantity it held.
+#[tokio::test]
+async fn a_listing_not_for_sale_is_unavailable_whatever_is_asked() {
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let (seller, buyer, listing) = api.shop().await;
+    let (status, body) = api
+        .post(
+            &format!("/v1/listings/{listing}/status"),
+            Some(&seller),
+            &json!({ "status": "paused" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (key, quantity) in [("paused-many", "1000"), ("paused-one", "1")] {
+        let (status, r) = api
+            .checkout(&buyer, key, &basket(&[(&listing, quantity)], "cod"))
+            .await;
+        assert_eq!(
+            (status, r["code"].as_str()),
+            (409, Some("listing_unavailable")),
+            "{quantity}: {r}"
+        );
+        assert!(!r.to_string().contains("available."), "{r}");
+    }
+    app.stop().await;
+}
+
 /// How many times the listing service answered a read of a reservation, by `/metrics`.
 async fn reservation_reads(api: &Client) -> u64 {
     let text = api

@@ -88,9 +88,11 @@ pub async fn create_reservation(
             .map(|l| app.views.level_ticket(l.listing_id))
             .collect();
         let read = sqlx::query!(
-            r#"SELECT m.used AS "used!", s.listing_id AS "listing_id?: ListingId", s.on_hand AS "on_hand?: Quantity", s.reserved AS "reserved?: Quantity"
+            r#"SELECT m.used AS "used!", s.listing_id AS "listing_id?: ListingId", s.on_hand AS "on_hand?: Quantity", s.reserved AS "reserved?: Quantity",
+                 l.status AS "status?"
                FROM (SELECT EXISTS (SELECT 1 FROM reservations WHERE id = $2) AS used) m
-               LEFT JOIN stock s ON NOT m.used AND s.listing_id = ANY((SELECT $1::uuid[])::uuid[])"#,
+               LEFT JOIN stock s ON NOT m.used AND s.listing_id = ANY((SELECT $1::uuid[])::uuid[])
+               LEFT JOIN listings l ON l.id = s.listing_id"#,
             &ids,
             r.id as _,
         )
@@ -99,6 +101,11 @@ pub async fn create_reservation(
         if read.first().is_some_and(|row| row.used) {
             return made_before(&app, &mut conn, &r, &request).await;
         }
+        // A listing not for sale is refused as such under the locks below, whatever its stock:
+        // its stock is not told.
+        let for_sale = read
+            .iter()
+            .all(|s| s.status.as_deref().is_none_or(|status| status == "active"));
         let available: Vec<(ListingId, Quantity)> = read
             .into_iter()
             .filter_map(|s| {
@@ -113,7 +120,13 @@ pub async fn create_reservation(
                 app.views.put_level(ticket, *free);
             }
         }
-        if let Some(refused) = first_short(&r, &available) {
+        // As under the locks, a listing unknown or not for sale decides before short stock:
+        // then the locked path answers.
+        let all_known = r
+            .lines
+            .iter()
+            .all(|l| available.iter().any(|a| a.0 == l.listing_id));
+        if let Some(refused) = first_short(&r, &available).filter(|_| for_sale && all_known) {
             conn.release();
             return Err(refused);
         }
@@ -154,28 +167,10 @@ pub async fn create_reservation(
         // are never deleted, so no reservation made before can be for them).
         made => made.flatten(),
     };
-    // Short stock decides first, in the request's order, as the check without a lock decides
-    // it: a request gets the same answer whichever way it went. The levels read under the
-    // locks are kept (no change can come before this writer's own).
-    let levels: Vec<(ListingId, Quantity)> = rows
-        .iter()
-        .map(|s| {
-            (
-                s.listing_id,
-                StockLevels::available_of(s.on_hand, s.reserved),
-            )
-        })
-        .collect();
-    for (listing, free) in &levels {
-        app.views.put_level_locked(*listing, *free);
-    }
-    if let Some(refused) = first_short(&r, &levels) {
-        return Err(refused);
-    }
-    // Then the lines are checked in the order their rows were locked: a listing that does
-    // not exist or is not for sale decides first, then every line's quantity problems
-    // together. The answer keeps the request's order, built from what was read under the
-    // locks, not read back.
+    // The lines are checked in the order their rows were locked: a listing that does not
+    // exist or is not for sale decides first (whatever its stock, which is not told), then
+    // short stock, then every line's quantity problems together. The answer keeps the
+    // request's order, built from what was read under the locks, not read back.
     let mut order: Vec<usize> = (0..r.lines.len()).collect();
     order.sort_by_key(|&i| r.lines[i].listing_id);
     let mut found = Vec::with_capacity(order.len());
@@ -200,6 +195,24 @@ pub async fn create_reservation(
             ));
         }
         found.push((i, line, listing));
+    }
+    // Then short stock, in the request's order, as the check without a lock decides it: a
+    // request gets the same answer whichever way it went. The levels read under the locks
+    // are kept (no change can come before this writer's own).
+    let levels: Vec<(ListingId, Quantity)> = rows
+        .iter()
+        .map(|s| {
+            (
+                s.listing_id,
+                StockLevels::available_of(s.on_hand, s.reserved),
+            )
+        })
+        .collect();
+    for (listing, free) in &levels {
+        app.views.put_level_locked(*listing, *free);
+    }
+    if let Some(refused) = first_short(&r, &levels) {
+        return Err(refused);
     }
     let mut reserved: Vec<Option<ReservedLine>> = r.lines.iter().map(|_| None).collect();
     let mut locked = Vec::with_capacity(found.len());

@@ -115,11 +115,42 @@ pub async fn drop_old_test_databases(admin_url: &str) -> usize {
     drop_test_databases_older_than(admin_url, TEST_DATABASE_KEPT).await
 }
 
+/// How long [`drop_test_databases_older_than`] lets one drop wait.
+pub const DROP_WAITS_AT_MOST: Duration = Duration::from_secs(20);
+
+/// What every session of the cluster is doing and waiting for, one line each: for a test's
+/// message when PostgreSQL keeps it waiting.
+pub async fn pg_sessions(admin_url: &str) -> String {
+    let Ok(mut admin) = PgConnection::connect(admin_url).await else {
+        return "(PostgreSQL cannot be reached)".to_owned();
+    };
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' ', pid, backend_type, datname, state,
+                          wait_event_type || ':' || wait_event, replace(left(query, 100), E'\\n', ' '))
+         FROM pg_stat_activity ORDER BY pid",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap_or_default();
+    rows.join("\n")
+}
+
 /// Drops the test databases made more than `kept` ago; answers how many it dropped.
 pub async fn drop_test_databases_older_than(admin_url: &str, kept: Duration) -> usize {
     let mut admin = PgConnection::connect(admin_url)
         .await
         .expect("connect to the test PostgreSQL");
+    // A drop waits until every session of the cluster has closed the database's files, and a
+    // session blocked writing to a client that is not reading holds that up for as long as
+    // the client sleeps (CI saw one test wait 300 s). A drop that takes longer is given up:
+    // the database stays for the next test process to drop.
+    sqlx::query(&format!(
+        "SET statement_timeout = {}",
+        DROP_WAITS_AT_MOST.as_millis()
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("limit how long a drop waits");
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'")
             .fetch_all(&mut admin)

@@ -364,6 +364,37 @@ async fn a_refund_stripe_answers_pending_stays_pending_until_stripe_says_it_succ
     app.stop().await;
 }
 
+/// The refund worker sweeps every pending refund, so it may ask Stripe for an operator's
+/// refund before the operator's request does. The request then answers what Stripe told the
+/// worker, and does not ask again before the refund's next attempt is due. It asked again at
+/// once, which overrode the backoff the worker had just set (and, for a provider whose "ask"
+/// is the refund request itself, sent it twice within milliseconds).
+#[tokio::test]
+async fn a_refund_the_worker_asked_first_is_answered_as_it_stands_and_not_asked_again_at_once() {
+    let stripe = LocalStripe::start().await;
+    let app = app_with(&stripe, |_| {}).await;
+    nongsan_shared::failpoint::set(
+        "refund.stripe_pending",
+        nongsan_shared::failpoint::Action::Error { times: 1 },
+    );
+    // The worker sweeps every 100 ms: it asks first, and its answer (pending) sets the next
+    // attempt a second later.
+    nongsan_shared::failpoint::set(
+        "refund.operator.before_ask",
+        nongsan_shared::failpoint::Action::Delay(600),
+    );
+    let (_, _, refund, _) = paid_and_refunded(&stripe, &app, "worker-first").await;
+    assert_eq!(refund["status"], "pending", "{refund}");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM refunds WHERE id = $1::uuid")
+        .bind(refund["id"].as_str().unwrap())
+        .fetch_one(&app.db.pool("payment").await)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1, "asked once");
+    nongsan_shared::failpoint::clear("refund.operator.before_ask");
+    app.stop().await;
+}
+
 /// A refund that Stripe answered `succeeded` can fail days later (the buyer's bank cannot
 /// take the money back): Stripe sends `refund.failed`. That event was ignored, so the order
 /// showed the money given back and its amount stayed taken from the payment. Now the refund

@@ -231,8 +231,9 @@ struct Asked {
     checkout_id: CheckoutId,
 }
 
-/// Asks the provider for one pending refund (locked, so one worker asks it at a time) and
-/// records the answer; `None` when it is not pending or another worker holds it.
+/// Asks the provider for one pending refund that is due (locked, so one worker asks it at a
+/// time) and records the answer; `None` when it is not pending, not due yet (asked already,
+/// and waiting out its backoff), or another worker holds it.
 pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<RefundView>> {
     let mut tx = app.pool.begin().await?;
     let Some(r) = sqlx::query!(
@@ -240,7 +241,7 @@ pub async fn process(app: &AppState, id: RefundId) -> anyhow::Result<Option<Refu
                 r.provider_ref AS refund_ref, p.id AS "payment_id: PaymentId", p.checkout_id AS "checkout_id: CheckoutId", p.method AS "method: PaymentMethod",
                 p.txn_ref, p.provider_ref, p.provider_created, p.captured_vnd
            FROM refunds r JOIN payments p ON p.id = r.payment_id
-           WHERE r.id = $1 AND r.status = 'pending' FOR UPDATE OF r SKIP LOCKED"#,
+           WHERE r.id = $1 AND r.status = 'pending' AND r.next_attempt_at <= now() FOR UPDATE OF r SKIP LOCKED"#,
         id.0,
     )
     .fetch_optional(&mut *tx)
@@ -762,28 +763,26 @@ pub async fn refund_order(
     }
     tracing::info!(refund = %id, order = %req.order_id, amount_vnd = req.amount_vnd.get(), operator = %actor.account_id, "an operator asked a refund");
     tx.commit().await?;
+    nongsan_shared::failpoint::hit_async("refund.operator.before_ask").await?;
     let view = ask_now(&app, id).await?;
     Ok((StatusCode::CREATED, AxumJson(view)))
 }
 
-/// Asks the provider for a refund now and answers how it ended; when the worker got to it
-/// first, waits for the worker's answer instead (the refund's row is locked meanwhile).
+/// Asks the provider for a refund now and answers how it ended. When the worker got to it
+/// first, answers the worker's answer instead (waiting while the worker holds the refund's
+/// row): a refund the provider left pending is asked again when its next attempt is due, not
+/// at once.
 async fn ask_now(app: &AppState, id: RefundId) -> anyhow::Result<RefundView> {
-    for _ in 0..3 {
-        if let Some(view) = process(app, id).await? {
-            return Ok(view);
-        }
-        let mut tx = app.pool.begin().await?;
-        sqlx::query!("SELECT id FROM refunds WHERE id = $1 FOR UPDATE", id.0)
-            .fetch_one(&mut *tx)
-            .await?;
-        let view = load(&mut tx, id).await?;
-        tx.commit().await?;
-        if view.status != RefundStatus::Pending {
-            return Ok(view);
-        }
+    if let Some(view) = process(app, id).await? {
+        return Ok(view);
     }
-    load(&mut *app.pool.acquire().await?, id).await
+    let mut tx = app.pool.begin().await?;
+    sqlx::query!("SELECT id FROM refunds WHERE id = $1 FOR UPDATE", id.0)
+        .fetch_one(&mut *tx)
+        .await?;
+    let view = load(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(view)
 }
 
 #[cfg(test)]

@@ -760,11 +760,10 @@ async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
         })
         .collect();
     paid.sort();
-    let mut expected = vec![
-        (None, coop.as_str(), total - 455_000 + fees),
-        (Some(coop.as_str()), members[0].id.as_str(), first),
-    ];
-    expected.sort();
+    // The cooperative delivered the order and holds its cash: its own balance is taken out
+    // of that cash, and only the member is paid. What is left of the cash is what the cash
+    // sale owes the platform: the commission and the members' shares.
+    let expected = vec![(Some(coop.as_str()), members[0].id.as_str(), first)];
     assert_eq!(paid, expected);
     assert_eq!(int(&batch["without_account"]), 1);
     let b =
@@ -781,9 +780,209 @@ async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
             },
         )
         .await;
-    assert_eq!(int(&b["available_vnd"]), 0, "{b}");
+    assert_eq!(
+        (int(&b["available_vnd"]), int(&b["cash_held_vnd"])),
+        (0, 22_750 + first + second),
+        "{b}"
+    );
     let payment = app.db.pool("payment").await;
     every_transaction_balances(&payment).await;
+}
+
+/// A household that delivers its own cash-on-delivery order takes the buyer's cash and keeps
+/// it: that sale's net is already in its hands, so no payout sends it again. The cash it
+/// holds is netted against what the platform owes it: the commission of its cash sales comes
+/// out of the money of its online sales.
+#[tokio::test]
+async fn a_seller_who_collected_cash_on_delivery_is_not_paid_it_again() {
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |s| {
+        s.commission_default_bps = 500;
+        s.payout_hold_secs = 0;
+    })
+    .await;
+    let api = &app.api;
+    let operator = User::minted(Role::Operator);
+    let lan = api.register(Role::Household).await;
+    let mango = api.listing_with_stock(&lan, "30").await; // 65,000 đ/kg
+    set_payout_account(api, &lan, "household", &lan.id, "NGUYEN THI LAN").await;
+    let buyer = api.register(Role::Buyer).await;
+    let lan_lines = |batch: &Value| -> Vec<i64> {
+        batch["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["owner_id"] == lan.id.as_str())
+            .map(|l| int(&l["amount_vnd"]))
+            .collect()
+    };
+
+    // 2 kg, cash on delivery: Lan hands over the mangoes and takes the buyer's cash.
+    let cash_order = api.cod_order(&buyer, &mango, "2").await;
+    let (_, o) = api.read_order(&buyer, &cash_order).await;
+    let cash_total = int(&o["total"]);
+    act(api, &lan, &cash_order, &["confirm", "ship", "deliver"]).await;
+    let cash_commission = 6_500; // 5% of 130,000
+    balance_when(
+        api,
+        &lan,
+        "household",
+        &lan.id,
+        "the cash sale to be booked",
+        |b| b["available_vnd"] == cash_total - cash_commission,
+    )
+    .await;
+
+    // The next batch sends Lan nothing: she has the cash, and owes the platform its
+    // commission.
+    let (status, batch) = api
+        .post("/v1/payments/payouts", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{batch}");
+    assert_eq!(lan_lines(&batch), Vec::<i64>::new(), "{batch}");
+    let (_, b) = balance(api, &lan, "household", &lan.id).await;
+    assert_eq!(
+        (int(&b["available_vnd"]), int(&b["cash_held_vnd"])),
+        (0, cash_commission),
+        "{b}"
+    );
+
+    // 1 kg paid by VNPay and delivered: the platform holds that money, and pays it less the
+    // commission Lan still owes.
+    let (status, c) = api
+        .checkout(&buyer, "online", &basket(&[(&mango, "1")], "vnpay"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let online = order_of(&c, &lan);
+    let online_total = int(&online["total"]);
+    let url = c["payment_url"].as_str().unwrap();
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(url, "00", None)).await["RspCode"],
+        "00"
+    );
+    let online_id = online["id"].as_str().unwrap().to_owned();
+    balance_when(
+        api,
+        &lan,
+        "household",
+        &lan.id,
+        "the online order to be paid",
+        |b| b["pending_vnd"] == online_total,
+    )
+    .await;
+    act(api, &lan, &online_id, &["confirm", "ship", "deliver"]).await;
+    let online_net = online_total - 3_250; // 5% of 65,000
+    balance_when(
+        api,
+        &lan,
+        "household",
+        &lan.id,
+        "the online sale to be booked",
+        |b| b["available_vnd"] == online_net,
+    )
+    .await;
+    let (status, batch) = api
+        .post("/v1/payments/payouts", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{batch}");
+    assert_eq!(
+        lan_lines(&batch),
+        vec![online_net - cash_commission],
+        "{batch}"
+    );
+    let (_, b) = balance(api, &lan, "household", &lan.id).await;
+    assert_eq!(
+        (
+            int(&b["available_vnd"]),
+            int(&b["cash_held_vnd"]),
+            int(&b["in_payout_vnd"])
+        ),
+        (0, 0, online_net - cash_commission),
+        "{b}"
+    );
+    let payment = app.db.pool("payment").await;
+    every_transaction_balances(&payment).await;
+    no_balance_is_negative(&payment, "the cash netted").await;
+}
+
+/// The upgrade that gives each seller its cash: a delivered cash order booked in transit, as
+/// the code before it booked one, moves to the cash of the seller who holds it, and the next
+/// payout batch takes it out of the seller's balance instead of paying the sale again.
+#[tokio::test]
+async fn the_upgrade_moves_cash_booked_in_transit_to_the_seller_who_holds_it() {
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |s| {
+        s.commission_default_bps = 500;
+        s.payout_hold_secs = 0;
+    })
+    .await;
+    let api = &app.api;
+    let lan = api.register(Role::Household).await;
+    let mango = api.listing_with_stock(&lan, "30").await; // 65,000 đ/kg
+    set_payout_account(api, &lan, "household", &lan.id, "NGUYEN THI LAN").await;
+    let buyer = api.register(Role::Buyer).await;
+    let order = api.cod_order(&buyer, &mango, "2").await;
+    let (_, o) = api.read_order(&buyer, &order).await;
+    let total = int(&o["total"]);
+    act(api, &lan, &order, &["confirm", "ship", "deliver"]).await;
+    balance_when(
+        api,
+        &lan,
+        "household",
+        &lan.id,
+        "the cash sale to be booked",
+        |b| b["available_vnd"] == total - 6_500,
+    )
+    .await;
+    let payment = app.db.pool("payment").await;
+    // As the code before the upgrade left it: the order's total in transit, not Lan's cash.
+    sqlx::query(
+        "INSERT INTO ledger_accounts (kind) VALUES ('cod_in_transit') ON CONFLICT DO NOTHING",
+    )
+    .execute(&payment)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH t AS (INSERT INTO ledger_transactions (id, kind, order_id, memo)
+                    VALUES (gen_random_uuid(), 'order', $1, 'as booked before the upgrade') RETURNING id)
+         INSERT INTO ledger_entries (transaction_id, account_id, amount_vnd)
+         SELECT t.id, a.id, CASE a.kind WHEN 'seller_cash' THEN -$2::bigint ELSE $2::bigint END
+         FROM t, ledger_accounts a
+         WHERE a.kind = 'cod_in_transit' OR (a.kind = 'seller_cash' AND a.owner_id = $3)",
+    )
+    .bind(uuid::Uuid::parse_str(&order).unwrap())
+    .bind(total)
+    .bind(uuid::Uuid::parse_str(&lan.id).unwrap())
+    .execute(&payment)
+    .await
+    .unwrap();
+    let (_, b) = balance(api, &lan, "household", &lan.id).await;
+    assert_eq!(int(&b["cash_held_vnd"]), 0, "{b}");
+    assert_eq!(owed_on(&payment, "cod_in_transit").await, -total);
+
+    sqlx::raw_sql(include_str!(
+        "../../migrations/payment/20261226090000_seller_cash.sql"
+    ))
+    .execute(&payment)
+    .await
+    .unwrap();
+    assert_eq!(owed_on(&payment, "cod_in_transit").await, 0);
+    let (_, b) = balance(api, &lan, "household", &lan.id).await;
+    assert_eq!(int(&b["cash_held_vnd"]), total, "{b}");
+    let operator = User::minted(Role::Operator);
+    let (status, batch) = api
+        .post("/v1/payments/payouts", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{batch}");
+    assert_eq!(batch["lines"], json!([]), "{batch}");
+    let (_, b) = balance(api, &lan, "household", &lan.id).await;
+    assert_eq!(
+        (int(&b["available_vnd"]), int(&b["cash_held_vnd"])),
+        (0, 6_500),
+        "{b}"
+    );
+    every_transaction_balances(&payment).await;
+    no_balance_is_negative(&payment, "the upgrade").await;
 }
 
 /// No account that someone is owed from reads negative (held or available), and no account
@@ -802,7 +1001,7 @@ async fn no_balance_is_negative(payment: &PgPool, after: &str) {
     .into_iter()
     .filter(|(kind, held, available): &(String, i64, i64)| match kind.as_str() {
         // Debit balances: what the platform holds.
-        "provider_clearing" | "cod_in_transit" => held + available > 0,
+        "provider_clearing" | "cod_in_transit" | "seller_cash" => held + available > 0,
         // What is paid out from: neither what is held nor what is available below zero.
         "seller_payable" | "member_payable" => *held < 0 || *available < 0,
         // The hold means nothing to the others.
@@ -841,7 +1040,15 @@ async fn money_adds_up(payment: &PgPool, order: &PgPool) -> Option<(i64, i64)> {
     .fetch_one(order)
     .await
     .unwrap();
-    (books == captured + cash).then_some((books, captured + cash))
+    // The cash sellers kept and had taken out of what they were owed.
+    let netted: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(e.amount_vnd), 0)::bigint FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+         JOIN ledger_accounts a ON a.id = e.account_id WHERE t.kind = 'cash_netted' AND a.kind = 'seller_payable'",
+    )
+    .fetch_one(payment)
+    .await
+    .unwrap();
+    (books + netted == captured + cash).then_some((books + netted, captured + cash))
 }
 
 /// One order the random walk made: who sells it, its listing, how it is paid.

@@ -54,7 +54,8 @@ pub struct Amounts {
     pub pending_vnd: i64,
     /// Delivered, within the hold.
     pub held_vnd: i64,
-    /// Delivered, past the hold: what the next payout batch takes.
+    /// Delivered, past the hold: what the next payout batch takes (a seller's own, less the
+    /// cash it holds: `cash_held_vnd`).
     pub available_vnd: i64,
     /// In a payout batch, not yet confirmed by the bank.
     pub in_payout_vnd: i64,
@@ -84,6 +85,10 @@ pub struct BalanceView {
     /// Its own money (a cooperative's: after what it owes its members).
     #[serde(flatten)]
     pub amounts: Amounts,
+    /// Cash it collected on delivery and keeps, which the platform is owed (its cash sales'
+    /// commission and, for a cooperative, its members' shares, until netted): the next
+    /// payout batch takes it out of `available_vnd` before paying.
+    pub cash_held_vnd: i64,
     /// A cooperative: what it owes each member household for its lots' sales.
     pub members: Vec<MemberAmounts>,
     /// A household: what its cooperatives owe it for its lots' sales.
@@ -118,6 +123,7 @@ async fn load_balance(
     .map(|r| (r.account_id, r.sum))
     .collect();
     let mut own = Amounts::default();
+    let mut cash_held = 0;
     let mut members: BTreeMap<(uuid::Uuid, uuid::Uuid), Amounts> = BTreeMap::new();
     for a in &accounts {
         let b = balances.get(&a.id).copied().unwrap_or_default();
@@ -132,6 +138,8 @@ async fn load_balance(
                 target.held_vnd += b.held;
                 target.available_vnd += b.available;
             }
+            // A debit: what the seller holds for the platform.
+            "seller_cash" if member.is_none() => cash_held -= b.held + b.available,
             "payout_in_flight" => {
                 target.in_payout_vnd += b.held + b.available;
                 target.paid_out_vnd += paid.get(&a.id).copied().unwrap_or(0);
@@ -155,6 +163,7 @@ async fn load_balance(
         seller_kind: kind,
         seller_id: id,
         amounts: own,
+        cash_held_vnd: cash_held,
         members,
         from_cooperatives,
     })

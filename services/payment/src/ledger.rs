@@ -15,7 +15,7 @@
 //! | paid online, not delivered | the provider's clearing account and the seller's pending balance |
 //! | refunded, provider not yet confirmed | refunds payable (out of the seller's balance) |
 //! | delivered | the seller's payable balance (held until `available_at`, then available), the platform's commission, and, for a cooperative, what it owes each member household |
-//! | cash on delivery, delivered | cash in transit instead of the provider's clearing account |
+//! | cash on delivery, delivered | the seller's cash (it took the buyer's cash and keeps it) instead of the provider's clearing account; netted against the seller's payable balance at the next payout |
 //!
 //! Rounding: commission is computed per order line on the line's gross (its total less the
 //! refunds of that line), at the line's rate in basis points, rounded half up to whole
@@ -37,8 +37,13 @@ use uuid::Uuid;
 pub enum Account {
     /// Captured by a provider (`vnpay`, `stripe`, `momo`) and not refunded.
     ProviderClearing(String),
-    /// Cash collected on delivery.
+    /// Cash collected on delivery, as booked before the seller was known to keep it: the
+    /// entries written before migration `20261226090000_seller_cash`, which moved each
+    /// order's balance here to its seller's [`Account::SellerCash`]. Nothing books it now.
     CodInTransit,
+    /// Cash a seller collected on delivery and keeps: the platform is owed it, and takes it
+    /// out of what it owes the seller (its payable balance) at the next payout batch.
+    SellerCash(Owner),
     /// A seller's paid, not yet delivered orders.
     SellerPending(Owner),
     /// A seller's delivered orders' net: held, then available, until paid out.
@@ -105,6 +110,11 @@ impl Account {
                 ..plain("provider_clearing")
             },
             Account::CodInTransit => plain("cod_in_transit"),
+            Account::SellerCash(o) => Columns {
+                owner_kind: Some(o.kind.as_str()),
+                owner_id: Some(o.id),
+                ..plain("seller_cash")
+            },
             Account::SellerPending(o) => Columns {
                 owner_kind: Some(o.kind.as_str()),
                 owner_id: Some(o.id),
@@ -156,6 +166,7 @@ impl Account {
         Ok(match kind {
             "provider_clearing" => Account::ProviderClearing(provider.unwrap_or_default()),
             "cod_in_transit" => Account::CodInTransit,
+            "seller_cash" => Account::SellerCash(owner()?),
             "seller_pending" => Account::SellerPending(owner()?),
             "seller_payable" => Account::SellerPayable(owner()?),
             "member_payable" => Account::MemberPayable {
@@ -228,6 +239,8 @@ pub enum Kind {
     PayoutPaid(Uuid),
     /// A payout line that failed: back to the balance.
     PayoutFailed(Uuid),
+    /// Cash a seller holds taken out of its payable balance, in the payout batch named.
+    CashNetted(Uuid),
 }
 
 /// Posts one transaction (entries on the same account are added, zero entries dropped);
@@ -254,18 +267,20 @@ pub async fn post(
         "a ledger transaction must sum to zero, these sum to {sum}: {merged:?}"
     );
     let id = Uuid::now_v7();
-    let (name, order, line) = match kind {
-        Kind::Order(o) => ("order", Some(o.0), None),
-        Kind::Payout(l) => ("payout", None, Some(l)),
-        Kind::PayoutPaid(l) => ("payout_paid", None, Some(l)),
-        Kind::PayoutFailed(l) => ("payout_failed", None, Some(l)),
+    let (name, order, line, batch) = match kind {
+        Kind::Order(o) => ("order", Some(o.0), None, None),
+        Kind::Payout(l) => ("payout", None, Some(l), None),
+        Kind::PayoutPaid(l) => ("payout_paid", None, Some(l), None),
+        Kind::PayoutFailed(l) => ("payout_failed", None, Some(l), None),
+        Kind::CashNetted(b) => ("cash_netted", None, None, Some(b)),
     };
     sqlx::query!(
-        "INSERT INTO ledger_transactions (id, kind, order_id, payout_line, available_at, memo) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO ledger_transactions (id, kind, order_id, payout_line, payout_batch, available_at, memo) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         id,
         name,
         order,
         line,
+        batch,
         available_at,
         memo,
     )
@@ -495,8 +510,9 @@ pub fn book(f: &OrderFacts) -> (Vec<(Account, i64)>, Vec<LineBooked>) {
     if !paid {
         return (e, Vec::new());
     }
+    // The seller delivers a cash order and takes the cash: it holds the whole total.
     let holder = if cod {
-        Account::CodInTransit
+        Account::SellerCash(f.seller)
     } else {
         Account::ProviderClearing(f.method.clone())
     };
@@ -926,7 +942,9 @@ mod tests {
             assert_eq!(entries.iter().map(|e| e.1).sum::<i64>(), 0, "{f:?}");
             for (account, amount) in &entries {
                 match account {
-                    Account::ProviderClearing(_) | Account::CodInTransit => {
+                    Account::ProviderClearing(_)
+                    | Account::CodInTransit
+                    | Account::SellerCash(_) => {
                         assert!(*amount >= 0, "{account:?} {amount} {f:?}")
                     }
                     _ => assert!(*amount <= 0, "{account:?} {amount} {f:?}"),

@@ -2,6 +2,11 @@
 //! owe their member households) into a batch, exports it as a bank transfer file, and marks
 //! each line paid or failed as the bank answers; a failed line's money returns to the
 //! balance it came from. Every step is a ledger transaction.
+//!
+//! A seller who delivered cash-on-delivery orders holds their cash (`seller_cash`); the batch
+//! first takes that cash out of the seller's available balance, and pays only what remains.
+//! A seller whose cash covers its balance is paid nothing, and the rest of its cash (what
+//! its cash sales owe the platform) waits for its next online sales.
 
 use axum::{
     Json as AxumJson,
@@ -110,8 +115,10 @@ async fn load_batch(
 
 /// Makes a payout batch of every available balance whose owner has a payout account: each
 /// balance moves into the batch (in flight) in one ledger transaction. Balances within
-/// their hold stay. Two operators at once make two batches that never share a đồng; a
-/// batch with nothing due is still answered (with no lines).
+/// their hold stay. A seller's available balance is first reduced by the cash it collected
+/// on delivery and keeps (whether or not it has a payout account). Two operators at once
+/// make two batches that never share a đồng; a batch with nothing due is still answered
+/// (with no lines).
 #[utoipa::path(post, path = "/v1/payments/payouts", tag = "payment",
     responses((status = 201, body = PayoutBatch), (status = 403, body = nongsan_shared::error::ProblemSchema)),
     security(("bearer" = [])))]
@@ -127,17 +134,23 @@ pub async fn create_batch(
         .await?;
     // The balances it takes are locked first: an operator's refund locks them too before
     // it checks them, so the two never both take the same money.
-    sqlx::query!("SELECT id FROM ledger_accounts WHERE kind IN ('seller_payable', 'member_payable') ORDER BY id FOR UPDATE")
+    sqlx::query!("SELECT id FROM ledger_accounts WHERE kind IN ('seller_payable', 'member_payable', 'seller_cash') ORDER BY id FOR UPDATE")
         .fetch_all(&mut *tx)
         .await?;
     let due = sqlx::query!(
         r#"SELECT a.id, a.kind, a.owner_kind AS "owner_kind!", a.owner_id AS "owner_id!", a.member_id, b.available AS "available!",
+              h.cash AS "cash!",
               p.bank AS "bank?", p.account_number AS "account_number?", p.account_name AS "account_name?"
            FROM ledger_accounts a
            JOIN LATERAL (
                SELECT (-COALESCE(sum(e.amount_vnd) FILTER (WHERE t.available_at IS NULL OR t.available_at <= now()), 0))::bigint AS available
                FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id WHERE e.account_id = a.id
            ) b ON true
+           JOIN LATERAL (
+               SELECT COALESCE(sum(e.amount_vnd), 0)::bigint AS cash
+               FROM ledger_accounts c JOIN ledger_entries e ON e.account_id = c.id
+               WHERE a.member_id IS NULL AND c.kind = 'seller_cash' AND c.owner_kind = a.owner_kind AND c.owner_id = a.owner_id
+           ) h ON true
            LEFT JOIN payout_accounts p ON (p.owner_kind, p.owner_id) = (CASE WHEN a.member_id IS NULL THEN a.owner_kind ELSE 'household' END, COALESCE(a.member_id, a.owner_id))
            WHERE a.kind IN ('seller_payable', 'member_payable') AND b.available > 0
            ORDER BY a.id"#,
@@ -154,14 +167,38 @@ pub async fn create_batch(
     .await?;
     let mut without_account = 0;
     for d in due {
+        let owner = Owner {
+            kind: ledger::seller_kind(&d.owner_kind),
+            id: d.owner_id,
+        };
+        // The cash the seller keeps comes out of what it is owed first (only its own
+        // balance: a member's share is the platform's to pay).
+        let netted = if d.member_id.is_none() {
+            d.cash.clamp(0, d.available)
+        } else {
+            0
+        };
+        if netted > 0 {
+            ledger::post(
+                &mut tx,
+                Kind::CashNetted(batch),
+                None,
+                "cash collected on delivery, taken out of the seller's balance",
+                &[
+                    (Account::SellerPayable(owner), netted),
+                    (Account::SellerCash(owner), -netted),
+                ],
+            )
+            .await?;
+        }
+        let amount = d.available - netted;
+        if amount == 0 {
+            continue;
+        }
         let (Some(bank), Some(number), Some(name)) = (d.bank, d.account_number, d.account_name)
         else {
             without_account += 1;
             continue;
-        };
-        let owner = Owner {
-            kind: ledger::seller_kind(&d.owner_kind),
-            id: d.owner_id,
         };
         let (source, payee_kind, payee, cooperative) = match d.member_id {
             Some(member) => (
@@ -191,7 +228,7 @@ pub async fn create_batch(
             payee_kind,
             payee,
             cooperative,
-            d.available,
+            amount,
             bank,
             number,
             name,
@@ -205,8 +242,8 @@ pub async fn create_batch(
             None,
             "taken into a payout batch",
             &[
-                (source.clone(), d.available),
-                (Account::PayoutInFlight(Box::new(source)), -d.available),
+                (source.clone(), amount),
+                (Account::PayoutInFlight(Box::new(source)), -amount),
             ],
         )
         .await?;

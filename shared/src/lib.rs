@@ -15,6 +15,7 @@ pub mod events;
 pub mod failpoint;
 pub mod gs1;
 pub mod http;
+pub mod idempotency_key;
 pub mod ids;
 pub mod invalid;
 pub mod money;

@@ -512,3 +512,82 @@ async fn a_page_of_a_small_category_reads_its_listings_not_the_catalog() {
     );
     app.stop().await;
 }
+
+/// A lot taken in and an adjustment each add to the stock: sent again with their
+/// `Idempotency-Key` (a retry after a lost answer, or two taps at once), they are answered as
+/// the first was and change nothing. The same key with another request is 422; a blank key
+/// is named; without a key each request counts, as before.
+#[tokio::test]
+async fn a_lot_or_an_adjustment_sent_again_with_its_key_counts_once() {
+    use crate::support::client::Request;
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let listing = crate::support::calls::id_of(&api.create_listing(&seller, &listing_body()).await);
+    let lot = json!({ "lot_code": "XOAI-7", "harvest_date": "2026-11-20", "quantity": "10" });
+    let send = |key: &str, path: &str, body: &Value| {
+        Request::post(format!("/v1/listings/{listing}/{path}"))
+            .by(&seller)
+            .header("idempotency-key", key)
+            .json(body)
+    };
+    let first = api.send(send("lot-1", "lots", &lot)).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    // Sent again, and twice more at once.
+    let again = api.send(send("lot-1", "lots", &lot)).await;
+    let (a, b) = tokio::join!(
+        api.send(send("lot-1", "lots", &lot)),
+        api.send(send("lot-1", "lots", &lot))
+    );
+    for res in [&again, &a, &b] {
+        assert_eq!(
+            (res.status, res.json()),
+            (201, first.json()),
+            "{}",
+            res.text()
+        );
+    }
+    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "10");
+
+    let mut other = lot.clone();
+    other["quantity"] = json!("12");
+    let res = api.send(send("lot-1", "lots", &other)).await;
+    assert_eq!(
+        (
+            res.status,
+            res.json()["errors"][0]["field"].as_str(),
+            res.json()["errors"][0]["code"].as_str()
+        ),
+        (422, Some("Idempotency-Key"), Some("idempotency_key_reused")),
+        "{}",
+        res.text()
+    );
+    let res = api.send(send("   ", "lots", &lot)).await;
+    assert_eq!(
+        (res.status, res.json()["errors"][0]["field"].as_str()),
+        (422, Some("Idempotency-Key")),
+        "{}",
+        res.text()
+    );
+
+    let spoiled =
+        json!({ "lot_code": "XOAI-7", "quantity": "-2.5", "reason": "dập khi vận chuyển" });
+    let first = api.send(send("adj-1", "adjustments", &spoiled)).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let again = api.send(send("adj-1", "adjustments", &spoiled)).await;
+    assert_eq!((again.status, again.json()), (200, first.json()));
+    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "7.5");
+
+    // Without a key, each request counts.
+    for _ in 0..2 {
+        let res = api
+            .send(
+                Request::post(format!("/v1/listings/{listing}/lots"))
+                    .by(&seller)
+                    .json(&lot),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text());
+    }
+    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "27.5");
+}

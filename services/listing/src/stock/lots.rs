@@ -1,11 +1,16 @@
 //! Lots (harvests taken into stock), adjustments, and the stock and movements of a listing.
 
-use axum::{Json as AxumJson, extract::State, http::StatusCode};
+use axum::{
+    Json as AxumJson,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use nongsan_shared::{
     AccountId, ListingId, Quantity, ReservationId,
     auth::Actor,
     http::{Json, Path, Query},
+    idempotency_key::IdempotencyKey,
     invalid::Invalid,
     paging::{self, PageParams},
 };
@@ -18,7 +23,10 @@ use crate::{
     app::AppState,
     audit::audit,
     error::{ListingError, Problems, Result},
-    stock::levels::{Movement, StockLevels, apply, lock_stock, parse_lot_code},
+    stock::{
+        levels::{Movement, StockLevels, apply, lock_stock, parse_lot_code},
+        requests::{self, Claimed},
+    },
 };
 
 /// The earliest harvest date a lot may have: its link writes the year with two digits.
@@ -182,19 +190,49 @@ pub async fn intake(
     })
 }
 
-/// Take a lot into stock.
-#[utoipa::path(post, path = "/v1/listings/{id}/lots", tag = "inventory", params(("id" = String, Path)), request_body = LotIntake,
-    responses((status = 201, body = LotView), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+/// Take a lot into stock. With an `Idempotency-Key`, the same request sent again (a retry
+/// after a lost answer) is answered as the first was and takes nothing in again.
+#[utoipa::path(post, path = "/v1/listings/{id}/lots", tag = "inventory",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "The same key and request again is answered as the first was, and adds nothing")),
+    request_body = LotIntake,
+    responses((status = 201, body = LotView), (status = 403, body = nongsan_shared::error::ProblemSchema),
+        (status = 422, description = "validation_failed, idempotency_key_reused", body = nongsan_shared::error::ProblemSchema)),
+    security(("bearer" = [])))]
 pub async fn create_lot(
     State(app): State<AppState>,
     actor: Actor,
     Path(id): Path<ListingId>,
+    headers: HeaderMap,
     Json(i): Json<LotIntake>,
-) -> Result<(StatusCode, AxumJson<LotView>)> {
+) -> Result<(StatusCode, AxumJson<serde_json::Value>)> {
+    let key = IdempotencyKey::optional(&headers)?;
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
     may_manage(&mut tx, &actor, owner).await?;
-    let lot = intake(&mut tx, &actor, id, owner, &i, None).await?;
+    let request = serde_json::json!({ "lot": {
+        "lot_code": i.lot_code, "harvest_date": i.harvest_date, "quantity": i.quantity, "household_id": i.household_id,
+    }});
+    if let Some(key) = &key
+        && let Claimed::Done(status, answer) =
+            requests::claim(&mut tx, actor.account_id, key, id, &request).await?
+    {
+        return Ok((
+            StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+            AxumJson(answer),
+        ));
+    }
+    let lot = serde_json::to_value(intake(&mut tx, &actor, id, owner, &i, None).await?)
+        .map_err(anyhow::Error::from)?;
+    if let Some(key) = &key {
+        requests::complete(
+            &mut tx,
+            actor.account_id,
+            key,
+            StatusCode::CREATED.as_u16(),
+            &lot,
+        )
+        .await?;
+    }
     tx.commit().await?;
     app.views.forget(id);
     Ok((StatusCode::CREATED, AxumJson(lot)))
@@ -213,16 +251,30 @@ pub struct Adjustment {
     pub reason: String,
 }
 
-/// Adjust a lot's stock with a reason.
-#[utoipa::path(post, path = "/v1/listings/{id}/adjustments", tag = "inventory", params(("id" = String, Path)), request_body = Adjustment,
-    responses((status = 200, body = StockLevels), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema), (status = 422, body = nongsan_shared::error::ProblemSchema)), security(("bearer" = [])))]
+/// Adjust a lot's stock with a reason. With an `Idempotency-Key`, the same request sent
+/// again is answered as the first was and changes nothing again.
+#[utoipa::path(post, path = "/v1/listings/{id}/adjustments", tag = "inventory",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "The same key and request again is answered as the first was, and changes nothing")),
+    request_body = Adjustment,
+    responses((status = 200, body = StockLevels), (status = 403, body = nongsan_shared::error::ProblemSchema), (status = 409, body = nongsan_shared::error::ProblemSchema),
+        (status = 422, description = "validation_failed, idempotency_key_reused", body = nongsan_shared::error::ProblemSchema)),
+    security(("bearer" = [])))]
 pub async fn adjust_stock(
     State(app): State<AppState>,
     actor: Actor,
     Path(id): Path<ListingId>,
+    headers: HeaderMap,
     Json(a): Json<Adjustment>,
-) -> Result<AxumJson<StockLevels>> {
+) -> Result<AxumJson<serde_json::Value>> {
+    let key = IdempotencyKey::optional(&headers);
     let mut p = Problems::default();
+    let key = match key {
+        Ok(key) => key,
+        Err(problems) => {
+            p.0.extend(problems.into_errors());
+            None
+        }
+    };
     p.check(
         a.quantity == Quantity::ZERO,
         "quantity",
@@ -245,6 +297,15 @@ pub async fn adjust_stock(
     let mut tx = app.pool.begin().await?;
     let owner = owner_of(&mut tx, id).await?;
     may_manage(&mut tx, &actor, owner).await?;
+    let request = serde_json::json!({ "adjustment": {
+        "lot_code": a.lot_code, "quantity": a.quantity, "reason": a.reason.trim(),
+    }});
+    if let Some(key) = &key
+        && let Claimed::Done(_, answer) =
+            requests::claim(&mut tx, actor.account_id, key, id, &request).await?
+    {
+        return Ok(AxumJson(answer));
+    }
     let lot: uuid::Uuid = sqlx::query_scalar!(
         "SELECT id FROM lots WHERE listing_id = $1 AND lot_code = $2",
         id as _,
@@ -286,6 +347,17 @@ pub async fn adjust_stock(
         &serde_json::json!({ "lot_code": a.lot_code, "quantity": a.quantity, "reason": a.reason }),
     )
     .await?;
+    let levels = serde_json::to_value(levels).map_err(anyhow::Error::from)?;
+    if let Some(key) = &key {
+        requests::complete(
+            &mut tx,
+            actor.account_id,
+            key,
+            StatusCode::OK.as_u16(),
+            &levels,
+        )
+        .await?;
+    }
     tx.commit().await?;
     app.views.forget(id);
     Ok(AxumJson(levels))

@@ -5,4 +5,5 @@ pub mod imports;
 pub mod levels;
 pub mod lots;
 pub mod pooling;
+pub mod requests;
 pub mod reservations;

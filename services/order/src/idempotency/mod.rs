@@ -14,8 +14,7 @@
 //! The same key with another request is `idempotency_key_reused` (422); a key still being
 //! served by another request after 30 seconds is `idempotency_key_in_use` (409).
 
-mod key;
 mod store;
 
-pub use key::{HEADER, IdempotencyKey};
+pub use nongsan_shared::idempotency_key::{HEADER, IdempotencyKey};
 pub use store::{Claim, Claimed, Hold, claim, complete, leave_for_retry, unclaim};

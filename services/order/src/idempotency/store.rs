@@ -11,7 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use super::key::IdempotencyKey;
+use super::IdempotencyKey;
 use crate::error::{OrderError, Result};
 
 /// A request's claim on its key: who sent it, the key, and a hash of the request as sent.

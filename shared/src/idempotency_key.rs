@@ -1,7 +1,8 @@
-//! The `Idempotency-Key` header, parsed.
+//! The `Idempotency-Key` header, parsed: a checkout requires one; the stock writes a
+//! seller may send again (a lot taken in, an adjustment) take one when it is sent.
 
+use crate::{FieldError, Problems, Text};
 use axum::http::HeaderMap;
-use nongsan_shared::{FieldError, Problems, Text};
 
 /// The header's name, as the client writes it (and as the field of its 422).
 pub const HEADER: &str = "Idempotency-Key";
@@ -15,6 +16,15 @@ impl IdempotencyKey {
     /// The key.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key a request may carry: `None` without the header, and the 422 of [`TryFrom`]
+    /// for one that is blank, too long or not visible ASCII.
+    pub fn optional(headers: &HeaderMap) -> Result<Option<Self>, Problems> {
+        if headers.get("idempotency-key").is_none() {
+            return Ok(None);
+        }
+        Self::try_from(headers).map(Some)
     }
 }
 

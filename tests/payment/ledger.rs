@@ -727,6 +727,30 @@ async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
     let other = api.staff(Role::CooperativeManager).await;
     assert_eq!(balance(api, &other, "cooperative", &coop).await.0, 403);
 
+    // The first member also sold 1 kg of its own, cash on delivery: it keeps that cash, which
+    // the batch takes out of what it is owed (its own balance and its share) before paying.
+    let own = api.listing_with_stock(&members[0], "5").await;
+    let own_order = api.cod_order(&buyer, &own, "1").await;
+    let (_, o) = api.read_order(&buyer, &own_order).await;
+    let own_total = int(&o["total"]);
+    act(
+        api,
+        &members[0],
+        &own_order,
+        &["confirm", "ship", "deliver"],
+    )
+    .await;
+    let own_commission = 3_250; // 5% of 65,000
+    balance_when(
+        api,
+        &members[0],
+        "household",
+        &members[0].id,
+        "the member's own cash sale to be booked",
+        |b| b["cash_owed_vnd"] == own_total && b["available_vnd"] == own_total - own_commission,
+    )
+    .await;
+
     // Member payouts go through the same batches: the first member and the cooperative have
     // bank accounts, the second not yet (left out, still owed).
     set_payout_account(api, &members[0], "household", &members[0].id, "TRAN VAN AN").await;
@@ -747,43 +771,52 @@ async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
         .post("/v1/payments/payouts", Some(&operator), &json!({}))
         .await;
     assert_eq!(status, 201, "{batch}");
-    let mut paid: Vec<(Option<&str>, &str, i64)> = batch["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["cooperative_id"].as_str(),
-                l["owner_id"].as_str().unwrap(),
-                int(&l["amount_vnd"]),
-            )
-        })
-        .collect();
-    paid.sort();
     // The cooperative delivered the order and holds its cash: its own balance is taken out
     // of that cash, and only the member is paid. What is left of the cash is what the cash
-    // sale owes the platform: the commission and the members' shares.
-    let expected = vec![(Some(coop.as_str()), members[0].id.as_str(), first)];
-    assert_eq!(paid, expected);
-    assert_eq!(int(&batch["without_account"]), 1);
-    let b =
-        balance_when(
-            api,
-            &manager,
-            "cooperative",
-            &coop,
-            "the member's share to be in the batch",
-            |b| {
-                b["members"].as_array().unwrap().iter().any(|m| {
-                    m["household_id"] == members[0].id.as_str() && m["in_payout_vnd"] == first
-                })
-            },
-        )
-        .await;
+    // sale owes the platform: the commission and the members' shares. The member is paid its
+    // share and its own sale's net, less the whole cash it keeps: its commission.
+    let lines = batch["lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["owner_id"] == members[0].id.as_str()),
+        "{batch}"
+    );
     assert_eq!(
-        (int(&b["available_vnd"]), int(&b["cash_held_vnd"])),
+        lines.iter().map(|l| int(&l["amount_vnd"])).sum::<i64>(),
+        first - own_commission,
+        "{batch}"
+    );
+    assert_eq!(int(&batch["without_account"]), 1);
+    let b = balance_when(
+        api,
+        &manager,
+        "cooperative",
+        &coop,
+        "the member's share to be in the batch",
+        |b| {
+            b["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["household_id"] == members[0].id.as_str() && m["available_vnd"] == 0)
+        },
+    )
+    .await;
+    assert_eq!(
+        (int(&b["available_vnd"]), int(&b["cash_owed_vnd"])),
         (0, 22_750 + first + second),
         "{b}"
+    );
+    let (_, mine) = balance(api, &members[0], "household", &members[0].id).await;
+    assert_eq!(
+        (
+            int(&mine["cash_owed_vnd"]),
+            int(&mine["available_vnd"]),
+            int(&mine["from_cooperatives"][0]["available_vnd"])
+        ),
+        (0, 0, 0),
+        "{mine}"
     );
     let payment = app.db.pool("payment").await;
     every_transaction_balances(&payment).await;
@@ -842,7 +875,7 @@ async fn a_seller_who_collected_cash_on_delivery_is_not_paid_it_again() {
     assert_eq!(lan_lines(&batch), Vec::<i64>::new(), "{batch}");
     let (_, b) = balance(api, &lan, "household", &lan.id).await;
     assert_eq!(
-        (int(&b["available_vnd"]), int(&b["cash_held_vnd"])),
+        (int(&b["available_vnd"]), int(&b["cash_owed_vnd"])),
         (0, cash_commission),
         "{b}"
     );
@@ -881,6 +914,16 @@ async fn a_seller_who_collected_cash_on_delivery_is_not_paid_it_again() {
         |b| b["available_vnd"] == online_net,
     )
     .await;
+    let (_, b) = balance(api, &lan, "household", &lan.id).await;
+    assert_eq!(
+        (
+            int(&b["available_vnd"]),
+            int(&b["cash_owed_vnd"]),
+            int(&b["next_payout_vnd"])
+        ),
+        (online_net, cash_commission, online_net - cash_commission),
+        "{b}"
+    );
     let (status, batch) = api
         .post("/v1/payments/payouts", Some(&operator), &json!({}))
         .await;
@@ -894,7 +937,7 @@ async fn a_seller_who_collected_cash_on_delivery_is_not_paid_it_again() {
     assert_eq!(
         (
             int(&b["available_vnd"]),
-            int(&b["cash_held_vnd"]),
+            int(&b["cash_owed_vnd"]),
             int(&b["in_payout_vnd"])
         ),
         (0, 0, online_net - cash_commission),
@@ -957,7 +1000,7 @@ async fn the_upgrade_moves_cash_booked_in_transit_to_the_seller_who_holds_it() {
     .await
     .unwrap();
     let (_, b) = balance(api, &lan, "household", &lan.id).await;
-    assert_eq!(int(&b["cash_held_vnd"]), 0, "{b}");
+    assert_eq!(int(&b["cash_owed_vnd"]), 0, "{b}");
     assert_eq!(owed_on(&payment, "cod_in_transit").await, -total);
 
     sqlx::raw_sql(include_str!(
@@ -968,7 +1011,16 @@ async fn the_upgrade_moves_cash_booked_in_transit_to_the_seller_who_holds_it() {
     .unwrap();
     assert_eq!(owed_on(&payment, "cod_in_transit").await, 0);
     let (_, b) = balance(api, &lan, "household", &lan.id).await;
-    assert_eq!(int(&b["cash_held_vnd"]), total, "{b}");
+    assert_eq!(int(&b["cash_owed_vnd"]), total, "{b}");
+    // Run again, it moves nothing more.
+    sqlx::raw_sql(include_str!(
+        "../../migrations/payment/20261226090000_seller_cash.sql"
+    ))
+    .execute(&payment)
+    .await
+    .unwrap();
+    let (_, b) = balance(api, &lan, "household", &lan.id).await;
+    assert_eq!(int(&b["cash_owed_vnd"]), total, "{b}");
     let operator = User::minted(Role::Operator);
     let (status, batch) = api
         .post("/v1/payments/payouts", Some(&operator), &json!({}))
@@ -977,7 +1029,7 @@ async fn the_upgrade_moves_cash_booked_in_transit_to_the_seller_who_holds_it() {
     assert_eq!(batch["lines"], json!([]), "{batch}");
     let (_, b) = balance(api, &lan, "household", &lan.id).await;
     assert_eq!(
-        (int(&b["available_vnd"]), int(&b["cash_held_vnd"])),
+        (int(&b["available_vnd"]), int(&b["cash_owed_vnd"])),
         (0, 6_500),
         "{b}"
     );

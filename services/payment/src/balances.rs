@@ -54,8 +54,8 @@ pub struct Amounts {
     pub pending_vnd: i64,
     /// Delivered, within the hold.
     pub held_vnd: i64,
-    /// Delivered, past the hold: what the next payout batch takes (a seller's own, less the
-    /// cash it holds: `cash_held_vnd`).
+    /// Delivered, past the hold: what the next payout batch takes (for a seller's own
+    /// balance, less the cash it owes first: see `next_payout_vnd`).
     pub available_vnd: i64,
     /// In a payout batch, not yet confirmed by the bank.
     pub in_payout_vnd: i64,
@@ -85,10 +85,14 @@ pub struct BalanceView {
     /// Its own money (a cooperative's: after what it owes its members).
     #[serde(flatten)]
     pub amounts: Amounts,
-    /// Cash it collected on delivery and keeps, which the platform is owed (its cash sales'
-    /// commission and, for a cooperative, its members' shares, until netted): the next
-    /// payout batch takes it out of `available_vnd` before paying.
-    pub cash_held_vnd: i64,
+    /// Cash it collected on delivery and still owes the platform: its cash sales' totals,
+    /// less what payout batches have already taken out of what it was owed. A batch takes it
+    /// out of `available_vnd` (and, for a household, of what its cooperatives owe it) before
+    /// paying.
+    pub cash_owed_vnd: i64,
+    /// What the next payout batch would send for its own balance as things stand:
+    /// `available_vnd` less `cash_owed_vnd`, not below 0 (and only with a payout account).
+    pub next_payout_vnd: i64,
     /// A cooperative: what it owes each member household for its lots' sales.
     pub members: Vec<MemberAmounts>,
     /// A household: what its cooperatives owe it for its lots' sales.
@@ -163,7 +167,8 @@ async fn load_balance(
         seller_kind: kind,
         seller_id: id,
         amounts: own,
-        cash_held_vnd: cash_held,
+        cash_owed_vnd: cash_held,
+        next_payout_vnd: (own.available_vnd - cash_held).max(0),
         members,
         from_cooperatives,
     })

@@ -729,6 +729,13 @@ pub async fn settle_order(
         refunds,
         lines,
     };
+    // A delivered order's booking writes to the seller's balances, which a payout batch
+    // locks in id order: locked here in the same order first, so that the two never each
+    // hold one the other waits for (writing an entry share-locks its account, in the order
+    // the accounts sort in, not their ids).
+    if facts.delivered {
+        lock_seller_balances(conn, order).await?;
+    }
     let (target, booked) = book(&facts);
 
     // What the ledger holds for the order now.
@@ -789,7 +796,7 @@ pub async fn settle_order(
 pub async fn lock_seller_balances(conn: &mut PgConnection, order: OrderId) -> anyhow::Result<()> {
     sqlx::query_scalar!(
         "SELECT a.id FROM ledger_accounts a JOIN payment_orders o ON a.owner_kind = o.seller_kind AND a.owner_id = o.seller_id
-         WHERE o.order_id = $1 AND a.kind IN ('seller_payable', 'member_payable', 'seller_pending')
+         WHERE o.order_id = $1 AND a.kind IN ('seller_payable', 'member_payable', 'seller_pending', 'seller_cash')
          ORDER BY a.id FOR UPDATE OF a",
         order.0,
     )

@@ -149,7 +149,8 @@ pub async fn create_batch(
            JOIN LATERAL (
                SELECT COALESCE(sum(e.amount_vnd), 0)::bigint AS cash
                FROM ledger_accounts c JOIN ledger_entries e ON e.account_id = c.id
-               WHERE a.member_id IS NULL AND c.kind = 'seller_cash' AND c.owner_kind = a.owner_kind AND c.owner_id = a.owner_id
+               WHERE c.kind = 'seller_cash'
+                 AND (c.owner_kind, c.owner_id) = (CASE WHEN a.member_id IS NULL THEN a.owner_kind ELSE 'household' END, COALESCE(a.member_id, a.owner_id))
            ) h ON true
            LEFT JOIN payout_accounts p ON (p.owner_kind, p.owner_id) = (CASE WHEN a.member_id IS NULL THEN a.owner_kind ELSE 'household' END, COALESCE(a.member_id, a.owner_id))
            WHERE a.kind IN ('seller_payable', 'member_payable') AND b.available > 0
@@ -166,27 +167,42 @@ pub async fn create_batch(
     .execute(&mut *tx)
     .await?;
     let mut without_account = 0;
+    // The cash each payee keeps, as this batch has left it: one household may be paid both
+    // its own balance and member shares, and its cash is taken out once.
+    let mut cash_left: std::collections::HashMap<Owner, i64> = std::collections::HashMap::new();
     for d in due {
         let owner = Owner {
             kind: ledger::seller_kind(&d.owner_kind),
             id: d.owner_id,
         };
-        // The cash the seller keeps comes out of what it is owed first (only its own
-        // balance: a member's share is the platform's to pay).
-        let netted = if d.member_id.is_none() {
-            d.cash.clamp(0, d.available)
-        } else {
-            0
+        let payee = match d.member_id {
+            Some(member) => Owner {
+                kind: SellerKind::Household,
+                id: member,
+            },
+            None => owner,
+        };
+        // The cash the payee keeps from its own cash sales comes out of what it is owed
+        // first (its own balance, or the shares a cooperative owes it).
+        let cash = cash_left.entry(payee).or_insert(d.cash.max(0));
+        let netted = (*cash).min(d.available);
+        *cash -= netted;
+        let source = match d.member_id {
+            Some(member) => Account::MemberPayable {
+                cooperative: d.owner_id,
+                member,
+            },
+            None => Account::SellerPayable(owner),
         };
         if netted > 0 {
             ledger::post(
                 &mut tx,
                 Kind::CashNetted(batch),
                 None,
-                "cash collected on delivery, taken out of the seller's balance",
+                "cash collected on delivery, taken out of what the seller is owed",
                 &[
-                    (Account::SellerPayable(owner), netted),
-                    (Account::SellerCash(owner), -netted),
+                    (source.clone(), netted),
+                    (Account::SellerCash(payee), -netted),
                 ],
             )
             .await?;
@@ -200,23 +216,7 @@ pub async fn create_batch(
             without_account += 1;
             continue;
         };
-        let (source, payee_kind, payee, cooperative) = match d.member_id {
-            Some(member) => (
-                Account::MemberPayable {
-                    cooperative: d.owner_id,
-                    member,
-                },
-                "household",
-                member,
-                Some(d.owner_id),
-            ),
-            None => (
-                Account::SellerPayable(owner),
-                owner.kind.as_str(),
-                owner.id,
-                None,
-            ),
-        };
+        let cooperative = d.member_id.map(|_| d.owner_id);
         let line = uuid::Uuid::now_v7();
         let reference = format!("NONGSAN {}", line.simple()).to_uppercase();
         sqlx::query!(
@@ -225,8 +225,8 @@ pub async fn create_batch(
             line,
             batch,
             d.id,
-            payee_kind,
-            payee,
+            payee.kind.as_str(),
+            payee.id,
             cooperative,
             amount,
             bank,

@@ -468,7 +468,7 @@ fn shell_quote(s: &str) -> String {
 
 /// Imports a cooperative's stock from a CSV or XLSX file as its manager, all rows or none;
 /// the same rows imported before only when `again`. `progress` is told the number of rows,
-/// then each row done.
+/// then each row checked (the rows are then taken in together).
 pub async fn import_stock(
     settings: Settings,
     cooperative: nongsan_shared::CooperativeId,

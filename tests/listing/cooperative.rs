@@ -1124,3 +1124,63 @@ async fn a_household_named_on_the_cooperatives_own_things_is_not_written_in_its_
     );
     app.stop().await;
 }
+
+/// An import takes its rows in together: each listing's stock is announced once
+/// (`stock.changed`), whatever its number of rows, while every row keeps its movement and its
+/// audit entry. Taken one row at a time, each row wrote its own `stock.changed`: 10,000 of
+/// them for a 10,000-row file, each read by the search indexer and the relay.
+#[tokio::test]
+async fn an_import_announces_each_listings_stock_once_and_records_every_row() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    let listing = app.db.pool("listing").await;
+    let count = |sql: &'static str| {
+        let listing = listing.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&listing)
+                .await
+                .unwrap()
+        }
+    };
+    let changed = "SELECT count(*) FROM outbox WHERE event_type = 'stock.changed'";
+    let intakes = "SELECT count(*) FROM stock_movements WHERE kind = 'intake'";
+    let audited = "SELECT count(*) FROM audit_log WHERE action = 'stock.intake'";
+    let before = (
+        count(changed).await,
+        count(intakes).await,
+        count(audited).await,
+    );
+    // Six rows on two listings; two rows add to one lot.
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{p},B-1,{m},1,2026-11-20\n{l},B-2,{m},2,2026-11-20\n{p},B-3,{m},3,2026-11-21\n{l},B-2,{m},4,2026-11-20\n{p},B-4,{m},5,2026-11-22\n{l},B-5,{m},6,2026-11-22\n",
+        p = c.pooled,
+        l = c.member_listing,
+        m = c.member.id,
+    );
+    let (status, body) = import(&app, &c, CSV, csv).await;
+    assert_eq!(status, 200, "{body}");
+    let after = (
+        count(changed).await,
+        count(intakes).await,
+        count(audited).await,
+    );
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        (2, 6, 6),
+        "stock.changed, intake movements, audit entries"
+    );
+    assert_eq!(
+        app.api.stock(&c.manager, &c.pooled).await.levels.on_hand,
+        "9"
+    );
+    let member = app.api.stock(&c.member, &c.member_listing).await;
+    assert_eq!(member.levels.on_hand, "42"); // 30 before
+    let b2: Vec<&str> = member
+        .lots
+        .iter()
+        .filter(|l| l.lot_code == "B-2")
+        .map(|l| l.on_hand.as_str())
+        .collect();
+    assert_eq!(b2, vec!["6"]);
+}

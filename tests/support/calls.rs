@@ -87,6 +87,8 @@ pub struct Lot {
     pub lot_code: String,
     /// The household that grew it.
     pub household_id: Option<String>,
+    /// On hand, as the API writes quantities.
+    pub on_hand: String,
 }
 
 impl Client {

@@ -48,6 +48,39 @@ pub async fn audit(
     Ok(())
 }
 
+/// One write for [`audit_many`]: the household it was done for, its subject, its details.
+pub type Write<'a> = (Option<AccountId>, (&'a str, String), serde_json::Value);
+
+/// Records many writes of one `action` by `actor` in one statement (an import's rows): each
+/// as [`audit`] records one.
+pub async fn audit_many(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    action: &str,
+    entries: &[Write<'_>],
+) -> Result<()> {
+    let column = |f: fn(&Write<'_>) -> String| entries.iter().map(f).collect::<Vec<_>>();
+    sqlx::query!(
+        "INSERT INTO audit_log (id, actor_id, actor_role, on_behalf_of, action, subject_type, subject_id, details)
+         SELECT v.id, $2, $3, v.on_behalf_of, $4, v.subject_type, v.subject_id, v.details
+         FROM UNNEST($1::uuid[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[]) AS v (id, on_behalf_of, subject_type, subject_id, details)",
+        &entries.iter().map(|_| uuid::Uuid::now_v7()).collect::<Vec<_>>(),
+        actor.account_id as _,
+        actor.role.as_str(),
+        action,
+        &entries
+            .iter()
+            .map(|(h, _, _)| h.filter(|h| *h != actor.account_id).map(|h| h.0))
+            .collect::<Vec<_>>() as &[Option<uuid::Uuid>],
+        &column(|(_, (kind, _), _)| (*kind).to_owned()),
+        &column(|(_, (_, id), _)| id.clone()),
+        &entries.iter().map(|(_, _, d)| d.clone()).collect::<Vec<_>>(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// One recorded write.
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct AuditEntry {

@@ -1,5 +1,7 @@
 //! Imports of a cooperative's stock from CSV or XLSX: every row, or none when one is bad.
 
+use std::collections::HashMap;
+
 use axum::{
     Json as AxumJson,
     body::Bytes,
@@ -410,7 +412,8 @@ fn parse_date(s: &str) -> Option<NaiveDate> {
 /// Imports rows into the cooperative's listings (pooled or members'), in one transaction:
 /// if any row is bad, nothing is imported and every bad row is reported as `rows[N]`, N
 /// being its line in the file (the header is line 1, blank lines counted). `progress` is
-/// called after each row.
+/// called after each row is read and checked; the rows are then taken in together
+/// ([`lots::intake_many`]).
 /// Rows the cooperative imported before, the same in the same order, are refused
 /// (`import_repeated`) unless `again`: a retry must not take the stock in twice.
 pub async fn import_rows(
@@ -439,21 +442,40 @@ pub async fn import_rows(
     p.finish()?;
     let mut p = Problems::default();
     let mut parsed = Vec::new();
-    for r in rows {
+    // What each listing, household and phone number named is, read once: a file names a few
+    // of them on thousands of rows.
+    let mut owners: HashMap<ListingId, Option<Owner>> = HashMap::new();
+    let mut members: HashMap<AccountId, bool> = HashMap::new();
+    let mut phones: HashMap<&str, Option<AccountId>> = HashMap::new();
+    for (n, r) in rows.iter().enumerate() {
         let line = r.line;
         let f = |x: &str| format!("rows[{line}].{x}");
         let listing = r.listing.trim().parse::<ListingId>().ok();
         let owner = match listing {
-            Some(l) => match owner_of(conn, l).await {
-                Ok(o) => Some(o),
-                Err(ListingError::NotFound(_)) => None,
-                Err(e) => return Err(e),
+            Some(l) => match owners.get(&l) {
+                Some(o) => *o,
+                None => {
+                    let o = match owner_of(conn, l).await {
+                        Ok(o) => Some(o),
+                        Err(ListingError::NotFound(_)) => None,
+                        Err(e) => return Err(e),
+                    };
+                    owners.insert(l, o);
+                    o
+                }
             },
             None => None,
         };
         let allowed = match owner {
             Some(Owner::Cooperative(c)) => c == coop,
-            Some(Owner::Household(h)) => is_member(conn, coop, h).await?,
+            Some(Owner::Household(h)) => match members.get(&h) {
+                Some(&m) => m,
+                None => {
+                    let m = is_member(conn, coop, h).await?;
+                    members.insert(h, m);
+                    m
+                }
+            },
             None => false,
         };
         p.check(
@@ -467,14 +489,19 @@ pub async fn import_rows(
             "" => None,
             h => match h.parse::<AccountId>() {
                 Ok(id) => Some(id),
-                Err(_) => match PhoneNumber::parse(h) {
-                    Ok(phone) => sqlx::query_scalar!(
-                        r#"SELECT h.account_id AS "account_id: AccountId" FROM households h JOIN accounts a ON a.id = h.account_id WHERE a.phone = $1"#,
-                        phone.as_str(),
-                    )
-                    .fetch_optional(&mut *conn)
-                    .await?,
-                    Err(_) => None,
+                Err(_) => match (phones.get(h), PhoneNumber::parse(h)) {
+                    (Some(found), _) => *found,
+                    (None, Ok(phone)) => {
+                        let found = sqlx::query_scalar!(
+                            r#"SELECT h.account_id AS "account_id: AccountId" FROM households h JOIN accounts a ON a.id = h.account_id WHERE a.phone = $1"#,
+                            phone.as_str(),
+                        )
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        phones.insert(h, found);
+                        found
+                    }
+                    (None, Err(_)) => None,
                 },
             },
         };
@@ -523,6 +550,7 @@ pub async fn import_rows(
                 },
             ));
         }
+        progress(n + 1);
     }
     p.finish()?;
     // Every row is readable; the intake checks (membership, lot clashes) may still reject
@@ -549,19 +577,7 @@ pub async fn import_rows(
             format!("Các dòng này đã được nhập lúc {at}: không nhập lại. Muốn nhập thêm lần nữa, hãy nhập lại tệp với again=true (nongsan import --again)."),
         ));
     }
-    let mut problems = Problems::default();
-    for (n, (line, listing, owner, intake)) in parsed.iter().enumerate() {
-        match lots::intake(conn, actor, *listing, *owner, intake, Some(*line)).await {
-            Ok(_) => {}
-            Err(ListingError::Invalid(errs)) => problems.0.extend(errs),
-            Err(e) => return Err(e),
-        }
-        progress(n + 1);
-        if !problems.0.is_empty() {
-            break;
-        }
-    }
-    problems.finish()?;
+    lots::intake_many(conn, actor, &parsed).await?;
     sqlx::query!(
         "INSERT INTO stock_imports (id, cooperative_id, digest, rows, actor_id) VALUES ($1, $2, $3, $4, $5)",
         uuid::Uuid::now_v7(),

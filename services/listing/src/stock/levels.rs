@@ -183,10 +183,14 @@ pub async fn apply_locked(
     );
     let mut after: Vec<(Quantity, Quantity)> =
         locked.iter().map(|l| (l.on_hand, l.reserved)).collect();
+    let index: std::collections::HashMap<ListingId, usize> = locked
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.listing, i))
+        .collect();
     for m in moves {
-        let at = locked
-            .iter()
-            .position(|l| l.listing == m.listing)
+        let at = *index
+            .get(&m.listing)
             .ok_or_else(|| anyhow::anyhow!("listing {} moved without its lock", m.listing))?;
         let (on_hand, reserved) = &mut after[at];
         let ceiling = || {
@@ -210,25 +214,52 @@ pub async fn apply_locked(
             });
         }
     }
+    // The lots' own stock, one statement for every lot moved (an import moves thousands):
+    // each lot's movements added up, and none may leave it below zero.
+    let mut per_lot: Vec<(uuid::Uuid, ListingId, Quantity)> = Vec::new();
+    let mut at: std::collections::HashMap<uuid::Uuid, usize> = std::collections::HashMap::new();
     for m in moves {
         if let Some(lot) = m.lot {
-            let left = sqlx::query_scalar!(
-                r#"UPDATE lots SET on_hand = on_hand + $2 WHERE id = $1 AND on_hand + $2 >= 0 RETURNING on_hand AS "on_hand: Quantity""#,
-                lot,
-                m.on_hand as _,
-            )
-            .fetch_optional(&mut *conn)
-            .await?;
-            if left.is_none() {
-                let available = locked
-                    .iter()
-                    .find(|l| l.listing == m.listing)
-                    .map_or(Quantity::ZERO, Locked::available);
-                return Err(ListingError::InsufficientStock {
-                    listing: m.listing,
-                    available,
-                });
+            match at.get(&lot) {
+                Some(&i) => {
+                    let q = &mut per_lot[i].2;
+                    *q = q.checked_add(m.on_hand).ok_or_else(|| {
+                        anyhow::anyhow!("a lot's movements add up beyond any stock")
+                    })?;
+                }
+                None => {
+                    at.insert(lot, per_lot.len());
+                    per_lot.push((lot, m.listing, m.on_hand));
+                }
             }
+        }
+    }
+    if !per_lot.is_empty() {
+        let ids: Vec<uuid::Uuid> = per_lot.iter().map(|(id, _, _)| *id).collect();
+        let short = sqlx::query_scalar!(
+            r#"WITH v AS (SELECT * FROM UNNEST($1::uuid[], $2::numeric[]) AS v (id, delta)),
+                 moved AS (UPDATE lots l SET on_hand = l.on_hand + v.delta FROM v
+                           WHERE l.id = v.id AND l.on_hand + v.delta >= 0 RETURNING l.id)
+               SELECT v.id AS "id!" FROM v WHERE v.id NOT IN (SELECT id FROM moved) LIMIT 1"#,
+            &ids,
+            &per_lot
+                .iter()
+                .map(|(_, _, q)| q.as_decimal())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(lot) = short {
+            let listing = per_lot
+                .iter()
+                .find(|(id, _, _)| *id == lot)
+                .map(|(_, l, _)| *l)
+                .unwrap_or(locked[0].listing);
+            let available = locked
+                .iter()
+                .find(|l| l.listing == listing)
+                .map_or(Quantity::ZERO, Locked::available);
+            return Err(ListingError::InsufficientStock { listing, available });
         }
     }
     let levels: Vec<StockLevels> = locked

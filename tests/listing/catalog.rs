@@ -531,8 +531,14 @@ async fn a_lot_or_an_adjustment_sent_again_with_its_key_counts_once() {
             .header("idempotency-key", key)
             .json(body)
     };
-    let first = api.send(send("lot-1", "lots", &lot)).await;
+    // Two first requests with one key at once: one takes it in, the other waits for it and
+    // answers as it did.
+    let (first, twin) = tokio::join!(
+        api.send(send("lot-1", "lots", &lot)),
+        api.send(send("lot-1", "lots", &lot))
+    );
     assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!((twin.status, twin.json()), (201, first.json()));
     // Sent again, and twice more at once.
     let again = api.send(send("lot-1", "lots", &lot)).await;
     let (a, b) = tokio::join!(
@@ -570,13 +576,28 @@ async fn a_lot_or_an_adjustment_sent_again_with_its_key_counts_once() {
         res.text()
     );
 
+    // A request refused after its key was taken leaves the key free: the same key, mended,
+    // takes the lot in.
+    let clash = json!({ "lot_code": "XOAI-7", "harvest_date": "2026-11-19", "quantity": "1" });
+    let res = api.send(send("lot-2", "lots", &clash)).await;
+    assert_eq!(
+        (res.status, res.json()["errors"][0]["code"].as_str()),
+        (422, Some("lot_exists")),
+        "{}",
+        res.text()
+    );
+    let mended = json!({ "lot_code": "XOAI-8", "harvest_date": "2026-11-19", "quantity": "1" });
+    let res = api.send(send("lot-2", "lots", &mended)).await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "11");
+
     let spoiled =
         json!({ "lot_code": "XOAI-7", "quantity": "-2.5", "reason": "dập khi vận chuyển" });
     let first = api.send(send("adj-1", "adjustments", &spoiled)).await;
     assert_eq!(first.status, 200, "{}", first.text());
     let again = api.send(send("adj-1", "adjustments", &spoiled)).await;
     assert_eq!((again.status, again.json()), (200, first.json()));
-    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "7.5");
+    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "8.5");
 
     // Without a key, each request counts.
     for _ in 0..2 {
@@ -589,5 +610,5 @@ async fn a_lot_or_an_adjustment_sent_again_with_its_key_counts_once() {
             .await;
         assert_eq!(res.status, 201, "{}", res.text());
     }
-    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "27.5");
+    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "28.5");
 }

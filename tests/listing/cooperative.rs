@@ -1184,3 +1184,69 @@ async fn an_import_announces_each_listings_stock_once_and_records_every_row() {
         .collect();
     assert_eq!(b2, vec!["6"]);
 }
+
+/// A row whose lot is known with another harvest date or household is named, each such row,
+/// whether the lot was in the listing before or made by an earlier row of the file; a row
+/// that agrees with the lot is not named.
+#[tokio::test]
+async fn an_import_names_each_row_whose_lot_is_known_otherwise() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    // The member's listing has LOT-A, harvested 2026-11-20.
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{l},LOT-A,{m},1,2026-11-19\n{l},LOT-A,{m},1,2026-11-20\n{p},N-1,{m},1,2026-11-20\n{p},N-1,{m},1,2026-11-21\n{p},N-1,{m},1,2026-11-20\n",
+        p = c.pooled,
+        l = c.member_listing,
+        m = c.member.id,
+    );
+    let (status, body) = import(&app, &c, CSV, csv).await;
+    assert_eq!(status, 422, "{body}");
+    let named: Vec<(&str, &str)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            ("rows[2].lot_code", "lot_exists"),
+            ("rows[5].lot_code", "lot_exists")
+        ],
+        "{body}"
+    );
+    assert_eq!(
+        app.api.stock(&c.manager, &c.pooled).await.levels.on_hand,
+        "0"
+    );
+}
+
+/// An adjustment that would take a lot below zero is refused, even when its listing holds
+/// enough in other lots, and changes nothing.
+#[tokio::test]
+async fn an_adjustment_below_what_its_lot_holds_is_refused_whatever_the_listing_holds() {
+    let app = TestApp::spawn().await;
+    let c = coop(&app).await;
+    app.api
+        .add_lot(&c.member, &c.member_listing, "LOT-B", "2026-11-21", "3")
+        .await;
+    let res = app
+        .api
+        .send(
+            Request::post(format!("/v1/listings/{}/adjustments", c.member_listing))
+                .by(&c.member)
+                .json(&json!({ "lot_code": "LOT-B", "quantity": "-5", "reason": "đếm lại" })),
+        )
+        .await;
+    assert_eq!(res.status, 409, "{}", res.text());
+    let stock = app.api.stock(&c.member, &c.member_listing).await;
+    assert_eq!(stock.levels.on_hand, "33");
+    assert_eq!(
+        stock
+            .lots
+            .iter()
+            .map(|l| (l.lot_code.as_str(), l.on_hand.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("LOT-A", "30"), ("LOT-B", "3")]
+    );
+}

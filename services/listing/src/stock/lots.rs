@@ -237,24 +237,18 @@ pub async fn intake_many(
         households.push(check_intake(conn, *owner, i, &field, &mut p, &mut members).await?);
     }
     std::mem::take(&mut p).finish()?;
-    // Each lot once; rows naming it again add to it, with its date and household.
-    let mut lots: Vec<(ListingId, &str, NaiveDate, AccountId, usize)> = Vec::new();
+    // Each lot once, made (when new) with its first row's date and household; every row is
+    // then checked against the lot as it stands, as one row at a time would have been.
+    let mut lots: Vec<(ListingId, &str, NaiveDate, AccountId)> = Vec::new();
     let mut lot_of: HashMap<(ListingId, &str), usize> = HashMap::new();
-    for ((line, listing, _, i), &household) in rows.iter().zip(&households) {
-        match lot_of.get(&(*listing, i.lot_code.as_str())) {
-            Some(&k) => {
-                let (_, _, date, of, _) = lots[k];
-                if date != i.harvest_date || of != household {
-                    p.push(format!("rows[{line}].lot_code"), lot_exists());
-                }
-            }
-            None => {
-                lot_of.insert((*listing, i.lot_code.as_str()), lots.len());
-                lots.push((*listing, &i.lot_code, i.harvest_date, household, *line));
-            }
-        }
+    for ((_, listing, _, i), &household) in rows.iter().zip(&households) {
+        lot_of
+            .entry((*listing, i.lot_code.as_str()))
+            .or_insert_with(|| {
+                lots.push((*listing, &i.lot_code, i.harvest_date, household));
+                lots.len() - 1
+            });
     }
-    std::mem::take(&mut p).finish()?;
     let mut listings: Vec<uuid::Uuid> = lots.iter().map(|l| l.0.0).collect();
     listings.sort_unstable();
     listings.dedup();
@@ -290,16 +284,19 @@ pub async fn intake_many(
     )
     .fetch_all(&mut *conn)
     .await?;
+    let made: HashMap<(ListingId, &str), _> = made
+        .iter()
+        .map(|m| ((m.listing_id, m.lot_code.as_str()), m))
+        .collect();
     let mut ids: HashMap<(ListingId, &str), uuid::Uuid> = HashMap::new();
-    for m in &made {
-        let Some(&k) = lot_of.get(&(m.listing_id, m.lot_code.as_str())) else {
-            continue;
-        };
-        let (listing, code, date, household, line) = lots[k];
-        if m.harvest_date != date || m.household_id != Some(household) {
+    for ((line, listing, _, i), &household) in rows.iter().zip(&households) {
+        let lot = made
+            .get(&(*listing, i.lot_code.as_str()))
+            .ok_or_else(|| anyhow::anyhow!("lot {} was not made", i.lot_code))?;
+        if lot.harvest_date != i.harvest_date || lot.household_id != Some(household) {
             p.push(format!("rows[{line}].lot_code"), lot_exists());
         }
-        ids.insert((listing, code), m.id);
+        ids.insert((*listing, i.lot_code.as_str()), lot.id);
     }
     std::mem::take(&mut p).finish()?;
     let mut moves = Vec::with_capacity(rows.len());

@@ -612,3 +612,98 @@ async fn a_lot_or_an_adjustment_sent_again_with_its_key_counts_once() {
     }
     assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "28.5");
 }
+
+/// Text written before the one-line check (a title with a line break, a certificate number
+/// with a direction override, a household name with a tab) made every later change of its
+/// listing or household refused for a field its sender had not sent. The upgrade turns each
+/// such character into a space and marks the listings for the search indexer; a change then
+/// goes through.
+#[tokio::test]
+async fn the_upgrade_cleans_text_written_before_the_one_line_check() {
+    use crate::support::client::Request;
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let listing = api.listing_with_stock(&seller, "5").await;
+    let found = |q: &'static str| {
+        let listing = listing.clone();
+        async move {
+            let (_, r) = api.search(q).await;
+            r["items"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|h| h["id"] == listing.as_str()))
+                .then_some(())
+        }
+    };
+    // Indexed by its first title before the rows are changed underneath.
+    crate::support::eventually(
+        std::time::Duration::from_secs(30),
+        "the listing to be found",
+        || found("q=xoai"),
+    )
+    .await;
+    let db = app.db.pool("listing").await;
+    // As rows written before the check could be.
+    for (sql, id) in [
+        (
+            "UPDATE listings SET title = E'Măng cụt\\nLái Thiêu' WHERE id = $1::uuid",
+            &listing,
+        ),
+        (
+            "UPDATE listing_certifications SET number = E'VG-\\u202E321' WHERE listing_id = $1::uuid",
+            &listing,
+        ),
+        (
+            "UPDATE households SET name = E'Nguyễn\\tVăn An' WHERE account_id = $1::uuid",
+            &seller.id,
+        ),
+    ] {
+        let done = sqlx::query(sql).bind(id).execute(&db).await.unwrap();
+        assert_eq!(done.rows_affected(), 1, "{sql}");
+    }
+    sqlx::query("DELETE FROM search_dirty")
+        .execute(&db)
+        .await
+        .unwrap();
+    let price = json!({ "price_vnd": 70_000 });
+    let patch = || {
+        Request::patch(format!("/v1/listings/{listing}"))
+            .by(&seller)
+            .json(&price)
+    };
+    let refused = api.send(patch()).await;
+    assert_eq!(
+        (
+            refused.status,
+            refused.json()["errors"][0]["field"].as_str()
+        ),
+        (422, Some("title")),
+        "before the upgrade: {}",
+        refused.text()
+    );
+
+    sqlx::raw_sql(include_str!(
+        "../../migrations/listing/20261226090200_one_line_text_cleaned.sql"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+    // Marked for the indexer: found by the words of its title as cleaned.
+    crate::support::eventually(
+        std::time::Duration::from_secs(30),
+        "the cleaned title to be found",
+        || found("q=mang%20cut%20lai%20thieu"),
+    )
+    .await;
+    let res = api.send(patch()).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["title"], "Măng cụt Lái Thiêu");
+    assert_eq!(res.json()["certifications"][0]["number"], "VG- 321");
+    let name: String =
+        sqlx::query_scalar("SELECT name FROM households WHERE account_id = $1::uuid")
+            .bind(&seller.id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(name, "Nguyễn Văn An");
+}

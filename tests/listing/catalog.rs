@@ -707,3 +707,44 @@ async fn the_upgrade_cleans_text_written_before_the_one_line_check() {
             .unwrap();
     assert_eq!(name, "Nguyễn Văn An");
 }
+
+/// A request whose key another request is still serving waits for it 10 s at most, then is
+/// 409 `idempotency_key_in_use`: it does not hold a connection for as long as the first
+/// takes. The first, once done, is answered as usual, and the key then answers as it did.
+#[tokio::test]
+async fn a_key_still_being_served_after_ten_seconds_is_409() {
+    use crate::support::client::Request;
+    let app = TestApp::spawn().await;
+    let api = &app.api;
+    let seller = api.register(Role::Household).await;
+    let listing = crate::support::calls::id_of(&api.create_listing(&seller, &listing_body()).await);
+    let lot = json!({ "lot_code": "CHAM-1", "harvest_date": "2026-11-20", "quantity": "4" });
+    let send = || {
+        Request::post(format!("/v1/listings/{listing}/lots"))
+            .by(&seller)
+            .header("idempotency-key", "slow-1")
+            .json(&lot)
+    };
+    nongsan_shared::failpoint::set(
+        "stock.request.after_claim",
+        nongsan_shared::failpoint::Action::Delay(13_000),
+    );
+    let first = api.send(send());
+    // The first has taken its key well within 2 s; the second then waits on it.
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        api.send(send()).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    nongsan_shared::failpoint::clear("stock.request.after_claim");
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(
+        (second.status, second.json()["code"].as_str()),
+        (409, Some("idempotency_key_in_use")),
+        "{}",
+        second.text()
+    );
+    let again = api.send(send()).await;
+    assert_eq!((again.status, again.json()), (201, first.json()));
+    assert_eq!(api.stock(&seller, &listing).await.levels.on_hand, "4");
+}

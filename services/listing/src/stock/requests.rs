@@ -4,7 +4,9 @@
 //!
 //! The key is written first in the write's own transaction, so two requests with one key at
 //! once are one after the other: the second waits on the first's row, then finds its answer
-//! (or, when the first failed, serves the key itself).
+//! (or, when the first failed, serves the key itself). It waits [`KEY_WAIT`] at most, then is
+//! 409 `idempotency_key_in_use`, as a checkout is: a phone retrying every few seconds behind a
+//! stalled first request does not pile up connections.
 
 use nongsan_shared::{AccountId, ListingId, idempotency_key::IdempotencyKey};
 use serde_json::Value;
@@ -14,6 +16,9 @@ use crate::error::{ListingError, Result};
 
 /// How long a key is kept: each keyed request forgets its sender's keys older than this.
 const KEPT_DAYS: i32 = 7;
+
+/// How long a request waits for another serving the same key.
+pub const KEY_WAIT: &str = "10s";
 
 /// What [`claim`] found.
 #[derive(Debug)]
@@ -40,6 +45,9 @@ pub async fn claim(
     )
     .execute(&mut *conn)
     .await?;
+    sqlx::query_scalar!("SELECT set_config('lock_timeout', $1, true)", KEY_WAIT)
+        .fetch_one(&mut *conn)
+        .await?;
     let mine = sqlx::query_scalar!(
         "INSERT INTO stock_requests (account_id, key, listing_id, request) VALUES ($1, $2, $3, $4)
          ON CONFLICT (account_id, key) DO NOTHING RETURNING true",
@@ -49,7 +57,21 @@ pub async fn claim(
         request,
     )
     .fetch_optional(&mut *conn)
-    .await?;
+    .await;
+    let mine = match mine {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+            return Err(ListingError::conflict(
+                "idempotency_key_in_use",
+                "A request with this Idempotency-Key is still being served; retry shortly.",
+                "Yêu cầu với Idempotency-Key này đang được xử lý; vui lòng thử lại sau.",
+            ));
+        }
+        other => other?,
+    };
+    sqlx::query_scalar!("SELECT set_config('lock_timeout', '0', true)")
+        .fetch_one(&mut *conn)
+        .await?;
+    nongsan_shared::failpoint::hit_async("stock.request.after_claim").await?;
     if mine.is_some() {
         return Ok(Claimed::Mine);
     }

@@ -8,7 +8,9 @@
 -- platform is owed it). A payout batch takes it out of the seller's payable balance before
 -- paying (`cash_netted` transactions, naming their batch), so the seller is paid what its
 -- online sales earned less what its cash sales owe (their commission and, for a
--- cooperative, its members' shares).
+-- cooperative, its members' shares). A cooperative's members' shares are paid first from the
+-- cash the cooperative holds (`paid_by_cooperative`: the cooperative pays them), so the
+-- platform never pays out money it did not receive.
 --
 -- Written so that running it again changes nothing more (its upgrade test runs it on a
 -- database already migrated).
@@ -20,8 +22,8 @@ ALTER TABLE ledger_accounts ADD CONSTRAINT ledger_accounts_kind_check CHECK (kin
 
 ALTER TABLE ledger_transactions DROP CONSTRAINT IF EXISTS ledger_transactions_kind_check;
 ALTER TABLE ledger_transactions ADD CONSTRAINT ledger_transactions_kind_check CHECK (kind IN (
-    'order', 'payout', 'payout_paid', 'payout_failed', 'cash_netted'));
-ALTER TABLE ledger_transactions ADD COLUMN IF NOT EXISTS payout_batch uuid;  -- cash_netted: the batch it was netted in
+    'order', 'payout', 'payout_paid', 'payout_failed', 'cash_netted', 'paid_by_cooperative'));
+ALTER TABLE ledger_transactions ADD COLUMN IF NOT EXISTS payout_batch uuid;  -- cash_netted, paid_by_cooperative: the batch
 
 -- The cash already booked in transit moves to its seller's cash: one transaction of each
 -- order whose seller is known (every delivered cash order's is: its delivery remembers it),

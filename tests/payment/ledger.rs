@@ -85,6 +85,15 @@ async fn act(api: &Client, who: &User, order: &str, actions: &[&str]) {
     }
 }
 
+/// Waits until the order side has the order paid (the payment side books it first).
+async fn paid(api: &Client, buyer: &User, order: &str) {
+    eventually(Duration::from_secs(20), "the order to be paid", || async {
+        let (_, o) = api.read_order(buyer, order).await;
+        (o["status"] != "pending_payment").then_some(())
+    })
+    .await;
+}
+
 async fn put(api: &Client, who: &User, path: &str, body: &Value) -> (u16, Value) {
     api.send(Request::put(path).by(who).json(body))
         .await
@@ -631,12 +640,32 @@ async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
     .await;
     assert_eq!(status, 200, "{body}");
 
-    // 7 kg, cash on delivery: 4 kg from the first member's lot, 3 from the second's.
+    // 7 kg, paid by VNPay: 4 kg from the first member's lot, 3 from the second's. (A cash
+    // sale's shares are the cooperative's to pay: the next test.)
     let buyer = api.register(Role::Buyer).await;
-    let order = api.cod_order(&buyer, &pooled, "7").await;
-    let (_, o) = api.read_order(&buyer, &order).await;
+    let (status, c) = api
+        .checkout(&buyer, "coop-7kg", &basket(&[(&pooled, "7")], "vnpay"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let o = &c["orders"][0];
+    let order = o["id"].as_str().unwrap().to_owned();
     let total = int(&o["total"]);
     assert_eq!(int(&o["items_total"]), 455_000);
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(c["payment_url"].as_str().unwrap(), "00", None))
+            .await["RspCode"],
+        "00"
+    );
+    balance_when(
+        api,
+        &manager,
+        "cooperative",
+        &coop,
+        "the cooperative's sale to be paid",
+        |b| b["pending_vnd"] == total,
+    )
+    .await;
+    paid(api, &buyer, &order).await;
     act(api, &manager, &order, &["confirm", "ship", "deliver"]).await;
 
     // Commission 5% of 455,000 = 22,750; the line's net 432,250 splits 4:3 into 247,000
@@ -771,22 +800,31 @@ async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
         .post("/v1/payments/payouts", Some(&operator), &json!({}))
         .await;
     assert_eq!(status, 201, "{batch}");
-    // The cooperative delivered the order and holds its cash: its own balance is taken out
-    // of that cash, and only the member is paid. What is left of the cash is what the cash
-    // sale owes the platform: the commission and the members' shares. The member is paid its
-    // share and its own sale's net, less the whole cash it keeps: its commission.
-    let lines = batch["lines"].as_array().unwrap();
-    assert!(
-        lines
-            .iter()
-            .all(|l| l["owner_id"] == members[0].id.as_str()),
-        "{batch}"
-    );
-    assert_eq!(
-        lines.iter().map(|l| int(&l["amount_vnd"])).sum::<i64>(),
-        first - own_commission,
-        "{batch}"
-    );
+    // The cooperative is paid its own part; the first member its share less the cash it
+    // kept of its own cash sale beyond that sale's net: its commission.
+    let mut paid: Vec<(Option<&str>, &str, i64)> = batch["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["cooperative_id"].as_str(),
+                l["owner_id"].as_str().unwrap(),
+                int(&l["amount_vnd"]),
+            )
+        })
+        .collect();
+    paid.sort();
+    let mut expected = vec![
+        (None, coop.as_str(), total - 455_000 + fees),
+        (
+            Some(coop.as_str()),
+            members[0].id.as_str(),
+            first - own_commission,
+        ),
+    ];
+    expected.sort();
+    assert_eq!(paid, expected, "{batch}");
     assert_eq!(int(&batch["without_account"]), 1);
     let b = balance_when(
         api,
@@ -805,7 +843,7 @@ async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
     .await;
     assert_eq!(
         (int(&b["available_vnd"]), int(&b["cash_owed_vnd"])),
-        (0, 22_750 + first + second),
+        (0, 0),
         "{b}"
     );
     let (_, mine) = balance(api, &members[0], "household", &members[0].id).await;
@@ -813,13 +851,112 @@ async fn a_cooperative_sale_is_split_among_the_members_whose_lots_filled_it() {
         (
             int(&mine["cash_owed_vnd"]),
             int(&mine["available_vnd"]),
-            int(&mine["from_cooperatives"][0]["available_vnd"])
+            int(&mine["from_cooperatives"][0]["available_vnd"]),
+            int(&mine["from_cooperatives"][0]["paid_by_cooperative_vnd"])
         ),
-        (0, 0, 0),
+        (0, 0, 0, 0),
         "{mine}"
     );
     let payment = app.db.pool("payment").await;
     every_transaction_balances(&payment).await;
+}
+
+/// A cooperative that delivers a cash-on-delivery order holds the buyer's cash, its members'
+/// shares included: the cooperative pays them from that cash. A payout batch sends nothing for
+/// that sale, neither to the cooperative nor to its members, records each share as paid by
+/// the cooperative, and leaves the cooperative owing the platform its commission. Before,
+/// the platform paid the members their shares out of money it never received.
+#[tokio::test]
+async fn a_cooperatives_cash_sale_has_its_members_paid_by_the_cooperative() {
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |s| {
+        s.commission_default_bps = 500;
+        s.payout_hold_secs = 0;
+    })
+    .await;
+    let api = &app.api;
+    let manager = api.staff(Role::CooperativeManager).await;
+    let coop = api
+        .create_cooperative(&manager, &json!({ "name": "HTX Xoài Cam Lâm", "address": { "province_code": "68", "commune_code": "24931" } }))
+        .await;
+    let (a, b) = (
+        api.register(Role::Household).await,
+        api.register(Role::Household).await,
+    );
+    for h in [&a, &b] {
+        assert_eq!(api.add_member(&manager, &coop, h).await.0, 200);
+        set_payout_account(api, h, "household", &h.id, "THANH VIEN").await;
+    }
+    set_payout_account(api, &manager, "cooperative", &coop, "HTX XOAI CAM LAM").await;
+    let mut body = listing_body();
+    body["cooperative_id"] = json!(coop);
+    let pooled = id_of(&api.create_listing(&manager, &body).await); // 65,000 đ/kg
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{pooled},A-1,{},4,2026-11-01\n{pooled},B-1,{},6,2026-11-02\n{pooled},C-1,{},10,2026-11-03\n",
+        a.id, b.id, b.id,
+    );
+    let res = api
+        .send(
+            Request::post(format!("/v1/cooperatives/{coop}/imports"))
+                .by(&manager)
+                .body("text/csv", csv),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let (status, fee) = put(
+        api,
+        &manager,
+        &format!("/v1/payments/cooperatives/{coop}/fee"),
+        &json!({ "rate_bps": 1000 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{fee}");
+
+    // 7 kg, cash on delivery, as in the test before: shares 222,300 and 166,725.
+    let buyer = api.register(Role::Buyer).await;
+    let order = api.cod_order(&buyer, &pooled, "7").await;
+    act(api, &manager, &order, &["confirm", "ship", "deliver"]).await;
+    balance_when(
+        api,
+        &manager,
+        "cooperative",
+        &coop,
+        "the cooperative's cash sale to be booked",
+        |b| b["members"].as_array().is_some_and(|m| m.len() == 2),
+    )
+    .await;
+    let operator = User::minted(Role::Operator);
+    let (status, batch) = api
+        .post("/v1/payments/payouts", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{batch}");
+    assert_eq!(
+        (batch["lines"].clone(), int(&batch["without_account"])),
+        (json!([]), 0),
+        "{batch}"
+    );
+    let (_, c) = balance(api, &manager, "cooperative", &coop).await;
+    assert_eq!(
+        (int(&c["available_vnd"]), int(&c["cash_owed_vnd"])),
+        (0, 22_750),
+        "{c}"
+    );
+    for (h, share) in [(&a, 222_300), (&b, 166_725)] {
+        let (_, mine) = balance(api, h, "household", &h.id).await;
+        let from = &mine["from_cooperatives"][0];
+        assert_eq!(
+            (
+                int(&from["available_vnd"]),
+                int(&from["in_payout_vnd"]),
+                int(&from["paid_by_cooperative_vnd"])
+            ),
+            (0, 0, share),
+            "{mine}"
+        );
+    }
+    let payment = app.db.pool("payment").await;
+    every_transaction_balances(&payment).await;
+    no_balance_is_negative(&payment, "the cooperative's cash sale").await;
 }
 
 /// A household that delivers its own cash-on-delivery order takes the buyer's cash and keeps
@@ -903,6 +1040,7 @@ async fn a_seller_who_collected_cash_on_delivery_is_not_paid_it_again() {
         |b| b["pending_vnd"] == online_total,
     )
     .await;
+    paid(api, &buyer, &online_id).await;
     act(api, &lan, &online_id, &["confirm", "ship", "deliver"]).await;
     let online_net = online_total - 3_250; // 5% of 65,000
     balance_when(
@@ -1092,10 +1230,11 @@ async fn money_adds_up(payment: &PgPool, order: &PgPool) -> Option<(i64, i64)> {
     .fetch_one(order)
     .await
     .unwrap();
-    // The cash sellers kept and had taken out of what they were owed.
+    // The cash sellers kept and had taken out of what they (or their members) were owed.
     let netted: i64 = sqlx::query_scalar(
         "SELECT COALESCE(sum(e.amount_vnd), 0)::bigint FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
-         JOIN ledger_accounts a ON a.id = e.account_id WHERE t.kind = 'cash_netted' AND a.kind = 'seller_payable'",
+         JOIN ledger_accounts a ON a.id = e.account_id
+         WHERE t.kind IN ('cash_netted', 'paid_by_cooperative') AND a.kind IN ('seller_payable', 'member_payable')",
     )
     .fetch_one(payment)
     .await

@@ -73,6 +73,9 @@ pub struct MemberAmounts {
     /// Its shares, by state (`pending_vnd` is always 0: a share is owed once delivered).
     #[serde(flatten)]
     pub amounts: Amounts,
+    /// Shares of sales whose cash the cooperative collected on delivery: the cooperative pays
+    /// them from that cash, not the platform (so far, in payout batches).
+    pub paid_by_cooperative_vnd: i64,
 }
 
 /// A seller's balance.
@@ -126,12 +129,26 @@ async fn load_balance(
     .into_iter()
     .map(|r| (r.account_id, r.sum))
     .collect();
+    let by_cooperative: BTreeMap<i64, i64> = sqlx::query!(
+        r#"SELECT e.account_id, sum(e.amount_vnd)::bigint AS "sum!" FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+           WHERE e.account_id = ANY($1) AND t.kind = 'paid_by_cooperative' GROUP BY e.account_id"#,
+        &ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.account_id, r.sum))
+    .collect();
+    let mut paid_by: BTreeMap<(uuid::Uuid, uuid::Uuid), i64> = BTreeMap::new();
     let mut own = Amounts::default();
     let mut cash_held = 0;
     let mut members: BTreeMap<(uuid::Uuid, uuid::Uuid), Amounts> = BTreeMap::new();
     for a in &accounts {
         let b = balances.get(&a.id).copied().unwrap_or_default();
         let member = a.member_id.zip(a.owner_id).map(|(m, c)| (c, m));
+        if let (Some(key), Some(sum)) = (member, by_cooperative.get(&a.id)) {
+            *paid_by.entry(key).or_default() += sum;
+        }
         let target = match member {
             Some(key) => members.entry(key).or_default(),
             None => &mut own,
@@ -157,6 +174,10 @@ async fn load_balance(
             cooperative_id,
             household_id,
             amounts,
+            paid_by_cooperative_vnd: paid_by
+                .get(&(cooperative_id, household_id))
+                .copied()
+                .unwrap_or(0),
         })
         .collect();
     let (members, from_cooperatives) = match kind {

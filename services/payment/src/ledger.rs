@@ -241,6 +241,8 @@ pub enum Kind {
     PayoutFailed(Uuid),
     /// Cash a seller holds taken out of its payable balance, in the payout batch named.
     CashNetted(Uuid),
+    /// A member's share a cooperative pays from the cash it holds, in the batch named.
+    PaidByCooperative(Uuid),
 }
 
 /// Posts one transaction (entries on the same account are added, zero entries dropped);
@@ -273,6 +275,7 @@ pub async fn post(
         Kind::PayoutPaid(l) => ("payout_paid", None, Some(l), None),
         Kind::PayoutFailed(l) => ("payout_failed", None, Some(l), None),
         Kind::CashNetted(b) => ("cash_netted", None, None, Some(b)),
+        Kind::PaidByCooperative(b) => ("paid_by_cooperative", None, None, Some(b)),
     };
     sqlx::query!(
         "INSERT INTO ledger_transactions (id, kind, order_id, payout_line, payout_batch, available_at, memo) VALUES ($1, $2, $3, $4, $5, $6, $7)",

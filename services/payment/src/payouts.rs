@@ -6,7 +6,9 @@
 //! A seller who delivered cash-on-delivery orders holds their cash (`seller_cash`); the batch
 //! first takes that cash out of the seller's available balance, and pays only what remains.
 //! A seller whose cash covers its balance is paid nothing, and the rest of its cash (what
-//! its cash sales owe the platform) waits for its next online sales.
+//! its cash sales owe the platform) waits for its next online sales. A cooperative's
+//! members' shares are paid first from the cash the cooperative holds (the cooperative pays
+//! them, `paid_by_cooperative`), and only the rest by the platform.
 
 use axum::{
     Json as AxumJson,
@@ -139,7 +141,7 @@ pub async fn create_batch(
         .await?;
     let due = sqlx::query!(
         r#"SELECT a.id, a.kind, a.owner_kind AS "owner_kind!", a.owner_id AS "owner_id!", a.member_id, b.available AS "available!",
-              h.cash AS "cash!",
+              h.cash AS "cash!", hc.cash AS "coop_cash!",
               p.bank AS "bank?", p.account_number AS "account_number?", p.account_name AS "account_name?"
            FROM ledger_accounts a
            JOIN LATERAL (
@@ -152,9 +154,14 @@ pub async fn create_batch(
                WHERE c.kind = 'seller_cash'
                  AND (c.owner_kind, c.owner_id) = (CASE WHEN a.member_id IS NULL THEN a.owner_kind ELSE 'household' END, COALESCE(a.member_id, a.owner_id))
            ) h ON true
+           JOIN LATERAL (
+               SELECT COALESCE(sum(e.amount_vnd), 0)::bigint AS cash
+               FROM ledger_accounts c JOIN ledger_entries e ON e.account_id = c.id
+               WHERE a.member_id IS NOT NULL AND c.kind = 'seller_cash' AND c.owner_kind = 'cooperative' AND c.owner_id = a.owner_id
+           ) hc ON true
            LEFT JOIN payout_accounts p ON (p.owner_kind, p.owner_id) = (CASE WHEN a.member_id IS NULL THEN a.owner_kind ELSE 'household' END, COALESCE(a.member_id, a.owner_id))
            WHERE a.kind IN ('seller_payable', 'member_payable') AND b.available > 0
-           ORDER BY a.id"#,
+           ORDER BY a.member_id IS NOT NULL, a.id"#,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -182,11 +189,6 @@ pub async fn create_batch(
             },
             None => owner,
         };
-        // The cash the payee keeps from its own cash sales comes out of what it is owed
-        // first (its own balance, or the shares a cooperative owes it).
-        let cash = cash_left.entry(payee).or_insert(d.cash.max(0));
-        let netted = (*cash).min(d.available);
-        *cash -= netted;
         let source = match d.member_id {
             Some(member) => Account::MemberPayable {
                 cooperative: d.owner_id,
@@ -194,6 +196,35 @@ pub async fn create_batch(
             },
             None => Account::SellerPayable(owner),
         };
+        // A member's share of sales whose cash its cooperative collected is the
+        // cooperative's to pay, from that cash (what is left of it once the cooperative's
+        // own balance was taken out of it, sellers' own rows coming first): the platform
+        // does not pay out money it never received.
+        let mut available = d.available;
+        if d.member_id.is_some() {
+            let coop_cash = cash_left.entry(owner).or_insert(d.coop_cash.max(0));
+            let by_coop = (*coop_cash).min(available);
+            *coop_cash -= by_coop;
+            available -= by_coop;
+            if by_coop > 0 {
+                ledger::post(
+                    &mut tx,
+                    Kind::PaidByCooperative(batch),
+                    None,
+                    "the cooperative pays this share from the cash it collected on delivery",
+                    &[
+                        (source.clone(), by_coop),
+                        (Account::SellerCash(owner), -by_coop),
+                    ],
+                )
+                .await?;
+            }
+        }
+        // The cash the payee keeps from its own cash sales comes out of what it is owed
+        // first (its own balance, or the shares a cooperative owes it).
+        let cash = cash_left.entry(payee).or_insert(d.cash.max(0));
+        let netted = (*cash).min(available);
+        *cash -= netted;
         if netted > 0 {
             ledger::post(
                 &mut tx,
@@ -207,7 +238,7 @@ pub async fn create_batch(
             )
             .await?;
         }
-        let amount = d.available - netted;
+        let amount = available - netted;
         if amount == 0 {
             continue;
         }

@@ -115,23 +115,20 @@ async fn the_test_cluster_drops_the_databases_of_tests_that_ended() {
     use sqlx::Connection;
     let admin = &crate::support::servers().await.pg_admin;
     let running = crate::support::TestDb::new().await;
-    // Made 40 minutes ago: every test process drops databases older than
-    // TEST_DATABASE_KEPT (an hour) when it starts, so one as old as that could be dropped by
-    // another test starting meanwhile, and this call would find nothing to drop. This call
-    // drops those older than 20 minutes.
-    let forty_minutes_ago = std::time::SystemTime::now()
+    // Made ten days ago, and dropped with those older than nine: only it, on a cluster that
+    // also holds the databases of tests that ended minutes ago (a developer's, run after
+    // run). With 40 minutes and 20, this call dropped every database of the previous hour
+    // after a run or two, one after the other, and ran past the 300 s the test may take.
+    // Another test process starting meanwhile may drop it first (those older than
+    // TEST_DATABASE_KEPT): then this call finds it gone, as it should be.
+    let ten_days_ago = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        - 40 * 60;
+        - 10 * 24 * 3600;
     let old = format!(
         "test_{}",
-        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            forty_minutes_ago,
-            0
-        ))
-        .simple()
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, ten_days_ago, 0)).simple()
     );
     let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
     let create_old = format!("CREATE DATABASE {old}");
@@ -148,10 +145,10 @@ async fn the_test_cluster_drops_the_databases_of_tests_that_ended() {
     // A drop gives up after DROP_WAITS_AT_MOST when a session elsewhere in the cluster holds
     // it up (the database is then dropped by a later call); a few calls are given the chance.
     let mut left = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..8 {
         crate::support::drop_test_databases_older_than(
             admin,
-            std::time::Duration::from_secs(20 * 60),
+            std::time::Duration::from_secs(9 * 24 * 3600),
         )
         .await;
         left = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname = ANY($1)")

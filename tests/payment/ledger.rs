@@ -959,6 +959,129 @@ async fn a_cooperatives_cash_sale_has_its_members_paid_by_the_cooperative() {
     no_balance_is_negative(&payment, "the cooperative's cash sale").await;
 }
 
+/// The cooperative's cash pays only its members' shares of its cash sales: a share of an
+/// online sale is the platform's to pay, whatever cash the cooperative holds. Here the
+/// online sale's member (whose account comes first) is paid by transfer, and the cash sale's
+/// member is paid by the cooperative as far as its cash goes (its own online earnings were
+/// taken out of that cash first), the rest by transfer.
+#[tokio::test]
+async fn a_cooperatives_cash_pays_only_the_shares_of_its_cash_sales() {
+    let vnpay = FakeVnpay::start().await;
+    let app = app_with(&vnpay, |s| {
+        s.commission_default_bps = 500;
+        s.payout_hold_secs = 0;
+    })
+    .await;
+    let api = &app.api;
+    let manager = api.staff(Role::CooperativeManager).await;
+    let coop = api
+        .create_cooperative(&manager, &json!({ "name": "HTX Xoài Ninh Hòa", "address": { "province_code": "68", "commune_code": "24931" } }))
+        .await;
+    let (a, b) = (
+        api.register(Role::Household).await,
+        api.register(Role::Household).await,
+    );
+    for h in [&a, &b] {
+        assert_eq!(api.add_member(&manager, &coop, h).await.0, 200);
+        set_payout_account(api, h, "household", &h.id, "THANH VIEN").await;
+    }
+    let mut body = listing_body();
+    body["cooperative_id"] = json!(coop);
+    let pooled = id_of(&api.create_listing(&manager, &body).await); // 65,000 đ/kg
+    // The second member's lot is older: the first sale takes it.
+    let csv = format!(
+        "listing,lot_code,household,quantity,harvest_date\n{pooled},B-1,{},2,2026-11-01\n{pooled},A-1,{},10,2026-11-02\n",
+        b.id, a.id,
+    );
+    let res = api
+        .send(
+            Request::post(format!("/v1/cooperatives/{coop}/imports"))
+                .by(&manager)
+                .body("text/csv", csv),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let (status, fee) = put(
+        api,
+        &manager,
+        &format!("/v1/payments/cooperatives/{coop}/fee"),
+        &json!({ "rate_bps": 1000 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{fee}");
+    let buyer = api.register(Role::Buyer).await;
+    let booked = |n: usize| {
+        balance_when(
+            api,
+            &manager,
+            "cooperative",
+            &coop,
+            "the sale to be booked",
+            move |c| c["members"].as_array().is_some_and(|m| m.len() == n),
+        )
+    };
+
+    // 2 kg online, from the second member's lot: 130,000 đ, commission 6,500, its part
+    // 123,500, the cooperative's fee 12,350, the member's share 111,150.
+    let (status, c) = api
+        .checkout(&buyer, "online-2kg", &basket(&[(&pooled, "2")], "vnpay"))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let online = c["orders"][0]["id"].as_str().unwrap().to_owned();
+    let online_total = int(&c["orders"][0]["total"]);
+    assert_eq!(
+        api.vnpay_ipn(&ipn_query(c["payment_url"].as_str().unwrap(), "00", None))
+            .await["RspCode"],
+        "00"
+    );
+    paid(api, &buyer, &online).await;
+    act(api, &manager, &online, &["confirm", "ship", "deliver"]).await;
+    booked(1).await;
+
+    // 3 kg for cash, from the first member's lot: 195,000 đ, commission 9,750, its part
+    // 185,250, the fee 18,525, the member's share 166,725.
+    let cash = api.cod_order(&buyer, &pooled, "3").await;
+    let (_, o) = api.read_order(&buyer, &cash).await;
+    let cash_total = int(&o["total"]);
+    act(api, &manager, &cash, &["confirm", "ship", "deliver"]).await;
+    booked(2).await;
+
+    // The cooperative's own balance (its fees and the delivery fees) comes out of its cash
+    // first; what is left of the cash pays the cash sale's share.
+    let own = (online_total - 130_000 + 12_350) + (cash_total - 195_000 + 18_525);
+    let cash_left = cash_total - own.min(cash_total);
+    let by_coop = cash_left.min(166_725);
+    let operator = User::minted(Role::Operator);
+    let (status, batch) = api
+        .post("/v1/payments/payouts", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{batch}");
+    let mut lines: Vec<(&str, i64)> = batch["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["owner_id"].as_str().unwrap(), int(&l["amount_vnd"])))
+        .collect();
+    lines.sort();
+    let mut expected = vec![(b.id.as_str(), 111_150)];
+    if by_coop < 166_725 {
+        expected.push((a.id.as_str(), 166_725 - by_coop));
+    }
+    expected.sort();
+    assert_eq!(lines, expected, "{batch}");
+    for (h, paid_by) in [(&a, by_coop), (&b, 0)] {
+        let (_, mine) = balance(api, h, "household", &h.id).await;
+        assert_eq!(
+            int(&mine["from_cooperatives"][0]["paid_by_cooperative_vnd"]),
+            paid_by,
+            "{mine}"
+        );
+    }
+    let payment = app.db.pool("payment").await;
+    every_transaction_balances(&payment).await;
+    no_balance_is_negative(&payment, "the cooperative's cash and online sales").await;
+}
+
 /// A household that delivers its own cash-on-delivery order takes the buyer's cash and keeps
 /// it: that sale's net is already in its hands, so no payout sends it again. The cash it
 /// holds is netted against what the platform owes it: the commission of its cash sales comes

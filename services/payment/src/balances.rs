@@ -91,7 +91,8 @@ pub struct BalanceView {
     /// Cash it collected on delivery and still owes the platform: its cash sales' totals,
     /// less what payout batches have already taken out of what it was owed. A batch takes it
     /// out of `available_vnd` (and, for a household, of what its cooperatives owe it) before
-    /// paying.
+    /// paying; for a cooperative, what is left of it then pays its members' shares of its
+    /// cash sales (`paid_by_cooperative_vnd`).
     pub cash_owed_vnd: i64,
     /// What the next payout batch would send for its own balance as things stand:
     /// `available_vnd` less `cash_owed_vnd`, not below 0 (and only with a payout account).

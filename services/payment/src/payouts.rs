@@ -118,7 +118,8 @@ async fn load_batch(
 /// Makes a payout batch of every available balance whose owner has a payout account: each
 /// balance moves into the batch (in flight) in one ledger transaction. Balances within
 /// their hold stay. A seller's available balance is first reduced by the cash it collected
-/// on delivery and keeps (whether or not it has a payout account). Two operators at once
+/// on delivery and keeps (whether or not it has a payout account); a member's share of a
+/// cooperative's cash sale is paid by the cooperative from what is left of that cash. Two operators at once
 /// make two batches that never share a đồng; a batch with nothing due is still answered
 /// (with no lines).
 #[utoipa::path(post, path = "/v1/payments/payouts", tag = "payment",
@@ -141,7 +142,7 @@ pub async fn create_batch(
         .await?;
     let due = sqlx::query!(
         r#"SELECT a.id, a.kind, a.owner_kind AS "owner_kind!", a.owner_id AS "owner_id!", a.member_id, b.available AS "available!",
-              h.cash AS "cash!", hc.cash AS "coop_cash!",
+              h.cash AS "cash!", hc.cash AS "coop_cash!", cs.cash_shares AS "cash_shares!",
               p.bank AS "bank?", p.account_number AS "account_number?", p.account_name AS "account_name?"
            FROM ledger_accounts a
            JOIN LATERAL (
@@ -159,6 +160,13 @@ pub async fn create_batch(
                FROM ledger_accounts c JOIN ledger_entries e ON e.account_id = c.id
                WHERE a.member_id IS NOT NULL AND c.kind = 'seller_cash' AND c.owner_kind = 'cooperative' AND c.owner_id = a.owner_id
            ) hc ON true
+           JOIN LATERAL (
+               SELECT (COALESCE(-sum(e.amount_vnd) FILTER (WHERE t.kind = 'order' AND o.method = 'cod'), 0)
+                       - COALESCE(sum(e.amount_vnd) FILTER (WHERE t.kind = 'paid_by_cooperative'), 0))::bigint AS cash_shares
+               FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+               LEFT JOIN payment_orders o ON o.order_id = t.order_id
+               WHERE a.member_id IS NOT NULL AND e.account_id = a.id
+           ) cs ON true
            LEFT JOIN payout_accounts p ON (p.owner_kind, p.owner_id) = (CASE WHEN a.member_id IS NULL THEN a.owner_kind ELSE 'household' END, COALESCE(a.member_id, a.owner_id))
            WHERE a.kind IN ('seller_payable', 'member_payable') AND b.available > 0
            ORDER BY a.member_id IS NOT NULL, a.id"#,
@@ -199,11 +207,12 @@ pub async fn create_batch(
         // A member's share of sales whose cash its cooperative collected is the
         // cooperative's to pay, from that cash (what is left of it once the cooperative's
         // own balance was taken out of it, sellers' own rows coming first): the platform
-        // does not pay out money it never received.
+        // does not pay out money it never received. Only those shares: a share of an online
+        // sale is the platform's to pay, whatever cash the cooperative holds.
         let mut available = d.available;
         if d.member_id.is_some() {
             let coop_cash = cash_left.entry(owner).or_insert(d.coop_cash.max(0));
-            let by_coop = (*coop_cash).min(available);
+            let by_coop = (*coop_cash).min(available).min(d.cash_shares.max(0));
             *coop_cash -= by_coop;
             available -= by_coop;
             if by_coop > 0 {

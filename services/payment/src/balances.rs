@@ -120,26 +120,25 @@ async fn load_balance(
     .await?;
     let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();
     let balances = ledger::balances(conn, &ids).await?;
-    let paid: BTreeMap<i64, i64> = sqlx::query!(
-        r#"SELECT e.account_id, sum(e.amount_vnd)::bigint AS "sum!" FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
-           WHERE e.account_id = ANY($1) AND t.kind = 'payout_paid' GROUP BY e.account_id"#,
+    // What each account sent to banks, and what cooperatives paid their members from cash,
+    // in one read.
+    let mut paid: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut by_cooperative: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in sqlx::query!(
+        r#"SELECT e.account_id, t.kind, sum(e.amount_vnd)::bigint AS "sum!" FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
+           WHERE e.account_id = ANY($1) AND t.kind IN ('payout_paid', 'paid_by_cooperative') GROUP BY e.account_id, t.kind"#,
         &ids,
     )
     .fetch_all(&mut *conn)
     .await?
-    .into_iter()
-    .map(|r| (r.account_id, r.sum))
-    .collect();
-    let by_cooperative: BTreeMap<i64, i64> = sqlx::query!(
-        r#"SELECT e.account_id, sum(e.amount_vnd)::bigint AS "sum!" FROM ledger_entries e JOIN ledger_transactions t ON t.id = e.transaction_id
-           WHERE e.account_id = ANY($1) AND t.kind = 'paid_by_cooperative' GROUP BY e.account_id"#,
-        &ids,
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|r| (r.account_id, r.sum))
-    .collect();
+    {
+        let into = if r.kind == "payout_paid" {
+            &mut paid
+        } else {
+            &mut by_cooperative
+        };
+        into.insert(r.account_id, r.sum);
+    }
     let mut paid_by: BTreeMap<(uuid::Uuid, uuid::Uuid), i64> = BTreeMap::new();
     let mut own = Amounts::default();
     let mut cash_held = 0;
